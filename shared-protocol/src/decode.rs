@@ -1,0 +1,335 @@
+//! The single entry for inbound bytes: size cap, then serde, then garde.
+//!
+//! Nothing outside this module constructs a [`Validated`], so a function that takes one can rely
+//! on every field having passed its rule.
+
+use std::fmt;
+use std::ops::Deref;
+
+use garde::Validate;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::http::CreateSwarmRequest;
+use crate::messages::{ErrorCode, ToCoordinator};
+
+/// Size limits applied before any parsing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest accepted message or request body, in bytes.
+    pub max_message_bytes: usize,
+}
+
+impl Default for Limits {
+    /// 16 KiB: far above any legitimate message of this protocol version, far below the
+    /// platform's 32 MiB WebSocket limit.
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// A message type that can arrive from outside, with the `type` tags it accepts.
+pub trait WireMessage: DeserializeOwned + Validate<Context = ()> {
+    /// The accepted values of the `type` field; empty for bodies without one.
+    const TYPES: &'static [&'static str];
+}
+
+impl WireMessage for ToCoordinator {
+    const TYPES: &'static [&'static str] = &["hello", "heartbeat"];
+}
+
+impl WireMessage for CreateSwarmRequest {
+    const TYPES: &'static [&'static str] = &[];
+}
+
+/// A value that passed [`decode`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Validated<T>(T);
+
+impl<T> Validated<T> {
+    /// Gives up the guarantee and returns the plain value.
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> Deref for Validated<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// Why inbound bytes were refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The input is longer than [`Limits::max_message_bytes`].
+    TooLarge { size: usize, limit: usize },
+    /// The input is not JSON or not the shape of the expected message.
+    Malformed(String),
+    /// The input's `type` is not one of the expected message's tags.
+    UnknownType(String),
+    /// The input parsed but a field broke its validation rule.
+    Invalid(String),
+}
+
+impl DecodeError {
+    /// The wire error code for this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            DecodeError::TooLarge { .. } => ErrorCode::TooLarge,
+            DecodeError::Malformed(_) => ErrorCode::Malformed,
+            DecodeError::UnknownType(_) => ErrorCode::UnknownType,
+            DecodeError::Invalid(_) => ErrorCode::Invalid,
+        }
+    }
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::TooLarge { size, limit } => {
+                write!(
+                    f,
+                    "message of {size} bytes exceeds the limit of {limit} bytes"
+                )
+            }
+            DecodeError::Malformed(why) => write!(f, "malformed message: {why}"),
+            DecodeError::UnknownType(kind) => write!(f, "unknown message type '{kind}'"),
+            DecodeError::Invalid(why) => write!(f, "invalid message: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// Only the `type` tag, to tell an unknown type from a malformed known one.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+}
+
+/// Decodes and validates inbound bytes. The size is checked before anything is parsed.
+pub fn decode<T: WireMessage>(bytes: &[u8], limits: &Limits) -> Result<Validated<T>, DecodeError> {
+    if bytes.len() > limits.max_message_bytes {
+        return Err(DecodeError::TooLarge {
+            size: bytes.len(),
+            limit: limits.max_message_bytes,
+        });
+    }
+    let value: T = serde_json::from_slice(bytes).map_err(|err| classify::<T>(bytes, err))?;
+    value
+        .validate()
+        .map_err(|report| DecodeError::Invalid(one_line(&report.to_string())))?;
+    Ok(Validated(value))
+}
+
+fn classify<T: WireMessage>(bytes: &[u8], err: serde_json::Error) -> DecodeError {
+    if !T::TYPES.is_empty() {
+        if let Ok(envelope) = serde_json::from_slice::<Envelope>(bytes) {
+            if !T::TYPES.contains(&envelope.kind.as_ref()) {
+                let mut kind = envelope.kind.into_owned();
+                kind.truncate(64);
+                return DecodeError::UnknownType(kind);
+            }
+        }
+    }
+    DecodeError::Malformed(one_line(&err.to_string()))
+}
+
+fn one_line(text: &str) -> String {
+    let mut line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    line.truncate(300);
+    line
+}
+
+/// Encodes an outbound message as JSON text.
+pub fn encode<T: Serialize>(message: &T) -> String {
+    // Serialising these types cannot fail: every map key is a string and no type has a
+    // fallible Serialize impl.
+    serde_json::to_string(message).expect("protocol types always serialise")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::messages::*;
+    use crate::PROTOCOL_VERSION;
+
+    const LIMITS: Limits = Limits {
+        max_message_bytes: 1024,
+    };
+
+    fn device_hello(name: &str, cores: u16) -> ToCoordinator {
+        ToCoordinator::Hello(Hello {
+            protocol: PROTOCOL_VERSION,
+            role: HelloRole::Device {
+                name: name.to_owned(),
+                capabilities: Capabilities {
+                    cores,
+                    memory_mb: Some(8192),
+                    gpu: false,
+                    agent: AgentClass::BrowserDesktop,
+                },
+                credential: None,
+            },
+        })
+    }
+
+    fn decode_str(text: &str) -> Result<Validated<ToCoordinator>, DecodeError> {
+        decode::<ToCoordinator>(text.as_bytes(), &LIMITS)
+    }
+
+    #[test]
+    fn hello_and_heartbeat_round_trip() {
+        for msg in [
+            device_hello("laptop", 8),
+            ToCoordinator::Heartbeat {},
+            ToCoordinator::Hello(Hello {
+                protocol: PROTOCOL_VERSION,
+                role: HelloRole::Dashboard {
+                    owner_key: Some("k".repeat(43)),
+                },
+            }),
+        ] {
+            let text = encode(&msg);
+            assert_eq!(decode_str(&text).unwrap().into_inner(), msg, "{text}");
+        }
+    }
+
+    #[test]
+    fn wire_shape_is_the_documented_one() {
+        assert_eq!(
+            encode(&ToCoordinator::Heartbeat {}),
+            r#"{"type":"heartbeat"}"#
+        );
+        let text = encode(&device_hello("a", 2));
+        assert_eq!(
+            text,
+            r#"{"type":"hello","protocol":1,"role":{"kind":"device","name":"a","capabilities":{"cores":2,"memory_mb":8192,"gpu":false,"agent":"browser_desktop"},"credential":null}}"#
+        );
+        let ack = encode(&ToClient::HeartbeatAck { server_time_ms: 5 });
+        assert_eq!(ack, r#"{"type":"heartbeat_ack","server_time_ms":5}"#);
+    }
+
+    #[test]
+    fn outbound_messages_round_trip() {
+        let msgs = [
+            ToClient::Error {
+                code: ErrorCode::BadCredential,
+                message: "no".into(),
+            },
+            ToClient::Welcome {
+                protocol: 1,
+                swarm_id: "s".into(),
+                swarm_name: "n".into(),
+                role: WelcomeRole::Device {
+                    device_id: "d".into(),
+                    credential: None,
+                },
+                heartbeat_interval_ms: 10_000,
+                offline_after_ms: 60_000,
+            },
+            ToClient::Snapshot(SwarmSnapshot {
+                swarm_id: "s".into(),
+                swarm_name: "n".into(),
+                now_ms: 1,
+                seq: 2,
+                device_total: 0,
+                online: 0,
+                devices: vec![],
+                log: vec![LogEntry {
+                    at_ms: 1,
+                    level: LogLevel::Security,
+                    text: "x".into(),
+                }],
+                counters: Counters::default(),
+            }),
+        ];
+        for msg in msgs {
+            let text = encode(&msg);
+            assert_eq!(serde_json::from_str::<ToClient>(&text).unwrap(), msg);
+        }
+    }
+
+    #[test]
+    fn oversized_input_is_refused_before_parsing() {
+        let big = format!(
+            "{{\"type\":\"heartbeat\",\"pad\":\"{}\"}}",
+            "x".repeat(2000)
+        );
+        let err = decode_str(&big).unwrap_err();
+        assert_eq!(
+            err,
+            DecodeError::TooLarge {
+                size: big.len(),
+                limit: 1024
+            }
+        );
+        assert_eq!(err.code(), ErrorCode::TooLarge);
+    }
+
+    #[test]
+    fn bad_inputs_get_their_codes() {
+        let cases: &[(&str, ErrorCode)] = &[
+            ("", ErrorCode::Malformed),
+            ("not json", ErrorCode::Malformed),
+            ("[]", ErrorCode::Malformed),
+            ("{}", ErrorCode::Malformed),
+            (r#"{"type":"launch_missiles"}"#, ErrorCode::UnknownType),
+            (r#"{"type":"heartbeat","extra":1}"#, ErrorCode::Malformed),
+            (r#"{"type":"hello","protocol":1}"#, ErrorCode::Malformed),
+            (
+                r#"{"type":"hello","protocol":1,"role":{"kind":"device","name":"","capabilities":{"cores":2,"memory_mb":null,"gpu":false,"agent":"native"},"credential":null}}"#,
+                ErrorCode::Invalid,
+            ),
+            (
+                r#"{"type":"hello","protocol":1,"role":{"kind":"device","name":"a","capabilities":{"cores":0,"memory_mb":null,"gpu":false,"agent":"native"},"credential":null}}"#,
+                ErrorCode::Invalid,
+            ),
+            (
+                r#"{"type":"hello","protocol":1,"role":{"kind":"device","name":"a","capabilities":{"cores":70000,"memory_mb":null,"gpu":false,"agent":"native"},"credential":null}}"#,
+                ErrorCode::Malformed,
+            ),
+            (
+                r#"{"type":"hello","protocol":1,"role":{"kind":"device","name":"a","capabilities":{"cores":2,"memory_mb":null,"gpu":false,"agent":"native"},"credential":{"device_id":"XYZ","secret":"short"}}}"#,
+                ErrorCode::Invalid,
+            ),
+            (
+                r#"{"type":"hello","protocol":1,"role":{"kind":"dashboard","owner_key":"bad key"}}"#,
+                ErrorCode::Invalid,
+            ),
+            (
+                r#"{"type":"hello","protocol":1,"role":{"kind":"admin"}}"#,
+                ErrorCode::Malformed,
+            ),
+        ];
+        for (input, code) in cases {
+            let err = decode_str(input).expect_err(input);
+            assert_eq!(err.code(), *code, "{input}: {err}");
+        }
+    }
+
+    #[test]
+    fn error_text_is_one_short_line() {
+        let err = decode_str(&format!("{{\"type\":\"{}\"}}", "z".repeat(500))).unwrap_err();
+        let DecodeError::UnknownType(kind) = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(kind.len(), 64);
+        assert!(!err.to_string().contains('\n'));
+    }
+
+    #[test]
+    fn http_bodies_validate() {
+        let ok = decode::<CreateSwarmRequest>(br#"{"name":"lab"}"#, &LIMITS).unwrap();
+        assert_eq!(ok.name, "lab");
+        let err = decode::<CreateSwarmRequest>(br#"{"name":""}"#, &LIMITS).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Invalid);
+        let err = decode::<CreateSwarmRequest>(br#"{"name":"a","x":1}"#, &LIMITS).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Malformed);
+    }
+}

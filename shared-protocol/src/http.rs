@@ -1,0 +1,62 @@
+//! HTTP request and response bodies of the coordinator's REST endpoints.
+
+use garde::Validate;
+use serde::{Deserialize, Serialize};
+
+use crate::messages::{Counters, ErrorCode};
+use crate::text::is_label;
+
+/// `POST /api/swarms`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSwarmRequest {
+    #[garde(custom(is_label))]
+    pub name: String,
+}
+
+/// `201 Created` answer to [`CreateSwarmRequest`]. The owner key is shown only here, once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSwarmResponse {
+    pub swarm_id: String,
+    pub owner_key: String,
+}
+
+/// `GET /api/swarms/{id}`: public facts about a swarm.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwarmInfo {
+    pub swarm_id: String,
+    pub swarm_name: String,
+    pub created_ms: u64,
+}
+
+/// `GET /api/swarms/{id}/stats` (owner only): what the coordinator object is doing, so that
+/// its cost can be measured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwarmStats {
+    /// Open WebSockets.
+    pub connections: u32,
+    /// When the object's alarm is armed for (wall-clock ms), as the platform reports it;
+    /// `null` when none is armed.
+    pub alarm_at_ms: Option<u64>,
+    /// The counters since the object last started.
+    pub counters: Counters,
+}
+
+/// `GET /api/health`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthResponse {
+    pub ok: bool,
+    pub protocol: u16,
+}
+
+/// The body of every non-2xx HTTP answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpError {
+    pub code: ErrorCode,
+    pub message: String,
+}

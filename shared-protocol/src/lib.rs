@@ -1,0 +1,42 @@
+//! The Ostrich Legs wire protocol: every message and HTTP body exchanged between clients
+//! (browser devices, dashboards, native agents) and the swarm coordinator.
+//!
+//! Messages are JSON text. Types are named by direction: [`ToCoordinator`] goes from a client to
+//! the coordinator, [`ToClient`] the other way. Inbound bytes pass through [`decode`] — size cap,
+//! then serde, then `garde` validation — and code past it only ever sees a [`Validated`] value.
+//!
+//! This crate depends only on serde and garde and builds for native targets and wasm32.
+
+mod decode;
+mod http;
+mod messages;
+mod text;
+
+pub use decode::{decode, encode, DecodeError, Limits, Validated, WireMessage};
+pub use http::{
+    CreateSwarmRequest, CreateSwarmResponse, HealthResponse, HttpError, SwarmInfo, SwarmStats,
+};
+pub use messages::{
+    AgentClass, Capabilities, Counters, DeviceCredential, DeviceStatus, DeviceView, ErrorCode,
+    Hello, HelloRole, LogEntry, LogLevel, SwarmSnapshot, ToClient, ToCoordinator, WelcomeRole,
+};
+pub use text::{is_id, is_label, is_secret, ID_LEN};
+
+/// The protocol version this build speaks. It travels in [`Hello`] and [`ToClient::Welcome`];
+/// a coordinator answers a different version with [`ErrorCode::ProtocolMismatch`].
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// WebSocket close codes the coordinator uses. 1008 and 1009 are the standard "policy
+/// violation" and "message too big"; the 4xxx range is the application's own.
+pub mod close_code {
+    /// The connection broke a rule (bad hello, bad credential, version mismatch).
+    pub const POLICY: u16 = 1008;
+    /// A message exceeded [`crate::Limits::max_message_bytes`].
+    pub const TOO_BIG: u16 = 1009;
+    /// The same device opened a newer connection; this one is superseded.
+    pub const REPLACED: u16 = 4000;
+    /// No hello arrived within the hello timeout.
+    pub const HELLO_TIMEOUT: u16 = 4001;
+    /// A device sent no heartbeat for `offline_after_ms`; it is now OFFLINE.
+    pub const HEARTBEAT_TIMEOUT: u16 = 4002;
+}

@@ -1,0 +1,241 @@
+//! WebSocket messages in both directions, with their validation rules.
+//!
+//! Every message is a JSON object whose `type` field names the variant (snake_case). Unknown
+//! fields are rejected, so a typo never silently drops data.
+
+use garde::Validate;
+use serde::{Deserialize, Serialize};
+
+use crate::text::{is_id, is_label, is_secret};
+
+/// A message from a client (device, dashboard, agent) to the coordinator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Validate)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ToCoordinator {
+    /// Sent immediately after the socket opens, before any other message. The coordinator
+    /// answers with [`ToClient::Welcome`] or with [`ToClient::Error`] and a close.
+    Hello(#[garde(dive)] Hello),
+    /// Sent every `heartbeat_interval_ms` (from the welcome) while connected; answered with
+    /// [`ToClient::HeartbeatAck`]. A device without one for `offline_after_ms` is OFFLINE.
+    Heartbeat {},
+}
+
+/// The first message on a socket: the protocol version and who is connecting.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct Hello {
+    /// Must equal [`crate::PROTOCOL_VERSION`].
+    #[garde(skip)]
+    pub protocol: u16,
+    /// The role this socket takes for its whole life.
+    #[garde(dive)]
+    pub role: HelloRole,
+}
+
+/// Who is saying hello.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Validate)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum HelloRole {
+    /// A compute device. Without a credential the coordinator registers a new device and returns
+    /// its credential in the welcome; with one, the device resumes its identity.
+    Device {
+        #[garde(custom(is_label))]
+        name: String,
+        #[garde(dive)]
+        capabilities: Capabilities,
+        #[garde(dive)]
+        credential: Option<DeviceCredential>,
+    },
+    /// A dashboard that receives swarm snapshots. With the owner key it is the owner's.
+    Dashboard {
+        #[garde(inner(custom(is_secret)))]
+        owner_key: Option<String>,
+    },
+}
+
+/// What a device can lend to the swarm.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct Capabilities {
+    /// Logical cores (`navigator.hardwareConcurrency` in a browser).
+    #[garde(range(min = 1, max = 1024))]
+    pub cores: u16,
+    /// Memory in MiB when the platform reveals it (`navigator.deviceMemory` × 1024).
+    #[garde(inner(range(min = 1, max = 16_777_216)))]
+    pub memory_mb: Option<u32>,
+    /// Whether a GPU / WebGPU adapter is available.
+    #[garde(skip)]
+    pub gpu: bool,
+    /// What kind of client this is.
+    #[garde(skip)]
+    pub agent: AgentClass,
+}
+
+/// The class of client, from its user agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentClass {
+    BrowserDesktop,
+    BrowserMobile,
+    Native,
+}
+
+/// A device's own credential: issued once in the welcome, kept by the device (localStorage,
+/// or a file for the native agent), and presented in later hellos.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceCredential {
+    #[garde(custom(is_id))]
+    pub device_id: String,
+    #[garde(custom(is_secret))]
+    pub secret: String,
+}
+
+/// A message from the coordinator to a client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ToClient {
+    /// The answer to a good hello; always the first message a client receives.
+    Welcome {
+        protocol: u16,
+        swarm_id: String,
+        swarm_name: String,
+        role: WelcomeRole,
+        /// How often the client must send [`ToCoordinator::Heartbeat`].
+        heartbeat_interval_ms: u64,
+        /// After how long without a heartbeat a device counts as OFFLINE.
+        offline_after_ms: u64,
+    },
+    /// The answer to a heartbeat, with the coordinator's wall clock.
+    HeartbeatAck { server_time_ms: u64 },
+    /// The swarm's live state, sent to dashboards every broadcast interval (2 s).
+    Snapshot(SwarmSnapshot),
+    /// A refused message or connection. The state of the swarm is unchanged by the message
+    /// that caused it. Errors during the hello are followed by a close.
+    Error { code: ErrorCode, message: String },
+}
+
+/// The role the coordinator granted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum WelcomeRole {
+    /// `credential` is present only when this hello registered a new device: store it.
+    Device {
+        device_id: String,
+        credential: Option<DeviceCredential>,
+    },
+    /// `owner` tells whether the owner key was accepted.
+    Dashboard { owner: bool },
+}
+
+/// Machine-readable error codes. The text beside them is for people and may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The message exceeded the size limit.
+    TooLarge,
+    /// Not JSON, or not the shape of any message.
+    Malformed,
+    /// The `type` names no message this protocol knows.
+    UnknownType,
+    /// Well-formed but a field broke its rule (length, range, charset).
+    Invalid,
+    /// The hello carried another protocol version.
+    ProtocolMismatch,
+    /// A message other than hello arrived before the hello.
+    HelloRequired,
+    /// A second hello on the same socket.
+    AlreadyIntroduced,
+    /// The device credential is unknown or its secret is wrong.
+    BadCredential,
+    /// The owner key is wrong.
+    BadOwnerKey,
+    /// The caller may not do this.
+    Forbidden,
+    /// No swarm with this id.
+    SwarmNotFound,
+    /// No such HTTP endpoint.
+    NotFound,
+    /// Too many requests; retry later.
+    RateLimited,
+    /// Something failed inside the coordinator.
+    Internal,
+}
+
+/// Whether a device is currently reachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DeviceStatus {
+    /// Connected, and a heartbeat arrived within `offline_after_ms`.
+    Online,
+    /// Disconnected, or silent for longer than `offline_after_ms`.
+    Offline,
+}
+
+/// The live swarm state sent to dashboards.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwarmSnapshot {
+    pub swarm_id: String,
+    pub swarm_name: String,
+    /// The coordinator's wall clock when the snapshot was taken.
+    pub now_ms: u64,
+    /// Increases by one with every snapshot the coordinator builds.
+    pub seq: u64,
+    /// Total registered devices (the list below may be capped).
+    pub device_total: u32,
+    /// Devices currently ONLINE.
+    pub online: u32,
+    /// Up to the coordinator's cap: online devices first, then the most recently seen.
+    pub devices: Vec<DeviceView>,
+    /// The newest system log entries, oldest first.
+    pub log: Vec<LogEntry>,
+    /// The coordinator's own cost counters since the object last started.
+    pub counters: Counters,
+}
+
+/// One row of the devices table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceView {
+    pub id: String,
+    pub name: String,
+    pub status: DeviceStatus,
+    pub capabilities: Capabilities,
+    pub last_seen_ms: u64,
+    pub registered_ms: u64,
+}
+
+/// A system log line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogEntry {
+    pub at_ms: u64,
+    pub level: LogLevel,
+    pub text: String,
+}
+
+/// Severity of a log line; `security` marks rejected input and refused actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogLevel {
+    Info,
+    Warn,
+    Security,
+}
+
+/// What the coordinator did since its object last started, so that cost can be measured.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Counters {
+    /// WebSocket messages received.
+    pub messages_in: u64,
+    /// WebSocket messages sent.
+    pub messages_out: u64,
+    /// Rows written to storage.
+    pub storage_writes: u64,
+    /// Alarms handled.
+    pub alarms: u64,
+    /// Inbound messages refused.
+    pub rejected: u64,
+}
