@@ -1,0 +1,56 @@
+//! The swarm coordinator as a deterministic state machine.
+//!
+//! [`SwarmCore`] holds one swarm: its devices, the sockets connected to it, its log and its cost
+//! counters. It never reads a clock, never does IO and never draws randomness it was not
+//! handed: every input carries `now` (wall-clock milliseconds, because Durable Object alarms are
+//! wall-clock), randomness comes from a seed given at construction, and every effect comes out of
+//! [`SwarmCore::poll_output`] as an [`Output`] for the glue to carry out (send, close, persist,
+//! set or clear the alarm).
+//!
+//! Driving it: after each `handle_*` call, drain `poll_output` until it returns `None`.
+
+mod core;
+mod records;
+mod secrets;
+
+pub use crate::core::{Config, CreateError, SwarmCore};
+pub use crate::records::{DeviceRecord, Session, SocketAttachment, StoreOp, SwarmMeta};
+pub use crate::secrets::{hash_secret, Rng};
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub type Millis = u64;
+
+/// Identifies one WebSocket for the life of that socket. Chosen by the glue and kept in the
+/// socket's hibernation attachment, so it survives the object being evicted. Values must stay
+/// below 2^53 because the attachment is stored as a JavaScript value.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub struct ConnId(pub u64);
+
+/// An effect the glue must carry out, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Send this JSON text on the socket. Broadcasts share one encoded text.
+    Send {
+        conn: ConnId,
+        text: std::rc::Rc<str>,
+    },
+    /// Close the socket with this code and reason.
+    Close {
+        conn: ConnId,
+        code: u16,
+        reason: String,
+    },
+    /// Store this attachment on the socket so that a woken object can rebuild its session.
+    Attach {
+        conn: ConnId,
+        attachment: SocketAttachment,
+    },
+    /// Write this to durable storage.
+    Persist(StoreOp),
+    /// Arm the object's alarm for this wall-clock time (replacing any armed one).
+    SetAlarm { at: Millis },
+    /// Disarm the object's alarm.
+    ClearAlarm,
+}

@@ -1,0 +1,62 @@
+//! What the core persists and what it attaches to sockets.
+//!
+//! The glue stores [`StoreOp`]s as rows (SQLite in the Durable Object) and hands them back to
+//! [`crate::SwarmCore::restore`] when the object starts. A [`SocketAttachment`] travels with a
+//! hibernated WebSocket, so sessions survive eviction without a storage write.
+
+use serde::{Deserialize, Serialize};
+use shared_protocol::Capabilities;
+
+use crate::{ConnId, Millis};
+
+/// The swarm's identity, written once at creation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwarmMeta {
+    pub swarm_id: String,
+    pub name: String,
+    /// [`crate::hash_secret`] of the owner key; the key itself is never stored.
+    pub owner_key_hash: String,
+    pub created_ms: Millis,
+}
+
+/// A registered device as stored. Written on registration, connect, disconnect and status
+/// change — never on a heartbeat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    pub device_id: String,
+    pub name: String,
+    pub capabilities: Capabilities,
+    /// [`crate::hash_secret`] of the device secret.
+    pub secret_hash: String,
+    pub registered_ms: Millis,
+    /// The last heartbeat or connect known when the row was written.
+    pub last_seen_ms: Millis,
+}
+
+/// A durable write.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreOp {
+    /// Insert the swarm's identity (once).
+    PutSwarm(SwarmMeta),
+    /// Insert or replace a device row.
+    PutDevice(DeviceRecord),
+}
+
+/// What a socket is, once it has said hello.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Session {
+    /// The socket has not said hello yet; it is closed if it stays silent too long.
+    AwaitingHello { since_ms: Millis },
+    /// A device socket.
+    Device { device_id: String },
+    /// A dashboard socket; `owner` if it presented the owner key.
+    Dashboard { owner: bool },
+}
+
+/// Kept on each WebSocket through hibernation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SocketAttachment {
+    pub conn: ConnId,
+    pub session: Session,
+}

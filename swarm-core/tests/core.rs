@@ -1,0 +1,620 @@
+//! Deterministic tests of the coordinator core on a simulated clock.
+//!
+//! [`Sim`] plays the glue: it feeds inputs with a virtual `now`, drains outputs, keeps the
+//! "database" of persisted rows and the per-socket inboxes, and fires the alarm when the clock
+//! reaches it.
+
+use std::collections::BTreeMap;
+
+use shared_protocol::{
+    close_code, encode, AgentClass, Capabilities, DeviceCredential, DeviceStatus, ErrorCode, Hello,
+    HelloRole, SwarmSnapshot, ToClient, ToCoordinator, WelcomeRole, PROTOCOL_VERSION,
+};
+use swarm_core::{
+    hash_secret, Config, ConnId, CreateError, DeviceRecord, Millis, Output, SocketAttachment,
+    StoreOp, SwarmCore, SwarmMeta,
+};
+
+const OWNER_KEY: &str = "owner-key-owner-key-owner-key-owner-key-000";
+
+struct Sim {
+    core: SwarmCore,
+    now: Millis,
+    alarm: Option<Millis>,
+    inbox: BTreeMap<ConnId, Vec<ToClient>>,
+    closed: BTreeMap<ConnId, u16>,
+    attachments: BTreeMap<ConnId, SocketAttachment>,
+    swarm_row: Option<SwarmMeta>,
+    device_rows: BTreeMap<String, DeviceRecord>,
+    writes: usize,
+    next_conn: u64,
+}
+
+impl Sim {
+    fn new() -> Self {
+        Self::with_config(Config::default())
+    }
+
+    fn with_config(config: Config) -> Self {
+        let mut sim = Self {
+            core: SwarmCore::new(config, [1; 32]),
+            now: 1_700_000_000_000,
+            alarm: None,
+            inbox: BTreeMap::new(),
+            closed: BTreeMap::new(),
+            attachments: BTreeMap::new(),
+            swarm_row: None,
+            device_rows: BTreeMap::new(),
+            writes: 0,
+            next_conn: 0,
+        };
+        let meta = SwarmMeta {
+            swarm_id: "ab".repeat(16),
+            name: "lab".into(),
+            owner_key_hash: hash_secret(OWNER_KEY),
+            created_ms: sim.now,
+        };
+        sim.core.create(sim.now, meta).unwrap();
+        sim.drain();
+        sim
+    }
+
+    /// Simulates the object being evicted and started again: a fresh core restored from the
+    /// stored rows, the attachments of still-open sockets and the armed alarm.
+    fn restart(&mut self) {
+        let mut core = SwarmCore::new(Config::default(), [2; 32]);
+        let open: Vec<SocketAttachment> = self
+            .attachments
+            .iter()
+            .filter(|(conn, _)| !self.closed.contains_key(conn))
+            .map(|(_, a)| a.clone())
+            .collect();
+        core.restore(
+            self.now,
+            self.swarm_row.clone(),
+            self.device_rows.values().cloned().collect(),
+            open,
+            self.alarm,
+        );
+        self.core = core;
+        self.drain();
+    }
+
+    fn drain(&mut self) {
+        while let Some(output) = self.core.poll_output() {
+            match output {
+                Output::Send { conn, text } => {
+                    assert!(!self.closed.contains_key(&conn), "sent on a closed socket");
+                    let msg: ToClient = serde_json::from_str(&text).unwrap();
+                    self.inbox.entry(conn).or_default().push(msg);
+                }
+                Output::Close { conn, code, .. } => {
+                    self.closed.insert(conn, code);
+                }
+                Output::Attach { conn, attachment } => {
+                    self.attachments.insert(conn, attachment);
+                }
+                Output::Persist(op) => {
+                    self.writes += 1;
+                    match op {
+                        StoreOp::PutSwarm(meta) => self.swarm_row = Some(meta),
+                        StoreOp::PutDevice(row) => {
+                            self.device_rows.insert(row.device_id.clone(), row);
+                        }
+                    }
+                }
+                Output::SetAlarm { at } => self.alarm = Some(at),
+                Output::ClearAlarm => self.alarm = None,
+            }
+        }
+    }
+
+    fn connect(&mut self) -> ConnId {
+        self.next_conn += 1;
+        let conn = ConnId(self.next_conn);
+        self.core.handle_connect(self.now, conn);
+        self.drain();
+        conn
+    }
+
+    fn send_raw(&mut self, conn: ConnId, bytes: &[u8]) {
+        self.core.handle_message(self.now, conn, bytes);
+        self.drain();
+    }
+
+    fn send(&mut self, conn: ConnId, msg: &ToCoordinator) {
+        self.send_raw(conn, encode(msg).as_bytes());
+    }
+
+    fn disconnect(&mut self, conn: ConnId) {
+        self.attachments.remove(&conn);
+        self.core.handle_disconnect(self.now, conn);
+        self.drain();
+    }
+
+    /// Moves the virtual clock forward, firing the alarm each time it comes due.
+    fn advance(&mut self, ms: Millis) {
+        let end = self.now + ms;
+        while let Some(at) = self.alarm.filter(|at| *at <= end) {
+            self.now = self.now.max(at);
+            self.alarm = None;
+            self.core.handle_alarm(self.now);
+            self.drain();
+        }
+        self.now = end;
+    }
+
+    fn take(&mut self, conn: ConnId) -> Vec<ToClient> {
+        self.inbox.remove(&conn).unwrap_or_default()
+    }
+
+    fn last_error(&mut self, conn: ConnId) -> ErrorCode {
+        match self.take(conn).pop() {
+            Some(ToClient::Error { code, .. }) => code,
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    fn join_device(&mut self, name: &str) -> (ConnId, DeviceCredential) {
+        let conn = self.connect();
+        self.send(conn, &device_hello(name, None));
+        match self.take(conn).as_slice() {
+            [ToClient::Welcome {
+                role:
+                    WelcomeRole::Device {
+                        credential: Some(c),
+                        device_id,
+                    },
+                ..
+            }] => {
+                assert_eq!(&c.device_id, device_id);
+                (conn, c.clone())
+            }
+            other => panic!("expected a welcome with a credential, got {other:?}"),
+        }
+    }
+
+    fn join_dashboard(&mut self, owner_key: Option<&str>) -> ConnId {
+        let conn = self.connect();
+        self.send(conn, &dashboard_hello(owner_key));
+        assert!(matches!(
+            self.take(conn).as_slice(),
+            [ToClient::Welcome { .. }]
+        ));
+        conn
+    }
+
+    fn snapshot(&self) -> SwarmSnapshot {
+        self.core.snapshot(self.now)
+    }
+
+    fn status_of(&self, device_id: &str) -> DeviceStatus {
+        self.snapshot()
+            .devices
+            .iter()
+            .find(|d| d.id == device_id)
+            .expect("device listed")
+            .status
+    }
+}
+
+fn caps() -> Capabilities {
+    Capabilities {
+        cores: 4,
+        memory_mb: Some(4096),
+        gpu: false,
+        agent: AgentClass::Native,
+    }
+}
+
+fn device_hello(name: &str, credential: Option<DeviceCredential>) -> ToCoordinator {
+    ToCoordinator::Hello(Hello {
+        protocol: PROTOCOL_VERSION,
+        role: HelloRole::Device {
+            name: name.into(),
+            capabilities: caps(),
+            credential,
+        },
+    })
+}
+
+fn dashboard_hello(owner_key: Option<&str>) -> ToCoordinator {
+    ToCoordinator::Hello(Hello {
+        protocol: PROTOCOL_VERSION,
+        role: HelloRole::Dashboard {
+            owner_key: owner_key.map(str::to_owned),
+        },
+    })
+}
+
+fn snapshots(msgs: &[ToClient]) -> Vec<&SwarmSnapshot> {
+    msgs.iter()
+        .filter_map(|m| match m {
+            ToClient::Snapshot(s) => Some(s),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_swarm_is_created_once() {
+    let mut sim = Sim::new();
+    assert!(sim.swarm_row.is_some());
+    let again = SwarmMeta {
+        swarm_id: "cd".repeat(16),
+        name: "other".into(),
+        owner_key_hash: String::new(),
+        created_ms: 0,
+    };
+    assert_eq!(
+        sim.core.create(sim.now, again),
+        Err(CreateError::AlreadyExists)
+    );
+    sim.drain();
+    assert_eq!(sim.swarm_row.as_ref().unwrap().name, "lab");
+}
+
+#[test]
+fn a_device_registers_and_is_listed_online() {
+    let mut sim = Sim::new();
+    let (_, cred) = sim.join_device("laptop");
+    let row = &sim.device_rows[&cred.device_id];
+    assert_eq!(row.name, "laptop");
+    assert_eq!(
+        row.secret_hash,
+        hash_secret(&cred.secret),
+        "only the hash is stored"
+    );
+    let snap = sim.snapshot();
+    assert_eq!((snap.device_total, snap.online), (1, 1));
+    assert_eq!(snap.devices[0].capabilities, caps());
+    assert_eq!(sim.status_of(&cred.device_id), DeviceStatus::Online);
+}
+
+#[test]
+fn heartbeats_are_acknowledged_without_storage_writes() {
+    let mut sim = Sim::new();
+    let (conn, cred) = sim.join_device("phone");
+    let writes = sim.writes;
+    for _ in 0..30 {
+        sim.advance(10_000);
+        sim.send(conn, &ToCoordinator::Heartbeat {});
+        assert_eq!(
+            sim.take(conn),
+            vec![ToClient::HeartbeatAck {
+                server_time_ms: sim.now
+            }]
+        );
+    }
+    assert_eq!(sim.writes, writes);
+    assert_eq!(sim.core.counters().storage_writes as usize, sim.writes);
+    assert_eq!(
+        sim.status_of(&cred.device_id),
+        DeviceStatus::Online,
+        "5 minutes of heartbeats"
+    );
+}
+
+#[test]
+fn a_silent_device_goes_offline_after_the_timeout_and_is_closed() {
+    let mut sim = Sim::new();
+    let (conn, cred) = sim.join_device("phone");
+    let (talker, talker_cred) = sim.join_device("laptop");
+    let start = sim.now;
+    // The talker keeps heartbeating; the phone stays silent.
+    while sim.now < start + 59_000 {
+        sim.advance(1_000);
+        sim.send(talker, &ToCoordinator::Heartbeat {});
+    }
+    assert_eq!(
+        sim.status_of(&cred.device_id),
+        DeviceStatus::Online,
+        "59 s silent is still online"
+    );
+    for _ in 0..3 {
+        sim.advance(1_000);
+        sim.send(talker, &ToCoordinator::Heartbeat {});
+    }
+    assert_eq!(sim.status_of(&cred.device_id), DeviceStatus::Offline);
+    assert_eq!(sim.closed.get(&conn), Some(&close_code::HEARTBEAT_TIMEOUT));
+    assert_eq!(sim.status_of(&talker_cred.device_id), DeviceStatus::Online);
+    // OFFLINE was detected by the 2 s alarm, so no later than one interval past the timeout.
+    let row = &sim.device_rows[&cred.device_id];
+    assert_eq!(
+        row.last_seen_ms, start,
+        "the stored row keeps the last time it was seen"
+    );
+    assert!(sim
+        .snapshot()
+        .log
+        .iter()
+        .any(|e| e.text.contains("OFFLINE")));
+}
+
+#[test]
+fn snapshots_reach_dashboards_every_two_seconds_while_connected() {
+    let mut sim = Sim::new();
+    let dash = sim.join_dashboard(Some(OWNER_KEY));
+    let device = sim.join_device("tablet").0;
+    sim.advance(10_000);
+    let msgs = sim.take(dash);
+    let snaps = snapshots(&msgs);
+    assert_eq!(snaps.len(), 5);
+    for pair in snaps.windows(2) {
+        assert_eq!(pair[1].now_ms - pair[0].now_ms, 2_000);
+        assert_eq!(pair[1].seq, pair[0].seq + 1);
+    }
+    assert!(
+        sim.take(device).is_empty(),
+        "devices do not receive dashboard snapshots"
+    );
+}
+
+#[test]
+fn the_alarm_is_cleared_when_the_last_socket_leaves_and_not_rearmed() {
+    let mut sim = Sim::new();
+    assert_eq!(sim.alarm, None, "no alarm while nobody is connected");
+    let dash = sim.join_dashboard(None);
+    assert_eq!(sim.alarm, Some(sim.now + 2_000));
+    sim.advance(4_000);
+    assert_eq!(sim.core.counters().alarms, 2);
+    sim.disconnect(dash);
+    assert_eq!(sim.alarm, None);
+    sim.advance(600_000);
+    assert_eq!(
+        sim.core.counters().alarms,
+        2,
+        "an idle swarm handles no alarms"
+    );
+    // A late alarm (already in flight when the last socket left) does not re-arm either.
+    sim.core.handle_alarm(sim.now);
+    sim.drain();
+    assert_eq!(sim.alarm, None);
+}
+
+#[test]
+fn disconnect_marks_the_device_offline_at_once() {
+    let mut sim = Sim::new();
+    let (conn, cred) = sim.join_device("laptop");
+    let writes = sim.writes;
+    sim.disconnect(conn);
+    assert_eq!(sim.status_of(&cred.device_id), DeviceStatus::Offline);
+    assert_eq!(sim.writes, writes + 1);
+    sim.disconnect(conn);
+    assert_eq!(sim.writes, writes + 1, "a repeated close changes nothing");
+}
+
+#[test]
+fn bad_messages_are_answered_and_change_nothing() {
+    let mut sim = Sim::new();
+    let dash = sim.join_dashboard(Some(OWNER_KEY));
+    let (conn, _) = sim.join_device("laptop");
+    let before = sim.snapshot();
+    let writes = sim.writes;
+    let cases: &[(&[u8], ErrorCode)] = &[
+        (b"{not json", ErrorCode::Malformed),
+        (b"{\"type\":\"shutdown\"}", ErrorCode::UnknownType),
+        (b"{\"type\":\"heartbeat\",\"x\":1}", ErrorCode::Malformed),
+        (&[0xff, 0xfe, 0x00], ErrorCode::Malformed),
+    ];
+    for (bytes, code) in cases {
+        sim.send_raw(conn, bytes);
+        assert_eq!(sim.last_error(conn), *code);
+        assert!(
+            !sim.closed.contains_key(&conn),
+            "a connected device survives a bad message"
+        );
+    }
+    sim.send(conn, &device_hello("again", None));
+    assert_eq!(sim.last_error(conn), ErrorCode::AlreadyIntroduced);
+    let after = sim.snapshot();
+    assert_eq!(after.devices, before.devices);
+    assert_eq!(sim.writes, writes);
+    assert_eq!(after.counters.rejected, 5);
+    let security: Vec<_> = after
+        .log
+        .iter()
+        .filter(|e| e.text.starts_with("refused"))
+        .collect();
+    assert_eq!(security.len(), 5);
+    let _ = sim.take(dash);
+}
+
+#[test]
+fn an_oversized_message_closes_the_socket_with_1009() {
+    let mut sim = Sim::new();
+    let (conn, cred) = sim.join_device("laptop");
+    let big = vec![b' '; 16 * 1024 + 1];
+    sim.send_raw(conn, &big);
+    assert_eq!(sim.last_error(conn), ErrorCode::TooLarge);
+    assert_eq!(sim.closed.get(&conn), Some(&close_code::TOO_BIG));
+    assert_eq!(sim.status_of(&cred.device_id), DeviceStatus::Offline);
+}
+
+#[test]
+fn before_hello_only_hello_is_accepted() {
+    let mut sim = Sim::new();
+    let conn = sim.connect();
+    sim.send(conn, &ToCoordinator::Heartbeat {});
+    assert_eq!(sim.last_error(conn), ErrorCode::HelloRequired);
+    assert_eq!(sim.closed.get(&conn), Some(&close_code::POLICY));
+
+    let conn = sim.connect();
+    sim.send_raw(conn, b"garbage");
+    assert_eq!(sim.last_error(conn), ErrorCode::Malformed);
+    assert_eq!(sim.closed.get(&conn), Some(&close_code::POLICY));
+    assert_eq!(sim.snapshot().device_total, 0);
+}
+
+#[test]
+fn a_protocol_mismatch_is_refused_clearly() {
+    let mut sim = Sim::new();
+    let conn = sim.connect();
+    let mut hello = device_hello("old", None);
+    if let ToCoordinator::Hello(h) = &mut hello {
+        h.protocol = PROTOCOL_VERSION + 1;
+    }
+    sim.send(conn, &hello);
+    match sim.take(conn).as_slice() {
+        [ToClient::Error {
+            code: ErrorCode::ProtocolMismatch,
+            message,
+        }] => {
+            assert!(message.contains("speaks 1"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(sim.closed.get(&conn), Some(&close_code::POLICY));
+    assert_eq!(sim.snapshot().device_total, 0);
+}
+
+#[test]
+fn a_socket_that_never_says_hello_is_closed() {
+    let mut sim = Sim::new();
+    let conn = sim.connect();
+    sim.advance(9_000);
+    assert!(!sim.closed.contains_key(&conn));
+    sim.advance(2_000);
+    assert_eq!(sim.closed.get(&conn), Some(&close_code::HELLO_TIMEOUT));
+    assert_eq!(sim.core.connection_count(), 0);
+    assert_eq!(sim.alarm, None);
+}
+
+#[test]
+fn owner_key_is_checked_and_viewers_are_allowed() {
+    let mut sim = Sim::new();
+    let conn = sim.connect();
+    sim.send(conn, &dashboard_hello(Some(OWNER_KEY)));
+    assert!(matches!(
+        sim.take(conn).as_slice(),
+        [ToClient::Welcome {
+            role: WelcomeRole::Dashboard { owner: true },
+            ..
+        }]
+    ));
+    let conn = sim.connect();
+    sim.send(conn, &dashboard_hello(None));
+    assert!(matches!(
+        sim.take(conn).as_slice(),
+        [ToClient::Welcome {
+            role: WelcomeRole::Dashboard { owner: false },
+            ..
+        }]
+    ));
+    let conn = sim.connect();
+    sim.send(
+        conn,
+        &dashboard_hello(Some("wrong-key-wrong-key-wrong-key-wrong-key-000")),
+    );
+    assert_eq!(sim.last_error(conn), ErrorCode::BadOwnerKey);
+    assert_eq!(sim.closed.get(&conn), Some(&close_code::POLICY));
+}
+
+#[test]
+fn a_device_resumes_with_its_credential_after_a_restart() {
+    let mut sim = Sim::new();
+    let (conn, cred) = sim.join_device("laptop");
+    sim.disconnect(conn);
+    sim.restart();
+    assert_eq!(
+        sim.snapshot().device_total,
+        1,
+        "the registry survives the restart"
+    );
+    assert_eq!(sim.status_of(&cred.device_id), DeviceStatus::Offline);
+
+    let conn = sim.connect();
+    sim.send(conn, &device_hello("laptop", Some(cred.clone())));
+    match sim.take(conn).as_slice() {
+        [ToClient::Welcome {
+            role:
+                WelcomeRole::Device {
+                    device_id,
+                    credential: None,
+                },
+            ..
+        }] => {
+            assert_eq!(device_id, &cred.device_id)
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(sim.status_of(&cred.device_id), DeviceStatus::Online);
+    assert_eq!(sim.snapshot().device_total, 1, "no duplicate registration");
+
+    let conn = sim.connect();
+    let forged = DeviceCredential {
+        device_id: cred.device_id.clone(),
+        secret: "x".repeat(43),
+    };
+    sim.send(conn, &device_hello("laptop", Some(forged)));
+    assert_eq!(sim.last_error(conn), ErrorCode::BadCredential);
+    assert_eq!(sim.closed.get(&conn), Some(&close_code::POLICY));
+    assert_eq!(
+        sim.status_of(&cred.device_id),
+        DeviceStatus::Online,
+        "the real device is untouched"
+    );
+}
+
+#[test]
+fn a_new_connection_of_the_same_device_replaces_the_old_one() {
+    let mut sim = Sim::new();
+    let (old, cred) = sim.join_device("laptop");
+    let new = sim.connect();
+    sim.send(new, &device_hello("laptop", Some(cred.clone())));
+    assert_eq!(sim.closed.get(&old), Some(&close_code::REPLACED));
+    assert_eq!(sim.status_of(&cred.device_id), DeviceStatus::Online);
+    sim.disconnect(old);
+    assert_eq!(
+        sim.status_of(&cred.device_id),
+        DeviceStatus::Online,
+        "the old close is stale"
+    );
+}
+
+#[test]
+fn open_sockets_survive_eviction_through_their_attachments() {
+    let mut sim = Sim::new();
+    let dash = sim.join_dashboard(Some(OWNER_KEY));
+    let (dev, cred) = sim.join_device("laptop");
+    sim.restart();
+    assert_eq!(sim.core.connection_count(), 2);
+    assert_eq!(sim.status_of(&cred.device_id), DeviceStatus::Online);
+    sim.send(dev, &ToCoordinator::Heartbeat {});
+    assert!(matches!(
+        sim.take(dev).as_slice(),
+        [ToClient::HeartbeatAck { .. }]
+    ));
+    let _ = sim.take(dash);
+    sim.advance(2_000);
+    assert_eq!(
+        snapshots(&sim.take(dash)).len(),
+        1,
+        "broadcasts resume after a restart"
+    );
+}
+
+#[test]
+fn snapshots_are_capped_but_totals_count_everyone() {
+    let config = Config {
+        snapshot_device_cap: 3,
+        ..Config::default()
+    };
+    let mut sim = Sim::with_config(config);
+    let mut conns = Vec::new();
+    for i in 0..6 {
+        conns.push(sim.join_device(&format!("d{i}")).0);
+    }
+    sim.disconnect(conns[0]);
+    let snap = sim.snapshot();
+    assert_eq!(
+        (snap.device_total, snap.online, snap.devices.len()),
+        (6, 5, 3)
+    );
+    assert!(
+        snap.devices
+            .iter()
+            .all(|d| d.status == DeviceStatus::Online),
+        "online first"
+    );
+}
