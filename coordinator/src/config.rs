@@ -1,0 +1,61 @@
+//! Coordinator settings from the Worker's vars (wrangler.toml `[vars]`, or `--var` in tests).
+
+use swarm_core::Config as CoreConfig;
+use worker::Env;
+
+/// Everything configurable at deploy time.
+pub struct Config {
+    pub core: CoreConfig,
+    /// Extra origins allowed to open WebSockets, besides the coordinator's own.
+    pub allowed_origins: Vec<String>,
+}
+
+impl Config {
+    pub fn from_env(env: &Env) -> Self {
+        let defaults = CoreConfig::default();
+        let core = CoreConfig {
+            heartbeat_interval_ms: millis(
+                env,
+                "HEARTBEAT_INTERVAL_MS",
+                defaults.heartbeat_interval_ms,
+            ),
+            offline_after_ms: millis(env, "OFFLINE_AFTER_MS", defaults.offline_after_ms),
+            broadcast_interval_ms: millis(
+                env,
+                "BROADCAST_INTERVAL_MS",
+                defaults.broadcast_interval_ms,
+            ),
+            hello_timeout_ms: millis(env, "HELLO_TIMEOUT_MS", defaults.hello_timeout_ms),
+            ..defaults
+        };
+        let allowed_origins = var(env, "ALLOWED_ORIGINS")
+            .map(|list| {
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|o| !o.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        Self {
+            core,
+            allowed_origins,
+        }
+    }
+}
+
+fn var(env: &Env, name: &str) -> Option<String> {
+    env.var(name).ok().map(|v| v.to_string())
+}
+
+/// A positive millisecond setting; a missing or unparsable value falls back to the default.
+fn millis(env: &Env, name: &str, default: u64) -> u64 {
+    match var(env, name).map(|v| v.trim().parse::<u64>()) {
+        Some(Ok(ms)) if ms > 0 => ms,
+        Some(_) => {
+            worker::console_warn!("ignoring {name}: not a positive number of milliseconds");
+            default
+        }
+        None => default,
+    }
+}

@@ -1,0 +1,336 @@
+//! The swarm's Durable Object: glue between the platform and [`SwarmCore`].
+//!
+//! Each event (HTTP request, WebSocket message or close, alarm) becomes one `handle_*` call on
+//! the core with the current wall-clock time; then every output is carried out: sends and
+//! closes on hibernatable WebSockets, attachments, SQLite writes, and the alarm. The core is
+//! rebuilt from SQLite, the sockets' attachments and the armed alarm whenever the object starts.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use shared_protocol::{ErrorCode, SwarmInfo, SwarmStats};
+use swarm_core::{
+    ConnId, DeviceRecord, Millis, Output, SocketAttachment, StoreOp, SwarmCore, SwarmMeta,
+};
+use worker::{
+    durable_object, wasm_bindgen, DurableObject, Env, Request, Response, Result, State, WebSocket,
+    WebSocketIncomingMessage, WebSocketPair,
+};
+
+use crate::config::Config;
+use crate::http::{error_response, json_response};
+
+/// Body of the internal `POST /init` the Worker sends when it creates a swarm.
+#[derive(Serialize, Deserialize)]
+pub struct InitRequest {
+    pub swarm_id: String,
+    pub name: String,
+    pub owner_key_hash: String,
+}
+
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS swarm (id INTEGER PRIMARY KEY CHECK (id = 1), record TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS devices (device_id TEXT PRIMARY KEY, record TEXT NOT NULL)",
+];
+
+#[derive(Deserialize)]
+struct RecordRow {
+    record: String,
+}
+
+#[durable_object]
+pub struct SwarmObject {
+    state: State,
+    env: Env,
+    /// `None` until the first event after the object starts.
+    core: RefCell<Option<SwarmCore>>,
+    /// Open sockets by connection id, rebuilt from attachments when the object starts.
+    sockets: RefCell<HashMap<ConnId, WebSocket>>,
+}
+
+impl DurableObject for SwarmObject {
+    fn new(state: State, env: Env) -> Self {
+        Self {
+            state,
+            env,
+            core: RefCell::new(None),
+            sockets: RefCell::new(HashMap::new()),
+        }
+    }
+
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        self.ensure_loaded().await?;
+        match req.path().as_str() {
+            "/init" => {
+                let init: InitRequest = req.json().await?;
+                let meta = SwarmMeta {
+                    swarm_id: init.swarm_id,
+                    name: init.name,
+                    owner_key_hash: init.owner_key_hash,
+                    created_ms: now(),
+                };
+                let created = self.with_core(|core| core.create(now(), meta).is_ok());
+                self.drain().await?;
+                if created {
+                    Response::empty().map(|r| r.with_status(201))
+                } else {
+                    error_response(ErrorCode::Internal, "swarm id collision")
+                }
+            }
+            "/info" => match self.with_core(|core| core.meta().cloned()) {
+                Some(meta) => json_response(
+                    200,
+                    &SwarmInfo {
+                        swarm_id: meta.swarm_id,
+                        swarm_name: meta.name,
+                        created_ms: meta.created_ms,
+                    },
+                ),
+                None => error_response(ErrorCode::SwarmNotFound, "no such swarm"),
+            },
+            "/stats" => self.stats(&req).await,
+            "/ws" => self.accept(&req).await,
+            _ => error_response(ErrorCode::NotFound, "no such endpoint"),
+        }
+    }
+
+    async fn websocket_message(
+        &self,
+        ws: WebSocket,
+        message: WebSocketIncomingMessage,
+    ) -> Result<()> {
+        self.ensure_loaded().await?;
+        let Some(conn) = conn_of(&ws) else {
+            return Ok(());
+        };
+        let bytes = match message {
+            WebSocketIncomingMessage::String(text) => text.into_bytes(),
+            WebSocketIncomingMessage::Binary(bytes) => bytes,
+        };
+        self.with_core(|core| core.handle_message(now(), conn, &bytes));
+        self.drain().await
+    }
+
+    async fn websocket_close(
+        &self,
+        ws: WebSocket,
+        _code: usize,
+        _reason: String,
+        _clean: bool,
+    ) -> Result<()> {
+        self.closed(ws).await
+    }
+
+    async fn websocket_error(&self, ws: WebSocket, _error: worker::Error) -> Result<()> {
+        self.closed(ws).await
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        self.ensure_loaded().await?;
+        self.with_core(|core| core.handle_alarm(now()));
+        self.drain().await?;
+        Response::empty()
+    }
+}
+
+impl SwarmObject {
+    async fn accept(&self, req: &Request) -> Result<Response> {
+        if self.with_core(|core| core.meta().is_none()) {
+            return error_response(ErrorCode::SwarmNotFound, "no such swarm");
+        }
+        let upgrade = req.headers().get("upgrade")?.unwrap_or_default();
+        if !upgrade.eq_ignore_ascii_case("websocket") {
+            return Ok(
+                error_response(ErrorCode::Malformed, "expected a WebSocket upgrade")?
+                    .with_status(426),
+            );
+        }
+        let pair = WebSocketPair::new()?;
+        self.state.accept_web_socket(&pair.server);
+        // Attachments cross into JavaScript, whose numbers hold 53 bits exactly.
+        let conn = ConnId(u64::from_le_bytes(random_bytes::<8>()?) & ((1 << 53) - 1));
+        self.sockets.borrow_mut().insert(conn, pair.server);
+        self.with_core(|core| core.handle_connect(now(), conn));
+        self.drain().await?;
+        Response::from_websocket(pair.client)
+    }
+
+    async fn stats(&self, req: &Request) -> Result<Response> {
+        if self.with_core(|core| core.meta().is_none()) {
+            return error_response(ErrorCode::SwarmNotFound, "no such swarm");
+        }
+        let auth = req.headers().get("authorization")?.unwrap_or_default();
+        let key = auth.strip_prefix("Bearer ").unwrap_or_default();
+        if !self.with_core(|core| core.is_owner_key(key)) {
+            return error_response(
+                ErrorCode::BadOwnerKey,
+                "the owner key is required (Authorization: Bearer <owner key>)",
+            );
+        }
+        let alarm_at_ms = self
+            .state
+            .storage()
+            .get_alarm()
+            .await?
+            .map(|at| at.max(0) as u64);
+        let (connections, counters) =
+            self.with_core(|core| (core.connection_count(), core.counters()));
+        json_response(
+            200,
+            &SwarmStats {
+                connections: u32::try_from(connections).unwrap_or(u32::MAX),
+                alarm_at_ms,
+                counters,
+            },
+        )
+    }
+
+    async fn closed(&self, ws: WebSocket) -> Result<()> {
+        self.ensure_loaded().await?;
+        // Complete the closing handshake; the socket may already be closed, which is fine.
+        let _ = ws.close(Some(1000), Some("closed"));
+        let Some(conn) = conn_of(&ws) else {
+            return Ok(());
+        };
+        self.sockets.borrow_mut().remove(&conn);
+        self.with_core(|core| core.handle_disconnect(now(), conn));
+        self.drain().await
+    }
+
+    fn with_core<T>(&self, f: impl FnOnce(&mut SwarmCore) -> T) -> T {
+        let mut core = self.core.borrow_mut();
+        f(core
+            .as_mut()
+            .expect("ensure_loaded runs before every event"))
+    }
+
+    /// Rebuilds the core after the object (re)started. Nothing else runs while the storage
+    /// calls are pending: the platform's input gate holds other events back.
+    async fn ensure_loaded(&self) -> Result<()> {
+        if self.core.borrow().is_some() {
+            return Ok(());
+        }
+        let sql = self.state.storage().sql();
+        for statement in SCHEMA {
+            sql.exec(statement, None)?;
+        }
+        let meta = sql
+            .exec("SELECT record FROM swarm WHERE id = 1", None)?
+            .to_array::<RecordRow>()?
+            .into_iter()
+            .next()
+            .map(|row| serde_json::from_str::<SwarmMeta>(&row.record))
+            .transpose()?;
+        let devices = sql
+            .exec("SELECT record FROM devices", None)?
+            .to_array::<RecordRow>()?
+            .into_iter()
+            .map(|row| serde_json::from_str::<DeviceRecord>(&row.record))
+            .collect::<serde_json::Result<Vec<_>>>()?;
+        let alarm_at = self
+            .state
+            .storage()
+            .get_alarm()
+            .await?
+            .map(|at| at.max(0) as Millis);
+        if self.core.borrow().is_some() {
+            return Ok(());
+        }
+        let mut sockets = HashMap::new();
+        let mut attachments = Vec::new();
+        for ws in self.state.get_websockets() {
+            if let Ok(Some(attachment)) = ws.deserialize_attachment::<SocketAttachment>() {
+                sockets.insert(attachment.conn, ws);
+                attachments.push(attachment);
+            }
+        }
+        let config = Config::from_env(&self.env);
+        let mut core = SwarmCore::new(config.core, random_seed()?);
+        core.restore(now(), meta, devices, attachments, alarm_at);
+        *self.sockets.borrow_mut() = sockets;
+        *self.core.borrow_mut() = Some(core);
+        self.drain().await
+    }
+
+    /// Carries out every pending output of the core. No borrow is held across an await.
+    async fn drain(&self) -> Result<()> {
+        let mut alarm = None;
+        while let Some(output) = self.with_core(SwarmCore::poll_output) {
+            match output {
+                Output::Send { conn, text } => {
+                    if let Some(ws) = self.sockets.borrow().get(&conn) {
+                        if let Err(err) = ws.send_with_str(&*text) {
+                            worker::console_warn!("send failed: {err}");
+                        }
+                    }
+                }
+                Output::Close { conn, code, reason } => {
+                    if let Some(ws) = self.sockets.borrow_mut().remove(&conn) {
+                        let _ = ws.close(Some(code), Some(reason));
+                    }
+                }
+                Output::Attach { conn, attachment } => {
+                    if let Some(ws) = self.sockets.borrow().get(&conn) {
+                        ws.serialize_attachment(&attachment)?;
+                    }
+                }
+                Output::Persist(op) => self.persist(op)?,
+                Output::SetAlarm { at } => alarm = Some(Some(at)),
+                Output::ClearAlarm => alarm = Some(None),
+            }
+        }
+        match alarm {
+            Some(Some(at)) => {
+                let offset = i64::try_from(at).unwrap_or(i64::MAX) - now() as i64;
+                self.state.storage().set_alarm(offset.max(0)).await
+            }
+            Some(None) => self.state.storage().delete_alarm().await,
+            None => Ok(()),
+        }
+    }
+
+    fn persist(&self, op: StoreOp) -> Result<()> {
+        let sql = self.state.storage().sql();
+        match op {
+            StoreOp::PutSwarm(meta) => {
+                let record = serde_json::to_string(&meta)?;
+                sql.exec(
+                    "INSERT OR REPLACE INTO swarm (id, record) VALUES (1, ?)",
+                    vec![record.into()],
+                )?;
+            }
+            StoreOp::PutDevice(device) => {
+                let record = serde_json::to_string(&device)?;
+                sql.exec(
+                    "INSERT OR REPLACE INTO devices (device_id, record) VALUES (?, ?)",
+                    vec![device.device_id.into(), record.into()],
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn conn_of(ws: &WebSocket) -> Option<ConnId> {
+    ws.deserialize_attachment::<SocketAttachment>()
+        .ok()
+        .flatten()
+        .map(|a| a.conn)
+}
+
+fn now() -> Millis {
+    worker::Date::now().as_millis()
+}
+
+fn random_bytes<const N: usize>() -> Result<[u8; N]> {
+    let mut bytes = [0u8; N];
+    getrandom::getrandom(&mut bytes)
+        .map_err(|err| worker::Error::RustError(format!("no randomness: {err}")))?;
+    Ok(bytes)
+}
+
+/// A fresh 32-byte seed from the platform CSPRNG.
+pub fn random_seed() -> Result<[u8; 32]> {
+    random_bytes::<32>()
+}
