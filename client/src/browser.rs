@@ -1,0 +1,178 @@
+//! Browser glue: clock, randomness, timers, localStorage, `navigator`, the coordinator's
+//! address, and the socket loop that drives a [`Link`]. No decisions are made here; they are
+//! the link's.
+
+use futures::{select, FutureExt, SinkExt, StreamExt};
+use gloo_net::websocket::{futures::WebSocket, Message};
+use js_sys::Reflect;
+use serde::Deserialize;
+use shared_protocol::{encode, ToClient};
+use wasm_bindgen::{JsCast, JsValue};
+
+use crate::device_info::Navigator;
+use crate::link::{Link, LinkEvent};
+
+pub fn now_ms() -> u64 {
+    js_sys::Date::now() as u64
+}
+
+pub fn random() -> f64 {
+    js_sys::Math::random()
+}
+
+/// Resolves after `ms` milliseconds.
+pub async fn sleep(ms: u64) {
+    let promise = js_sys::Promise::new(&mut |resolve, _| {
+        let global = js_sys::global();
+        if let Ok(set_timeout) = Reflect::get(&global, &"setTimeout".into()) {
+            if let Some(set_timeout) = set_timeout.dyn_ref::<js_sys::Function>() {
+                let _ = set_timeout.call2(
+                    &global,
+                    &resolve,
+                    &JsValue::from_f64(ms.min(i32::MAX as u64) as f64),
+                );
+            }
+        }
+    });
+    let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
+}
+
+fn local_storage() -> Option<web_sys::Storage> {
+    web_sys::window()?.local_storage().ok().flatten()
+}
+
+pub fn storage_get(key: &str) -> Option<String> {
+    local_storage()?.get_item(key).ok().flatten()
+}
+
+pub fn storage_set(key: &str, value: &str) {
+    if let Some(storage) = local_storage() {
+        let _ = storage.set_item(key, value);
+    }
+}
+
+pub fn storage_remove(key: &str) {
+    if let Some(storage) = local_storage() {
+        let _ = storage.remove_item(key);
+    }
+}
+
+pub fn navigator() -> Navigator {
+    let Some(nav) = web_sys::window().map(|w| w.navigator()) else {
+        return Navigator::default();
+    };
+    let device_memory = Reflect::get(&nav, &"deviceMemory".into())
+        .ok()
+        .and_then(|v| v.as_f64());
+    let has_webgpu = Reflect::get(&nav, &"gpu".into())
+        .map(|v| !v.is_undefined())
+        .unwrap_or(false);
+    Navigator {
+        user_agent: nav.user_agent().unwrap_or_default(),
+        hardware_concurrency: nav.hardware_concurrency(),
+        device_memory_gb: device_memory,
+        has_webgpu,
+    }
+}
+
+pub fn location_path() -> String {
+    web_sys::window()
+        .and_then(|w| w.location().pathname().ok())
+        .unwrap_or_default()
+}
+
+pub fn navigate(path: &str) {
+    if let Some(window) = web_sys::window() {
+        let _ = window.location().set_href(path);
+    }
+}
+
+fn own_origin() -> String {
+    web_sys::window()
+        .and_then(|w| w.location().origin().ok())
+        .unwrap_or_default()
+}
+
+/// The optional runtime config file deployed next to the client.
+#[derive(Deserialize)]
+struct RuntimeConfig {
+    coordinator: String,
+}
+
+/// The coordinator's HTTP origin: `coordinator` from `/ostrich-config.json` when that file
+/// exists and parses, else the page's own origin. Decided at run time so that a wrong build
+/// cannot strand the client.
+pub async fn coordinator_origin() -> String {
+    let configured = async {
+        let resp = gloo_net::http::Request::get("/ostrich-config.json")
+            .send()
+            .await
+            .ok()?;
+        if !resp.ok() {
+            return None;
+        }
+        let config: RuntimeConfig = resp.json().await.ok()?;
+        let url = config.coordinator.trim_end_matches('/').to_owned();
+        (url.starts_with("https://") || url.starts_with("http://")).then_some(url)
+    };
+    configured.await.unwrap_or_else(own_origin)
+}
+
+/// The WebSocket URL of a swarm on the coordinator at `origin`.
+pub fn ws_url(origin: &str, swarm_id: &str) -> String {
+    let ws_origin = origin
+        .replacen("https://", "wss://", 1)
+        .replacen("http://", "ws://", 1);
+    format!("{ws_origin}/api/swarms/{swarm_id}/ws")
+}
+
+/// Drives `link` over real sockets until the coordinator refuses its identity. Calls
+/// `update` after every change with the link and the event (if any) that caused it.
+pub async fn drive(
+    mut link: Link,
+    url: String,
+    mut update: impl FnMut(&Link, Option<LinkEvent>),
+) -> Link {
+    loop {
+        update(&link, None);
+        if let Ok(ws) = WebSocket::open(&url) {
+            let (mut tx, rx) = ws.split();
+            let mut rx = rx.fuse();
+            let hello = link.on_open();
+            update(&link, None);
+            if tx.send(Message::Text(encode(&hello))).await.is_ok() {
+                loop {
+                    let wait = link
+                        .next_heartbeat_at()
+                        .map_or(60_000, |at| at.saturating_sub(now_ms()));
+                    select! {
+                        incoming = rx.next() => match incoming {
+                            Some(Ok(Message::Text(text))) => {
+                                if let Ok(message) = serde_json::from_str::<ToClient>(&text) {
+                                    let event = link.on_message(now_ms(), message);
+                                    update(&link, Some(event));
+                                }
+                            }
+                            Some(Ok(Message::Bytes(_))) => {}
+                            Some(Err(_)) | None => break,
+                        },
+                        _ = sleep(wait).fuse() => {
+                            if let Some(heartbeat) = link.poll_heartbeat(now_ms()) {
+                                if tx.send(Message::Text(encode(&heartbeat))).await.is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            let _ = tx.close().await;
+        }
+        let delay = link.on_close(now_ms(), random());
+        update(&link, None);
+        match delay {
+            Some(delay) => sleep(delay).await,
+            None => return link,
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! The browser client. Natively this crate is its plain core — connection logic, routing and
+//! device facts — tested with `cargo test`; on wasm32 it adds the Leptos views and browser
+//! glue in [`app`] that only read and drive that core.
+
+pub mod device_info;
+pub mod format;
+pub mod link;
+pub mod route;
+
+#[cfg(target_arch = "wasm32")]
+mod app;
+#[cfg(target_arch = "wasm32")]
+mod browser;

@@ -1,0 +1,488 @@
+//! The client's connection logic as a plain, clock-free type: backoff with jitter, the hello,
+//! heartbeats, and what each coordinator message means for the link.
+//!
+//! [`Link`] is driven by the browser glue (or a test) with `now` and random numbers it is
+//! handed; it never touches a socket or a timer itself.
+
+use shared_protocol::{
+    DeviceCredential, ErrorCode, Hello, HelloRole, ToClient, ToCoordinator, WelcomeRole,
+    PROTOCOL_VERSION,
+};
+
+/// Exponential backoff with "equal jitter": the n-th retry waits between half and all of
+/// `min(max, base · 2ⁿ)`. It never gives up; a successful welcome resets it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backoff {
+    pub base_ms: u64,
+    pub max_ms: u64,
+    attempt: u32,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            base_ms: 500,
+            max_ms: 30_000,
+            attempt: 0,
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay before the next attempt. `random` is uniform in [0, 1).
+    pub fn next_delay(&mut self, random: f64) -> u64 {
+        let ceiling = self
+            .base_ms
+            .saturating_mul(1u64 << self.attempt.min(20))
+            .min(self.max_ms);
+        self.attempt = self.attempt.saturating_add(1);
+        let half = ceiling / 2;
+        half + (random.clamp(0.0, 1.0) * (ceiling - half) as f64) as u64
+    }
+
+    /// Failed attempts since the last success.
+    pub fn attempts(&self) -> u32 {
+        self.attempt
+    }
+
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+/// Who this client is to the coordinator.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Identity {
+    Device {
+        name: String,
+        capabilities: shared_protocol::Capabilities,
+        credential: Option<DeviceCredential>,
+    },
+    Dashboard {
+        owner_key: Option<String>,
+    },
+}
+
+/// Where the link stands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LinkState {
+    /// A socket is opening or the hello is out; waiting for the welcome.
+    Connecting { attempt: u32 },
+    /// Welcomed; heartbeats flow.
+    Online,
+    /// Disconnected; the next attempt starts at `retry_at`.
+    Waiting { retry_at: u64, attempt: u32 },
+    /// The coordinator refused this identity for good (unknown device, wrong owner key, other
+    /// protocol version); reconnecting would not help.
+    Refused { code: ErrorCode, message: String },
+}
+
+/// What a coordinator message means to the glue.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LinkEvent {
+    /// Welcomed. `new_credential` must be stored (it is shown only once).
+    Welcomed {
+        swarm_name: String,
+        device_id: Option<String>,
+        owner: bool,
+        new_credential: Option<DeviceCredential>,
+    },
+    /// A snapshot for the dashboard.
+    Snapshot(Box<shared_protocol::SwarmSnapshot>),
+    /// A heartbeat round trip completed.
+    Ack {
+        rtt_ms: u64,
+    },
+    /// The coordinator refused a message; the link goes on.
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+    /// The coordinator refused the identity; the glue should stop reconnecting.
+    Refused,
+    Nothing,
+}
+
+/// One client's link to its swarm.
+#[derive(Debug, Clone)]
+pub struct Link {
+    identity: Identity,
+    backoff: Backoff,
+    state: LinkState,
+    heartbeat_interval_ms: u64,
+    next_heartbeat_at: Option<u64>,
+    heartbeat_sent_at: Option<u64>,
+    refusal: Option<(ErrorCode, String)>,
+}
+
+impl Link {
+    pub fn new(identity: Identity) -> Self {
+        Self {
+            identity,
+            backoff: Backoff::default(),
+            state: LinkState::Connecting { attempt: 0 },
+            heartbeat_interval_ms: 10_000,
+            next_heartbeat_at: None,
+            heartbeat_sent_at: None,
+            refusal: None,
+        }
+    }
+
+    pub fn state(&self) -> &LinkState {
+        &self.state
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The socket opened: the hello to send first.
+    pub fn on_open(&mut self) -> ToCoordinator {
+        self.state = LinkState::Connecting {
+            attempt: self.backoff.attempts(),
+        };
+        let role = match &self.identity {
+            Identity::Device {
+                name,
+                capabilities,
+                credential,
+            } => HelloRole::Device {
+                name: name.clone(),
+                capabilities: capabilities.clone(),
+                credential: credential.clone(),
+            },
+            Identity::Dashboard { owner_key } => HelloRole::Dashboard {
+                owner_key: owner_key.clone(),
+            },
+        };
+        ToCoordinator::Hello(Hello {
+            protocol: PROTOCOL_VERSION,
+            role,
+        })
+    }
+
+    /// A message from the coordinator.
+    pub fn on_message(&mut self, now: u64, message: ToClient) -> LinkEvent {
+        match message {
+            ToClient::Welcome {
+                swarm_name,
+                role,
+                heartbeat_interval_ms,
+                ..
+            } => {
+                self.backoff.reset();
+                self.state = LinkState::Online;
+                self.heartbeat_interval_ms = heartbeat_interval_ms.max(100);
+                self.next_heartbeat_at = Some(now + self.heartbeat_interval_ms);
+                match role {
+                    WelcomeRole::Device {
+                        device_id,
+                        credential,
+                    } => {
+                        if let (
+                            Identity::Device {
+                                credential: stored, ..
+                            },
+                            Some(new),
+                        ) = (&mut self.identity, &credential)
+                        {
+                            *stored = Some(new.clone());
+                        }
+                        LinkEvent::Welcomed {
+                            swarm_name,
+                            device_id: Some(device_id),
+                            owner: false,
+                            new_credential: credential,
+                        }
+                    }
+                    WelcomeRole::Dashboard { owner } => LinkEvent::Welcomed {
+                        swarm_name,
+                        device_id: None,
+                        owner,
+                        new_credential: None,
+                    },
+                }
+            }
+            ToClient::HeartbeatAck { .. } => match self.heartbeat_sent_at.take() {
+                Some(sent) => LinkEvent::Ack {
+                    rtt_ms: now.saturating_sub(sent),
+                },
+                None => LinkEvent::Nothing,
+            },
+            ToClient::Snapshot(snapshot) => LinkEvent::Snapshot(Box::new(snapshot)),
+            ToClient::Error { code, message } => {
+                if is_final(code) {
+                    self.refusal = Some((code, message));
+                    LinkEvent::Refused
+                } else {
+                    LinkEvent::Error { code, message }
+                }
+            }
+        }
+    }
+
+    /// When the next heartbeat is due, while online.
+    pub fn next_heartbeat_at(&self) -> Option<u64> {
+        self.next_heartbeat_at
+            .filter(|_| self.state == LinkState::Online)
+    }
+
+    /// The heartbeat to send if one is due at `now`.
+    pub fn poll_heartbeat(&mut self, now: u64) -> Option<ToCoordinator> {
+        let due = self.next_heartbeat_at()?;
+        if now < due {
+            return None;
+        }
+        self.next_heartbeat_at = Some(now + self.heartbeat_interval_ms);
+        self.heartbeat_sent_at = Some(now);
+        Some(ToCoordinator::Heartbeat {})
+    }
+
+    /// The socket closed (or never opened). Returns the delay before reconnecting, or `None`
+    /// when the identity was refused and reconnecting would not help.
+    pub fn on_close(&mut self, now: u64, random: f64) -> Option<u64> {
+        self.next_heartbeat_at = None;
+        self.heartbeat_sent_at = None;
+        if let Some((code, message)) = self.refusal.clone() {
+            self.state = LinkState::Refused { code, message };
+            return None;
+        }
+        let delay = self.backoff.next_delay(random);
+        self.state = LinkState::Waiting {
+            retry_at: now + delay,
+            attempt: self.backoff.attempts(),
+        };
+        Some(delay)
+    }
+
+    /// Forgets the device credential (after a refusal), so the next attempt registers anew.
+    pub fn forget_credential(&mut self) {
+        if let Identity::Device { credential, .. } = &mut self.identity {
+            *credential = None;
+        }
+        self.refusal = None;
+        self.state = LinkState::Connecting { attempt: 0 };
+    }
+}
+
+/// Errors after which the same hello would be refused again.
+fn is_final(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::BadCredential
+            | ErrorCode::BadOwnerKey
+            | ErrorCode::ProtocolMismatch
+            | ErrorCode::SwarmNotFound
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared_protocol::{AgentClass, Capabilities};
+
+    fn device(credential: Option<DeviceCredential>) -> Link {
+        Link::new(Identity::Device {
+            name: "phone".into(),
+            capabilities: Capabilities {
+                cores: 4,
+                memory_mb: None,
+                gpu: false,
+                agent: AgentClass::BrowserMobile,
+            },
+            credential,
+        })
+    }
+
+    fn welcome(credential: Option<DeviceCredential>) -> ToClient {
+        ToClient::Welcome {
+            protocol: PROTOCOL_VERSION,
+            swarm_id: "s".into(),
+            swarm_name: "lab".into(),
+            role: WelcomeRole::Device {
+                device_id: "d".repeat(32),
+                credential,
+            },
+            heartbeat_interval_ms: 10_000,
+            offline_after_ms: 60_000,
+        }
+    }
+
+    fn cred() -> DeviceCredential {
+        DeviceCredential {
+            device_id: "d".repeat(32),
+            secret: "s".repeat(43),
+        }
+    }
+
+    #[test]
+    fn backoff_grows_exponentially_with_jitter_and_caps() {
+        let mut b = Backoff::default();
+        let lows: Vec<u64> = (0..10).map(|_| b.next_delay(0.0)).collect();
+        assert_eq!(
+            lows,
+            [250, 500, 1000, 2000, 4000, 8000, 15000, 15000, 15000, 15000]
+        );
+        let mut b = Backoff::default();
+        let highs: Vec<u64> = (0..8).map(|_| b.next_delay(0.999_999)).collect();
+        assert_eq!(highs, [499, 999, 1999, 3999, 7999, 15999, 29999, 29999]);
+        // It never gives up, however long the outage.
+        for _ in 0..1000 {
+            assert!(b.next_delay(0.5) <= 30_000);
+        }
+        b.reset();
+        assert_eq!(b.next_delay(0.0), 250);
+    }
+
+    #[test]
+    fn jitter_spreads_a_thundering_herd() {
+        let delays: Vec<u64> = (0..10)
+            .map(|i| Backoff::default().next_delay(f64::from(i) / 10.0))
+            .collect();
+        let distinct: std::collections::BTreeSet<_> = delays.iter().collect();
+        assert_eq!(distinct.len(), 10);
+    }
+
+    #[test]
+    fn hello_carries_the_protocol_version_and_credential() {
+        let mut link = device(Some(cred()));
+        let ToCoordinator::Hello(hello) = link.on_open() else {
+            panic!()
+        };
+        assert_eq!(hello.protocol, PROTOCOL_VERSION);
+        assert!(matches!(
+            hello.role,
+            HelloRole::Device {
+                credential: Some(_),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_new_credential_is_kept_for_the_next_hello() {
+        let mut link = device(None);
+        link.on_open();
+        let event = link.on_message(0, welcome(Some(cred())));
+        assert!(matches!(
+            event,
+            LinkEvent::Welcomed {
+                new_credential: Some(_),
+                ..
+            }
+        ));
+        assert_eq!(link.on_close(10, 0.0), Some(250));
+        let ToCoordinator::Hello(hello) = link.on_open() else {
+            panic!()
+        };
+        assert!(matches!(hello.role, HelloRole::Device { credential: Some(c), .. } if c == cred()));
+    }
+
+    #[test]
+    fn heartbeats_follow_the_welcomed_interval_and_measure_rtt() {
+        let mut link = device(None);
+        assert_eq!(
+            link.poll_heartbeat(0),
+            None,
+            "no heartbeat before the welcome"
+        );
+        link.on_open();
+        link.on_message(1_000, welcome(None));
+        assert_eq!(link.next_heartbeat_at(), Some(11_000));
+        assert_eq!(link.poll_heartbeat(10_999), None);
+        assert_eq!(
+            link.poll_heartbeat(11_000),
+            Some(ToCoordinator::Heartbeat {})
+        );
+        assert_eq!(
+            link.on_message(11_042, ToClient::HeartbeatAck { server_time_ms: 5 }),
+            LinkEvent::Ack { rtt_ms: 42 }
+        );
+        assert_eq!(link.next_heartbeat_at(), Some(21_000));
+        link.on_close(12_000, 0.5);
+        assert_eq!(
+            link.next_heartbeat_at(),
+            None,
+            "no heartbeats while disconnected"
+        );
+    }
+
+    #[test]
+    fn reconnects_forever_until_welcomed_then_resets() {
+        let mut link = device(None);
+        let mut last = 0;
+        for _ in 0..50 {
+            link.on_open();
+            last = link.on_close(0, 0.0).expect("always retries");
+        }
+        assert_eq!(last, 15_000);
+        assert!(matches!(
+            link.state(),
+            LinkState::Waiting { attempt: 50, .. }
+        ));
+        link.on_open();
+        link.on_message(0, welcome(None));
+        assert_eq!(link.state(), &LinkState::Online);
+        assert_eq!(
+            link.on_close(0, 0.0),
+            Some(250),
+            "backoff restarts after a success"
+        );
+    }
+
+    #[test]
+    fn a_refused_credential_stops_reconnecting_until_forgotten() {
+        let mut link = device(Some(cred()));
+        link.on_open();
+        let event = link.on_message(
+            0,
+            ToClient::Error {
+                code: ErrorCode::BadCredential,
+                message: "no".into(),
+            },
+        );
+        assert_eq!(event, LinkEvent::Refused);
+        assert_eq!(link.on_close(5, 0.3), None);
+        assert!(matches!(
+            link.state(),
+            LinkState::Refused {
+                code: ErrorCode::BadCredential,
+                ..
+            }
+        ));
+        link.forget_credential();
+        let ToCoordinator::Hello(hello) = link.on_open() else {
+            panic!()
+        };
+        assert!(matches!(
+            hello.role,
+            HelloRole::Device {
+                credential: None,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn an_ordinary_error_keeps_the_link() {
+        let mut link = device(None);
+        link.on_open();
+        link.on_message(0, welcome(None));
+        let event = link.on_message(
+            1,
+            ToClient::Error {
+                code: ErrorCode::Malformed,
+                message: "x".into(),
+            },
+        );
+        assert!(matches!(
+            event,
+            LinkEvent::Error {
+                code: ErrorCode::Malformed,
+                ..
+            }
+        ));
+        assert_eq!(link.state(), &LinkState::Online);
+        assert!(link.on_close(2, 0.0).is_some());
+    }
+}
