@@ -1,0 +1,354 @@
+//! Harness for tests against the real runtime: starts the coordinator in workerd through
+//! `wrangler dev` on a free loopback port, and speaks the protocol over real WebSockets.
+//!
+//! [`Wrangler`] is also what `cargo xtask` uses to run the system, so the tests start it exactly
+//! the way a person does.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use shared_protocol::{encode, CreateSwarmResponse, ToClient, ToCoordinator};
+use tungstenite::client::IntoClientRequest;
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Message, WebSocket};
+
+/// The repository root (this crate lives in `tests/`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Timeouts short enough for tests to observe OFFLINE detection in seconds (the broadcast
+/// interval stays the product's 2 s).
+pub fn short_timeouts() -> Vec<(String, String)> {
+    [
+        ("HEARTBEAT_INTERVAL_MS", "1000"),
+        ("OFFLINE_AFTER_MS", "4000"),
+        ("HELLO_TIMEOUT_MS", "4000"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+/// How to launch `wrangler dev` for this project.
+#[derive(Debug, Clone)]
+pub struct WranglerCommand {
+    pub port: u16,
+    pub persist_dir: PathBuf,
+    /// `--var NAME:VALUE` overrides (shortened timeouts in tests).
+    pub vars: Vec<(String, String)>,
+}
+
+impl WranglerCommand {
+    /// The command line. Runs wrangler's own entry with node, so that signals reach it, and
+    /// keeps every file wrangler writes inside the project's ignored `.state/`.
+    pub fn command(&self) -> Result<Command> {
+        let root = repo_root();
+        let entry = root.join("node_modules/wrangler/bin/wrangler.js");
+        if !entry.exists() {
+            bail!("wrangler is not installed: run `cargo xtask setup`");
+        }
+        if !root.join("coordinator/build/index.js").exists() {
+            bail!("the coordinator is not built: run `cargo xtask build`");
+        }
+        let state = root.join(".state");
+        std::fs::create_dir_all(state.join("xdg"))?;
+        let inspector = free_port()?;
+        let mut cmd = Command::new("node");
+        cmd.current_dir(&root)
+            .arg(entry)
+            .args(["dev", "--local", "--ip", "127.0.0.1"])
+            .args(["--port", &self.port.to_string()])
+            .args(["--inspector-port", &inspector.to_string()])
+            .arg("--persist-to")
+            .arg(&self.persist_dir)
+            .arg("--show-interactive-dev-session=false")
+            .env("XDG_CONFIG_HOME", state.join("xdg"))
+            .env("WRANGLER_LOG_PATH", state.join("logs"))
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
+            .env("NO_COLOR", "1");
+        for (name, value) in &self.vars {
+            cmd.arg("--var").arg(format!("{name}:{value}"));
+        }
+        Ok(cmd)
+    }
+}
+
+/// A running `wrangler dev`, stopped (with its workerd children) when dropped.
+pub struct Wrangler {
+    child: Child,
+    pub base: String,
+    pub port: u16,
+    output: mpsc::Receiver<String>,
+    log: Vec<String>,
+}
+
+impl Wrangler {
+    /// Starts wrangler and waits until the health endpoint answers.
+    pub fn start(spec: &WranglerCommand) -> Result<Self> {
+        let mut cmd = spec.command()?;
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        #[cfg(unix)]
+        {
+            use std::os::unix::process::CommandExt;
+            cmd.process_group(0);
+        }
+        let mut child = cmd
+            .spawn()
+            .context("starting wrangler (is node on PATH?)")?;
+        let (tx, output) = mpsc::channel();
+        pipe_lines(child.stdout.take(), tx.clone());
+        pipe_lines(child.stderr.take(), tx);
+        let mut wrangler = Self {
+            child,
+            base: format!("http://127.0.0.1:{}", spec.port),
+            port: spec.port,
+            output,
+            log: Vec::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            wrangler.collect_output();
+            if let Some(status) = wrangler.child.try_wait()? {
+                bail!(
+                    "wrangler exited with {status}:\n{}",
+                    wrangler.log.join("\n")
+                );
+            }
+            if let Ok(resp) = http_agent()
+                .get(&format!("{}/api/health", wrangler.base))
+                .call()
+            {
+                if resp.status() == 200 {
+                    return Ok(wrangler);
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "wrangler did not become ready in 60 s:\n{}",
+                    wrangler.log.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Everything wrangler printed so far.
+    pub fn log(&mut self) -> String {
+        self.collect_output();
+        self.log.join("\n")
+    }
+
+    fn collect_output(&mut self) {
+        while let Ok(line) = self.output.try_recv() {
+            self.log.push(line);
+        }
+    }
+
+    /// Stops wrangler and workerd (the whole process group) and waits for them.
+    pub fn stop(&mut self) {
+        #[cfg(unix)]
+        {
+            let group = format!("-{}", self.child.id());
+            let _ = Command::new("kill")
+                .args(["-TERM", &group])
+                .stderr(Stdio::null())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = Command::new("kill")
+                .args(["-KILL", &group])
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The WebSocket URL of a swarm.
+    pub fn ws_url(&self, swarm_id: &str) -> String {
+        format!("ws://127.0.0.1:{}/api/swarms/{swarm_id}/ws", self.port)
+    }
+
+    /// Creates a swarm through the HTTP API.
+    pub fn create_swarm(&self, name: &str) -> Result<CreateSwarmResponse> {
+        let resp = http_agent()
+            .post(&format!("{}/api/swarms", self.base))
+            .send_json(serde_json::json!({ "name": name }))?;
+        Ok(resp.into_json()?)
+    }
+}
+
+impl Drop for Wrangler {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn pipe_lines(stream: Option<impl Read + Send + 'static>, tx: mpsc::Sender<String>) {
+    if let Some(stream) = stream {
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream)
+                .lines()
+                .map_while(std::result::Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+/// An HTTP agent that reports non-2xx answers as responses, not errors.
+pub fn http_agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .build()
+}
+
+/// A raw protocol client over a real WebSocket.
+pub struct WsClient {
+    ws: WebSocket<MaybeTlsStream<TcpStream>>,
+}
+
+/// What a read produced.
+#[derive(Debug)]
+pub enum Received {
+    Message(ToClient),
+    Closed(Option<u16>),
+}
+
+impl WsClient {
+    pub fn connect(url: &str) -> Result<Self> {
+        Self::connect_with_origin(url, None)
+    }
+
+    /// Connects, optionally sending an `Origin` header as a browser would.
+    pub fn connect_with_origin(url: &str, origin: Option<&str>) -> Result<Self> {
+        let mut request = url.into_client_request()?;
+        if let Some(origin) = origin {
+            request.headers_mut().insert("origin", origin.parse()?);
+        }
+        let (ws, _) = tungstenite::connect(request)?;
+        if let MaybeTlsStream::Plain(stream) = ws.get_ref() {
+            stream.set_read_timeout(Some(Duration::from_millis(200)))?;
+        }
+        Ok(Self { ws })
+    }
+
+    pub fn send(&mut self, message: &ToCoordinator) -> Result<()> {
+        self.send_text(&encode(message))
+    }
+
+    pub fn send_text(&mut self, text: &str) -> Result<()> {
+        self.ws.send(Message::text(text))?;
+        Ok(())
+    }
+
+    pub fn send_binary(&mut self, bytes: Vec<u8>) -> Result<()> {
+        self.ws.send(Message::binary(bytes))?;
+        Ok(())
+    }
+
+    /// The next message or close within `timeout`, or an error if none came.
+    pub fn recv(&mut self, timeout: Duration) -> Result<Received> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.ws.read() {
+                Ok(Message::Text(text)) => {
+                    let msg = serde_json::from_str(&text)
+                        .with_context(|| format!("undecodable message from coordinator: {text}"))?;
+                    return Ok(Received::Message(msg));
+                }
+                Ok(Message::Close(frame)) => {
+                    return Ok(Received::Closed(frame.map(|f| f.code.into())))
+                }
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(err))
+                    if matches!(
+                        err.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if Instant::now() > deadline {
+                        bail!("nothing received within {timeout:?}");
+                    }
+                }
+                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                    return Ok(Received::Closed(None))
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+    }
+
+    /// The next protocol message, failing on a close or a timeout.
+    pub fn recv_message(&mut self, timeout: Duration) -> Result<ToClient> {
+        match self.recv(timeout)? {
+            Received::Message(msg) => Ok(msg),
+            Received::Closed(code) => Err(anyhow!(
+                "socket closed ({code:?}) while waiting for a message"
+            )),
+        }
+    }
+
+    /// Reads until `pick` returns `Some`, skipping other messages.
+    pub fn recv_until<T>(
+        &mut self,
+        timeout: Duration,
+        mut pick: impl FnMut(&ToClient) -> Option<T>,
+    ) -> Result<T> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                bail!("the awaited message did not arrive within {timeout:?}");
+            }
+            let msg = self.recv_message(left)?;
+            if let Some(found) = pick(&msg) {
+                return Ok(found);
+            }
+        }
+    }
+
+    /// Reads until the coordinator closes the socket; returns the close code.
+    pub fn recv_close(&mut self, timeout: Duration) -> Result<Option<u16>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                bail!("the socket was not closed within {timeout:?}");
+            }
+            if let Received::Closed(code) = self.recv(left)? {
+                return Ok(code);
+            }
+        }
+    }
+
+    pub fn close(mut self) {
+        let _ = self.ws.close(None);
+        let _ = self.ws.flush();
+    }
+}

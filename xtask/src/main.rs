@@ -1,0 +1,188 @@
+//! `cargo xtask <command>`: the project's automation, in Rust instead of shell scripts.
+//!
+//! - `setup`  — install the toolchain pieces (idempotent, skips what is present)
+//! - `build`  — build the client into `pages/pkg` and the coordinator into `coordinator/build`
+//! - `dev`    — setup + build, then run the system locally with `wrangler dev`
+//! - `test`   — setup + build + every check and test (what CI runs)
+//! - `deploy` — setup + build, then `wrangler deploy`
+
+mod build;
+mod tools;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use runtime_tests::{free_port, short_timeouts, Wrangler, WranglerCommand};
+
+const USAGE: &str = "usage: cargo xtask <setup|build|dev [--port N]|test|deploy>";
+
+fn main() -> ExitCode {
+    match real_main() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("setup") => tools::setup(true).map(drop),
+        Some("build") => build::all(&tools::setup(false)?),
+        Some("dev") => dev(&args[1..]),
+        Some("test") => test(),
+        Some("deploy") => {
+            let tools = tools::setup(false)?;
+            build::all(&tools)?;
+            run(Command::new("node")
+                .arg(wrangler_js())
+                .arg("deploy")
+                .current_dir(root()))
+        }
+        _ => bail!("{USAGE}"),
+    }
+}
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    runtime_tests::repo_root()
+}
+
+fn wrangler_js() -> PathBuf {
+    root().join("node_modules/wrangler/bin/wrangler.js")
+}
+
+/// Runs a command to completion, failing unless it succeeds.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{:?} failed with {status}", cmd.get_program());
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+fn dev(args: &[String]) -> Result<()> {
+    let port = match args {
+        [] => 8787,
+        [flag, port] if flag == "--port" => port.parse().context("--port takes a number")?,
+        _ => bail!("{USAGE}"),
+    };
+    let tools = tools::setup(false)?;
+    build::all(&tools)?;
+    let spec = WranglerCommand {
+        port,
+        persist_dir: root().join(".state/dev"),
+        vars: vec![],
+    };
+    println!("\nOstrich Legs is starting on http://127.0.0.1:{port}/ — open it in a browser (Ctrl-C stops it)\n");
+    run(&mut spec.command()?)
+}
+
+fn test() -> Result<()> {
+    let started = Instant::now();
+    let tools = tools::setup(true)?;
+    step("format", || {
+        run(cargo().args(["fmt", "--all", "--", "--check"]))
+    })?;
+    step("clippy (native)", || {
+        run(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))
+    })?;
+    step("clippy (wasm32)", || {
+        run(cargo().args([
+            "clippy",
+            "-p",
+            "coordinator",
+            "-p",
+            "client",
+            "--target",
+            "wasm32-unknown-unknown",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    })?;
+    step("clippy (runtime tests)", || {
+        run(cargo().args([
+            "clippy",
+            "-p",
+            "runtime-tests",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    })?;
+    step("unit and core tests", || run(cargo().arg("test")))?;
+    step("build", || build::all(&tools))?;
+    step("runtime tests (workerd)", || {
+        run(cargo().args(["test", "-p", "runtime-tests"]))
+    })?;
+    step("browser tests (chromium)", browser_tests)?;
+    println!("\nxtask: all checks passed in {:.0?}", started.elapsed());
+    Ok(())
+}
+
+fn step(name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
+    println!("\n=== {name}");
+    let started = Instant::now();
+    f().with_context(|| format!("step '{name}' failed"))?;
+    println!("=== {name}: ok ({:.1?})", started.elapsed());
+    Ok(())
+}
+
+/// Runs the Playwright tests in `tests/e2e` against a fresh system with shortened timeouts.
+fn browser_tests() -> Result<()> {
+    let persist = tempdir("e2e")?;
+    let spec = WranglerCommand {
+        port: free_port()?,
+        persist_dir: persist.clone(),
+        vars: short_timeouts(),
+    };
+    let mut wrangler = Wrangler::start(&spec)?;
+    let result = run(Command::new("node")
+        .args(["--test", "--test-concurrency=1"])
+        .arg(root().join("tests/e2e"))
+        .env("OSTRICH_BASE_URL", &wrangler.base)
+        .env("CHROMIUM_PATH", "/usr/bin/chromium")
+        .current_dir(root()));
+    if result.is_err() {
+        eprintln!("--- wrangler output ---\n{}", wrangler.log());
+    }
+    wrangler.stop();
+    let _ = std::fs::remove_dir_all(persist);
+    result
+}
+
+/// A fresh folder under `target/` (ignored) for one run's state.
+fn tempdir(name: &str) -> Result<PathBuf> {
+    let dir = root()
+        .join("target/tmp")
+        .join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// Size of a file, raw and gzip-compressed, for the build report.
+pub fn sizes(path: &Path) -> Result<(u64, u64)> {
+    let raw = std::fs::metadata(path)?.len();
+    let gz = Command::new("gzip")
+        .args(["-9", "-c"])
+        .arg(path)
+        .output()?
+        .stdout
+        .len() as u64;
+    Ok((raw, gz))
+}
