@@ -1,0 +1,18 @@
+//! The compute kernels of Ostrich Legs: the work a swarm job actually does.
+//!
+//! Three kernels, each a set of pure functions (no threads, clock, IO or randomness), so the
+//! same code runs in browser workers (compiled to WASM), in the native agent, and in the
+//! coordinator, which uses them to verify returned results cheaply instead of trusting them:
+//!
+//! - [`primes`]: count the primes in `[lo, hi)` with a segmented sieve. Counts of adjacent
+//!   ranges add up, so a job is split into chunks; the coordinator spot-checks a result by
+//!   recounting a chunk (or a small part of one).
+//! - [`mandelbrot`]: escape counts for a tile of a Mandelbrot view, plus a palette and a PNG
+//!   encoder to show the assembled image. Counts are bit-identical across WASM and native, so a
+//!   tile is verified by recomputing a few of its pixels.
+//! - [`sha256`]: proof-of-work search for nonces whose SHA-256 (of a prefix followed by the
+//!   nonce) has enough leading zero bits; a found nonce is verified with a single hash.
+
+pub mod mandelbrot;
+pub mod primes;
+pub mod sha256;
