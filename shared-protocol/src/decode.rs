@@ -10,7 +10,8 @@ use garde::Validate;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::http::CreateSwarmRequest;
+use crate::http::{CreateSwarmRequest, ResolveCodeRequest};
+use crate::messages::OwnerCommand;
 use crate::messages::{ErrorCode, ToCoordinator};
 
 /// Size limits applied before any parsing.
@@ -37,7 +38,15 @@ pub trait WireMessage: DeserializeOwned + Validate<Context = ()> {
 }
 
 impl WireMessage for ToCoordinator {
-    const TYPES: &'static [&'static str] = &["hello", "heartbeat"];
+    const TYPES: &'static [&'static str] = &["hello", "heartbeat", "owner"];
+}
+
+impl WireMessage for OwnerCommand {
+    const TYPES: &'static [&'static str] = &[];
+}
+
+impl WireMessage for ResolveCodeRequest {
+    const TYPES: &'static [&'static str] = &[];
 }
 
 impl WireMessage for CreateSwarmRequest {
@@ -175,6 +184,7 @@ mod tests {
                     agent: AgentClass::BrowserDesktop,
                 },
                 credential: None,
+                invite: None,
             },
         })
     }
@@ -209,7 +219,7 @@ mod tests {
         let text = encode(&device_hello("a", 2));
         assert_eq!(
             text,
-            r#"{"type":"hello","protocol":1,"role":{"kind":"device","name":"a","capabilities":{"cores":2,"memory_mb":8192,"gpu":false,"agent":"browser_desktop"},"credential":null}}"#
+            r#"{"type":"hello","protocol":1,"role":{"kind":"device","name":"a","capabilities":{"cores":2,"memory_mb":8192,"gpu":false,"agent":"browser_desktop"},"credential":null,"invite":null}}"#
         );
         let ack = encode(&ToClient::HeartbeatAck { server_time_ms: 5 });
         assert_eq!(ack, r#"{"type":"heartbeat_ack","server_time_ms":5}"#);
@@ -221,6 +231,29 @@ mod tests {
             ToClient::Error {
                 code: ErrorCode::BadCredential,
                 message: "no".into(),
+                request: None,
+                retry_after_ms: None,
+            },
+            ToClient::Error {
+                code: ErrorCode::RateLimited,
+                message: "slow down".into(),
+                request: Some(7),
+                retry_after_ms: Some(1500),
+            },
+            ToClient::OwnerResult {
+                request: 3,
+                result: OwnerReply::InviteCreated {
+                    invite: InviteView {
+                        invite_id: "i".into(),
+                        created_ms: 1,
+                        expires_ms: 2,
+                        max_uses: Some(3),
+                        uses: 0,
+                        revoked: false,
+                    },
+                    token: "t".into(),
+                    code: "c".into(),
+                },
             },
             ToClient::Welcome {
                 protocol: 1,
@@ -240,6 +273,8 @@ mod tests {
                 seq: 2,
                 device_total: 0,
                 online: 0,
+                run_state: RunState::Running,
+                throttle_percent: 100,
                 devices: vec![],
                 log: vec![LogEntry {
                     at_ms: 1,

@@ -4,7 +4,7 @@ use garde::Validate;
 use serde::{Deserialize, Serialize};
 
 use crate::messages::{Counters, ErrorCode};
-use crate::text::is_label;
+use crate::text::{is_code, is_label};
 
 /// `POST /api/swarms`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Validate)]
@@ -20,6 +20,22 @@ pub struct CreateSwarmRequest {
 pub struct CreateSwarmResponse {
     pub swarm_id: String,
     pub owner_key: String,
+}
+
+/// `POST /api/join`: which swarm a short code belongs to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveCodeRequest {
+    #[garde(custom(is_code))]
+    pub code: String,
+}
+
+/// `200` answer to [`ResolveCodeRequest`]. The device then says hello to that swarm with the
+/// code as its [`crate::JoinProof`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveCodeResponse {
+    pub swarm_id: String,
 }
 
 /// `GET /api/swarms/{id}`: public facts about a swarm.
@@ -59,4 +75,7 @@ pub struct HealthResponse {
 pub struct HttpError {
     pub code: ErrorCode,
     pub message: String,
+    /// With `rate_limited` (also sent as the `Retry-After` header, in seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }

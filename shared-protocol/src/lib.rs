@@ -14,13 +14,18 @@ mod text;
 
 pub use decode::{decode, encode, DecodeError, Limits, Validated, WireMessage};
 pub use http::{
-    CreateSwarmRequest, CreateSwarmResponse, HealthResponse, HttpError, SwarmInfo, SwarmStats,
+    CreateSwarmRequest, CreateSwarmResponse, HealthResponse, HttpError, ResolveCodeRequest,
+    ResolveCodeResponse, SwarmInfo, SwarmStats,
 };
 pub use messages::{
     AgentClass, Capabilities, Counters, DeviceCredential, DeviceStatus, DeviceView, ErrorCode,
-    Hello, HelloRole, LogEntry, LogLevel, SwarmSnapshot, ToClient, ToCoordinator, WelcomeRole,
+    Hello, HelloRole, InviteView, JoinProof, LogEntry, LogLevel, OwnerCommand, OwnerReply,
+    RunState, SwarmSnapshot, ToClient, ToCoordinator, WelcomeRole,
 };
-pub use text::{is_id, is_label, is_secret, ID_LEN};
+pub use text::{
+    display_code, is_code, is_id, is_label, is_secret, normalize_code, CODE_ALPHABET, CODE_DIGITS,
+    ID_LEN,
+};
 
 /// The protocol version this build speaks. It travels in [`Hello`] and [`ToClient::Welcome`];
 /// a coordinator answers a different version with [`ErrorCode::ProtocolMismatch`].
@@ -39,4 +44,8 @@ pub mod close_code {
     pub const HELLO_TIMEOUT: u16 = 4001;
     /// A device sent no heartbeat for `offline_after_ms`; it is now OFFLINE.
     pub const HEARTBEAT_TIMEOUT: u16 = 4002;
+    /// The owner removed this device; its credential no longer works.
+    pub const REMOVED: u16 = 4003;
+    /// The socket sent messages faster than its rate limit.
+    pub const RATE_LIMITED: u16 = 4004;
 }

@@ -6,7 +6,7 @@
 use garde::Validate;
 use serde::{Deserialize, Serialize};
 
-use crate::text::{is_id, is_label, is_secret};
+use crate::text::{is_code, is_id, is_label, is_secret};
 
 /// A message from a client (device, dashboard, agent) to the coordinator.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Validate)]
@@ -18,6 +18,100 @@ pub enum ToCoordinator {
     /// Sent every `heartbeat_interval_ms` (from the welcome) while connected; answered with
     /// [`ToClient::HeartbeatAck`]. A device without one for `offline_after_ms` is OFFLINE.
     Heartbeat {},
+    /// An owner action, from a dashboard whose hello carried the owner key. Answered with
+    /// [`ToClient::OwnerResult`] or with [`ToClient::Error`], both carrying the same `request`.
+    Owner {
+        #[garde(skip)]
+        request: u32,
+        #[garde(dive)]
+        command: OwnerCommand,
+    },
+}
+
+/// What only the owner may do. The same commands are accepted over HTTP
+/// (`POST /api/swarms/{id}/owner` with the owner key as bearer token).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Validate)]
+#[serde(tag = "command", rename_all = "snake_case", deny_unknown_fields)]
+pub enum OwnerCommand {
+    /// At most 5 per minute per swarm. `ttl_ms` defaults to 24 h (1 min to 7 days);
+    /// `max_uses` to unlimited (1 to 10,000).
+    CreateInvite {
+        #[garde(inner(range(min = 60_000, max = 604_800_000)))]
+        ttl_ms: Option<u64>,
+        #[garde(inner(range(min = 1, max = 10_000)))]
+        max_uses: Option<u32>,
+    },
+    /// The invites that can still be used.
+    ListInvites {},
+    RevokeInvite {
+        #[garde(custom(is_id))]
+        invite_id: String,
+    },
+    /// A disabled device stays connected but is given no work.
+    SetDeviceEnabled {
+        #[garde(custom(is_id))]
+        device_id: String,
+        #[garde(skip)]
+        enabled: bool,
+    },
+    /// Forgets the device and invalidates its credential; its socket is closed.
+    RemoveDevice {
+        #[garde(custom(is_id))]
+        device_id: String,
+    },
+    SetRunState {
+        #[garde(skip)]
+        state: RunState,
+    },
+    /// How much of every device's lent capacity the swarm uses, 0–100 %.
+    SetThrottle {
+        #[garde(range(max = 100))]
+        percent: u8,
+    },
+    /// The security events since the coordinator object started, newest last.
+    AuditLog {},
+}
+
+/// Whether the swarm hands out work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    Running,
+    /// Leases in flight finish; no new work is handed out.
+    Paused,
+    /// No work is handed out and queued work waits until the swarm runs again.
+    Stopped,
+}
+
+/// The answer to an [`OwnerCommand`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case", deny_unknown_fields)]
+pub enum OwnerReply {
+    /// The token and code are shown only here; the coordinator keeps their hashes.
+    InviteCreated {
+        invite: InviteView,
+        token: String,
+        code: String,
+    },
+    Invites {
+        invites: Vec<InviteView>,
+    },
+    Audit {
+        entries: Vec<LogEntry>,
+    },
+    Done {},
+}
+
+/// An invite as the owner sees it (without its secrets).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InviteView {
+    pub invite_id: String,
+    pub created_ms: u64,
+    pub expires_ms: u64,
+    pub max_uses: Option<u32>,
+    pub uses: u32,
+    pub revoked: bool,
 }
 
 /// The first message on a socket: the protocol version and who is connecting.
@@ -45,11 +139,35 @@ pub enum HelloRole {
         capabilities: Capabilities,
         #[garde(dive)]
         credential: Option<DeviceCredential>,
+        /// How a new device proves it was invited; ignored when `credential` is present.
+        #[garde(dive)]
+        invite: Option<JoinProof>,
     },
     /// A dashboard that receives swarm snapshots. With the owner key it is the owner's.
     Dashboard {
         #[garde(inner(custom(is_secret)))]
         owner_key: Option<String>,
+    },
+}
+
+/// Proof that a new device may join.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Validate)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum JoinProof {
+    /// The token from an invite link (or its QR code).
+    Token {
+        #[garde(custom(is_secret))]
+        token: String,
+    },
+    /// The short code of an invite, as typed (case, spaces and dashes do not matter).
+    Code {
+        #[garde(custom(is_code))]
+        code: String,
+    },
+    /// The owner key: the owner's own browsers and agents join without an invite.
+    OwnerKey {
+        #[garde(custom(is_secret))]
+        owner_key: String,
     },
 }
 
@@ -110,9 +228,20 @@ pub enum ToClient {
     HeartbeatAck { server_time_ms: u64 },
     /// The swarm's live state, sent to dashboards every broadcast interval (2 s).
     Snapshot(SwarmSnapshot),
+    /// The answer to [`ToCoordinator::Owner`] with the same `request`.
+    OwnerResult { request: u32, result: OwnerReply },
     /// A refused message or connection. The state of the swarm is unchanged by the message
-    /// that caused it. Errors during the hello are followed by a close.
-    Error { code: ErrorCode, message: String },
+    /// that caused it. Errors during the hello are followed by a close. `request` is set when
+    /// the refused message was an owner command; `retry_after_ms` when the code is
+    /// `rate_limited`.
+    Error {
+        code: ErrorCode,
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
+    },
 }
 
 /// The role the coordinator granted.
@@ -150,8 +279,20 @@ pub enum ErrorCode {
     BadCredential,
     /// The owner key is wrong.
     BadOwnerKey,
-    /// The caller may not do this.
+    /// The caller may not do this (for example an owner action without the owner key).
     Forbidden,
+    /// A new device came without an invite.
+    InviteRequired,
+    /// No such invite (unknown token or code).
+    InviteInvalid,
+    /// The invite's time is up.
+    InviteExpired,
+    /// The owner revoked the invite.
+    InviteRevoked,
+    /// The invite's uses are all taken.
+    InviteExhausted,
+    /// No such device.
+    DeviceNotFound,
     /// No swarm with this id.
     SwarmNotFound,
     /// No such HTTP endpoint.
@@ -186,6 +327,8 @@ pub struct SwarmSnapshot {
     pub device_total: u32,
     /// Devices currently ONLINE.
     pub online: u32,
+    pub run_state: RunState,
+    pub throttle_percent: u8,
     /// Up to the coordinator's cap: online devices first, then the most recently seen.
     pub devices: Vec<DeviceView>,
     /// The newest system log entries, oldest first.
@@ -201,6 +344,8 @@ pub struct DeviceView {
     pub id: String,
     pub name: String,
     pub status: DeviceStatus,
+    /// `false` when the owner disabled the device: it gets no work.
+    pub enabled: bool,
     pub capabilities: Capabilities,
     pub last_seen_ms: u64,
     pub registered_ms: u64,

@@ -37,6 +37,47 @@ pub fn is_secret(value: &str, _ctx: &()) -> garde::Result {
     }
 }
 
+/// Crockford base32 digits (no I, L, O, U), the alphabet of invite short codes.
+pub const CODE_ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+/// Digits in a short code: 10 × 5 bits = 50 bits.
+pub const CODE_DIGITS: usize = 10;
+
+/// The canonical form of a typed short code: upper case, without spaces and dashes, with the
+/// look-alikes I/L → 1 and O → 0. `None` if it is not [`CODE_DIGITS`] digits of the alphabet.
+pub fn normalize_code(typed: &str) -> Option<String> {
+    let mut out = String::with_capacity(CODE_DIGITS);
+    for c in typed.chars() {
+        let c = match c.to_ascii_uppercase() {
+            ' ' | '-' => continue,
+            'I' | 'L' => '1',
+            'O' => '0',
+            c => c,
+        };
+        if !c.is_ascii() || !CODE_ALPHABET.contains(&(c as u8)) {
+            return None;
+        }
+        out.push(c);
+    }
+    (out.len() == CODE_DIGITS).then_some(out)
+}
+
+/// A short code as shown to people: `ABCDE-FGHJK`.
+pub fn display_code(canonical: &str) -> String {
+    let (a, b) = canonical.split_at(canonical.len() / 2);
+    format!("{a}-{b}")
+}
+
+/// A short code as typed: anything [`normalize_code`] accepts, at most 32 characters.
+pub fn is_code(value: &str, _ctx: &()) -> garde::Result {
+    if value.len() <= 32 && normalize_code(value).is_some() {
+        Ok(())
+    } else {
+        Err(garde::Error::new(format!(
+            "must be a {CODE_DIGITS}-character invite code"
+        )))
+    }
+}
+
 /// A human label (swarm or device name): 1 to 64 characters, no control characters, not blank.
 pub fn is_label(value: &str, _ctx: &()) -> garde::Result {
     let chars = value.chars().count();
@@ -71,6 +112,25 @@ mod tests {
         assert!(is_secret(&"a".repeat(31), &()).is_err());
         assert!(is_secret(&"a".repeat(129), &()).is_err());
         assert!(is_secret(&format!("{}+", "a".repeat(32)), &()).is_err());
+    }
+
+    #[test]
+    fn codes_normalise_typing_mistakes() {
+        assert_eq!(normalize_code("abcde-fghjk").as_deref(), Some("ABCDEFGHJK"));
+        assert_eq!(
+            normalize_code(" 0o1il 23456 ").as_deref(),
+            Some("0011123456")
+        );
+        assert_eq!(normalize_code("ABCDE-FGHJ"), None, "too short");
+        assert_eq!(
+            normalize_code("ABCDE-FGHJU"),
+            None,
+            "U is not in the alphabet"
+        );
+        assert_eq!(normalize_code("ÄBCDE-FGHJK"), None);
+        assert_eq!(display_code("ABCDEFGHJK"), "ABCDE-FGHJK");
+        assert!(is_code("abcde fghjk", &()).is_ok());
+        assert!(is_code(&format!("{}ABCDEFGHJK", " ".repeat(30)), &()).is_err());
     }
 
     #[test]
