@@ -1,19 +1,22 @@
-//! [`SwarmCore`]: registry, sessions, heartbeats, OFFLINE detection, the alarm and snapshots.
+//! [`SwarmCore`]: state, lifecycle (connect, message, disconnect, alarm), snapshots and the
+//! helpers every handler shares. The hello is handled in `join.rs`, owner commands in
+//! `owner.rs`.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 
 use shared_protocol::{
-    close_code, decode, encode, Counters, DecodeError, DeviceCredential, DeviceStatus, DeviceView,
-    ErrorCode, Hello, HelloRole, Limits, LogEntry, LogLevel, SwarmSnapshot, ToClient,
-    ToCoordinator, WelcomeRole, PROTOCOL_VERSION,
+    close_code, decode, encode, Counters, DecodeError, DeviceStatus, DeviceView, ErrorCode, Limits,
+    LogEntry, LogLevel, SwarmSnapshot, ToClient, ToCoordinator,
 };
 
-use crate::records::{DeviceRecord, Session, SocketAttachment, StoreOp, SwarmMeta};
+use crate::invites::Invites;
+use crate::limits::{SlidingWindow, TokenBucket};
+use crate::records::{DeviceRecord, InviteRecord, Session, SocketAttachment, StoreOp, SwarmMeta};
 use crate::secrets::{hash_secret, Rng};
 use crate::{ConnId, Millis, Output};
 
-/// Timing and size settings. The defaults are the product's; tests shorten them.
+/// Timing, size and rate settings. The defaults are the product's; tests shorten them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// How often clients send a heartbeat (told to them in the welcome).
@@ -30,6 +33,20 @@ pub struct Config {
     pub snapshot_device_cap: usize,
     /// System log entries kept (and sent) in snapshots.
     pub log_capacity: usize,
+    /// Security events kept for the owner's audit log.
+    pub audit_capacity: usize,
+    /// Per socket: messages that may arrive at once, and the sustained rate per second.
+    pub message_burst: u32,
+    pub messages_per_second: u32,
+    /// Invites the owner may create per minute.
+    pub invites_per_minute: usize,
+    /// Refused join attempts (bad, expired, revoked or used-up invites) per minute per swarm;
+    /// beyond it every join attempt without a credential is refused for the rest of the minute.
+    pub failed_joins_per_minute: usize,
+    /// Invite lifetime when the owner does not choose one.
+    pub default_invite_ttl_ms: Millis,
+    /// The window of the invite and failed-join limits: a minute (tests shorten it).
+    pub rate_window_ms: Millis,
 }
 
 impl Default for Config {
@@ -42,6 +59,13 @@ impl Default for Config {
             limits: Limits::default(),
             snapshot_device_cap: 200,
             log_capacity: 40,
+            audit_capacity: 200,
+            message_burst: 100,
+            messages_per_second: 20,
+            invites_per_minute: 5,
+            failed_joins_per_minute: 30,
+            default_invite_ttl_ms: 24 * 60 * 60 * 1000,
+            rate_window_ms: 60_000,
         }
     }
 }
@@ -53,10 +77,37 @@ pub enum CreateError {
     AlreadyExists,
 }
 
-struct Device {
-    record: DeviceRecord,
+/// A refused request, as the glue reports it (WebSocket error or HTTP status).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: ErrorCode,
+    pub message: String,
+    /// With [`ErrorCode::RateLimited`]: when to try again.
+    pub retry_after_ms: Option<Millis>,
+}
+
+impl Refusal {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            retry_after_ms: None,
+        }
+    }
+
+    pub fn rate_limited(what: &str, retry_after_ms: Millis) -> Self {
+        Self {
+            code: ErrorCode::RateLimited,
+            message: format!("{what}: try again in {} s", retry_after_ms.div_ceil(1000)),
+            retry_after_ms: Some(retry_after_ms),
+        }
+    }
+}
+
+pub(crate) struct Device {
+    pub(crate) record: DeviceRecord,
     /// The socket the device is connected on; a device is ONLINE exactly while this is set.
-    conn: Option<ConnId>,
+    pub(crate) conn: Option<ConnId>,
 }
 
 impl Device {
@@ -69,15 +120,25 @@ impl Device {
     }
 }
 
+/// One open socket.
+pub(crate) struct Conn {
+    pub(crate) session: Session,
+    bucket: TokenBucket,
+}
+
 /// One swarm's coordinator state. See the crate docs for how to drive it.
 pub struct SwarmCore {
-    config: Config,
-    rng: Rng,
-    meta: Option<SwarmMeta>,
-    devices: BTreeMap<String, Device>,
-    sessions: BTreeMap<ConnId, Session>,
+    pub(crate) config: Config,
+    pub(crate) rng: Rng,
+    pub(crate) meta: Option<SwarmMeta>,
+    pub(crate) devices: BTreeMap<String, Device>,
+    pub(crate) conns: BTreeMap<ConnId, Conn>,
+    pub(crate) invites: Invites,
+    pub(crate) invite_window: SlidingWindow,
+    pub(crate) failed_joins: SlidingWindow,
     alarm_at: Option<Millis>,
     log: VecDeque<LogEntry>,
+    pub(crate) audit: VecDeque<LogEntry>,
     counters: Counters,
     snapshot_seq: u64,
     outputs: VecDeque<Output>,
@@ -87,27 +148,32 @@ impl SwarmCore {
     /// An empty object: no swarm yet, nothing connected. `seed` must come from a CSPRNG.
     pub fn new(config: Config, seed: [u8; 32]) -> Self {
         Self {
+            invite_window: SlidingWindow::new(config.invites_per_minute, config.rate_window_ms),
+            failed_joins: SlidingWindow::new(config.failed_joins_per_minute, config.rate_window_ms),
             config,
             rng: Rng::from_seed(seed),
             meta: None,
             devices: BTreeMap::new(),
-            sessions: BTreeMap::new(),
+            conns: BTreeMap::new(),
+            invites: Invites::default(),
             alarm_at: None,
             log: VecDeque::new(),
+            audit: VecDeque::new(),
             counters: Counters::default(),
             snapshot_seq: 0,
             outputs: VecDeque::new(),
         }
     }
 
-    /// Rebuilds the state of an object that was evicted or restarted: the stored swarm and
-    /// devices, the sockets that are still open (with their attachments), and the alarm that is
-    /// armed. Devices with an open socket count as seen `now`.
+    /// Rebuilds the state of an object that was evicted or restarted: the stored swarm,
+    /// devices and invites, the sockets that are still open (with their attachments), and the
+    /// alarm that is armed. Devices with an open socket count as seen `now`.
     pub fn restore(
         &mut self,
         now: Millis,
         meta: Option<SwarmMeta>,
         devices: Vec<DeviceRecord>,
+        invites: Vec<InviteRecord>,
         sockets: Vec<SocketAttachment>,
         alarm_at: Option<Millis>,
     ) {
@@ -117,20 +183,25 @@ impl SwarmCore {
             .into_iter()
             .map(|record| (record.device_id.clone(), Device { record, conn: None }))
             .collect();
+        for invite in invites {
+            self.invites.insert(invite);
+        }
         for SocketAttachment { conn, session } in sockets {
+            self.add_conn(now, conn, session.clone());
             if let Session::Device { device_id } = &session {
                 match self.devices.get_mut(device_id) {
                     Some(device) => {
                         device.conn = Some(conn);
                         device.record.last_seen_ms = now;
                     }
-                    None => {
-                        self.close(now, conn, close_code::POLICY, "device no longer registered");
-                        continue;
-                    }
+                    None => self.close(
+                        now,
+                        conn,
+                        close_code::REMOVED,
+                        "device no longer registered",
+                    ),
                 }
             }
-            self.sessions.insert(conn, session);
         }
         self.ensure_alarm(now);
     }
@@ -169,7 +240,7 @@ impl SwarmCore {
 
     /// Number of open sockets.
     pub fn connection_count(&self) -> usize {
-        self.sessions.len()
+        self.conns.len()
     }
 
     /// When the alarm is armed for, as far as the core knows.
@@ -192,17 +263,31 @@ impl SwarmCore {
                 session: session.clone(),
             },
         });
-        self.sessions.insert(conn, session);
+        self.add_conn(now, conn, session);
         self.ensure_alarm(now);
     }
 
     /// A message arrived on a socket.
     pub fn handle_message(&mut self, now: Millis, conn: ConnId, bytes: &[u8]) {
         self.counters.messages_in += 1;
-        let Some(session) = self.sessions.get(&conn).cloned() else {
+        let Some(entry) = self.conns.get_mut(&conn) else {
             // A message racing the socket's own close; nothing to answer to.
             return;
         };
+        if !entry.bucket.take(now) {
+            let limit = self.config.messages_per_second;
+            self.reject(
+                now,
+                conn,
+                Refusal::new(
+                    ErrorCode::RateLimited,
+                    format!("more than {limit} messages per second"),
+                ),
+                None,
+            );
+            return self.close(now, conn, close_code::RATE_LIMITED, "message rate limit");
+        }
+        let session = entry.session.clone();
         let message = match decode::<ToCoordinator>(bytes, &self.config.limits) {
             Ok(message) => message.into_inner(),
             Err(err) => return self.reject_decode(now, conn, &session, &err),
@@ -211,20 +296,20 @@ impl SwarmCore {
             (Session::AwaitingHello { .. }, ToCoordinator::Hello(hello)) => {
                 self.handle_hello(now, conn, hello)
             }
-            (Session::AwaitingHello { .. }, ToCoordinator::Heartbeat {}) => {
+            (Session::AwaitingHello { .. }, _) => {
                 self.reject(
                     now,
                     conn,
-                    ErrorCode::HelloRequired,
-                    "say hello first".into(),
+                    Refusal::new(ErrorCode::HelloRequired, "say hello first"),
+                    None,
                 );
                 self.close(now, conn, close_code::POLICY, "hello required");
             }
             (_, ToCoordinator::Hello(_)) => self.reject(
                 now,
                 conn,
-                ErrorCode::AlreadyIntroduced,
-                "hello was already said".into(),
+                Refusal::new(ErrorCode::AlreadyIntroduced, "hello was already said"),
+                None,
             ),
             (session, ToCoordinator::Heartbeat {}) => {
                 if let Session::Device { device_id } = session {
@@ -239,15 +324,59 @@ impl SwarmCore {
                     },
                 );
             }
+            (Session::Dashboard { owner: true }, ToCoordinator::Owner { request, command }) => {
+                match self.owner_command(now, command) {
+                    Ok(result) => self.send(conn, &ToClient::OwnerResult { request, result }),
+                    Err(refusal) => self.reject(now, conn, refusal, Some(request)),
+                }
+            }
+            (_, ToCoordinator::Owner { request, .. }) => {
+                let refusal = Refusal::new(
+                    ErrorCode::Forbidden,
+                    "only the owner's dashboard may do this",
+                );
+                self.reject(now, conn, refusal, Some(request));
+            }
         }
+    }
+
+    /// An owner command over HTTP, authorised by the owner key.
+    pub fn handle_owner_request(
+        &mut self,
+        now: Millis,
+        owner_key: &str,
+        command: shared_protocol::OwnerCommand,
+    ) -> Result<shared_protocol::OwnerReply, Refusal> {
+        if !self.is_owner_key(owner_key) {
+            self.security(
+                now,
+                "refused an owner request over HTTP: bad_owner_key".into(),
+            );
+            return Err(Refusal::new(
+                ErrorCode::BadOwnerKey,
+                "the owner key is required",
+            ));
+        }
+        let result = self.owner_command(now, command);
+        if let Err(refusal) = &result {
+            self.counters.rejected += 1;
+            self.security(
+                now,
+                format!(
+                    "refused an owner request over HTTP: {}",
+                    code_name(refusal.code)
+                ),
+            );
+        }
+        result
     }
 
     /// A socket closed (or errored). Idempotent.
     pub fn handle_disconnect(&mut self, now: Millis, conn: ConnId) {
-        let Some(session) = self.sessions.remove(&conn) else {
+        let Some(entry) = self.conns.remove(&conn) else {
             return;
         };
-        if let Session::Device { device_id } = session {
+        if let Session::Device { device_id } = entry.session {
             if let Some(device) = self.devices.get_mut(&device_id) {
                 if device.conn == Some(conn) {
                     device.conn = None;
@@ -261,7 +390,7 @@ impl SwarmCore {
                 }
             }
         }
-        if self.sessions.is_empty() && self.alarm_at.is_some() {
+        if self.conns.is_empty() && self.alarm_at.is_some() {
             self.alarm_at = None;
             self.outputs.push_back(Output::ClearAlarm);
         }
@@ -279,10 +408,14 @@ impl SwarmCore {
 
     /// The snapshot dashboards receive, as of `now`.
     pub fn snapshot(&self, now: Millis) -> SwarmSnapshot {
-        let (swarm_id, swarm_name) = match &self.meta {
-            Some(meta) => (meta.swarm_id.clone(), meta.name.clone()),
-            None => (String::new(), String::new()),
-        };
+        let meta = self.meta.clone().unwrap_or_else(|| SwarmMeta {
+            swarm_id: String::new(),
+            name: String::new(),
+            owner_key_hash: String::new(),
+            created_ms: 0,
+            run_state: shared_protocol::RunState::Running,
+            throttle_percent: 100,
+        });
         let mut rows: Vec<&Device> = self.devices.values().collect();
         rows.sort_by(|a, b| {
             (b.conn.is_some(), b.record.last_seen_ms)
@@ -295,213 +428,94 @@ impl SwarmCore {
                 id: d.record.device_id.clone(),
                 name: d.record.name.clone(),
                 status: d.status(),
+                enabled: d.record.enabled,
                 capabilities: d.record.capabilities.clone(),
                 last_seen_ms: d.record.last_seen_ms,
                 registered_ms: d.record.registered_ms,
             })
             .collect();
         SwarmSnapshot {
-            swarm_id,
-            swarm_name,
+            swarm_id: meta.swarm_id,
+            swarm_name: meta.name,
             now_ms: now,
             seq: self.snapshot_seq,
             device_total: count_u32(self.devices.len()),
             online: count_u32(self.devices.values().filter(|d| d.conn.is_some()).count()),
+            run_state: meta.run_state,
+            throttle_percent: meta.throttle_percent,
             devices,
             log: self.log.iter().cloned().collect(),
             counters: self.counters,
         }
     }
 
-    fn handle_hello(&mut self, now: Millis, conn: ConnId, hello: Hello) {
-        if hello.protocol != PROTOCOL_VERSION {
-            let text = format!(
-                "protocol version {} is not supported; this coordinator speaks {PROTOCOL_VERSION}",
-                hello.protocol
-            );
-            self.reject(now, conn, ErrorCode::ProtocolMismatch, text);
-            return self.close(now, conn, close_code::POLICY, "protocol mismatch");
+    fn add_conn(&mut self, now: Millis, conn: ConnId, session: Session) {
+        let bucket = TokenBucket::new(
+            now,
+            self.config.message_burst,
+            self.config.messages_per_second,
+        );
+        self.conns.insert(conn, Conn { session, bucket });
+    }
+
+    /// Records the session a socket now has, in memory and in its attachment.
+    pub(crate) fn set_session(&mut self, conn: ConnId, session: Session) {
+        if let Some(entry) = self.conns.get_mut(&conn) {
+            entry.session = session.clone();
         }
-        let Some(meta) = self.meta.clone() else {
-            self.reject(now, conn, ErrorCode::SwarmNotFound, "no such swarm".into());
-            return self.close(now, conn, close_code::POLICY, "no such swarm");
-        };
-        let (session, role) = match hello.role {
-            HelloRole::Dashboard { owner_key } => {
-                let owner = match owner_key {
-                    None => false,
-                    Some(key) if self.is_owner_key(&key) => true,
-                    Some(_) => {
-                        self.reject(now, conn, ErrorCode::BadOwnerKey, "wrong owner key".into());
-                        return self.close(now, conn, close_code::POLICY, "wrong owner key");
-                    }
-                };
-                (
-                    Session::Dashboard { owner },
-                    WelcomeRole::Dashboard { owner },
-                )
-            }
-            HelloRole::Device {
-                name,
-                capabilities,
-                credential,
-            } => {
-                let result = match credential {
-                    Some(credential) => self.resume_device(now, conn, &credential),
-                    None => Ok(self.register_device(now, conn, name, capabilities)),
-                };
-                match result {
-                    Ok((device_id, credential)) => (
-                        Session::Device {
-                            device_id: device_id.clone(),
-                        },
-                        WelcomeRole::Device {
-                            device_id,
-                            credential,
-                        },
-                    ),
-                    Err(()) => {
-                        self.reject(
-                            now,
-                            conn,
-                            ErrorCode::BadCredential,
-                            "unknown device or wrong secret".into(),
-                        );
-                        return self.close(now, conn, close_code::POLICY, "bad credential");
-                    }
-                }
-            }
-        };
-        self.sessions.insert(conn, session.clone());
         self.outputs.push_back(Output::Attach {
             conn,
             attachment: SocketAttachment { conn, session },
         });
-        self.send(
-            conn,
-            &ToClient::Welcome {
-                protocol: PROTOCOL_VERSION,
-                swarm_id: meta.swarm_id,
-                swarm_name: meta.name,
-                role,
-                heartbeat_interval_ms: self.config.heartbeat_interval_ms,
-                offline_after_ms: self.config.offline_after_ms,
-            },
-        );
-    }
-
-    fn register_device(
-        &mut self,
-        now: Millis,
-        conn: ConnId,
-        name: String,
-        capabilities: shared_protocol::Capabilities,
-    ) -> (String, Option<DeviceCredential>) {
-        let mut device_id = self.rng.id();
-        while self.devices.contains_key(&device_id) {
-            device_id = self.rng.id();
-        }
-        let secret = self.rng.secret();
-        let record = DeviceRecord {
-            device_id: device_id.clone(),
-            name,
-            capabilities,
-            secret_hash: hash_secret(&secret),
-            registered_ms: now,
-            last_seen_ms: now,
-        };
-        self.log(
-            now,
-            LogLevel::Info,
-            format!("device '{}' registered", record.name),
-        );
-        self.persist(StoreOp::PutDevice(record.clone()));
-        self.devices.insert(
-            device_id.clone(),
-            Device {
-                record,
-                conn: Some(conn),
-            },
-        );
-        let credential = DeviceCredential {
-            device_id: device_id.clone(),
-            secret,
-        };
-        (device_id, Some(credential))
-    }
-
-    fn resume_device(
-        &mut self,
-        now: Millis,
-        conn: ConnId,
-        credential: &DeviceCredential,
-    ) -> Result<(String, Option<DeviceCredential>), ()> {
-        let device = self.devices.get_mut(&credential.device_id).ok_or(())?;
-        if device.record.secret_hash != hash_secret(&credential.secret) {
-            return Err(());
-        }
-        let previous = device.conn.replace(conn);
-        device.record.last_seen_ms = now;
-        let record = device.record.clone();
-        if let Some(old) = previous {
-            self.close(
-                now,
-                old,
-                close_code::REPLACED,
-                "replaced by a newer connection",
-            );
-        }
-        self.log(
-            now,
-            LogLevel::Info,
-            format!("device '{}' connected", record.name),
-        );
-        self.persist(StoreOp::PutDevice(record));
-        Ok((credential.device_id.clone(), None))
     }
 
     /// Closes sockets that never said hello and devices whose heartbeats stopped.
     fn expire_silent(&mut self, now: Millis) {
         let mut silent = Vec::new();
-        for (conn, session) in &self.sessions {
-            match session {
+        for (conn, entry) in &self.conns {
+            match &entry.session {
                 Session::AwaitingHello { since_ms }
                     if now.saturating_sub(*since_ms) >= self.config.hello_timeout_ms =>
                 {
-                    silent.push((*conn, close_code::HELLO_TIMEOUT, "no hello"));
+                    silent.push((*conn, None));
                 }
                 Session::Device { device_id } => {
-                    let last = self
-                        .devices
-                        .get(device_id)
-                        .map_or(0, |d| d.record.last_seen_ms);
-                    if now.saturating_sub(last) >= self.config.offline_after_ms {
-                        silent.push((*conn, close_code::HEARTBEAT_TIMEOUT, "heartbeat timeout"));
+                    if let Some(device) = self.devices.get(device_id) {
+                        if now.saturating_sub(device.record.last_seen_ms)
+                            >= self.config.offline_after_ms
+                        {
+                            silent.push((*conn, Some(device.record.name.clone())));
+                        }
                     }
                 }
                 _ => {}
             }
         }
-        for (conn, code, reason) in silent {
-            if code == close_code::HEARTBEAT_TIMEOUT {
-                if let Some(Session::Device { device_id }) = self.sessions.get(&conn) {
-                    let name = self.devices.get(device_id).map(|d| d.record.name.clone());
-                    let text = format!(
-                        "device '{}' is OFFLINE: no heartbeat",
-                        name.unwrap_or_default()
+        for (conn, device_name) in silent {
+            match device_name {
+                Some(name) => {
+                    self.log(
+                        now,
+                        LogLevel::Warn,
+                        format!("device '{name}' is OFFLINE: no heartbeat"),
                     );
-                    self.log(now, LogLevel::Warn, text);
+                    self.close(
+                        now,
+                        conn,
+                        close_code::HEARTBEAT_TIMEOUT,
+                        "heartbeat timeout",
+                    );
                 }
+                None => self.close(now, conn, close_code::HELLO_TIMEOUT, "no hello"),
             }
-            self.close(now, conn, code, reason);
         }
     }
 
     fn broadcast_snapshot(&mut self, now: Millis) {
         let dashboards: Vec<ConnId> = self
-            .sessions
+            .conns
             .iter()
-            .filter(|(_, s)| matches!(s, Session::Dashboard { .. }))
+            .filter(|(_, c)| matches!(c.session, Session::Dashboard { .. }))
             .map(|(conn, _)| *conn)
             .collect();
         if dashboards.is_empty() {
@@ -520,7 +534,7 @@ impl SwarmCore {
     }
 
     fn ensure_alarm(&mut self, now: Millis) {
-        if self.alarm_at.is_none() && !self.sessions.is_empty() {
+        if self.alarm_at.is_none() && !self.conns.is_empty() {
             let at = now + self.config.broadcast_interval_ms;
             self.alarm_at = Some(at);
             self.outputs.push_back(Output::SetAlarm { at });
@@ -528,7 +542,7 @@ impl SwarmCore {
     }
 
     fn reject_decode(&mut self, now: Millis, conn: ConnId, session: &Session, err: &DecodeError) {
-        self.reject(now, conn, err.code(), err.to_string());
+        self.reject(now, conn, Refusal::new(err.code(), err.to_string()), None);
         if matches!(err, DecodeError::TooLarge { .. }) {
             self.close(now, conn, close_code::TOO_BIG, "message too big");
         } else if matches!(session, Session::AwaitingHello { .. }) {
@@ -536,29 +550,44 @@ impl SwarmCore {
         }
     }
 
-    /// Answers a refused message with an error and records a security event. The log line
-    /// names only the code and the socket, never the input, which may carry secrets.
-    fn reject(&mut self, now: Millis, conn: ConnId, code: ErrorCode, message: String) {
+    /// Answers a refused message with an error and records a security event. The event names
+    /// only the code and the socket, never the input, which may carry secrets.
+    pub(crate) fn reject(
+        &mut self,
+        now: Millis,
+        conn: ConnId,
+        refusal: Refusal,
+        request: Option<u32>,
+    ) {
         self.counters.rejected += 1;
-        let who = match self.sessions.get(&conn) {
+        let who = match self.conns.get(&conn).map(|c| &c.session) {
             Some(Session::Device { device_id }) => format!("device {}", short(device_id)),
-            Some(Session::Dashboard { .. }) => "a dashboard".to_owned(),
+            Some(Session::Dashboard { owner: true }) => "the owner's dashboard".to_owned(),
+            Some(Session::Dashboard { owner: false }) => "a viewer".to_owned(),
             _ => "a new connection".to_owned(),
         };
-        let code_text = encode(&code);
-        self.log(
+        self.security(
             now,
-            LogLevel::Security,
-            format!(
-                "refused a message from {who}: {}",
-                code_text.trim_matches('"')
-            ),
+            format!("refused a message from {who}: {}", code_name(refusal.code)),
         );
-        self.send(conn, &ToClient::Error { code, message });
+        let Refusal {
+            code,
+            message,
+            retry_after_ms,
+        } = refusal;
+        self.send(
+            conn,
+            &ToClient::Error {
+                code,
+                message,
+                request,
+                retry_after_ms,
+            },
+        );
     }
 
     /// Closes a socket and forgets its session at once: the platform may not report the close.
-    fn close(&mut self, now: Millis, conn: ConnId, code: u16, reason: &str) {
+    pub(crate) fn close(&mut self, now: Millis, conn: ConnId, code: u16, reason: &str) {
         self.outputs.push_back(Output::Close {
             conn,
             code,
@@ -567,7 +596,7 @@ impl SwarmCore {
         self.handle_disconnect(now, conn);
     }
 
-    fn send(&mut self, conn: ConnId, message: &ToClient) {
+    pub(crate) fn send(&mut self, conn: ConnId, message: &ToClient) {
         self.counters.messages_out += 1;
         self.outputs.push_back(Output::Send {
             conn,
@@ -575,24 +604,52 @@ impl SwarmCore {
         });
     }
 
-    fn persist(&mut self, op: StoreOp) {
+    pub(crate) fn persist(&mut self, op: StoreOp) {
         self.counters.storage_writes += 1;
         self.outputs.push_back(Output::Persist(op));
     }
 
-    fn log(&mut self, now: Millis, level: LogLevel, text: String) {
-        if self.log.len() == self.config.log_capacity {
-            self.log.pop_front();
-        }
-        self.log.push_back(LogEntry {
+    pub(crate) fn emit(&mut self, output: Output) {
+        self.outputs.push_back(output);
+    }
+
+    pub(crate) fn log(&mut self, now: Millis, level: LogLevel, text: String) {
+        push_bounded(
+            &mut self.log,
+            self.config.log_capacity,
+            LogEntry {
+                at_ms: now,
+                level,
+                text,
+            },
+        );
+    }
+
+    /// A security event: in the system log and in the owner's audit log.
+    pub(crate) fn security(&mut self, now: Millis, text: String) {
+        let entry = LogEntry {
             at_ms: now,
-            level,
+            level: LogLevel::Security,
             text,
-        });
+        };
+        push_bounded(&mut self.audit, self.config.audit_capacity, entry.clone());
+        push_bounded(&mut self.log, self.config.log_capacity, entry);
     }
 }
 
-fn short(id: &str) -> &str {
+fn push_bounded(ring: &mut VecDeque<LogEntry>, capacity: usize, entry: LogEntry) {
+    if ring.len() >= capacity {
+        ring.pop_front();
+    }
+    ring.push_back(entry);
+}
+
+/// The wire name of an error code (`bad_credential`).
+pub(crate) fn code_name(code: ErrorCode) -> String {
+    encode(&code).trim_matches('"').to_owned()
+}
+
+pub(crate) fn short(id: &str) -> &str {
     &id[..id.len().min(8)]
 }
 

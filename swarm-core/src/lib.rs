@@ -10,11 +10,18 @@
 //! Driving it: after each `handle_*` call, drain `poll_output` until it returns `None`.
 
 mod core;
+pub mod directory;
+mod invites;
+mod join;
+pub mod limits;
+mod owner;
 mod records;
 mod secrets;
 
-pub use crate::core::{Config, CreateError, SwarmCore};
-pub use crate::records::{DeviceRecord, Session, SocketAttachment, StoreOp, SwarmMeta};
+pub use crate::core::{Config, CreateError, Refusal, SwarmCore};
+pub use crate::records::{
+    DeviceRecord, InviteRecord, Session, SocketAttachment, StoreOp, SwarmMeta,
+};
 pub use crate::secrets::{hash_secret, Rng};
 
 /// Wall-clock milliseconds since the Unix epoch.
@@ -53,4 +60,11 @@ pub enum Output {
     SetAlarm { at: Millis },
     /// Disarm the object's alarm.
     ClearAlarm,
+    /// Tell the short-code directory that this code hash belongs to this swarm until
+    /// `expires_ms`, so that a typed code can be routed here.
+    RegisterCode {
+        code_hash: String,
+        swarm_id: String,
+        expires_ms: Millis,
+    },
 }

@@ -5,7 +5,7 @@
 //! hibernated WebSocket, so sessions survive eviction without a storage write.
 
 use serde::{Deserialize, Serialize};
-use shared_protocol::Capabilities;
+use shared_protocol::{Capabilities, RunState};
 
 use crate::{ConnId, Millis};
 
@@ -17,6 +17,22 @@ pub struct SwarmMeta {
     /// [`crate::hash_secret`] of the owner key; the key itself is never stored.
     pub owner_key_hash: String,
     pub created_ms: Millis,
+    #[serde(default = "running")]
+    pub run_state: RunState,
+    #[serde(default = "full_throttle")]
+    pub throttle_percent: u8,
+}
+
+fn running() -> RunState {
+    RunState::Running
+}
+
+fn full_throttle() -> u8 {
+    100
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A registered device as stored. Written on registration, connect, disconnect and status
@@ -31,15 +47,37 @@ pub struct DeviceRecord {
     pub registered_ms: Millis,
     /// The last heartbeat or connect known when the row was written.
     pub last_seen_ms: Millis,
+    /// The owner can disable a device: it stays registered but gets no work.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+/// An invite as stored: only hashes of its token and short code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InviteRecord {
+    pub invite_id: String,
+    /// [`crate::hash_secret`] of the link token.
+    pub token_hash: String,
+    /// [`crate::hash_secret`] of the canonical short code.
+    pub code_hash: String,
+    pub created_ms: Millis,
+    pub expires_ms: Millis,
+    pub max_uses: Option<u32>,
+    pub uses: u32,
+    pub revoked: bool,
 }
 
 /// A durable write.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StoreOp {
-    /// Insert the swarm's identity (once).
+    /// Insert or replace the swarm's row (at creation, and when run state or throttle change).
     PutSwarm(SwarmMeta),
     /// Insert or replace a device row.
     PutDevice(DeviceRecord),
+    /// Delete a device row (the owner removed it).
+    DeleteDevice { device_id: String },
+    /// Insert or replace an invite row.
+    PutInvite(InviteRecord),
 }
 
 /// What a socket is, once it has said hello.

@@ -22,6 +22,14 @@ impl Rng {
         hex(&bytes)
     }
 
+    /// A short invite code: [`shared_protocol::CODE_DIGITS`] Crockford base32 digits (50 bits),
+    /// in canonical form.
+    pub fn code(&mut self) -> String {
+        (0..shared_protocol::CODE_DIGITS)
+            .map(|_| shared_protocol::CODE_ALPHABET[(self.0.next_u32() & 31) as usize] as char)
+            .collect()
+    }
+
     /// 256 random bits as 43 base64url characters (see `shared_protocol::is_secret`).
     pub fn secret(&mut self) -> String {
         let mut bytes = [0u8; 32];
@@ -75,6 +83,11 @@ mod tests {
         assert!(is_secret(&secret, &()).is_ok(), "{secret}");
         assert_eq!(secret.len(), 43);
         assert_ne!(rng.id(), id, "draws differ");
+        let code = rng.code();
+        assert_eq!(
+            shared_protocol::normalize_code(&code).as_deref(),
+            Some(code.as_str())
+        );
     }
 
     #[test]

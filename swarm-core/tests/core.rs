@@ -1,250 +1,23 @@
-//! Deterministic tests of the coordinator core on a simulated clock.
-//!
-//! [`Sim`] plays the glue: it feeds inputs with a virtual `now`, drains outputs, keeps the
-//! "database" of persisted rows and the per-socket inboxes, and fires the alarm when the clock
-//! reaches it.
+//! Deterministic tests of the coordinator core on a simulated clock: registry, heartbeats,
+//! OFFLINE detection, the alarm, snapshots, refusals and restoring after eviction.
 
-use std::collections::BTreeMap;
+mod sim;
+
+use sim::*;
 
 use shared_protocol::{
-    close_code, encode, AgentClass, Capabilities, DeviceCredential, DeviceStatus, ErrorCode, Hello,
-    HelloRole, SwarmSnapshot, ToClient, ToCoordinator, WelcomeRole, PROTOCOL_VERSION,
+    close_code, DeviceCredential, DeviceStatus, ErrorCode, ToClient, ToCoordinator, WelcomeRole,
+    PROTOCOL_VERSION,
 };
-use swarm_core::{
-    hash_secret, Config, ConnId, CreateError, DeviceRecord, Millis, Output, SocketAttachment,
-    StoreOp, SwarmCore, SwarmMeta,
-};
-
-const OWNER_KEY: &str = "owner-key-owner-key-owner-key-owner-key-000";
-
-struct Sim {
-    core: SwarmCore,
-    now: Millis,
-    alarm: Option<Millis>,
-    inbox: BTreeMap<ConnId, Vec<ToClient>>,
-    closed: BTreeMap<ConnId, u16>,
-    attachments: BTreeMap<ConnId, SocketAttachment>,
-    swarm_row: Option<SwarmMeta>,
-    device_rows: BTreeMap<String, DeviceRecord>,
-    writes: usize,
-    next_conn: u64,
-}
-
-impl Sim {
-    fn new() -> Self {
-        Self::with_config(Config::default())
-    }
-
-    fn with_config(config: Config) -> Self {
-        let mut sim = Self {
-            core: SwarmCore::new(config, [1; 32]),
-            now: 1_700_000_000_000,
-            alarm: None,
-            inbox: BTreeMap::new(),
-            closed: BTreeMap::new(),
-            attachments: BTreeMap::new(),
-            swarm_row: None,
-            device_rows: BTreeMap::new(),
-            writes: 0,
-            next_conn: 0,
-        };
-        let meta = SwarmMeta {
-            swarm_id: "ab".repeat(16),
-            name: "lab".into(),
-            owner_key_hash: hash_secret(OWNER_KEY),
-            created_ms: sim.now,
-        };
-        sim.core.create(sim.now, meta).unwrap();
-        sim.drain();
-        sim
-    }
-
-    /// Simulates the object being evicted and started again: a fresh core restored from the
-    /// stored rows, the attachments of still-open sockets and the armed alarm.
-    fn restart(&mut self) {
-        let mut core = SwarmCore::new(Config::default(), [2; 32]);
-        let open: Vec<SocketAttachment> = self
-            .attachments
-            .iter()
-            .filter(|(conn, _)| !self.closed.contains_key(conn))
-            .map(|(_, a)| a.clone())
-            .collect();
-        core.restore(
-            self.now,
-            self.swarm_row.clone(),
-            self.device_rows.values().cloned().collect(),
-            open,
-            self.alarm,
-        );
-        self.core = core;
-        self.drain();
-    }
-
-    fn drain(&mut self) {
-        while let Some(output) = self.core.poll_output() {
-            match output {
-                Output::Send { conn, text } => {
-                    assert!(!self.closed.contains_key(&conn), "sent on a closed socket");
-                    let msg: ToClient = serde_json::from_str(&text).unwrap();
-                    self.inbox.entry(conn).or_default().push(msg);
-                }
-                Output::Close { conn, code, .. } => {
-                    self.closed.insert(conn, code);
-                }
-                Output::Attach { conn, attachment } => {
-                    self.attachments.insert(conn, attachment);
-                }
-                Output::Persist(op) => {
-                    self.writes += 1;
-                    match op {
-                        StoreOp::PutSwarm(meta) => self.swarm_row = Some(meta),
-                        StoreOp::PutDevice(row) => {
-                            self.device_rows.insert(row.device_id.clone(), row);
-                        }
-                    }
-                }
-                Output::SetAlarm { at } => self.alarm = Some(at),
-                Output::ClearAlarm => self.alarm = None,
-            }
-        }
-    }
-
-    fn connect(&mut self) -> ConnId {
-        self.next_conn += 1;
-        let conn = ConnId(self.next_conn);
-        self.core.handle_connect(self.now, conn);
-        self.drain();
-        conn
-    }
-
-    fn send_raw(&mut self, conn: ConnId, bytes: &[u8]) {
-        self.core.handle_message(self.now, conn, bytes);
-        self.drain();
-    }
-
-    fn send(&mut self, conn: ConnId, msg: &ToCoordinator) {
-        self.send_raw(conn, encode(msg).as_bytes());
-    }
-
-    fn disconnect(&mut self, conn: ConnId) {
-        self.attachments.remove(&conn);
-        self.core.handle_disconnect(self.now, conn);
-        self.drain();
-    }
-
-    /// Moves the virtual clock forward, firing the alarm each time it comes due.
-    fn advance(&mut self, ms: Millis) {
-        let end = self.now + ms;
-        while let Some(at) = self.alarm.filter(|at| *at <= end) {
-            self.now = self.now.max(at);
-            self.alarm = None;
-            self.core.handle_alarm(self.now);
-            self.drain();
-        }
-        self.now = end;
-    }
-
-    fn take(&mut self, conn: ConnId) -> Vec<ToClient> {
-        self.inbox.remove(&conn).unwrap_or_default()
-    }
-
-    fn last_error(&mut self, conn: ConnId) -> ErrorCode {
-        match self.take(conn).pop() {
-            Some(ToClient::Error { code, .. }) => code,
-            other => panic!("expected an error, got {other:?}"),
-        }
-    }
-
-    fn join_device(&mut self, name: &str) -> (ConnId, DeviceCredential) {
-        let conn = self.connect();
-        self.send(conn, &device_hello(name, None));
-        match self.take(conn).as_slice() {
-            [ToClient::Welcome {
-                role:
-                    WelcomeRole::Device {
-                        credential: Some(c),
-                        device_id,
-                    },
-                ..
-            }] => {
-                assert_eq!(&c.device_id, device_id);
-                (conn, c.clone())
-            }
-            other => panic!("expected a welcome with a credential, got {other:?}"),
-        }
-    }
-
-    fn join_dashboard(&mut self, owner_key: Option<&str>) -> ConnId {
-        let conn = self.connect();
-        self.send(conn, &dashboard_hello(owner_key));
-        assert!(matches!(
-            self.take(conn).as_slice(),
-            [ToClient::Welcome { .. }]
-        ));
-        conn
-    }
-
-    fn snapshot(&self) -> SwarmSnapshot {
-        self.core.snapshot(self.now)
-    }
-
-    fn status_of(&self, device_id: &str) -> DeviceStatus {
-        self.snapshot()
-            .devices
-            .iter()
-            .find(|d| d.id == device_id)
-            .expect("device listed")
-            .status
-    }
-}
-
-fn caps() -> Capabilities {
-    Capabilities {
-        cores: 4,
-        memory_mb: Some(4096),
-        gpu: false,
-        agent: AgentClass::Native,
-    }
-}
-
-fn device_hello(name: &str, credential: Option<DeviceCredential>) -> ToCoordinator {
-    ToCoordinator::Hello(Hello {
-        protocol: PROTOCOL_VERSION,
-        role: HelloRole::Device {
-            name: name.into(),
-            capabilities: caps(),
-            credential,
-        },
-    })
-}
-
-fn dashboard_hello(owner_key: Option<&str>) -> ToCoordinator {
-    ToCoordinator::Hello(Hello {
-        protocol: PROTOCOL_VERSION,
-        role: HelloRole::Dashboard {
-            owner_key: owner_key.map(str::to_owned),
-        },
-    })
-}
-
-fn snapshots(msgs: &[ToClient]) -> Vec<&SwarmSnapshot> {
-    msgs.iter()
-        .filter_map(|m| match m {
-            ToClient::Snapshot(s) => Some(s),
-            _ => None,
-        })
-        .collect()
-}
+use swarm_core::{hash_secret, Config, CreateError, SwarmMeta};
 
 #[test]
 fn a_swarm_is_created_once() {
     let mut sim = Sim::new();
     assert!(sim.swarm_row.is_some());
     let again = SwarmMeta {
-        swarm_id: "cd".repeat(16),
         name: "other".into(),
-        owner_key_hash: String::new(),
-        created_ms: 0,
+        ..meta(0)
     };
     assert_eq!(
         sim.core.create(sim.now, again),
@@ -459,6 +232,7 @@ fn a_protocol_mismatch_is_refused_clearly() {
         [ToClient::Error {
             code: ErrorCode::ProtocolMismatch,
             message,
+            ..
         }] => {
             assert!(message.contains("speaks 1"), "{message}")
         }

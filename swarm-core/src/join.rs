@@ -1,0 +1,239 @@
+//! The hello: protocol version, dashboards (owner key), and devices — resuming with a
+//! credential, or registering through an invite token, short code or the owner key.
+
+use shared_protocol::{
+    close_code, normalize_code, Capabilities, DeviceCredential, ErrorCode, Hello, HelloRole,
+    JoinProof, LogLevel, ToClient, WelcomeRole, PROTOCOL_VERSION,
+};
+
+use crate::core::{Device, Refusal, SwarmCore};
+use crate::invites::{refusal_text, Presented};
+use crate::records::{DeviceRecord, Session, StoreOp};
+use crate::secrets::hash_secret;
+use crate::{ConnId, Millis};
+
+impl SwarmCore {
+    pub(crate) fn handle_hello(&mut self, now: Millis, conn: ConnId, hello: Hello) {
+        match self.admit(now, conn, hello) {
+            Ok((session, role)) => {
+                self.set_session(conn, session);
+                let meta = self
+                    .meta
+                    .clone()
+                    .expect("admit refuses hellos before creation");
+                self.send(
+                    conn,
+                    &ToClient::Welcome {
+                        protocol: PROTOCOL_VERSION,
+                        swarm_id: meta.swarm_id,
+                        swarm_name: meta.name,
+                        role,
+                        heartbeat_interval_ms: self.config.heartbeat_interval_ms,
+                        offline_after_ms: self.config.offline_after_ms,
+                    },
+                );
+            }
+            Err(refusal) => {
+                self.reject(now, conn, refusal, None);
+                self.close(now, conn, close_code::POLICY, "hello refused");
+            }
+        }
+    }
+
+    fn admit(
+        &mut self,
+        now: Millis,
+        conn: ConnId,
+        hello: Hello,
+    ) -> Result<(Session, WelcomeRole), Refusal> {
+        if hello.protocol != PROTOCOL_VERSION {
+            return Err(Refusal::new(
+                ErrorCode::ProtocolMismatch,
+                format!("protocol version {} is not supported; this coordinator speaks {PROTOCOL_VERSION}", hello.protocol),
+            ));
+        }
+        if self.meta.is_none() {
+            return Err(Refusal::new(ErrorCode::SwarmNotFound, "no such swarm"));
+        }
+        match hello.role {
+            HelloRole::Dashboard { owner_key } => {
+                let owner = match owner_key {
+                    None => false,
+                    Some(key) if self.is_owner_key(&key) => true,
+                    Some(_) => return Err(Refusal::new(ErrorCode::BadOwnerKey, "wrong owner key")),
+                };
+                Ok((
+                    Session::Dashboard { owner },
+                    WelcomeRole::Dashboard { owner },
+                ))
+            }
+            HelloRole::Device {
+                name,
+                capabilities,
+                credential: Some(credential),
+                ..
+            } => {
+                self.resume_device(now, conn, &credential, name, capabilities)?;
+                let device_id = credential.device_id;
+                Ok((
+                    Session::Device {
+                        device_id: device_id.clone(),
+                    },
+                    WelcomeRole::Device {
+                        device_id,
+                        credential: None,
+                    },
+                ))
+            }
+            HelloRole::Device {
+                name,
+                capabilities,
+                credential: None,
+                invite,
+            } => {
+                let how = self.check_invite(now, invite)?;
+                let credential = self.register_device(now, conn, name, capabilities, how);
+                let device_id = credential.device_id.clone();
+                Ok((
+                    Session::Device {
+                        device_id: device_id.clone(),
+                    },
+                    WelcomeRole::Device {
+                        device_id,
+                        credential: Some(credential),
+                    },
+                ))
+            }
+        }
+    }
+
+    /// Checks (and uses) the proof a new device presented. Failed attempts are counted per
+    /// swarm; past the limit, every attempt is refused until the window frees.
+    fn check_invite(
+        &mut self,
+        now: Millis,
+        proof: Option<JoinProof>,
+    ) -> Result<&'static str, Refusal> {
+        if let Err(retry) = self.failed_joins.check(now) {
+            return Err(Refusal::rate_limited(
+                "too many refused join attempts for this swarm",
+                retry,
+            ));
+        }
+        let outcome = match proof {
+            None => Err(ErrorCode::InviteRequired),
+            Some(JoinProof::OwnerKey { owner_key }) => {
+                if self.is_owner_key(&owner_key) {
+                    Ok("with the owner key")
+                } else {
+                    Err(ErrorCode::BadOwnerKey)
+                }
+            }
+            Some(JoinProof::Token { token }) => self
+                .redeem(now, Presented::TokenHash(&hash_secret(&token)))
+                .map(|()| "through an invite link"),
+            Some(JoinProof::Code { code }) => match normalize_code(&code) {
+                Some(canonical) => self
+                    .redeem(now, Presented::CodeHash(&hash_secret(&canonical)))
+                    .map(|()| "with an invite code"),
+                None => Err(ErrorCode::InviteInvalid),
+            },
+        };
+        outcome.map_err(|code| {
+            self.failed_joins.record(now);
+            let text = match code {
+                ErrorCode::BadOwnerKey => "wrong owner key",
+                other => refusal_text(other),
+            };
+            Refusal::new(code, text)
+        })
+    }
+
+    fn redeem(&mut self, now: Millis, presented: Presented<'_>) -> Result<(), ErrorCode> {
+        let invite = self.invites.redeem(now, presented)?;
+        self.persist(StoreOp::PutInvite(invite));
+        Ok(())
+    }
+
+    fn register_device(
+        &mut self,
+        now: Millis,
+        conn: ConnId,
+        name: String,
+        capabilities: Capabilities,
+        how: &str,
+    ) -> DeviceCredential {
+        let mut device_id = self.rng.id();
+        while self.devices.contains_key(&device_id) {
+            device_id = self.rng.id();
+        }
+        let secret = self.rng.secret();
+        let record = DeviceRecord {
+            device_id: device_id.clone(),
+            name,
+            capabilities,
+            secret_hash: hash_secret(&secret),
+            registered_ms: now,
+            last_seen_ms: now,
+            enabled: true,
+        };
+        self.log(
+            now,
+            LogLevel::Info,
+            format!("device '{}' registered {how}", record.name),
+        );
+        self.persist(StoreOp::PutDevice(record.clone()));
+        self.devices.insert(
+            device_id.clone(),
+            Device {
+                record,
+                conn: Some(conn),
+            },
+        );
+        DeviceCredential { device_id, secret }
+    }
+
+    /// Resumes a device's identity; its name and capabilities are refreshed from the hello.
+    fn resume_device(
+        &mut self,
+        now: Millis,
+        conn: ConnId,
+        credential: &DeviceCredential,
+        name: String,
+        capabilities: Capabilities,
+    ) -> Result<(), Refusal> {
+        let refused = || {
+            Refusal::new(
+                ErrorCode::BadCredential,
+                "unknown device or wrong secret (a removed device must join again with an invite)",
+            )
+        };
+        let device = self
+            .devices
+            .get_mut(&credential.device_id)
+            .ok_or_else(refused)?;
+        if device.record.secret_hash != hash_secret(&credential.secret) {
+            return Err(refused());
+        }
+        let previous = device.conn.replace(conn);
+        device.record.last_seen_ms = now;
+        device.record.name = name;
+        device.record.capabilities = capabilities;
+        let record = device.record.clone();
+        if let Some(old) = previous {
+            self.close(
+                now,
+                old,
+                close_code::REPLACED,
+                "replaced by a newer connection",
+            );
+        }
+        self.log(
+            now,
+            LogLevel::Info,
+            format!("device '{}' connected", record.name),
+        );
+        self.persist(StoreOp::PutDevice(record));
+        Ok(())
+    }
+}

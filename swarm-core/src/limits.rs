@@ -1,0 +1,208 @@
+//! Rate limiters, driven by the caller's clock like everything in the core.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
+
+use crate::Millis;
+
+/// At most `max` events in any `window_ms`: a log of the recent event times. Exact, and small
+/// because `max` is small wherever it is used.
+#[derive(Debug, Clone)]
+pub struct SlidingWindow {
+    window_ms: Millis,
+    max: usize,
+    times: VecDeque<Millis>,
+}
+
+impl SlidingWindow {
+    pub fn new(max: usize, window_ms: Millis) -> Self {
+        Self {
+            window_ms,
+            max,
+            times: VecDeque::with_capacity(max),
+        }
+    }
+
+    fn expire(&mut self, now: Millis) {
+        while self
+            .times
+            .front()
+            .is_some_and(|t| now.saturating_sub(*t) >= self.window_ms)
+        {
+            self.times.pop_front();
+        }
+    }
+
+    /// `Ok` if one more event fits now; otherwise how long until one does.
+    pub fn check(&mut self, now: Millis) -> Result<(), Millis> {
+        self.expire(now);
+        if self.times.len() < self.max {
+            Ok(())
+        } else {
+            let oldest = self.times.front().copied().unwrap_or(now);
+            Err((oldest + self.window_ms).saturating_sub(now).max(1))
+        }
+    }
+
+    /// Records an event (whether or not it fitted).
+    pub fn record(&mut self, now: Millis) {
+        self.expire(now);
+        if self.times.len() == self.max {
+            self.times.pop_front();
+        }
+        self.times.push_back(now);
+    }
+
+    /// [`check`](Self::check) and, if it fits, [`record`](Self::record).
+    pub fn try_acquire(&mut self, now: Millis) -> Result<(), Millis> {
+        self.check(now)?;
+        self.record(now);
+        Ok(())
+    }
+}
+
+/// A [`SlidingWindow`] per key (for example per client address), holding at most `max_keys`
+/// keys: when full, keys whose windows have emptied are dropped, and failing that the least
+/// recently used one.
+#[derive(Debug, Clone)]
+pub struct KeyedWindows<K> {
+    max: usize,
+    window_ms: Millis,
+    max_keys: usize,
+    windows: HashMap<K, (Millis, SlidingWindow)>,
+}
+
+impl<K: Hash + Eq + Clone> KeyedWindows<K> {
+    pub fn new(max: usize, window_ms: Millis, max_keys: usize) -> Self {
+        Self {
+            max,
+            window_ms,
+            max_keys,
+            windows: HashMap::new(),
+        }
+    }
+
+    pub fn check(&mut self, now: Millis, key: &K) -> Result<(), Millis> {
+        match self.windows.get_mut(key) {
+            Some((_, window)) => window.check(now),
+            None => Ok(()),
+        }
+    }
+
+    pub fn record(&mut self, now: Millis, key: &K) {
+        if !self.windows.contains_key(key) && self.windows.len() >= self.max_keys {
+            self.make_room(now);
+        }
+        let (max, window_ms) = (self.max, self.window_ms);
+        let (used, window) = self
+            .windows
+            .entry(key.clone())
+            .or_insert_with(|| (now, SlidingWindow::new(max, window_ms)));
+        *used = now;
+        window.record(now);
+    }
+
+    fn make_room(&mut self, now: Millis) {
+        let window_ms = self.window_ms;
+        self.windows
+            .retain(|_, (used, _)| now.saturating_sub(*used) < window_ms);
+        if self.windows.len() >= self.max_keys {
+            if let Some(stalest) = self
+                .windows
+                .iter()
+                .min_by_key(|(_, (used, _))| *used)
+                .map(|(k, _)| k.clone())
+            {
+                self.windows.remove(&stalest);
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.windows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.windows.is_empty()
+    }
+}
+
+/// A token bucket: `capacity` messages at once, refilled at `per_second`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenBucket {
+    capacity: f64,
+    per_second: f64,
+    tokens: f64,
+    last: Millis,
+}
+
+impl TokenBucket {
+    pub fn new(now: Millis, capacity: u32, per_second: u32) -> Self {
+        Self {
+            capacity: f64::from(capacity),
+            per_second: f64::from(per_second),
+            tokens: f64::from(capacity),
+            last: now,
+        }
+    }
+
+    /// Takes one token if there is one.
+    pub fn take(&mut self, now: Millis) -> bool {
+        let elapsed = now.saturating_sub(self.last) as f64 / 1000.0;
+        self.last = self.last.max(now);
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.capacity);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sliding_window_allows_max_per_window_and_says_when() {
+        let mut w = SlidingWindow::new(5, 60_000);
+        for i in 0..5 {
+            assert_eq!(w.try_acquire(1_000 + i * 1_000), Ok(()));
+        }
+        assert_eq!(
+            w.try_acquire(10_000),
+            Err(51_000),
+            "the first frees at 61 s"
+        );
+        assert_eq!(w.try_acquire(60_999), Err(1));
+        assert_eq!(w.try_acquire(61_000), Ok(()));
+        assert_eq!(w.try_acquire(61_001), Err(999));
+    }
+
+    #[test]
+    fn keyed_windows_are_independent_and_bounded() {
+        let mut k = KeyedWindows::new(2, 1_000, 3);
+        k.record(0, &"a");
+        k.record(0, &"a");
+        assert!(k.check(10, &"a").is_err());
+        assert!(k.check(10, &"b").is_ok());
+        for key in ["b", "c", "d", "e"] {
+            k.record(20, &key);
+        }
+        assert!(k.len() <= 3);
+        assert!(k.check(2_000, &"a").is_ok(), "windows empty out");
+    }
+
+    #[test]
+    fn token_bucket_bursts_then_refills() {
+        let mut b = TokenBucket::new(0, 3, 2);
+        assert!(b.take(0) && b.take(0) && b.take(0));
+        assert!(!b.take(0));
+        assert!(!b.take(400));
+        assert!(b.take(500), "one token after half a second at 2/s");
+        assert!(!b.take(500));
+        assert!(b.take(10_000) && b.take(10_000) && b.take(10_000));
+        assert!(!b.take(10_000), "capacity caps the refill");
+    }
+}

@@ -1,0 +1,160 @@
+//! Owner commands: invites, devices, run state and throttle, the audit log. The caller has
+//! already established that the request comes from the owner.
+
+use shared_protocol::{close_code, display_code, ErrorCode, LogLevel, OwnerCommand, OwnerReply};
+
+use crate::core::{short, Refusal, SwarmCore};
+use crate::invites::view;
+use crate::records::{InviteRecord, Session, StoreOp};
+use crate::secrets::hash_secret;
+use crate::{Millis, Output};
+
+impl SwarmCore {
+    pub(crate) fn owner_command(
+        &mut self,
+        now: Millis,
+        command: OwnerCommand,
+    ) -> Result<OwnerReply, Refusal> {
+        match command {
+            OwnerCommand::CreateInvite { ttl_ms, max_uses } => {
+                self.create_invite(now, ttl_ms, max_uses)
+            }
+            OwnerCommand::ListInvites {} => Ok(OwnerReply::Invites {
+                invites: self.invites.live(now),
+            }),
+            OwnerCommand::RevokeInvite { invite_id } => {
+                let invite = self
+                    .invites
+                    .get_mut(&invite_id)
+                    .ok_or_else(|| Refusal::new(ErrorCode::InviteInvalid, "no such invite"))?;
+                invite.revoked = true;
+                let record = invite.clone();
+                self.persist(StoreOp::PutInvite(record));
+                self.log(
+                    now,
+                    LogLevel::Info,
+                    format!("invite {} revoked", short(&invite_id)),
+                );
+                Ok(OwnerReply::Done {})
+            }
+            OwnerCommand::SetDeviceEnabled { device_id, enabled } => {
+                let device = self.devices.get_mut(&device_id).ok_or_else(no_device)?;
+                device.record.enabled = enabled;
+                let record = device.record.clone();
+                let verb = if enabled { "enabled" } else { "disabled" };
+                self.log(
+                    now,
+                    LogLevel::Info,
+                    format!("device '{}' {verb}", record.name),
+                );
+                self.persist(StoreOp::PutDevice(record));
+                Ok(OwnerReply::Done {})
+            }
+            OwnerCommand::RemoveDevice { device_id } => {
+                let device = self.devices.remove(&device_id).ok_or_else(no_device)?;
+                self.persist(StoreOp::DeleteDevice {
+                    device_id: device_id.clone(),
+                });
+                self.log(
+                    now,
+                    LogLevel::Info,
+                    format!("device '{}' removed", device.record.name),
+                );
+                if let Some(conn) = device.conn {
+                    self.close(now, conn, close_code::REMOVED, "removed by the owner");
+                }
+                // A socket still attached to the removed device (e.g. mid-replacement) is closed too.
+                let stale: Vec<_> = self
+                    .conns
+                    .iter()
+                    .filter(|(_, c)| matches!(&c.session, Session::Device { device_id: d } if *d == device_id))
+                    .map(|(conn, _)| *conn)
+                    .collect();
+                for conn in stale {
+                    self.close(now, conn, close_code::REMOVED, "removed by the owner");
+                }
+                Ok(OwnerReply::Done {})
+            }
+            OwnerCommand::SetRunState { state } => {
+                let meta = self.meta.as_mut().expect("owner commands need a swarm");
+                meta.run_state = state;
+                let meta = meta.clone();
+                self.log(
+                    now,
+                    LogLevel::Info,
+                    format!(
+                        "swarm {}",
+                        shared_protocol::encode(&state).trim_matches('"')
+                    ),
+                );
+                self.persist(StoreOp::PutSwarm(meta));
+                Ok(OwnerReply::Done {})
+            }
+            OwnerCommand::SetThrottle { percent } => {
+                let meta = self.meta.as_mut().expect("owner commands need a swarm");
+                meta.throttle_percent = percent;
+                let meta = meta.clone();
+                self.log(now, LogLevel::Info, format!("throttle set to {percent} %"));
+                self.persist(StoreOp::PutSwarm(meta));
+                Ok(OwnerReply::Done {})
+            }
+            OwnerCommand::AuditLog {} => Ok(OwnerReply::Audit {
+                entries: self.audit.iter().cloned().collect(),
+            }),
+        }
+    }
+
+    fn create_invite(
+        &mut self,
+        now: Millis,
+        ttl_ms: Option<u64>,
+        max_uses: Option<u32>,
+    ) -> Result<OwnerReply, Refusal> {
+        if let Err(retry) = self.invite_window.try_acquire(now) {
+            let limit = self.config.invites_per_minute;
+            return Err(Refusal::rate_limited(
+                &format!("at most {limit} invites per minute"),
+                retry,
+            ));
+        }
+        let token = self.rng.secret();
+        let code = self.rng.code();
+        let record = InviteRecord {
+            invite_id: self.rng.id(),
+            token_hash: hash_secret(&token),
+            code_hash: hash_secret(&code),
+            created_ms: now,
+            expires_ms: now + ttl_ms.unwrap_or(self.config.default_invite_ttl_ms),
+            max_uses,
+            uses: 0,
+            revoked: false,
+        };
+        let swarm_id = self
+            .meta
+            .as_ref()
+            .map(|m| m.swarm_id.clone())
+            .unwrap_or_default();
+        self.emit(Output::RegisterCode {
+            code_hash: record.code_hash.clone(),
+            swarm_id,
+            expires_ms: record.expires_ms,
+        });
+        self.persist(StoreOp::PutInvite(record.clone()));
+        self.log(
+            now,
+            LogLevel::Info,
+            format!("invite {} created", short(&record.invite_id)),
+        );
+        let invite = view(&record);
+        self.invites.insert(record);
+        Ok(OwnerReply::InviteCreated {
+            invite,
+            token,
+            code: display_code(&code),
+        })
+    }
+}
+
+fn no_device() -> Refusal {
+    Refusal::new(ErrorCode::DeviceNotFound, "no such device")
+}

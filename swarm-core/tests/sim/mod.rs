@@ -1,0 +1,328 @@
+//! The simulated glue shared by the core's tests. [`Sim`] feeds inputs with a virtual `now`,
+//! drains outputs, keeps the "database" of persisted rows and the per-socket inboxes, and fires the alarm when the clock
+//! reaches it.
+
+// Each test binary uses a different part of the harness.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+
+use shared_protocol::{
+    close_code, encode, AgentClass, Capabilities, DeviceCredential, DeviceStatus, ErrorCode, Hello,
+    HelloRole, JoinProof, OwnerCommand, OwnerReply, RunState, SwarmSnapshot, ToClient,
+    ToCoordinator, WelcomeRole, PROTOCOL_VERSION,
+};
+use swarm_core::{
+    hash_secret, Config, ConnId, DeviceRecord, InviteRecord, Millis, Output, SocketAttachment,
+    StoreOp, SwarmCore, SwarmMeta,
+};
+
+pub const OWNER_KEY: &str = "owner-key-owner-key-owner-key-owner-key-000";
+
+pub struct Sim {
+    pub core: SwarmCore,
+    pub now: Millis,
+    pub alarm: Option<Millis>,
+    pub inbox: BTreeMap<ConnId, Vec<ToClient>>,
+    pub closed: BTreeMap<ConnId, u16>,
+    pub attachments: BTreeMap<ConnId, SocketAttachment>,
+    pub swarm_row: Option<SwarmMeta>,
+    pub device_rows: BTreeMap<String, DeviceRecord>,
+    pub invite_rows: BTreeMap<String, InviteRecord>,
+    pub registered_codes: Vec<String>,
+    pub writes: usize,
+    pub next_conn: u64,
+    /// A link token of an unlimited invite, for devices joining in tests.
+    pub token: String,
+}
+
+impl Sim {
+    pub fn new() -> Self {
+        Self::with_config(Config::default())
+    }
+
+    pub fn with_config(config: Config) -> Self {
+        let mut sim = Self {
+            core: SwarmCore::new(config, [1; 32]),
+            now: 1_700_000_000_000,
+            alarm: None,
+            inbox: BTreeMap::new(),
+            closed: BTreeMap::new(),
+            attachments: BTreeMap::new(),
+            swarm_row: None,
+            device_rows: BTreeMap::new(),
+            invite_rows: BTreeMap::new(),
+            registered_codes: Vec::new(),
+            writes: 0,
+            next_conn: 0,
+            token: String::new(),
+        };
+        sim.core.create(sim.now, meta(sim.now)).unwrap();
+        sim.drain();
+        let (token, _) = sim.create_invite(None, None).expect("the first invite");
+        sim.token = token;
+        sim
+    }
+
+    pub fn owner(&mut self, command: OwnerCommand) -> Result<OwnerReply, ErrorCode> {
+        let result = self
+            .core
+            .handle_owner_request(self.now, OWNER_KEY, command)
+            .map_err(|r| r.code);
+        self.drain();
+        result
+    }
+
+    /// Creates an invite over the owner's HTTP path; returns its token and short code.
+    pub fn create_invite(
+        &mut self,
+        ttl_ms: Option<u64>,
+        max_uses: Option<u32>,
+    ) -> Result<(String, String), ErrorCode> {
+        match self.owner(OwnerCommand::CreateInvite { ttl_ms, max_uses })? {
+            OwnerReply::InviteCreated { token, code, .. } => Ok((token, code)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Simulates the object being evicted and started again: a fresh core restored from the
+    /// stored rows, the attachments of still-open sockets and the armed alarm.
+    pub fn restart(&mut self) {
+        let mut core = SwarmCore::new(Config::default(), [2; 32]);
+        let open: Vec<SocketAttachment> = self
+            .attachments
+            .iter()
+            .filter(|(conn, _)| !self.closed.contains_key(conn))
+            .map(|(_, a)| a.clone())
+            .collect();
+        core.restore(
+            self.now,
+            self.swarm_row.clone(),
+            self.device_rows.values().cloned().collect(),
+            self.invite_rows.values().cloned().collect(),
+            open,
+            self.alarm,
+        );
+        self.core = core;
+        self.drain();
+    }
+
+    pub fn drain(&mut self) {
+        while let Some(output) = self.core.poll_output() {
+            match output {
+                Output::Send { conn, text } => {
+                    assert!(!self.closed.contains_key(&conn), "sent on a closed socket");
+                    let msg: ToClient = serde_json::from_str(&text).unwrap();
+                    self.inbox.entry(conn).or_default().push(msg);
+                }
+                Output::Close { conn, code, .. } => {
+                    self.closed.insert(conn, code);
+                }
+                Output::Attach { conn, attachment } => {
+                    self.attachments.insert(conn, attachment);
+                }
+                Output::Persist(op) => {
+                    self.writes += 1;
+                    match op {
+                        StoreOp::PutSwarm(meta) => self.swarm_row = Some(meta),
+                        StoreOp::PutDevice(row) => {
+                            self.device_rows.insert(row.device_id.clone(), row);
+                        }
+                        StoreOp::DeleteDevice { device_id } => {
+                            self.device_rows.remove(&device_id);
+                        }
+                        StoreOp::PutInvite(row) => {
+                            self.invite_rows.insert(row.invite_id.clone(), row);
+                        }
+                    }
+                }
+                Output::SetAlarm { at } => self.alarm = Some(at),
+                Output::ClearAlarm => self.alarm = None,
+                Output::RegisterCode {
+                    code_hash,
+                    swarm_id,
+                    ..
+                } => {
+                    assert_eq!(swarm_id, "ab".repeat(16));
+                    self.registered_codes.push(code_hash);
+                }
+            }
+        }
+    }
+
+    pub fn connect(&mut self) -> ConnId {
+        self.next_conn += 1;
+        let conn = ConnId(self.next_conn);
+        self.core.handle_connect(self.now, conn);
+        self.drain();
+        conn
+    }
+
+    pub fn send_raw(&mut self, conn: ConnId, bytes: &[u8]) {
+        self.core.handle_message(self.now, conn, bytes);
+        self.drain();
+    }
+
+    pub fn send(&mut self, conn: ConnId, msg: &ToCoordinator) {
+        self.send_raw(conn, encode(msg).as_bytes());
+    }
+
+    pub fn disconnect(&mut self, conn: ConnId) {
+        self.attachments.remove(&conn);
+        self.core.handle_disconnect(self.now, conn);
+        self.drain();
+    }
+
+    /// Moves the virtual clock forward, firing the alarm each time it comes due.
+    pub fn advance(&mut self, ms: Millis) {
+        let end = self.now + ms;
+        while let Some(at) = self.alarm.filter(|at| *at <= end) {
+            self.now = self.now.max(at);
+            self.alarm = None;
+            self.core.handle_alarm(self.now);
+            self.drain();
+        }
+        self.now = end;
+    }
+
+    pub fn take(&mut self, conn: ConnId) -> Vec<ToClient> {
+        self.inbox.remove(&conn).unwrap_or_default()
+    }
+
+    pub fn last_error(&mut self, conn: ConnId) -> ErrorCode {
+        match self.take(conn).pop() {
+            Some(ToClient::Error { code, .. }) => code,
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    pub fn join_device(&mut self, name: &str) -> (ConnId, DeviceCredential) {
+        let proof = JoinProof::Token {
+            token: self.token.clone(),
+        };
+        self.join_with(name, proof)
+            .unwrap_or_else(|code| panic!("join refused: {code:?}"))
+    }
+
+    /// Connects a new device with this proof: its socket and credential, or the refusal.
+    pub fn join_with(
+        &mut self,
+        name: &str,
+        proof: JoinProof,
+    ) -> Result<(ConnId, DeviceCredential), ErrorCode> {
+        let conn = self.connect();
+        self.send(conn, &new_device_hello(name, Some(proof)));
+        if let [ToClient::Error { code, .. }] =
+            self.inbox.get(&conn).map(Vec::as_slice).unwrap_or_default()
+        {
+            let code = *code;
+            assert_eq!(
+                self.closed.get(&conn),
+                Some(&close_code::POLICY),
+                "a refused hello closes"
+            );
+            return Err(code);
+        }
+        match self.take(conn).as_slice() {
+            [ToClient::Welcome {
+                role:
+                    WelcomeRole::Device {
+                        credential: Some(c),
+                        device_id,
+                    },
+                ..
+            }] => {
+                assert_eq!(&c.device_id, device_id);
+                Ok((conn, c.clone()))
+            }
+            other => panic!("expected a welcome with a credential, got {other:?}"),
+        }
+    }
+
+    pub fn join_dashboard(&mut self, owner_key: Option<&str>) -> ConnId {
+        let conn = self.connect();
+        self.send(conn, &dashboard_hello(owner_key));
+        assert!(matches!(
+            self.take(conn).as_slice(),
+            [ToClient::Welcome { .. }]
+        ));
+        conn
+    }
+
+    pub fn snapshot(&self) -> SwarmSnapshot {
+        self.core.snapshot(self.now)
+    }
+
+    pub fn status_of(&self, device_id: &str) -> DeviceStatus {
+        self.snapshot()
+            .devices
+            .iter()
+            .find(|d| d.id == device_id)
+            .expect("device listed")
+            .status
+    }
+}
+
+pub fn caps() -> Capabilities {
+    Capabilities {
+        cores: 4,
+        memory_mb: Some(4096),
+        gpu: false,
+        agent: AgentClass::Native,
+    }
+}
+
+pub fn meta(now: Millis) -> SwarmMeta {
+    SwarmMeta {
+        swarm_id: "ab".repeat(16),
+        name: "lab".into(),
+        owner_key_hash: hash_secret(OWNER_KEY),
+        created_ms: now,
+        run_state: RunState::Running,
+        throttle_percent: 100,
+    }
+}
+
+/// A hello resuming a device with its credential.
+pub fn device_hello(name: &str, credential: Option<DeviceCredential>) -> ToCoordinator {
+    ToCoordinator::Hello(Hello {
+        protocol: PROTOCOL_VERSION,
+        role: HelloRole::Device {
+            name: name.into(),
+            capabilities: caps(),
+            credential,
+            invite: None,
+        },
+    })
+}
+
+/// A hello registering a new device with this proof.
+pub fn new_device_hello(name: &str, invite: Option<JoinProof>) -> ToCoordinator {
+    ToCoordinator::Hello(Hello {
+        protocol: PROTOCOL_VERSION,
+        role: HelloRole::Device {
+            name: name.into(),
+            capabilities: caps(),
+            credential: None,
+            invite,
+        },
+    })
+}
+
+pub fn dashboard_hello(owner_key: Option<&str>) -> ToCoordinator {
+    ToCoordinator::Hello(Hello {
+        protocol: PROTOCOL_VERSION,
+        role: HelloRole::Dashboard {
+            owner_key: owner_key.map(str::to_owned),
+        },
+    })
+}
+
+pub fn snapshots(msgs: &[ToClient]) -> Vec<&SwarmSnapshot> {
+    msgs.iter()
+        .filter_map(|m| match m {
+            ToClient::Snapshot(s) => Some(s),
+            _ => None,
+        })
+        .collect()
+}
