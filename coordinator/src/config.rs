@@ -26,6 +26,12 @@ impl Config {
                 defaults.broadcast_interval_ms,
             ),
             hello_timeout_ms: millis(env, "HELLO_TIMEOUT_MS", defaults.hello_timeout_ms),
+            default_invite_ttl_ms: millis(
+                env,
+                "DEFAULT_INVITE_TTL_MS",
+                defaults.default_invite_ttl_ms,
+            ),
+            rate_window_ms: millis(env, "RATE_WINDOW_MS", defaults.rate_window_ms),
             ..defaults
         };
         let allowed_origins = var(env, "ALLOWED_ORIGINS")

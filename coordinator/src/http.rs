@@ -1,8 +1,10 @@
-//! HTTP helpers shared by the Worker and the Durable Object: JSON answers, the one mapping
-//! from wire error codes to HTTP statuses, capped body reads, and the Origin check.
+//! HTTP helpers shared by the Worker and the Durable Objects: JSON answers, the one mapping
+//! from wire error codes to HTTP statuses, capped body reads, the owner's bearer key, and the
+//! Origin rules (refusal and CORS).
 
 use serde::Serialize;
 use shared_protocol::{ErrorCode, HttpError, Limits};
+use swarm_core::Refusal;
 use worker::{Request, Response, Result};
 
 /// The HTTP status for each wire error code. The only place this mapping lives.
@@ -15,9 +17,13 @@ pub fn status_for(code: ErrorCode) -> u16 {
         | ErrorCode::ProtocolMismatch
         | ErrorCode::HelloRequired
         | ErrorCode::AlreadyIntroduced => 400,
-        ErrorCode::BadCredential | ErrorCode::BadOwnerKey => 401,
+        ErrorCode::BadCredential | ErrorCode::BadOwnerKey | ErrorCode::InviteRequired => 401,
         ErrorCode::Forbidden => 403,
-        ErrorCode::SwarmNotFound | ErrorCode::NotFound => 404,
+        ErrorCode::SwarmNotFound
+        | ErrorCode::NotFound
+        | ErrorCode::InviteInvalid
+        | ErrorCode::DeviceNotFound => 404,
+        ErrorCode::InviteExpired | ErrorCode::InviteRevoked | ErrorCode::InviteExhausted => 410,
         ErrorCode::RateLimited => 429,
         ErrorCode::Internal => 500,
     }
@@ -28,13 +34,22 @@ pub fn json_response<T: Serialize>(status: u16, body: &T) -> Result<Response> {
 }
 
 pub fn error_response(code: ErrorCode, message: &str) -> Result<Response> {
-    json_response(
-        status_for(code),
-        &HttpError {
-            code,
-            message: message.to_owned(),
-        },
-    )
+    refusal_response(&Refusal::new(code, message))
+}
+
+/// A refusal as an HTTP answer; rate limits carry `Retry-After` (whole seconds).
+pub fn refusal_response(refusal: &Refusal) -> Result<Response> {
+    let body = HttpError {
+        code: refusal.code,
+        message: refusal.message.clone(),
+        retry_after_ms: refusal.retry_after_ms,
+    };
+    let mut resp = json_response(status_for(refusal.code), &body)?;
+    if let Some(ms) = refusal.retry_after_ms {
+        resp.headers_mut()
+            .set("retry-after", &ms.div_ceil(1000).to_string())?;
+    }
+    Ok(resp)
 }
 
 /// Reads a request body, refusing it before reading when its declared length is over the cap.
@@ -59,19 +74,57 @@ pub async fn read_body(
         .map_err(|_| error_response(ErrorCode::Malformed, "unreadable request body"))
 }
 
-/// Allows a WebSocket upgrade without an Origin (native agents), from the request's own
-/// origin, or from one listed in `ALLOWED_ORIGINS`.
-pub fn check_origin(req: &Request, allowed: &[String]) -> std::result::Result<(), String> {
+/// The owner key from `Authorization: Bearer <key>`, or "" when absent.
+pub fn bearer(req: &Request) -> String {
+    req.headers()
+        .get("authorization")
+        .ok()
+        .flatten()
+        .and_then(|v| v.strip_prefix("Bearer ").map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// Where a request comes from, as far as the Origin rules care.
+pub enum Origin {
+    /// No `Origin` header: not a browser (native agents, curl).
+    None,
+    /// The coordinator's own origin.
+    Own,
+    /// A listed origin (for example the Cloudflare Pages site of the client).
+    Allowed(String),
+    /// Anything else: refused.
+    Foreign(String),
+}
+
+pub fn origin_of(req: &Request, allowed: &[String]) -> Origin {
     let Some(origin) = req.headers().get("origin").ok().flatten() else {
-        return Ok(());
+        return Origin::None;
     };
     let own = req
         .url()
         .map(|url| url.origin().ascii_serialization())
         .unwrap_or_default();
-    if origin == own || allowed.iter().any(|a| a == &origin) {
-        Ok(())
+    if origin == own {
+        Origin::Own
+    } else if allowed.iter().any(|a| a == &origin) {
+        Origin::Allowed(origin)
     } else {
-        Err(format!("origin {origin} is not allowed"))
+        Origin::Foreign(origin)
     }
+}
+
+/// Adds CORS headers for a listed cross origin; same-origin and non-browser answers need none.
+pub fn with_cors(mut resp: Response, origin: &Origin) -> Result<Response> {
+    if let Origin::Allowed(origin) = origin {
+        let headers = resp.headers_mut();
+        headers.set("access-control-allow-origin", origin)?;
+        headers.set(
+            "access-control-allow-headers",
+            "authorization, content-type",
+        )?;
+        headers.set("access-control-allow-methods", "GET, POST, OPTIONS")?;
+        headers.set("access-control-expose-headers", "retry-after")?;
+        headers.set("vary", "origin")?;
+    }
+    Ok(resp)
 }

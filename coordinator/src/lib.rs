@@ -1,37 +1,57 @@
-//! The Cloudflare Worker: HTTP routing in front of one Durable Object per swarm.
+//! The Cloudflare Worker: HTTP routing in front of one Durable Object per swarm and the
+//! short-code directory.
 //!
-//! Routes (all under `/api`, everything else is the static client served from assets):
+//! Routes (all under `/api`; everything else is the static client served from assets):
 //! - `GET  /api/health`
 //! - `POST /api/swarms` — creates a swarm: draws its id and owner key, initialises the object
 //!   named by the swarm id
+//! - `POST /api/join` — which swarm an invite short code belongs to
 //! - `GET  /api/swarms/{id}` — public facts about a swarm
 //! - `GET  /api/swarms/{id}/stats` — the object's cost counters and alarm (owner only)
+//! - `POST /api/swarms/{id}/owner` — an owner command (owner only)
 //! - `GET  /api/swarms/{id}/ws` — WebSocket upgrade, forwarded to the swarm's object
 //!
-//! This file is glue: validation lives in `shared-protocol`, swarm logic in `swarm-core`.
+//! Requests from a browser page on a foreign origin are refused; listed origins
+//! (`ALLOWED_ORIGINS`) get CORS headers. This file is glue: validation lives in
+//! `shared-protocol`, decisions in `swarm-core`.
 
 mod config;
+mod directory;
 mod http;
 mod object;
 
 use shared_protocol::{
-    decode, is_id, CreateSwarmRequest, CreateSwarmResponse, ErrorCode, HealthResponse, Limits,
-    PROTOCOL_VERSION,
+    decode, is_id, normalize_code, CreateSwarmRequest, CreateSwarmResponse, ErrorCode,
+    HealthResponse, Limits, ResolveCodeRequest, PROTOCOL_VERSION,
 };
 use swarm_core::{hash_secret, Rng};
 use worker::{event, Context, Env, Method, Request, RequestInit, Response, Result};
 
-use crate::http::{error_response, json_response, read_body};
+use crate::config::Config;
+use crate::http::{error_response, json_response, origin_of, read_body, with_cors, Origin};
+pub use directory::CodeDirectoryObject;
 pub use object::SwarmObject;
 
-/// The Durable Object binding in wrangler.toml.
+/// The Durable Object bindings in wrangler.toml.
 const SWARM_BINDING: &str = "SWARM";
+const CODES_BINDING: &str = "CODES";
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+    let config = Config::from_env(&env);
+    let origin = origin_of(&req, &config.allowed_origins);
+    if let Origin::Foreign(foreign) = &origin {
+        return error_response(
+            ErrorCode::Forbidden,
+            &format!("origin {foreign} is not allowed"),
+        );
+    }
+    if req.method() == Method::Options {
+        return with_cors(Response::empty()?.with_status(204), &origin);
+    }
     let path = req.path();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    match (req.method(), segments.as_slice()) {
+    let resp = match (req.method(), segments.as_slice()) {
         (Method::Get, ["api", "health"]) => json_response(
             200,
             &HealthResponse {
@@ -40,18 +60,15 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
             },
         ),
         (Method::Post, ["api", "swarms"]) => create_swarm(req, &env).await,
+        (Method::Post, ["api", "join"]) => resolve_code(req, &env).await,
         (Method::Get, ["api", "swarms", id]) => forward(req, &env, id, "/info").await,
         (Method::Get, ["api", "swarms", id, "stats"]) => forward(req, &env, id, "/stats").await,
-        (Method::Get, ["api", "swarms", id, "ws"]) => {
-            let config = config::Config::from_env(&env);
-            if let Err(why) = http::check_origin(&req, &config.allowed_origins) {
-                return error_response(ErrorCode::Forbidden, &why);
-            }
-            forward(req, &env, id, "/ws").await
-        }
-        // Paths outside /api never reach the worker: the static assets answer them.
+        (Method::Post, ["api", "swarms", id, "owner"]) => forward(req, &env, id, "/owner").await,
+        // WebSocket answers carry no CORS headers: browsers check Origin, which is done above.
+        (Method::Get, ["api", "swarms", id, "ws"]) => return forward(req, &env, id, "/ws").await,
         _ => error_response(ErrorCode::NotFound, "no such endpoint"),
-    }
+    }?;
+    with_cors(resp, &origin)
 }
 
 async fn create_swarm(mut req: Request, env: &Env) -> Result<Response> {
@@ -72,11 +89,7 @@ async fn create_swarm(mut req: Request, env: &Env) -> Result<Response> {
         name: request.name,
         owner_key_hash: hash_secret(&owner_key),
     };
-    let mut init_req = RequestInit::new();
-    init_req
-        .with_method(Method::Post)
-        .with_body(Some(serde_json::to_string(&init)?.into()));
-    let inner = Request::new_with_init("https://swarm/init", &init_req)?;
+    let inner = post_json("https://swarm/init", &serde_json::to_string(&init)?)?;
     let stub = env
         .durable_object(SWARM_BINDING)?
         .id_from_name(&swarm_id)?
@@ -94,9 +107,38 @@ async fn create_swarm(mut req: Request, env: &Env) -> Result<Response> {
     )
 }
 
+/// Routes a typed short code to its directory shard (by its hash), which answers with the
+/// swarm id or a rate-limited refusal.
+async fn resolve_code(mut req: Request, env: &Env) -> Result<Response> {
+    let limits = Limits::default();
+    let body = match read_body(&mut req, &limits).await {
+        Ok(body) => body,
+        Err(resp) => return resp,
+    };
+    let request = match decode::<ResolveCodeRequest>(&body, &limits) {
+        Ok(request) => request.into_inner(),
+        Err(err) => return error_response(err.code(), &err.to_string()),
+    };
+    let Some(canonical) = normalize_code(&request.code) else {
+        return error_response(ErrorCode::Invalid, "not an invite code");
+    };
+    let client = req
+        .headers()
+        .get("cf-connecting-ip")?
+        .unwrap_or_else(|| "unknown".into());
+    let code_hash = hash_secret(&canonical);
+    let stub = directory::stub_for_hash(env, &code_hash)?;
+    let lookup = directory::ResolveRequest { code_hash, client };
+    stub.fetch_with_request(post_json(
+        "https://codes/resolve",
+        &serde_json::to_string(&lookup)?,
+    )?)
+    .await
+}
+
 /// Hands a request to the object of swarm `id` (the object is named by the swarm id, never by
 /// anything else the client sends), rewriting the path to the object's own route.
-async fn forward(req: Request, env: &Env, id: &str, route: &str) -> Result<Response> {
+async fn forward(mut req: Request, env: &Env, id: &str, route: &str) -> Result<Response> {
     if is_id(id, &()).is_err() {
         return error_response(
             ErrorCode::SwarmNotFound,
@@ -105,7 +147,17 @@ async fn forward(req: Request, env: &Env, id: &str, route: &str) -> Result<Respo
     }
     let mut url = req.url()?;
     url.set_path(route);
-    let inner = Request::new_with_init(url.as_str(), &clone_init(&req)?)?;
+    let mut init = RequestInit::new();
+    init.with_method(req.method())
+        .with_headers(req.headers().clone());
+    if req.method() == Method::Post {
+        let body = match read_body(&mut req, &Limits::default()).await {
+            Ok(body) => body,
+            Err(resp) => return resp,
+        };
+        init.with_body(Some(js_bytes(&body)));
+    }
+    let inner = Request::new_with_init(url.as_str(), &init)?;
     let stub = env
         .durable_object(SWARM_BINDING)?
         .id_from_name(id)?
@@ -113,9 +165,13 @@ async fn forward(req: Request, env: &Env, id: &str, route: &str) -> Result<Respo
     stub.fetch_with_request(inner).await
 }
 
-fn clone_init(req: &Request) -> Result<RequestInit> {
+/// An internal POST with a JSON body, for object-to-object calls.
+pub(crate) fn post_json(url: &str, body: &str) -> Result<Request> {
     let mut init = RequestInit::new();
-    init.with_method(req.method())
-        .with_headers(req.headers().clone());
-    Ok(init)
+    init.with_method(Method::Post).with_body(Some(body.into()));
+    Request::new_with_init(url, &init)
+}
+
+fn js_bytes(bytes: &[u8]) -> wasm_bindgen::JsValue {
+    js_sys::Uint8Array::from(bytes).into()
 }

@@ -9,9 +9,11 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
-use shared_protocol::{ErrorCode, SwarmInfo, SwarmStats};
+use shared_protocol::{decode, ErrorCode, Limits, OwnerCommand, RunState, SwarmInfo, SwarmStats};
+use swarm_core::directory::CodeEntry;
 use swarm_core::{
-    ConnId, DeviceRecord, Millis, Output, SocketAttachment, StoreOp, SwarmCore, SwarmMeta,
+    ConnId, DeviceRecord, InviteRecord, Millis, Output, SocketAttachment, StoreOp, SwarmCore,
+    SwarmMeta,
 };
 use worker::{
     durable_object, wasm_bindgen, DurableObject, Env, Request, Response, Result, State, WebSocket,
@@ -19,7 +21,7 @@ use worker::{
 };
 
 use crate::config::Config;
-use crate::http::{error_response, json_response};
+use crate::http::{bearer, error_response, json_response, read_body, refusal_response};
 
 /// Body of the internal `POST /init` the Worker sends when it creates a swarm.
 #[derive(Serialize, Deserialize)]
@@ -32,6 +34,7 @@ pub struct InitRequest {
 const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS swarm (id INTEGER PRIMARY KEY CHECK (id = 1), record TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS devices (device_id TEXT PRIMARY KEY, record TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS invites (invite_id TEXT PRIMARY KEY, record TEXT NOT NULL)",
 ];
 
 #[derive(Deserialize)]
@@ -69,6 +72,8 @@ impl DurableObject for SwarmObject {
                     name: init.name,
                     owner_key_hash: init.owner_key_hash,
                     created_ms: now(),
+                    run_state: RunState::Running,
+                    throttle_percent: 100,
                 };
                 let created = self.with_core(|core| core.create(now(), meta).is_ok());
                 self.drain().await?;
@@ -90,6 +95,7 @@ impl DurableObject for SwarmObject {
                 None => error_response(ErrorCode::SwarmNotFound, "no such swarm"),
             },
             "/stats" => self.stats(&req).await,
+            "/owner" => self.owner(&mut req).await,
             "/ws" => self.accept(&req).await,
             _ => error_response(ErrorCode::NotFound, "no such endpoint"),
         }
@@ -156,13 +162,35 @@ impl SwarmObject {
         Response::from_websocket(pair.client)
     }
 
+    /// An owner command over HTTP; the core checks the owner key.
+    async fn owner(&self, req: &mut Request) -> Result<Response> {
+        if self.with_core(|core| core.meta().is_none()) {
+            return error_response(ErrorCode::SwarmNotFound, "no such swarm");
+        }
+        let key = bearer(req);
+        let limits = Limits::default();
+        let body = match read_body(req, &limits).await {
+            Ok(body) => body,
+            Err(resp) => return resp,
+        };
+        let command = match decode::<OwnerCommand>(&body, &limits) {
+            Ok(command) => command.into_inner(),
+            Err(err) => return error_response(err.code(), &err.to_string()),
+        };
+        let result = self.with_core(|core| core.handle_owner_request(now(), &key, command));
+        self.drain().await?;
+        match result {
+            Ok(reply) => json_response(200, &reply),
+            Err(refusal) => refusal_response(&refusal),
+        }
+    }
+
     async fn stats(&self, req: &Request) -> Result<Response> {
         if self.with_core(|core| core.meta().is_none()) {
             return error_response(ErrorCode::SwarmNotFound, "no such swarm");
         }
-        let auth = req.headers().get("authorization")?.unwrap_or_default();
-        let key = auth.strip_prefix("Bearer ").unwrap_or_default();
-        if !self.with_core(|core| core.is_owner_key(key)) {
+        let key = bearer(req);
+        if !self.with_core(|core| core.is_owner_key(&key)) {
             return error_response(
                 ErrorCode::BadOwnerKey,
                 "the owner key is required (Authorization: Bearer <owner key>)",
@@ -228,6 +256,12 @@ impl SwarmObject {
             .into_iter()
             .map(|row| serde_json::from_str::<DeviceRecord>(&row.record))
             .collect::<serde_json::Result<Vec<_>>>()?;
+        let invites = sql
+            .exec("SELECT record FROM invites", None)?
+            .to_array::<RecordRow>()?
+            .into_iter()
+            .map(|row| serde_json::from_str::<InviteRecord>(&row.record))
+            .collect::<serde_json::Result<Vec<_>>>()?;
         let alarm_at = self
             .state
             .storage()
@@ -247,7 +281,7 @@ impl SwarmObject {
         }
         let config = Config::from_env(&self.env);
         let mut core = SwarmCore::new(config.core, random_seed()?);
-        core.restore(now(), meta, devices, attachments, alarm_at);
+        core.restore(now(), meta, devices, invites, attachments, alarm_at);
         *self.sockets.borrow_mut() = sockets;
         *self.core.borrow_mut() = Some(core);
         self.drain().await
@@ -256,6 +290,7 @@ impl SwarmObject {
     /// Carries out every pending output of the core. No borrow is held across an await.
     async fn drain(&self) -> Result<()> {
         let mut alarm = None;
+        let mut codes = Vec::new();
         while let Some(output) = self.with_core(SwarmCore::poll_output) {
             match output {
                 Output::Send { conn, text } => {
@@ -278,7 +313,19 @@ impl SwarmObject {
                 Output::Persist(op) => self.persist(op)?,
                 Output::SetAlarm { at } => alarm = Some(Some(at)),
                 Output::ClearAlarm => alarm = Some(None),
+                Output::RegisterCode {
+                    code_hash,
+                    swarm_id,
+                    expires_ms,
+                } => codes.push(CodeEntry {
+                    code_hash,
+                    swarm_id,
+                    expires_ms,
+                }),
             }
+        }
+        for entry in codes {
+            self.register_code(entry).await;
         }
         match alarm {
             Some(Some(at)) => {
@@ -287,6 +334,21 @@ impl SwarmObject {
             }
             Some(None) => self.state.storage().delete_alarm().await,
             None => Ok(()),
+        }
+    }
+
+    /// Tells the code's directory shard where the code belongs. Failing that, the invite still
+    /// works by link and QR code; the failure is logged.
+    async fn register_code(&self, entry: CodeEntry) {
+        let result = async {
+            let stub = crate::directory::stub_for_hash(&self.env, &entry.code_hash)?;
+            let body = serde_json::to_string(&entry)?;
+            stub.fetch_with_request(crate::post_json("https://codes/register", &body)?)
+                .await
+        }
+        .await;
+        if let Err(err) = result {
+            worker::console_error!("could not register an invite code with the directory: {err}");
         }
     }
 
@@ -305,6 +367,19 @@ impl SwarmObject {
                 sql.exec(
                     "INSERT OR REPLACE INTO devices (device_id, record) VALUES (?, ?)",
                     vec![device.device_id.into(), record.into()],
+                )?;
+            }
+            StoreOp::DeleteDevice { device_id } => {
+                sql.exec(
+                    "DELETE FROM devices WHERE device_id = ?",
+                    vec![device_id.into()],
+                )?;
+            }
+            StoreOp::PutInvite(invite) => {
+                let record = serde_json::to_string(&invite)?;
+                sql.exec(
+                    "INSERT OR REPLACE INTO invites (invite_id, record) VALUES (?, ?)",
+                    vec![invite.invite_id.into(), record.into()],
                 )?;
             }
         }
