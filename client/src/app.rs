@@ -1,12 +1,14 @@
-//! Leptos views: the landing page, the dashboard and the device page. Components only render
-//! signals and forward clicks; connection logic is in [`crate::link`], browser access in
-//! [`crate::browser`]. Stable `data-testid` attributes are the browser tests' hooks.
+//! Leptos views: the landing page, the dashboard (with the owner's controls and invite panel)
+//! and the device page. Components only render signals and forward clicks; connection logic is
+//! in [`crate::link`], browser access in [`crate::browser`]. Stable `data-testid` attributes are
+//! the browser tests' hooks.
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use shared_protocol::{
-    CreateSwarmRequest, CreateSwarmResponse, DeviceCredential, DeviceStatus, HttpError, LogLevel,
-    SwarmSnapshot,
+    normalize_code, CreateSwarmRequest, CreateSwarmResponse, DeviceCredential, DeviceStatus,
+    DeviceView, ErrorCode, HttpError, InviteView, JoinProof, LogLevel, OwnerCommand, OwnerReply,
+    ResolveCodeRequest, ResolveCodeResponse, RunState, SwarmSnapshot,
 };
 use wasm_bindgen::prelude::wasm_bindgen;
 
@@ -14,7 +16,8 @@ use crate::browser::{self, coordinator_origin, drive, now_ms, ws_url};
 use crate::device_info;
 use crate::format;
 use crate::link::{Identity, Link, LinkEvent, LinkState};
-use crate::route::{keys, Route};
+use crate::qr::qr_svg;
+use crate::route::{self, keys, Route};
 
 /// Entry point: mounts the app when loaded in a window (not in a worker).
 #[wasm_bindgen(start)]
@@ -29,7 +32,11 @@ fn App() -> impl IntoView {
     let page = match Route::parse(&browser::location_path()) {
         Route::Landing => view! { <Landing/> }.into_any(),
         Route::Dashboard { swarm_id } => view! { <Dashboard swarm_id/> }.into_any(),
-        Route::Device { swarm_id } => view! { <DevicePage swarm_id/> }.into_any(),
+        Route::Device { swarm_id } => view! { <DevicePage swarm_id proof=None/> }.into_any(),
+        Route::Join { swarm_id } => {
+            let proof = route::join_proof(&browser::location_hash());
+            view! { <DevicePage swarm_id proof/> }.into_any()
+        }
         Route::NotFound => view! {
             <section class="card"><h2>"Page not found"</h2><p><a href="/">"Start page"</a></p></section>
         }
@@ -41,48 +48,52 @@ fn App() -> impl IntoView {
     }
 }
 
-/// Creates a swarm and opens its dashboard.
-#[component]
-fn Landing() -> impl IntoView {
-    let (name, set_name) = signal(String::from("My swarm"));
-    let (error, set_error) = signal(None::<String>);
-    let (busy, set_busy) = signal(false);
-    let create = move |ev: leptos::ev::SubmitEvent| {
-        ev.prevent_default();
-        set_busy.set(true);
-        set_error.set(None);
-        let body = CreateSwarmRequest {
-            name: name.get_untracked().trim().to_owned(),
-        };
-        spawn_local(async move {
-            match create_swarm(body).await {
-                Ok(created) => {
-                    browser::storage_set(&keys::owner_key(&created.swarm_id), &created.owner_key);
-                    browser::navigate(&Route::dashboard_path(&created.swarm_id));
-                }
-                Err(message) => {
-                    set_error.set(Some(message));
-                    set_busy.set(false);
-                }
-            }
-        });
-    };
-    view! {
-        <section class="card">
-            <h1>"Turn every browser into a compute swarm"</h1>
-            <p>"Create a swarm, open its join link on phones and laptops, and watch them compute."</p>
-            <form on:submit=create>
-                <label for="swarm-name">"Swarm name"</label>
-                <input id="swarm-name" data-testid="swarm-name" maxlength="64"
-                    prop:value=name on:input=move |ev| set_name.set(event_target_value(&ev))/>
-                <button type="submit" data-testid="create-swarm" disabled=busy>"Create swarm"</button>
-            </form>
-            {move || error.get().map(|e| view! { <p class="error" data-testid="error">{e}</p> })}
-        </section>
+// ---------- HTTP calls ----------
+
+async fn read_error(resp: gloo_net::http::Response) -> String {
+    match resp.json::<HttpError>().await {
+        Ok(err) => err.message,
+        Err(_) => format!("HTTP {}", resp.status()),
     }
 }
 
-/// Whether the swarm exists: `Ok(false)` only on a definite 404, so that an unreachable
+async fn post_json<B: serde::Serialize, R: serde::de::DeserializeOwned>(
+    url: &str,
+    bearer: Option<&str>,
+    body: &B,
+) -> Result<R, String> {
+    let mut request = gloo_net::http::Request::post(url);
+    if let Some(key) = bearer {
+        request = request.header("authorization", &format!("Bearer {key}"));
+    }
+    let resp = request
+        .json(body)
+        .map_err(|e| e.to_string())?
+        .send()
+        .await
+        .map_err(|e| format!("the coordinator is unreachable: {e}"))?;
+    if resp.ok() {
+        resp.json().await.map_err(|e| e.to_string())
+    } else {
+        Err(read_error(resp).await)
+    }
+}
+
+async fn owner_call(
+    swarm_id: &str,
+    owner_key: &str,
+    command: OwnerCommand,
+) -> Result<OwnerReply, String> {
+    let origin = coordinator_origin().await;
+    post_json(
+        &format!("{origin}/api/swarms/{swarm_id}/owner"),
+        Some(owner_key),
+        &command,
+    )
+    .await
+}
+
+/// Whether the swarm exists: `false` only on a definite 404, so that an unreachable
 /// coordinator still leads to the reconnect loop rather than a false "no such swarm".
 async fn swarm_exists(origin: &str, swarm_id: &str) -> bool {
     match gloo_net::http::Request::get(&format!("{origin}/api/swarms/{swarm_id}"))
@@ -105,43 +116,111 @@ fn SwarmMissing() -> impl IntoView {
     }
 }
 
-async fn create_swarm(body: CreateSwarmRequest) -> Result<CreateSwarmResponse, String> {
-    let origin = coordinator_origin().await;
-    let request = gloo_net::http::Request::post(&format!("{origin}/api/swarms"))
-        .json(&body)
-        .map_err(|e| e.to_string())?;
-    let resp = request
-        .send()
-        .await
-        .map_err(|e| format!("the coordinator is unreachable: {e}"))?;
-    if resp.ok() {
-        resp.json().await.map_err(|e| e.to_string())
-    } else {
-        Err(resp
-            .json::<HttpError>()
-            .await
-            .map(|e| e.message)
-            .unwrap_or_else(|_| format!("HTTP {}", resp.status())))
+// ---------- landing ----------
+
+/// Creates a swarm, or joins one with a short code.
+#[component]
+fn Landing() -> impl IntoView {
+    let (name, set_name) = signal(String::from("My swarm"));
+    let (error, set_error) = signal(None::<String>);
+    let (busy, set_busy) = signal(false);
+    let create = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        set_busy.set(true);
+        set_error.set(None);
+        let body = CreateSwarmRequest {
+            name: name.get_untracked().trim().to_owned(),
+        };
+        spawn_local(async move {
+            let origin = coordinator_origin().await;
+            match post_json::<_, CreateSwarmResponse>(&format!("{origin}/api/swarms"), None, &body)
+                .await
+            {
+                Ok(created) => {
+                    browser::storage_set(&keys::owner_key(&created.swarm_id), &created.owner_key);
+                    browser::navigate(&Route::dashboard_path(&created.swarm_id));
+                }
+                Err(message) => {
+                    set_error.set(Some(message));
+                    set_busy.set(false);
+                }
+            }
+        });
+    };
+    let (code, set_code) = signal(String::new());
+    let (code_error, set_code_error) = signal(None::<String>);
+    let join = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        set_code_error.set(None);
+        let Some(canonical) = normalize_code(&code.get_untracked()) else {
+            set_code_error.set(Some(
+                "An invite code has 10 letters and digits, like ABCDE-12345.".into(),
+            ));
+            return;
+        };
+        spawn_local(async move {
+            let origin = coordinator_origin().await;
+            let body = ResolveCodeRequest {
+                code: canonical.clone(),
+            };
+            match post_json::<_, ResolveCodeResponse>(&format!("{origin}/api/join"), None, &body)
+                .await
+            {
+                Ok(found) => browser::navigate(&route::code_join_path(&found.swarm_id, &canonical)),
+                Err(message) => set_code_error.set(Some(message)),
+            }
+        });
+    };
+    view! {
+        <section class="card">
+            <h1>"Turn every browser into a compute swarm"</h1>
+            <p>"Create a swarm, invite phones and laptops with a QR code, link or short code, and watch them compute."</p>
+            <form on:submit=create>
+                <label for="swarm-name">"Swarm name"</label>
+                <input id="swarm-name" data-testid="swarm-name" maxlength="64"
+                    prop:value=name on:input=move |ev| set_name.set(event_target_value(&ev))/>
+                <button type="submit" data-testid="create-swarm" disabled=busy>"Create swarm"</button>
+            </form>
+            {move || error.get().map(|e| view! { <p class="error" data-testid="error">{e}</p> })}
+        </section>
+        <section class="card">
+            <h2>"Have an invite code?"</h2>
+            <form on:submit=join>
+                <input data-testid="join-code" placeholder="ABCDE-12345" maxlength="32" autocomplete="off"
+                    prop:value=code on:input=move |ev| set_code.set(event_target_value(&ev))/>
+                <button type="submit" data-testid="join-with-code">"Join"</button>
+            </form>
+            {move || code_error.get().map(|e| view! { <p class="error" data-testid="code-error">{e}</p> })}
+        </section>
     }
 }
 
-/// Live view of a swarm: devices, counters and log, from the 2 s snapshots.
+// ---------- dashboard ----------
+
+/// Live view of a swarm from the 2 s snapshots; with the owner key, also the owner's controls.
 #[component]
 fn Dashboard(swarm_id: String) -> impl IntoView {
-    let owner_key = browser::storage_get(&keys::owner_key(&swarm_id));
+    let storage_key = keys::owner_key(&swarm_id);
+    // An owner link (`#owner=`) hands this browser the key; drop it from the address bar.
+    if let Some(key) = route::owner_key(&browser::location_hash()) {
+        browser::storage_set(&storage_key, &key);
+        browser::replace_url(&Route::dashboard_path(&swarm_id));
+    }
+    let owner_key = browser::storage_get(&storage_key);
     let snapshot = RwSignal::new(None::<SwarmSnapshot>);
     let state = RwSignal::new(LinkState::Connecting { attempt: 0 });
     let owner = RwSignal::new(false);
     let missing = RwSignal::new(false);
-    let link = Link::new(Identity::Dashboard { owner_key });
+    let link = Link::new(Identity::Dashboard {
+        owner_key: owner_key.clone(),
+    });
     let id = swarm_id.clone();
     spawn_local(async move {
         let origin = coordinator_origin().await;
         if !swarm_exists(&origin, &id).await {
             return missing.set(true);
         }
-        let url = ws_url(&origin, &id);
-        drive(link, url, move |link, event| {
+        drive(link, ws_url(&origin, &id), move |link, event| {
             state.set(link.state().clone());
             match event {
                 Some(LinkEvent::Snapshot(snap)) => snapshot.set(Some(*snap)),
@@ -153,13 +232,6 @@ fn Dashboard(swarm_id: String) -> impl IntoView {
         })
         .await;
     });
-    let join_url = format!(
-        "{}{}",
-        web_sys::window()
-            .and_then(|w| w.location().origin().ok())
-            .unwrap_or_default(),
-        Route::device_path(&swarm_id)
-    );
     let devices = move || snapshot.get().map(|s| s.devices).unwrap_or_default();
     let log_entries = move || {
         snapshot
@@ -170,40 +242,36 @@ fn Dashboard(swarm_id: String) -> impl IntoView {
             .rev()
             .collect::<Vec<_>>()
     };
+    let key_for_rows = owner_key.clone().unwrap_or_default();
+    let id_for_rows = swarm_id.clone();
+    let owner_panel = owner_key.map(|key| {
+        let swarm_id = swarm_id.clone();
+        view! { <Show when=move || owner.get()><OwnerPanel swarm_id=swarm_id.clone() owner_key=key.clone() snapshot/></Show> }
+    });
     view! {
         <Show when=move || missing.get()><SwarmMissing/></Show>
         <section class="card" class:hidden=move || missing.get()>
             <h1 data-testid="swarm-title">{move || snapshot.get().map(|s| s.swarm_name).unwrap_or_else(|| "Swarm".into())}</h1>
             <p class="muted">
                 <span data-testid="link-state">{move || format::link_state(&state.get(), now_ms())}</span>
-                {move || owner.get().then(|| view! { <span class="badge">"owner"</span> })}
+                {move || owner.get().then(|| view! { <span class="badge" data-testid="owner-badge">"owner"</span> })}
             </p>
             <div class="stats">
                 <div><b data-testid="online-count">{move || snapshot.get().map_or(0, |s| s.online)}</b>" online"</div>
                 <div><b data-testid="device-count">{move || snapshot.get().map_or(0, |s| s.device_total)}</b>" devices"</div>
+                <div><b data-testid="run-state">{move || snapshot.get().map_or(String::new(), |s| run_state_text(s.run_state).into())}</b></div>
             </div>
-            <p>"Join link for devices: "<a data-testid="join-link" href=join_url.clone() target="_blank">{join_url.clone()}</a></p>
         </section>
+        {owner_panel}
         <section class="card" class:hidden=move || missing.get()>
             <h2>"Devices"</h2>
             <div class="table-wrap">
             <table data-testid="devices">
-                <thead><tr><th>"Name"</th><th>"Status"</th><th>"Cores"</th><th>"Memory"</th><th>"GPU"</th><th>"Last seen"</th></tr></thead>
+                <thead><tr><th>"Name"</th><th>"Status"</th><th>"Cores"</th><th>"Memory"</th><th>"GPU"</th><th>"Last seen"</th><th></th></tr></thead>
                 <tbody>
-                    <For each=devices key=|d| (d.id.clone(), d.status, d.last_seen_ms) children=move |d| {
+                    <For each=devices key=|d| (d.id.clone(), d.status, d.enabled, d.last_seen_ms) children=move |d| {
                         let now = snapshot.get_untracked().map_or(0, |s| s.now_ms);
-                        let online = d.status == DeviceStatus::Online;
-                        view! {
-                            <tr data-testid="device-row" data-device-id=d.id.clone()>
-                                <td>{d.name.clone()}</td>
-                                <td><span class=if online { "status online" } else { "status offline" } data-testid="device-status">
-                                    {if online { "ONLINE" } else { "OFFLINE" }}</span></td>
-                                <td>{d.capabilities.cores}</td>
-                                <td>{format::memory(d.capabilities.memory_mb)}</td>
-                                <td>{if d.capabilities.gpu { "yes" } else { "—" }}</td>
-                                <td>{format::ago(now, d.last_seen_ms)}</td>
-                            </tr>
-                        }
+                        view! { <DeviceRow device=d now owner=owner swarm_id=id_for_rows.clone() owner_key=key_for_rows.clone()/> }
                     }/>
                 </tbody>
             </table>
@@ -213,17 +281,256 @@ fn Dashboard(swarm_id: String) -> impl IntoView {
             <h2>"System log"</h2>
             <ol class="log" data-testid="log">
                 <For each=log_entries key=|e| (e.at_ms, e.text.clone()) children=|e| {
-                        let class = match e.level { LogLevel::Info => "info", LogLevel::Warn => "warn", LogLevel::Security => "security" };
-                        view! { <li class=class>{e.text}</li> }
-                    }/>
+                    let class = match e.level { LogLevel::Info => "info", LogLevel::Warn => "warn", LogLevel::Security => "security" };
+                    view! { <li class=class>{e.text}</li> }
+                }/>
             </ol>
         </section>
     }
 }
 
-/// This browser as a device of the swarm.
+fn run_state_text(state: RunState) -> &'static str {
+    match state {
+        RunState::Running => "running",
+        RunState::Paused => "paused",
+        RunState::Stopped => "stopped",
+    }
+}
+
+/// One row of the devices table; the owner gets enable/disable and remove buttons.
 #[component]
-fn DevicePage(swarm_id: String) -> impl IntoView {
+fn DeviceRow(
+    device: DeviceView,
+    now: u64,
+    owner: RwSignal<bool>,
+    swarm_id: String,
+    owner_key: String,
+) -> impl IntoView {
+    let online = device.status == DeviceStatus::Online;
+    let enabled = device.enabled;
+    let act = {
+        let (swarm_id, owner_key, device_id) =
+            (swarm_id.clone(), owner_key.clone(), device.id.clone());
+        move |command: fn(String) -> OwnerCommand| {
+            let (swarm_id, owner_key, device_id) =
+                (swarm_id.clone(), owner_key.clone(), device_id.clone());
+            spawn_local(async move {
+                let _ = owner_call(&swarm_id, &owner_key, command(device_id)).await;
+            });
+        }
+    };
+    let toggle = {
+        let act = act.clone();
+        move |_| {
+            act(if enabled {
+                |device_id| OwnerCommand::SetDeviceEnabled {
+                    device_id,
+                    enabled: false,
+                }
+            } else {
+                |device_id| OwnerCommand::SetDeviceEnabled {
+                    device_id,
+                    enabled: true,
+                }
+            })
+        }
+    };
+    let remove = move |_| act(|device_id| OwnerCommand::RemoveDevice { device_id });
+    view! {
+        <tr data-testid="device-row" data-device-id=device.id.clone()>
+            <td>{device.name.clone()}{(!enabled).then(|| view! { <span class="muted">" (disabled)"</span> })}</td>
+            <td><span class=if online { "status online" } else { "status offline" } data-testid="device-status">
+                {if online { "ONLINE" } else { "OFFLINE" }}</span></td>
+            <td>{device.capabilities.cores}</td>
+            <td>{format::memory(device.capabilities.memory_mb)}</td>
+            <td>{if device.capabilities.gpu { "yes" } else { "—" }}</td>
+            <td>{format::ago(now, device.last_seen_ms)}</td>
+            <td class="actions">
+                <Show when=move || owner.get()>
+                    <button class="small" data-testid="device-toggle" on:click=toggle.clone()>{if enabled { "Disable" } else { "Enable" }}</button>
+                    <button class="small danger" data-testid="device-remove" on:click=remove.clone()>"Remove"</button>
+                </Show>
+            </td>
+        </tr>
+    }
+}
+
+/// The owner's controls: run state, throttle, invites and the owner link.
+#[component]
+fn OwnerPanel(
+    swarm_id: String,
+    owner_key: String,
+    snapshot: RwSignal<Option<SwarmSnapshot>>,
+) -> impl IntoView {
+    let invites = RwSignal::new(Vec::<InviteView>::new());
+    let created = RwSignal::new(None::<(String, String, String)>); // (invite id, link, code)
+    let error = RwSignal::new(None::<String>);
+    let (ttl_hours, set_ttl_hours) = signal(24u64);
+    let (max_uses, set_max_uses) = signal(String::new());
+    let origin = browser::page_origin();
+
+    let call = {
+        let (swarm_id, owner_key) = (swarm_id.clone(), owner_key.clone());
+        move |command: OwnerCommand| {
+            let (swarm_id, owner_key) = (swarm_id.clone(), owner_key.clone());
+            async move { owner_call(&swarm_id, &owner_key, command).await }
+        }
+    };
+    let refresh = {
+        let call = call.clone();
+        move || {
+            let call = call.clone();
+            spawn_local(async move {
+                if let Ok(OwnerReply::Invites { invites: live }) =
+                    call(OwnerCommand::ListInvites {}).await
+                {
+                    invites.set(live);
+                }
+            });
+        }
+    };
+    refresh();
+
+    let create = {
+        let (call, refresh, swarm_id, origin) = (
+            call.clone(),
+            refresh.clone(),
+            swarm_id.clone(),
+            origin.clone(),
+        );
+        move |_| {
+            let (call, refresh, swarm_id, origin) = (
+                call.clone(),
+                refresh.clone(),
+                swarm_id.clone(),
+                origin.clone(),
+            );
+            let max_uses = max_uses.get_untracked().trim().parse::<u32>().ok();
+            let ttl_ms = Some(ttl_hours.get_untracked() * 3_600_000);
+            error.set(None);
+            spawn_local(async move {
+                match call(OwnerCommand::CreateInvite { ttl_ms, max_uses }).await {
+                    Ok(OwnerReply::InviteCreated {
+                        invite,
+                        token,
+                        code,
+                    }) => {
+                        let link = route::invite_link(&origin, &swarm_id, &token);
+                        created.set(Some((invite.invite_id, link, code)));
+                        refresh();
+                    }
+                    Ok(_) => {}
+                    Err(message) => error.set(Some(message)),
+                }
+            });
+        }
+    };
+    let set_state = {
+        let call = call.clone();
+        move |state: RunState| {
+            let call = call.clone();
+            spawn_local(async move {
+                let _ = call(OwnerCommand::SetRunState { state }).await;
+            });
+        }
+    };
+    let set_throttle = {
+        let call = call.clone();
+        move |ev: leptos::ev::Event| {
+            let call = call.clone();
+            if let Ok(percent) = event_target_value(&ev).parse::<u8>() {
+                spawn_local(async move {
+                    let _ = call(OwnerCommand::SetThrottle { percent }).await;
+                });
+            }
+        }
+    };
+    let owner_link = route::owner_link(&origin, &swarm_id, &owner_key);
+    let throttle = move || snapshot.get().map_or(100, |s| s.throttle_percent);
+    let (run, pause, stop) = (set_state.clone(), set_state.clone(), set_state);
+    let revoke = move |invite_id: String| {
+        let (call, refresh) = (call.clone(), refresh.clone());
+        spawn_local(async move {
+            let _ = call(OwnerCommand::RevokeInvite { invite_id }).await;
+            refresh();
+        });
+    };
+    view! {
+        <section class="card" data-testid="owner-panel">
+            <h2>"Controls"</h2>
+            <div class="row">
+                <button data-testid="run" on:click=move |_| run(RunState::Running)>"Run"</button>
+                <button data-testid="pause" on:click=move |_| pause(RunState::Paused)>"Pause"</button>
+                <button data-testid="stop" on:click=move |_| stop(RunState::Stopped)>"Stop"</button>
+            </div>
+            <label>"Throttle: " {throttle} " %"
+                <input type="range" min="0" max="100" step="5" data-testid="throttle" prop:value=throttle on:change=set_throttle/>
+            </label>
+        </section>
+        <section class="card">
+            <h2>"Invite devices"</h2>
+            <div class="row">
+                <label class="inline">"Valid for "
+                    <select data-testid="invite-ttl" on:change=move |ev| set_ttl_hours.set(event_target_value(&ev).parse().unwrap_or(24))>
+                        <option value="1">"1 hour"</option>
+                        <option value="24" selected>"24 hours"</option>
+                        <option value="168">"7 days"</option>
+                    </select>
+                </label>
+                <label class="inline">"Uses "
+                    <input class="narrow" data-testid="invite-uses" placeholder="unlimited" inputmode="numeric"
+                        prop:value=max_uses on:input=move |ev| set_max_uses.set(event_target_value(&ev))/>
+                </label>
+                <button data-testid="create-invite" on:click=create>"Create invite"</button>
+            </div>
+            {move || error.get().map(|e| view! { <p class="error" data-testid="invite-error">{e}</p> })}
+            {move || created.get().map(|(invite_id, link, code)| {
+                let svg = qr_svg(&link).unwrap_or_default();
+                let (copy_link, share_link) = (link.clone(), link.clone());
+                view! {
+                    <div class="invite" data-testid="invite-created" data-invite-id=invite_id>
+                        <div class="qr" data-testid="invite-qr" inner_html=svg></div>
+                        <div>
+                            <p>"Scan the code, open the link, or type the code on the start page."</p>
+                            <p><a data-testid="invite-link" href=link.clone() target="_blank">{link.clone()}</a></p>
+                            <p class="code" data-testid="invite-code">{code}</p>
+                            <div class="row">
+                                <button class="small" on:click=move |_| browser::copy_text(&copy_link)>"Copy link"</button>
+                                {browser::can_share().then(|| view! {
+                                    <button class="small" on:click=move |_| browser::share("Join my Ostrich Legs swarm", &share_link)>"Share"</button>
+                                })}
+                            </div>
+                        </div>
+                    </div>
+                }
+            })}
+            <h3>"Live invites"</h3>
+            <ul class="invites">
+                <For each=move || invites.get() key=|i| (i.invite_id.clone(), i.uses) children=move |i| {
+                    let revoke = revoke.clone();
+                    let id = i.invite_id.clone();
+                    let uses = match i.max_uses { Some(max) => format!("{} of {max} uses", i.uses), None => format!("{} uses", i.uses) };
+                    let left = format::ago(i.expires_ms, now_ms()).replace(" ago", "");
+                    view! {
+                        <li data-testid="invite-row" data-invite-id=i.invite_id.clone()>
+                            <code>{format!("#{}", &i.invite_id[..8])}</code>" · "{uses}" · expires in "{left}" "
+                            <button class="small danger" data-testid="invite-revoke" on:click=move |_| revoke(id.clone())>"Revoke"</button>
+                        </li>
+                    }
+                }/>
+            </ul>
+            <p class="muted">"Owner link (opens this dashboard with owner rights on another device — keep it secret): "
+                <button class="small" data-testid="copy-owner-link" on:click=move |_| browser::copy_text(&owner_link)>"Copy owner link"</button>
+            </p>
+        </section>
+    }
+}
+
+// ---------- device ----------
+
+/// This browser as a device of the swarm. `proof` comes from an invite link or code.
+#[component]
+fn DevicePage(swarm_id: String, proof: Option<JoinProof>) -> impl IntoView {
     let nav = browser::navigator();
     let capabilities = device_info::capabilities(&nav);
     let name = browser::storage_get(keys::DEVICE_NAME)
@@ -231,6 +538,12 @@ fn DevicePage(swarm_id: String) -> impl IntoView {
     let credential_key = keys::device_credential(&swarm_id);
     let credential: Option<DeviceCredential> =
         browser::storage_get(&credential_key).and_then(|text| serde_json::from_str(&text).ok());
+    // The owner's own browsers join with the owner key; everyone else needs an invite.
+    let proof = proof.or_else(|| {
+        browser::storage_get(&keys::owner_key(&swarm_id))
+            .map(|owner_key| JoinProof::OwnerKey { owner_key })
+    });
+    let needs_invite = credential.is_none() && proof.is_none();
     let state = RwSignal::new(LinkState::Connecting { attempt: 0 });
     let device_id = RwSignal::new(credential.as_ref().map(|c| c.device_id.clone()));
     let swarm_name = RwSignal::new(String::new());
@@ -241,55 +554,86 @@ fn DevicePage(swarm_id: String) -> impl IntoView {
         name: name.clone(),
         capabilities,
         credential,
+        invite: proof,
     };
 
-    let start = move |identity: Identity, swarm_id: String, credential_key: String| {
+    if !needs_invite {
+        let (swarm_id, credential_key) = (swarm_id.clone(), credential_key.clone());
         spawn_local(async move {
             let origin = coordinator_origin().await;
             if !swarm_exists(&origin, &swarm_id).await {
                 return missing.set(true);
             }
-            let url = ws_url(&origin, &swarm_id);
-            drive(Link::new(identity), url, move |link, event| {
-                state.set(link.state().clone());
-                match event {
-                    Some(LinkEvent::Welcomed {
-                        swarm_name: n,
-                        device_id: id,
-                        new_credential,
-                        ..
-                    }) => {
-                        swarm_name.set(n);
-                        device_id.set(id);
-                        if let Some(credential) = new_credential {
-                            if let Ok(text) = serde_json::to_string(&credential) {
-                                browser::storage_set(&credential_key, &text);
+            let device_path = Route::device_path(&swarm_id);
+            drive(
+                Link::new(identity),
+                ws_url(&origin, &swarm_id),
+                move |link, event| {
+                    state.set(link.state().clone());
+                    match event {
+                        Some(LinkEvent::Welcomed {
+                            swarm_name: n,
+                            device_id: id,
+                            new_credential,
+                            ..
+                        }) => {
+                            swarm_name.set(n);
+                            device_id.set(id);
+                            if let Some(credential) = new_credential {
+                                if let Ok(text) = serde_json::to_string(&credential) {
+                                    browser::storage_set(&credential_key, &text);
+                                }
+                                // The invite did its job: keep it out of the address bar and history.
+                                browser::replace_url(&device_path);
                             }
                         }
+                        Some(LinkEvent::Ack { rtt_ms }) => rtt.set(Some(rtt_ms)),
+                        Some(LinkEvent::Refused) => {
+                            if let LinkState::Refused {
+                                code: ErrorCode::BadCredential,
+                                ..
+                            } = link.state()
+                            {
+                                browser::storage_remove(&credential_key);
+                            }
+                        }
+                        _ => {}
                     }
-                    Some(LinkEvent::Ack { rtt_ms }) => rtt.set(Some(rtt_ms)),
-                    _ => {}
-                }
-            })
+                },
+            )
             .await;
         });
+    }
+    let refusal = move || match state.get() {
+        LinkState::Refused { code, message } => Some((code, message)),
+        _ => None,
     };
-    start(identity.clone(), swarm_id.clone(), credential_key.clone());
-
-    let restart_identity = identity.clone();
-    let register_again = move |_| {
-        browser::storage_remove(&credential_key);
-        let mut fresh = restart_identity.clone();
-        if let Identity::Device { credential, .. } = &mut fresh {
-            *credential = None;
-        }
-        device_id.set(None);
-        start(fresh, swarm_id.clone(), credential_key.clone());
-    };
-    let refused = move || matches!(state.get(), LinkState::Refused { .. });
     view! {
         <Show when=move || missing.get()><SwarmMissing/></Show>
-        <section class="card" class:hidden=move || missing.get()>
+        {needs_invite.then(|| view! {
+            <section class="card" data-testid="needs-invite">
+                <h2>"You need an invite"</h2>
+                <p>"Ask the swarm's owner for an invite: scan its QR code, open its link, or type its code on the "<a href="/">"start page"</a>"."</p>
+            </section>
+        })}
+        {move || refusal().map(|(code, message)| {
+            let title = match code {
+                ErrorCode::InviteExpired => "This invite has expired",
+                ErrorCode::InviteRevoked => "This invite was revoked",
+                ErrorCode::InviteExhausted => "This invite has been used up",
+                ErrorCode::InviteInvalid | ErrorCode::InviteRequired => "This invite is not valid",
+                ErrorCode::BadCredential => "This device is no longer part of the swarm",
+                _ => "The swarm refused this device",
+            };
+            view! {
+                <section class="card" data-testid="join-refused" data-code=shared_protocol::encode(&code).trim_matches('"').to_owned()>
+                    <h2>{title}</h2>
+                    <p>{message}</p>
+                    <p>"Ask the swarm's owner for a new invite."</p>
+                </section>
+            }
+        })}
+        <section class="card" class:hidden=move || missing.get() || needs_invite || refusal().is_some()>
             <h1>"This device"</h1>
             <p class="muted">{move || if swarm_name.get().is_empty() { String::new() } else { format!("in swarm “{}”", swarm_name.get()) }}</p>
             <dl class="facts">
@@ -299,9 +643,6 @@ fn DevicePage(swarm_id: String) -> impl IntoView {
                 <dt>"Cores"</dt><dd>{cores}</dd>
                 <dt>"Round trip"</dt><dd>{move || rtt.get().map_or("—".into(), |ms| format!("{ms} ms"))}</dd>
             </dl>
-            <Show when=refused>
-                <button data-testid="register-again" on:click=register_again.clone()>"Register as a new device"</button>
-            </Show>
         </section>
     }
 }

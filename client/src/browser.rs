@@ -81,6 +81,61 @@ pub fn location_path() -> String {
         .unwrap_or_default()
 }
 
+/// The URL fragment, with its `#`.
+pub fn location_hash() -> String {
+    web_sys::window()
+        .and_then(|w| w.location().hash().ok())
+        .unwrap_or_default()
+}
+
+/// Replaces the address bar's URL without loading (to drop a secret from the fragment).
+pub fn replace_url(path: &str) {
+    if let Some(history) = web_sys::window().and_then(|w| w.history().ok()) {
+        let _ = history.replace_state_with_url(&JsValue::NULL, "", Some(path));
+    }
+}
+
+/// The page's own origin, e.g. `https://swarm.example`.
+pub fn page_origin() -> String {
+    own_origin()
+}
+
+fn navigator_method(name: &str) -> Option<(JsValue, js_sys::Function)> {
+    let nav: JsValue = web_sys::window()?.navigator().into();
+    let target = if name == "writeText" {
+        Reflect::get(&nav, &"clipboard".into()).ok()?
+    } else {
+        nav
+    };
+    let method = Reflect::get(&target, &name.into())
+        .ok()?
+        .dyn_into::<js_sys::Function>()
+        .ok()?;
+    Some((target, method))
+}
+
+/// Copies text to the clipboard (where the browser allows it).
+pub fn copy_text(text: &str) {
+    if let Some((clipboard, write)) = navigator_method("writeText") {
+        let _ = write.call1(&clipboard, &text.into());
+    }
+}
+
+/// Whether the Web Share API is available (phones mostly).
+pub fn can_share() -> bool {
+    navigator_method("share").is_some()
+}
+
+/// Opens the system share sheet for a link.
+pub fn share(title: &str, url: &str) {
+    if let Some((nav, share)) = navigator_method("share") {
+        let data = js_sys::Object::new();
+        let _ = Reflect::set(&data, &"title".into(), &title.into());
+        let _ = Reflect::set(&data, &"url".into(), &url.into());
+        let _ = share.call1(&nav, &data);
+    }
+}
+
 pub fn navigate(path: &str) {
     if let Some(window) = web_sys::window() {
         let _ = window.location().set_href(path);

@@ -5,6 +5,7 @@
 pub mod device_info;
 pub mod format;
 pub mod link;
+pub mod qr;
 pub mod route;
 
 #[cfg(target_arch = "wasm32")]

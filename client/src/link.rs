@@ -53,10 +53,12 @@ impl Backoff {
 /// Who this client is to the coordinator.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Identity {
+    /// `invite` is presented only while there is no credential.
     Device {
         name: String,
         capabilities: shared_protocol::Capabilities,
         credential: Option<DeviceCredential>,
+        invite: Option<shared_protocol::JoinProof>,
     },
     Dashboard {
         owner_key: Option<String>,
@@ -146,10 +148,16 @@ impl Link {
                 name,
                 capabilities,
                 credential,
+                invite,
             } => HelloRole::Device {
                 name: name.clone(),
                 capabilities: capabilities.clone(),
                 credential: credential.clone(),
+                invite: if credential.is_some() {
+                    None
+                } else {
+                    invite.clone()
+                },
             },
             Identity::Dashboard { owner_key } => HelloRole::Dashboard {
                 owner_key: owner_key.clone(),
@@ -210,7 +218,9 @@ impl Link {
                 None => LinkEvent::Nothing,
             },
             ToClient::Snapshot(snapshot) => LinkEvent::Snapshot(Box::new(snapshot)),
-            ToClient::Error { code, message } => {
+            // Owner commands go over HTTP from this client; a reply here is not ours to handle.
+            ToClient::OwnerResult { .. } => LinkEvent::Nothing,
+            ToClient::Error { code, message, .. } => {
                 if is_final(code) {
                     self.refusal = Some((code, message));
                     LinkEvent::Refused
@@ -255,10 +265,17 @@ impl Link {
         Some(delay)
     }
 
-    /// Forgets the device credential (after a refusal), so the next attempt registers anew.
-    pub fn forget_credential(&mut self) {
-        if let Identity::Device { credential, .. } = &mut self.identity {
+    /// Forgets the device credential (after a refusal), so the next attempt registers anew
+    /// with `invite`.
+    pub fn forget_credential(&mut self, invite: Option<shared_protocol::JoinProof>) {
+        if let Identity::Device {
+            credential,
+            invite: proof,
+            ..
+        } = &mut self.identity
+        {
             *credential = None;
+            *proof = invite;
         }
         self.refusal = None;
         self.state = LinkState::Connecting { attempt: 0 };
@@ -273,13 +290,18 @@ fn is_final(code: ErrorCode) -> bool {
             | ErrorCode::BadOwnerKey
             | ErrorCode::ProtocolMismatch
             | ErrorCode::SwarmNotFound
+            | ErrorCode::InviteRequired
+            | ErrorCode::InviteInvalid
+            | ErrorCode::InviteExpired
+            | ErrorCode::InviteRevoked
+            | ErrorCode::InviteExhausted
     )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared_protocol::{AgentClass, Capabilities};
+    use shared_protocol::{AgentClass, Capabilities, JoinProof};
 
     fn device(credential: Option<DeviceCredential>) -> Link {
         Link::new(Identity::Device {
@@ -291,6 +313,9 @@ mod tests {
                 agent: AgentClass::BrowserMobile,
             },
             credential,
+            invite: Some(JoinProof::Token {
+                token: "t".repeat(43),
+            }),
         })
     }
 
@@ -439,6 +464,8 @@ mod tests {
             ToClient::Error {
                 code: ErrorCode::BadCredential,
                 message: "no".into(),
+                request: None,
+                retry_after_ms: None,
             },
         );
         assert_eq!(event, LinkEvent::Refused);
@@ -450,7 +477,7 @@ mod tests {
                 ..
             }
         ));
-        link.forget_credential();
+        link.forget_credential(None);
         let ToCoordinator::Hello(hello) = link.on_open() else {
             panic!()
         };
@@ -458,9 +485,41 @@ mod tests {
             hello.role,
             HelloRole::Device {
                 credential: None,
+                invite: None,
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_refused_invite_is_final_but_a_rate_limit_is_retried() {
+        for code in [
+            ErrorCode::InviteExpired,
+            ErrorCode::InviteRevoked,
+            ErrorCode::InviteExhausted,
+            ErrorCode::InviteInvalid,
+        ] {
+            let mut link = device(None);
+            link.on_open();
+            let error = ToClient::Error {
+                code,
+                message: "no".into(),
+                request: None,
+                retry_after_ms: None,
+            };
+            assert_eq!(link.on_message(0, error), LinkEvent::Refused);
+            assert_eq!(link.on_close(1, 0.5), None, "{code:?} is not retried");
+        }
+        let mut link = device(None);
+        link.on_open();
+        let error = ToClient::Error {
+            code: ErrorCode::RateLimited,
+            message: "later".into(),
+            request: None,
+            retry_after_ms: Some(5_000),
+        };
+        link.on_message(0, error);
+        assert!(link.on_close(1, 0.5).is_some());
     }
 
     #[test]
@@ -473,6 +532,8 @@ mod tests {
             ToClient::Error {
                 code: ErrorCode::Malformed,
                 message: "x".into(),
+                request: None,
+                retry_after_ms: None,
             },
         );
         assert!(matches!(

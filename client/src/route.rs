@@ -1,14 +1,50 @@
-//! Which page a URL path shows. Pages are plain paths served by the SPA fallback:
-//! `/` (landing), `/s/{swarm}` (dashboard), `/s/{swarm}/device` (device page).
+//! Which page a URL shows, and the links the app hands out. Pages are plain paths served by
+//! the SPA fallback: `/` (landing), `/s/{swarm}` (dashboard), `/s/{swarm}/device` (device
+//! page), `/join/{swarm}` (joining through an invite). Secrets travel in the fragment
+//! (`#t=`, `#c=`, `#owner=`), which browsers never send to a server.
 
-use shared_protocol::is_id;
+use shared_protocol::{is_id, is_secret, normalize_code, JoinProof};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     Landing,
     Dashboard { swarm_id: String },
     Device { swarm_id: String },
+    Join { swarm_id: String },
     NotFound,
+}
+
+/// The link an invite's QR code and copy button carry.
+pub fn invite_link(origin: &str, swarm_id: &str, token: &str) -> String {
+    format!("{origin}/join/{swarm_id}#t={token}")
+}
+
+/// The link that opens a swarm's owner dashboard on another device.
+pub fn owner_link(origin: &str, swarm_id: &str, owner_key: &str) -> String {
+    format!("{origin}/s/{swarm_id}#owner={owner_key}")
+}
+
+/// The join page for a typed short code.
+pub fn code_join_path(swarm_id: &str, code: &str) -> String {
+    format!("/join/{swarm_id}#c={code}")
+}
+
+/// The invite proof in a join page's fragment (`#t=<token>` or `#c=<code>`).
+pub fn join_proof(fragment: &str) -> Option<JoinProof> {
+    let fragment = fragment.trim_start_matches('#');
+    if let Some(token) = fragment.strip_prefix("t=") {
+        return is_secret(token, &()).is_ok().then(|| JoinProof::Token {
+            token: token.to_owned(),
+        });
+    }
+    let code = fragment.strip_prefix("c=")?;
+    normalize_code(code).map(|code| JoinProof::Code { code })
+}
+
+/// The owner key in a dashboard's fragment (`#owner=<key>`).
+pub fn owner_key(fragment: &str) -> Option<String> {
+    let key = fragment.trim_start_matches('#').strip_prefix("owner=")?;
+    is_secret(key, &()).is_ok().then(|| key.to_owned())
 }
 
 impl Route {
@@ -20,6 +56,9 @@ impl Route {
                 swarm_id: (*id).to_owned(),
             },
             ["s", id, "device"] if is_id(id, &()).is_ok() => Route::Device {
+                swarm_id: (*id).to_owned(),
+            },
+            ["join", id] if is_id(id, &()).is_ok() => Route::Join {
                 swarm_id: (*id).to_owned(),
             },
             _ => Route::NotFound,
@@ -73,5 +112,33 @@ mod tests {
         assert_eq!(Route::parse("/s/not-an-id"), Route::NotFound);
         assert_eq!(Route::parse("/s/ID/device/x"), Route::NotFound);
         assert_eq!(Route::parse("/elsewhere"), Route::NotFound);
+        assert_eq!(
+            Route::parse(&format!("/join/{ID}")),
+            Route::Join {
+                swarm_id: ID.into()
+            }
+        );
+    }
+
+    #[test]
+    fn invite_links_carry_their_proof_in_the_fragment() {
+        let token = "T".repeat(43);
+        let link = invite_link("https://swarm.example", ID, &token);
+        assert_eq!(link, format!("https://swarm.example/join/{ID}#t={token}"));
+        let fragment = &link[link.find('#').unwrap()..];
+        assert_eq!(join_proof(fragment), Some(JoinProof::Token { token }));
+        assert_eq!(
+            join_proof("#c=abcde-fghjk"),
+            Some(JoinProof::Code {
+                code: "ABCDEFGHJK".into()
+            })
+        );
+        assert_eq!(join_proof("#t=short"), None);
+        assert_eq!(join_proof("#c=nope"), None);
+        assert_eq!(join_proof(""), None);
+        let key = "k".repeat(43);
+        let link = owner_link("https://x", ID, &key);
+        assert_eq!(owner_key(&link[link.find('#').unwrap()..]), Some(key));
+        assert_eq!(owner_key("#owner=bad key"), None);
     }
 }

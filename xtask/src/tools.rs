@@ -136,7 +136,9 @@ fn npm_packages(root: &Path) -> Result<()> {
             .is_some_and(|pkg| pkg["version"] == *version)
     });
     if !all_present {
-        eprintln!("xtask: installing npm packages (wrangler, binaryen, playwright-core)");
+        eprintln!(
+            "xtask: installing npm packages (wrangler, binaryen, playwright-core, jsqr, pngjs)"
+        );
         run(Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund"])
             .current_dir(root))?;
