@@ -1,12 +1,15 @@
 // Browser end-to-end tests in headless Chromium (Debian's), driven by playwright-core.
 // `cargo xtask test` starts the system with wrangler dev and passes its URL in
-// OSTRICH_BASE_URL. Page objects keep selectors (data-testid) in one place.
+// OSTRICH_BASE_URL. Page objects keep selectors (data-testid) in one place; every browser
+// profile is a fresh user data dir, i.e. a separate device with its own localStorage.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
+import jsQR from "jsqr";
+import { PNG } from "pngjs";
 
 const BASE = process.env.OSTRICH_BASE_URL;
 const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
@@ -14,20 +17,22 @@ const ARGS = [
   "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
   "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ];
+const profiles = [];
 
 /** A fresh browser profile: its own localStorage, like a separate device. */
 async function launchProfile() {
   const dir = mkdtempSync(join(tmpdir(), "ostrich-e2e-"));
   const context = await chromium.launchPersistentContext(dir, { executablePath: CHROMIUM, args: ARGS });
   const errors = [];
-  context.on("page", (page) => watch(page, errors));
-  context.pages().forEach((page) => watch(page, errors));
-  return { context, errors, close: async () => { await context.close(); rmSync(dir, { recursive: true, force: true }); } };
-}
-
-function watch(page, errors) {
-  page.on("pageerror", (err) => errors.push(`pageerror: ${err.message}`));
-  page.on("console", (msg) => { if (msg.type() === "error") errors.push(`console: ${msg.text()}`); });
+  const watch = (page) => {
+    page.on("pageerror", (err) => errors.push(`pageerror: ${err.message}`));
+    page.on("console", (msg) => { if (msg.type() === "error") errors.push(`console: ${msg.text()}`); });
+  };
+  context.on("page", watch);
+  context.pages().forEach(watch);
+  const profile = { context, errors, close: async () => { await context.close(); rmSync(dir, { recursive: true, force: true }); } };
+  profiles.push(profile);
+  return profile;
 }
 
 class LandingPage {
@@ -37,16 +42,49 @@ class LandingPage {
     await this.page.getByTestId("swarm-name").fill(name);
     await this.page.getByTestId("create-swarm").click();
     await this.page.waitForURL(/\/s\/[0-9a-f]{32}$/);
-    return new DashboardPage(this.page);
+    const dashboard = new DashboardPage(this.page);
+    await this.page.getByTestId("owner-badge").waitFor({ timeout: 10000 });
+    return dashboard;
+  }
+  async joinWithCode(code) {
+    await this.page.getByTestId("join-code").fill(code);
+    await this.page.getByTestId("join-with-code").click();
   }
 }
 
 class DashboardPage {
   constructor(page) { this.page = page; }
   swarmId() { return new URL(this.page.url()).pathname.split("/")[2]; }
-  async joinLink() { return this.page.getByTestId("join-link").getAttribute("href"); }
   rows() { return this.page.getByTestId("device-row"); }
   row(deviceId) { return this.page.locator(`[data-testid="device-row"][data-device-id="${deviceId}"]`); }
+  async createInvite({ uses } = {}) {
+    const shown = this.page.getByTestId("invite-link");
+    const previous = (await shown.count()) ? await shown.getAttribute("href") : null;
+    if (uses) await this.page.getByTestId("invite-uses").fill(String(uses));
+    await this.page.getByTestId("create-invite").click();
+    await this.page.waitForFunction(
+      (prev) => { const a = document.querySelector('[data-testid="invite-link"]'); return a && a.getAttribute("href") !== prev; },
+      previous, { timeout: 5000 });
+    const id = await this.page.getByTestId("invite-created").getAttribute("data-invite-id");
+    await this.inviteRow(id).waitFor({ timeout: 5000 });
+    const link = await shown.getAttribute("href");
+    const code = await this.page.getByTestId("invite-code").textContent();
+    return { id, link, code };
+  }
+  inviteRow(id) { return this.page.locator(`[data-testid="invite-row"][data-invite-id="${id}"]`); }
+  async revokeInvite(id) {
+    await this.inviteRow(id).getByTestId("invite-revoke").click();
+    await this.inviteRow(id).waitFor({ state: "detached", timeout: 5000 });
+  }
+  /** Screenshots the QR code and decodes it like a phone camera would. */
+  async scanQr() {
+    const qr = this.page.getByTestId("invite-qr");
+    assert.equal(await qr.locator("svg").count(), 1, "the QR code is an inline SVG");
+    const png = PNG.sync.read(await qr.screenshot());
+    const found = jsQR(new Uint8ClampedArray(png.data), png.width, png.height);
+    assert.ok(found, "the QR code decodes");
+    return found.data;
+  }
 }
 
 class DevicePage {
@@ -54,41 +92,43 @@ class DevicePage {
   async open(url) { await this.page.goto(url); }
   async deviceId() {
     const id = this.page.getByTestId("device-id");
-    await assert.doesNotReject(id.filter({ hasText: /^[0-9a-f]{32}$/ }).waitFor({ timeout: 15000 }));
+    await id.filter({ hasText: /^[0-9a-f]{32}$/ }).waitFor({ timeout: 15000 });
     return id.textContent();
+  }
+  async refusal() {
+    const card = this.page.getByTestId("join-refused");
+    await card.waitFor({ timeout: 10000 });
+    return card.getAttribute("data-code");
   }
 }
 
-let owner;
-let device;
-
-before(async () => {
-  assert.ok(BASE, "OSTRICH_BASE_URL must point at a running system");
-  owner = await launchProfile();
-  device = await launchProfile();
-});
+before(() => assert.ok(BASE, "OSTRICH_BASE_URL must point at a running system"));
 
 after(async () => {
-  await owner?.close();
-  await device?.close();
+  for (const p of profiles) await p.close();
 });
 
-test("a swarm created on the landing page sees a second browser join live", async () => {
+test("an invite's QR code brings a second browser into the swarm, live", async () => {
+  const owner = await launchProfile();
   const ownerPage = await owner.context.newPage();
   const landing = new LandingPage(ownerPage);
   await landing.open();
   const dashboard = await landing.createSwarm("e2e swarm");
-  await ownerPage.getByTestId("swarm-title").filter({ hasText: "e2e swarm" }).waitFor({ timeout: 10000 });
-  await assert.doesNotReject(ownerPage.getByText("owner", { exact: true }).waitFor({ timeout: 5000 }));
+  await ownerPage.getByTestId("swarm-title").filter({ hasText: "e2e swarm" }).waitFor();
   assert.equal(await dashboard.rows().count(), 0);
 
-  const joinUrl = await dashboard.joinLink();
-  assert.match(joinUrl, new RegExp(`/s/${dashboard.swarmId()}/device$`));
+  const invite = await dashboard.createInvite();
+  assert.match(invite.link, new RegExp(`/join/${dashboard.swarmId()}#t=[A-Za-z0-9_-]{43}$`));
+  assert.match(invite.code, /^[0-9A-Z]{5}-[0-9A-Z]{5}$/);
+  assert.equal(await dashboard.scanQr(), invite.link, "the QR code encodes the invite link");
 
-  const devicePage = new DevicePage(await device.context.newPage());
-  await devicePage.open(joinUrl);
+  const phone = await launchProfile();
+  const devicePage = new DevicePage(await phone.context.newPage());
+  await devicePage.open(invite.link);
   const deviceId = await devicePage.deviceId();
   await devicePage.page.getByTestId("device-state").filter({ hasText: "connected" }).waitFor();
+  assert.equal(new URL(devicePage.page.url()).pathname, `/s/${dashboard.swarmId()}/device`, "the token left the address bar");
+  assert.equal(new URL(devicePage.page.url()).hash, "");
 
   // The dashboard learns of the device from the next 2 s snapshot.
   const row = dashboard.row(deviceId);
@@ -96,28 +136,81 @@ test("a swarm created on the landing page sees a second browser join live", asyn
   assert.equal(await row.getByTestId("device-status").textContent(), "ONLINE");
   assert.equal(await ownerPage.getByTestId("online-count").textContent(), "1");
 
-  // Closing the device's page takes it OFFLINE on the dashboard.
+  // Closing the device's page takes it OFFLINE; reopening resumes the same identity.
   await devicePage.page.close();
   await row.getByTestId("device-status").filter({ hasText: "OFFLINE" }).waitFor({ timeout: 8000 });
-
-  // Reopening the link in the same browser resumes the same device identity.
-  const again = new DevicePage(await device.context.newPage());
-  await again.open(joinUrl);
+  const again = new DevicePage(await phone.context.newPage());
+  await again.open(`${BASE}/s/${dashboard.swarmId()}/device`);
   assert.equal(await again.deviceId(), deviceId);
   await row.getByTestId("device-status").filter({ hasText: "ONLINE" }).waitFor({ timeout: 8000 });
   assert.equal(await dashboard.rows().count(), 1, "no duplicate registration");
 
+  // The owner removes the device: its page says so and it cannot come back.
+  await row.getByTestId("device-remove").click();
+  assert.equal(await again.refusal(), "bad_credential");
+  await row.waitFor({ state: "detached", timeout: 8000 });
+
   assert.deepEqual(owner.errors, [], "no errors in the owner's pages");
-  assert.deepEqual(device.errors, [], "no errors in the device's pages");
+  assert.deepEqual(phone.errors.filter((e) => !e.includes("WebSocket")), [], "no errors in the device's pages");
 });
 
-test("an unknown page and an unknown swarm are explained", async () => {
-  const page = await owner.context.newPage();
+test("a short code typed on the start page joins; used-up and revoked invites are explained", async () => {
+  const owner = await launchProfile();
+  const ownerPage = await owner.context.newPage();
+  const dashboard = await (async () => { const l = new LandingPage(ownerPage); await l.open(); return l.createSwarm("codes"); })();
+  const single = await dashboard.createInvite({ uses: 1 });
+
+  const laptop = await launchProfile();
+  const landing = new LandingPage(await laptop.context.newPage());
+  await landing.open();
+  await landing.joinWithCode(single.code.toLowerCase().replace("-", " "));
+  const device = new DevicePage(landing.page);
+  const deviceId = await device.deviceId();
+  await dashboard.row(deviceId).waitFor({ timeout: 8000 });
+
+  const late = await launchProfile();
+  const latePage = new DevicePage(await late.context.newPage());
+  await latePage.open(single.link);
+  assert.equal(await latePage.refusal(), "invite_exhausted");
+
+  const revoked = await dashboard.createInvite();
+  await dashboard.revokeInvite(revoked.id);
+  const other = new DevicePage(await late.context.newPage());
+  await other.open(revoked.link);
+  assert.equal(await other.refusal(), "invite_revoked");
+
+  const bad = new LandingPage(await late.context.newPage());
+  await bad.open();
+  await bad.joinWithCode("ZZZZZ-ZZZZZ");
+  await bad.page.getByTestId("code-error").waitFor({ timeout: 5000 });
+});
+
+test("without an invite a browser is told to get one; unknown pages and swarms are explained", async () => {
+  const stranger = await launchProfile();
+  const page = await stranger.context.newPage();
+  const created = await (await fetch(`${BASE}/api/swarms`, { method: "POST", body: JSON.stringify({ name: "closed" }) })).json();
+  await page.goto(`${BASE}/s/${created.swarm_id}/device`);
+  await page.getByTestId("needs-invite").waitFor({ timeout: 5000 });
   await page.goto(`${BASE}/nowhere`);
-  await assert.doesNotReject(page.getByText("Page not found").waitFor({ timeout: 5000 }));
+  await page.getByText("Page not found").waitFor({ timeout: 5000 });
   await page.goto(`${BASE}/s/${"0".repeat(32)}/device`);
-  await assert.doesNotReject(page.getByTestId("swarm-missing").waitFor({ timeout: 10000 }));
+  await page.getByTestId("needs-invite").waitFor({ timeout: 5000 });
   await page.goto(`${BASE}/s/${"0".repeat(32)}`);
-  await assert.doesNotReject(page.getByTestId("swarm-missing").waitFor({ timeout: 10000 }));
-  await page.close();
+  await page.getByTestId("swarm-missing").waitFor({ timeout: 10000 });
+});
+
+test("an owner link opens the owner's dashboard on another device", async () => {
+  const owner = await launchProfile();
+  const ownerPage = await owner.context.newPage();
+  const landing = new LandingPage(ownerPage);
+  await landing.open();
+  const dashboard = await landing.createSwarm("portable");
+  const key = await ownerPage.evaluate((id) => localStorage.getItem(`ostrich.owner.${id}`), dashboard.swarmId());
+  const tablet = await launchProfile();
+  const tabletPage = await tablet.context.newPage();
+  await tabletPage.goto(`${BASE}/s/${dashboard.swarmId()}#owner=${key}`);
+  await tabletPage.getByTestId("owner-badge").waitFor({ timeout: 10000 });
+  assert.equal(new URL(tabletPage.url()).hash, "", "the key left the address bar");
+  await tabletPage.getByTestId("pause").click();
+  await ownerPage.getByTestId("run-state").filter({ hasText: "paused" }).waitFor({ timeout: 8000 });
 });

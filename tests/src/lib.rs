@@ -30,13 +30,15 @@ pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// Timeouts short enough for tests to observe OFFLINE detection in seconds (the broadcast
-/// interval stays the product's 2 s).
+/// Timeouts short enough for tests to observe OFFLINE detection and rate-limit windows in
+/// seconds (the broadcast interval stays the product's 2 s).
 pub fn short_timeouts() -> Vec<(String, String)> {
     [
         ("HEARTBEAT_INTERVAL_MS", "1000"),
         ("OFFLINE_AFTER_MS", "4000"),
         ("HELLO_TIMEOUT_MS", "4000"),
+        ("RATE_WINDOW_MS", "6000"),
+        ("DEFAULT_INVITE_TTL_MS", "5000"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -161,26 +163,29 @@ impl Wrangler {
         }
     }
 
-    /// Stops wrangler and workerd (the whole process group) and waits for them.
+    /// Stops wrangler and workerd (the whole process group) and waits for them. SIGTERM
+    /// first; whatever is left of the group after 10 s gets SIGKILL.
     pub fn stop(&mut self) {
         #[cfg(unix)]
         {
+            // `--` keeps procps' kill from reading the negative group id as an option.
             let group = format!("-{}", self.child.id());
-            let _ = Command::new("kill")
-                .args(["-TERM", &group])
-                .stderr(Stdio::null())
-                .status();
+            let signal_group = |signal: &str| {
+                Command::new("kill")
+                    .args(["-s", signal, "--", &group])
+                    .stderr(Stdio::null())
+                    .status()
+                    .map(|s| s.success())
+                    .unwrap_or(false)
+            };
+            signal_group("TERM");
             let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    break;
-                }
+            // The group is gone once signalling it fails.
+            while Instant::now() < deadline && signal_group("0") {
+                let _ = self.child.try_wait();
                 std::thread::sleep(Duration::from_millis(100));
             }
-            let _ = Command::new("kill")
-                .args(["-KILL", &group])
-                .stderr(Stdio::null())
-                .status();
+            signal_group("KILL");
         }
         let _ = self.child.kill();
         let _ = self.child.wait();

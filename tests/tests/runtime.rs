@@ -16,9 +16,9 @@ use runtime_tests::{
     free_port, http_agent, short_timeouts, Received, Wrangler, WranglerCommand, WsClient,
 };
 use shared_protocol::{
-    close_code, AgentClass, Capabilities, CreateSwarmResponse, DeviceCredential, DeviceStatus,
-    ErrorCode, Hello, HelloRole, HttpError, SwarmInfo, SwarmSnapshot, SwarmStats, ToClient,
-    ToCoordinator, WelcomeRole, PROTOCOL_VERSION,
+    close_code, AgentClass, Capabilities, DeviceCredential, DeviceStatus, ErrorCode, Hello,
+    HelloRole, HttpError, JoinProof, OwnerCommand, OwnerReply, SwarmInfo, SwarmSnapshot,
+    SwarmStats, ToClient, ToCoordinator, WelcomeRole, PROTOCOL_VERSION,
 };
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -58,6 +58,30 @@ fn main() {
         ),
         ("a socket from a foreign origin is refused", origin_check),
         ("an unknown swarm refuses the upgrade", unknown_swarm),
+        (
+            "the 6th invite in a window is refused, and allowed after it",
+            invites_are_rate_limited,
+        ),
+        (
+            "expired, revoked and used-up invites are refused",
+            invites_expire_are_revoked_and_run_out,
+        ),
+        (
+            "devices join by link token, by short code and with the owner key",
+            devices_join_by_link_and_by_code,
+        ),
+        (
+            "a removed device cannot reconnect",
+            removed_device_cannot_reconnect,
+        ),
+        (
+            "every owner action needs the owner key",
+            owner_actions_need_the_owner_key,
+        ),
+        (
+            "guessing short codes is rate limited",
+            code_guessing_is_rate_limited,
+        ),
     ];
     let root = runtime_tests::repo_root();
     let persist = root
@@ -113,6 +137,65 @@ fn main() {
 
 // ---------- helpers ----------
 
+/// A swarm created over HTTP, with an unlimited invite for its devices.
+struct TestSwarm {
+    swarm_id: String,
+    owner_key: String,
+    token: String,
+}
+
+fn new_swarm(w: &Wrangler, name: &str) -> Result<TestSwarm> {
+    let created = w.create_swarm(name)?;
+    let mut swarm = TestSwarm {
+        swarm_id: created.swarm_id,
+        owner_key: created.owner_key,
+        token: String::new(),
+    };
+    let command = OwnerCommand::CreateInvite {
+        ttl_ms: Some(3_600_000),
+        max_uses: None,
+    };
+    match owner_http(w, &swarm, &swarm.owner_key.clone(), &command)? {
+        OwnerReply::InviteCreated { token, .. } => swarm.token = token,
+        other => bail!("expected an invite, got {other:?}"),
+    }
+    Ok(swarm)
+}
+
+/// An owner command over HTTP with `key` as the bearer token.
+fn owner_http_raw(
+    w: &Wrangler,
+    swarm: &TestSwarm,
+    key: &str,
+    command: &OwnerCommand,
+) -> Result<ureq::Response, ureq::Error> {
+    http_agent()
+        .post(&format!("{}/api/swarms/{}/owner", w.base, swarm.swarm_id))
+        .set("authorization", &format!("Bearer {key}"))
+        .send_string(&shared_protocol::encode(command))
+}
+
+fn owner_http(
+    w: &Wrangler,
+    swarm: &TestSwarm,
+    key: &str,
+    command: &OwnerCommand,
+) -> Result<OwnerReply> {
+    Ok(owner_http_raw(w, swarm, key, command)?.into_json()?)
+}
+
+fn new_device_hello(name: &str, proof: JoinProof) -> ToCoordinator {
+    ToCoordinator::Hello(Hello {
+        protocol: PROTOCOL_VERSION,
+        role: HelloRole::Device {
+            name: name.into(),
+            capabilities: caps(),
+            credential: None,
+            invite: Some(proof),
+        },
+    })
+}
+
 fn caps() -> Capabilities {
     Capabilities {
         cores: 8,
@@ -129,6 +212,7 @@ fn device_hello(name: &str, credential: Option<DeviceCredential>) -> ToCoordinat
             name: name.into(),
             capabilities: caps(),
             credential,
+            invite: None,
         },
     })
 }
@@ -143,9 +227,18 @@ fn dashboard_hello(owner_key: Option<&str>) -> ToCoordinator {
 }
 
 /// Connects and registers a new device; returns the socket and its credential.
-fn join_device(w: &Wrangler, swarm: &str, name: &str) -> Result<(WsClient, DeviceCredential)> {
-    let mut ws = WsClient::connect(&w.ws_url(swarm))?;
-    ws.send(&device_hello(name, None))?;
+fn join_device(
+    w: &Wrangler,
+    swarm: &TestSwarm,
+    name: &str,
+) -> Result<(WsClient, DeviceCredential)> {
+    let mut ws = WsClient::connect(&w.ws_url(&swarm.swarm_id))?;
+    ws.send(&new_device_hello(
+        name,
+        JoinProof::Token {
+            token: swarm.token.clone(),
+        },
+    ))?;
     match ws.recv_message(5 * SECOND)? {
         ToClient::Welcome {
             role:
@@ -159,7 +252,7 @@ fn join_device(w: &Wrangler, swarm: &str, name: &str) -> Result<(WsClient, Devic
     }
 }
 
-fn join_dashboard(w: &Wrangler, swarm: &CreateSwarmResponse) -> Result<WsClient> {
+fn join_dashboard(w: &Wrangler, swarm: &TestSwarm) -> Result<WsClient> {
     let mut ws = WsClient::connect(&w.ws_url(&swarm.swarm_id))?;
     ws.send(&dashboard_hello(Some(&swarm.owner_key)))?;
     match ws.recv_message(5 * SECOND)? {
@@ -205,7 +298,7 @@ fn status(snap: &SwarmSnapshot, device_id: &str) -> Option<DeviceStatus> {
         .map(|d| d.status)
 }
 
-fn stats(w: &Wrangler, swarm: &CreateSwarmResponse) -> Result<SwarmStats> {
+fn stats(w: &Wrangler, swarm: &TestSwarm) -> Result<SwarmStats> {
     let resp = http_agent()
         .get(&format!("{}/api/swarms/{}/stats", w.base, swarm.swarm_id))
         .set("authorization", &format!("Bearer {}", swarm.owner_key))
@@ -241,10 +334,10 @@ fn http_api(w: &Wrangler) -> Result<()> {
         "{health}"
     );
 
-    let swarm = w.create_swarm("lab")?;
+    let swarm = new_swarm(w, "lab")?;
     ensure!(shared_protocol::is_id(&swarm.swarm_id, &()).is_ok());
     ensure!(shared_protocol::is_secret(&swarm.owner_key, &()).is_ok());
-    let other = w.create_swarm("lab")?;
+    let other = new_swarm(w, "lab")?;
     ensure!(other.swarm_id != swarm.swarm_id && other.owner_key != swarm.owner_key);
 
     let info: SwarmInfo = http_agent()
@@ -294,11 +387,11 @@ fn http_api(w: &Wrangler) -> Result<()> {
 }
 
 fn devices_register(w: &Wrangler) -> Result<()> {
-    let swarm = w.create_swarm("registry")?;
+    let swarm = new_swarm(w, "registry")?;
     let mut dash = join_dashboard(w, &swarm)?;
     let mut devices = Vec::new();
     for i in 0..3 {
-        devices.push(join_device(w, &swarm.swarm_id, &format!("device {i}"))?);
+        devices.push(join_device(w, &swarm, &format!("device {i}"))?);
     }
     let snap = snapshot_where(&mut dash, 6 * SECOND, |s| s.online == 3)?;
     ensure!(
@@ -323,8 +416,8 @@ fn devices_register(w: &Wrangler) -> Result<()> {
     );
 
     // A device in another swarm is not listed here: swarms are isolated.
-    let elsewhere = w.create_swarm("elsewhere")?;
-    let _other = join_device(w, &elsewhere.swarm_id, "stranger")?;
+    let elsewhere = new_swarm(w, "elsewhere")?;
+    let _other = join_device(w, &elsewhere, "stranger")?;
     let snap = next_snapshot(&mut dash, 3 * SECOND)?;
     ensure!(snap.device_total == 3, "{snap:?}");
 
@@ -345,7 +438,7 @@ fn devices_register(w: &Wrangler) -> Result<()> {
 }
 
 fn snapshot_cadence(w: &Wrangler) -> Result<()> {
-    let swarm = w.create_swarm("cadence")?;
+    let swarm = new_swarm(w, "cadence")?;
     let mut dash = join_dashboard(w, &swarm)?;
     let mut snaps = Vec::new();
     let mut arrivals = Vec::new();
@@ -372,10 +465,10 @@ fn snapshot_cadence(w: &Wrangler) -> Result<()> {
 }
 
 fn offline_detection(w: &Wrangler) -> Result<()> {
-    let swarm = w.create_swarm("offline")?;
+    let swarm = new_swarm(w, "offline")?;
     let mut dash = join_dashboard(w, &swarm)?;
-    let (mut silent, silent_cred) = join_device(w, &swarm.swarm_id, "silent")?;
-    let (mut talker, talker_cred) = join_device(w, &swarm.swarm_id, "talker")?;
+    let (mut silent, silent_cred) = join_device(w, &swarm, "silent")?;
+    let (mut talker, talker_cred) = join_device(w, &swarm, "talker")?;
     let started = Instant::now();
     // The talker heartbeats every second; the silent one says nothing after its hello.
     let mut closed_after = None;
@@ -421,8 +514,8 @@ fn offline_detection(w: &Wrangler) -> Result<()> {
 }
 
 fn heartbeats_do_not_write(w: &Wrangler) -> Result<()> {
-    let swarm = w.create_swarm("writes")?;
-    let (mut device, _) = join_device(w, &swarm.swarm_id, "beater")?;
+    let swarm = new_swarm(w, "writes")?;
+    let (mut device, _) = join_device(w, &swarm, "beater")?;
     let before = stats(w, &swarm)?.counters;
     for _ in 0..20 {
         device.send(&ToCoordinator::Heartbeat {})?;
@@ -443,50 +536,48 @@ fn heartbeats_do_not_write(w: &Wrangler) -> Result<()> {
     Ok(())
 }
 
+/// Replays the shared corpus of bad messages (tests/corpus/bad_messages.json): each gets its
+/// documented error, and the swarm is unchanged afterwards.
 fn bad_messages(w: &Wrangler) -> Result<()> {
-    let swarm = w.create_swarm("hostile")?;
+    let swarm = new_swarm(w, "hostile")?;
     let mut dash = join_dashboard(w, &swarm)?;
-    let (mut device, cred) = join_device(w, &swarm.swarm_id, "victim")?;
+    let (mut device, cred) = join_device(w, &swarm, "victim")?;
     let before = snapshot_where(&mut dash, 5 * SECOND, |s| s.online == 1)?;
     let writes = stats(w, &swarm)?.counters.storage_writes;
-
-    let cases: &[(&str, ErrorCode)] = &[
-        ("{not json", ErrorCode::Malformed),
-        (r#"{"type":"format_disk"}"#, ErrorCode::UnknownType),
-        (
-            r#"{"type":"heartbeat","sneaky":true}"#,
-            ErrorCode::Malformed,
-        ),
-        (
-            r#"{"type":"hello","protocol":1,"role":{"kind":"dashboard","owner_key":null}}"#,
-            ErrorCode::AlreadyIntroduced,
-        ),
-    ];
-    for (text, code) in cases {
-        device.send_text(text)?;
-        expect_error(&mut device, *code).with_context(|| format!("sending {text}"))?;
+    let corpus: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+        runtime_tests::repo_root().join("tests/corpus/bad_messages.json"),
+    )?)?;
+    let code_of = |case: &serde_json::Value| -> Result<ErrorCode> {
+        Ok(serde_json::from_value(case["code"].clone())?)
+    };
+    let mut sent = 0;
+    for case in corpus["after_hello"]
+        .as_array()
+        .context("after_hello cases")?
+    {
+        device.send_text(case["text"].as_str().context("text")?)?;
+        expect_error(&mut device, code_of(case)?)
+            .with_context(|| format!("case {}", case["name"]))?;
+        sent += 1;
     }
-    device.send_binary(vec![0xff, 0x00, 0x13])?;
-    expect_error(&mut device, ErrorCode::Malformed)?;
     // The device is still connected and served.
     device.send(&ToCoordinator::Heartbeat {})?;
     ensure!(matches!(
         device.recv_message(2 * SECOND)?,
         ToClient::HeartbeatAck { .. }
     ));
-
-    // A bad hello on a new socket: refused and closed, nothing registered.
-    let mut stranger = WsClient::connect(&w.ws_url(&swarm.swarm_id))?;
-    stranger.send_text(r#"{"type":"hello","protocol":1,"role":{"kind":"device","name":"","capabilities":{"cores":0,"memory_mb":null,"gpu":false,"agent":"native"},"credential":null}}"#)?;
-    expect_error(&mut stranger, ErrorCode::Invalid)?;
-    ensure!(stranger.recv_close(3 * SECOND)? == Some(close_code::POLICY));
-    let mut future = WsClient::connect(&w.ws_url(&swarm.swarm_id))?;
-    let mut hello = device_hello("future", None);
-    if let ToCoordinator::Hello(h) = &mut hello {
-        h.protocol = 99;
+    for case in corpus["as_hello"].as_array().context("as_hello cases")? {
+        let mut socket = WsClient::connect(&w.ws_url(&swarm.swarm_id))?;
+        socket.send_text(case["text"].as_str().context("text")?)?;
+        expect_error(&mut socket, code_of(case)?)
+            .with_context(|| format!("case {}", case["name"]))?;
+        ensure!(
+            socket.recv_close(3 * SECOND)? == Some(close_code::POLICY),
+            "case {} was not closed",
+            case["name"]
+        );
+        sent += 1;
     }
-    future.send(&hello)?;
-    expect_error(&mut future, ErrorCode::ProtocolMismatch)?;
     let mut forger = WsClient::connect(&w.ws_url(&swarm.swarm_id))?;
     forger.send(&device_hello(
         "forger",
@@ -496,6 +587,7 @@ fn bad_messages(w: &Wrangler) -> Result<()> {
         }),
     ))?;
     expect_error(&mut forger, ErrorCode::BadCredential)?;
+    sent += 1;
 
     let after = snapshot_where(&mut dash, 3 * SECOND, |s| s.seq > before.seq)?;
     // Everything but the heartbeat time is as before.
@@ -507,7 +599,7 @@ fn bad_messages(w: &Wrangler) -> Result<()> {
                     d.id.clone(),
                     d.name.clone(),
                     d.status,
-                    d.capabilities.clone(),
+                    d.enabled,
                     d.registered_ms,
                 )
             })
@@ -519,9 +611,13 @@ fn bad_messages(w: &Wrangler) -> Result<()> {
         before.devices,
         after.devices
     );
-    ensure!(after.device_total == 1);
     ensure!(
-        after.counters.rejected >= before.counters.rejected + 8,
+        after.device_total == 1
+            && after.run_state == before.run_state
+            && after.throttle_percent == before.throttle_percent
+    );
+    ensure!(
+        after.counters.rejected >= before.counters.rejected + sent,
         "{:?}",
         after.counters
     );
@@ -529,22 +625,28 @@ fn bad_messages(w: &Wrangler) -> Result<()> {
         stats(w, &swarm)?.counters.storage_writes == writes,
         "a refused message wrote to storage"
     );
-    let security = after
-        .log
-        .iter()
-        .filter(|e| e.text.starts_with("refused"))
-        .count();
-    ensure!(security >= 8, "security events logged: {security}");
+    let OwnerReply::Audit { entries } =
+        owner_http(w, &swarm, &swarm.owner_key, &OwnerCommand::AuditLog {})?
+    else {
+        bail!("expected the audit log")
+    };
     ensure!(
-        !after.log.iter().any(|e| e.text.contains(&"f".repeat(43))),
+        entries.len() as u64 >= sent,
+        "security events in the audit log: {}",
+        entries.len()
+    );
+    ensure!(
+        !entries
+            .iter()
+            .any(|e| e.text.contains(&"f".repeat(43)) || e.text.contains(&swarm.token)),
         "a secret reached the log"
     );
     Ok(())
 }
 
 fn oversized_message(w: &Wrangler) -> Result<()> {
-    let swarm = w.create_swarm("big")?;
-    let (mut device, _) = join_device(w, &swarm.swarm_id, "big mouth")?;
+    let swarm = new_swarm(w, "big")?;
+    let (mut device, _) = join_device(w, &swarm, "big mouth")?;
     device.send_text(&format!(
         r#"{{"type":"heartbeat","pad":"{}"}}"#,
         "x".repeat(20_000)
@@ -555,13 +657,13 @@ fn oversized_message(w: &Wrangler) -> Result<()> {
 }
 
 fn no_alarm_when_idle(w: &Wrangler) -> Result<()> {
-    let swarm = w.create_swarm("idle")?;
+    let swarm = new_swarm(w, "idle")?;
     ensure!(
         stats(w, &swarm)?.alarm_at_ms.is_none(),
         "an alarm before anyone connected"
     );
     let dash = join_dashboard(w, &swarm)?;
-    let (device, _) = join_device(w, &swarm.swarm_id, "leaver")?;
+    let (device, _) = join_device(w, &swarm, "leaver")?;
     let live = stats(w, &swarm)?;
     ensure!(
         live.connections == 2 && live.alarm_at_ms.is_some(),
@@ -594,7 +696,7 @@ fn no_alarm_when_idle(w: &Wrangler) -> Result<()> {
 }
 
 fn origin_check(w: &Wrangler) -> Result<()> {
-    let swarm = w.create_swarm("origins")?;
+    let swarm = new_swarm(w, "origins")?;
     let url = w.ws_url(&swarm.swarm_id);
     let refused = WsClient::connect_with_origin(&url, Some("https://evil.example"));
     match refused {
@@ -621,6 +723,293 @@ fn unknown_swarm(w: &Wrangler) -> Result<()> {
     Ok(())
 }
 
+fn invite(
+    w: &Wrangler,
+    swarm: &TestSwarm,
+    ttl_ms: Option<u64>,
+    max_uses: Option<u32>,
+) -> Result<(String, String, String)> {
+    match owner_http(
+        w,
+        swarm,
+        &swarm.owner_key,
+        &OwnerCommand::CreateInvite { ttl_ms, max_uses },
+    )? {
+        OwnerReply::InviteCreated {
+            invite,
+            token,
+            code,
+        } => Ok((invite.invite_id, token, code)),
+        other => bail!("expected an invite, got {other:?}"),
+    }
+}
+
+/// A new device's hello with this proof: the credential, or the refusal's code.
+fn try_join(
+    w: &Wrangler,
+    swarm: &TestSwarm,
+    proof: JoinProof,
+) -> Result<std::result::Result<DeviceCredential, ErrorCode>> {
+    let mut ws = WsClient::connect(&w.ws_url(&swarm.swarm_id))?;
+    ws.send(&new_device_hello("joiner", proof))?;
+    match ws.recv_message(5 * SECOND)? {
+        ToClient::Welcome {
+            role:
+                WelcomeRole::Device {
+                    credential: Some(c),
+                    ..
+                },
+            ..
+        } => Ok(Ok(c)),
+        ToClient::Error { code, .. } => {
+            ensure!(
+                ws.recv_close(3 * SECOND)? == Some(close_code::POLICY),
+                "a refused join is closed"
+            );
+            Ok(Err(code))
+        }
+        other => bail!("unexpected {other:?}"),
+    }
+}
+
+fn invites_are_rate_limited(w: &Wrangler) -> Result<()> {
+    let swarm = new_swarm(w, "popular")?; // its first invite
+    for _ in 0..4 {
+        invite(w, &swarm, None, None)?;
+    }
+    let command = OwnerCommand::CreateInvite {
+        ttl_ms: None,
+        max_uses: None,
+    };
+    match owner_http_raw(w, &swarm, &swarm.owner_key, &command) {
+        Err(ureq::Error::Status(429, resp)) => {
+            let retry: u64 = resp
+                .header("retry-after")
+                .context("Retry-After header")?
+                .parse()?;
+            ensure!((1..=6).contains(&retry), "Retry-After {retry}");
+            let body: HttpError = resp.into_json()?;
+            ensure!(
+                body.code == ErrorCode::RateLimited && body.retry_after_ms.is_some(),
+                "{body:?}"
+            );
+        }
+        other => bail!(
+            "the 6th invite in the window was not refused: {:?}",
+            other.map(|r| r.status())
+        ),
+    }
+    let OwnerReply::Invites { invites } =
+        owner_http(w, &swarm, &swarm.owner_key, &OwnerCommand::ListInvites {})?
+    else {
+        bail!("expected invites")
+    };
+    ensure!(
+        invites.len() == 5,
+        "the refused invite was not created: {}",
+        invites.len()
+    );
+    // The test runtime's window is 6 s instead of a minute.
+    std::thread::sleep(6 * SECOND);
+    invite(w, &swarm, None, None).context("an invite after the window")?;
+    Ok(())
+}
+
+fn invites_expire_are_revoked_and_run_out(w: &Wrangler) -> Result<()> {
+    let swarm = new_swarm(w, "guarded")?;
+    let (_, short_lived, _) = invite(w, &swarm, None, None)?; // the test runtime's default TTL: 5 s
+    let (_, once, _) = invite(w, &swarm, None, Some(1))?;
+    let (revoked_id, revoked, _) = invite(w, &swarm, None, None)?;
+    owner_http(
+        w,
+        &swarm,
+        &swarm.owner_key,
+        &OwnerCommand::RevokeInvite {
+            invite_id: revoked_id,
+        },
+    )?;
+
+    ensure!(try_join(
+        w,
+        &swarm,
+        JoinProof::Token {
+            token: once.clone()
+        }
+    )?
+    .is_ok());
+    ensure!(
+        try_join(w, &swarm, JoinProof::Token { token: once })? == Err(ErrorCode::InviteExhausted)
+    );
+    ensure!(
+        try_join(w, &swarm, JoinProof::Token { token: revoked })? == Err(ErrorCode::InviteRevoked)
+    );
+    std::thread::sleep(Duration::from_millis(5_200));
+    ensure!(
+        try_join(w, &swarm, JoinProof::Token { token: short_lived })?
+            == Err(ErrorCode::InviteExpired)
+    );
+    let info = stats(w, &swarm)?;
+    ensure!(info.connections == 0, "{info:?}");
+    Ok(())
+}
+
+fn devices_join_by_link_and_by_code(w: &Wrangler) -> Result<()> {
+    let swarm = new_swarm(w, "doors")?;
+    let (_, token, code) = invite(w, &swarm, None, None)?;
+    ensure!(try_join(w, &swarm, JoinProof::Token { token })?.is_ok());
+    // The code is typed loosely; the directory routes it to the right swarm (not to an object
+    // named after the code or the token).
+    let typed = code.to_lowercase().replace('-', " ");
+    let found: serde_json::Value = http_agent()
+        .post(&format!("{}/api/join", w.base))
+        .send_json(serde_json::json!({ "code": typed }))?
+        .into_json()?;
+    ensure!(found["swarm_id"] == swarm.swarm_id.as_str(), "{found}");
+    ensure!(try_join(w, &swarm, JoinProof::Code { code: typed })?.is_ok());
+    // A code of another swarm does not open this one.
+    let other = new_swarm(w, "next door")?;
+    let (_, _, other_code) = invite(w, &other, None, None)?;
+    ensure!(
+        try_join(w, &swarm, JoinProof::Code { code: other_code })? == Err(ErrorCode::InviteInvalid)
+    );
+    ensure!(try_join(
+        w,
+        &swarm,
+        JoinProof::OwnerKey {
+            owner_key: swarm.owner_key.clone()
+        }
+    )?
+    .is_ok());
+    let mut dash = join_dashboard(w, &swarm)?;
+    let snap = next_snapshot(&mut dash, 4 * SECOND)?;
+    ensure!(snap.device_total == 3, "{snap:?}");
+    Ok(())
+}
+
+fn removed_device_cannot_reconnect(w: &Wrangler) -> Result<()> {
+    let swarm = new_swarm(w, "strict")?;
+    let (mut device, cred) = join_device(w, &swarm, "lost phone")?;
+    owner_http(
+        w,
+        &swarm,
+        &swarm.owner_key,
+        &OwnerCommand::RemoveDevice {
+            device_id: cred.device_id.clone(),
+        },
+    )?;
+    ensure!(device.recv_close(3 * SECOND)? == Some(close_code::REMOVED));
+    let mut again = WsClient::connect(&w.ws_url(&swarm.swarm_id))?;
+    again.send(&device_hello("lost phone", Some(cred)))?;
+    expect_error(&mut again, ErrorCode::BadCredential)?;
+    ensure!(again.recv_close(3 * SECOND)? == Some(close_code::POLICY));
+    Ok(())
+}
+
+fn owner_actions_need_the_owner_key(w: &Wrangler) -> Result<()> {
+    let swarm = new_swarm(w, "mine")?;
+    let (mut device, cred) = join_device(w, &swarm, "ambitious")?;
+    let mut viewer = WsClient::connect(&w.ws_url(&swarm.swarm_id))?;
+    viewer.send(&dashboard_hello(None))?;
+    viewer.recv_message(5 * SECOND)?;
+    let commands = [
+        OwnerCommand::CreateInvite {
+            ttl_ms: None,
+            max_uses: None,
+        },
+        OwnerCommand::ListInvites {},
+        OwnerCommand::RevokeInvite {
+            invite_id: "0".repeat(32),
+        },
+        OwnerCommand::SetDeviceEnabled {
+            device_id: cred.device_id.clone(),
+            enabled: false,
+        },
+        OwnerCommand::RemoveDevice {
+            device_id: cred.device_id.clone(),
+        },
+        OwnerCommand::SetRunState {
+            state: shared_protocol::RunState::Stopped,
+        },
+        OwnerCommand::SetThrottle { percent: 0 },
+        OwnerCommand::AuditLog {},
+    ];
+    for (request, command) in commands.iter().enumerate() {
+        let request = request as u32;
+        for socket in [&mut device, &mut viewer] {
+            socket.send(&ToCoordinator::Owner {
+                request,
+                command: command.clone(),
+            })?;
+            match socket.recv_message(3 * SECOND)? {
+                ToClient::Error {
+                    code: ErrorCode::Forbidden,
+                    request: Some(r),
+                    ..
+                } if r == request => {}
+                other => bail!("{command:?} over a socket was not refused: {other:?}"),
+            }
+        }
+        // Over HTTP the device's own secret is no owner key.
+        ensure!(
+            http_error(owner_http_raw(w, &swarm, &cred.secret, command))?
+                == (401, ErrorCode::BadOwnerKey)
+        );
+        ensure!(
+            http_error(owner_http_raw(w, &swarm, "", command))? == (401, ErrorCode::BadOwnerKey)
+        );
+    }
+    let mut dash = join_dashboard(w, &swarm)?;
+    let snap = next_snapshot(&mut dash, 4 * SECOND)?;
+    ensure!(
+        snap.device_total == 1 && snap.devices[0].enabled,
+        "{snap:?}"
+    );
+    ensure!(
+        snap.run_state == shared_protocol::RunState::Running && snap.throttle_percent == 100,
+        "{snap:?}"
+    );
+    Ok(())
+}
+
+/// Runs last: it uses up the (minute-long) wrong-code allowance of this test client.
+fn code_guessing_is_rate_limited(w: &Wrangler) -> Result<()> {
+    let guess = |code: &str| {
+        http_agent()
+            .post(&format!("{}/api/join", w.base))
+            .send_json(serde_json::json!({ "code": code }))
+    };
+    // Limits are kept per directory shard (by the code hash's first hex digit): aim every
+    // guess at one shard, as an attacker maximising refusals would not, but a test must.
+    let shard_of = |code: &str| {
+        swarm_core::hash_secret(&shared_protocol::normalize_code(code).unwrap_or_default())[..1]
+            .to_owned()
+    };
+    let target = shard_of("ZZZZZ-ZZZ00");
+    let guesses: Vec<String> = (0..1000)
+        .map(|i| format!("ZZZZZ-Z{i:04}"))
+        .filter(|c| shard_of(c) == target)
+        .take(12)
+        .collect();
+    ensure!(guesses.len() == 12);
+    let mut refused_at = None;
+    for (i, code) in guesses.iter().enumerate() {
+        match http_error(guess(code))? {
+            (404, ErrorCode::InviteInvalid) => {}
+            (429, ErrorCode::RateLimited) => {
+                refused_at = Some(i);
+                break;
+            }
+            other => bail!("unexpected {other:?}"),
+        }
+    }
+    ensure!(
+        refused_at == Some(10),
+        "guesses were refused from attempt {refused_at:?}, expected from the 11th"
+    );
+    ensure!(http_error(guess("not a code"))? == (400, ErrorCode::Invalid));
+    Ok(())
+}
+
 /// Stops workerd, starts it again on the same persisted state: devices and their credentials
 /// are still there.
 fn registry_survives_restart() -> Result<()> {
@@ -636,8 +1025,8 @@ fn registry_survives_restart() -> Result<()> {
     };
     let (swarm, cred) = {
         let w = Wrangler::start(&spec)?;
-        let swarm = w.create_swarm("durable")?;
-        let (device, cred) = join_device(&w, &swarm.swarm_id, "survivor")?;
+        let swarm = new_swarm(&w, "durable")?;
+        let (device, cred) = join_device(&w, &swarm, "survivor")?;
         device.close();
         (swarm, cred)
     }; // dropped: workerd stopped
