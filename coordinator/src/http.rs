@@ -3,7 +3,7 @@
 //! Origin rules (refusal and CORS).
 
 use serde::Serialize;
-use shared_protocol::{ErrorCode, HttpError, Limits};
+use shared_protocol::{decode, ErrorCode, HttpError, Limits, Validated, WireMessage};
 use swarm_core::Refusal;
 use worker::{Request, Response, Result};
 
@@ -72,6 +72,18 @@ pub async fn read_body(
     req.bytes()
         .await
         .map_err(|_| error_response(ErrorCode::Malformed, "unreadable request body"))
+}
+
+/// Reads and validates a JSON body through the protocol's one decode entry; a refusal comes
+/// back as the HTTP answer to return.
+pub async fn decode_body<T: WireMessage>(
+    req: &mut Request,
+) -> std::result::Result<T, Result<Response>> {
+    let limits = Limits::default();
+    let body = read_body(req, &limits).await?;
+    decode::<T>(&body, &limits)
+        .map(Validated::into_inner)
+        .map_err(|err| error_response(err.code(), &err.to_string()))
 }
 
 /// The owner key from `Authorization: Bearer <key>`, or "" when absent.

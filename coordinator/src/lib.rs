@@ -21,14 +21,16 @@ mod http;
 mod object;
 
 use shared_protocol::{
-    decode, is_id, normalize_code, CreateSwarmRequest, CreateSwarmResponse, ErrorCode,
-    HealthResponse, Limits, ResolveCodeRequest, PROTOCOL_VERSION,
+    is_id, normalize_code, CreateSwarmRequest, CreateSwarmResponse, ErrorCode, HealthResponse,
+    Limits, ResolveCodeRequest, PROTOCOL_VERSION,
 };
 use swarm_core::{hash_secret, Rng};
 use worker::{event, Context, Env, Method, Request, RequestInit, Response, Result};
 
 use crate::config::Config;
-use crate::http::{error_response, json_response, origin_of, read_body, with_cors, Origin};
+use crate::http::{
+    decode_body, error_response, json_response, origin_of, read_body, with_cors, Origin,
+};
 pub use directory::CodeDirectoryObject;
 pub use object::SwarmObject;
 
@@ -72,14 +74,9 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
 }
 
 async fn create_swarm(mut req: Request, env: &Env) -> Result<Response> {
-    let limits = Limits::default();
-    let body = match read_body(&mut req, &limits).await {
-        Ok(body) => body,
+    let request = match decode_body::<CreateSwarmRequest>(&mut req).await {
+        Ok(request) => request,
         Err(resp) => return resp,
-    };
-    let request = match decode::<CreateSwarmRequest>(&body, &limits) {
-        Ok(request) => request.into_inner(),
-        Err(err) => return error_response(err.code(), &err.to_string()),
     };
     let mut rng = Rng::from_seed(object::random_seed()?);
     let swarm_id = rng.id();
@@ -110,14 +107,9 @@ async fn create_swarm(mut req: Request, env: &Env) -> Result<Response> {
 /// Routes a typed short code to its directory shard (by its hash), which answers with the
 /// swarm id or a rate-limited refusal.
 async fn resolve_code(mut req: Request, env: &Env) -> Result<Response> {
-    let limits = Limits::default();
-    let body = match read_body(&mut req, &limits).await {
-        Ok(body) => body,
+    let request = match decode_body::<ResolveCodeRequest>(&mut req).await {
+        Ok(request) => request,
         Err(resp) => return resp,
-    };
-    let request = match decode::<ResolveCodeRequest>(&body, &limits) {
-        Ok(request) => request.into_inner(),
-        Err(err) => return error_response(err.code(), &err.to_string()),
     };
     let Some(canonical) = normalize_code(&request.code) else {
         return error_response(ErrorCode::Invalid, "not an invite code");

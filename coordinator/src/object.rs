@@ -9,7 +9,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
-use shared_protocol::{decode, ErrorCode, Limits, OwnerCommand, RunState, SwarmInfo, SwarmStats};
+use shared_protocol::{ErrorCode, OwnerCommand, RunState, SwarmInfo, SwarmStats};
 use swarm_core::directory::CodeEntry;
 use swarm_core::{
     ConnId, DeviceRecord, InviteRecord, Millis, Output, SocketAttachment, StoreOp, SwarmCore,
@@ -21,7 +21,7 @@ use worker::{
 };
 
 use crate::config::Config;
-use crate::http::{bearer, error_response, json_response, read_body, refusal_response};
+use crate::http::{bearer, decode_body, error_response, json_response, refusal_response};
 
 /// Body of the internal `POST /init` the Worker sends when it creates a swarm.
 #[derive(Serialize, Deserialize)]
@@ -168,14 +168,9 @@ impl SwarmObject {
             return error_response(ErrorCode::SwarmNotFound, "no such swarm");
         }
         let key = bearer(req);
-        let limits = Limits::default();
-        let body = match read_body(req, &limits).await {
-            Ok(body) => body,
+        let command = match decode_body::<OwnerCommand>(req).await {
+            Ok(command) => command,
             Err(resp) => return resp,
-        };
-        let command = match decode::<OwnerCommand>(&body, &limits) {
-            Ok(command) => command.into_inner(),
-            Err(err) => return error_response(err.code(), &err.to_string()),
         };
         let result = self.with_core(|core| core.handle_owner_request(now(), &key, command));
         self.drain().await?;

@@ -16,7 +16,9 @@ mod join;
 pub mod limits;
 mod owner;
 mod records;
+pub mod sched;
 mod secrets;
+pub mod simulator;
 
 pub use crate::core::{Config, CreateError, Refusal, SwarmCore};
 pub use crate::records::{

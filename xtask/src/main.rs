@@ -5,7 +5,9 @@
 //! - `dev`    — setup + build, then run the system locally with `wrangler dev`
 //! - `test`   — setup + build + every check and test (what CI runs)
 //! - `deploy` — setup + build, then `wrangler deploy`
+//! - `bench`  — benchmark tables (scheduling simulator, scheduler throughput)
 
+mod bench;
 mod build;
 mod tools;
 
@@ -16,7 +18,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use runtime_tests::{free_port, short_timeouts, Wrangler, WranglerCommand};
 
-const USAGE: &str = "usage: cargo xtask <setup|build|dev [--port N]|test|deploy>";
+const USAGE: &str = "usage: cargo xtask <setup|build|dev [--port N]|test|deploy|bench>";
 
 fn main() -> ExitCode {
     match real_main() {
@@ -35,6 +37,10 @@ fn real_main() -> Result<()> {
         Some("build") => build::all(&tools::setup(false)?),
         Some("dev") => dev(&args[1..]),
         Some("test") => test(),
+        Some("bench") => {
+            bench::all();
+            Ok(())
+        }
         Some("deploy") => {
             let tools = tools::setup(false)?;
             build::all(&tools)?;

@@ -1,0 +1,572 @@
+//! Weighted lease scheduling of a job's work units across devices.
+//!
+//! A job is a range of work units (numbers to sieve, image rows, nonces) of roughly equal cost.
+//! Devices pull leases: each device may hold as many as its lent workers plus a prefetch, so no
+//! worker idles between chunks. A chunk's size follows the device's measured per-worker rate so
+//! that every chunk takes about `target_chunk_ms` everywhere, and shrinks at the tail so the
+//! last chunks finish together. Faster devices are served first and, being faster, come back
+//! sooner: work flows to devices in proportion to their measured speed.
+//!
+//! A lease has a deadline; an expired lease, or one whose device left, returns its range to the
+//! front of the queue. A completion counts only from the lease holder and only once. When the
+//! queue is empty, idle devices take speculative copies of the outstanding leases expected to
+//! finish last; the first completion wins and the twin is cancelled.
+//!
+//! Like the rest of the core, this never reads a clock: `now` is passed in.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use crate::Millis;
+
+/// Tuning of the scheduler. The defaults are the product's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SchedConfig {
+    /// Wall time a chunk should take on any device.
+    pub target_chunk_ms: f64,
+    pub min_chunk_units: u64,
+    pub max_chunk_units: u64,
+    /// Leases a device may hold beyond one per worker.
+    pub prefetch: u32,
+    /// A lease's deadline is this many times its expected duration (including the wait behind
+    /// the device's other leases), and at least `min_deadline_ms`.
+    pub deadline_factor: f64,
+    pub min_deadline_ms: Millis,
+    /// Weight of a new observation in the moving average of a device's rate.
+    pub ewma_alpha: f64,
+    /// Whether idle devices take speculative copies of the last outstanding leases.
+    pub speculate: bool,
+}
+
+impl Default for SchedConfig {
+    fn default() -> Self {
+        Self {
+            target_chunk_ms: 2_000.0,
+            min_chunk_units: 1,
+            max_chunk_units: u64::MAX,
+            prefetch: 1,
+            deadline_factor: 3.0,
+            min_deadline_ms: 10_000,
+            ewma_alpha: 0.3,
+            speculate: true,
+        }
+    }
+}
+
+pub type LeaseId = u64;
+
+/// A range of work units leased to a device until `deadline_ms`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lease {
+    pub id: LeaseId,
+    pub device: String,
+    pub lo: u64,
+    pub hi: u64,
+    pub issued_ms: Millis,
+    pub deadline_ms: Millis,
+    /// A copy of a lease another device still holds.
+    pub speculative: bool,
+}
+
+impl Lease {
+    pub fn units(&self) -> u64 {
+        self.hi - self.lo
+    }
+}
+
+/// The outcome of [`Scheduler::complete`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Completion {
+    /// The first result for this range: keep it. `cancelled` are twins to withdraw.
+    Accepted {
+        lo: u64,
+        hi: u64,
+        cancelled: Vec<Lease>,
+    },
+    /// The range was already completed (a twin won, or the same completion again).
+    Duplicate,
+    /// The lease exists but belongs to another device.
+    NotHolder,
+    /// No such lease (expired, cancelled, or never issued).
+    Unknown,
+}
+
+#[derive(Debug, Clone)]
+struct DeviceState {
+    workers: u32,
+    /// Measured units per millisecond per worker (moving average).
+    rate: f64,
+    enabled: bool,
+    leases: BTreeSet<LeaseId>,
+}
+
+/// The scheduler of one job (or of a queue of jobs' units laid end to end).
+#[derive(Debug, Clone)]
+pub struct Scheduler {
+    config: SchedConfig,
+    devices: BTreeMap<String, DeviceState>,
+    pending: VecDeque<(u64, u64)>,
+    leases: BTreeMap<LeaseId, Lease>,
+    completed: BTreeSet<(u64, u64)>,
+    total_units: u64,
+    done_units: u64,
+    next_lease: LeaseId,
+}
+
+impl Scheduler {
+    pub fn new(config: SchedConfig) -> Self {
+        Self {
+            config,
+            devices: BTreeMap::new(),
+            pending: VecDeque::new(),
+            leases: BTreeMap::new(),
+            completed: BTreeSet::new(),
+            total_units: 0,
+            done_units: 0,
+            next_lease: 1,
+        }
+    }
+
+    /// Adds a device, or updates its workers (lent cores × throttle). `rate_hint` (units per ms
+    /// per worker, from the benchmark) seeds the rate of a new device only.
+    pub fn set_device(&mut self, device: &str, workers: u32, rate_hint: f64) {
+        let rate = rate_hint.max(f64::MIN_POSITIVE);
+        self.devices
+            .entry(device.to_owned())
+            .and_modify(|d| d.workers = workers)
+            .or_insert(DeviceState {
+                workers,
+                rate,
+                enabled: true,
+                leases: BTreeSet::new(),
+            });
+    }
+
+    /// A disabled device keeps its leases but gets no new ones.
+    pub fn set_enabled(&mut self, device: &str, enabled: bool) {
+        if let Some(d) = self.devices.get_mut(device) {
+            d.enabled = enabled;
+        }
+    }
+
+    /// The device left (disconnect, OFFLINE, removal): its leases are withdrawn and their ranges
+    /// go back to the front of the queue.
+    pub fn remove_device(&mut self, device: &str) -> Vec<Lease> {
+        let Some(state) = self.devices.remove(device) else {
+            return Vec::new();
+        };
+        state
+            .leases
+            .iter()
+            .filter_map(|id| self.withdraw(*id))
+            .collect()
+    }
+
+    /// Appends `units` more work units to the queue.
+    pub fn add_work(&mut self, units: u64) {
+        if units > 0 {
+            self.pending
+                .push_back((self.total_units, self.total_units + units));
+            self.total_units += units;
+        }
+    }
+
+    /// `(completed units, total units)`.
+    pub fn progress(&self) -> (u64, u64) {
+        (self.done_units, self.total_units)
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.done_units == self.total_units
+    }
+
+    /// A device's measured rate, units per ms per worker.
+    pub fn rate(&self, device: &str) -> Option<f64> {
+        self.devices.get(device).map(|d| d.rate)
+    }
+
+    /// The devices' measured throughput (units per ms), for ETA and display.
+    pub fn throughput(&self) -> f64 {
+        self.devices
+            .values()
+            .filter(|d| d.enabled)
+            .map(|d| d.rate * f64::from(d.workers))
+            .sum()
+    }
+
+    pub fn lease(&self, id: LeaseId) -> Option<&Lease> {
+        self.leases.get(&id)
+    }
+
+    /// The earliest lease deadline, for the caller's timer.
+    pub fn next_deadline(&self) -> Option<Millis> {
+        self.leases.values().map(|l| l.deadline_ms).min()
+    }
+
+    /// Hands out every lease that devices have room for now. Each pass offers one lease to
+    /// every device with room, least loaded first (the fastest among equals); passes repeat
+    /// until one grants nothing.
+    pub fn poll_leases(&mut self, now: Millis) -> Vec<Lease> {
+        let mut issued = Vec::new();
+        loop {
+            let before = issued.len();
+            for device in self.devices_with_room() {
+                let lease = self
+                    .next_chunk(now, &device)
+                    .or_else(|| self.speculative_copy(now, &device));
+                issued.extend(lease);
+            }
+            if issued.len() == before {
+                return issued;
+            }
+        }
+    }
+
+    /// A device reports a lease done after `compute_ms` of its own measured work.
+    pub fn complete(
+        &mut self,
+        now: Millis,
+        device: &str,
+        lease_id: LeaseId,
+        compute_ms: Millis,
+    ) -> Completion {
+        let Some(lease) = self.leases.get(&lease_id) else {
+            return Completion::Unknown;
+        };
+        if lease.device != device {
+            return Completion::NotHolder;
+        }
+        let lease = self.leases.remove(&lease_id).expect("just found");
+        if let Some(state) = self.devices.get_mut(device) {
+            state.leases.remove(&lease_id);
+            // The device's own timing, but never faster than the lease's wall time allows.
+            let elapsed = compute_ms.clamp(1, now.saturating_sub(lease.issued_ms).max(1)) as f64;
+            let observed = lease.units() as f64 / elapsed;
+            let alpha = self.config.ewma_alpha;
+            state.rate = alpha * observed + (1.0 - alpha) * state.rate;
+        }
+        let range = (lease.lo, lease.hi);
+        if !self.completed.insert(range) {
+            return Completion::Duplicate;
+        }
+        self.done_units += lease.units();
+        let twins: Vec<LeaseId> = self
+            .leases
+            .values()
+            .filter(|l| (l.lo, l.hi) == range)
+            .map(|l| l.id)
+            .collect();
+        let cancelled = twins
+            .into_iter()
+            .filter_map(|id| self.drop_lease(id))
+            .collect();
+        Completion::Accepted {
+            lo: range.0,
+            hi: range.1,
+            cancelled,
+        }
+    }
+
+    /// Withdraws leases past their deadline (their ranges go back to the queue) and halves the
+    /// rate of the devices that missed them.
+    pub fn expire(&mut self, now: Millis) -> Vec<Lease> {
+        let late: Vec<LeaseId> = self
+            .leases
+            .values()
+            .filter(|l| l.deadline_ms <= now)
+            .map(|l| l.id)
+            .collect();
+        let expired: Vec<Lease> = late
+            .into_iter()
+            .filter_map(|id| self.withdraw(id))
+            .collect();
+        for lease in &expired {
+            if let Some(state) = self.devices.get_mut(&lease.device) {
+                state.rate /= 2.0;
+            }
+        }
+        expired
+    }
+
+    /// Devices that may take another lease, least loaded (leases per worker) first, then the
+    /// fastest: everyone gets work, the fast first.
+    fn devices_with_room(&self) -> Vec<String> {
+        let mut room: Vec<(&String, &DeviceState)> = self
+            .devices
+            .iter()
+            .filter(|(_, d)| {
+                d.enabled
+                    && d.workers > 0
+                    && (d.leases.len() as u32) < d.workers + self.config.prefetch
+            })
+            .collect();
+        let load = |d: &DeviceState| d.leases.len() as f64 / f64::from(d.workers);
+        room.sort_by(|(_, a), (_, b)| load(a).total_cmp(&load(b)).then(b.rate.total_cmp(&a.rate)));
+        room.into_iter().map(|(id, _)| id.clone()).collect()
+    }
+
+    fn next_chunk(&mut self, now: Millis, device: &str) -> Option<Lease> {
+        let (lo, hi) = self.pending.pop_front()?;
+        let state = &self.devices[device];
+        let remaining: u64 = self.pending.iter().map(|(a, b)| b - a).sum::<u64>() + (hi - lo);
+        let share =
+            state.rate * f64::from(state.workers) / self.throughput().max(f64::MIN_POSITIVE);
+        // About target_chunk_ms of this device's work, but at the tail no more than its share of
+        // what is left, spread over its workers, so the last chunks end together.
+        let by_time = state.rate * self.config.target_chunk_ms;
+        let by_tail = remaining as f64 * share / f64::from(state.workers.max(1));
+        let size = (by_time.min(by_tail).max(1.0) as u64)
+            .clamp(self.config.min_chunk_units, self.config.max_chunk_units)
+            .min(hi - lo);
+        if lo + size < hi {
+            self.pending.push_front((lo + size, hi));
+        }
+        Some(self.issue(now, device, lo, lo + size, false))
+    }
+
+    /// When nothing is queued: a copy of the outstanding lease expected to finish last, if this
+    /// device would finish it sooner than its holder.
+    fn speculative_copy(&mut self, now: Millis, device: &str) -> Option<Lease> {
+        if !self.config.speculate || !self.pending.is_empty() {
+            return None;
+        }
+        let state = &self.devices[device];
+        if state.leases.len() as u32 >= state.workers {
+            return None; // no idle worker: speculation would only queue
+        }
+        let my_rate = state.rate;
+        let twinned: BTreeSet<(u64, u64)> = self
+            .leases
+            .values()
+            .filter(|l| l.speculative)
+            .map(|l| (l.lo, l.hi))
+            .collect();
+        let candidate = self
+            .leases
+            .values()
+            .filter(|l| !l.speculative && l.device != device && !twinned.contains(&(l.lo, l.hi)))
+            .map(|l| {
+                let holder_rate = self
+                    .devices
+                    .get(&l.device)
+                    .map_or(f64::MIN_POSITIVE, |d| d.rate);
+                let expected_end = l.issued_ms as f64 + l.units() as f64 / holder_rate;
+                let mine = now as f64 + l.units() as f64 / my_rate;
+                (l.clone(), expected_end, mine)
+            })
+            .filter(|(_, theirs, mine)| mine < theirs)
+            .max_by(|a, b| a.1.total_cmp(&b.1))?;
+        let (original, _, _) = candidate;
+        Some(self.issue(now, device, original.lo, original.hi, true))
+    }
+
+    fn issue(&mut self, now: Millis, device: &str, lo: u64, hi: u64, speculative: bool) -> Lease {
+        let state = self
+            .devices
+            .get_mut(device)
+            .expect("issuing to a known device");
+        let queued_ahead = state.leases.len() as f64 / f64::from(state.workers.max(1));
+        let expected = (hi - lo) as f64 / state.rate * (1.0 + queued_ahead);
+        let window =
+            (expected * self.config.deadline_factor).max(self.config.min_deadline_ms as f64);
+        let id = self.next_lease;
+        self.next_lease += 1;
+        let lease = Lease {
+            id,
+            device: device.to_owned(),
+            lo,
+            hi,
+            issued_ms: now,
+            deadline_ms: now + window.min(u64::MAX as f64 / 2.0) as u64,
+            speculative,
+        };
+        state.leases.insert(id);
+        self.leases.insert(id, lease.clone());
+        lease
+    }
+
+    /// Removes a lease; returns its range to the queue unless it is done or a twin still runs.
+    fn withdraw(&mut self, id: LeaseId) -> Option<Lease> {
+        let lease = self.drop_lease(id)?;
+        let range = (lease.lo, lease.hi);
+        let twin_running = self.leases.values().any(|l| (l.lo, l.hi) == range);
+        if !self.completed.contains(&range) && !twin_running {
+            self.pending.push_front(range);
+        }
+        Some(lease)
+    }
+
+    fn drop_lease(&mut self, id: LeaseId) -> Option<Lease> {
+        let lease = self.leases.remove(&id)?;
+        if let Some(state) = self.devices.get_mut(&lease.device) {
+            state.leases.remove(&id);
+        }
+        Some(lease)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sched() -> Scheduler {
+        Scheduler::new(SchedConfig {
+            min_deadline_ms: 1_000,
+            ..SchedConfig::default()
+        })
+    }
+
+    #[test]
+    fn chunks_take_the_target_time_on_every_device() {
+        let mut s = sched();
+        s.set_device("slow", 1, 1.0); // 1 unit/ms: 2,000 units per 2 s chunk
+        s.set_device("fast", 1, 8.0);
+        s.add_work(1_000_000);
+        let leases = s.poll_leases(0);
+        let size = |d: &str| leases.iter().find(|l| l.device == d).unwrap().units();
+        assert_eq!((size("fast"), size("slow")), (16_000, 2_000));
+        assert_eq!(leases.len(), 4, "one per worker plus one prefetched each");
+    }
+
+    #[test]
+    fn quotas_follow_workers_and_prefetch() {
+        let mut s = sched();
+        s.set_device("phone", 2, 1.0);
+        s.add_work(1_000_000);
+        assert_eq!(s.poll_leases(0).len(), 3);
+        assert!(s.poll_leases(0).is_empty(), "the quota is full");
+        s.set_device("phone", 0, 1.0); // throttled to nothing
+        let lease = s.leases.keys().next().copied().unwrap();
+        assert!(matches!(
+            s.complete(2_000, "phone", lease, 2_000),
+            Completion::Accepted { .. }
+        ));
+        assert!(
+            s.poll_leases(2_000).is_empty(),
+            "no new leases at zero workers"
+        );
+    }
+
+    #[test]
+    fn only_the_holder_completes_and_only_once() {
+        let mut s = sched();
+        s.set_device("a", 1, 1.0);
+        s.set_device("b", 1, 1.0);
+        s.add_work(10_000);
+        let leases = s.poll_leases(0);
+        let a = leases.iter().find(|l| l.device == "a").unwrap().clone();
+        assert_eq!(s.complete(100, "b", a.id, 100), Completion::NotHolder);
+        assert!(matches!(
+            s.complete(2_000, "a", a.id, 2_000),
+            Completion::Accepted { .. }
+        ));
+        assert_eq!(
+            s.complete(2_000, "a", a.id, 2_000),
+            Completion::Unknown,
+            "a repeat changes nothing"
+        );
+        assert_eq!(s.progress().0, a.units());
+        assert_eq!(s.complete(0, "a", 999, 1), Completion::Unknown);
+    }
+
+    #[test]
+    fn expired_and_orphaned_leases_return_to_the_queue() {
+        let mut s = sched();
+        s.set_device("a", 1, 1.0);
+        s.add_work(4_000);
+        let first = s.poll_leases(0);
+        assert_eq!(first.len(), 2);
+        let deadline = s.next_deadline().unwrap();
+        assert!(s.expire(deadline - 1).is_empty());
+        let expired = s.expire(deadline);
+        assert_eq!(expired.len(), 1, "the first lease expired");
+        assert!(
+            (s.rate("a").unwrap() - 0.5).abs() < 1e-9,
+            "a missed deadline halves the rate"
+        );
+        s.set_device("b", 1, 1.0);
+        let again = s.poll_leases(deadline);
+        assert!(
+            again.iter().any(|l| l.lo == expired[0].lo),
+            "re-issued first (possibly resized)"
+        );
+        let held_by_a = s.devices["a"].leases.len();
+        assert_eq!(s.remove_device("a").len(), held_by_a);
+        s.poll_leases(deadline + 1);
+        assert!(s.leases.values().all(|l| l.device == "b"));
+        // Nothing is lost: queued plus leased units still cover the whole job exactly.
+        let mut ranges: Vec<(u64, u64)> = s
+            .pending
+            .iter()
+            .copied()
+            .chain(s.leases.values().map(|l| (l.lo, l.hi)))
+            .collect();
+        ranges.sort_unstable();
+        let mut next = 0;
+        for (lo, hi) in ranges {
+            assert_eq!(lo, next, "no gap and no overlap");
+            next = hi;
+        }
+        assert_eq!(next, 4_000);
+    }
+
+    #[test]
+    fn rates_follow_observed_throughput() {
+        let mut s = sched();
+        s.set_device("liar", 1, 100.0); // claims 100 units/ms
+        s.add_work(10_000_000);
+        for round in 0..12 {
+            let now = round * 10_000;
+            for lease in s.poll_leases(now) {
+                // Really 1 unit/ms.
+                let took = lease.units();
+                s.complete(now + took, "liar", lease.id, took);
+            }
+        }
+        let rate = s.rate("liar").unwrap();
+        assert!(
+            rate < 2.0,
+            "re-weighted to its real speed within a few chunks: {rate}"
+        );
+    }
+
+    #[test]
+    fn idle_fast_devices_copy_the_last_straggling_lease_and_the_first_result_wins() {
+        let mut s = sched();
+        s.set_device("slow", 1, 0.1);
+        s.add_work(200);
+        let slow = s.poll_leases(0);
+        assert_eq!(slow.len(), 1);
+        s.set_device("fast", 1, 10.0);
+        let spec = s.poll_leases(10);
+        assert_eq!(spec.len(), 1);
+        assert!(spec[0].speculative && (spec[0].lo, spec[0].hi) == (slow[0].lo, slow[0].hi));
+        assert!(s.poll_leases(11).is_empty(), "one twin per lease");
+        match s.complete(40, "fast", spec[0].id, 30) {
+            Completion::Accepted { cancelled, .. } => assert_eq!(cancelled[0].id, slow[0].id),
+            other => panic!("{other:?}"),
+        }
+        assert!(s.is_finished());
+        assert_eq!(
+            s.complete(2_000, "slow", slow[0].id, 2_000),
+            Completion::Unknown,
+            "the loser's lease is gone"
+        );
+    }
+
+    #[test]
+    fn a_departed_twin_does_not_requeue_a_range_still_running() {
+        let mut s = sched();
+        s.set_device("slow", 1, 0.1);
+        s.add_work(200);
+        s.poll_leases(0);
+        s.set_device("fast", 1, 10.0);
+        s.poll_leases(10);
+        s.remove_device("fast");
+        assert!(
+            s.pending.is_empty(),
+            "the slow device still holds the range"
+        );
+        s.remove_device("slow");
+        assert_eq!(s.pending.iter().map(|(a, b)| b - a).sum::<u64>(), 200);
+    }
+}

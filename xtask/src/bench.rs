@@ -1,0 +1,107 @@
+//! `cargo xtask bench`: benchmark tables, measured side by side in one run. Nothing here
+//! asserts on time; the figures go into docs/BENCHMARKS.md and issue notes.
+
+use std::time::Instant;
+
+use swarm_core::sched::{Completion, SchedConfig, Scheduler};
+use swarm_core::simulator::{run, scenarios, Policy};
+
+const LIMIT_MS: u64 = 6 * 3_600_000;
+
+pub fn all() {
+    simulator_table();
+    scheduler_throughput();
+}
+
+fn secs(ms: Option<u64>) -> String {
+    ms.map_or("did not finish".into(), |ms| {
+        format!("{:.1}", ms as f64 / 1000.0)
+    })
+}
+
+fn ratio(r: Option<f64>) -> String {
+    r.map_or("—".into(), |r| format!("{r:.3}"))
+}
+
+fn simulator_table() {
+    println!("\nScheduling simulator: makespan ÷ ideal (1.000 = ideal; goal ≤ 1.10)");
+    println!("ideal = total work ÷ the capacity present over time; latency 20 ms; benchmark error ±30 %\n");
+    println!(
+        "| {:<32} | {:>7} | {:>8} | {:>8} | {:>10} | {:>8} | {:>13} | {:>10} |",
+        "scenario",
+        "devices",
+        "ideal s",
+        "ours s",
+        "ours/ideal",
+        "wasted %",
+        "predecessor s",
+        "pred/ideal"
+    );
+    println!(
+        "|{:-<34}|{:->9}|{:->10}|{:->10}|{:->12}|{:->10}|{:->15}|{:->12}|",
+        "", "", "", "", "", "", "", ""
+    );
+    for scenario in scenarios() {
+        let ours = run(&scenario, Policy::Ours, LIMIT_MS);
+        let pred = run(&scenario, Policy::Predecessor, LIMIT_MS);
+        println!(
+            "| {:<32} | {:>7} | {:>8.1} | {:>8} | {:>10} | {:>8.1} | {:>13} | {:>10} |",
+            scenario.name,
+            scenario.devices.len(),
+            ours.ideal_ms as f64 / 1000.0,
+            secs(ours.makespan_ms),
+            ratio(ours.ratio()),
+            ours.wasted_units as f64 * 100.0 / scenario.total_units as f64,
+            secs(pred.makespan_ms),
+            ratio(pred.ratio()),
+        );
+    }
+}
+
+/// Lease + complete operations per second of the pure scheduler on one thread.
+fn scheduler_throughput() {
+    println!(
+        "\nScheduler core throughput (one thread; goal ≥ 100,000 lease+complete per second)\n"
+    );
+    println!(
+        "| {:>7} | {:>12} | {:>14} | {:>16} |",
+        "devices", "operations", "ops per second", "µs per operation"
+    );
+    println!("|{:->9}|{:->14}|{:->16}|{:->18}|", "", "", "", "");
+    for devices in [10usize, 100, 1_000] {
+        let mut sched = Scheduler::new(SchedConfig {
+            speculate: false,
+            ..SchedConfig::default()
+        });
+        let speed = |d: usize| 1.0 + (d % 16) as f64;
+        for d in 0..devices {
+            sched.set_device(&format!("d{d}"), 4, speed(d));
+        }
+        sched.add_work(u64::MAX / 4);
+        let mut now = 0;
+        let mut ops = 0u64;
+        let started = Instant::now();
+        while ops < 200_000 {
+            now += 10;
+            for lease in sched.poll_leases(now) {
+                // Each lease completes after the time its device really needs for it.
+                let d: usize = lease.device[1..].parse().expect("bench device name");
+                let took = (lease.units() as f64 / speed(d)).ceil() as u64;
+                if matches!(
+                    sched.complete(now + took, &lease.device, lease.id, took),
+                    Completion::Accepted { .. }
+                ) {
+                    ops += 1;
+                }
+            }
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        println!(
+            "| {:>7} | {:>12} | {:>14.0} | {:>16.2} |",
+            devices,
+            ops,
+            ops as f64 / elapsed,
+            elapsed * 1e6 / ops as f64
+        );
+    }
+}
