@@ -220,7 +220,7 @@ fn Dashboard(swarm_id: String) -> impl IntoView {
         if !swarm_exists(&origin, &id).await {
             return missing.set(true);
         }
-        drive(link, ws_url(&origin, &id), move |link, event| {
+        drive(link, ws_url(&origin, &id), None, move |link, event| {
             state.set(link.state().clone());
             match event {
                 Some(LinkEvent::Snapshot(snap)) => snapshot.set(Some(*snap)),
@@ -548,6 +548,9 @@ fn DevicePage(swarm_id: String, proof: Option<JoinProof>) -> impl IntoView {
     let device_id = RwSignal::new(credential.as_ref().map(|c| c.device_id.clone()));
     let swarm_name = RwSignal::new(String::new());
     let rtt = RwSignal::new(None::<u64>);
+    let leased = RwSignal::new(0u64);
+    let computed = RwSignal::new(0u64);
+    let last_chunk_ms = RwSignal::new(None::<u64>);
     let missing = RwSignal::new(false);
     let cores = capabilities.cores;
     let identity = Identity::Device {
@@ -565,9 +568,11 @@ fn DevicePage(swarm_id: String, proof: Option<JoinProof>) -> impl IntoView {
                 return missing.set(true);
             }
             let device_path = Route::device_path(&swarm_id);
+            let pool = browser::WorkerPool::new(usize::from(cores));
             drive(
                 Link::new(identity),
                 ws_url(&origin, &swarm_id),
+                pool,
                 move |link, event| {
                     state.set(link.state().clone());
                     match event {
@@ -588,6 +593,11 @@ fn DevicePage(swarm_id: String, proof: Option<JoinProof>) -> impl IntoView {
                             }
                         }
                         Some(LinkEvent::Ack { rtt_ms }) => rtt.set(Some(rtt_ms)),
+                        Some(LinkEvent::Lease { .. }) => leased.update(|n| *n += 1),
+                        Some(LinkEvent::Computed { compute_ms, .. }) => {
+                            computed.update(|n| *n += 1);
+                            last_chunk_ms.set(Some(compute_ms));
+                        }
                         Some(LinkEvent::Refused) => {
                             if let LinkState::Refused {
                                 code: ErrorCode::BadCredential,
@@ -642,6 +652,9 @@ fn DevicePage(swarm_id: String, proof: Option<JoinProof>) -> impl IntoView {
                 <dt>"Device id"</dt><dd data-testid="device-id">{move || device_id.get().unwrap_or_else(|| "—".into())}</dd>
                 <dt>"Cores"</dt><dd>{cores}</dd>
                 <dt>"Round trip"</dt><dd>{move || rtt.get().map_or("—".into(), |ms| format!("{ms} ms"))}</dd>
+                <dt>"Chunks"</dt><dd data-testid="chunks-done">{move || computed.get()}</dd>
+                <dt>"Leases received"</dt><dd>{move || leased.get()}</dd>
+                <dt>"Last chunk"</dt><dd>{move || last_chunk_ms.get().map_or("—".into(), |ms| format!("{ms} ms"))}</dd>
             </dl>
         </section>
     }

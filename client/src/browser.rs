@@ -2,12 +2,17 @@
 //! address, and the socket loop that drives a [`Link`]. No decisions are made here; they are
 //! the link's.
 
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use futures::channel::mpsc::{unbounded, UnboundedReceiver};
 use futures::{select, FutureExt, SinkExt, StreamExt};
 use gloo_net::websocket::{futures::WebSocket, Message};
 use js_sys::Reflect;
 use serde::Deserialize;
-use shared_protocol::{encode, ToClient};
+use shared_protocol::{encode, ToClient, Work, WorkResult};
+use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
+use web_sys::{MessageEvent, WorkerOptions, WorkerType};
 
 use crate::device_info::Navigator;
 use crate::link::{Link, LinkEvent};
@@ -181,11 +186,136 @@ pub fn ws_url(origin: &str, swarm_id: &str) -> String {
     format!("{ws_origin}/api/swarms/{swarm_id}/ws")
 }
 
-/// Drives `link` over real sockets until the coordinator refuses its identity. Calls
-/// `update` after every change with the link and the event (if any) that caused it.
+/// A pool of module Web Workers (`/worker.js`), one per lent core, each running one lease at a
+/// time with the shared kernels, so the page stays responsive.
+pub struct WorkerPool {
+    workers: Vec<web_sys::Worker>,
+    idle: Vec<usize>,
+    queue: VecDeque<(u64, Work)>,
+    running: HashMap<usize, u64>,
+    /// Leases whose results no longer count (withdrawn while disconnected, or cancelled).
+    stale: HashSet<u64>,
+    results: UnboundedReceiver<(usize, u64, f64, f64)>,
+    _handlers: Vec<Closure<dyn FnMut(MessageEvent)>>,
+}
+
+impl WorkerPool {
+    /// Starts `size` workers; `None` if the browser cannot run module workers.
+    pub fn new(size: usize) -> Option<Self> {
+        let (tx, results) = unbounded();
+        let options = WorkerOptions::new();
+        options.set_type(WorkerType::Module);
+        let mut workers = Vec::new();
+        let mut handlers = Vec::new();
+        for index in 0..size.max(1) {
+            let worker = web_sys::Worker::new_with_options("/worker.js", &options).ok()?;
+            let tx = tx.clone();
+            let handler = Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
+                let data = event.data();
+                let field = |name: &str| {
+                    Reflect::get(&data, &name.into())
+                        .ok()
+                        .and_then(|v| v.as_f64())
+                        .unwrap_or(-1.0)
+                };
+                let _ = tx.unbounded_send((
+                    index,
+                    field("lease_id") as u64,
+                    field("count"),
+                    field("ms"),
+                ));
+            });
+            worker.set_onmessage(Some(handler.as_ref().unchecked_ref()));
+            workers.push(worker);
+            handlers.push(handler);
+        }
+        let idle = (0..workers.len()).collect();
+        Some(Self {
+            workers,
+            idle,
+            queue: VecDeque::new(),
+            running: HashMap::new(),
+            stale: HashSet::new(),
+            results,
+            _handlers: handlers,
+        })
+    }
+
+    pub fn submit(&mut self, lease_id: u64, work: Work) {
+        self.queue.push_back((lease_id, work));
+        self.pump();
+    }
+
+    pub fn cancel(&mut self, lease_id: u64) {
+        self.queue.retain(|(id, _)| *id != lease_id);
+        if self.running.values().any(|id| *id == lease_id) {
+            self.stale.insert(lease_id);
+        }
+    }
+
+    /// Forgets all work (the connection dropped: the coordinator has withdrawn the leases).
+    pub fn clear(&mut self) {
+        self.queue.clear();
+        self.stale.extend(self.running.values().copied());
+    }
+
+    fn pump(&mut self) {
+        while let (Some(&index), Some((lease_id, work))) =
+            (self.idle.last(), self.queue.front().cloned())
+        {
+            self.queue.pop_front();
+            self.idle.pop();
+            let Work::PrimeCount { lo, hi } = work;
+            let message = js_sys::Object::new();
+            let _ = Reflect::set(
+                &message,
+                &"lease_id".into(),
+                &JsValue::from_f64(lease_id as f64),
+            );
+            let _ = Reflect::set(&message, &"lo".into(), &JsValue::from_f64(lo as f64));
+            let _ = Reflect::set(&message, &"hi".into(), &JsValue::from_f64(hi as f64));
+            let _ = self.workers[index].post_message(&message);
+            self.running.insert(index, lease_id);
+        }
+    }
+
+    /// The next finished lease that still counts: `(lease_id, result, compute_ms)`.
+    pub async fn next_result(&mut self) -> (u64, WorkResult, u64) {
+        loop {
+            let Some((index, lease_id, count, ms)) = self.results.next().await else {
+                return futures::future::pending().await;
+            };
+            self.running.remove(&index);
+            self.idle.push(index);
+            self.pump();
+            if self.stale.remove(&lease_id) || count < 0.0 {
+                continue;
+            }
+            return (
+                lease_id,
+                WorkResult::PrimeCount {
+                    count: count as u64,
+                },
+                ms.max(0.0) as u64,
+            );
+        }
+    }
+}
+
+/// What woke the socket loop.
+enum Wake {
+    Incoming(Option<Result<Message, gloo_net::websocket::WebSocketError>>),
+    Computed(u64, WorkResult, u64),
+    Timer,
+}
+
+/// Drives `link` over real sockets until the coordinator refuses its identity, computing
+/// leases on `pool` (devices). Calls `update` after every change with the link and the event
+/// (if any) that caused it.
 pub async fn drive(
     mut link: Link,
     url: String,
+    mut pool: Option<WorkerPool>,
     mut update: impl FnMut(&Link, Option<LinkEvent>),
 ) -> Link {
     loop {
@@ -200,28 +330,64 @@ pub async fn drive(
                     let wait = link
                         .next_heartbeat_at()
                         .map_or(60_000, |at| at.saturating_sub(now_ms()));
-                    select! {
-                        incoming = rx.next() => match incoming {
-                            Some(Ok(Message::Text(text))) => {
-                                if let Ok(message) = serde_json::from_str::<ToClient>(&text) {
-                                    let event = link.on_message(now_ms(), message);
-                                    update(&link, Some(event));
+                    // Decide what woke us inside the select; act after it, when no future
+                    // borrows the pool any more.
+                    let wake = {
+                        let computed = async {
+                            match pool.as_mut() {
+                                Some(pool) => pool.next_result().await,
+                                None => futures::future::pending().await,
+                            }
+                        };
+                        select! {
+                            incoming = rx.next() => Wake::Incoming(incoming),
+                            (lease_id, result, ms) = computed.fuse() => Wake::Computed(lease_id, result, ms),
+                            _ = sleep(wait).fuse() => Wake::Timer,
+                        }
+                    };
+                    let outgoing = match wake {
+                        Wake::Incoming(Some(Ok(Message::Text(text)))) => {
+                            let Ok(message) = serde_json::from_str::<ToClient>(&text) else {
+                                continue;
+                            };
+                            let event = link.on_message(now_ms(), message);
+                            if let Some(pool) = pool.as_mut() {
+                                match &event {
+                                    LinkEvent::Lease { lease_id, work } => {
+                                        pool.submit(*lease_id, work.clone())
+                                    }
+                                    LinkEvent::CancelLease { lease_id } => pool.cancel(*lease_id),
+                                    _ => {}
                                 }
                             }
-                            Some(Ok(Message::Bytes(_))) => {}
-                            Some(Err(_)) | None => break,
-                        },
-                        _ = sleep(wait).fuse() => {
-                            if let Some(heartbeat) = link.poll_heartbeat(now_ms()) {
-                                if tx.send(Message::Text(encode(&heartbeat))).await.is_err() {
-                                    break;
-                                }
-                            }
+                            update(&link, Some(event));
+                            None
+                        }
+                        Wake::Incoming(Some(Ok(Message::Bytes(_)))) => None,
+                        Wake::Incoming(Some(Err(_)) | None) => break,
+                        Wake::Computed(lease_id, result, ms) => {
+                            update(
+                                &link,
+                                Some(LinkEvent::Computed {
+                                    lease_id,
+                                    compute_ms: ms,
+                                }),
+                            );
+                            Some(link.chunk_result(lease_id, result, ms))
+                        }
+                        Wake::Timer => link.poll_heartbeat(now_ms()),
+                    };
+                    if let Some(message) = outgoing {
+                        if tx.send(Message::Text(encode(&message))).await.is_err() {
+                            break;
                         }
                     }
                 }
             }
             let _ = tx.close().await;
+        }
+        if let Some(pool) = pool.as_mut() {
+            pool.clear();
         }
         let delay = link.on_close(now_ms(), random());
         update(&link, None);

@@ -12,3 +12,5 @@ pub mod route;
 mod app;
 #[cfg(target_arch = "wasm32")]
 mod browser;
+#[cfg(target_arch = "wasm32")]
+mod compute;

@@ -102,6 +102,21 @@ pub enum LinkEvent {
     },
     /// The coordinator refused the identity; the glue should stop reconnecting.
     Refused,
+    /// Work to compute; answer with [`Link::chunk_result`].
+    Lease {
+        lease_id: u64,
+        work: shared_protocol::Work,
+    },
+    /// Stop working on this lease (its result would be ignored).
+    CancelLease {
+        lease_id: u64,
+    },
+    /// Raised by the glue, not the coordinator: a worker finished a lease and its result was
+    /// sent.
+    Computed {
+        lease_id: u64,
+        compute_ms: u64,
+    },
     Nothing,
 }
 
@@ -220,6 +235,8 @@ impl Link {
             ToClient::Snapshot(snapshot) => LinkEvent::Snapshot(Box::new(snapshot)),
             // Owner commands go over HTTP from this client; a reply here is not ours to handle.
             ToClient::OwnerResult { .. } => LinkEvent::Nothing,
+            ToClient::Lease { lease_id, work, .. } => LinkEvent::Lease { lease_id, work },
+            ToClient::CancelLease { lease_id } => LinkEvent::CancelLease { lease_id },
             ToClient::Error { code, message, .. } => {
                 if is_final(code) {
                     self.refusal = Some((code, message));
@@ -228,6 +245,20 @@ impl Link {
                     LinkEvent::Error { code, message }
                 }
             }
+        }
+    }
+
+    /// The message that reports a computed lease.
+    pub fn chunk_result(
+        &self,
+        lease_id: u64,
+        result: shared_protocol::WorkResult,
+        compute_ms: u64,
+    ) -> ToCoordinator {
+        ToCoordinator::ChunkResult {
+            lease_id,
+            result,
+            compute_ms: compute_ms.min(86_400_000),
         }
     }
 

@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use shared_protocol::{ErrorCode, OwnerCommand, RunState, SwarmInfo, SwarmStats};
 use swarm_core::directory::CodeEntry;
 use swarm_core::{
-    ConnId, DeviceRecord, InviteRecord, Millis, Output, SocketAttachment, StoreOp, SwarmCore,
-    SwarmMeta,
+    ConnId, DeviceRecord, InviteRecord, JobRecord, Millis, Output, SocketAttachment, StoreOp,
+    Stored, SwarmCore, SwarmMeta,
 };
 use worker::{
     durable_object, wasm_bindgen, DurableObject, Env, Request, Response, Result, State, WebSocket,
@@ -35,6 +35,7 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS swarm (id INTEGER PRIMARY KEY CHECK (id = 1), record TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS devices (device_id TEXT PRIMARY KEY, record TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS invites (invite_id TEXT PRIMARY KEY, record TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS jobs (job_id TEXT PRIMARY KEY, record TEXT NOT NULL)",
 ];
 
 #[derive(Deserialize)]
@@ -95,6 +96,13 @@ impl DurableObject for SwarmObject {
                 None => error_response(ErrorCode::SwarmNotFound, "no such swarm"),
             },
             "/stats" => self.stats(&req).await,
+            path if path.starts_with("/jobs/") => {
+                let job_id = &path["/jobs/".len()..];
+                match self.with_core(|core| core.job(job_id)) {
+                    Some(job) => json_response(200, &job),
+                    None => error_response(ErrorCode::NotFound, "no such job"),
+                }
+            }
             "/owner" => self.owner(&mut req).await,
             "/ws" => self.accept(&req).await,
             _ => error_response(ErrorCode::NotFound, "no such endpoint"),
@@ -257,6 +265,12 @@ impl SwarmObject {
             .into_iter()
             .map(|row| serde_json::from_str::<InviteRecord>(&row.record))
             .collect::<serde_json::Result<Vec<_>>>()?;
+        let jobs = sql
+            .exec("SELECT record FROM jobs", None)?
+            .to_array::<RecordRow>()?
+            .into_iter()
+            .map(|row| serde_json::from_str::<JobRecord>(&row.record))
+            .collect::<serde_json::Result<Vec<_>>>()?;
         let alarm_at = self
             .state
             .storage()
@@ -276,7 +290,13 @@ impl SwarmObject {
         }
         let config = Config::from_env(&self.env);
         let mut core = SwarmCore::new(config.core, random_seed()?);
-        core.restore(now(), meta, devices, invites, attachments, alarm_at);
+        let stored = Stored {
+            meta,
+            devices,
+            invites,
+            jobs,
+        };
+        core.restore(now(), stored, attachments, alarm_at);
         *self.sockets.borrow_mut() = sockets;
         *self.core.borrow_mut() = Some(core);
         self.drain().await
@@ -368,6 +388,13 @@ impl SwarmObject {
                 sql.exec(
                     "DELETE FROM devices WHERE device_id = ?",
                     vec![device_id.into()],
+                )?;
+            }
+            StoreOp::PutJob(job) => {
+                let record = serde_json::to_string(&job)?;
+                sql.exec(
+                    "INSERT OR REPLACE INTO jobs (job_id, record) VALUES (?, ?)",
+                    vec![job.job_id.into(), record.into()],
                 )?;
             }
             StoreOp::PutInvite(invite) => {

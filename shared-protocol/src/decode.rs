@@ -38,7 +38,7 @@ pub trait WireMessage: DeserializeOwned + Validate<Context = ()> {
 }
 
 impl WireMessage for ToCoordinator {
-    const TYPES: &'static [&'static str] = &["hello", "heartbeat", "owner"];
+    const TYPES: &'static [&'static str] = &["hello", "heartbeat", "chunk_result", "owner"];
 }
 
 impl WireMessage for OwnerCommand {
@@ -275,6 +275,7 @@ mod tests {
                 online: 0,
                 run_state: RunState::Running,
                 throttle_percent: 100,
+                jobs: vec![],
                 devices: vec![],
                 log: vec![LogEntry {
                     at_ms: 1,

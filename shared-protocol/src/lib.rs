@@ -9,6 +9,7 @@
 
 mod decode;
 mod http;
+mod jobs;
 mod messages;
 mod text;
 
@@ -17,6 +18,7 @@ pub use http::{
     CreateSwarmRequest, CreateSwarmResponse, HealthResponse, HttpError, ResolveCodeRequest,
     ResolveCodeResponse, SwarmInfo, SwarmStats,
 };
+pub use jobs::{valid_job, JobResult, JobSpec, JobState, JobView, Work, WorkResult, MAX_PRIME_END};
 pub use messages::{
     AgentClass, Capabilities, Counters, DeviceCredential, DeviceStatus, DeviceView, ErrorCode,
     Hello, HelloRole, InviteView, JoinProof, LogEntry, LogLevel, OwnerCommand, OwnerReply,

@@ -6,6 +6,7 @@
 use garde::Validate;
 use serde::{Deserialize, Serialize};
 
+use crate::jobs::{valid_job, JobSpec, JobView, Work, WorkResult};
 use crate::text::{is_code, is_id, is_label, is_secret};
 
 /// A message from a client (device, dashboard, agent) to the coordinator.
@@ -18,6 +19,16 @@ pub enum ToCoordinator {
     /// Sent every `heartbeat_interval_ms` (from the welcome) while connected; answered with
     /// [`ToClient::HeartbeatAck`]. A device without one for `offline_after_ms` is OFFLINE.
     Heartbeat {},
+    /// A device's result for a lease ([`ToClient::Lease`]). Accepted only from the lease's
+    /// holder, once; `compute_ms` is the device's own measure of the work's duration.
+    ChunkResult {
+        #[garde(skip)]
+        lease_id: u64,
+        #[garde(skip)]
+        result: WorkResult,
+        #[garde(range(max = 86_400_000))]
+        compute_ms: u64,
+    },
     /// An owner action, from a dashboard whose hello carried the owner key. Answered with
     /// [`ToClient::OwnerResult`] or with [`ToClient::Error`], both carrying the same `request`.
     Owner {
@@ -70,6 +81,16 @@ pub enum OwnerCommand {
     },
     /// The security events since the coordinator object started, newest last.
     AuditLog {},
+    /// Queues a job; it runs when the jobs before it are done.
+    SubmitJob {
+        #[garde(custom(valid_job))]
+        job: JobSpec,
+    },
+    /// Stops a queued or running job; its leases are withdrawn.
+    CancelJob {
+        #[garde(custom(is_id))]
+        job_id: String,
+    },
 }
 
 /// Whether the swarm hands out work.
@@ -98,6 +119,9 @@ pub enum OwnerReply {
     },
     Audit {
         entries: Vec<LogEntry>,
+    },
+    JobSubmitted {
+        job_id: String,
     },
     Done {},
 }
@@ -228,6 +252,17 @@ pub enum ToClient {
     HeartbeatAck { server_time_ms: u64 },
     /// The swarm's live state, sent to dashboards every broadcast interval (2 s).
     Snapshot(SwarmSnapshot),
+    /// Work for a device: compute it and answer with [`ToCoordinator::ChunkResult`] before
+    /// `deadline_ms`, after which the lease may go to another device. A device holds at most
+    /// its lent workers plus one prefetched lease.
+    Lease {
+        lease_id: u64,
+        job_id: String,
+        work: Work,
+        deadline_ms: u64,
+    },
+    /// Stop working on a lease: another device finished it, or the job was cancelled or stopped.
+    CancelLease { lease_id: u64 },
     /// The answer to [`ToCoordinator::Owner`] with the same `request`.
     OwnerResult { request: u32, result: OwnerReply },
     /// A refused message or connection. The state of the swarm is unchanged by the message
@@ -329,6 +364,8 @@ pub struct SwarmSnapshot {
     pub online: u32,
     pub run_state: RunState,
     pub throttle_percent: u8,
+    /// The newest jobs (at most 20), oldest first.
+    pub jobs: Vec<JobView>,
     /// Up to the coordinator's cap: online devices first, then the most recently seen.
     pub devices: Vec<DeviceView>,
     /// The newest system log entries, oldest first.

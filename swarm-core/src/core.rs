@@ -11,8 +11,9 @@ use shared_protocol::{
 };
 
 use crate::invites::Invites;
+use crate::jobs::JobBoard;
 use crate::limits::{SlidingWindow, TokenBucket};
-use crate::records::{DeviceRecord, InviteRecord, Session, SocketAttachment, StoreOp, SwarmMeta};
+use crate::records::{DeviceRecord, Session, SocketAttachment, StoreOp, Stored, SwarmMeta};
 use crate::secrets::{hash_secret, Rng};
 use crate::{ConnId, Millis, Output};
 
@@ -139,6 +140,7 @@ pub struct SwarmCore {
     alarm_at: Option<Millis>,
     log: VecDeque<LogEntry>,
     pub(crate) audit: VecDeque<LogEntry>,
+    pub(crate) jobs: JobBoard,
     counters: Counters,
     snapshot_seq: u64,
     outputs: VecDeque<Output>,
@@ -159,24 +161,30 @@ impl SwarmCore {
             alarm_at: None,
             log: VecDeque::new(),
             audit: VecDeque::new(),
+            jobs: JobBoard::default(),
             counters: Counters::default(),
             snapshot_seq: 0,
             outputs: VecDeque::new(),
         }
     }
 
-    /// Rebuilds the state of an object that was evicted or restarted: the stored swarm,
-    /// devices and invites, the sockets that are still open (with their attachments), and the
-    /// alarm that is armed. Devices with an open socket count as seen `now`.
+    /// Rebuilds the state of an object that was evicted or restarted: what storage holds, the
+    /// sockets that are still open (with their attachments), and the alarm that is armed.
+    /// Devices with an open socket count as seen `now`; a running job resumes from its stored
+    /// progress.
     pub fn restore(
         &mut self,
         now: Millis,
-        meta: Option<SwarmMeta>,
-        devices: Vec<DeviceRecord>,
-        invites: Vec<InviteRecord>,
+        stored: Stored,
         sockets: Vec<SocketAttachment>,
         alarm_at: Option<Millis>,
     ) {
+        let Stored {
+            meta,
+            devices,
+            invites,
+            jobs,
+        } = stored;
         self.meta = meta;
         self.alarm_at = alarm_at;
         self.devices = devices
@@ -203,6 +211,7 @@ impl SwarmCore {
                 }
             }
         }
+        self.restore_jobs(now, jobs);
         self.ensure_alarm(now);
     }
 
@@ -324,6 +333,18 @@ impl SwarmCore {
                     },
                 );
             }
+            (
+                Session::Device { device_id },
+                ToCoordinator::ChunkResult {
+                    lease_id,
+                    result,
+                    compute_ms,
+                },
+            ) => self.handle_chunk_result(now, conn, &device_id, lease_id, result, compute_ms),
+            (_, ToCoordinator::ChunkResult { .. }) => {
+                let refusal = Refusal::new(ErrorCode::Forbidden, "only devices return results");
+                self.reject(now, conn, refusal, None);
+            }
             (Session::Dashboard { owner: true }, ToCoordinator::Owner { request, command }) => {
                 match self.owner_command(now, command) {
                     Ok(result) => self.send(conn, &ToClient::OwnerResult { request, result }),
@@ -377,8 +398,11 @@ impl SwarmCore {
             return;
         };
         if let Session::Device { device_id } = entry.session {
+            // A device that was removed is gone from the registry; its leases go back too.
+            let mut current = true;
             if let Some(device) = self.devices.get_mut(&device_id) {
-                if device.conn == Some(conn) {
+                current = device.conn == Some(conn);
+                if current {
                     device.conn = None;
                     let record = device.record.clone();
                     self.log(
@@ -388,6 +412,10 @@ impl SwarmCore {
                     );
                     self.persist(StoreOp::PutDevice(record));
                 }
+            }
+            if current {
+                self.device_gone(&device_id);
+                self.dispatch(now);
             }
         }
         if self.conns.is_empty() && self.alarm_at.is_some() {
@@ -402,6 +430,7 @@ impl SwarmCore {
         self.counters.alarms += 1;
         self.alarm_at = None;
         self.expire_silent(now);
+        self.expire_leases(now);
         self.broadcast_snapshot(now);
         self.ensure_alarm(now);
     }
@@ -443,6 +472,7 @@ impl SwarmCore {
             online: count_u32(self.devices.values().filter(|d| d.conn.is_some()).count()),
             run_state: meta.run_state,
             throttle_percent: meta.throttle_percent,
+            jobs: self.job_views(),
             devices,
             log: self.log.iter().cloned().collect(),
             counters: self.counters,

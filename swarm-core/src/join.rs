@@ -16,6 +16,10 @@ impl SwarmCore {
     pub(crate) fn handle_hello(&mut self, now: Millis, conn: ConnId, hello: Hello) {
         match self.admit(now, conn, hello) {
             Ok((session, role)) => {
+                let device = match &session {
+                    Session::Device { device_id } => Some(device_id.clone()),
+                    _ => None,
+                };
                 self.set_session(conn, session);
                 let meta = self
                     .meta
@@ -32,6 +36,11 @@ impl SwarmCore {
                         offline_after_ms: self.config.offline_after_ms,
                     },
                 );
+                // After the welcome, a device may be handed work.
+                if let Some(device_id) = device {
+                    self.device_available(&device_id);
+                    self.dispatch(now);
+                }
             }
             Err(refusal) => {
                 self.reject(now, conn, refusal, None);

@@ -12,6 +12,7 @@
 mod core;
 pub mod directory;
 mod invites;
+mod jobs;
 mod join;
 pub mod limits;
 mod owner;
@@ -21,8 +22,9 @@ mod secrets;
 pub mod simulator;
 
 pub use crate::core::{Config, CreateError, Refusal, SwarmCore};
+pub use crate::jobs::RATE_HINT;
 pub use crate::records::{
-    DeviceRecord, InviteRecord, Session, SocketAttachment, StoreOp, SwarmMeta,
+    DeviceRecord, InviteRecord, JobRecord, Session, SocketAttachment, StoreOp, Stored, SwarmMeta,
 };
 pub use crate::secrets::{hash_secret, Rng};
 

@@ -48,6 +48,7 @@ impl SwarmCore {
                     format!("device '{}' {verb}", record.name),
                 );
                 self.persist(StoreOp::PutDevice(record));
+                self.capacity_changed(now);
                 Ok(OwnerReply::Done {})
             }
             OwnerCommand::RemoveDevice { device_id } => {
@@ -88,6 +89,7 @@ impl SwarmCore {
                     ),
                 );
                 self.persist(StoreOp::PutSwarm(meta));
+                self.capacity_changed(now);
                 Ok(OwnerReply::Done {})
             }
             OwnerCommand::SetThrottle { percent } => {
@@ -96,8 +98,11 @@ impl SwarmCore {
                 let meta = meta.clone();
                 self.log(now, LogLevel::Info, format!("throttle set to {percent} %"));
                 self.persist(StoreOp::PutSwarm(meta));
+                self.capacity_changed(now);
                 Ok(OwnerReply::Done {})
             }
+            OwnerCommand::SubmitJob { job } => Ok(self.submit_job(now, job)),
+            OwnerCommand::CancelJob { job_id } => self.cancel_job(now, &job_id),
             OwnerCommand::AuditLog {} => Ok(OwnerReply::Audit {
                 entries: self.audit.iter().cloned().collect(),
             }),

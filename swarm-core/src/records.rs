@@ -5,7 +5,7 @@
 //! hibernated WebSocket, so sessions survive eviction without a storage write.
 
 use serde::{Deserialize, Serialize};
-use shared_protocol::{Capabilities, RunState};
+use shared_protocol::{Capabilities, JobResult, JobSpec, JobState, RunState};
 
 use crate::{ConnId, Millis};
 
@@ -67,6 +67,46 @@ pub struct InviteRecord {
     pub revoked: bool,
 }
 
+/// A job as stored, with its merged result and the unit ranges already done (adjacent ranges
+/// merged, so the list stays short).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub job_id: String,
+    pub spec: JobSpec,
+    pub state: JobState,
+    pub created_ms: Millis,
+    pub finished_ms: Option<Millis>,
+    pub done_units: u64,
+    pub result: JobResult,
+    pub done_ranges: Vec<(u64, u64)>,
+}
+
+impl JobRecord {
+    /// Records units `[lo, hi)` as done, merging with neighbours.
+    pub fn add_done(&mut self, lo: u64, hi: u64) {
+        self.done_units += hi - lo;
+        let at = self.done_ranges.partition_point(|r| r.0 < lo);
+        self.done_ranges.insert(at, (lo, hi));
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(self.done_ranges.len());
+        for (a, b) in self.done_ranges.drain(..) {
+            match merged.last_mut() {
+                Some(last) if last.1 >= a => last.1 = last.1.max(b),
+                _ => merged.push((a, b)),
+            }
+        }
+        self.done_ranges = merged;
+    }
+}
+
+/// Everything a swarm's storage holds, as the glue loads it when the object starts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Stored {
+    pub meta: Option<SwarmMeta>,
+    pub devices: Vec<DeviceRecord>,
+    pub invites: Vec<InviteRecord>,
+    pub jobs: Vec<JobRecord>,
+}
+
 /// A durable write.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StoreOp {
@@ -78,6 +118,8 @@ pub enum StoreOp {
     DeleteDevice { device_id: String },
     /// Insert or replace an invite row.
     PutInvite(InviteRecord),
+    /// Insert or replace a job row (on submission, every accepted result, and state changes).
+    PutJob(JobRecord),
 }
 
 /// What a socket is, once it has said hello.

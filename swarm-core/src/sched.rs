@@ -97,6 +97,19 @@ struct DeviceState {
     rate: f64,
     enabled: bool,
     leases: BTreeSet<LeaseId>,
+    /// Deadlines missed since the device last completed a lease. While non-zero the device is
+    /// on probation: one lease at a time, served after everyone else.
+    missed: u32,
+}
+
+impl DeviceState {
+    fn quota(&self, prefetch: u32) -> u32 {
+        if self.missed > 0 {
+            1
+        } else {
+            self.workers + prefetch
+        }
+    }
 }
 
 /// The scheduler of one job (or of a queue of jobs' units laid end to end).
@@ -138,6 +151,7 @@ impl Scheduler {
                 rate,
                 enabled: true,
                 leases: BTreeSet::new(),
+                missed: 0,
             });
     }
 
@@ -168,6 +182,34 @@ impl Scheduler {
                 .push_back((self.total_units, self.total_units + units));
             self.total_units += units;
         }
+    }
+
+    /// Marks units `[lo, hi)` as already done (restoring a job after a restart): they leave
+    /// the queue and count as completed.
+    pub fn mark_done(&mut self, lo: u64, hi: u64) {
+        let mut kept = VecDeque::with_capacity(self.pending.len() + 1);
+        for (a, b) in self.pending.drain(..) {
+            let (cut_lo, cut_hi) = (a.max(lo), b.min(hi));
+            if cut_lo >= cut_hi {
+                kept.push_back((a, b));
+                continue;
+            }
+            self.done_units += cut_hi - cut_lo;
+            if a < cut_lo {
+                kept.push_back((a, cut_lo));
+            }
+            if cut_hi < b {
+                kept.push_back((cut_hi, b));
+            }
+        }
+        self.pending = kept;
+    }
+
+    /// Withdraws every lease (the job was stopped or cancelled); their ranges go back to the
+    /// queue.
+    pub fn withdraw_all(&mut self) -> Vec<Lease> {
+        let ids: Vec<LeaseId> = self.leases.keys().copied().collect();
+        ids.into_iter().filter_map(|id| self.withdraw(id)).collect()
     }
 
     /// `(completed units, total units)`.
@@ -238,6 +280,7 @@ impl Scheduler {
         let lease = self.leases.remove(&lease_id).expect("just found");
         if let Some(state) = self.devices.get_mut(device) {
             state.leases.remove(&lease_id);
+            state.missed = 0;
             // The device's own timing, but never faster than the lease's wall time allows.
             let elapsed = compute_ms.clamp(1, now.saturating_sub(lease.issued_ms).max(1)) as f64;
             let observed = lease.units() as f64 / elapsed;
@@ -266,8 +309,9 @@ impl Scheduler {
         }
     }
 
-    /// Withdraws leases past their deadline (their ranges go back to the queue) and halves the
-    /// rate of the devices that missed them.
+    /// Withdraws leases past their deadline (their ranges go back to the queue), halves the
+    /// rate of the devices that missed them and puts those devices on probation (one lease at a
+    /// time, served last) until they complete one.
     pub fn expire(&mut self, now: Millis) -> Vec<Lease> {
         let late: Vec<LeaseId> = self
             .leases
@@ -282,6 +326,7 @@ impl Scheduler {
         for lease in &expired {
             if let Some(state) = self.devices.get_mut(&lease.device) {
                 state.rate /= 2.0;
+                state.missed += 1;
             }
         }
         expired
@@ -296,11 +341,16 @@ impl Scheduler {
             .filter(|(_, d)| {
                 d.enabled
                     && d.workers > 0
-                    && (d.leases.len() as u32) < d.workers + self.config.prefetch
+                    && (d.leases.len() as u32) < d.quota(self.config.prefetch)
             })
             .collect();
         let load = |d: &DeviceState| d.leases.len() as f64 / f64::from(d.workers);
-        room.sort_by(|(_, a), (_, b)| load(a).total_cmp(&load(b)).then(b.rate.total_cmp(&a.rate)));
+        room.sort_by(|(_, a), (_, b)| {
+            (a.missed > 0)
+                .cmp(&(b.missed > 0))
+                .then(load(a).total_cmp(&load(b)))
+                .then(b.rate.total_cmp(&a.rate))
+        });
         room.into_iter().map(|(id, _)| id.clone()).collect()
     }
 
@@ -310,10 +360,17 @@ impl Scheduler {
         let remaining: u64 = self.pending.iter().map(|(a, b)| b - a).sum::<u64>() + (hi - lo);
         let share =
             state.rate * f64::from(state.workers) / self.throughput().max(f64::MIN_POSITIVE);
-        // About target_chunk_ms of this device's work, but at the tail no more than its share of
-        // what is left, spread over its workers, so the last chunks end together.
+        // About target_chunk_ms of this device's work. In the tail (less than two chunk-times
+        // of the whole swarm left) no more than its share of what is left, spread over its
+        // workers, so the last chunks end together — but never below a quarter of a chunk-time,
+        // so that one device's stale rate cannot shrink everyone's chunks to nothing.
         let by_time = state.rate * self.config.target_chunk_ms;
-        let by_tail = remaining as f64 * share / f64::from(state.workers.max(1));
+        let tail = (remaining as f64) < self.throughput() * self.config.target_chunk_ms * 2.0;
+        let by_tail = if tail {
+            (remaining as f64 * share / f64::from(state.workers.max(1))).max(by_time / 4.0)
+        } else {
+            f64::INFINITY
+        };
         let size = (by_time.min(by_tail).max(1.0) as u64)
             .clamp(self.config.min_chunk_units, self.config.max_chunk_units)
             .min(hi - lo);
@@ -349,7 +406,10 @@ impl Scheduler {
                     .devices
                     .get(&l.device)
                     .map_or(f64::MIN_POSITIVE, |d| d.rate);
-                let expected_end = l.issued_ms as f64 + l.units() as f64 / holder_rate;
+                // A lease running longer than expected is assumed to need at least as long again.
+                let estimate = l.issued_ms as f64 + l.units() as f64 / holder_rate;
+                let running_for = now.saturating_sub(l.issued_ms) as f64;
+                let expected_end = estimate.max(now as f64 + running_for);
                 let mine = now as f64 + l.units() as f64 / my_rate;
                 (l.clone(), expected_end, mine)
             })
@@ -554,6 +614,19 @@ mod tests {
     }
 
     #[test]
+    fn restored_progress_is_not_scheduled_again() {
+        let mut s = sched();
+        s.add_work(10_000);
+        s.mark_done(0, 2_000);
+        s.mark_done(5_000, 6_000);
+        assert_eq!(s.progress(), (3_000, 10_000));
+        assert_eq!(
+            s.pending.iter().copied().collect::<Vec<_>>(),
+            vec![(2_000, 5_000), (6_000, 10_000)]
+        );
+    }
+
+    #[test]
     fn a_departed_twin_does_not_requeue_a_range_still_running() {
         let mut s = sched();
         s.set_device("slow", 1, 0.1);
@@ -568,5 +641,47 @@ mod tests {
         );
         s.remove_device("slow");
         assert_eq!(s.pending.iter().map(|(a, b)| b - a).sum::<u64>(), 200);
+    }
+}
+
+#[cfg(test)]
+mod starvation {
+    use super::*;
+
+    #[test]
+    fn a_device_that_never_answers_cannot_hold_up_the_job() {
+        let mut s = Scheduler::new(SchedConfig::default());
+        s.set_device("silent", 4, 100_000.0);
+        s.set_device("fast", 4, 100_000.0);
+        s.add_work(1_000_000);
+        let mut now = 0;
+        for _ in 0..200 {
+            now += 1_000;
+            s.expire(now);
+            let mut fast: Vec<Lease> = s
+                .poll_leases(now)
+                .into_iter()
+                .filter(|l| l.device == "fast")
+                .collect();
+            fast.extend(s.leases.values().filter(|l| l.device == "fast").cloned());
+            fast.dedup_by_key(|l| l.id);
+            for lease in fast {
+                s.complete(now, "fast", lease.id, 10);
+            }
+            if s.is_finished() {
+                break;
+            }
+        }
+        let held: Vec<_> = s
+            .leases
+            .values()
+            .map(|l| (l.device.clone(), l.lo, l.hi, l.speculative, l.deadline_ms))
+            .collect();
+        assert!(
+            s.is_finished(),
+            "progress {:?} at {now}, leases {held:?}, pending {:?}",
+            s.progress(),
+            s.pending
+        );
     }
 }

@@ -145,6 +145,25 @@ test("an invite's QR code brings a second browser into the swarm, live", async (
   await row.getByTestId("device-status").filter({ hasText: "ONLINE" }).waitFor({ timeout: 8000 });
   assert.equal(await dashboard.rows().count(), 1, "no duplicate registration");
 
+  // A job submitted over the API is computed by the browser's Web Workers.
+  const key = await ownerPage.evaluate((id) => localStorage.getItem(`ostrich.owner.${id}`), dashboard.swarmId());
+  const api = `${BASE}/api/swarms/${dashboard.swarmId()}`;
+  const submitted = await (await fetch(`${api}/owner`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${key}` },
+    body: JSON.stringify({ command: "submit_job", job: { kind: "prime_count", lo: 0, hi: 10000000 } }),
+  })).json();
+  assert.equal(submitted.reply, "job_submitted");
+  let job;
+  for (let i = 0; i < 120; i++) {
+    job = await (await fetch(`${api}/jobs/${submitted.job_id}`)).json();
+    if (job.state === "done") break;
+    await again.page.waitForTimeout(250);
+  }
+  assert.equal(job.state, "done", JSON.stringify(job));
+  assert.deepEqual(job.result, { kind: "prime_count", count: 664579 }, "π(10^7) computed in the browser");
+  assert.ok(Number(await again.page.getByTestId("chunks-done").textContent()) > 0);
+
   // The owner removes the device: its page says so and it cannot come back.
   await row.getByTestId("device-remove").click();
   assert.equal(await again.refusal(), "bad_credential");

@@ -17,8 +17,9 @@ use runtime_tests::{
 };
 use shared_protocol::{
     close_code, AgentClass, Capabilities, DeviceCredential, DeviceStatus, ErrorCode, Hello,
-    HelloRole, HttpError, JoinProof, OwnerCommand, OwnerReply, SwarmInfo, SwarmSnapshot,
-    SwarmStats, ToClient, ToCoordinator, WelcomeRole, PROTOCOL_VERSION,
+    HelloRole, HttpError, JobResult, JobSpec, JobState, JobView, JoinProof, OwnerCommand,
+    OwnerReply, SwarmInfo, SwarmSnapshot, SwarmStats, ToClient, ToCoordinator, WelcomeRole, Work,
+    WorkResult, PROTOCOL_VERSION,
 };
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -77,6 +78,10 @@ fn main() {
         (
             "every owner action needs the owner key",
             owner_actions_need_the_owner_key,
+        ),
+        (
+            "devices compute π(10^8) through leases, and a device leaving mid-job loses nothing",
+            prime_job,
         ),
         (
             "guessing short codes is rate limited",
@@ -967,6 +972,121 @@ fn owner_actions_need_the_owner_key(w: &Wrangler) -> Result<()> {
     ensure!(
         snap.run_state == shared_protocol::RunState::Running && snap.throttle_percent == 100,
         "{snap:?}"
+    );
+    Ok(())
+}
+
+/// A device that computes every lease it gets with the real kernel, heartbeating every
+/// second, until `stop` is set; with `quit_after_first_lease` it vanishes holding its leases.
+fn compute_device(
+    ws_url: &str,
+    token: &str,
+    name: &str,
+    stop: &std::sync::atomic::AtomicBool,
+    quit_after_first_lease: bool,
+) -> Result<u64> {
+    use std::sync::atomic::Ordering;
+    let mut ws = WsClient::connect(ws_url)?;
+    ws.send(&new_device_hello(
+        name,
+        JoinProof::Token {
+            token: token.to_owned(),
+        },
+    ))?;
+    ensure!(
+        matches!(ws.recv_message(5 * SECOND)?, ToClient::Welcome { .. }),
+        "{name} was not welcomed"
+    );
+    let mut beat = Instant::now();
+    let mut answered = 0;
+    while !stop.load(Ordering::Relaxed) {
+        if beat.elapsed() >= SECOND {
+            ws.send(&ToCoordinator::Heartbeat {})?;
+            beat = Instant::now();
+        }
+        let msg = match ws.recv(Duration::from_millis(200)) {
+            Ok(Received::Message(msg)) => msg,
+            Ok(Received::Closed(code)) => bail!("{name} was closed: {code:?}"),
+            Err(_) => continue, // nothing arrived this time
+        };
+        if let ToClient::Lease {
+            lease_id,
+            work: Work::PrimeCount { lo, hi },
+            ..
+        } = msg
+        {
+            if quit_after_first_lease {
+                ws.close();
+                return Ok(0);
+            }
+            let started = Instant::now();
+            let count = kernels::primes::count_primes(lo, hi);
+            let compute_ms = started.elapsed().as_millis() as u64;
+            let result = WorkResult::PrimeCount { count };
+            ws.send(&ToCoordinator::ChunkResult {
+                lease_id,
+                result,
+                compute_ms,
+            })?;
+            answered += 1;
+        }
+    }
+    Ok(answered)
+}
+
+fn prime_job(w: &Wrangler) -> Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let swarm = new_swarm(w, "sieve")?;
+    let stop = AtomicBool::new(false);
+    let url = w.ws_url(&swarm.swarm_id);
+    let job_id = std::thread::scope(|scope| -> Result<String> {
+        let steady = scope.spawn(|| compute_device(&url, &swarm.token, "steady", &stop, false));
+        let flaky = scope.spawn(|| compute_device(&url, &swarm.token, "flaky", &stop, true));
+        std::thread::sleep(Duration::from_millis(500));
+        let submit = OwnerCommand::SubmitJob {
+            job: JobSpec::PrimeCount {
+                lo: 0,
+                hi: 100_000_000,
+            },
+        };
+        let OwnerReply::JobSubmitted { job_id } = owner_http(w, &swarm, &swarm.owner_key, &submit)?
+        else {
+            bail!("expected a job id")
+        };
+        let url = format!("{}/api/swarms/{}/jobs/{job_id}", w.base, swarm.swarm_id);
+        let deadline = Instant::now() + Duration::from_secs(180);
+        let outcome = loop {
+            let job: JobView = http_agent().get(&url).call()?.into_json()?;
+            if job.state == JobState::Done || Instant::now() > deadline {
+                break job;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        };
+        stop.store(true, Ordering::Relaxed);
+        let answered = steady.join().expect("device thread")?;
+        flaky.join().expect("device thread")?;
+        ensure!(
+            outcome.state == JobState::Done,
+            "not done in time: {outcome:?}"
+        );
+        ensure!(
+            outcome.result == JobResult::PrimeCount { count: 5_761_455 },
+            "π(10^8): {outcome:?}"
+        );
+        ensure!(outcome.done_units == 100_000_000 && answered > 0);
+        Ok(job_id)
+    })?;
+    // The result is stored: it is in the snapshot and at the endpoint.
+    let mut dash = join_dashboard(w, &swarm)?;
+    let snap = next_snapshot(&mut dash, 4 * SECOND)?;
+    ensure!(snap
+        .jobs
+        .iter()
+        .any(|j| j.job_id == job_id && j.state == JobState::Done));
+    ensure!(
+        snap.log.iter().any(|e| e.text.contains("5761455 primes")),
+        "{:?}",
+        snap.log
     );
     Ok(())
 }

@@ -13,8 +13,8 @@ use shared_protocol::{
     ToCoordinator, WelcomeRole, PROTOCOL_VERSION,
 };
 use swarm_core::{
-    hash_secret, Config, ConnId, DeviceRecord, InviteRecord, Millis, Output, SocketAttachment,
-    StoreOp, SwarmCore, SwarmMeta,
+    hash_secret, Config, ConnId, DeviceRecord, InviteRecord, JobRecord, Millis, Output,
+    SocketAttachment, StoreOp, Stored, SwarmCore, SwarmMeta,
 };
 
 pub const OWNER_KEY: &str = "owner-key-owner-key-owner-key-owner-key-000";
@@ -29,6 +29,7 @@ pub struct Sim {
     pub swarm_row: Option<SwarmMeta>,
     pub device_rows: BTreeMap<String, DeviceRecord>,
     pub invite_rows: BTreeMap<String, InviteRecord>,
+    pub job_rows: BTreeMap<String, JobRecord>,
     pub registered_codes: Vec<String>,
     pub writes: usize,
     pub next_conn: u64,
@@ -52,6 +53,7 @@ impl Sim {
             swarm_row: None,
             device_rows: BTreeMap::new(),
             invite_rows: BTreeMap::new(),
+            job_rows: BTreeMap::new(),
             registered_codes: Vec::new(),
             writes: 0,
             next_conn: 0,
@@ -95,14 +97,13 @@ impl Sim {
             .filter(|(conn, _)| !self.closed.contains_key(conn))
             .map(|(_, a)| a.clone())
             .collect();
-        core.restore(
-            self.now,
-            self.swarm_row.clone(),
-            self.device_rows.values().cloned().collect(),
-            self.invite_rows.values().cloned().collect(),
-            open,
-            self.alarm,
-        );
+        let stored = Stored {
+            meta: self.swarm_row.clone(),
+            devices: self.device_rows.values().cloned().collect(),
+            invites: self.invite_rows.values().cloned().collect(),
+            jobs: self.job_rows.values().cloned().collect(),
+        };
+        core.restore(self.now, stored, open, self.alarm);
         self.core = core;
         self.drain();
     }
@@ -133,6 +134,9 @@ impl Sim {
                         }
                         StoreOp::PutInvite(row) => {
                             self.invite_rows.insert(row.invite_id.clone(), row);
+                        }
+                        StoreOp::PutJob(row) => {
+                            self.job_rows.insert(row.job_id.clone(), row);
                         }
                     }
                 }
@@ -223,7 +227,11 @@ impl Sim {
             );
             return Err(code);
         }
-        match self.take(conn).as_slice() {
+        // The welcome comes first; anything after it (leases) stays in the inbox.
+        let mut messages = self.take(conn);
+        let rest = messages.split_off(1.min(messages.len()));
+        self.inbox.insert(conn, rest);
+        match messages.as_slice() {
             [ToClient::Welcome {
                 role:
                     WelcomeRole::Device {

@@ -1,0 +1,313 @@
+//! Jobs through the core on a simulated clock, computed with the real kernels: leases, results,
+//! expiry, re-issue on disconnect, foreign and duplicate results, run state, throttle,
+//! cancellation, and resuming after a restart.
+
+mod sim;
+
+use shared_protocol::{
+    ErrorCode, JobResult, JobSpec, JobState, OwnerCommand, OwnerReply, RunState, ToClient,
+    ToCoordinator, Work, WorkResult,
+};
+use swarm_core::ConnId;
+
+use sim::*;
+
+/// Leases received by a device socket so far (and drops them from its inbox).
+fn leases(sim: &mut Sim, conn: ConnId) -> Vec<(u64, Work)> {
+    sim.take(conn)
+        .into_iter()
+        .filter_map(|m| match m {
+            ToClient::Lease { lease_id, work, .. } => Some((lease_id, work)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn compute(work: &Work) -> WorkResult {
+    match work {
+        Work::PrimeCount { lo, hi } => WorkResult::PrimeCount {
+            count: kernels::primes::count_primes(*lo, *hi),
+        },
+    }
+}
+
+fn answer(sim: &mut Sim, conn: ConnId, lease_id: u64, result: WorkResult, compute_ms: u64) {
+    sim.send(
+        conn,
+        &ToCoordinator::ChunkResult {
+            lease_id,
+            result,
+            compute_ms,
+        },
+    );
+}
+
+/// What a device that sieves 1,000 numbers per millisecond would report.
+fn took(work: &Work) -> u64 {
+    match work {
+        Work::PrimeCount { lo, hi } => ((hi - lo) / 1_000).max(1),
+    }
+}
+
+fn submit(sim: &mut Sim, lo: u64, hi: u64) -> String {
+    match sim
+        .owner(OwnerCommand::SubmitJob {
+            job: JobSpec::PrimeCount { lo, hi },
+        })
+        .unwrap()
+    {
+        OwnerReply::JobSubmitted { job_id } => job_id,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Devices compute every lease they hold, 100 ms of virtual time per round, until the job is
+/// done or `rounds` pass.
+fn work_until_done(sim: &mut Sim, devices: &[ConnId], job_id: &str, rounds: usize) {
+    for _ in 0..rounds {
+        for &conn in devices {
+            for (lease_id, work) in leases(sim, conn) {
+                let result = compute(&work);
+                answer(sim, conn, lease_id, result, took(&work));
+            }
+        }
+        if sim.core.job(job_id).unwrap().state == JobState::Done {
+            return;
+        }
+        sim.advance(100);
+    }
+}
+
+#[test]
+fn a_prime_count_job_is_leased_computed_merged_and_stored() {
+    let mut sim = Sim::new();
+    let devices: Vec<ConnId> = (0..3)
+        .map(|i| sim.join_device(&format!("d{i}")).0)
+        .collect();
+    let job = submit(&mut sim, 0, 10_000_000);
+    work_until_done(&mut sim, &devices, &job, 200);
+    let view = sim.core.job(&job).unwrap();
+    assert_eq!(view.state, JobState::Done);
+    assert_eq!(
+        view.result,
+        JobResult::PrimeCount { count: 664_579 },
+        "π(10^7)"
+    );
+    assert_eq!(
+        (view.done_units, view.total_units),
+        (10_000_000, 10_000_000)
+    );
+    let row = &sim.job_rows[&job];
+    assert_eq!(
+        row.done_ranges,
+        vec![(0, 10_000_000)],
+        "progress is stored merged"
+    );
+    assert_eq!(row.state, JobState::Done);
+    assert!(sim
+        .snapshot()
+        .jobs
+        .iter()
+        .any(|j| j.job_id == job && j.state == JobState::Done));
+}
+
+#[test]
+fn leases_respect_the_quota_of_lent_cores() {
+    let mut sim = Sim::new();
+    let (conn, _) = sim.join_device("quad"); // 4 cores in the test capabilities
+    submit(&mut sim, 0, 100_000_000_000_000);
+    assert_eq!(leases(&mut sim, conn).len(), 5, "4 workers + 1 prefetched");
+    sim.owner(OwnerCommand::SetThrottle { percent: 50 })
+        .unwrap();
+    sim.advance(10);
+    assert!(
+        leases(&mut sim, conn).is_empty(),
+        "still over the halved quota"
+    );
+}
+
+#[test]
+fn a_silent_lease_expires_and_is_reissued_and_its_late_result_is_ignored() {
+    let mut sim = Sim::new();
+    let (slow, _) = sim.join_device("slow");
+    let job = submit(&mut sim, 0, 1_000_000);
+    let held = leases(&mut sim, slow);
+    assert!(!held.is_empty());
+    // The slow device keeps heartbeating but never answers; a helper arrives.
+    let (fast, _) = sim.join_device("fast");
+    let mut seen_reissue = false;
+    for _ in 0..40 {
+        sim.advance(1_000);
+        sim.send(slow, &ToCoordinator::Heartbeat {});
+        for (lease_id, work) in leases(&mut sim, fast) {
+            // Re-issued from the same start (possibly resized to the helper's speed).
+            let start = |w: &Work| match w {
+                Work::PrimeCount { lo, .. } => *lo,
+            };
+            seen_reissue |= held.iter().any(|(_, w)| start(w) == start(&work));
+            let result = compute(&work);
+            answer(&mut sim, fast, lease_id, result, took(&work));
+        }
+        let _ = sim.take(slow);
+    }
+    assert!(seen_reissue, "the silent device's lease went to the helper");
+    let view = sim.core.job(&job).unwrap();
+    assert_eq!(view.result, JobResult::PrimeCount { count: 78_498 });
+    // The slow device's late answer changes nothing.
+    let (lease_id, work) = held[0].clone();
+    let result = compute(&work);
+    answer(&mut sim, slow, lease_id, result, 10);
+    assert_eq!(
+        sim.core.job(&job).unwrap().result,
+        JobResult::PrimeCount { count: 78_498 }
+    );
+}
+
+#[test]
+fn a_disconnected_devices_leases_go_to_the_others() {
+    let mut sim = Sim::new();
+    let (leaver, _) = sim.join_device("leaver");
+    let (stayer, _) = sim.join_device("stayer");
+    let job = submit(&mut sim, 0, 2_000_000);
+    let _ = leases(&mut sim, leaver);
+    sim.disconnect(leaver);
+    work_until_done(&mut sim, &[stayer], &job, 400);
+    assert_eq!(
+        sim.core.job(&job).unwrap().result,
+        JobResult::PrimeCount { count: 148_933 },
+        "π(2·10^6)"
+    );
+}
+
+#[test]
+fn only_the_holder_may_answer_and_only_once() {
+    let mut sim = Sim::new();
+    let (a, _) = sim.join_device("a");
+    let (b, _) = sim.join_device("b");
+    let dash = sim.join_dashboard(None);
+    let job = submit(&mut sim, 0, 100_000_000);
+    let (lease_id, work) = leases(&mut sim, a).remove(0);
+    let _ = leases(&mut sim, b);
+    let wrong = WorkResult::PrimeCount { count: 1 };
+    answer(&mut sim, b, lease_id, wrong.clone(), 10);
+    assert_eq!(sim.last_error(b), ErrorCode::Forbidden);
+    sim.send(
+        dash,
+        &ToCoordinator::ChunkResult {
+            lease_id,
+            result: wrong,
+            compute_ms: 10,
+        },
+    );
+    assert_eq!(
+        sim.last_error(dash),
+        ErrorCode::Forbidden,
+        "dashboards return no results"
+    );
+    let right = compute(&work);
+    answer(&mut sim, a, lease_id, right.clone(), 10);
+    let after_first = sim.core.job(&job).unwrap();
+    answer(&mut sim, a, lease_id, right, 10);
+    let after_repeat = sim.core.job(&job).unwrap();
+    assert_eq!(
+        after_first.done_units, after_repeat.done_units,
+        "a repeated result counts once"
+    );
+    assert_eq!(after_first.result, after_repeat.result);
+}
+
+#[test]
+fn pause_stop_and_throttle_act_on_scheduling() {
+    let mut sim = Sim::new();
+    sim.owner(OwnerCommand::SetRunState {
+        state: RunState::Paused,
+    })
+    .unwrap();
+    let (dev, _) = sim.join_device("worker");
+    let job = submit(&mut sim, 0, 100_000_000_000_000);
+    assert!(
+        leases(&mut sim, dev).is_empty(),
+        "paused: no work handed out"
+    );
+    sim.owner(OwnerCommand::SetRunState {
+        state: RunState::Running,
+    })
+    .unwrap();
+    assert_eq!(leases(&mut sim, dev).len(), 5);
+    sim.owner(OwnerCommand::SetRunState {
+        state: RunState::Stopped,
+    })
+    .unwrap();
+    let cancels = sim
+        .take(dev)
+        .into_iter()
+        .filter(|m| matches!(m, ToClient::CancelLease { .. }))
+        .count();
+    assert_eq!(cancels, 5, "stopping withdraws every lease");
+    sim.owner(OwnerCommand::SetThrottle { percent: 0 }).unwrap();
+    sim.owner(OwnerCommand::SetRunState {
+        state: RunState::Running,
+    })
+    .unwrap();
+    assert!(
+        leases(&mut sim, dev).is_empty(),
+        "a 0 % throttle lends nothing"
+    );
+    sim.owner(OwnerCommand::SetThrottle { percent: 25 })
+        .unwrap();
+    assert_eq!(
+        leases(&mut sim, dev).len(),
+        2,
+        "one of four cores, plus prefetch"
+    );
+    assert_eq!(sim.core.job(&job).unwrap().state, JobState::Running);
+}
+
+#[test]
+fn a_cancelled_job_withdraws_its_leases_and_the_next_job_starts() {
+    let mut sim = Sim::new();
+    let (dev, _) = sim.join_device("worker");
+    let first = submit(&mut sim, 0, 1_000_000_000);
+    let second = submit(&mut sim, 0, 1_000_000);
+    assert_eq!(sim.core.job(&second).unwrap().state, JobState::Queued);
+    let _ = leases(&mut sim, dev);
+    sim.owner(OwnerCommand::CancelJob {
+        job_id: first.clone(),
+    })
+    .unwrap();
+    assert_eq!(sim.core.job(&first).unwrap().state, JobState::Cancelled);
+    assert_eq!(sim.core.job(&second).unwrap().state, JobState::Running);
+    work_until_done(&mut sim, &[dev], &second, 100);
+    assert_eq!(
+        sim.core.job(&second).unwrap().result,
+        JobResult::PrimeCount { count: 78_498 }
+    );
+}
+
+#[test]
+fn a_restarted_coordinator_resumes_the_job_from_its_stored_progress() {
+    let mut sim = Sim::new();
+    let (dev, cred) = sim.join_device("worker");
+    let job = submit(&mut sim, 0, 10_000_000);
+    // Answer one round only, then the object restarts with the device still connected.
+    for (lease_id, work) in leases(&mut sim, dev) {
+        let result = compute(&work);
+        answer(&mut sim, dev, lease_id, result, 50);
+    }
+    let done_before = sim.core.job(&job).unwrap().done_units;
+    assert!(done_before > 0);
+    sim.restart();
+    assert_eq!(sim.core.job(&job).unwrap().done_units, done_before);
+    let _ = cred;
+    sim.advance(100);
+    let conn = sim.connect();
+    sim.send(conn, &device_hello("worker", Some(cred)));
+    let _ = sim.take(dev);
+    work_until_done(&mut sim, &[conn], &job, 400);
+    let view = sim.core.job(&job).unwrap();
+    assert_eq!(
+        view.result,
+        JobResult::PrimeCount { count: 664_579 },
+        "nothing lost, nothing counted twice"
+    );
+}
