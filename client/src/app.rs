@@ -7,8 +7,9 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 use shared_protocol::{
     normalize_code, CreateSwarmRequest, CreateSwarmResponse, DeviceCredential, DeviceStatus,
-    DeviceView, ErrorCode, HttpError, InviteView, JoinProof, LogLevel, OwnerCommand, OwnerReply,
-    ResolveCodeRequest, ResolveCodeResponse, RunState, SwarmSnapshot,
+    DeviceView, ErrorCode, HttpError, InviteView, JobResult, JobSpec, JobState, JoinProof,
+    LogLevel, OwnerCommand, OwnerReply, ResolveCodeRequest, ResolveCodeResponse, RunState,
+    SwarmSnapshot,
 };
 use wasm_bindgen::prelude::wasm_bindgen;
 
@@ -243,6 +244,7 @@ fn Dashboard(swarm_id: String) -> impl IntoView {
             .collect::<Vec<_>>()
     };
     let key_for_rows = owner_key.clone().unwrap_or_default();
+    let owner_key_for_jobs = owner_key.clone().unwrap_or_default();
     let id_for_rows = swarm_id.clone();
     let owner_panel = owner_key.map(|key| {
         let swarm_id = swarm_id.clone();
@@ -262,6 +264,7 @@ fn Dashboard(swarm_id: String) -> impl IntoView {
                 <div><b data-testid="run-state">{move || snapshot.get().map_or(String::new(), |s| run_state_text(s.run_state).into())}</b></div>
             </div>
         </section>
+        <JobsPanel swarm_id=swarm_id.clone() owner_key=owner_key_for_jobs owner snapshot hidden=missing/>
         {owner_panel}
         <section class="card" class:hidden=move || missing.get()>
             <h2>"Devices"</h2>
@@ -285,6 +288,122 @@ fn Dashboard(swarm_id: String) -> impl IntoView {
                     view! { <li class=class>{e.text}</li> }
                 }/>
             </ol>
+        </section>
+    }
+}
+
+/// Jobs with progress, rate, ETA and results; the owner also gets the job form and Cancel.
+#[component]
+fn JobsPanel(
+    swarm_id: String,
+    owner_key: String,
+    owner: RwSignal<bool>,
+    snapshot: RwSignal<Option<SwarmSnapshot>>,
+    hidden: RwSignal<bool>,
+) -> impl IntoView {
+    let (lo, set_lo) = signal(String::from("0"));
+    let (hi, set_hi) = signal(String::from("1000000000"));
+    let error = RwSignal::new(None::<String>);
+    let submit = {
+        let (swarm_id, owner_key) = (swarm_id.clone(), owner_key.clone());
+        move |ev: leptos::ev::SubmitEvent| {
+            ev.prevent_default();
+            error.set(None);
+            let parse = |v: String| v.trim().replace(['_', ',', ' '], "").parse::<u64>();
+            let (Ok(lo), Ok(hi)) = (parse(lo.get_untracked()), parse(hi.get_untracked())) else {
+                error.set(Some("Both ends must be whole numbers.".into()));
+                return;
+            };
+            let (swarm_id, owner_key) = (swarm_id.clone(), owner_key.clone());
+            spawn_local(async move {
+                let command = OwnerCommand::SubmitJob {
+                    job: JobSpec::PrimeCount { lo, hi },
+                };
+                if let Err(message) = owner_call(&swarm_id, &owner_key, command).await {
+                    error.set(Some(message));
+                }
+            });
+        }
+    };
+    let cancel = {
+        let (swarm_id, owner_key) = (swarm_id.clone(), owner_key.clone());
+        move |job_id: String| {
+            let (swarm_id, owner_key) = (swarm_id.clone(), owner_key.clone());
+            spawn_local(async move {
+                let _ = owner_call(&swarm_id, &owner_key, OwnerCommand::CancelJob { job_id }).await;
+            });
+        }
+    };
+    let jobs = move || {
+        snapshot
+            .get()
+            .map(|s| s.jobs)
+            .unwrap_or_default()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+    };
+    view! {
+        <section class="card" class:hidden=move || hidden.get()>
+            <h2>"Jobs"</h2>
+            <Show when=move || owner.get()>
+                <form class="row" on:submit=submit.clone()>
+                    <label class="inline">"Count primes from "
+                        <input class="narrow" data-testid="job-lo" inputmode="numeric" prop:value=lo on:input=move |ev| set_lo.set(event_target_value(&ev))/>
+                    </label>
+                    <label class="inline">" to "
+                        <input data-testid="job-hi" inputmode="numeric" prop:value=hi on:input=move |ev| set_hi.set(event_target_value(&ev))/>
+                    </label>
+                    <button type="submit" data-testid="submit-job">"Submit job"</button>
+                </form>
+                {move || error.get().map(|e| view! { <p class="error" data-testid="job-error">{e}</p> })}
+            </Show>
+            <ul class="jobs">
+                <For each=jobs key=|j| (j.job_id.clone(), j.state, j.done_units) children=move |job| {
+                    let cancel = cancel.clone();
+                    let id = job.job_id.clone();
+                    let percent = format::percent(job.done_units, job.total_units);
+                    let JobSpec::PrimeCount { lo, hi } = job.spec.clone();
+                    let JobResult::PrimeCount { count } = job.result.clone();
+                    let state = match job.state {
+                        JobState::Queued => "queued",
+                        JobState::Running => "running",
+                        JobState::Done => "done",
+                        JobState::Cancelled => "cancelled",
+                    };
+                    let live = matches!(job.state, JobState::Queued | JobState::Running);
+                    let result_url = format!("/api/swarms/{swarm_id}/jobs/{id}");
+                    let summary = if job.state == JobState::Done {
+                        format!("{count} primes")
+                    } else {
+                        format!("{percent:.1} % · {count} so far")
+                    };
+                    let speed = (job.state == JobState::Running).then(|| {
+                        let eta = job.eta_ms.map(|ms| format!(" · ETA {}", format::duration(ms))).unwrap_or_default();
+                        format!("{}{eta}", format::rate(job.units_per_second))
+                    });
+                    view! {
+                        <li data-testid="job-row" data-job-id=id.clone() data-state=state>
+                            <div class="row">
+                                <b>{format!("π in [{lo}, {hi})")}</b>
+                                <span class="muted">{state}</span>
+                                <span class="muted">{speed}</span>
+                            </div>
+                            <div class="bar"><div class="fill" style=format!("width: {percent}%")></div></div>
+                            <div class="row">
+                                <span data-testid="job-result">{summary}</span>
+                                <a href=result_url target="_blank">"JSON"</a>
+                                {(live && owner.get_untracked()).then(|| {
+                                    let id = id.clone();
+                                    view! {
+                                        <button class="small danger" data-testid="job-cancel" on:click=move |_| cancel(id.clone())>"Cancel"</button>
+                                    }
+                                })}
+                            </div>
+                        </li>
+                    }
+                }/>
+            </ul>
         </section>
     }
 }

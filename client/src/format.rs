@@ -37,6 +37,33 @@ pub fn link_state(state: &LinkState, now_ms: u64) -> String {
     }
 }
 
+/// A rate with an SI prefix: "950 /s", "1.2 k/s", "3.4 G/s".
+pub fn rate(per_second: f64) -> String {
+    let units = [(1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")];
+    match units.iter().find(|(scale, _)| per_second >= *scale) {
+        Some((scale, prefix)) => format!("{:.1} {prefix}/s", per_second / scale),
+        None => format!("{per_second:.0} /s"),
+    }
+}
+
+/// A duration for an ETA: "45 s", "3 min 20 s", "2 h 5 min".
+pub fn duration(ms: u64) -> String {
+    let secs = ms.div_ceil(1000);
+    match secs {
+        0..=59 => format!("{secs} s"),
+        60..=3599 => format!("{} min {} s", secs / 60, secs % 60),
+        _ => format!("{} h {} min", secs / 3600, (secs % 3600) / 60),
+    }
+}
+
+/// Progress as a percentage with one decimal, never 100.0 before it is complete.
+pub fn percent(done: u64, total: u64) -> f64 {
+    if total == 0 || done >= total {
+        return 100.0;
+    }
+    ((done as f64 * 1000.0 / total as f64).floor() / 10.0).min(99.9)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -54,6 +81,23 @@ mod tests {
         assert_eq!(ago(12_000, 0), "12 s ago");
         assert_eq!(ago(7_200_000, 0), "2 h ago");
         assert_eq!(ago(3 * 86_400_000, 0), "3 d ago");
+    }
+
+    #[test]
+    fn rates_durations_and_progress() {
+        assert_eq!(rate(950.0), "950 /s");
+        assert_eq!(rate(1_234.0), "1.2 k/s");
+        assert_eq!(rate(3.4e9), "3.4 G/s");
+        assert_eq!(duration(45_000), "45 s");
+        assert_eq!(duration(200_000), "3 min 20 s");
+        assert_eq!(duration(7_500_000), "2 h 5 min");
+        assert_eq!(percent(1, 3), 33.3);
+        assert_eq!(
+            percent(999_999, 1_000_000),
+            99.9,
+            "not done is never shown as 100"
+        );
+        assert_eq!(percent(5, 5), 100.0);
     }
 
     #[test]
