@@ -221,16 +221,22 @@ fn Dashboard(swarm_id: String) -> impl IntoView {
         if !swarm_exists(&origin, &id).await {
             return missing.set(true);
         }
-        drive(link, ws_url(&origin, &id), None, move |link, event| {
-            state.set(link.state().clone());
-            match event {
-                Some(LinkEvent::Snapshot(snap)) => snapshot.set(Some(*snap)),
-                Some(LinkEvent::Welcomed {
-                    owner: is_owner, ..
-                }) => owner.set(is_owner),
-                _ => {}
-            }
-        })
+        drive(
+            link,
+            ws_url(&origin, &id),
+            None,
+            None,
+            move |link, event| {
+                state.set(link.state().clone());
+                match event {
+                    Some(LinkEvent::Snapshot(snap)) => snapshot.set(Some(*snap)),
+                    Some(LinkEvent::Welcomed {
+                        owner: is_owner, ..
+                    }) => owner.set(is_owner),
+                    _ => {}
+                }
+            },
+        )
         .await;
     });
     let devices = move || snapshot.get().map(|s| s.devices).unwrap_or_default();
@@ -679,6 +685,23 @@ fn DevicePage(swarm_id: String, proof: Option<JoinProof>) -> impl IntoView {
         invite: proof,
     };
 
+    // "Cores to lend": remembered per swarm; 0 pauses this device.
+    let lend_key = keys::lend(&swarm_id);
+    let lend = RwSignal::new(
+        browser::storage_get(&lend_key)
+            .and_then(|v| v.parse::<u16>().ok())
+            .map_or(cores, |v| v.min(cores)),
+    );
+    let (lend_tx, lend_rx) = futures::channel::mpsc::unbounded::<u16>();
+    if lend.get_untracked() != cores {
+        let _ = lend_tx.unbounded_send(lend.get_untracked());
+    }
+    let set_lend = move |cores_lent: u16| {
+        lend.set(cores_lent);
+        browser::storage_set(&lend_key, &cores_lent.to_string());
+        let _ = lend_tx.unbounded_send(cores_lent);
+    };
+    let remembered = RwSignal::new(lend.get_untracked().max(1));
     if !needs_invite {
         let (swarm_id, credential_key) = (swarm_id.clone(), credential_key.clone());
         spawn_local(async move {
@@ -692,6 +715,7 @@ fn DevicePage(swarm_id: String, proof: Option<JoinProof>) -> impl IntoView {
                 Link::new(identity),
                 ws_url(&origin, &swarm_id),
                 pool,
+                Some(lend_rx),
                 move |link, event| {
                     state.set(link.state().clone());
                     match event {
@@ -771,6 +795,26 @@ fn DevicePage(swarm_id: String, proof: Option<JoinProof>) -> impl IntoView {
                 <dt>"Device id"</dt><dd data-testid="device-id">{move || device_id.get().unwrap_or_else(|| "—".into())}</dd>
                 <dt>"Cores"</dt><dd>{cores}</dd>
                 <dt>"Round trip"</dt><dd>{move || rtt.get().map_or("—".into(), |ms| format!("{ms} ms"))}</dd>
+                <dt>"Cores to lend"</dt>
+                <dd>
+                    <input type="range" min="0" max=cores data-testid="lend-cores" prop:value=move || lend.get()
+                        on:change={
+                            let set_lend = set_lend.clone();
+                            move |ev| if let Ok(n) = event_target_value(&ev).parse::<u16>() { set_lend(n) }
+                        }/>
+                    " " {move || lend.get()} " of " {cores}
+                    <button class="small" data-testid="pause-device" on:click={
+                        let set_lend = set_lend.clone();
+                        move |_| {
+                            if lend.get_untracked() == 0 {
+                                set_lend(remembered.get_untracked());
+                            } else {
+                                remembered.set(lend.get_untracked());
+                                set_lend(0);
+                            }
+                        }
+                    }>{move || if lend.get() == 0 { "Resume" } else { "Pause" }}</button>
+                </dd>
                 <dt>"Chunks"</dt><dd data-testid="chunks-done">{move || computed.get()}</dd>
                 <dt>"Leases received"</dt><dd>{move || leased.get()}</dd>
                 <dt>"Last chunk"</dt><dd>{move || last_chunk_ms.get().map_or("—".into(), |ms| format!("{ms} ms"))}</dd>

@@ -193,6 +193,7 @@ pub struct WorkerPool {
     idle: Vec<usize>,
     queue: VecDeque<(u64, Work)>,
     running: HashMap<usize, u64>,
+    limit: usize,
     /// Leases whose results no longer count (withdrawn while disconnected, or cancelled).
     stale: HashSet<u64>,
     results: UnboundedReceiver<(usize, u64, f64, f64)>,
@@ -235,10 +236,17 @@ impl WorkerPool {
             idle,
             queue: VecDeque::new(),
             running: HashMap::new(),
+            limit: size.max(1),
             stale: HashSet::new(),
             results,
             _handlers: handlers,
         })
+    }
+
+    /// At most this many workers run at once (the cores the user lends).
+    pub fn set_limit(&mut self, limit: usize) {
+        self.limit = limit;
+        self.pump();
     }
 
     pub fn submit(&mut self, lease_id: u64, work: Work) {
@@ -260,9 +268,12 @@ impl WorkerPool {
     }
 
     fn pump(&mut self) {
-        while let (Some(&index), Some((lease_id, work))) =
-            (self.idle.last(), self.queue.front().cloned())
-        {
+        while self.running.len() < self.limit {
+            let (Some(&index), Some((lease_id, work))) =
+                (self.idle.last(), self.queue.front().cloned())
+            else {
+                break;
+            };
             self.queue.pop_front();
             self.idle.pop();
             let Work::PrimeCount { lo, hi } = work;
@@ -305,6 +316,7 @@ impl WorkerPool {
 /// What woke the socket loop.
 enum Wake {
     Incoming(Option<Result<Message, gloo_net::websocket::WebSocketError>>),
+    Lend(u16),
     Computed(u64, WorkResult, u64),
     Timer,
 }
@@ -316,8 +328,11 @@ pub async fn drive(
     mut link: Link,
     url: String,
     mut pool: Option<WorkerPool>,
+    mut lend: Option<UnboundedReceiver<u16>>,
     mut update: impl FnMut(&Link, Option<LinkEvent>),
 ) -> Link {
+    // The cores the user chose to lend, re-sent after every welcome.
+    let mut lending: Option<u16> = None;
     loop {
         update(&link, None);
         if let Ok(ws) = WebSocket::open(&url) {
@@ -339,8 +354,21 @@ pub async fn drive(
                                 None => futures::future::pending().await,
                             }
                         };
+                        let lend_change = async {
+                            match lend.as_mut() {
+                                Some(lend) => lend.next().await,
+                                None => None,
+                            }
+                        };
+                        let lend_change = async {
+                            match lend_change.await {
+                                Some(cores) => cores,
+                                None => futures::future::pending().await,
+                            }
+                        };
                         select! {
                             incoming = rx.next() => Wake::Incoming(incoming),
+                            cores = lend_change.fuse() => Wake::Lend(cores),
                             (lease_id, result, ms) = computed.fuse() => Wake::Computed(lease_id, result, ms),
                             _ = sleep(wait).fuse() => Wake::Timer,
                         }
@@ -351,6 +379,9 @@ pub async fn drive(
                                 continue;
                             };
                             let event = link.on_message(now_ms(), message);
+                            let resend_lend = matches!(event, LinkEvent::Welcomed { .. })
+                                .then_some(lending)
+                                .flatten();
                             if let Some(pool) = pool.as_mut() {
                                 match &event {
                                     LinkEvent::Lease { lease_id, work } => {
@@ -361,7 +392,14 @@ pub async fn drive(
                                 }
                             }
                             update(&link, Some(event));
-                            None
+                            resend_lend.map(|cores| link.lend_message(cores))
+                        }
+                        Wake::Lend(cores) => {
+                            lending = Some(cores);
+                            if let Some(pool) = pool.as_mut() {
+                                pool.set_limit(usize::from(cores));
+                            }
+                            Some(link.lend_message(cores))
                         }
                         Wake::Incoming(Some(Ok(Message::Bytes(_)))) => None,
                         Wake::Incoming(Some(Err(_)) | None) => break,

@@ -248,6 +248,13 @@ impl Link {
         }
     }
 
+    /// The message that tells the coordinator how many cores this device lends (0 pauses it).
+    /// Sent after every welcome while the user has chosen a number, since a new connection
+    /// starts by lending everything.
+    pub fn lend_message(&self, cores: u16) -> ToCoordinator {
+        ToCoordinator::SetLend { cores }
+    }
+
     /// The message that reports a computed lease.
     pub fn chunk_result(
         &self,

@@ -85,6 +85,11 @@ pub mod keys {
     }
 
     pub const DEVICE_NAME: &str = "ostrich.device-name";
+
+    /// How many cores this browser lends to the swarm (0 = paused).
+    pub fn lend(swarm_id: &str) -> String {
+        format!("ostrich.lend.{swarm_id}")
+    }
 }
 
 #[cfg(test)]

@@ -38,7 +38,8 @@ pub trait WireMessage: DeserializeOwned + Validate<Context = ()> {
 }
 
 impl WireMessage for ToCoordinator {
-    const TYPES: &'static [&'static str] = &["hello", "heartbeat", "chunk_result", "owner"];
+    const TYPES: &'static [&'static str] =
+        &["hello", "heartbeat", "chunk_result", "set_lend", "owner"];
 }
 
 impl WireMessage for OwnerCommand {

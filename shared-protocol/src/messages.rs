@@ -29,6 +29,12 @@ pub enum ToCoordinator {
         #[garde(range(max = 86_400_000))]
         compute_ms: u64,
     },
+    /// From a device: how many of its cores it lends from now on (0 pauses it). Without it a
+    /// device lends all its cores. The swarm's throttle applies on top.
+    SetLend {
+        #[garde(range(max = 1024))]
+        cores: u16,
+    },
     /// An owner action, from a dashboard whose hello carried the owner key. Answered with
     /// [`ToClient::OwnerResult`] or with [`ToClient::Error`], both carrying the same `request`.
     Owner {

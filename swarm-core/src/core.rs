@@ -109,6 +109,8 @@ pub(crate) struct Device {
     pub(crate) record: DeviceRecord,
     /// The socket the device is connected on; a device is ONLINE exactly while this is set.
     pub(crate) conn: Option<ConnId>,
+    /// Cores the device lends (its own control; all of them unless it said otherwise).
+    pub(crate) lend: Option<u16>,
 }
 
 impl Device {
@@ -189,7 +191,16 @@ impl SwarmCore {
         self.alarm_at = alarm_at;
         self.devices = devices
             .into_iter()
-            .map(|record| (record.device_id.clone(), Device { record, conn: None }))
+            .map(|record| {
+                (
+                    record.device_id.clone(),
+                    Device {
+                        record,
+                        conn: None,
+                        lend: None,
+                    },
+                )
+            })
             .collect();
         for invite in invites {
             self.invites.insert(invite);
@@ -341,6 +352,17 @@ impl SwarmCore {
                     compute_ms,
                 },
             ) => self.handle_chunk_result(now, conn, &device_id, lease_id, result, compute_ms),
+            (Session::Device { device_id }, ToCoordinator::SetLend { cores }) => {
+                if let Some(device) = self.devices.get_mut(&device_id) {
+                    device.lend = Some(cores);
+                }
+                self.device_available(&device_id);
+                self.dispatch(now);
+            }
+            (_, ToCoordinator::SetLend { .. }) => {
+                let refusal = Refusal::new(ErrorCode::Forbidden, "only devices lend cores");
+                self.reject(now, conn, refusal, None);
+            }
             (_, ToCoordinator::ChunkResult { .. }) => {
                 let refusal = Refusal::new(ErrorCode::Forbidden, "only devices return results");
                 self.reject(now, conn, refusal, None);

@@ -356,13 +356,13 @@ impl SwarmCore {
         self.devices.get(device_id).and_then(|d| d.conn)
     }
 
-    /// Workers a device lends: its cores scaled by the swarm throttle (at least one while the
-    /// throttle is above zero).
+    /// Workers a device lends: the cores it lends (all unless it said otherwise) scaled by the
+    /// swarm throttle (at least one while both are above zero).
     fn workers_of(&self, device_id: &str) -> u32 {
-        let cores = self
-            .devices
-            .get(device_id)
-            .map_or(0, |d| u32::from(d.record.capabilities.cores));
+        let cores = self.devices.get(device_id).map_or(0, |d| {
+            let cores = d.record.capabilities.cores;
+            u32::from(d.lend.map_or(cores, |lend| lend.min(cores)))
+        });
         let throttle = self
             .meta
             .as_ref()

@@ -197,6 +197,7 @@ impl SwarmCore {
             Device {
                 record,
                 conn: Some(conn),
+                lend: None,
             },
         );
         DeviceCredential { device_id, secret }
@@ -225,6 +226,8 @@ impl SwarmCore {
             return Err(refused());
         }
         let previous = device.conn.replace(conn);
+        // A new connection starts lending everything until the device says otherwise.
+        device.lend = None;
         device.record.last_seen_ms = now;
         device.record.name = name;
         device.record.capabilities = capabilities;

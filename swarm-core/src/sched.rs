@@ -283,7 +283,9 @@ impl Scheduler {
             state.missed = 0;
             // The device's own timing, but never faster than the lease's wall time allows.
             let elapsed = compute_ms.clamp(1, now.saturating_sub(lease.issued_ms).max(1)) as f64;
-            let observed = lease.units() as f64 / elapsed;
+            // One sample may raise the estimate at most fourfold: a single odd timing must not
+            // blow up the next chunk.
+            let observed = (lease.units() as f64 / elapsed).min(state.rate * 4.0);
             let alpha = self.config.ewma_alpha;
             state.rate = alpha * observed + (1.0 - alpha) * state.rate;
         }

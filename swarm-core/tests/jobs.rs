@@ -311,3 +311,44 @@ fn a_restarted_coordinator_resumes_the_job_from_its_stored_progress() {
         "nothing lost, nothing counted twice"
     );
 }
+
+#[test]
+fn a_device_lends_fewer_cores_or_pauses_itself() {
+    let mut sim = Sim::new();
+    let (dev, _) = sim.join_device("laptop"); // 4 cores
+    submit(&mut sim, 0, 100_000_000_000_000);
+    let first = leases(&mut sim, dev);
+    assert_eq!(first.len(), 5);
+    sim.send(dev, &ToCoordinator::SetLend { cores: 1 });
+    // Answering frees its slots; it is refilled only up to 1 worker + 1 prefetched.
+    for (lease_id, _) in &first {
+        answer(
+            &mut sim,
+            dev,
+            *lease_id,
+            WorkResult::PrimeCount { count: 0 },
+            1_000,
+        );
+    }
+    let second = leases(&mut sim, dev);
+    assert_eq!(second.len(), 2);
+    sim.send(dev, &ToCoordinator::SetLend { cores: 0 });
+    for (lease_id, _) in &second {
+        answer(
+            &mut sim,
+            dev,
+            *lease_id,
+            WorkResult::PrimeCount { count: 0 },
+            1_000,
+        );
+    }
+    assert!(
+        leases(&mut sim, dev).is_empty(),
+        "paused by the device itself"
+    );
+    sim.send(dev, &ToCoordinator::SetLend { cores: 4 });
+    assert_eq!(leases(&mut sim, dev).len(), 5, "resumed");
+    let viewer = sim.join_dashboard(None);
+    sim.send(viewer, &ToCoordinator::SetLend { cores: 2 });
+    assert_eq!(sim.last_error(viewer), ErrorCode::Forbidden);
+}

@@ -158,6 +158,19 @@ test("an invite's QR code brings a second browser into the swarm, live", async (
   assert.deepEqual(job.result, { kind: "prime_count", count: 664579 });
   assert.ok(Number(await again.page.getByTestId("chunks-done").textContent()) > 0);
 
+  // Pausing on the device page stops its work; resuming finishes the next job.
+  await again.page.getByTestId("pause-device").click();
+  await again.page.getByTestId("pause-device").filter({ hasText: "Resume" }).waitFor();
+  await ownerPage.getByTestId("job-hi").fill("20000000");
+  await ownerPage.getByTestId("submit-job").click();
+  const second = ownerPage.locator('[data-testid="job-row"]').first();
+  await second.waitFor();
+  await ownerPage.waitForTimeout(3000);
+  assert.equal(await second.getAttribute("data-state"), "running");
+  assert.match(await second.getByTestId("job-result").textContent(), /^0\.0 % · 0 so far$/, "a paused device computes nothing");
+  await again.page.getByTestId("pause-device").click();
+  await ownerPage.locator('[data-testid="job-row"][data-state="done"]').filter({ hasText: "1270607 primes" }).waitFor({ timeout: 60000 });
+
   // The owner removes the device: its page says so and it cannot come back.
   await row.getByTestId("device-remove").click();
   assert.equal(await again.refusal(), "bad_credential");

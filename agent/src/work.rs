@@ -1,0 +1,323 @@
+//! The agent's work: a queue of leases ([`Queue`], plain bookkeeping) and the worker threads
+//! that compute them with the shared kernels ([`Pool`]).
+//!
+//! Every connection is an *epoch*. A reconnect starts a new one and forgets the old one's
+//! queued and running leases (the coordinator re-queues them), so a result computed for an
+//! older connection is never sent on a newer one. Results also pass through
+//! [`Queue::finish`] on the socket thread, which handles `cancel_lease` too, so a cancelled
+//! lease's result is never sent.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use shared_protocol::{Work, WorkResult};
+
+/// A lease handed to a worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Task {
+    pub epoch: u64,
+    pub lease_id: u64,
+    pub work: Work,
+}
+
+/// What `cancel_lease` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancelled {
+    /// It was waiting: dropped before any work was spent on it.
+    Queued,
+    /// A worker is on it: its result will not be sent.
+    Running,
+    /// Not held (already answered, or from an earlier connection).
+    Unknown,
+}
+
+/// The leases of the current connection: waiting, and running on a worker.
+#[derive(Debug, Default)]
+pub struct Queue {
+    epoch: u64,
+    pending: VecDeque<(u64, Work)>,
+    running: HashSet<u64>,
+    cancelled: HashSet<u64>,
+}
+
+impl Queue {
+    /// Leases waiting for a worker.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Leases a worker is computing (and whose result is still wanted).
+    pub fn running(&self) -> usize {
+        self.running.len() - self.cancelled.len()
+    }
+
+    /// Queues a lease. A lease already held is not queued twice (returns false).
+    pub fn push(&mut self, lease_id: u64, work: Work) -> bool {
+        if self.running.contains(&lease_id) || self.pending.iter().any(|(id, _)| *id == lease_id) {
+            return false;
+        }
+        self.pending.push_back((lease_id, work));
+        true
+    }
+
+    /// The oldest waiting lease, now running.
+    pub fn take(&mut self) -> Option<Task> {
+        let (lease_id, work) = self.pending.pop_front()?;
+        self.running.insert(lease_id);
+        Some(Task {
+            epoch: self.epoch,
+            lease_id,
+            work,
+        })
+    }
+
+    /// The coordinator withdrew a lease.
+    pub fn cancel(&mut self, lease_id: u64) -> Cancelled {
+        if let Some(at) = self.pending.iter().position(|(id, _)| *id == lease_id) {
+            self.pending.remove(at);
+            Cancelled::Queued
+        } else if self.running.contains(&lease_id) && self.cancelled.insert(lease_id) {
+            Cancelled::Running
+        } else {
+            Cancelled::Unknown
+        }
+    }
+
+    /// A worker finished `lease_id` (taken in `epoch`). True when its result should be sent:
+    /// it was neither cancelled nor taken on an earlier connection.
+    pub fn finish(&mut self, epoch: u64, lease_id: u64) -> bool {
+        if epoch != self.epoch || !self.running.remove(&lease_id) {
+            return false;
+        }
+        !self.cancelled.remove(&lease_id)
+    }
+
+    /// A new connection: forgets every lease of the old one. Returns how many were dropped
+    /// (waiting plus running).
+    pub fn reset(&mut self) -> usize {
+        let dropped = self.pending.len() + self.running();
+        self.epoch += 1;
+        self.pending.clear();
+        self.running.clear();
+        self.cancelled.clear();
+        dropped
+    }
+}
+
+/// Computes one lease with the shared kernel. `None` for work the kernel refuses (a range
+/// beyond its limit), which the coordinator never hands out.
+pub fn compute(work: &Work) -> Option<WorkResult> {
+    match *work {
+        Work::PrimeCount { lo, hi } => kernels::primes::try_count_primes(lo, hi)
+            .ok()
+            .map(|count| WorkResult::PrimeCount { count }),
+    }
+}
+
+/// A computed lease, on its way to the socket thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Done {
+    pub epoch: u64,
+    pub lease_id: u64,
+    pub work: Work,
+    /// `None` when the kernel refused the work.
+    pub result: Option<WorkResult>,
+    pub compute_ms: u64,
+}
+
+struct Shared {
+    queue: Queue,
+    shutdown: bool,
+}
+
+/// Worker threads fed from one [`Queue`].
+pub struct Pool {
+    shared: Arc<(Mutex<Shared>, Condvar)>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Pool {
+    /// Starts `workers` threads; each computed lease is sent on `done`.
+    pub fn start(workers: usize, done: mpsc::Sender<Done>) -> Self {
+        let shared = Arc::new((
+            Mutex::new(Shared {
+                queue: Queue::default(),
+                shutdown: false,
+            }),
+            Condvar::new(),
+        ));
+        let workers = (0..workers.max(1))
+            .map(|i| {
+                let shared = Arc::clone(&shared);
+                let done = done.clone();
+                std::thread::Builder::new()
+                    .name(format!("worker-{i}"))
+                    .spawn(move || work_loop(&shared, &done))
+                    .expect("spawning a worker thread")
+            })
+            .collect();
+        Self { shared, workers }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        self.shared.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn push(&self, lease_id: u64, work: Work) -> bool {
+        let queued = self.lock().queue.push(lease_id, work);
+        self.shared.1.notify_one();
+        queued
+    }
+
+    pub fn cancel(&self, lease_id: u64) -> Cancelled {
+        self.lock().queue.cancel(lease_id)
+    }
+
+    pub fn finish(&self, epoch: u64, lease_id: u64) -> bool {
+        self.lock().queue.finish(epoch, lease_id)
+    }
+
+    pub fn reset(&self) -> usize {
+        self.lock().queue.reset()
+    }
+
+    /// (waiting, running) leases.
+    pub fn load(&self) -> (usize, usize) {
+        let shared = self.lock();
+        (shared.queue.pending(), shared.queue.running())
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.lock().shutdown = true;
+        self.shared.1.notify_all();
+        for worker in self.workers.drain(..) {
+            let _ = worker.join();
+        }
+    }
+}
+
+fn work_loop(shared: &(Mutex<Shared>, Condvar), done: &mpsc::Sender<Done>) {
+    let (lock, wake) = shared;
+    loop {
+        let task = {
+            let mut state = lock.lock().unwrap_or_else(PoisonError::into_inner);
+            loop {
+                if state.shutdown {
+                    return;
+                }
+                if let Some(task) = state.queue.take() {
+                    break task;
+                }
+                state = wake.wait(state).unwrap_or_else(PoisonError::into_inner);
+            }
+        };
+        let started = Instant::now();
+        let result = compute(&task.work);
+        let compute_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let sent = done.send(Done {
+            epoch: task.epoch,
+            lease_id: task.lease_id,
+            work: task.work,
+            result,
+            compute_ms,
+        });
+        if sent.is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn primes(lo: u64, hi: u64) -> Work {
+        Work::PrimeCount { lo, hi }
+    }
+
+    #[test]
+    fn leases_run_in_order_and_are_answered_once() {
+        let mut q = Queue::default();
+        assert!(q.push(1, primes(0, 10)));
+        assert!(q.push(2, primes(10, 20)));
+        assert!(!q.push(1, primes(0, 10)), "a lease is held once");
+        let task = q.take().unwrap();
+        assert_eq!((task.lease_id, task.epoch), (1, 0));
+        assert!(!q.push(1, primes(0, 10)), "nor while it runs");
+        assert_eq!((q.pending(), q.running()), (1, 1));
+        assert!(q.finish(0, 1));
+        assert!(!q.finish(0, 1), "only once");
+        assert_eq!(q.take().unwrap().lease_id, 2);
+        assert_eq!(q.take(), None);
+    }
+
+    #[test]
+    fn a_cancelled_lease_is_dropped_or_its_result_withheld() {
+        let mut q = Queue::default();
+        q.push(1, primes(0, 10));
+        q.push(2, primes(10, 20));
+        q.take();
+        assert_eq!(q.cancel(2), Cancelled::Queued);
+        assert_eq!(q.take(), None, "the queued lease is gone");
+        assert_eq!(q.cancel(1), Cancelled::Running);
+        assert_eq!(q.cancel(1), Cancelled::Unknown);
+        assert_eq!(q.running(), 0);
+        assert!(!q.finish(0, 1), "a cancelled result is not sent");
+        assert_eq!(q.cancel(7), Cancelled::Unknown);
+        assert_eq!((q.pending(), q.running()), (0, 0));
+    }
+
+    #[test]
+    fn a_reconnect_forgets_the_old_connections_work() {
+        let mut q = Queue::default();
+        q.push(1, primes(0, 10));
+        q.push(2, primes(10, 20));
+        q.push(3, primes(20, 30));
+        let old = q.take().unwrap();
+        q.cancel(3);
+        assert_eq!(q.reset(), 2);
+        assert_eq!(q.take(), None);
+        assert!(!q.finish(old.epoch, old.lease_id), "stale result dropped");
+        // The same lease may be handed out again on the new connection.
+        assert!(q.push(1, primes(0, 10)));
+        let again = q.take().unwrap();
+        assert_eq!(again.epoch, 1);
+        assert!(!q.finish(old.epoch, 1));
+        assert!(q.finish(again.epoch, 1));
+    }
+
+    #[test]
+    fn the_kernel_answers_leases() {
+        assert_eq!(
+            compute(&primes(0, 100)),
+            Some(WorkResult::PrimeCount { count: 25 })
+        );
+        assert_eq!(compute(&primes(0, u64::MAX)), None);
+    }
+
+    #[test]
+    fn the_pool_computes_on_worker_threads() {
+        let (tx, rx) = mpsc::channel();
+        let pool = Pool::start(2, tx);
+        for (id, (lo, hi)) in [(1, (0, 1000)), (2, (1000, 2000)), (3, (2000, 3000))] {
+            assert!(pool.push(id, primes(lo, hi)));
+        }
+        let mut total = 0;
+        for _ in 0..3 {
+            let done = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+            assert!(pool.finish(done.epoch, done.lease_id));
+            let Some(WorkResult::PrimeCount { count }) = done.result else {
+                panic!("{done:?}")
+            };
+            total += count;
+        }
+        assert_eq!(total, 430, "π(3000)");
+        assert_eq!(pool.load(), (0, 0));
+        drop(pool);
+    }
+}

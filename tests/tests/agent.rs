@@ -1,0 +1,625 @@
+//! Runtime tests of the native agent: real `ostrich-agent` processes against the built
+//! coordinator in workerd (wrangler dev), joined through a real invite link.
+//!
+//! The agent is built first with `cargo build -p agent`; the coordinator must already be built
+//! (the harness says so if it is not). The cases run in order on one swarm: two agents compute
+//! π(10^8) while one of them is killed mid-job, the survivor is restarted from its state file
+//! with a useless invite and resumes its device, and once the owner removes that device the
+//! agent stops with exit code 2. A last case joins with the owner key.
+
+// ureq's error type is large; in test code that costs nothing worth boxing for.
+#![allow(clippy::result_large_err)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use runtime_tests::{
+    free_port, http_agent, repo_root, short_timeouts, Wrangler, WranglerCommand, WsClient,
+};
+use shared_protocol::{
+    Hello, HelloRole, JobResult, JobState, JobView, SwarmSnapshot, ToClient, ToCoordinator,
+    PROTOCOL_VERSION,
+};
+
+const SECOND: Duration = Duration::from_secs(1);
+
+/// One `ostrich-agent` process and everything it printed (stdout and stderr, in order of
+/// arrival). Killed when dropped, so no agent outlives the test.
+struct AgentProcess {
+    label: String,
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl AgentProcess {
+    fn spawn(bin: &Path, label: &str, args: &[String]) -> Result<Self> {
+        let mut child = Command::new(bin)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        collect(child.stdout.take(), &lines);
+        collect(child.stderr.take(), &lines);
+        Ok(Self {
+            label: label.to_owned(),
+            child,
+            lines,
+        })
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn output(&self) -> String {
+        format!(
+            "--- output of agent {} ---\n{}",
+            self.label,
+            self.lines().join("\n")
+        )
+    }
+
+    /// The first printed line that `pick` accepts, waiting up to `timeout`.
+    fn wait_for_line(&mut self, timeout: Duration, pick: impl Fn(&str) -> bool) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.lines().into_iter().find(|l| pick(l)) {
+                return Ok(line);
+            }
+            if let Some(status) = self.child.try_wait()? {
+                // Give the pipe readers a moment to deliver the last lines.
+                std::thread::sleep(Duration::from_millis(200));
+                if let Some(line) = self.lines().into_iter().find(|l| pick(l)) {
+                    return Ok(line);
+                }
+                bail!(
+                    "agent {} exited with {status}\n{}",
+                    self.label,
+                    self.output()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "agent {} did not print the awaited line within {timeout:?}\n{}",
+                    self.label,
+                    self.output()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for the process to exit by itself.
+    fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                std::thread::sleep(Duration::from_millis(200));
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "agent {} still runs after {timeout:?}\n{}",
+                    self.label,
+                    self.output()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn collect(stream: Option<impl Read + Send + 'static>, lines: &Arc<Mutex<Vec<String>>>) {
+    if let Some(stream) = stream {
+        let lines = Arc::clone(lines);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream)
+                .lines()
+                .map_while(std::result::Result::ok)
+            {
+                lines
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(line);
+            }
+        });
+    }
+}
+
+/// The device id in a "welcomed … device <id> …" line.
+fn device_id_of(line: &str) -> Result<String> {
+    let mut words = line.split_whitespace();
+    while let Some(word) = words.next() {
+        if word == "device" {
+            if let Some(id) = words.next() {
+                let id = id.trim_matches(|c: char| !c.is_ascii_hexdigit());
+                if id.len() == 32 {
+                    return Ok(id.to_owned());
+                }
+            }
+        }
+    }
+    bail!("no device id in '{line}'")
+}
+
+/// What the cases share: the runtime, the agent binary, the swarm and the agents alive.
+struct World {
+    wrangler: Wrangler,
+    bin: PathBuf,
+    dir: PathBuf,
+    swarm_id: String,
+    owner_key: String,
+    token: String,
+    /// The surviving agent of the job case and its state file and device id.
+    survivor: Option<(AgentProcess, PathBuf, String)>,
+    /// The restarted survivor, for the removal case.
+    resumed: Option<(AgentProcess, String)>,
+    /// Other agents to kill at the end.
+    others: Vec<AgentProcess>,
+}
+
+impl World {
+    fn invite_link(&self) -> String {
+        format!(
+            "{}/join/{}#t={}",
+            self.wrangler.base, self.swarm_id, self.token
+        )
+    }
+
+    fn spawn_agent(&self, label: &str, link: &str, state: &Path) -> Result<AgentProcess> {
+        let args = [
+            link.to_owned(),
+            "--cores".into(),
+            "2".into(),
+            "--name".into(),
+            format!("test agent {label}"),
+            "--state".into(),
+            state.display().to_string(),
+        ];
+        AgentProcess::spawn(&self.bin, label, &args)
+    }
+
+    fn owner(&self, body: serde_json::Value) -> Result<serde_json::Value> {
+        let resp = http_agent()
+            .post(&format!(
+                "{}/api/swarms/{}/owner",
+                self.wrangler.base, self.swarm_id
+            ))
+            .set("authorization", &format!("Bearer {}", self.owner_key))
+            .send_string(&body.to_string())
+            .with_context(|| format!("owner command {body}"))?;
+        Ok(resp.into_json()?)
+    }
+
+    /// One snapshot as the owner's dashboard sees it.
+    fn snapshot(&self) -> Result<SwarmSnapshot> {
+        let mut dash = WsClient::connect(&self.wrangler.ws_url(&self.swarm_id))?;
+        dash.send(&ToCoordinator::Hello(Hello {
+            protocol: PROTOCOL_VERSION,
+            role: HelloRole::Dashboard {
+                owner_key: Some(self.owner_key.clone()),
+            },
+        }))?;
+        let snap = dash.recv_until(6 * SECOND, |m| match m {
+            ToClient::Snapshot(s) => Some(s.clone()),
+            _ => None,
+        })?;
+        dash.close();
+        Ok(snap)
+    }
+}
+
+fn main() {
+    let started = Instant::now();
+    let root = repo_root();
+    let bin = match build_agent(&root) {
+        Ok(bin) => bin,
+        Err(err) => {
+            eprintln!("could not build the agent: {err:#}");
+            println!("0 passed, 1 failed");
+            std::process::exit(1);
+        }
+    };
+    println!("agent built in {:.1?}", started.elapsed());
+    let dir = root
+        .join("target/tmp")
+        .join(format!("agent-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let spec = WranglerCommand {
+        port: free_port().expect("a free port"),
+        persist_dir: dir.join("persist"),
+        vars: short_timeouts(),
+    };
+    let world = Wrangler::start(&spec).and_then(|wrangler| {
+        std::fs::create_dir_all(&dir)?;
+        let created = wrangler.create_swarm("agents")?;
+        let mut world = World {
+            wrangler,
+            bin,
+            dir: dir.clone(),
+            swarm_id: created.swarm_id,
+            owner_key: created.owner_key,
+            token: String::new(),
+            survivor: None,
+            resumed: None,
+            others: Vec::new(),
+        };
+        let invite = world.owner(serde_json::json!({
+            "command": "create_invite", "ttl_ms": 3_600_000, "max_uses": null
+        }))?;
+        world.token = invite["token"]
+            .as_str()
+            .context("no token in the invite")?
+            .to_owned();
+        Ok(world)
+    });
+    let mut world = match world {
+        Ok(world) => world,
+        Err(err) => {
+            eprintln!("could not start the runtime: {err:#}");
+            println!("0 passed, 1 failed");
+            std::process::exit(1);
+        }
+    };
+    println!("runtime up after {:.1?}", started.elapsed());
+    type Case = (&'static str, fn(&mut World) -> Result<()>);
+    let cases: &[Case] = &[
+        (
+            "two agents compute π(10^8); one killed mid-job loses nothing",
+            prime_job_with_a_killed_agent,
+        ),
+        (
+            "an agent killed while computing a lease loses nothing",
+            agent_killed_while_computing,
+        ),
+        (
+            "a restarted agent resumes its device from the state file, without an invite",
+            restart_resumes_the_device,
+        ),
+        (
+            "an agent whose device was removed stops with exit code 2",
+            removed_device_stops_the_agent,
+        ),
+        ("an agent joins with the owner key", owner_key_join),
+    ];
+    let (mut passed, mut failed) = (0, 0);
+    for (name, case) in cases {
+        let case_started = Instant::now();
+        match catch_unwind(AssertUnwindSafe(|| case(&mut world))) {
+            Ok(Ok(())) => {
+                passed += 1;
+                println!("test {name} ... ok ({:.1?})", case_started.elapsed());
+            }
+            Ok(Err(err)) => {
+                failed += 1;
+                println!("test {name} ... FAILED: {err:#}");
+            }
+            Err(_) => {
+                failed += 1;
+                println!("test {name} ... FAILED (panicked)");
+            }
+        }
+    }
+    // Every agent first, then workerd.
+    world.survivor = None;
+    world.resumed = None;
+    world.others.clear();
+    if failed > 0 {
+        eprintln!("--- wrangler output ---\n{}", world.wrangler.log());
+    }
+    world.wrangler.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("\nagent tests took {:.1?}", started.elapsed());
+    println!("{passed} passed, {failed} failed");
+    std::process::exit(i32::from(failed > 0));
+}
+
+/// Builds the agent with the cargo that runs this test; returns the binary's path.
+fn build_agent(root: &Path) -> Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "-p", "agent"])
+        .current_dir(root)
+        .status()
+        .context("running cargo build -p agent")?;
+    ensure!(status.success(), "cargo build -p agent: {status}");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map_or_else(|| root.join("target"), |dir| root.join(dir));
+    let bin = target
+        .join("debug")
+        .join(format!("ostrich-agent{}", std::env::consts::EXE_SUFFIX));
+    ensure!(bin.exists(), "{} is missing after the build", bin.display());
+    Ok(bin)
+}
+
+fn is_welcome(line: &str) -> bool {
+    line.starts_with("welcomed")
+}
+
+fn is_chunk(line: &str) -> bool {
+    line.starts_with("chunk done")
+}
+
+fn prime_job_with_a_killed_agent(world: &mut World) -> Result<()> {
+    let link = world.invite_link();
+    let steady_state = world.dir.join("steady.json");
+    let doomed_state = world.dir.join("doomed.json");
+    let mut steady = world.spawn_agent("steady", &link, &steady_state)?;
+    let mut doomed = world.spawn_agent("doomed", &link, &doomed_state)?;
+    let welcome = steady.wait_for_line(20 * SECOND, is_welcome)?;
+    let steady_id = device_id_of(&welcome)?;
+    ensure!(welcome.contains("new device"), "{welcome}");
+    doomed.wait_for_line(20 * SECOND, is_welcome)?;
+    ensure!(
+        steady_state.exists() && doomed_state.exists(),
+        "the credentials were not saved"
+    );
+
+    let submitted = world.owner(serde_json::json!({
+        "command": "submit_job", "job": {"kind": "prime_count", "lo": 0, "hi": 100_000_000u64}
+    }))?;
+    let job_id = submitted["job_id"]
+        .as_str()
+        .with_context(|| format!("no job id in {submitted}"))?
+        .to_owned();
+    let submitted_at = Instant::now();
+    // Kill one agent as soon as it has answered a lease (it then holds more), or after a
+    // while if it has not.
+    let first = doomed.wait_for_line(SECOND, is_chunk);
+    doomed.kill();
+    let printed = doomed.lines();
+    let count = |prefix: &str| printed.iter().filter(|l| l.starts_with(prefix)).count();
+    println!(
+        "    killed agent 'doomed' {:.1?} after the submit ({}); it had received {} leases and answered {}",
+        submitted_at.elapsed(),
+        first.as_deref().unwrap_or("before its first chunk"),
+        count("lease "),
+        count("chunk done"),
+    );
+    world.others.push(doomed);
+
+    let url = format!(
+        "{}/api/swarms/{}/jobs/{job_id}",
+        world.wrangler.base, world.swarm_id
+    );
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let job = loop {
+        let job: JobView = http_agent().get(&url).call()?.into_json()?;
+        if job.state == JobState::Done || Instant::now() > deadline {
+            break job;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    println!(
+        "    job finished {:.1?} after the submit",
+        submitted_at.elapsed()
+    );
+    ensure!(
+        job.state == JobState::Done,
+        "not done in 180 s: {job:?}\n{}",
+        steady.output()
+    );
+    ensure!(
+        job.result == JobResult::PrimeCount { count: 5_761_455 },
+        "π(10^8): {job:?}"
+    );
+    ensure!(job.done_units == 100_000_000, "{job:?}");
+    let answered = steady.lines().iter().filter(|l| is_chunk(l)).count();
+    ensure!(
+        answered > 0,
+        "the surviving agent answered nothing\n{}",
+        steady.output()
+    );
+    println!("    the surviving agent answered {answered} leases");
+    world.survivor = Some((steady, steady_state, steady_id));
+    Ok(())
+}
+
+/// Submits a prime count job over HTTP; returns its id.
+fn submit_primes(world: &World, lo: u64, hi: u64) -> Result<String> {
+    let submitted = world.owner(serde_json::json!({
+        "command": "submit_job", "job": {"kind": "prime_count", "lo": lo, "hi": hi}
+    }))?;
+    Ok(submitted["job_id"]
+        .as_str()
+        .with_context(|| format!("no job id in {submitted}"))?
+        .to_owned())
+}
+
+/// Polls the job endpoint until the job is done or `timeout` passes; returns its last view.
+fn await_job(world: &World, job_id: &str, timeout: Duration) -> Result<JobView> {
+    let url = format!(
+        "{}/api/swarms/{}/jobs/{job_id}",
+        world.wrangler.base, world.swarm_id
+    );
+    let deadline = Instant::now() + timeout;
+    loop {
+        let job: JobView = http_agent().get(&url).call()?.into_json()?;
+        if job.state == JobState::Done || Instant::now() > deadline {
+            return Ok(job);
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// π(10^8) is done in well under a second by two agents, in two leases, so the agent killed
+/// after its first chunk may hold nothing any more. Here an agent is killed the moment it
+/// has a lease, on a job big enough to run for seconds: the job can only finish if the
+/// coordinator hands that lease to the survivor.
+fn agent_killed_while_computing(world: &mut World) -> Result<()> {
+    let steady = &world
+        .survivor
+        .as_ref()
+        .context("no surviving agent from the job case")?
+        .0;
+    let steady_answered = steady.lines().iter().filter(|l| is_chunk(l)).count();
+    let mut doomed = world.spawn_agent(
+        "doomed-2",
+        &world.invite_link(),
+        &world.dir.join("doomed-2.json"),
+    )?;
+    doomed.wait_for_line(20 * SECOND, is_welcome)?;
+    let submitted_at = Instant::now();
+    let job_id = submit_primes(world, 0, 2_000_000_000)?;
+    let lease = doomed.wait_for_line(30 * SECOND, |l| l.starts_with("lease "));
+    doomed.kill();
+    let printed = doomed.lines();
+    world.others.push(doomed);
+    let lease = lease?;
+    let answered = printed.iter().filter(|l| is_chunk(l)).count();
+    let received = printed.iter().filter(|l| l.starts_with("lease ")).count();
+    println!(
+        "    killed agent 'doomed-2' {:.1?} after the submit ({lease}); it had received {received} leases and answered {answered}",
+        submitted_at.elapsed()
+    );
+    ensure!(
+        received > answered,
+        "the agent answered all its leases before it was killed; nothing was lost to recover"
+    );
+    let job = await_job(world, &job_id, Duration::from_secs(180))?;
+    println!(
+        "    job finished {:.1?} after the submit",
+        submitted_at.elapsed()
+    );
+    ensure!(job.state == JobState::Done, "not done in 180 s: {job:?}");
+    ensure!(
+        job.result == JobResult::PrimeCount { count: 98_222_287 },
+        "π(2·10^9): {job:?}"
+    );
+    let steady = &world.survivor.as_ref().context("survivor")?.0;
+    let now_answered = steady.lines().iter().filter(|l| is_chunk(l)).count();
+    ensure!(
+        now_answered > steady_answered,
+        "the survivor computed nothing"
+    );
+    Ok(())
+}
+
+fn restart_resumes_the_device(world: &mut World) -> Result<()> {
+    let (mut survivor, state, device_id) = world
+        .survivor
+        .take()
+        .context("no surviving agent from the job case")?;
+    survivor.kill();
+    let devices_before = world.snapshot()?.device_total;
+    // A link whose token is no invite at all: only the state file can get this agent in.
+    let link = format!("{}/join/{}#t=bogus", world.wrangler.base, world.swarm_id);
+    let mut agent = world.spawn_agent("resumed", &link, &state)?;
+    let welcome = agent.wait_for_line(20 * SECOND, is_welcome)?;
+    ensure!(
+        welcome.contains("welcomed back") && welcome.contains("(resumed)"),
+        "{welcome}"
+    );
+    ensure!(
+        device_id_of(&welcome)? == device_id,
+        "resumed as another device: {welcome}"
+    );
+    let deadline = Instant::now() + 10 * SECOND;
+    let snap = loop {
+        let snap = world.snapshot()?;
+        let online = snap
+            .devices
+            .iter()
+            .any(|d| d.id == device_id && d.status == shared_protocol::DeviceStatus::Online);
+        if online || Instant::now() > deadline {
+            break snap;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    ensure!(
+        snap.device_total == devices_before,
+        "registered anew instead of resuming: {} devices before, {} after",
+        devices_before,
+        snap.device_total
+    );
+    ensure!(
+        snap.devices
+            .iter()
+            .any(|d| d.id == device_id && d.status == shared_protocol::DeviceStatus::Online),
+        "the resumed device is not online: {:?}",
+        snap.devices
+    );
+    world.resumed = Some((agent, device_id));
+    Ok(())
+}
+
+fn removed_device_stops_the_agent(world: &mut World) -> Result<()> {
+    let (mut agent, device_id) = world
+        .resumed
+        .take()
+        .context("no resumed agent from the restart case")?;
+    let reply = world.owner(serde_json::json!({
+        "command": "remove_device", "device_id": device_id
+    }))?;
+    ensure!(reply["reply"] == "done", "{reply}");
+    let status = agent.wait_exit(20 * SECOND)?;
+    ensure!(
+        status.code() == Some(2),
+        "exit status {status}\n{}",
+        agent.output()
+    );
+    let output = agent.output();
+    ensure!(
+        output.contains("refused by the coordinator: BadCredential"),
+        "{output}"
+    );
+    world.others.push(agent);
+    Ok(())
+}
+
+fn owner_key_join(world: &mut World) -> Result<()> {
+    let link = format!("{}/s/{}", world.wrangler.base, world.swarm_id);
+    let args = [
+        link,
+        "--owner-key".into(),
+        world.owner_key.clone(),
+        "--cores".into(),
+        "1".into(),
+        "--state".into(),
+        world.dir.join("owner.json").display().to_string(),
+    ];
+    let mut agent = AgentProcess::spawn(&world.bin, "owner", &args)?;
+    let welcome = agent.wait_for_line(20 * SECOND, is_welcome);
+    world.others.push(agent);
+    let welcome = welcome?;
+    ensure!(welcome.contains("new device"), "{welcome}");
+    // The default name is used, since none was given.
+    let id = device_id_of(&welcome)?;
+    let snap = world.snapshot()?;
+    let device = snap
+        .devices
+        .iter()
+        .find(|d| d.id == id)
+        .with_context(|| format!("device {id} not in the snapshot"))?;
+    ensure!(device.name.starts_with("agent on "), "{}", device.name);
+    ensure!(device.capabilities.cores == 1, "{:?}", device.capabilities);
+    ensure!(
+        device.capabilities.agent == shared_protocol::AgentClass::Native,
+        "{:?}",
+        device.capabilities
+    );
+    Ok(())
+}
