@@ -11,10 +11,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use shared_protocol::{ErrorCode, OwnerCommand, RunState, SwarmInfo, SwarmStats};
 use swarm_core::directory::CodeEntry;
-use swarm_core::{
-    ConnId, DeviceRecord, InviteRecord, JobRecord, Millis, Output, SocketAttachment, StoreOp,
-    Stored, SwarmCore, SwarmMeta,
-};
+use swarm_core::{ConnId, Millis, Output, SocketAttachment, StoreOp, Stored, SwarmCore, SwarmMeta};
 use worker::{
     durable_object, wasm_bindgen, DurableObject, Env, Request, Response, Result, State, WebSocket,
     WebSocketIncomingMessage, WebSocketPair,
@@ -246,31 +243,12 @@ impl SwarmObject {
         for statement in SCHEMA {
             sql.exec(statement, None)?;
         }
-        let meta = sql
-            .exec("SELECT record FROM swarm WHERE id = 1", None)?
-            .to_array::<RecordRow>()?
-            .into_iter()
-            .next()
-            .map(|row| serde_json::from_str::<SwarmMeta>(&row.record))
-            .transpose()?;
-        let devices = sql
-            .exec("SELECT record FROM devices", None)?
-            .to_array::<RecordRow>()?
-            .into_iter()
-            .map(|row| serde_json::from_str::<DeviceRecord>(&row.record))
-            .collect::<serde_json::Result<Vec<_>>>()?;
-        let invites = sql
-            .exec("SELECT record FROM invites", None)?
-            .to_array::<RecordRow>()?
-            .into_iter()
-            .map(|row| serde_json::from_str::<InviteRecord>(&row.record))
-            .collect::<serde_json::Result<Vec<_>>>()?;
-        let jobs = sql
-            .exec("SELECT record FROM jobs", None)?
-            .to_array::<RecordRow>()?
-            .into_iter()
-            .map(|row| serde_json::from_str::<JobRecord>(&row.record))
-            .collect::<serde_json::Result<Vec<_>>>()?;
+        let stored = Stored {
+            meta: load_records(&sql, "swarm")?.into_iter().next(),
+            devices: load_records(&sql, "devices")?,
+            invites: load_records(&sql, "invites")?,
+            jobs: load_records(&sql, "jobs")?,
+        };
         let alarm_at = self
             .state
             .storage()
@@ -290,12 +268,6 @@ impl SwarmObject {
         }
         let config = Config::from_env(&self.env);
         let mut core = SwarmCore::new(config.core, random_seed()?);
-        let stored = Stored {
-            meta,
-            devices,
-            invites,
-            jobs,
-        };
         core.restore(now(), stored, attachments, alarm_at);
         *self.sockets.borrow_mut() = sockets;
         *self.core.borrow_mut() = Some(core);
@@ -407,6 +379,18 @@ impl SwarmObject {
         }
         Ok(())
     }
+}
+
+/// Every row of one of the object's tables: each holds one JSON record.
+fn load_records<T: serde::de::DeserializeOwned>(
+    sql: &worker::SqlStorage,
+    table: &str,
+) -> Result<Vec<T>> {
+    sql.exec(&format!("SELECT record FROM {table}"), None)?
+        .to_array::<RecordRow>()?
+        .into_iter()
+        .map(|row| serde_json::from_str::<T>(&row.record).map_err(worker::Error::from))
+        .collect()
 }
 
 fn conn_of(ws: &WebSocket) -> Option<ConnId> {

@@ -45,6 +45,26 @@ pub fn short_timeouts() -> Vec<(String, String)> {
     .collect()
 }
 
+/// Runs one test case of a `harness = false` test binary, printing `test <name> ... ok` or
+/// `... FAILED: <why>` (a panic counts as a failure). Returns whether it passed.
+pub fn run_case(name: &str, case: impl FnOnce() -> Result<()>) -> bool {
+    let started = Instant::now();
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(case)) {
+        Ok(Ok(())) => {
+            println!("test {name} ... ok ({:.1?})", started.elapsed());
+            true
+        }
+        Ok(Err(err)) => {
+            println!("test {name} ... FAILED: {err:#}");
+            false
+        }
+        Err(_) => {
+            println!("test {name} ... FAILED (panicked)");
+            false
+        }
+    }
+}
+
 /// How to launch `wrangler dev` for this project.
 #[derive(Debug, Clone)]
 pub struct WranglerCommand {

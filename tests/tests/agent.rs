@@ -11,7 +11,6 @@
 #![allow(clippy::result_large_err)]
 
 use std::io::{BufRead, BufReader, Read};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -19,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use runtime_tests::{
-    free_port, http_agent, repo_root, short_timeouts, Wrangler, WranglerCommand, WsClient,
+    free_port, http_agent, repo_root, run_case, short_timeouts, Wrangler, WranglerCommand, WsClient,
 };
 use shared_protocol::{
     Hello, HelloRole, JobResult, JobState, JobView, SwarmSnapshot, ToClient, ToCoordinator,
@@ -306,20 +305,10 @@ fn main() {
     ];
     let (mut passed, mut failed) = (0, 0);
     for (name, case) in cases {
-        let case_started = Instant::now();
-        match catch_unwind(AssertUnwindSafe(|| case(&mut world))) {
-            Ok(Ok(())) => {
-                passed += 1;
-                println!("test {name} ... ok ({:.1?})", case_started.elapsed());
-            }
-            Ok(Err(err)) => {
-                failed += 1;
-                println!("test {name} ... FAILED: {err:#}");
-            }
-            Err(_) => {
-                failed += 1;
-                println!("test {name} ... FAILED (panicked)");
-            }
+        if run_case(name, || case(&mut world)) {
+            passed += 1;
+        } else {
+            failed += 1;
         }
     }
     // Every agent first, then workerd.

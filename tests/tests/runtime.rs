@@ -8,12 +8,11 @@
 // ureq's error type is large; in test code that costs nothing worth boxing for.
 #![allow(clippy::result_large_err)]
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use runtime_tests::{
-    free_port, http_agent, short_timeouts, Received, Wrangler, WranglerCommand, WsClient,
+    free_port, http_agent, run_case, short_timeouts, Received, Wrangler, WranglerCommand, WsClient,
 };
 use shared_protocol::{
     close_code, AgentClass, Capabilities, DeviceCredential, DeviceStatus, ErrorCode, Hello,
@@ -107,21 +106,10 @@ fn main() {
     };
     let (mut passed, mut failed) = (0, 0);
     let mut run = |name: &str, f: &dyn Fn() -> Result<()>| {
-        let started = Instant::now();
-        let outcome = catch_unwind(AssertUnwindSafe(f));
-        match outcome {
-            Ok(Ok(())) => {
-                passed += 1;
-                println!("test {name} ... ok ({:.1?})", started.elapsed());
-            }
-            Ok(Err(err)) => {
-                failed += 1;
-                println!("test {name} ... FAILED: {err:#}");
-            }
-            Err(_) => {
-                failed += 1;
-                println!("test {name} ... FAILED (panicked)");
-            }
+        if run_case(name, f) {
+            passed += 1;
+        } else {
+            failed += 1;
         }
     };
     for (name, case) in cases {
