@@ -342,43 +342,38 @@ impl SwarmObject {
     fn persist(&self, op: StoreOp) -> Result<()> {
         let sql = self.state.storage().sql();
         match op {
-            StoreOp::PutSwarm(meta) => {
-                let record = serde_json::to_string(&meta)?;
-                sql.exec(
-                    "INSERT OR REPLACE INTO swarm (id, record) VALUES (1, ?)",
-                    vec![record.into()],
-                )?;
-            }
+            StoreOp::PutSwarm(meta) => put_record(&sql, "swarm", "id", "1", &meta),
             StoreOp::PutDevice(device) => {
-                let record = serde_json::to_string(&device)?;
-                sql.exec(
-                    "INSERT OR REPLACE INTO devices (device_id, record) VALUES (?, ?)",
-                    vec![device.device_id.into(), record.into()],
-                )?;
+                put_record(&sql, "devices", "device_id", &device.device_id, &device)
             }
-            StoreOp::DeleteDevice { device_id } => {
-                sql.exec(
+            StoreOp::PutJob(job) => put_record(&sql, "jobs", "job_id", &job.job_id, &job),
+            StoreOp::PutInvite(invite) => {
+                put_record(&sql, "invites", "invite_id", &invite.invite_id, &invite)
+            }
+            StoreOp::DeleteDevice { device_id } => sql
+                .exec(
                     "DELETE FROM devices WHERE device_id = ?",
                     vec![device_id.into()],
-                )?;
-            }
-            StoreOp::PutJob(job) => {
-                let record = serde_json::to_string(&job)?;
-                sql.exec(
-                    "INSERT OR REPLACE INTO jobs (job_id, record) VALUES (?, ?)",
-                    vec![job.job_id.into(), record.into()],
-                )?;
-            }
-            StoreOp::PutInvite(invite) => {
-                let record = serde_json::to_string(&invite)?;
-                sql.exec(
-                    "INSERT OR REPLACE INTO invites (invite_id, record) VALUES (?, ?)",
-                    vec![invite.invite_id.into(), record.into()],
-                )?;
-            }
+                )
+                .map(drop),
         }
-        Ok(())
     }
+}
+
+/// Inserts or replaces one JSON record keyed by `key` (the swarm table's key is the constant 1).
+fn put_record<T: Serialize>(
+    sql: &worker::SqlStorage,
+    table: &str,
+    key_column: &str,
+    key: &str,
+    record: &T,
+) -> Result<()> {
+    let query = format!("INSERT OR REPLACE INTO {table} ({key_column}, record) VALUES (?, ?)");
+    sql.exec(
+        &query,
+        vec![key.into(), serde_json::to_string(record)?.into()],
+    )
+    .map(drop)
 }
 
 /// Every row of one of the object's tables: each holds one JSON record.
