@@ -149,10 +149,6 @@ impl Link {
         &self.state
     }
 
-    pub fn identity(&self) -> &Identity {
-        &self.identity
-    }
-
     /// The socket opened: the hello to send first.
     pub fn on_open(&mut self) -> ToCoordinator {
         self.state = LinkState::Connecting {

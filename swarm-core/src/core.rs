@@ -263,11 +263,6 @@ impl SwarmCore {
         self.conns.len()
     }
 
-    /// When the alarm is armed for, as far as the core knows.
-    pub fn alarm_at(&self) -> Option<Millis> {
-        self.alarm_at
-    }
-
     /// The next effect to carry out, or `None` when all are drained.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()

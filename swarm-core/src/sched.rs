@@ -235,10 +235,6 @@ impl Scheduler {
             .sum()
     }
 
-    pub fn lease(&self, id: LeaseId) -> Option<&Lease> {
-        self.leases.get(&id)
-    }
-
     /// The earliest lease deadline, for the caller's timer.
     pub fn next_deadline(&self) -> Option<Millis> {
         self.leases.values().map(|l| l.deadline_ms).min()

@@ -337,7 +337,6 @@ pub fn run(scenario: &Scenario, policy: Policy, limit_ms: Millis) -> Outcome {
 
 /// The predecessor's dispatcher (see [`Policy::Predecessor`]).
 struct Predecessor {
-    chunk: u64,
     pending: VecDeque<(u64, u64)>,
     weights: BTreeMap<usize, f64>,
     outstanding: BTreeMap<usize, Vec<LeaseId>>,
@@ -358,7 +357,6 @@ impl Predecessor {
             lo = hi;
         }
         Self {
-            chunk,
             pending,
             weights: BTreeMap::new(),
             outstanding: BTreeMap::new(),
@@ -423,7 +421,6 @@ impl Predecessor {
                 out.push((i, id, range.1 - range.0));
             }
         }
-        let _ = self.chunk;
         out
     }
 }
