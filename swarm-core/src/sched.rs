@@ -14,7 +14,9 @@
 //!
 //! Like the rest of the core, this never reads a clock: `now` is passed in.
 
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use crate::Millis;
 
@@ -92,6 +94,8 @@ pub enum Completion {
 
 #[derive(Debug, Clone)]
 struct DeviceState {
+    /// The device's id, shared with its entry in [`Scheduler::room`].
+    name: Arc<str>,
     workers: u32,
     /// Measured units per millisecond per worker (moving average).
     rate: f64,
@@ -100,6 +104,10 @@ struct DeviceState {
     /// Deadlines missed since the device last completed a lease. While non-zero the device is
     /// on probation: one lease at a time, served after everyone else.
     missed: u32,
+    /// The device's entry in [`Scheduler::room`], while it has room.
+    place: Option<Place>,
+    /// What the device adds to [`Scheduler::throughput`] (nothing while disabled).
+    counted: f64,
 }
 
 impl DeviceState {
@@ -110,15 +118,134 @@ impl DeviceState {
             self.workers + prefetch
         }
     }
+
+    fn has_room(&self, prefetch: u32) -> bool {
+        self.enabled && self.workers > 0 && (self.leases.len() as u32) < self.quota(prefetch)
+    }
+
+    fn throughput(&self) -> f64 {
+        if self.enabled {
+            self.rate * f64::from(self.workers)
+        } else {
+            0.0
+        }
+    }
+
+    /// Re-files the device after its workers, rate, leases, probation or enabled flag changed:
+    /// moves its entry in `room` (the devices with room) and returns the change in its
+    /// throughput, for [`Scheduler::recount`].
+    fn refile(&mut self, room: &mut BTreeSet<Place>, prefetch: u32) -> f64 {
+        let place = self.has_room(prefetch).then(|| Place {
+            probation: self.missed > 0,
+            load: self.leases.len() as f64 / f64::from(self.workers),
+            rate: self.rate,
+            device: Arc::clone(&self.name),
+        });
+        if place != self.place {
+            if let Some(old) = &self.place {
+                room.remove(old);
+            }
+            if let Some(new) = &place {
+                room.insert(new.clone());
+            }
+            self.place = place;
+        }
+        let counted = self.throughput();
+        counted - std::mem::replace(&mut self.counted, counted)
+    }
+}
+
+/// A device with room, ordered as it is served: devices on probation last, then the least
+/// loaded (leases per worker), then the fastest, then by id.
+#[derive(Debug, Clone)]
+struct Place {
+    probation: bool,
+    load: f64,
+    rate: f64,
+    device: Arc<str>,
+}
+
+impl Ord for Place {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.probation
+            .cmp(&other.probation)
+            .then(self.load.total_cmp(&other.load))
+            .then(other.rate.total_cmp(&self.rate))
+            .then_with(|| self.device.cmp(&other.device))
+    }
+}
+
+impl PartialOrd for Place {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Place {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Place {}
+
+/// The ranges waiting for a lease, in the order they are handed out, and their total size.
+#[derive(Debug, Clone, Default)]
+struct Queue {
+    ranges: VecDeque<(u64, u64)>,
+    units: u64,
+}
+
+impl Queue {
+    fn push_front(&mut self, (lo, hi): (u64, u64)) {
+        self.units += hi - lo;
+        self.ranges.push_front((lo, hi));
+    }
+
+    fn push_back(&mut self, (lo, hi): (u64, u64)) {
+        self.units += hi - lo;
+        self.ranges.push_back((lo, hi));
+    }
+
+    fn pop_front(&mut self) -> Option<(u64, u64)> {
+        let (lo, hi) = self.ranges.pop_front()?;
+        self.units -= hi - lo;
+        Some((lo, hi))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+
+    #[cfg(test)]
+    fn iter(&self) -> impl Iterator<Item = &(u64, u64)> {
+        self.ranges.iter()
+    }
 }
 
 /// The scheduler of one job (or of a queue of jobs' units laid end to end).
+///
+/// Besides the devices and leases it keeps what each operation would otherwise recompute from
+/// all of them, so that leasing and completing cost O(log n) in devices and leases: the
+/// devices with room in serving order, the swarm's throughput as a running sum, the queued
+/// units, and the leases by range (to find twins) and by deadline.
 #[derive(Debug, Clone)]
 pub struct Scheduler {
     config: SchedConfig,
     devices: BTreeMap<String, DeviceState>,
-    pending: VecDeque<(u64, u64)>,
+    /// The devices that may take another lease, in the order they are served.
+    room: BTreeSet<Place>,
+    /// Σ rate × workers over the enabled devices.
+    throughput: f64,
+    /// Changes added to `throughput` since it was last summed afresh, and the largest it has
+    /// been since.
+    recounts: usize,
+    peak_throughput: f64,
+    pending: Queue,
     leases: BTreeMap<LeaseId, Lease>,
+    /// Outstanding leases by `(lo, hi, id)`: a lease's twins are its neighbours.
+    by_range: BTreeSet<(u64, u64, LeaseId)>,
+    by_deadline: BTreeSet<(Millis, LeaseId)>,
     completed: BTreeSet<(u64, u64)>,
     total_units: u64,
     done_units: u64,
@@ -130,8 +257,14 @@ impl Scheduler {
         Self {
             config,
             devices: BTreeMap::new(),
-            pending: VecDeque::new(),
+            room: BTreeSet::new(),
+            throughput: 0.0,
+            recounts: 0,
+            peak_throughput: 0.0,
+            pending: Queue::default(),
             leases: BTreeMap::new(),
+            by_range: BTreeSet::new(),
+            by_deadline: BTreeSet::new(),
             completed: BTreeSet::new(),
             total_units: 0,
             done_units: 0,
@@ -143,22 +276,30 @@ impl Scheduler {
     /// per worker, from the benchmark) seeds the rate of a new device only.
     pub fn set_device(&mut self, device: &str, workers: u32, rate_hint: f64) {
         let rate = rate_hint.max(f64::MIN_POSITIVE);
-        self.devices
+        let state = self
+            .devices
             .entry(device.to_owned())
             .and_modify(|d| d.workers = workers)
-            .or_insert(DeviceState {
+            .or_insert_with(|| DeviceState {
+                name: device.into(),
                 workers,
                 rate,
                 enabled: true,
                 leases: BTreeSet::new(),
                 missed: 0,
+                place: None,
+                counted: 0.0,
             });
+        let change = state.refile(&mut self.room, self.config.prefetch);
+        self.recount(change);
     }
 
     /// A disabled device keeps its leases but gets no new ones.
     pub fn set_enabled(&mut self, device: &str, enabled: bool) {
-        if let Some(d) = self.devices.get_mut(device) {
-            d.enabled = enabled;
+        if let Some(state) = self.devices.get_mut(device) {
+            state.enabled = enabled;
+            let change = state.refile(&mut self.room, self.config.prefetch);
+            self.recount(change);
         }
     }
 
@@ -168,6 +309,10 @@ impl Scheduler {
         let Some(state) = self.devices.remove(device) else {
             return Vec::new();
         };
+        if let Some(place) = &state.place {
+            self.room.remove(place);
+        }
+        self.recount(-state.counted);
         state
             .leases
             .iter()
@@ -187,8 +332,8 @@ impl Scheduler {
     /// Marks units `[lo, hi)` as already done (restoring a job after a restart): they leave
     /// the queue and count as completed.
     pub fn mark_done(&mut self, lo: u64, hi: u64) {
-        let mut kept = VecDeque::with_capacity(self.pending.len() + 1);
-        for (a, b) in self.pending.drain(..) {
+        let mut kept = Queue::default();
+        for (a, b) in std::mem::take(&mut self.pending).ranges {
             let (cut_lo, cut_hi) = (a.max(lo), b.min(hi));
             if cut_lo >= cut_hi {
                 kept.push_back((a, b));
@@ -226,18 +371,33 @@ impl Scheduler {
         self.devices.get(device).map(|d| d.rate)
     }
 
+    /// The lease with this id, while it is out.
+    pub fn lease(&self, id: LeaseId) -> Option<&Lease> {
+        self.leases.get(&id)
+    }
+
+    /// How many leases a device holds.
+    pub fn in_flight(&self, device: &str) -> u32 {
+        self.devices
+            .get(device)
+            .map_or(0, |d| u32::try_from(d.leases.len()).unwrap_or(u32::MAX))
+    }
+
+    /// A device's part of [`Scheduler::throughput`]: its rate times its workers while enabled.
+    pub fn weight(&self, device: &str) -> f64 {
+        self.devices
+            .get(device)
+            .map_or(0.0, DeviceState::throughput)
+    }
+
     /// The devices' measured throughput (units per ms), for ETA and display.
     pub fn throughput(&self) -> f64 {
-        self.devices
-            .values()
-            .filter(|d| d.enabled)
-            .map(|d| d.rate * f64::from(d.workers))
-            .sum()
+        self.throughput
     }
 
     /// The earliest lease deadline, for the caller's timer.
     pub fn next_deadline(&self) -> Option<Millis> {
-        self.leases.values().map(|l| l.deadline_ms).min()
+        self.by_deadline.first().map(|(deadline, _)| *deadline)
     }
 
     /// Hands out every lease that devices have room for now. Each pass offers one lease to
@@ -247,7 +407,10 @@ impl Scheduler {
         let mut issued = Vec::new();
         loop {
             let before = issued.len();
-            for device in self.devices_with_room() {
+            // The order is fixed when the pass starts: a device served in it moves back in
+            // `room` but waits for the next pass.
+            let pass: Vec<Arc<str>> = self.room.iter().map(|p| Arc::clone(&p.device)).collect();
+            for device in pass {
                 let lease = self
                     .next_chunk(now, &device)
                     .or_else(|| self.speculative_copy(now, &device));
@@ -273,7 +436,7 @@ impl Scheduler {
         if lease.device != device {
             return Completion::NotHolder;
         }
-        let lease = self.leases.remove(&lease_id).expect("just found");
+        let lease = self.unlist(lease_id).expect("just found");
         if let Some(state) = self.devices.get_mut(device) {
             state.leases.remove(&lease_id);
             state.missed = 0;
@@ -284,18 +447,15 @@ impl Scheduler {
             let observed = (lease.units() as f64 / elapsed).min(state.rate * 4.0);
             let alpha = self.config.ewma_alpha;
             state.rate = alpha * observed + (1.0 - alpha) * state.rate;
+            let change = state.refile(&mut self.room, self.config.prefetch);
+            self.recount(change);
         }
         let range = (lease.lo, lease.hi);
         if !self.completed.insert(range) {
             return Completion::Duplicate;
         }
         self.done_units += lease.units();
-        let twins: Vec<LeaseId> = self
-            .leases
-            .values()
-            .filter(|l| (l.lo, l.hi) == range)
-            .map(|l| l.id)
-            .collect();
+        let twins: Vec<LeaseId> = self.twins(range).collect();
         let cancelled = twins
             .into_iter()
             .filter_map(|id| self.drop_lease(id))
@@ -311,12 +471,13 @@ impl Scheduler {
     /// rate of the devices that missed them and puts those devices on probation (one lease at a
     /// time, served last) until they complete one.
     pub fn expire(&mut self, now: Millis) -> Vec<Lease> {
-        let late: Vec<LeaseId> = self
-            .leases
-            .values()
-            .filter(|l| l.deadline_ms <= now)
-            .map(|l| l.id)
+        let mut late: Vec<LeaseId> = self
+            .by_deadline
+            .range(..=(now, LeaseId::MAX))
+            .map(|(_, id)| *id)
             .collect();
+        // Oldest lease first, so the ranges go back to the queue in a fixed order.
+        late.sort_unstable();
         let expired: Vec<Lease> = late
             .into_iter()
             .filter_map(|id| self.withdraw(id))
@@ -325,45 +486,45 @@ impl Scheduler {
             if let Some(state) = self.devices.get_mut(&lease.device) {
                 state.rate /= 2.0;
                 state.missed += 1;
+                let change = state.refile(&mut self.room, self.config.prefetch);
+                self.recount(change);
             }
         }
         expired
     }
 
-    /// Devices that may take another lease, least loaded (leases per worker) first, then the
-    /// fastest: everyone gets work, the fast first.
-    fn devices_with_room(&self) -> Vec<String> {
-        let mut room: Vec<(&String, &DeviceState)> = self
-            .devices
-            .iter()
-            .filter(|(_, d)| {
-                d.enabled
-                    && d.workers > 0
-                    && (d.leases.len() as u32) < d.quota(self.config.prefetch)
-            })
-            .collect();
-        let load = |d: &DeviceState| d.leases.len() as f64 / f64::from(d.workers);
-        room.sort_by(|(_, a), (_, b)| {
-            (a.missed > 0)
-                .cmp(&(b.missed > 0))
-                .then(load(a).total_cmp(&load(b)))
-                .then(b.rate.total_cmp(&a.rate))
-        });
-        room.into_iter().map(|(id, _)| id.clone()).collect()
+    /// Adds a change of one device's throughput to the running sum. Each change may leave a
+    /// rounding error of about ε × the peak sum; the sum is taken afresh once there have been as
+    /// many changes as devices, and whenever it falls to half its peak (a large term leaving),
+    /// so the error stays below about 2 × devices × ε of the sum.
+    fn recount(&mut self, change: f64) {
+        if change == 0.0 {
+            return;
+        }
+        self.throughput += change;
+        self.recounts += 1;
+        self.peak_throughput = self.peak_throughput.max(self.throughput);
+        if self.recounts > self.devices.len()
+            || self.throughput <= self.peak_throughput / 2.0
+            || self.throughput.is_nan()
+        {
+            self.throughput = self.devices.values().map(|d| d.counted).sum();
+            self.recounts = 0;
+            self.peak_throughput = self.throughput;
+        }
     }
 
     fn next_chunk(&mut self, now: Millis, device: &str) -> Option<Lease> {
+        let remaining = self.pending.units;
         let (lo, hi) = self.pending.pop_front()?;
         let state = &self.devices[device];
-        let remaining: u64 = self.pending.iter().map(|(a, b)| b - a).sum::<u64>() + (hi - lo);
-        let share =
-            state.rate * f64::from(state.workers) / self.throughput().max(f64::MIN_POSITIVE);
+        let share = state.rate * f64::from(state.workers) / self.throughput.max(f64::MIN_POSITIVE);
         // About target_chunk_ms of this device's work. In the tail (less than two chunk-times
         // of the whole swarm left) no more than its share of what is left, spread over its
         // workers, so the last chunks end together — but never below a quarter of a chunk-time,
         // so that one device's stale rate cannot shrink everyone's chunks to nothing.
         let by_time = state.rate * self.config.target_chunk_ms;
-        let tail = (remaining as f64) < self.throughput() * self.config.target_chunk_ms * 2.0;
+        let tail = (remaining as f64) < self.throughput * self.config.target_chunk_ms * 2.0;
         let by_tail = if tail {
             (remaining as f64 * share / f64::from(state.workers.max(1))).max(by_time / 4.0)
         } else {
@@ -438,15 +599,26 @@ impl Scheduler {
             speculative,
         };
         state.leases.insert(id);
+        self.by_range.insert((lo, hi, id));
+        self.by_deadline.insert((lease.deadline_ms, id));
         self.leases.insert(id, lease.clone());
+        let change = state.refile(&mut self.room, self.config.prefetch);
+        self.recount(change);
         lease
+    }
+
+    /// The outstanding leases of exactly this range, oldest first.
+    fn twins(&self, (lo, hi): (u64, u64)) -> impl Iterator<Item = LeaseId> + '_ {
+        self.by_range
+            .range((lo, hi, LeaseId::MIN)..=(lo, hi, LeaseId::MAX))
+            .map(|(_, _, id)| *id)
     }
 
     /// Removes a lease; returns its range to the queue unless it is done or a twin still runs.
     fn withdraw(&mut self, id: LeaseId) -> Option<Lease> {
         let lease = self.drop_lease(id)?;
         let range = (lease.lo, lease.hi);
-        let twin_running = self.leases.values().any(|l| (l.lo, l.hi) == range);
+        let twin_running = self.twins(range).next().is_some();
         if !self.completed.contains(&range) && !twin_running {
             self.pending.push_front(range);
         }
@@ -454,10 +626,20 @@ impl Scheduler {
     }
 
     fn drop_lease(&mut self, id: LeaseId) -> Option<Lease> {
-        let lease = self.leases.remove(&id)?;
+        let lease = self.unlist(id)?;
         if let Some(state) = self.devices.get_mut(&lease.device) {
             state.leases.remove(&id);
+            let change = state.refile(&mut self.room, self.config.prefetch);
+            self.recount(change);
         }
+        Some(lease)
+    }
+
+    /// Takes a lease out of the lease tables; its holder's set is the caller's to update.
+    fn unlist(&mut self, id: LeaseId) -> Option<Lease> {
+        let lease = self.leases.remove(&id)?;
+        self.by_range.remove(&(lease.lo, lease.hi, id));
+        self.by_deadline.remove(&(lease.deadline_ms, id));
         Some(lease)
     }
 }
@@ -639,6 +821,90 @@ mod tests {
         );
         s.remove_device("slow");
         assert_eq!(s.pending.iter().map(|(a, b)| b - a).sum::<u64>(), 200);
+    }
+
+    /// What the scheduler's indexes must hold, worked out afresh the slow way.
+    fn assert_indexes_agree(s: &Scheduler) {
+        let load = |d: &DeviceState| d.leases.len() as f64 / f64::from(d.workers);
+        let mut room: Vec<(&String, &DeviceState)> = s
+            .devices
+            .iter()
+            .filter(|(_, d)| d.has_room(s.config.prefetch))
+            .collect();
+        room.sort_by(|(_, a), (_, b)| {
+            (a.missed > 0)
+                .cmp(&(b.missed > 0))
+                .then(load(a).total_cmp(&load(b)))
+                .then(b.rate.total_cmp(&a.rate))
+        });
+        let filed: Vec<&str> = s.room.iter().map(|p| &*p.device).collect();
+        let sorted: Vec<&str> = room.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(filed, sorted, "devices with room, in serving order");
+        let fresh: f64 = s
+            .devices
+            .values()
+            .filter(|d| d.enabled)
+            .map(|d| d.rate * f64::from(d.workers))
+            .sum();
+        assert!(
+            (s.throughput - fresh).abs() <= fresh * 1e-9,
+            "running throughput {} against {fresh}",
+            s.throughput
+        );
+        let queued: u64 = s.pending.iter().map(|(a, b)| b - a).sum();
+        assert_eq!(s.pending.units, queued);
+        let by_range: BTreeSet<_> = s.leases.values().map(|l| (l.lo, l.hi, l.id)).collect();
+        assert_eq!(s.by_range, by_range);
+        let by_deadline: BTreeSet<_> = s.leases.values().map(|l| (l.deadline_ms, l.id)).collect();
+        assert_eq!(s.by_deadline, by_deadline);
+        for (id, d) in &s.devices {
+            let held: BTreeSet<LeaseId> = s
+                .leases
+                .values()
+                .filter(|l| &l.device == id)
+                .map(|l| l.id)
+                .collect();
+            assert_eq!(d.leases, held, "{id}'s leases");
+        }
+    }
+
+    #[test]
+    fn indexes_agree_with_a_fresh_count_after_any_operation() {
+        let mut s = sched();
+        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut below = |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n.max(1)
+        };
+        let mut now = 0;
+        for _ in 0..20_000 {
+            now += below(300);
+            let device = format!("d{}", below(12));
+            match below(10) {
+                0 => {
+                    let rate = [0.01, 1.0, 7.5, 1e6][below(4) as usize];
+                    s.set_device(&device, below(5) as u32, rate);
+                }
+                1 => s.set_enabled(&device, below(3) > 0),
+                2 if below(8) == 0 => drop(s.remove_device(&device)),
+                3 => s.add_work(below(50_000)),
+                4 => drop(s.expire(now)),
+                5 | 6 => drop(s.poll_leases(now)),
+                _ => {
+                    // Some outstanding lease completes, now and then reported by the wrong device.
+                    let nth = below(s.leases.len() as u64) as usize;
+                    if let Some(lease) = s.leases.values().nth(nth).cloned() {
+                        let from = if below(10) == 0 { device } else { lease.device };
+                        let took = lease.hi.saturating_sub(lease.lo) / (1 + below(10));
+                        s.complete(now + 10, &from, lease.id, took);
+                    }
+                }
+            }
+            assert_indexes_agree(&s);
+        }
+        assert!(s.progress().0 > 0, "the random run got some work done");
     }
 }
 
