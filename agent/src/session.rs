@@ -66,17 +66,15 @@ pub fn jitter() -> f64 {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Totals {
     pub chunks: u64,
+    /// Work units (numbers, pixels, nonces) computed.
     pub units: u64,
-    pub primes: u64,
     pub compute_ms: u64,
 }
 
 impl Totals {
-    pub fn add(&mut self, work: &Work, result: &WorkResult, compute_ms: u64) {
-        let (Work::PrimeCount { lo, hi }, WorkResult::PrimeCount { count }) = (work, result);
+    pub fn add(&mut self, work: &Work, compute_ms: u64) {
         self.chunks += 1;
-        self.units += hi.saturating_sub(*lo);
-        self.primes += count;
+        self.units += client::work::units(work);
         self.compute_ms += compute_ms;
     }
 
@@ -88,10 +86,9 @@ impl Totals {
             self.units as f64 / self.compute_ms as f64 * 1000.0
         };
         format!(
-            "totals: {} chunks, {} numbers sieved, {} primes found, {:.1} s of compute in {:.0} s ({:.3e} numbers/s per worker)",
+            "totals: {} chunks, {} units, {:.1} s of compute in {:.0} s ({:.3e} units/s per worker)",
             self.chunks,
             self.units,
-            self.primes,
             self.compute_ms as f64 / 1000.0,
             elapsed.as_secs_f64(),
             rate
@@ -101,8 +98,15 @@ impl Totals {
 
 /// The progress line for one answered lease.
 pub fn chunk_line(lease_id: u64, work: &Work, result: &WorkResult, compute_ms: u64) -> String {
-    let (Work::PrimeCount { lo, hi }, WorkResult::PrimeCount { count }) = (work, result);
-    format!("chunk done: lease {lease_id}, primes in [{lo}, {hi}) = {count}, {compute_ms} ms")
+    let answer = match result {
+        WorkResult::PrimeCount { count } => format!(" = {count}"),
+        WorkResult::Mandelbrot { .. } => String::new(),
+        WorkResult::Sha256Search { nonces } => format!(" found {nonces:?}"),
+    };
+    format!(
+        "chunk done: lease {lease_id}, {}{answer}, {compute_ms} ms",
+        client::work::describe(work)
+    )
 }
 
 type Socket = WebSocket<TcpStream>;
@@ -186,6 +190,7 @@ pub fn run(config: Config) -> Result<Refusal> {
         totals: Totals::default(),
         started: Instant::now(),
         totals_at: Instant::now() + TOTALS_EVERY,
+        bench_lease: None,
     };
     loop {
         match connect(&agent.config.ws_url) {
@@ -245,6 +250,8 @@ struct Agent {
     totals: Totals,
     started: Instant,
     totals_at: Instant,
+    /// The known-answer benchmark lease of this connection, until it is answered.
+    bench_lease: Option<u64>,
 }
 
 impl Agent {
@@ -329,9 +336,18 @@ impl Agent {
                     ),
                 }
             }
-            LinkEvent::Lease { lease_id, work } => {
-                let Work::PrimeCount { lo, hi } = work;
-                println!("lease {lease_id} received: primes in [{lo}, {hi})");
+            LinkEvent::Lease {
+                lease_id,
+                job_id,
+                work,
+            } => {
+                if job_id == client::work::BENCH_JOB_ID {
+                    self.bench_lease = Some(lease_id);
+                    println!("benchmark lease {lease_id} received");
+                } else {
+                    let what = client::work::describe(&work);
+                    println!("lease {lease_id} received: {what}");
+                }
                 self.pool.push(lease_id, work);
             }
             LinkEvent::CancelLease { lease_id } => match self.pool.cancel(lease_id) {
@@ -368,7 +384,17 @@ impl Agent {
             ws,
             &link.chunk_result(done.lease_id, result.clone(), done.compute_ms),
         )?;
-        self.totals.add(&done.work, &result, done.compute_ms);
+        if self.bench_lease == Some(done.lease_id) {
+            self.bench_lease = None;
+            let score =
+                kernels::bench::speed_factor(client::work::units(&done.work), done.compute_ms);
+            println!(
+                "benchmark done: {score:.2}× a reference core per worker ({} ms)",
+                done.compute_ms
+            );
+            return Ok(());
+        }
+        self.totals.add(&done.work, done.compute_ms);
         println!(
             "{}",
             chunk_line(done.lease_id, &done.work, &result, done.compute_ms)
@@ -394,24 +420,19 @@ mod tests {
         let mut totals = Totals::default();
         let work = Work::PrimeCount { lo: 0, hi: 100 };
         let result = WorkResult::PrimeCount { count: 25 };
-        totals.add(&work, &result, 2);
-        totals.add(
-            &Work::PrimeCount { lo: 100, hi: 200 },
-            &WorkResult::PrimeCount { count: 21 },
-            3,
-        );
+        totals.add(&work, 2);
+        totals.add(&Work::PrimeCount { lo: 100, hi: 200 }, 3);
         assert_eq!(
             totals,
             Totals {
                 chunks: 2,
                 units: 200,
-                primes: 46,
                 compute_ms: 5
             }
         );
         assert!(totals
             .line(Duration::from_secs(3))
-            .starts_with("totals: 2 chunks, 200 numbers sieved, 46 primes found"));
+            .starts_with("totals: 2 chunks, 200 units"));
         assert_eq!(
             chunk_line(7, &work, &result, 12),
             "chunk done: lease 7, primes in [0, 100) = 25, 12 ms"

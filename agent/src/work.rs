@@ -15,7 +15,7 @@ use std::time::Instant;
 use shared_protocol::{Work, WorkResult};
 
 /// A lease handed to a worker.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Task {
     pub epoch: u64,
     pub lease_id: u64,
@@ -106,18 +106,14 @@ impl Queue {
     }
 }
 
-/// Computes one lease with the shared kernel. `None` for work the kernel refuses (a range
-/// beyond its limit), which the coordinator never hands out.
+/// Computes one lease with the shared kernels. `None` for work they refuse (a range beyond
+/// their limit), which the coordinator never hands out.
 pub fn compute(work: &Work) -> Option<WorkResult> {
-    match *work {
-        Work::PrimeCount { lo, hi } => kernels::primes::try_count_primes(lo, hi)
-            .ok()
-            .map(|count| WorkResult::PrimeCount { count }),
-    }
+    client::work::compute(work).ok()
 }
 
 /// A computed lease, on its way to the socket thread.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Done {
     pub epoch: u64,
     pub lease_id: u64,

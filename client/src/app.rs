@@ -7,9 +7,8 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 use shared_protocol::{
     normalize_code, CreateSwarmRequest, CreateSwarmResponse, DeviceCredential, DeviceStatus,
-    DeviceView, ErrorCode, HttpError, InviteView, JobResult, JobSpec, JobState, JoinProof,
-    LogLevel, OwnerCommand, OwnerReply, ResolveCodeRequest, ResolveCodeResponse, RunState,
-    SwarmSnapshot,
+    DeviceView, ErrorCode, HttpError, InviteView, JobSpec, JobState, JoinProof, LogLevel,
+    OwnerCommand, OwnerReply, ResolveCodeRequest, ResolveCodeResponse, RunState, SwarmSnapshot,
 };
 use wasm_bindgen::prelude::wasm_bindgen;
 
@@ -276,7 +275,7 @@ fn Dashboard(swarm_id: String) -> impl IntoView {
             <h2>"Devices"</h2>
             <div class="table-wrap">
             <table data-testid="devices">
-                <thead><tr><th>"Name"</th><th>"Status"</th><th>"Cores"</th><th>"Memory"</th><th>"GPU"</th><th>"Last seen"</th><th></th></tr></thead>
+                <thead><tr><th>"Name"</th><th>"Status"</th><th>"Cores"</th><th>"Memory"</th><th>"GPU"</th><th>"Score"</th><th>"Speed"</th><th>"Weight"</th><th>"In flight"</th><th>"Done"</th><th>"Last seen"</th><th></th></tr></thead>
                 <tbody>
                     <For each=devices key=|d| (d.id.clone(), d.status, d.enabled, d.last_seen_ms) children=move |d| {
                         let now = snapshot.get_untracked().map_or(0, |s| s.now_ms);
@@ -307,24 +306,31 @@ fn JobsPanel(
     snapshot: RwSignal<Option<SwarmSnapshot>>,
     hidden: RwSignal<bool>,
 ) -> impl IntoView {
-    let (lo, set_lo) = signal(String::from("0"));
-    let (hi, set_hi) = signal(String::from("1000000000"));
+    let kind = RwSignal::new(String::from("prime_count"));
+    // Typed values by field name; a field not typed in shows its kind's default.
+    let values = RwSignal::new(std::collections::BTreeMap::<String, String>::new());
+    let value_of = move |name: &str| {
+        values.with(|v| v.get(name).cloned()).unwrap_or_else(|| {
+            crate::jobs::fields(&kind.get_untracked())
+                .iter()
+                .find(|(n, _, _)| *n == name)
+                .map(|(_, _, d)| (*d).to_owned())
+                .unwrap_or_default()
+        })
+    };
     let error = RwSignal::new(None::<String>);
     let submit = {
         let (swarm_id, owner_key) = (swarm_id.clone(), owner_key.clone());
         move |ev: leptos::ev::SubmitEvent| {
             ev.prevent_default();
             error.set(None);
-            let parse = |v: String| v.trim().replace(['_', ',', ' '], "").parse::<u64>();
-            let (Ok(lo), Ok(hi)) = (parse(lo.get_untracked()), parse(hi.get_untracked())) else {
-                error.set(Some("Both ends must be whole numbers.".into()));
-                return;
+            let job = match crate::jobs::parse(&kind.get_untracked(), value_of) {
+                Ok(job) => job,
+                Err(message) => return error.set(Some(message)),
             };
             let (swarm_id, owner_key) = (swarm_id.clone(), owner_key.clone());
             spawn_local(async move {
-                let command = OwnerCommand::SubmitJob {
-                    job: JobSpec::PrimeCount { lo, hi },
-                };
+                let command = OwnerCommand::SubmitJob { job };
                 if let Err(message) = owner_call(&swarm_id, &owner_key, command).await {
                     error.set(Some(message));
                 }
@@ -354,12 +360,18 @@ fn JobsPanel(
             <h2>"Jobs"</h2>
             <Show when=move || owner.get()>
                 <form class="row" on:submit=submit.clone()>
-                    <label class="inline">"Count primes from "
-                        <input class="narrow" data-testid="job-lo" inputmode="numeric" prop:value=lo on:input=move |ev| set_lo.set(event_target_value(&ev))/>
-                    </label>
-                    <label class="inline">" to "
-                        <input data-testid="job-hi" inputmode="numeric" prop:value=hi on:input=move |ev| set_hi.set(event_target_value(&ev))/>
-                    </label>
+                    <select data-testid="job-kind" on:change=move |ev| { values.set(Default::default()); kind.set(event_target_value(&ev)); }>
+                        {crate::jobs::KINDS.iter().map(|(value, label)| view! { <option value=*value>{*label}</option> }).collect_view()}
+                    </select>
+                    {move || crate::jobs::fields(&kind.get()).iter().map(|(name, label, default)| {
+                        let name = *name;
+                        view! {
+                            <label class="inline">{*label}" "
+                                <input class="narrow" data-testid=format!("job-{}", name.replace('_', "-")) prop:value=*default
+                                    on:input=move |ev| values.update(|v| { v.insert(name.to_owned(), event_target_value(&ev)); })/>
+                            </label>
+                        }
+                    }).collect_view()}
                     <button type="submit" data-testid="submit-job">"Submit job"</button>
                 </form>
                 {move || error.get().map(|e| view! { <p class="error" data-testid="job-error">{e}</p> })}
@@ -369,8 +381,6 @@ fn JobsPanel(
                     let cancel = cancel.clone();
                     let id = job.job_id.clone();
                     let percent = format::percent(job.done_units, job.total_units);
-                    let JobSpec::PrimeCount { lo, hi } = job.spec.clone();
-                    let JobResult::PrimeCount { count } = job.result.clone();
                     let state = match job.state {
                         JobState::Queued => "queued",
                         JobState::Running => "running",
@@ -379,19 +389,26 @@ fn JobsPanel(
                     };
                     let live = matches!(job.state, JobState::Queued | JobState::Running);
                     let result_url = format!("/api/swarms/{swarm_id}/jobs/{id}");
-                    let summary = if job.state == JobState::Done {
-                        format!("{count} primes")
-                    } else {
-                        format!("{percent:.1} % · {count} so far")
-                    };
+                    let summary = crate::jobs::summary(&job);
+                    let title = crate::jobs::title(&job.spec);
                     let speed = (job.state == JobState::Running).then(|| {
                         let eta = job.eta_ms.map(|ms| format!(" · ETA {}", format::duration(ms))).unwrap_or_default();
-                        format!("{}{eta}", format::rate(job.units_per_second))
+                        format!("{} {}{eta}", format::rate(job.units_per_second), crate::jobs::unit(&job.spec))
+                    });
+                    // The image as far as it is computed; the row is rebuilt (and the picture
+                    // fetched again) whenever more rows are done.
+                    let image = matches!(job.spec, JobSpec::Mandelbrot { .. }).then(|| {
+                        let src = format!("{result_url}/image.png?done={}", job.done_units);
+                        let png_url = format!("{result_url}/image.png");
+                        view! {
+                            <a href=png_url.clone() target="_blank" data-testid="job-png">"PNG"</a>
+                            <img class="job-image" data-testid="job-image" src=src alt="Mandelbrot image so far"/>
+                        }
                     });
                     view! {
                         <li data-testid="job-row" data-job-id=id.clone() data-state=state>
                             <div class="row">
-                                <b>{format!("π in [{lo}, {hi})")}</b>
+                                <b>{title}</b>
                                 <span class="muted">{state}</span>
                                 <span class="muted">{speed}</span>
                             </div>
@@ -399,6 +416,7 @@ fn JobsPanel(
                             <div class="row">
                                 <span data-testid="job-result">{summary}</span>
                                 <a href=result_url target="_blank">"JSON"</a>
+                                {image}
                                 {(live && owner.get_untracked()).then(|| {
                                     let id = id.clone();
                                     view! {
@@ -469,6 +487,11 @@ fn DeviceRow(
             <td>{device.capabilities.cores}</td>
             <td>{format::memory(device.capabilities.memory_mb)}</td>
             <td>{if device.capabilities.gpu { "yes" } else { "—" }}</td>
+            <td data-testid="device-score">{device.score.map_or("—".into(), |s| format!("{s:.2}×"))}</td>
+            <td>{device.speed.map_or("—".into(), |s| format!("{s:.2}×"))}</td>
+            <td>{format!("{:.0} %", device.weight_percent)}</td>
+            <td>{device.in_flight}</td>
+            <td data-testid="device-done">{device.chunks_done}</td>
             <td>{format::ago(now, device.last_seen_ms)}</td>
             <td class="actions">
                 <Show when=move || owner.get()>
@@ -673,9 +696,7 @@ fn DevicePage(swarm_id: String, proof: Option<JoinProof>) -> impl IntoView {
     let device_id = RwSignal::new(credential.as_ref().map(|c| c.device_id.clone()));
     let swarm_name = RwSignal::new(String::new());
     let rtt = RwSignal::new(None::<u64>);
-    let leased = RwSignal::new(0u64);
-    let computed = RwSignal::new(0u64);
-    let last_chunk_ms = RwSignal::new(None::<u64>);
+    let tally = RwSignal::new(crate::work::Tally::default());
     let missing = RwSignal::new(false);
     let cores = capabilities.cores;
     let identity = Identity::Device {
@@ -736,11 +757,15 @@ fn DevicePage(swarm_id: String, proof: Option<JoinProof>) -> impl IntoView {
                             }
                         }
                         Some(LinkEvent::Ack { rtt_ms }) => rtt.set(Some(rtt_ms)),
-                        Some(LinkEvent::Lease { .. }) => leased.update(|n| *n += 1),
-                        Some(LinkEvent::Computed { compute_ms, .. }) => {
-                            computed.update(|n| *n += 1);
-                            last_chunk_ms.set(Some(compute_ms));
-                        }
+                        Some(LinkEvent::Lease {
+                            lease_id,
+                            job_id,
+                            work,
+                        }) => tally.update(|t| t.leased(lease_id, &job_id, &work)),
+                        Some(LinkEvent::Computed {
+                            lease_id,
+                            compute_ms,
+                        }) => tally.update(|t| t.computed(lease_id, compute_ms)),
                         Some(LinkEvent::Refused) => {
                             if let LinkState::Refused {
                                 code: ErrorCode::BadCredential,
@@ -815,9 +840,10 @@ fn DevicePage(swarm_id: String, proof: Option<JoinProof>) -> impl IntoView {
                         }
                     }>{move || if lend.get() == 0 { "Resume" } else { "Pause" }}</button>
                 </dd>
-                <dt>"Chunks"</dt><dd data-testid="chunks-done">{move || computed.get()}</dd>
-                <dt>"Leases received"</dt><dd>{move || leased.get()}</dd>
-                <dt>"Last chunk"</dt><dd>{move || last_chunk_ms.get().map_or("—".into(), |ms| format!("{ms} ms"))}</dd>
+                <dt>"Benchmark"</dt><dd data-testid="bench-score">{move || tally.with(|t| t.bench_score.map_or("—".into(), |s| format!("{s:.2}× a reference core")))}</dd>
+                <dt>"Current chunk"</dt><dd data-testid="current-chunk">{move || tally.with(|t| t.current.clone().unwrap_or_else(|| "—".into()))}</dd>
+                <dt>"Chunks"</dt><dd data-testid="chunks-done">{move || tally.with(|t| t.chunks_done)}</dd>
+                <dt>"Throughput"</dt><dd>{move || tally.with(|t| t.units_per_second.map_or("—".into(), |r| format!("{} units/s per core", format::rate(r))))}</dd>
             </dl>
         </section>
     }

@@ -196,7 +196,7 @@ pub struct WorkerPool {
     limit: usize,
     /// Leases whose results no longer count (withdrawn while disconnected, or cancelled).
     stale: HashSet<u64>,
-    results: UnboundedReceiver<(usize, u64, f64, f64)>,
+    results: UnboundedReceiver<(usize, u64, String, f64)>,
     _handlers: Vec<Closure<dyn FnMut(MessageEvent)>>,
 }
 
@@ -213,18 +213,12 @@ impl WorkerPool {
             let tx = tx.clone();
             let handler = Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
                 let data = event.data();
-                let field = |name: &str| {
-                    Reflect::get(&data, &name.into())
-                        .ok()
-                        .and_then(|v| v.as_f64())
-                        .unwrap_or(-1.0)
-                };
-                let _ = tx.unbounded_send((
-                    index,
-                    field("lease_id") as u64,
-                    field("count"),
-                    field("ms"),
-                ));
+                let field = |name: &str| Reflect::get(&data, &name.into()).ok();
+                let number = |name: &str| field(name).and_then(|v| v.as_f64()).unwrap_or(-1.0);
+                let result = field("result")
+                    .and_then(|v| v.as_string())
+                    .unwrap_or_default();
+                let _ = tx.unbounded_send((index, number("lease_id") as u64, result, number("ms")));
             });
             worker.set_onmessage(Some(handler.as_ref().unchecked_ref()));
             workers.push(worker);
@@ -276,15 +270,13 @@ impl WorkerPool {
             };
             self.queue.pop_front();
             self.idle.pop();
-            let Work::PrimeCount { lo, hi } = work;
             let message = js_sys::Object::new();
             let _ = Reflect::set(
                 &message,
                 &"lease_id".into(),
                 &JsValue::from_f64(lease_id as f64),
             );
-            let _ = Reflect::set(&message, &"lo".into(), &JsValue::from_f64(lo as f64));
-            let _ = Reflect::set(&message, &"hi".into(), &JsValue::from_f64(hi as f64));
+            let _ = Reflect::set(&message, &"work".into(), &encode(&work).into());
             let _ = self.workers[index].post_message(&message);
             self.running.insert(index, lease_id);
         }
@@ -293,22 +285,19 @@ impl WorkerPool {
     /// The next finished lease that still counts: `(lease_id, result, compute_ms)`.
     pub async fn next_result(&mut self) -> (u64, WorkResult, u64) {
         loop {
-            let Some((index, lease_id, count, ms)) = self.results.next().await else {
+            let Some((index, lease_id, result, ms)) = self.results.next().await else {
                 return futures::future::pending().await;
             };
             self.running.remove(&index);
             self.idle.push(index);
             self.pump();
-            if self.stale.remove(&lease_id) || count < 0.0 {
+            if self.stale.remove(&lease_id) {
                 continue;
             }
-            return (
-                lease_id,
-                WorkResult::PrimeCount {
-                    count: count as u64,
-                },
-                ms.max(0.0) as u64,
-            );
+            let Ok(result) = serde_json::from_str::<WorkResult>(&result) else {
+                continue;
+            };
+            return (lease_id, result, ms.max(0.0) as u64);
         }
     }
 }
@@ -384,7 +373,7 @@ pub async fn drive(
                                 .flatten();
                             if let Some(pool) = pool.as_mut() {
                                 match &event {
-                                    LinkEvent::Lease { lease_id, work } => {
+                                    LinkEvent::Lease { lease_id, work, .. } => {
                                         pool.submit(*lease_id, work.clone())
                                     }
                                     LinkEvent::CancelLease { lease_id } => pool.cancel(*lease_id),

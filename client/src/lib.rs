@@ -4,9 +4,11 @@
 
 pub mod device_info;
 pub mod format;
+pub mod jobs;
 pub mod link;
 pub mod qr;
 pub mod route;
+pub mod work;
 
 #[cfg(target_arch = "wasm32")]
 mod app;

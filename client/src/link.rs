@@ -105,6 +105,7 @@ pub enum LinkEvent {
     /// Work to compute; answer with [`Link::chunk_result`].
     Lease {
         lease_id: u64,
+        job_id: String,
         work: shared_protocol::Work,
     },
     /// Stop working on this lease (its result would be ignored).
@@ -231,7 +232,16 @@ impl Link {
             ToClient::Snapshot(snapshot) => LinkEvent::Snapshot(Box::new(snapshot)),
             // Owner commands go over HTTP from this client; a reply here is not ours to handle.
             ToClient::OwnerResult { .. } => LinkEvent::Nothing,
-            ToClient::Lease { lease_id, work, .. } => LinkEvent::Lease { lease_id, work },
+            ToClient::Lease {
+                lease_id,
+                job_id,
+                work,
+                ..
+            } => LinkEvent::Lease {
+                lease_id,
+                job_id,
+                work,
+            },
             ToClient::CancelLease { lease_id } => LinkEvent::CancelLease { lease_id },
             ToClient::Error { code, message, .. } => {
                 if is_final(code) {

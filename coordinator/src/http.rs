@@ -17,6 +17,7 @@ pub fn status_for(code: ErrorCode) -> u16 {
         | ErrorCode::ProtocolMismatch
         | ErrorCode::HelloRequired
         | ErrorCode::AlreadyIntroduced => 400,
+        ErrorCode::BadResult => 422,
         ErrorCode::BadCredential | ErrorCode::BadOwnerKey | ErrorCode::InviteRequired => 401,
         ErrorCode::Forbidden => 403,
         ErrorCode::SwarmNotFound

@@ -10,6 +10,7 @@
 //! - `GET  /api/swarms/{id}/stats` — the object's cost counters and alarm (owner only)
 //! - `POST /api/swarms/{id}/owner` — an owner command (owner only)
 //! - `GET  /api/swarms/{id}/jobs/{job_id}` — a job's progress and result (JSON)
+//! - `GET  /api/swarms/{id}/jobs/{job_id}/image.png` — a Mandelbrot job's image so far (PNG)
 //! - `GET  /api/swarms/{id}/ws` — WebSocket upgrade, forwarded to the swarm's object
 //!
 //! Requests from a browser page on a foreign origin are refused; listed origins
@@ -69,6 +70,12 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
         (Method::Post, ["api", "swarms", id, "owner"]) => forward(req, &env, id, "/owner").await,
         (Method::Get, ["api", "swarms", id, "jobs", job_id]) if is_id(job_id, &()).is_ok() => {
             let route = format!("/jobs/{job_id}");
+            forward(req, &env, id, &route).await
+        }
+        (Method::Get, ["api", "swarms", id, "jobs", job_id, "image.png"])
+            if is_id(job_id, &()).is_ok() =>
+        {
+            let route = format!("/image/{job_id}");
             forward(req, &env, id, &route).await
         }
         // WebSocket answers carry no CORS headers: browsers check Origin, which is done above.

@@ -13,8 +13,8 @@ use shared_protocol::{ErrorCode, OwnerCommand, RunState, SwarmInfo, SwarmStats};
 use swarm_core::directory::CodeEntry;
 use swarm_core::{ConnId, Millis, Output, SocketAttachment, StoreOp, Stored, SwarmCore, SwarmMeta};
 use worker::{
-    durable_object, wasm_bindgen, DurableObject, Env, Request, Response, Result, State, WebSocket,
-    WebSocketIncomingMessage, WebSocketPair,
+    durable_object, wasm_bindgen, DurableObject, Env, Headers, Request, Response, Result,
+    SqlStorageValue, State, WebSocket, WebSocketIncomingMessage, WebSocketPair,
 };
 
 use crate::config::Config;
@@ -33,6 +33,8 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS devices (device_id TEXT PRIMARY KEY, record TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS invites (invite_id TEXT PRIMARY KEY, record TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS jobs (job_id TEXT PRIMARY KEY, record TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS pixels (job_id TEXT NOT NULL, first_row INTEGER NOT NULL, \
+     counts BLOB NOT NULL, PRIMARY KEY (job_id, first_row))",
 ];
 
 #[derive(Deserialize)]
@@ -93,6 +95,7 @@ impl DurableObject for SwarmObject {
                 None => error_response(ErrorCode::SwarmNotFound, "no such swarm"),
             },
             "/stats" => self.stats(&req).await,
+            path if path.starts_with("/image/") => self.image(&path["/image/".len()..]),
             path if path.starts_with("/jobs/") => {
                 let job_id = &path["/jobs/".len()..];
                 match self.with_core(|core| core.job(job_id)) {
@@ -183,6 +186,36 @@ impl SwarmObject {
             Ok(reply) => json_response(200, &reply),
             Err(refusal) => refusal_response(&refusal),
         }
+    }
+
+    /// The PNG of a Mandelbrot job as far as it is computed (grey rows are still to come).
+    fn image(&self, job_id: &str) -> Result<Response> {
+        let Some(job) = self.with_core(|core| core.job(job_id)) else {
+            return error_response(ErrorCode::NotFound, "no such job");
+        };
+        let sql = self.state.storage().sql();
+        let mut bands = Vec::new();
+        let rows = sql.exec(
+            "SELECT first_row, counts FROM pixels WHERE job_id = ?",
+            vec![job_id.into()],
+        )?;
+        for row in rows.raw() {
+            if let [SqlStorageValue::Integer(first_row), SqlStorageValue::Blob(counts)] =
+                row?.as_slice()
+            {
+                bands.push((
+                    u32::try_from(*first_row).unwrap_or(u32::MAX),
+                    counts.clone(),
+                ));
+            }
+        }
+        let Some(png) = swarm_core::kinds::render_png(&job.spec, &bands) else {
+            return error_response(ErrorCode::NotFound, "this job has no image");
+        };
+        let headers = Headers::new();
+        headers.set("content-type", "image/png")?;
+        headers.set("cache-control", "no-store")?;
+        Ok(Response::from_bytes(png)?.with_headers(headers))
     }
 
     async fn stats(&self, req: &Request) -> Result<Response> {
@@ -350,6 +383,16 @@ impl SwarmObject {
             StoreOp::PutInvite(invite) => {
                 put_record(&sql, "invites", "invite_id", &invite.invite_id, &invite)
             }
+            StoreOp::PutPixels {
+                job_id,
+                first_row,
+                counts,
+            } => sql
+                .exec(
+                    "INSERT OR REPLACE INTO pixels (job_id, first_row, counts) VALUES (?, ?, ?)",
+                    vec![job_id.into(), i64::from(first_row).into(), counts.into()],
+                )
+                .map(drop),
             StoreOp::DeleteDevice { device_id } => sql
                 .exec(
                     "DELETE FROM devices WHERE device_id = ?",

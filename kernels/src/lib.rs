@@ -4,6 +4,7 @@
 //! same code runs in browser workers (compiled to WASM), in the native agent, and in the
 //! coordinator, which uses them to verify returned results cheaply instead of trusting them:
 //!
+//! - [`bench`]: the known-answer benchmark ranges a device is measured on when it connects.
 //! - [`primes`]: count the primes in `[lo, hi)` with a segmented sieve. Counts of adjacent
 //!   ranges add up, so a job is split into chunks; the coordinator spot-checks a result by
 //!   recounting a chunk (or a small part of one).
@@ -13,6 +14,7 @@
 //! - [`sha256`]: proof-of-work search for nonces whose SHA-256 (of a prefix followed by the
 //!   nonce) has enough leading zero bits; a found nonce is verified with a single hash.
 
+pub mod bench;
 pub mod mandelbrot;
 pub mod primes;
 pub mod sha256;

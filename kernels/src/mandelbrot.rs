@@ -117,6 +117,22 @@ pub fn render_tile(view: &View, tile: &Tile) -> Vec<u32> {
     counts
 }
 
+/// The whole image of a view rendered here, coloured with [`colorize`] and encoded as PNG: the
+/// reference a swarm's assembled image is compared with.
+pub fn render_png(view: &View) -> Vec<u8> {
+    let whole = Tile {
+        x: 0,
+        y: 0,
+        width: view.width,
+        height: view.height,
+    };
+    encode_png(
+        view.width,
+        view.height,
+        &colorize(&render_tile(view, &whole), view.max_iter),
+    )
+}
+
 /// Tiles of at most `tile_size` × `tile_size` pixels covering the image exactly once, in
 /// row-major order; tiles on the right and bottom edges are smaller when the size does not
 /// divide the image. Empty for an empty image.

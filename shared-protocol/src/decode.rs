@@ -19,14 +19,19 @@ use crate::messages::{ErrorCode, ToCoordinator};
 pub struct Limits {
     /// Largest accepted message or request body, in bytes.
     pub max_message_bytes: usize,
+    /// Largest accepted message of a bulk type ([`WireMessage::BULK_TYPES`]: a chunk result
+    /// carrying pixels), in bytes.
+    pub max_bulk_bytes: usize,
 }
 
 impl Default for Limits {
-    /// 16 KiB: far above any legitimate message of this protocol version, far below the
-    /// platform's 32 MiB WebSocket limit.
+    /// 16 KiB: far above any legitimate message of this protocol version except a chunk
+    /// result, far below the platform's 1 MiB WebSocket limit. 256 KiB for chunk results: a
+    /// Mandelbrot chunk of [`crate::MAX_CHUNK_PIXELS`] pixels is 175 KiB of base64.
     fn default() -> Self {
         Self {
             max_message_bytes: 16 * 1024,
+            max_bulk_bytes: 256 * 1024,
         }
     }
 }
@@ -35,11 +40,14 @@ impl Default for Limits {
 pub trait WireMessage: DeserializeOwned + Validate<Context = ()> {
     /// The accepted values of the `type` field; empty for bodies without one.
     const TYPES: &'static [&'static str];
+    /// The types that may be up to [`Limits::max_bulk_bytes`] long.
+    const BULK_TYPES: &'static [&'static str] = &[];
 }
 
 impl WireMessage for ToCoordinator {
     const TYPES: &'static [&'static str] =
         &["hello", "heartbeat", "chunk_result", "set_lend", "owner"];
+    const BULK_TYPES: &'static [&'static str] = &["chunk_result"];
 }
 
 impl WireMessage for OwnerCommand {
@@ -122,13 +130,22 @@ struct Envelope<'a> {
     kind: std::borrow::Cow<'a, str>,
 }
 
-/// Decodes and validates inbound bytes. The size is checked before anything is parsed.
+/// Decodes and validates inbound bytes. The size is checked before anything is parsed (for a
+/// message between the two limits, only its `type` is read first).
 pub fn decode<T: WireMessage>(bytes: &[u8], limits: &Limits) -> Result<Validated<T>, DecodeError> {
+    let too_large = |limit| DecodeError::TooLarge {
+        size: bytes.len(),
+        limit,
+    };
     if bytes.len() > limits.max_message_bytes {
-        return Err(DecodeError::TooLarge {
-            size: bytes.len(),
-            limit: limits.max_message_bytes,
-        });
+        if bytes.len() > limits.max_bulk_bytes.max(limits.max_message_bytes) {
+            return Err(too_large(limits.max_bulk_bytes));
+        }
+        let bulk = serde_json::from_slice::<Envelope>(bytes)
+            .is_ok_and(|envelope| T::BULK_TYPES.contains(&envelope.kind.as_ref()));
+        if !bulk {
+            return Err(too_large(limits.max_message_bytes));
+        }
     }
     let value: T = serde_json::from_slice(bytes).map_err(|err| classify::<T>(bytes, err))?;
     value
@@ -171,6 +188,7 @@ mod tests {
 
     const LIMITS: Limits = Limits {
         max_message_bytes: 1024,
+        max_bulk_bytes: 4096,
     };
 
     fn device_hello(name: &str, cores: u16) -> ToCoordinator {
@@ -307,6 +325,39 @@ mod tests {
             }
         );
         assert_eq!(err.code(), ErrorCode::TooLarge);
+    }
+
+    #[test]
+    fn only_chunk_results_may_use_the_bulk_limit() {
+        let result = |pad: usize| {
+            format!(
+                r#"{{"type":"chunk_result","lease_id":1,"result":{{"kind":"prime_count","count":{}}},"compute_ms":1}}"#,
+                "1".repeat(pad)
+            )
+        };
+        // Between the limits: a chunk result is parsed (here it fails on its number, not its
+        // size); any other type is refused for its size.
+        let err = decode_str(&result(2000)).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Malformed, "{err}");
+        let other = format!(
+            "{{\"type\":\"heartbeat\",\"pad\":\"{}\"}}",
+            "x".repeat(2000)
+        );
+        assert_eq!(
+            decode_str(&other).unwrap_err(),
+            DecodeError::TooLarge {
+                size: other.len(),
+                limit: 1024
+            }
+        );
+        let huge = result(5000);
+        assert_eq!(
+            decode_str(&huge).unwrap_err(),
+            DecodeError::TooLarge {
+                size: huge.len(),
+                limit: 4096
+            }
+        );
     }
 
     #[test]

@@ -1,37 +1,139 @@
 //! Jobs on the wire: what the owner submits, what a device is leased, what it returns, and
 //! what dashboards see.
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 /// The largest end of a prime-count range (the kernels' sieve limit).
 pub const MAX_PRIME_END: u64 = 1 << 48;
 
+/// The largest side of a Mandelbrot image, in pixels.
+pub const MAX_IMAGE_SIDE: u32 = 4096;
+
+/// The most pixels a Mandelbrot image may have (2048 × 2048).
+pub const MAX_IMAGE_PIXELS: u64 = 1 << 22;
+
+/// The largest iteration limit of a Mandelbrot job (escape counts travel as 16-bit numbers).
+pub const MAX_ITERATIONS: u32 = 65_535;
+
+/// The most pixels one Mandelbrot lease covers, so that its result fits one message.
+pub const MAX_CHUNK_PIXELS: u64 = 1 << 16;
+
+/// The largest end of a SHA-256 nonce range: 2^53, so every nonce is exact in JavaScript.
+pub const MAX_NONCE_END: u64 = 1 << 53;
+
+/// The longest SHA-256 search prefix, in bytes.
+pub const MAX_PREFIX_BYTES: usize = 64;
+
+/// The most nonces a SHA-256 search job asks for.
+pub const MAX_WANTED_NONCES: u32 = 100;
+
 /// A job the owner submits. Checked by [`valid_job`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum JobSpec {
     /// Count the primes p with `lo <= p < hi`; `lo < hi <= 2^48`.
     PrimeCount { lo: u64, hi: u64 },
+    /// Render a `width` × `height` image of the Mandelbrot set centred on
+    /// `center_re + center_im·i`, `scale` wide in the complex plane, at `max_iter` iterations.
+    /// The result is a PNG; work is split into bands of whole rows.
+    Mandelbrot {
+        center_re: f64,
+        center_im: f64,
+        scale: f64,
+        width: u32,
+        height: u32,
+        max_iter: u32,
+    },
+    /// Find nonces in `[lo, hi)` whose SHA-256 of `prefix` (UTF-8) followed by the nonce as 8
+    /// little-endian bytes has at least `difficulty_bits` leading zero bits. The job ends when
+    /// the range is searched or `want` nonces are found.
+    Sha256Search {
+        prefix: String,
+        difficulty_bits: u32,
+        lo: u64,
+        hi: u64,
+        want: u32,
+    },
 }
 
 /// The rule of a [`JobSpec`] (a garde custom validator).
 pub fn valid_job(spec: &JobSpec, _ctx: &()) -> garde::Result {
+    let fail = |why: String| Err(garde::Error::new(why));
     match spec {
-        JobSpec::PrimeCount { lo, hi } if lo >= hi => {
-            Err(garde::Error::new("hi must be greater than lo"))
+        JobSpec::PrimeCount { lo, hi } if lo >= hi => fail("hi must be greater than lo".into()),
+        JobSpec::PrimeCount { hi, .. } if *hi > MAX_PRIME_END => {
+            fail(format!("hi must be at most {MAX_PRIME_END}"))
         }
-        JobSpec::PrimeCount { hi, .. } if *hi > MAX_PRIME_END => Err(garde::Error::new(format!(
-            "hi must be at most {MAX_PRIME_END}"
-        ))),
         JobSpec::PrimeCount { .. } => Ok(()),
+        JobSpec::Mandelbrot {
+            center_re,
+            center_im,
+            scale,
+            width,
+            height,
+            max_iter,
+        } => {
+            if !(1..=MAX_IMAGE_SIDE).contains(width) || !(1..=MAX_IMAGE_SIDE).contains(height) {
+                fail(format!(
+                    "width and height must be 1 to {MAX_IMAGE_SIDE} pixels"
+                ))
+            } else if u64::from(*width) * u64::from(*height) > MAX_IMAGE_PIXELS {
+                fail(format!(
+                    "the image may have at most {MAX_IMAGE_PIXELS} pixels"
+                ))
+            } else if !(1..=MAX_ITERATIONS).contains(max_iter) {
+                fail(format!("max_iter must be 1 to {MAX_ITERATIONS}"))
+            } else if !(1e-12..=16.0).contains(scale) {
+                fail("scale must be between 1e-12 and 16".into())
+            } else if center_re.abs() > 4.0 || center_im.abs() > 4.0 {
+                fail("the centre must lie within 4 of the origin".into())
+            } else {
+                Ok(())
+            }
+        }
+        JobSpec::Sha256Search {
+            prefix,
+            difficulty_bits,
+            lo,
+            hi,
+            want,
+        } => {
+            if prefix.is_empty() || prefix.len() > MAX_PREFIX_BYTES {
+                fail(format!("prefix must be 1 to {MAX_PREFIX_BYTES} bytes"))
+            } else if prefix.chars().any(char::is_control) {
+                fail("prefix must not contain control characters".into())
+            } else if !(1..=64).contains(difficulty_bits) {
+                fail("difficulty_bits must be 1 to 64".into())
+            } else if lo >= hi {
+                fail("hi must be greater than lo".into())
+            } else if *hi > MAX_NONCE_END {
+                fail(format!("hi must be at most {MAX_NONCE_END}"))
+            } else if !(1..=MAX_WANTED_NONCES).contains(want) {
+                fail(format!("want must be 1 to {MAX_WANTED_NONCES}"))
+            } else {
+                Ok(())
+            }
+        }
     }
 }
 
 impl JobSpec {
-    /// The job's size in work units of roughly equal cost (numbers to sieve).
+    /// The job's size in work units: numbers to sieve, image rows, or nonces to hash.
     pub fn units(&self) -> u64 {
         match self {
-            JobSpec::PrimeCount { lo, hi } => hi - lo,
+            JobSpec::PrimeCount { lo, hi } | JobSpec::Sha256Search { lo, hi, .. } => hi - lo,
+            JobSpec::Mandelbrot { height, .. } => u64::from(*height),
+        }
+    }
+
+    /// The most units one lease may cover: Mandelbrot bands are limited to
+    /// [`MAX_CHUNK_PIXELS`] so their result fits one message.
+    pub fn max_chunk_units(&self) -> u64 {
+        match self {
+            JobSpec::Mandelbrot { width, .. } => (MAX_CHUNK_PIXELS / u64::from(*width)).max(1),
+            _ => u64::MAX,
         }
     }
 
@@ -42,23 +144,108 @@ impl JobSpec {
                 lo: lo + from,
                 hi: lo + to,
             },
+            JobSpec::Mandelbrot {
+                center_re,
+                center_im,
+                scale,
+                width,
+                height,
+                max_iter,
+            } => Work::Mandelbrot {
+                center_re: *center_re,
+                center_im: *center_im,
+                scale: *scale,
+                width: *width,
+                height: *height,
+                max_iter: *max_iter,
+                first_row: from as u32,
+                rows: (to - from) as u32,
+            },
+            JobSpec::Sha256Search {
+                prefix,
+                difficulty_bits,
+                lo,
+                want,
+                ..
+            } => Work::Sha256Search {
+                prefix: prefix.clone(),
+                difficulty_bits: *difficulty_bits,
+                lo: lo + from,
+                hi: lo + to,
+                max_found: *want,
+            },
         }
     }
 }
 
 /// A leased piece of a job, to compute.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Work {
     /// Count the primes in `[lo, hi)`.
     PrimeCount { lo: u64, hi: u64 },
+    /// Escape counts of image rows `[first_row, first_row + rows)` of the job's view, every
+    /// pixel of each row.
+    Mandelbrot {
+        center_re: f64,
+        center_im: f64,
+        scale: f64,
+        width: u32,
+        height: u32,
+        max_iter: u32,
+        first_row: u32,
+        rows: u32,
+    },
+    /// The first `max_found` matching nonces in `[lo, hi)`, in increasing order.
+    Sha256Search {
+        prefix: String,
+        difficulty_bits: u32,
+        lo: u64,
+        hi: u64,
+        max_found: u32,
+    },
 }
 
 /// A device's answer to a lease.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum WorkResult {
-    PrimeCount { count: u64 },
+    PrimeCount {
+        count: u64,
+    },
+    /// The escape counts of the band, row by row, each as 2 little-endian bytes, base64
+    /// (standard alphabet, padded): see [`encode_counts`].
+    Mandelbrot {
+        counts: String,
+    },
+    /// The matching nonces found, increasing.
+    Sha256Search {
+        nonces: Vec<u64>,
+    },
+}
+
+/// Escape counts as they travel in [`WorkResult::Mandelbrot`] (counts are at most
+/// [`MAX_ITERATIONS`]; larger values are clamped).
+pub fn encode_counts(counts: &[u32]) -> String {
+    let bytes: Vec<u8> = counts
+        .iter()
+        .flat_map(|&c| (c.min(MAX_ITERATIONS) as u16).to_le_bytes())
+        .collect();
+    BASE64.encode(bytes)
+}
+
+/// The counts of a [`WorkResult::Mandelbrot`], or why they cannot be read.
+pub fn decode_counts(text: &str) -> Result<Vec<u16>, String> {
+    let bytes = BASE64
+        .decode(text)
+        .map_err(|err| format!("counts are not base64: {err}"))?;
+    if bytes.len() % 2 != 0 {
+        return Err("counts must be 2 bytes each".into());
+    }
+    Ok(bytes
+        .chunks_exact(2)
+        .map(|pair| u16::from_le_bytes([pair[0], pair[1]]))
+        .collect())
 }
 
 /// Where a job stands.
@@ -76,7 +263,18 @@ pub enum JobState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum JobResult {
-    PrimeCount { count: u64 },
+    PrimeCount {
+        count: u64,
+    },
+    /// Pixels inside the set so far; the image itself is served as a PNG
+    /// (`GET /api/swarms/{swarm_id}/jobs/{job_id}/image.png`).
+    Mandelbrot {
+        inside_pixels: u64,
+    },
+    /// The smallest matching nonces found, increasing, at most the job's `want`.
+    Sha256Search {
+        nonces: Vec<u64>,
+    },
 }
 
 /// A job as dashboards and the results endpoint show it.
@@ -96,4 +294,107 @@ pub struct JobView {
     pub finished_ms: Option<u64>,
     /// The merged result so far (partial while running; final when done).
     pub result: JobResult,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mandelbrot(width: u32, height: u32, max_iter: u32, scale: f64) -> JobSpec {
+        JobSpec::Mandelbrot {
+            center_re: -0.5,
+            center_im: 0.0,
+            scale,
+            width,
+            height,
+            max_iter,
+        }
+    }
+
+    fn sha(prefix: &str, bits: u32, lo: u64, hi: u64, want: u32) -> JobSpec {
+        JobSpec::Sha256Search {
+            prefix: prefix.into(),
+            difficulty_bits: bits,
+            lo,
+            hi,
+            want,
+        }
+    }
+
+    #[test]
+    fn job_rules_accept_the_limits_and_refuse_beyond() {
+        let good = [
+            JobSpec::PrimeCount {
+                lo: 0,
+                hi: MAX_PRIME_END,
+            },
+            mandelbrot(2048, 2048, MAX_ITERATIONS, 3.0),
+            mandelbrot(4096, 1024, 1, 1e-12),
+            sha("ostrich", 64, 0, MAX_NONCE_END, 100),
+        ];
+        for spec in good {
+            assert!(valid_job(&spec, &()).is_ok(), "{spec:?}");
+        }
+        let bad = [
+            JobSpec::PrimeCount { lo: 5, hi: 5 },
+            mandelbrot(0, 10, 100, 3.0),
+            mandelbrot(4097, 1, 100, 3.0),
+            mandelbrot(4096, 2048, 100, 3.0),
+            mandelbrot(10, 10, 0, 3.0),
+            mandelbrot(10, 10, MAX_ITERATIONS + 1, 3.0),
+            mandelbrot(10, 10, 100, 0.0),
+            mandelbrot(10, 10, 100, 17.0),
+            sha("", 8, 0, 10, 1),
+            sha(&"x".repeat(65), 8, 0, 10, 1),
+            sha("a\nb", 8, 0, 10, 1),
+            sha("a", 0, 0, 10, 1),
+            sha("a", 65, 0, 10, 1),
+            sha("a", 8, 10, 10, 1),
+            sha("a", 8, 0, MAX_NONCE_END + 1, 1),
+            sha("a", 8, 0, 10, 0),
+            sha("a", 8, 0, 10, 101),
+        ];
+        for spec in bad {
+            assert!(valid_job(&spec, &()).is_err(), "{spec:?}");
+        }
+    }
+
+    #[test]
+    fn work_of_a_unit_range_maps_to_the_job() {
+        let spec = mandelbrot(1000, 700, 500, 3.0);
+        assert_eq!(spec.units(), 700);
+        assert_eq!(spec.max_chunk_units(), 65);
+        let Work::Mandelbrot {
+            first_row, rows, ..
+        } = spec.work(10, 75)
+        else {
+            panic!("wrong kind")
+        };
+        assert_eq!((first_row, rows), (10, 65));
+        let spec = sha("p", 20, 1000, 5000, 3);
+        assert_eq!(spec.units(), 4000);
+        assert_eq!(
+            spec.work(100, 200),
+            Work::Sha256Search {
+                prefix: "p".into(),
+                difficulty_bits: 20,
+                lo: 1100,
+                hi: 1200,
+                max_found: 3
+            }
+        );
+        assert_eq!(mandelbrot(MAX_IMAGE_SIDE, 1, 1, 1.0).max_chunk_units(), 16);
+    }
+
+    #[test]
+    fn counts_round_trip_and_bad_text_is_refused() {
+        let counts = [0, 1, 255, 256, 65_535, 70_000];
+        let text = encode_counts(&counts);
+        assert_eq!(
+            decode_counts(&text).unwrap(),
+            vec![0, 1, 255, 256, 65_535, 65_535]
+        );
+        assert!(decode_counts("not base64!").is_err());
+        assert!(decode_counts(&BASE64.encode([1u8, 2, 3])).is_err());
+    }
 }

@@ -5,7 +5,7 @@
 //! the coordinator, [`ToClient`] the other way. Inbound bytes pass through [`decode`] — size cap,
 //! then serde, then `garde` validation — and code past it only ever sees a [`Validated`] value.
 //!
-//! This crate depends only on serde and garde and builds for native targets and wasm32.
+//! This crate depends only on serde, garde and base64, and builds for native targets and wasm32.
 
 mod decode;
 mod http;
@@ -18,7 +18,11 @@ pub use http::{
     CreateSwarmRequest, CreateSwarmResponse, HealthResponse, HttpError, ResolveCodeRequest,
     ResolveCodeResponse, SwarmInfo, SwarmStats,
 };
-pub use jobs::{valid_job, JobResult, JobSpec, JobState, JobView, Work, WorkResult, MAX_PRIME_END};
+pub use jobs::{
+    decode_counts, encode_counts, valid_job, JobResult, JobSpec, JobState, JobView, Work,
+    WorkResult, MAX_CHUNK_PIXELS, MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, MAX_ITERATIONS, MAX_NONCE_END,
+    MAX_PREFIX_BYTES, MAX_PRIME_END, MAX_WANTED_NONCES,
+};
 pub use messages::{
     AgentClass, Capabilities, Counters, DeviceCredential, DeviceStatus, DeviceView, ErrorCode,
     Hello, HelloRole, InviteView, JoinProof, LogEntry, LogLevel, OwnerCommand, OwnerReply,
@@ -50,4 +54,6 @@ pub mod close_code {
     pub const REMOVED: u16 = 4003;
     /// The socket sent messages faster than its rate limit.
     pub const RATE_LIMITED: u16 = 4004;
+    /// The device returned a result that failed its check.
+    pub const BAD_RESULT: u16 = 4005;
 }

@@ -340,6 +340,9 @@ pub enum ErrorCode {
     NotFound,
     /// Too many requests; retry later.
     RateLimited,
+    /// A chunk or benchmark result failed the coordinator's check; the device is disconnected
+    /// and the result discarded.
+    BadResult,
     /// Something failed inside the coordinator.
     Internal,
 }
@@ -392,6 +395,18 @@ pub struct DeviceView {
     pub capabilities: Capabilities,
     pub last_seen_ms: u64,
     pub registered_ms: u64,
+    /// Its last benchmark, as a factor of a reference core (1.0 counts the benchmark's primes
+    /// at 2 × 10^6 numbers per ms on one worker); `null` until it has answered one.
+    pub score: Option<f64>,
+    /// Its current per-worker speed, same unit: the benchmark at first, then the moving average
+    /// of the rates observed on its chunks; `null` when never measured.
+    pub speed: Option<f64>,
+    /// Its share of the running job's capacity (speed × workers), in percent.
+    pub weight_percent: f64,
+    /// Leases it holds now.
+    pub in_flight: u32,
+    /// Chunks accepted from it since the coordinator object started.
+    pub chunks_done: u64,
 }
 
 /// A system log line.

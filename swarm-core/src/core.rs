@@ -111,6 +111,8 @@ pub(crate) struct Device {
     pub(crate) conn: Option<ConnId>,
     /// Cores the device lends (its own control; all of them unless it said otherwise).
     pub(crate) lend: Option<u16>,
+    /// The benchmark lease it has not answered yet; it gets no job work until it has.
+    pub(crate) bench: Option<crate::bench::PendingBench>,
 }
 
 impl Device {
@@ -198,6 +200,7 @@ impl SwarmCore {
                         record,
                         conn: None,
                         lend: None,
+                        bench: None,
                     },
                 )
             })
@@ -467,17 +470,27 @@ impl SwarmCore {
             (b.conn.is_some(), b.record.last_seen_ms)
                 .cmp(&(a.conn.is_some(), a.record.last_seen_ms))
         });
+        let throughput = self.job_throughput();
         let devices = rows
             .into_iter()
             .take(self.config.snapshot_device_cap)
-            .map(|d| DeviceView {
-                id: d.record.device_id.clone(),
-                name: d.record.name.clone(),
-                status: d.status(),
-                enabled: d.record.enabled,
-                capabilities: d.record.capabilities.clone(),
-                last_seen_ms: d.record.last_seen_ms,
-                registered_ms: d.record.registered_ms,
+            .map(|d| {
+                let id = &d.record.device_id;
+                let (in_flight, share) = self.device_load(id, throughput);
+                DeviceView {
+                    id: id.clone(),
+                    name: d.record.name.clone(),
+                    status: d.status(),
+                    enabled: d.record.enabled,
+                    capabilities: d.record.capabilities.clone(),
+                    last_seen_ms: d.record.last_seen_ms,
+                    registered_ms: d.record.registered_ms,
+                    score: d.record.score,
+                    speed: self.measured_speed(id),
+                    weight_percent: share * 100.0,
+                    in_flight,
+                    chunks_done: self.jobs.chunks_done.get(id).copied().unwrap_or(0),
+                }
             })
             .collect();
         SwarmSnapshot {

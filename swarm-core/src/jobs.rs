@@ -1,33 +1,73 @@
 //! Jobs in the swarm: the queue, the running job's [`Scheduler`], leases sent to devices,
-//! results merged as they are accepted, and progress for the snapshots. One job runs at a time;
-//! the others wait in submission order.
+//! results checked and merged as they are accepted, and progress for the snapshots. One job
+//! runs at a time; the others wait in submission order.
+//!
+//! Lease ids on the wire are `epoch << 32 | scheduler id`: every activation of a job draws a
+//! fresh random epoch (1 to 2^20), so a late result for a lease of an earlier job, or of the same
+//! job before the object restarted, cannot be taken for a current lease. Epoch 0 is the
+//! benchmark's ([`crate::bench`]).
 
 use std::collections::BTreeMap;
 
 use shared_protocol::{
-    JobResult, JobSpec, JobState, JobView, LogLevel, OwnerReply, RunState, ToClient, WorkResult,
+    close_code, ErrorCode, JobSpec, JobState, JobView, LogLevel, OwnerReply, RunState, ToClient,
+    WorkResult,
 };
 
 use crate::core::{short, Refusal, SwarmCore};
+use crate::kinds::{self, reference_rate, Checked};
 use crate::records::{JobRecord, StoreOp};
 use crate::sched::{Completion, Lease, LeaseId, SchedConfig, Scheduler};
 use crate::{ConnId, Millis};
 
-/// Units per millisecond per worker assumed for a device never measured: a prime sieve does
-/// about 10⁶ on one desktop core, so this first chunk is small everywhere and the rate adapts
-/// from the first result.
-pub const RATE_HINT: f64 = 100_000.0;
+/// The speed factor of a device that has not been measured (see [`crate::kinds`]): a slow
+/// phone's, so that its first chunk is small and the rate adapts from the first result.
+pub const UNMEASURED_SPEED: f64 = 0.1;
 
 /// Jobs kept in snapshots.
 const JOBS_IN_SNAPSHOT: usize = 20;
 
+/// Wire lease ids carry the epoch above this many bits.
+const EPOCH_SHIFT: u32 = 32;
+
+/// Epochs are drawn from `1..=MAX_EPOCH`, keeping wire ids below 2^53.
+const MAX_EPOCH: u64 = (1 << 20) - 1;
+
 #[derive(Debug, Default)]
 pub(crate) struct JobBoard {
     pub(crate) jobs: BTreeMap<String, JobRecord>,
-    /// The running job and its scheduler.
-    active: Option<(String, Scheduler)>,
-    /// Measured rates (units per ms per worker) that outlive a job's scheduler.
-    rates: BTreeMap<String, f64>,
+    /// The running job.
+    active: Option<Active>,
+    /// Devices' speed factors (see [`crate::kinds`]), from their benchmark and then from the
+    /// rates observed on real chunks; they outlive a job's scheduler.
+    pub(crate) speeds: BTreeMap<String, f64>,
+    /// Accepted chunks per device since the object started.
+    pub(crate) chunks_done: BTreeMap<String, u64>,
+}
+
+/// The running job and its scheduler.
+#[derive(Debug)]
+struct Active {
+    job_id: String,
+    spec: JobSpec,
+    sched: Scheduler,
+    epoch: u64,
+}
+
+impl Active {
+    fn wire_id(&self, id: LeaseId) -> u64 {
+        self.epoch << EPOCH_SHIFT | id
+    }
+
+    /// The scheduler's id of a wire lease id of this activation.
+    fn own_id(&self, wire: u64) -> Option<LeaseId> {
+        (wire >> EPOCH_SHIFT == self.epoch).then_some(wire & ((1 << EPOCH_SHIFT) - 1))
+    }
+
+    /// Units per ms per worker of a device of this speed on this job.
+    fn rate_of(&self, speed: f64) -> f64 {
+        speed * reference_rate(&self.spec)
+    }
 }
 
 impl JobBoard {
@@ -58,7 +98,7 @@ impl SwarmCore {
         let job_id = self.rng.id();
         let record = JobRecord {
             job_id: job_id.clone(),
-            result: empty_result(&spec),
+            result: kinds::empty_result(&spec),
             spec,
             state: JobState::Queued,
             created_ms: now,
@@ -72,7 +112,7 @@ impl SwarmCore {
             format!(
                 "job {} submitted: {}",
                 short(&job_id),
-                describe(&record.spec)
+                kinds::describe(&record.spec)
             ),
         );
         self.persist(StoreOp::PutJob(record.clone()));
@@ -105,39 +145,62 @@ impl SwarmCore {
             .jobs
             .active
             .as_ref()
-            .is_some_and(|(id, _)| id == job_id)
+            .is_some_and(|active| active.job_id == job_id)
         {
-            if let Some((_, mut sched)) = self.jobs.active.take() {
-                self.remember_rates(&sched);
-                let withdrawn = sched.withdraw_all();
-                self.cancel_leases(&withdrawn);
-            }
+            self.finish_active();
             self.start_next_job(now);
         }
         Ok(OwnerReply::Done {})
     }
 
-    /// A device is connected and may compute: it joins the running job's scheduler.
+    /// A device is connected and may compute: it joins the running job's scheduler (once its
+    /// benchmark is answered).
     pub(crate) fn device_available(&mut self, device_id: &str) {
         let workers = self.workers_of(device_id);
-        let rate = self.jobs.rates.get(device_id).copied().unwrap_or(RATE_HINT);
-        let enabled = self
-            .devices
-            .get(device_id)
-            .is_some_and(|d| d.record.enabled);
-        if let Some((_, sched)) = self.jobs.active.as_mut() {
-            sched.set_device(device_id, workers, rate);
-            sched.set_enabled(device_id, enabled);
+        let speed = self.speed_of(device_id);
+        let Some(device) = self.devices.get(device_id) else {
+            return;
+        };
+        if device.bench.is_some() {
+            return;
         }
+        let enabled = device.record.enabled;
+        if let Some(active) = self.jobs.active.as_mut() {
+            let rate = active.rate_of(speed);
+            active.sched.set_device(device_id, workers, rate);
+            active.sched.set_enabled(device_id, enabled);
+        }
+    }
+
+    /// A device's speed factor: measured, else its stored benchmark score, else a slow guess.
+    pub(crate) fn speed_of(&self, device_id: &str) -> f64 {
+        self.jobs
+            .speeds
+            .get(device_id)
+            .copied()
+            .or_else(|| self.devices.get(device_id).and_then(|d| d.record.score))
+            .unwrap_or(UNMEASURED_SPEED)
+    }
+
+    /// A device's current speed factor: the running job's observed rate, else the last one
+    /// kept, else its benchmark; `None` when it was never measured.
+    pub(crate) fn measured_speed(&self, device_id: &str) -> Option<f64> {
+        self.jobs
+            .active
+            .as_ref()
+            .and_then(|a| a.sched.rate(device_id).map(|r| r / reference_rate(&a.spec)))
+            .or_else(|| self.jobs.speeds.get(device_id).copied())
+            .or_else(|| self.devices.get(device_id).and_then(|d| d.record.score))
     }
 
     /// A device left (disconnect, OFFLINE, removal): its leases go back to the queue.
     pub(crate) fn device_gone(&mut self, device_id: &str) {
-        if let Some((_, sched)) = self.jobs.active.as_mut() {
-            if let Some(rate) = sched.rate(device_id) {
-                self.jobs.rates.insert(device_id.to_owned(), rate);
+        if let Some(active) = self.jobs.active.as_mut() {
+            if let Some(rate) = active.sched.rate(device_id) {
+                let speed = rate / reference_rate(&active.spec);
+                self.jobs.speeds.insert(device_id.to_owned(), speed);
             }
-            sched.remove_device(device_id);
+            active.sched.remove_device(device_id);
         }
     }
 
@@ -157,8 +220,8 @@ impl SwarmCore {
             .as_ref()
             .is_some_and(|m| m.run_state == RunState::Stopped);
         if stopped {
-            if let Some((_, sched)) = self.jobs.active.as_mut() {
-                let withdrawn = sched.withdraw_all();
+            if let Some(active) = self.jobs.active.as_mut() {
+                let withdrawn = active.sched.withdraw_all();
                 self.cancel_leases(&withdrawn);
             }
         }
@@ -171,33 +234,34 @@ impl SwarmCore {
             .meta
             .as_ref()
             .is_some_and(|m| m.run_state == RunState::Running);
-        let Some((job_id, sched)) = self.jobs.active.as_mut().filter(|_| running) else {
+        let Some(active) = self.jobs.active.as_mut().filter(|_| running) else {
             return;
         };
-        let job_id = job_id.clone();
-        let leases = sched.poll_leases(now);
-        let Some(spec) = self.jobs.jobs.get(&job_id).map(|j| j.spec.clone()) else {
-            return;
-        };
-        for lease in leases {
-            let Some(conn) = self.conn_of(&lease.device) else {
-                continue;
-            };
-            let message = ToClient::Lease {
-                lease_id: lease.id,
-                job_id: job_id.clone(),
-                work: spec.work(lease.lo, lease.hi),
-                deadline_ms: lease.deadline_ms,
-            };
-            self.send(conn, &message);
+        let leases = active.sched.poll_leases(now);
+        let messages: Vec<(String, ToClient)> = leases
+            .into_iter()
+            .map(|lease| {
+                let message = ToClient::Lease {
+                    lease_id: active.wire_id(lease.id),
+                    job_id: active.job_id.clone(),
+                    work: active.spec.work(lease.lo, lease.hi),
+                    deadline_ms: lease.deadline_ms,
+                };
+                (lease.device, message)
+            })
+            .collect();
+        for (device, message) in messages {
+            if let Some(conn) = self.conn_of(&device) {
+                self.send(conn, &message);
+            }
         }
     }
 
     /// On each alarm: leases past their deadline go back to the queue (their holders are told
     /// to stop), then the freed work is handed out again.
     pub(crate) fn expire_leases(&mut self, now: Millis) {
-        if let Some((_, sched)) = self.jobs.active.as_mut() {
-            let expired = sched.expire(now);
+        if let Some(active) = self.jobs.active.as_mut() {
+            let expired = active.sched.expire(now);
             if !expired.is_empty() {
                 self.log(
                     now,
@@ -218,54 +282,119 @@ impl SwarmCore {
         now: Millis,
         conn: ConnId,
         device_id: &str,
-        lease_id: LeaseId,
+        wire_id: u64,
         result: WorkResult,
         compute_ms: Millis,
     ) {
-        let Some((job_id, sched)) = self.jobs.active.as_mut() else {
+        if wire_id >> EPOCH_SHIFT == 0 {
+            return self.handle_bench_result(now, conn, device_id, wire_id, &result, compute_ms);
+        }
+        let Some(active) = self.jobs.active.as_mut() else {
             return;
         };
-        let job_id = job_id.clone();
-        match sched.complete(now, device_id, lease_id, compute_ms) {
-            Completion::Accepted { lo, hi, cancelled } => {
-                let finished = sched.is_finished();
-                self.cancel_leases(&cancelled);
-                let Some(job) = self.jobs.jobs.get_mut(&job_id) else {
-                    return;
-                };
-                merge(&mut job.result, &result);
-                job.add_done(lo, hi);
-                if finished {
-                    job.state = JobState::Done;
-                    job.finished_ms = Some(now);
-                }
-                let record = job.clone();
-                self.persist(StoreOp::PutJob(record.clone()));
-                if finished {
-                    let took = now.saturating_sub(record.created_ms) as f64 / 1000.0;
-                    let text = format!(
-                        "job {} done in {took:.1} s: {}",
-                        short(&job_id),
-                        describe_result(&record.result)
-                    );
-                    self.log(now, LogLevel::Info, text);
-                    if let Some((_, sched)) = self.jobs.active.take() {
-                        self.remember_rates(&sched);
-                    }
-                    self.start_next_job(now);
-                }
-                self.dispatch(now);
-            }
-            Completion::NotHolder => {
-                let refusal = Refusal::new(
-                    shared_protocol::ErrorCode::Forbidden,
-                    "this lease belongs to another device",
-                );
-                self.reject(now, conn, refusal, None);
-            }
-            // A late result for an expired or cancelled lease, or a repeat: nothing to do.
-            Completion::Unknown | Completion::Duplicate => {}
+        // A late result of an earlier activation, an expired or cancelled lease, or a repeat:
+        // nothing to do.
+        let Some(lease_id) = active.own_id(wire_id) else {
+            return;
+        };
+        let Some(lease) = active.sched.lease(lease_id).cloned() else {
+            return;
+        };
+        if lease.device != device_id {
+            let refusal =
+                Refusal::new(ErrorCode::Forbidden, "this lease belongs to another device");
+            return self.reject(now, conn, refusal, None);
         }
+        let checked = match kinds::check(&active.spec, lease.lo, lease.hi, result, &mut self.rng) {
+            Ok(checked) => checked,
+            Err(why) => return self.refuse_result(now, conn, device_id, &why),
+        };
+        let Some(active) = self.jobs.active.as_mut() else {
+            return;
+        };
+        let job_id = active.job_id.clone();
+        let Completion::Accepted { lo, hi, cancelled } =
+            active.sched.complete(now, device_id, lease_id, compute_ms)
+        else {
+            return;
+        };
+        let mut finished = active.sched.is_finished();
+        self.cancel_leases(&cancelled);
+        *self
+            .jobs
+            .chunks_done
+            .entry(device_id.to_owned())
+            .or_default() += 1;
+        self.accept_part(now, &job_id, lo, hi, checked, &mut finished);
+        if finished {
+            self.finish_active();
+            self.start_next_job(now);
+        }
+        self.dispatch(now);
+    }
+
+    /// Merges an accepted part into its job, stores it, and marks the job done when it is.
+    fn accept_part(
+        &mut self,
+        now: Millis,
+        job_id: &str,
+        lo: u64,
+        hi: u64,
+        checked: Checked,
+        finished: &mut bool,
+    ) {
+        let Some(job) = self.jobs.jobs.get_mut(job_id) else {
+            return;
+        };
+        kinds::merge(&job.spec, &mut job.result, &checked);
+        job.add_done(lo, hi);
+        *finished |= kinds::satisfied(&job.spec, &job.result);
+        if *finished {
+            job.state = JobState::Done;
+            job.finished_ms = Some(now);
+        }
+        let record = job.clone();
+        // The pixels are written before the job row that counts them as done.
+        if let Some((first_row, counts)) = checked.pixels {
+            self.persist(StoreOp::PutPixels {
+                job_id: job_id.to_owned(),
+                first_row,
+                counts,
+            });
+        }
+        self.persist(StoreOp::PutJob(record.clone()));
+        if *finished {
+            let took = now.saturating_sub(record.created_ms) as f64 / 1000.0;
+            let text = format!(
+                "job {} done in {took:.1} s: {}",
+                short(job_id),
+                kinds::describe_result(&record.result)
+            );
+            self.log(now, LogLevel::Info, text);
+        }
+    }
+
+    /// A result that failed its check: the device is told why and disconnected, and its leases
+    /// go back to the queue. Nothing of the result is kept.
+    pub(crate) fn refuse_result(&mut self, now: Millis, conn: ConnId, device_id: &str, why: &str) {
+        let name = self
+            .devices
+            .get(device_id)
+            .map_or_else(String::new, |d| d.record.name.clone());
+        self.security(
+            now,
+            format!("device '{name}' returned a wrong result ({why}); disconnected"),
+        );
+        self.send(
+            conn,
+            &ToClient::Error {
+                code: ErrorCode::BadResult,
+                message: format!("result refused: {why}"),
+                request: None,
+                retry_after_ms: None,
+            },
+        );
+        self.close(now, conn, close_code::BAD_RESULT, "wrong result");
     }
 
     /// The jobs for the snapshot: the newest, oldest first.
@@ -285,7 +414,7 @@ impl SwarmCore {
 
     fn job_view(&self, job: &JobRecord) -> JobView {
         let per_ms = match &self.jobs.active {
-            Some((id, sched)) if *id == job.job_id => sched.throughput(),
+            Some(active) if active.job_id == job.job_id => active.sched.throughput(),
             _ => 0.0,
         };
         let total = job.spec.units();
@@ -326,30 +455,83 @@ impl SwarmCore {
         let Some(job) = self.jobs.jobs.get(&job_id) else {
             return;
         };
-        let mut sched = Scheduler::new(SchedConfig::default());
-        sched.add_work(job.spec.units());
+        let spec = job.spec.clone();
+        let mut sched = Scheduler::new(SchedConfig {
+            max_chunk_units: spec.max_chunk_units(),
+            ..SchedConfig::default()
+        });
+        sched.add_work(spec.units());
         for (lo, hi) in &job.done_ranges {
             sched.mark_done(*lo, *hi);
         }
-        self.jobs.active = Some((job_id, sched));
+        let epoch = 1 + self.rng.below(MAX_EPOCH);
+        self.jobs.active = Some(Active {
+            job_id,
+            spec,
+            sched,
+            epoch,
+        });
         self.capacity_changed(now);
     }
 
-    fn remember_rates(&mut self, sched: &Scheduler) {
-        let known: Vec<String> = self.devices.keys().cloned().collect();
-        for device_id in known {
-            if let Some(rate) = sched.rate(&device_id) {
-                self.jobs.rates.insert(device_id, rate);
+    /// Ends the running job's scheduler: the devices' observed speeds are kept and the leases
+    /// still out are withdrawn.
+    fn finish_active(&mut self) {
+        let Some(mut active) = self.jobs.active.take() else {
+            return;
+        };
+        let reference = reference_rate(&active.spec);
+        for device_id in self.devices.keys() {
+            if let Some(rate) = active.sched.rate(device_id) {
+                self.jobs.speeds.insert(device_id.clone(), rate / reference);
+            }
+        }
+        let withdrawn = active.sched.withdraw_all();
+        let messages: Vec<(String, u64)> = withdrawn
+            .into_iter()
+            .map(|lease| (lease.device, active.wire_id(lease.id)))
+            .collect();
+        for (device, lease_id) in messages {
+            if let Some(conn) = self.conn_of(&device) {
+                self.send(conn, &ToClient::CancelLease { lease_id });
             }
         }
     }
 
     fn cancel_leases(&mut self, leases: &[Lease]) {
-        for lease in leases {
-            if let Some(conn) = self.conn_of(&lease.device) {
-                self.send(conn, &ToClient::CancelLease { lease_id: lease.id });
+        let Some(active) = self.jobs.active.as_ref() else {
+            return;
+        };
+        let messages: Vec<(String, u64)> = leases
+            .iter()
+            .map(|lease| (lease.device.clone(), active.wire_id(lease.id)))
+            .collect();
+        for (device, lease_id) in messages {
+            if let Some(conn) = self.conn_of(&device) {
+                self.send(conn, &ToClient::CancelLease { lease_id });
             }
         }
+    }
+
+    /// Leases a device holds on the running job, and its share of the job's capacity (0–1),
+    /// given the job's whole throughput ([`SwarmCore::job_throughput`]).
+    pub(crate) fn device_load(&self, device_id: &str, throughput: f64) -> (u32, f64) {
+        self.jobs.active.as_ref().map_or((0, 0.0), |active| {
+            let share = if throughput > 0.0 {
+                active.sched.weight(device_id) / throughput
+            } else {
+                0.0
+            };
+            (active.sched.in_flight(device_id), share)
+        })
+    }
+
+    /// The running job's measured throughput, units per ms (0 when none runs).
+    pub(crate) fn job_throughput(&self) -> f64 {
+        self.jobs
+            .active
+            .as_ref()
+            .map_or(0.0, |active| active.sched.throughput())
     }
 
     fn conn_of(&self, device_id: &str) -> Option<ConnId> {
@@ -372,29 +554,5 @@ impl SwarmCore {
         } else {
             (cores * throttle / 100).max(1)
         }
-    }
-}
-
-fn empty_result(spec: &JobSpec) -> JobResult {
-    match spec {
-        JobSpec::PrimeCount { .. } => JobResult::PrimeCount { count: 0 },
-    }
-}
-
-fn merge(total: &mut JobResult, part: &WorkResult) {
-    match (total, part) {
-        (JobResult::PrimeCount { count }, WorkResult::PrimeCount { count: more }) => *count += more,
-    }
-}
-
-fn describe(spec: &JobSpec) -> String {
-    match spec {
-        JobSpec::PrimeCount { lo, hi } => format!("count primes in [{lo}, {hi})"),
-    }
-}
-
-fn describe_result(result: &JobResult) -> String {
-    match result {
-        JobResult::PrimeCount { count } => format!("{count} primes"),
     }
 }

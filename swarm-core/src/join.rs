@@ -36,10 +36,9 @@ impl SwarmCore {
                         offline_after_ms: self.config.offline_after_ms,
                     },
                 );
-                // After the welcome, a device may be handed work.
+                // After the welcome, a device is benchmarked; work follows its answer.
                 if let Some(device_id) = device {
-                    self.device_available(&device_id);
-                    self.dispatch(now);
+                    self.start_benchmark(now, conn, &device_id);
                 }
             }
             Err(refusal) => {
@@ -185,6 +184,7 @@ impl SwarmCore {
             registered_ms: now,
             last_seen_ms: now,
             enabled: true,
+            score: None,
         };
         self.log(
             now,
@@ -198,6 +198,7 @@ impl SwarmCore {
                 record,
                 conn: Some(conn),
                 lend: None,
+                bench: None,
             },
         );
         DeviceCredential { device_id, secret }
@@ -239,6 +240,8 @@ impl SwarmCore {
                 close_code::REPLACED,
                 "replaced by a newer connection",
             );
+            // What the old connection held goes back to the queue now, not at its deadline.
+            self.device_gone(&credential.device_id);
         }
         self.log(
             now,

@@ -9,11 +9,13 @@
 //!
 //! Driving it: after each `handle_*` call, drain `poll_output` until it returns `None`.
 
+mod bench;
 mod core;
 pub mod directory;
 mod invites;
 mod jobs;
 mod join;
+pub mod kinds;
 pub mod limits;
 mod owner;
 mod records;
@@ -21,8 +23,9 @@ pub mod sched;
 mod secrets;
 pub mod simulator;
 
+pub use crate::bench::BENCH_JOB_ID;
 pub use crate::core::{Config, CreateError, Refusal, SwarmCore};
-pub use crate::jobs::RATE_HINT;
+pub use crate::jobs::UNMEASURED_SPEED;
 pub use crate::records::{
     DeviceRecord, InviteRecord, JobRecord, Session, SocketAttachment, StoreOp, Stored, SwarmMeta,
 };

@@ -50,6 +50,10 @@ pub struct DeviceRecord {
     /// The owner can disable a device: it stays registered but gets no work.
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// The speed its last benchmark showed, as a factor of a reference core
+    /// ([`crate::kinds`]).
+    #[serde(default)]
+    pub score: Option<f64>,
 }
 
 /// An invite as stored: only hashes of its token and short code.
@@ -69,7 +73,7 @@ pub struct InviteRecord {
 
 /// A job as stored, with its merged result and the unit ranges already done (adjacent ranges
 /// merged, so the list stays short).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobRecord {
     pub job_id: String,
     pub spec: JobSpec,
@@ -120,6 +124,14 @@ pub enum StoreOp {
     PutInvite(InviteRecord),
     /// Insert or replace a job row (on submission, every accepted result, and state changes).
     PutJob(JobRecord),
+    /// Store the escape counts of a Mandelbrot band (rows from `first_row`, 2 little-endian
+    /// bytes per pixel). Written before the job row that counts the band as done; read back
+    /// by the glue to serve the image ([`crate::kinds::render_png`]).
+    PutPixels {
+        job_id: String,
+        first_row: u32,
+        counts: Vec<u8>,
+    },
 }
 
 /// What a socket is, once it has said hello.

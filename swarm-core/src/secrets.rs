@@ -30,6 +30,11 @@ impl Rng {
             .collect()
     }
 
+    /// A number in `0..n` (`n > 0`; the modulo bias is below 2^-40 for the small `n` used).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0.next_u64() % n.max(1)
+    }
+
     /// 256 random bits as 43 base64url characters (see `shared_protocol::is_secret`).
     pub fn secret(&mut self) -> String {
         let mut bytes = [0u8; 32];

@@ -299,6 +299,7 @@ fn a_device_resumes_with_its_credential_after_a_restart() {
 
     let conn = sim.connect();
     sim.send(conn, &device_hello("laptop", Some(cred.clone())));
+    // The welcome, then the benchmark every connection starts with.
     match sim.take(conn).as_slice() {
         [ToClient::Welcome {
             role:
@@ -307,8 +308,9 @@ fn a_device_resumes_with_its_credential_after_a_restart() {
                     credential: None,
                 },
             ..
-        }] => {
-            assert_eq!(device_id, &cred.device_id)
+        }, ToClient::Lease { job_id, .. }] => {
+            assert_eq!(device_id, &cred.device_id);
+            assert_eq!(job_id, "benchmark");
         }
         other => panic!("{other:?}"),
     }

@@ -24,11 +24,7 @@ fn leases(sim: &mut Sim, conn: ConnId) -> Vec<(u64, Work)> {
 }
 
 fn compute(work: &Work) -> WorkResult {
-    match work {
-        Work::PrimeCount { lo, hi } => WorkResult::PrimeCount {
-            count: kernels::primes::count_primes(*lo, *hi),
-        },
-    }
+    client::work::compute(work).expect("computable work")
 }
 
 fn answer(sim: &mut Sim, conn: ConnId, lease_id: u64, result: WorkResult, compute_ms: u64) {
@@ -44,9 +40,7 @@ fn answer(sim: &mut Sim, conn: ConnId, lease_id: u64, result: WorkResult, comput
 
 /// What a device that sieves 1,000 numbers per millisecond would report.
 fn took(work: &Work) -> u64 {
-    match work {
-        Work::PrimeCount { lo, hi } => ((hi - lo) / 1_000).max(1),
-    }
+    (client::work::units(work) / 1_000).max(1)
 }
 
 fn submit(sim: &mut Sim, lo: u64, hi: u64) -> String {
@@ -143,6 +137,7 @@ fn a_silent_lease_expires_and_is_reissued_and_its_late_result_is_ignored() {
             // Re-issued from the same start (possibly resized to the helper's speed).
             let start = |w: &Work| match w {
                 Work::PrimeCount { lo, .. } => *lo,
+                _ => unreachable!("a prime job"),
             };
             seen_reissue |= held.iter().any(|(_, w)| start(w) == start(&work));
             let result = compute(&work);
@@ -351,4 +346,265 @@ fn a_device_lends_fewer_cores_or_pauses_itself() {
     let viewer = sim.join_dashboard(None);
     sim.send(viewer, &ToCoordinator::SetLend { cores: 2 });
     assert_eq!(sim.last_error(viewer), ErrorCode::Forbidden);
+}
+
+fn submit_spec(sim: &mut Sim, job: JobSpec) -> String {
+    match sim.owner(OwnerCommand::SubmitJob { job }).unwrap() {
+        OwnerReply::JobSubmitted { job_id } => job_id,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Joins a device without answering its benchmark.
+fn join_unbenchmarked(sim: &mut Sim, name: &str) -> ConnId {
+    let proof = shared_protocol::JoinProof::Token {
+        token: sim.token.clone(),
+    };
+    sim.join_with(name, proof).unwrap().0
+}
+
+#[test]
+fn a_device_gets_job_work_only_after_a_correct_benchmark() {
+    let mut sim = Sim::new();
+    submit(&mut sim, 0, 1_000_000_000);
+    let honest = join_unbenchmarked(&mut sim, "honest");
+    let liar = join_unbenchmarked(&mut sim, "liar");
+    assert!(
+        sim.inbox[&honest]
+            .iter()
+            .all(|m| matches!(m, ToClient::Lease { job_id, .. } if job_id == "benchmark")),
+        "nothing but the benchmark before it is answered"
+    );
+    let (lease_id, lo, hi) = sim.take_benchmark(liar);
+    let wrong = kernels::primes::count_primes(lo, hi) + 1;
+    answer(
+        &mut sim,
+        liar,
+        lease_id,
+        WorkResult::PrimeCount { count: wrong },
+        5,
+    );
+    assert_eq!(sim.last_error(liar), ErrorCode::BadResult);
+    assert_eq!(
+        sim.closed.get(&liar),
+        Some(&shared_protocol::close_code::BAD_RESULT)
+    );
+    sim.answer_benchmark(honest, 34); // half a reference core
+    let leased = leases(&mut sim, honest);
+    assert_eq!(leased.len(), 5, "4 workers + 1 prefetched");
+    let row = sim
+        .device_rows
+        .values()
+        .find(|d| d.name == "honest")
+        .unwrap();
+    let score = row.score.expect("the score is stored");
+    assert!((score - 0.49).abs() < 0.01, "{score}");
+    let snapshot = sim.snapshot();
+    let view = snapshot
+        .devices
+        .iter()
+        .find(|d| d.name == "honest")
+        .unwrap();
+    assert_eq!(view.score, Some(score));
+    assert_eq!(view.in_flight, 5);
+    assert!((view.weight_percent - 100.0).abs() < 1e-9);
+}
+
+#[test]
+fn the_benchmark_seeds_the_first_chunk_and_observed_rates_take_over() {
+    let mut sim = Sim::new();
+    let (fast, slow) = (
+        join_unbenchmarked(&mut sim, "fast"),
+        join_unbenchmarked(&mut sim, "slow"),
+    );
+    sim.answer_benchmark(fast, 10);
+    sim.answer_benchmark(slow, 160);
+    submit(&mut sim, 0, 1 << 40);
+    let size = |leased: &[(u64, Work)]| client::work::units(&leased[0].1);
+    let (fast_leases, slow_leases) = (leases(&mut sim, fast), leases(&mut sim, slow));
+    let ratio = size(&fast_leases) as f64 / size(&slow_leases) as f64;
+    assert!(
+        (15.0..17.0).contains(&ratio),
+        "chunks follow the benchmark: {ratio}"
+    );
+    // The "fast" device turns out slow on real chunks (a background tab): every chunk takes
+    // 16× the time its benchmark promised, and its new chunks shrink within a few results.
+    let first = size(&fast_leases);
+    let mut held = fast_leases;
+    let mut newest = first;
+    for _ in 0..6 {
+        for (lease_id, work) in held {
+            let units = client::work::units(&work);
+            newest = units;
+            let took = units * 2_000 * 16 / first;
+            let result = WorkResult::PrimeCount { count: 0 };
+            answer(&mut sim, fast, lease_id, result, took);
+        }
+        sim.advance(100);
+        held = leases(&mut sim, fast);
+    }
+    assert!(newest * 4 < first, "re-weighted: {first} → {newest}");
+}
+
+#[test]
+fn a_mandelbrot_job_renders_the_same_png_as_a_native_render() {
+    let mut sim = Sim::new();
+    let devices: Vec<ConnId> = (0..3)
+        .map(|i| sim.join_device(&format!("d{i}")).0)
+        .collect();
+    let spec = JobSpec::Mandelbrot {
+        center_re: -0.75,
+        center_im: 0.1,
+        scale: 2.5,
+        width: 300,
+        height: 220,
+        max_iter: 300,
+    };
+    let job = submit_spec(&mut sim, spec.clone());
+    work_until_done(&mut sim, &devices, &job, 400);
+    let view = sim.core.job(&job).unwrap();
+    assert_eq!(view.state, JobState::Done);
+    let bands: Vec<(u32, Vec<u8>)> = sim
+        .pixel_rows
+        .iter()
+        .filter(|((id, _), _)| *id == job)
+        .map(|((_, row), counts)| (*row, counts.clone()))
+        .collect();
+    let rows: usize = bands.iter().map(|(_, c)| c.len() / 600).sum();
+    assert_eq!(rows, 220, "every row stored exactly once");
+    let png = swarm_core::kinds::render_png(&spec, &bands).unwrap();
+    let native_view = kernels::mandelbrot::View {
+        center_re: -0.75,
+        center_im: 0.1,
+        scale: 2.5,
+        width: 300,
+        height: 220,
+        max_iter: 300,
+    };
+    let reference = kernels::mandelbrot::render_png(&native_view);
+    let whole = kernels::mandelbrot::Tile {
+        x: 0,
+        y: 0,
+        width: 300,
+        height: 220,
+    };
+    let counts = kernels::mandelbrot::render_tile(&native_view, &whole);
+    assert!(png == reference, "the swarm's PNG equals the native render");
+    let inside = counts.iter().filter(|&&c| c == 300).count() as u64;
+    assert_eq!(
+        view.result,
+        JobResult::Mandelbrot {
+            inside_pixels: inside
+        }
+    );
+}
+
+#[test]
+fn a_tampered_band_is_refused_and_recomputed_by_an_honest_device() {
+    let mut sim = Sim::new();
+    let (cheat, _) = sim.join_device("cheat");
+    let spec = JobSpec::Mandelbrot {
+        center_re: -0.5,
+        center_im: 0.0,
+        scale: 3.0,
+        width: 64,
+        height: 48,
+        max_iter: 200,
+    };
+    let job = submit_spec(&mut sim, spec);
+    let (lease_id, work) = leases(&mut sim, cheat).remove(0);
+    let WorkResult::Mandelbrot { counts } = compute(&work) else {
+        panic!("a band")
+    };
+    let mut decoded = shared_protocol::decode_counts(&counts).unwrap();
+    // Every pixel claimed inside the set: cheap to "compute", wrong almost everywhere.
+    decoded.iter_mut().for_each(|c| *c = 200);
+    let forged: Vec<u32> = decoded.iter().map(|&c| u32::from(c)).collect();
+    answer(
+        &mut sim,
+        cheat,
+        lease_id,
+        WorkResult::Mandelbrot {
+            counts: shared_protocol::encode_counts(&forged),
+        },
+        5,
+    );
+    assert_eq!(sim.last_error(cheat), ErrorCode::BadResult);
+    assert!(sim.closed.contains_key(&cheat));
+    assert!(sim.pixel_rows.is_empty(), "nothing of it was kept");
+    let (honest, _) = sim.join_device("honest");
+    work_until_done(&mut sim, &[honest], &job, 200);
+    assert_eq!(sim.core.job(&job).unwrap().state, JobState::Done);
+}
+
+#[test]
+fn a_sha256_search_stops_when_enough_nonces_are_found_and_checks_each() {
+    let mut sim = Sim::new();
+    let (forger, _) = sim.join_device("forger");
+    let spec = JobSpec::Sha256Search {
+        prefix: "ostrich".into(),
+        difficulty_bits: 12,
+        lo: 0,
+        hi: 1 << 40,
+        want: 3,
+    };
+    let job = submit_spec(&mut sim, spec);
+    let (lease_id, work) = leases(&mut sim, forger).remove(0);
+    let Work::Sha256Search { lo, .. } = work else {
+        panic!("a search")
+    };
+    // A nonce that is not a solution is caught with one hash.
+    let fake = (lo..).find(|&n| !kernels::sha256::meets_target(b"ostrich", n, 12));
+    answer(
+        &mut sim,
+        forger,
+        lease_id,
+        WorkResult::Sha256Search {
+            nonces: vec![fake.unwrap()],
+        },
+        5,
+    );
+    assert_eq!(sim.last_error(forger), ErrorCode::BadResult);
+    let devices: Vec<ConnId> = (0..2)
+        .map(|i| sim.join_device(&format!("d{i}")).0)
+        .collect();
+    work_until_done(&mut sim, &devices, &job, 400);
+    let view = sim.core.job(&job).unwrap();
+    assert_eq!(view.state, JobState::Done);
+    assert!(
+        view.done_units < view.total_units,
+        "stopped early, not after 2^40 nonces"
+    );
+    let JobResult::Sha256Search { nonces } = &view.result else {
+        panic!("{:?}", view.result)
+    };
+    assert_eq!(nonces.len(), 3);
+    assert!(nonces
+        .iter()
+        .all(|&n| kernels::sha256::meets_target(b"ostrich", n, 12)));
+    assert!(nonces.windows(2).all(|p| p[0] < p[1]));
+}
+
+#[test]
+fn a_lease_id_of_an_earlier_job_never_counts_for_a_later_one() {
+    let mut sim = Sim::new();
+    let (device, _) = sim.join_device("d");
+    let first = submit(&mut sim, 0, 1 << 40);
+    let old = leases(&mut sim, device);
+    sim.owner(OwnerCommand::CancelJob { job_id: first })
+        .unwrap();
+    let second = submit(&mut sim, 0, 1 << 40);
+    let new = leases(&mut sim, device);
+    let old_ids: Vec<u64> = old.iter().map(|(id, _)| *id).collect();
+    assert!(new.iter().all(|(id, _)| !old_ids.contains(id)));
+    for (lease_id, _) in old {
+        answer(
+            &mut sim,
+            device,
+            lease_id,
+            WorkResult::PrimeCount { count: 1 },
+            5,
+        );
+    }
+    assert_eq!(sim.core.job(&second).unwrap().done_units, 0);
 }

@@ -4,7 +4,7 @@
 // profile is a fresh user data dir, i.e. a separate device with its own localStorage.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
@@ -12,6 +12,9 @@ import jsQR from "jsqr";
 import { PNG } from "pngjs";
 
 const BASE = process.env.OSTRICH_BASE_URL;
+// { job, png }: a Mandelbrot job and the PNG the native kernels render for it (cargo xtask
+// test writes it).
+const REFERENCE = JSON.parse(readFileSync(process.env.OSTRICH_MANDELBROT_REFERENCE, "utf8"));
 const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
 const ARGS = [
   "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -145,18 +148,40 @@ test("an invite's QR code brings a second browser into the swarm, live", async (
   await row.getByTestId("device-status").filter({ hasText: "ONLINE" }).waitFor({ timeout: 8000 });
   assert.equal(await dashboard.rows().count(), 1, "no duplicate registration");
 
+  // The device benchmarked itself when it connected; the dashboard shows its score.
+  await again.page.getByTestId("bench-score").filter({ hasText: "reference core" }).waitFor({ timeout: 15000 });
+  await row.getByTestId("device-score").filter({ hasText: "×" }).waitFor({ timeout: 8000 });
+
   // A job submitted from the dashboard is computed by the device's Web Workers; its result
   // shows on the dashboard and at the JSON endpoint.
   await ownerPage.getByTestId("job-lo").fill("0");
-  await ownerPage.getByTestId("job-hi").fill("10000000");
+  await ownerPage.getByTestId("job-hi").fill("100000000");
   await ownerPage.getByTestId("submit-job").click();
   const done = ownerPage.locator('[data-testid="job-row"][data-state="done"]');
   await done.waitFor({ timeout: 60000 });
-  assert.equal(await done.getByTestId("job-result").textContent(), "664579 primes", "π(10^7) computed in the browser");
+  assert.equal(await done.getByTestId("job-result").textContent(), "5761455 primes", "π(10^8) computed in the browser");
   const jobId = await done.getAttribute("data-job-id");
   const job = await (await fetch(`${BASE}/api/swarms/${dashboard.swarmId()}/jobs/${jobId}`)).json();
-  assert.deepEqual(job.result, { kind: "prime_count", count: 664579 });
+  assert.deepEqual(job.result, { kind: "prime_count", count: 5761455 });
   assert.ok(Number(await again.page.getByTestId("chunks-done").textContent()) > 0);
+
+  // A Mandelbrot image from the dashboard form: the browser device renders its bands, the
+  // dashboard shows the picture, and the PNG is byte for byte the native render.
+  const image = REFERENCE.job;
+  await ownerPage.getByTestId("job-kind").selectOption("mandelbrot");
+  for (const field of ["width", "height", "max_iter", "center_re", "center_im", "scale"]) {
+    await ownerPage.getByTestId(`job-${field.replace("_", "-")}`).fill(String(image[field]));
+  }
+  await ownerPage.getByTestId("submit-job").click();
+  const picture = ownerPage.locator('[data-testid="job-row"][data-state="done"]').filter({ hasText: "Mandelbrot" });
+  await picture.waitFor({ timeout: 60000 });
+  const shown = picture.getByTestId("job-image");
+  await ownerPage.waitForFunction((img) => img.complete && img.naturalWidth > 0, await shown.elementHandle());
+  assert.equal(await shown.evaluate((img) => img.naturalWidth), image.width);
+  const pictureId = await picture.getAttribute("data-job-id");
+  const served = Buffer.from(await (await fetch(`${BASE}/api/swarms/${dashboard.swarmId()}/jobs/${pictureId}/image.png`)).arrayBuffer());
+  assert.ok(served.equals(readFileSync(REFERENCE.png)), "the swarm's PNG equals the native render");
+  await ownerPage.getByTestId("job-kind").selectOption("prime_count");
 
   // Pausing on the device page stops its work; resuming finishes the next job.
   await again.page.getByTestId("pause-device").click();
@@ -167,7 +192,7 @@ test("an invite's QR code brings a second browser into the swarm, live", async (
   await second.waitFor();
   await ownerPage.waitForTimeout(3000);
   assert.equal(await second.getAttribute("data-state"), "running");
-  assert.match(await second.getByTestId("job-result").textContent(), /^0\.0 % · 0 so far$/, "a paused device computes nothing");
+  assert.match(await second.getByTestId("job-result").textContent(), /^0\.0 % · 0 primes so far$/, "a paused device computes nothing");
   await again.page.getByTestId("pause-device").click();
   await ownerPage.locator('[data-testid="job-row"][data-state="done"]').filter({ hasText: "1270607 primes" }).waitFor({ timeout: 60000 });
 

@@ -377,3 +377,33 @@ impl WsClient {
         let _ = self.ws.flush();
     }
 }
+
+/// Polls a job's endpoint on the coordinator at `base` until the job is done or `timeout`
+/// passes; returns its last view.
+pub fn await_job(
+    base: &str,
+    swarm_id: &str,
+    job_id: &str,
+    timeout: Duration,
+) -> Result<shared_protocol::JobView> {
+    let url = format!("{base}/api/swarms/{swarm_id}/jobs/{job_id}");
+    let deadline = Instant::now() + timeout;
+    loop {
+        let job: shared_protocol::JobView = http_agent().get(&url).call()?.into_json()?;
+        if job.state == shared_protocol::JobState::Done || Instant::now() > deadline {
+            return Ok(job);
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The body of a GET, as bytes.
+pub fn get_bytes(url: &str) -> Result<Vec<u8>> {
+    let mut body = Vec::new();
+    http_agent()
+        .get(url)
+        .call()?
+        .into_reader()
+        .read_to_end(&mut body)?;
+    Ok(body)
+}

@@ -3,9 +3,10 @@
 //!
 //! The agent is built first with `cargo build -p agent`; the coordinator must already be built
 //! (the harness says so if it is not). The cases run in order on one swarm: two agents compute
-//! π(10^8) while one of them is killed mid-job, the survivor is restarted from its state file
-//! with a useless invite and resumes its device, and once the owner removes that device the
-//! agent stops with exit code 2. A last case joins with the owner key.
+//! π(10^8); an agent killed while it holds a lease of π(2·10^9) loses nothing; the agents render
+//! a Mandelbrot image and search SHA-256 nonces; the first agent is restarted from its state
+//! file with a useless invite and resumes its device, and once the owner removes that device
+//! the agent stops with exit code 2. A last case joins with the owner key.
 
 // ureq's error type is large; in test code that costs nothing worth boxing for.
 #![allow(clippy::result_large_err)]
@@ -18,7 +19,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use runtime_tests::{
-    free_port, http_agent, repo_root, run_case, short_timeouts, Wrangler, WranglerCommand, WsClient,
+    free_port, get_bytes, http_agent, repo_root, run_case, short_timeouts, Wrangler,
+    WranglerCommand, WsClient,
 };
 use shared_protocol::{
     Hello, HelloRole, JobResult, JobState, JobView, SwarmSnapshot, ToClient, ToCoordinator,
@@ -212,6 +214,31 @@ impl World {
         Ok(resp.into_json()?)
     }
 
+    /// Leases answered so far by the agents not killed on purpose (labelled "doomed…").
+    fn answered_by_living(&self) -> usize {
+        self.survivor
+            .iter()
+            .map(|(agent, _, _)| agent)
+            .chain(&self.others)
+            .filter(|agent| !agent.label.starts_with("doomed"))
+            .map(|agent| agent.lines().iter().filter(|l| is_chunk(l)).count())
+            .sum()
+    }
+
+    /// Submits a job (its spec as JSON) over HTTP; returns its id.
+    fn submit(&self, job: serde_json::Value) -> Result<String> {
+        let submitted = self.owner(serde_json::json!({"command": "submit_job", "job": job}))?;
+        Ok(submitted["job_id"]
+            .as_str()
+            .with_context(|| format!("no job id in {submitted}"))?
+            .to_owned())
+    }
+
+    /// Polls the job until it is done or `timeout` passes; returns its last view.
+    fn await_job(&self, job_id: &str, timeout: Duration) -> Result<JobView> {
+        runtime_tests::await_job(&self.wrangler.base, &self.swarm_id, job_id, timeout)
+    }
+
     /// One snapshot as the owner's dashboard sees it.
     fn snapshot(&self) -> Result<SwarmSnapshot> {
         let mut dash = WsClient::connect(&self.wrangler.ws_url(&self.swarm_id))?;
@@ -285,13 +312,14 @@ fn main() {
     println!("runtime up after {:.1?}", started.elapsed());
     type Case = (&'static str, fn(&mut World) -> Result<()>);
     let cases: &[Case] = &[
-        (
-            "two agents compute π(10^8); one killed mid-job loses nothing",
-            prime_job_with_a_killed_agent,
-        ),
+        ("two agents compute π(10^8)", two_agents_count_primes),
         (
             "an agent killed while computing a lease loses nothing",
             agent_killed_while_computing,
+        ),
+        (
+            "agents render a Mandelbrot PNG identical to a native render, and find SHA-256 nonces",
+            image_and_nonces,
         ),
         (
             "a restarted agent resumes its device from the state file, without an invite",
@@ -352,56 +380,26 @@ fn is_chunk(line: &str) -> bool {
     line.starts_with("chunk done")
 }
 
-fn prime_job_with_a_killed_agent(world: &mut World) -> Result<()> {
+fn two_agents_count_primes(world: &mut World) -> Result<()> {
     let link = world.invite_link();
     let steady_state = world.dir.join("steady.json");
-    let doomed_state = world.dir.join("doomed.json");
+    let other_state = world.dir.join("other.json");
     let mut steady = world.spawn_agent("steady", &link, &steady_state)?;
-    let mut doomed = world.spawn_agent("doomed", &link, &doomed_state)?;
+    let mut other = world.spawn_agent("other", &link, &other_state)?;
     let welcome = steady.wait_for_line(20 * SECOND, is_welcome)?;
     let steady_id = device_id_of(&welcome)?;
     ensure!(welcome.contains("new device"), "{welcome}");
-    doomed.wait_for_line(20 * SECOND, is_welcome)?;
+    other.wait_for_line(20 * SECOND, is_welcome)?;
     ensure!(
-        steady_state.exists() && doomed_state.exists(),
+        steady_state.exists() && other_state.exists(),
         "the credentials were not saved"
     );
 
-    let submitted = world.owner(serde_json::json!({
-        "command": "submit_job", "job": {"kind": "prime_count", "lo": 0, "hi": 100_000_000u64}
+    let job_id = world.submit(serde_json::json!({
+        "kind": "prime_count", "lo": 0, "hi": 100_000_000u64
     }))?;
-    let job_id = submitted["job_id"]
-        .as_str()
-        .with_context(|| format!("no job id in {submitted}"))?
-        .to_owned();
     let submitted_at = Instant::now();
-    // Kill one agent as soon as it has answered a lease (it then holds more), or after a
-    // while if it has not.
-    let first = doomed.wait_for_line(SECOND, is_chunk);
-    doomed.kill();
-    let printed = doomed.lines();
-    let count = |prefix: &str| printed.iter().filter(|l| l.starts_with(prefix)).count();
-    println!(
-        "    killed agent 'doomed' {:.1?} after the submit ({}); it had received {} leases and answered {}",
-        submitted_at.elapsed(),
-        first.as_deref().unwrap_or("before its first chunk"),
-        count("lease "),
-        count("chunk done"),
-    );
-    world.others.push(doomed);
-
-    let url = format!(
-        "{}/api/swarms/{}/jobs/{job_id}",
-        world.wrangler.base, world.swarm_id
-    );
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let job = loop {
-        let job: JobView = http_agent().get(&url).call()?.into_json()?;
-        if job.state == JobState::Done || Instant::now() > deadline {
-            break job;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    };
+    let job = world.await_job(&job_id, Duration::from_secs(180))?;
     println!(
         "    job finished {:.1?} after the submit",
         submitted_at.elapsed()
@@ -416,55 +414,30 @@ fn prime_job_with_a_killed_agent(world: &mut World) -> Result<()> {
         "π(10^8): {job:?}"
     );
     ensure!(job.done_units == 100_000_000, "{job:?}");
+    // Under a second of work may well be a single lease, to either agent.
     let answered = steady.lines().iter().filter(|l| is_chunk(l)).count();
+    let answered_too = other.lines().iter().filter(|l| is_chunk(l)).count();
     ensure!(
-        answered > 0,
-        "the surviving agent answered nothing\n{}",
-        steady.output()
+        answered + answered_too > 0,
+        "the agents printed no answered lease\n{}\n{}",
+        steady.output(),
+        other.output()
     );
-    println!("    the surviving agent answered {answered} leases");
+    println!("    the agents answered {answered} and {answered_too} leases");
+    world.others.push(other);
     world.survivor = Some((steady, steady_state, steady_id));
     Ok(())
 }
 
-/// Submits a prime count job over HTTP; returns its id.
-fn submit_primes(world: &World, lo: u64, hi: u64) -> Result<String> {
-    let submitted = world.owner(serde_json::json!({
-        "command": "submit_job", "job": {"kind": "prime_count", "lo": lo, "hi": hi}
-    }))?;
-    Ok(submitted["job_id"]
-        .as_str()
-        .with_context(|| format!("no job id in {submitted}"))?
-        .to_owned())
-}
-
-/// Polls the job endpoint until the job is done or `timeout` passes; returns its last view.
-fn await_job(world: &World, job_id: &str, timeout: Duration) -> Result<JobView> {
-    let url = format!(
-        "{}/api/swarms/{}/jobs/{job_id}",
-        world.wrangler.base, world.swarm_id
-    );
-    let deadline = Instant::now() + timeout;
-    loop {
-        let job: JobView = http_agent().get(&url).call()?.into_json()?;
-        if job.state == JobState::Done || Instant::now() > deadline {
-            return Ok(job);
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
-/// π(10^8) is done in well under a second by two agents, in two leases, so the agent killed
-/// after its first chunk may hold nothing any more. Here an agent is killed the moment it
-/// has a lease, on a job big enough to run for seconds: the job can only finish if the
-/// coordinator hands that lease to the survivor.
+/// π(10^8) is well under a second of work, often a single lease, so killing an agent during
+/// it proves little. Here an agent is killed the moment it has a lease, on a job big enough to
+/// run for seconds: the job can only finish if the coordinator hands that lease to another.
 fn agent_killed_while_computing(world: &mut World) -> Result<()> {
-    let steady = &world
-        .survivor
-        .as_ref()
-        .context("no surviving agent from the job case")?
-        .0;
-    let steady_answered = steady.lines().iter().filter(|l| is_chunk(l)).count();
+    ensure!(
+        world.survivor.is_some(),
+        "no surviving agent from the job case"
+    );
+    let before = world.answered_by_living();
     let mut doomed = world.spawn_agent(
         "doomed-2",
         &world.invite_link(),
@@ -472,7 +445,8 @@ fn agent_killed_while_computing(world: &mut World) -> Result<()> {
     )?;
     doomed.wait_for_line(20 * SECOND, is_welcome)?;
     let submitted_at = Instant::now();
-    let job_id = submit_primes(world, 0, 2_000_000_000)?;
+    let job_id = world
+        .submit(serde_json::json!({"kind": "prime_count", "lo": 0, "hi": 2_000_000_000u64}))?;
     let lease = doomed.wait_for_line(30 * SECOND, |l| l.starts_with("lease "));
     doomed.kill();
     let printed = doomed.lines();
@@ -488,7 +462,7 @@ fn agent_killed_while_computing(world: &mut World) -> Result<()> {
         received > answered,
         "the agent answered all its leases before it was killed; nothing was lost to recover"
     );
-    let job = await_job(world, &job_id, Duration::from_secs(180))?;
+    let job = world.await_job(&job_id, Duration::from_secs(180))?;
     println!(
         "    job finished {:.1?} after the submit",
         submitted_at.elapsed()
@@ -498,11 +472,67 @@ fn agent_killed_while_computing(world: &mut World) -> Result<()> {
         job.result == JobResult::PrimeCount { count: 98_222_287 },
         "π(2·10^9): {job:?}"
     );
-    let steady = &world.survivor.as_ref().context("survivor")?.0;
-    let now_answered = steady.lines().iter().filter(|l| is_chunk(l)).count();
     ensure!(
-        now_answered > steady_answered,
-        "the survivor computed nothing"
+        world.answered_by_living() > before,
+        "the other agents computed nothing"
+    );
+    Ok(())
+}
+
+/// The agents still running (the survivor of the first case and any other) compute a
+/// Mandelbrot job and a nonce search submitted over HTTP.
+fn image_and_nonces(world: &mut World) -> Result<()> {
+    let mut helper = world.spawn_agent(
+        "helper",
+        &world.invite_link(),
+        &world.dir.join("helper.json"),
+    )?;
+    helper.wait_for_line(20 * SECOND, |l| l.starts_with("benchmark done"))?;
+    world.others.push(helper);
+    let image = serde_json::json!({
+        "kind": "mandelbrot", "center_re": -0.1011, "center_im": 0.9563, "scale": 0.01,
+        "width": 400, "height": 300, "max_iter": 2000
+    });
+    let job_id = world.submit(image)?;
+    let job = world.await_job(&job_id, Duration::from_secs(120))?;
+    ensure!(job.state == JobState::Done, "not done: {job:?}");
+    let served = get_bytes(&format!(
+        "{}/api/swarms/{}/jobs/{job_id}/image.png",
+        world.wrangler.base, world.swarm_id
+    ))?;
+    let reference = kernels::mandelbrot::render_png(&kernels::mandelbrot::View {
+        center_re: -0.1011,
+        center_im: 0.9563,
+        scale: 0.01,
+        width: 400,
+        height: 300,
+        max_iter: 2000,
+    });
+    ensure!(
+        served == reference,
+        "the PNG differs from the native render"
+    );
+
+    let search = serde_json::json!({
+        "kind": "sha256_search", "prefix": "ostrich legs", "difficulty_bits": 18,
+        "lo": 0, "hi": 1u64 << 40, "want": 4
+    });
+    let job_id = world.submit(search)?;
+    let job = world.await_job(&job_id, Duration::from_secs(120))?;
+    ensure!(job.state == JobState::Done, "not done: {job:?}");
+    let JobResult::Sha256Search { nonces } = &job.result else {
+        bail!("{job:?}")
+    };
+    ensure!(nonces.len() == 4, "{nonces:?}");
+    ensure!(
+        nonces
+            .iter()
+            .all(|&n| kernels::sha256::meets_target(b"ostrich legs", n, 18)),
+        "{nonces:?}"
+    );
+    println!(
+        "    found nonces {nonces:?} after {} of the range",
+        job.done_units
     );
     Ok(())
 }

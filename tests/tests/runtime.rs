@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use runtime_tests::{
-    free_port, http_agent, run_case, short_timeouts, Received, Wrangler, WranglerCommand, WsClient,
+    await_job, free_port, get_bytes, http_agent, run_case, short_timeouts, Received, Wrangler,
+    WranglerCommand, WsClient,
 };
 use shared_protocol::{
     close_code, AgentClass, Capabilities, DeviceCredential, DeviceStatus, ErrorCode, Hello,
@@ -81,6 +82,14 @@ fn main() {
         (
             "devices compute π(10^8) through leases, and a device leaving mid-job loses nothing",
             prime_job,
+        ),
+        (
+            "a Mandelbrot job through workerd serves the native render as PNG",
+            mandelbrot_job,
+        ),
+        (
+            "a wrong benchmark answer is refused and disconnects",
+            benchmark_is_checked,
         ),
         (
             "guessing short codes is rate limited",
@@ -220,7 +229,38 @@ fn dashboard_hello(owner_key: Option<&str>) -> ToCoordinator {
 }
 
 /// Connects and registers a new device; returns the socket and its credential.
+/// Joins a device and answers its benchmark, as every real device does first.
 fn join_device(
+    w: &Wrangler,
+    swarm: &TestSwarm,
+    name: &str,
+) -> Result<(WsClient, DeviceCredential)> {
+    let (mut ws, credential) = join_unbenchmarked(w, swarm, name)?;
+    let (lease_id, work) = next_benchmark(&mut ws)?;
+    let result = client::work::compute(&work).map_err(anyhow::Error::msg)?;
+    ws.send(&ToCoordinator::ChunkResult {
+        lease_id,
+        result,
+        compute_ms: 17,
+    })?;
+    Ok((ws, credential))
+}
+
+/// The benchmark lease a device gets after its welcome.
+fn next_benchmark(ws: &mut WsClient) -> Result<(u64, Work)> {
+    ws.recv_until(5 * SECOND, |m| match m {
+        ToClient::Lease {
+            lease_id,
+            job_id,
+            work,
+            ..
+        } if job_id == "benchmark" => Some((*lease_id, work.clone())),
+        _ => None,
+    })
+}
+
+/// Joins a device and leaves its benchmark unanswered.
+fn join_unbenchmarked(
     w: &Wrangler,
     swarm: &TestSwarm,
     name: &str,
@@ -964,8 +1004,9 @@ fn owner_actions_need_the_owner_key(w: &Wrangler) -> Result<()> {
     Ok(())
 }
 
-/// A device that computes every lease it gets with the real kernel, heartbeating every
-/// second, until `stop` is set; with `quit_after_first_lease` it vanishes holding its leases.
+/// A device that computes every lease it gets (its benchmark first) with the real kernels,
+/// heartbeating every second, until `stop` is set; with `quit_after_first_lease` it vanishes
+/// holding its first job leases.
 fn compute_device(
     ws_url: &str,
     token: &str,
@@ -999,18 +1040,18 @@ fn compute_device(
         };
         if let ToClient::Lease {
             lease_id,
-            work: Work::PrimeCount { lo, hi },
+            job_id,
+            work,
             ..
         } = msg
         {
-            if quit_after_first_lease {
+            if quit_after_first_lease && job_id != "benchmark" {
                 ws.close();
                 return Ok(0);
             }
             let started = Instant::now();
-            let count = kernels::primes::count_primes(lo, hi);
+            let result = client::work::compute(&work).map_err(anyhow::Error::msg)?;
             let compute_ms = started.elapsed().as_millis() as u64;
-            let result = WorkResult::PrimeCount { count };
             ws.send(&ToCoordinator::ChunkResult {
                 lease_id,
                 result,
@@ -1041,15 +1082,7 @@ fn prime_job(w: &Wrangler) -> Result<()> {
         else {
             bail!("expected a job id")
         };
-        let url = format!("{}/api/swarms/{}/jobs/{job_id}", w.base, swarm.swarm_id);
-        let deadline = Instant::now() + Duration::from_secs(180);
-        let outcome = loop {
-            let job: JobView = http_agent().get(&url).call()?.into_json()?;
-            if job.state == JobState::Done || Instant::now() > deadline {
-                break job;
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        };
+        let outcome = await_job(&w.base, &swarm.swarm_id, &job_id, Duration::from_secs(180))?;
         stop.store(true, Ordering::Relaxed);
         let answered = steady.join().expect("device thread")?;
         flaky.join().expect("device thread")?;
@@ -1073,6 +1106,123 @@ fn prime_job(w: &Wrangler) -> Result<()> {
         .any(|j| j.job_id == job_id && j.state == JobState::Done));
     ensure!(
         snap.log.iter().any(|e| e.text.contains("5761455 primes")),
+        "{:?}",
+        snap.log
+    );
+    Ok(())
+}
+
+/// A Mandelbrot job computed by two devices through workerd: the PNG served while it runs
+/// has grey rows still to come, and once done it is byte for byte the native render.
+fn mandelbrot_job(w: &Wrangler) -> Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let swarm = new_swarm(w, "fractal")?;
+    let (width, height, max_iter) = (320u32, 240u32, 400u32);
+    let spec = JobSpec::Mandelbrot {
+        center_re: -0.743,
+        center_im: 0.131,
+        scale: 0.02,
+        width,
+        height,
+        max_iter,
+    };
+    let stop = AtomicBool::new(false);
+    let url = w.ws_url(&swarm.swarm_id);
+    let job = std::thread::scope(|scope| -> Result<JobView> {
+        let devices = [
+            scope.spawn(|| compute_device(&url, &swarm.token, "m1", &stop, false)),
+            scope.spawn(|| compute_device(&url, &swarm.token, "m2", &stop, false)),
+        ];
+        std::thread::sleep(Duration::from_millis(500));
+        let submit = OwnerCommand::SubmitJob { job: spec.clone() };
+        let OwnerReply::JobSubmitted { job_id } = owner_http(w, &swarm, &swarm.owner_key, &submit)?
+        else {
+            bail!("expected a job id")
+        };
+        let job = await_job(&w.base, &swarm.swarm_id, &job_id, Duration::from_secs(120));
+        stop.store(true, Ordering::Relaxed);
+        for device in devices {
+            device.join().expect("device thread")?;
+        }
+        job
+    })?;
+    ensure!(job.state == JobState::Done, "not done: {job:?}");
+    let png_url = format!(
+        "{}/api/swarms/{}/jobs/{}/image.png",
+        w.base, swarm.swarm_id, job.job_id
+    );
+    let response = http_agent().get(&png_url).call()?;
+    ensure!(response.content_type() == "image/png");
+    let served = get_bytes(&png_url)?;
+    let view = kernels::mandelbrot::View {
+        center_re: -0.743,
+        center_im: 0.131,
+        scale: 0.02,
+        width,
+        height,
+        max_iter,
+    };
+    let reference = kernels::mandelbrot::render_png(&view);
+    ensure!(
+        served == reference,
+        "the served PNG ({} bytes) differs from the native render ({} bytes)",
+        served.len(),
+        reference.len()
+    );
+    let whole = kernels::mandelbrot::Tile {
+        x: 0,
+        y: 0,
+        width,
+        height,
+    };
+    let counts = kernels::mandelbrot::render_tile(&view, &whole);
+    let inside = counts.iter().filter(|&&c| c == max_iter).count() as u64;
+    ensure!(
+        job.result
+            == JobResult::Mandelbrot {
+                inside_pixels: inside
+            },
+        "{job:?}"
+    );
+    // A job of another kind has no image.
+    let (status, code) = http_error(
+        http_agent()
+            .get(&format!(
+                "{}/api/swarms/{}/jobs/{}/image.png",
+                w.base,
+                swarm.swarm_id,
+                "0".repeat(32)
+            ))
+            .call(),
+    )?;
+    ensure!(status == 404 && code == ErrorCode::NotFound);
+    Ok(())
+}
+
+/// A device must answer its known-answer benchmark correctly before it gets work; a wrong
+/// answer is refused and closes the socket with 4005.
+fn benchmark_is_checked(w: &Wrangler) -> Result<()> {
+    let swarm = new_swarm(w, "bench")?;
+    let (mut ws, _) = join_unbenchmarked(w, &swarm, "liar")?;
+    let (lease_id, work) = next_benchmark(&mut ws)?;
+    let Work::PrimeCount { lo, hi } = work else {
+        bail!("the benchmark counts primes")
+    };
+    ws.send(&ToCoordinator::ChunkResult {
+        lease_id,
+        result: WorkResult::PrimeCount {
+            count: kernels::primes::count_primes(lo, hi) + 7,
+        },
+        compute_ms: 1,
+    })?;
+    expect_error(&mut ws, ErrorCode::BadResult)?;
+    ensure!(ws.recv_close(5 * SECOND)? == Some(close_code::BAD_RESULT));
+    let mut dash = join_dashboard(w, &swarm)?;
+    let snap = next_snapshot(&mut dash, 4 * SECOND)?;
+    ensure!(
+        snap.log
+            .iter()
+            .any(|e| e.text.contains("benchmark answer") && e.text.contains("wrong")),
         "{:?}",
         snap.log
     );

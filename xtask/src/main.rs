@@ -156,11 +156,13 @@ fn browser_tests() -> Result<()> {
         persist_dir: persist.clone(),
         vars: short_timeouts(),
     };
+    let reference = mandelbrot_reference(&persist)?;
     let mut wrangler = Wrangler::start(&spec)?;
     let result = run(Command::new("node")
         .args(["--test", "--test-concurrency=1"])
         .arg(root().join("tests/e2e"))
         .env("OSTRICH_BASE_URL", &wrangler.base)
+        .env("OSTRICH_MANDELBROT_REFERENCE", &reference)
         .env("CHROMIUM_PATH", "/usr/bin/chromium")
         .current_dir(root()));
     if result.is_err() {
@@ -169,6 +171,33 @@ fn browser_tests() -> Result<()> {
     wrangler.stop();
     let _ = std::fs::remove_dir_all(persist);
     result
+}
+
+/// The Mandelbrot job the browser test submits, with the PNG the native kernels render for
+/// it: writes `{ "job": <job spec>, "png": <path> }` into `dir` and returns that file's path.
+fn mandelbrot_reference(dir: &Path) -> Result<PathBuf> {
+    let view = kernels::mandelbrot::View {
+        center_re: -0.75,
+        center_im: 0.05,
+        scale: 2.75,
+        width: 360,
+        height: 240,
+        max_iter: 500,
+    };
+    let job = shared_protocol::JobSpec::Mandelbrot {
+        center_re: view.center_re,
+        center_im: view.center_im,
+        scale: view.scale,
+        width: view.width,
+        height: view.height,
+        max_iter: view.max_iter,
+    };
+    let png = dir.join("mandelbrot-reference.png");
+    std::fs::write(&png, kernels::mandelbrot::render_png(&view))?;
+    let path = dir.join("mandelbrot-reference.json");
+    let text = serde_json::json!({ "job": job, "png": png });
+    std::fs::write(&path, text.to_string())?;
+    Ok(path)
 }
 
 /// A fresh folder under `target/` (ignored) for one run's state.

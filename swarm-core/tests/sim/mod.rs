@@ -10,11 +10,11 @@ use std::collections::BTreeMap;
 use shared_protocol::{
     close_code, encode, AgentClass, Capabilities, DeviceCredential, DeviceStatus, ErrorCode, Hello,
     HelloRole, JoinProof, OwnerCommand, OwnerReply, RunState, SwarmSnapshot, ToClient,
-    ToCoordinator, WelcomeRole, PROTOCOL_VERSION,
+    ToCoordinator, WelcomeRole, Work, WorkResult, PROTOCOL_VERSION,
 };
 use swarm_core::{
     hash_secret, Config, ConnId, DeviceRecord, InviteRecord, JobRecord, Millis, Output,
-    SocketAttachment, StoreOp, Stored, SwarmCore, SwarmMeta,
+    SocketAttachment, StoreOp, Stored, SwarmCore, SwarmMeta, BENCH_JOB_ID,
 };
 
 pub const OWNER_KEY: &str = "owner-key-owner-key-owner-key-owner-key-000";
@@ -28,6 +28,8 @@ pub struct Sim {
     pub attachments: BTreeMap<ConnId, SocketAttachment>,
     pub swarm_row: Option<SwarmMeta>,
     pub device_rows: BTreeMap<String, DeviceRecord>,
+    /// Mandelbrot bands by (job, first row).
+    pub pixel_rows: BTreeMap<(String, u32), Vec<u8>>,
     pub invite_rows: BTreeMap<String, InviteRecord>,
     pub job_rows: BTreeMap<String, JobRecord>,
     pub registered_codes: Vec<String>,
@@ -52,6 +54,7 @@ impl Sim {
             attachments: BTreeMap::new(),
             swarm_row: None,
             device_rows: BTreeMap::new(),
+            pixel_rows: BTreeMap::new(),
             invite_rows: BTreeMap::new(),
             job_rows: BTreeMap::new(),
             registered_codes: Vec::new(),
@@ -138,6 +141,13 @@ impl Sim {
                         StoreOp::PutJob(row) => {
                             self.job_rows.insert(row.job_id.clone(), row);
                         }
+                        StoreOp::PutPixels {
+                            job_id,
+                            first_row,
+                            counts,
+                        } => {
+                            self.pixel_rows.insert((job_id, first_row), counts);
+                        }
                     }
                 }
                 Output::SetAlarm { at } => self.alarm = Some(at),
@@ -200,12 +210,50 @@ impl Sim {
         }
     }
 
+    /// Joins a device with the swarm's invite and answers its benchmark as a reference core
+    /// would (17 ms).
     pub fn join_device(&mut self, name: &str) -> (ConnId, DeviceCredential) {
         let proof = JoinProof::Token {
             token: self.token.clone(),
         };
-        self.join_with(name, proof)
-            .unwrap_or_else(|code| panic!("join refused: {code:?}"))
+        let joined = self
+            .join_with(name, proof)
+            .unwrap_or_else(|code| panic!("join refused: {code:?}"));
+        self.answer_benchmark(joined.0, 17);
+        joined
+    }
+
+    /// Takes the benchmark lease out of a device's inbox and answers it correctly, as if it
+    /// took `compute_ms`. Returns the lease.
+    pub fn answer_benchmark(&mut self, conn: ConnId, compute_ms: u64) -> (u64, u64, u64) {
+        let (lease_id, lo, hi) = self.take_benchmark(conn);
+        let count = kernels::primes::count_primes(lo, hi);
+        self.send(
+            conn,
+            &ToCoordinator::ChunkResult {
+                lease_id,
+                result: WorkResult::PrimeCount { count },
+                compute_ms,
+            },
+        );
+        (lease_id, lo, hi)
+    }
+
+    /// Takes the benchmark lease out of a device's inbox: `(lease id, lo, hi)`.
+    pub fn take_benchmark(&mut self, conn: ConnId) -> (u64, u64, u64) {
+        let inbox = self.inbox.entry(conn).or_default();
+        let at = inbox
+            .iter()
+            .position(|m| matches!(m, ToClient::Lease { job_id, .. } if job_id == BENCH_JOB_ID))
+            .expect("a benchmark lease");
+        match inbox.remove(at) {
+            ToClient::Lease {
+                lease_id,
+                work: Work::PrimeCount { lo, hi },
+                ..
+            } => (lease_id, lo, hi),
+            other => panic!("benchmark of another kind: {other:?}"),
+        }
     }
 
     /// Connects a new device with this proof: its socket and credential, or the refusal.

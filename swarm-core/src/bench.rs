@@ -1,0 +1,101 @@
+//! The known-answer benchmark: when a device connects, its first lease counts the primes of
+//! one of the kernels' benchmark ranges ([`kernels::bench`]). The answer is checked; the rate it
+//! shows seeds the device's speed, and the device gets no job work until it has answered. A
+//! wrong answer disconnects it.
+//!
+//! Benchmark leases are ordinary [`ToClient::Lease`]s with job id [`BENCH_JOB_ID`] and wire
+//! lease ids below 2^32 (epoch 0, see [`crate::jobs`]).
+
+use kernels::bench::{bench_range, BENCH_RANGES};
+use shared_protocol::{LogLevel, ToClient, Work, WorkResult};
+
+use crate::core::SwarmCore;
+use crate::kinds::bench_speed;
+use crate::records::StoreOp;
+use crate::{ConnId, Millis};
+
+/// The job id benchmark leases carry.
+pub const BENCH_JOB_ID: &str = "benchmark";
+
+/// How long a device has to answer its benchmark lease (the deadline it is told).
+const BENCH_DEADLINE_MS: Millis = 60_000;
+
+/// A benchmark lease a device has not answered yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PendingBench {
+    pub(crate) lease_id: u64,
+    pub(crate) units: u64,
+    pub(crate) expected: u64,
+}
+
+impl SwarmCore {
+    /// Leases the benchmark to a device that just said hello.
+    pub(crate) fn start_benchmark(&mut self, now: Millis, conn: ConnId, device_id: &str) {
+        let (lo, hi, expected) = bench_range(self.rng.below(BENCH_RANGES as u64) as usize);
+        // Any id below 2^32 but 0; one per connection is enough to tell answers apart.
+        let lease_id = 1 + self.rng.below(u64::from(u32::MAX) - 1);
+        let Some(device) = self.devices.get_mut(device_id) else {
+            return;
+        };
+        device.bench = Some(PendingBench {
+            lease_id,
+            units: hi - lo,
+            expected,
+        });
+        self.send(
+            conn,
+            &ToClient::Lease {
+                lease_id,
+                job_id: BENCH_JOB_ID.to_owned(),
+                work: Work::PrimeCount { lo, hi },
+                deadline_ms: now + BENCH_DEADLINE_MS,
+            },
+        );
+    }
+
+    /// A result for a lease of epoch 0: the device's benchmark answer, if it is the one pending.
+    pub(crate) fn handle_bench_result(
+        &mut self,
+        now: Millis,
+        conn: ConnId,
+        device_id: &str,
+        lease_id: u64,
+        result: &WorkResult,
+        compute_ms: Millis,
+    ) {
+        let Some(device) = self.devices.get_mut(device_id) else {
+            return;
+        };
+        let Some(pending) = device.bench.filter(|p| p.lease_id == lease_id) else {
+            // Not this connection's benchmark (a repeat, or one from before a restart).
+            return;
+        };
+        let answer = match result {
+            WorkResult::PrimeCount { count } => Some(*count),
+            _ => None,
+        };
+        if answer != Some(pending.expected) {
+            let why = match answer {
+                Some(count) => format!("benchmark answer {count} is wrong"),
+                None => "the benchmark answer is of another kind".to_owned(),
+            };
+            return self.refuse_result(now, conn, device_id, &why);
+        }
+        let speed = bench_speed(pending.units, compute_ms);
+        device.bench = None;
+        device.record.score = Some(speed);
+        let record = device.record.clone();
+        self.jobs.speeds.insert(device_id.to_owned(), speed);
+        self.persist(StoreOp::PutDevice(record.clone()));
+        self.log(
+            now,
+            LogLevel::Info,
+            format!(
+                "device '{}' benchmarked at {speed:.2}× a reference core ({compute_ms} ms)",
+                record.name
+            ),
+        );
+        self.device_available(device_id);
+        self.dispatch(now);
+    }
+}

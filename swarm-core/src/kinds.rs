@@ -1,0 +1,280 @@
+//! What differs between job kinds: the rate a reference core reaches, how a returned result is
+//! checked and merged, and how a Mandelbrot job becomes a PNG.
+//!
+//! Device speeds are kept as a factor of a *reference core*: 1.0 is a core that counts the
+//! benchmark's primes at [`kernels::bench::BENCH_REFERENCE_RATE`] numbers per millisecond (a current desktop
+//! core natively is about 1.2). A device's first chunk of any job is sized from its factor
+//! times the kind's reference rate ([`reference_rate`]); after that, the scheduler follows the
+//! rate observed on real chunks.
+
+use kernels::mandelbrot::{colorize, encode_png, pixel_escape_count, View};
+use shared_protocol::{decode_counts, JobResult, JobSpec, WorkResult};
+
+use crate::secrets::Rng;
+
+/// Speed factors are kept within these bounds, so a wild benchmark cannot size a chunk absurdly.
+pub const MIN_SPEED: f64 = 1.0 / 256.0;
+pub const MAX_SPEED: f64 = 64.0;
+
+/// Pixels of a Mandelbrot band the coordinator recomputes to check it.
+const SAMPLED_PIXELS: usize = 4;
+
+/// The colour of rows not computed yet in a partial image.
+const PENDING_GREY: u8 = 48;
+
+/// Units per millisecond per worker of a reference core on this job, deliberately on the low
+/// side: a first chunk sized too small costs one round trip, one sized too large misses its
+/// deadline.
+pub fn reference_rate(spec: &JobSpec) -> f64 {
+    match spec {
+        // The sieve slows slowly as numbers grow (more base primes per segment).
+        JobSpec::PrimeCount { hi, .. } => {
+            if *hi <= 1 << 40 {
+                1_000_000.0
+            } else {
+                400_000.0
+            }
+        }
+        // Rows per ms: about 5,000 pixels per ms at 1,000 iterations on the boundary, fewer
+        // as the iteration limit grows.
+        JobSpec::Mandelbrot {
+            width, max_iter, ..
+        } => {
+            let pixels_per_ms = 5_000.0 * 1_000.0 / f64::from((*max_iter).max(1_000));
+            pixels_per_ms / f64::from(*width)
+        }
+        // Hashes per ms (two compressions per nonce for short prefixes).
+        JobSpec::Sha256Search { .. } => 1_500.0,
+    }
+}
+
+/// The speed factor a benchmark of `units` numbers in `compute_ms` shows, within bounds.
+pub fn bench_speed(units: u64, compute_ms: u64) -> f64 {
+    kernels::bench::speed_factor(units, compute_ms).clamp(MIN_SPEED, MAX_SPEED)
+}
+
+/// A result that passed its check, ready to merge.
+#[derive(Debug)]
+pub struct Checked {
+    pub result: WorkResult,
+    /// Mandelbrot escape counts of the band (2 little-endian bytes each), to store.
+    pub pixels: Option<(u32, Vec<u8>)>,
+    /// Mandelbrot pixels of the band inside the set.
+    pub inside: u64,
+}
+
+/// Checks a device's result for units `[from, to)` of a job, as far as the kind allows: a
+/// Mandelbrot band must have one count per pixel, none above the limit, and a few pixels
+/// recomputed here must agree; every SHA-256 nonce must lie in the range, be listed once in
+/// order, and meet the target (one hash each). Prime counts cannot be checked cheaply; they
+/// are only bounded by the range's size.
+pub fn check(
+    spec: &JobSpec,
+    from: u64,
+    to: u64,
+    result: WorkResult,
+    rng: &mut Rng,
+) -> Result<Checked, String> {
+    match (spec, result) {
+        (JobSpec::PrimeCount { .. }, WorkResult::PrimeCount { count }) => {
+            if count > to - from {
+                return Err(format!(
+                    "{count} primes cannot fit in {} numbers",
+                    to - from
+                ));
+            }
+            Ok(Checked {
+                result: WorkResult::PrimeCount { count },
+                pixels: None,
+                inside: 0,
+            })
+        }
+        (
+            JobSpec::Mandelbrot {
+                center_re,
+                center_im,
+                scale,
+                width,
+                height,
+                max_iter,
+            },
+            WorkResult::Mandelbrot { counts },
+        ) => {
+            let decoded = decode_counts(&counts)?;
+            let expected = u64::from(*width) * (to - from);
+            if decoded.len() as u64 != expected {
+                return Err(format!(
+                    "{} counts for a band of {expected} pixels",
+                    decoded.len()
+                ));
+            }
+            if let Some(bad) = decoded.iter().find(|&&c| u32::from(c) > *max_iter) {
+                return Err(format!("count {bad} is above max_iter {max_iter}"));
+            }
+            let view = View {
+                center_re: *center_re,
+                center_im: *center_im,
+                scale: *scale,
+                width: *width,
+                height: *height,
+                max_iter: *max_iter,
+            };
+            for _ in 0..SAMPLED_PIXELS {
+                let at = rng.below(expected) as usize;
+                let px = (at % *width as usize) as u32;
+                let py = from as u32 + (at / *width as usize) as u32;
+                let truth = pixel_escape_count(&view, px, py);
+                if u32::from(decoded[at]) != truth {
+                    return Err(format!(
+                        "pixel ({px}, {py}) has count {} but is {truth}",
+                        decoded[at]
+                    ));
+                }
+            }
+            let inside = decoded
+                .iter()
+                .filter(|&&c| u32::from(c) == *max_iter)
+                .count() as u64;
+            let bytes = decoded.iter().flat_map(|c| c.to_le_bytes()).collect();
+            Ok(Checked {
+                result: WorkResult::Mandelbrot {
+                    counts: String::new(),
+                },
+                pixels: Some((from as u32, bytes)),
+                inside,
+            })
+        }
+        (
+            JobSpec::Sha256Search {
+                prefix,
+                difficulty_bits,
+                lo,
+                want,
+                ..
+            },
+            WorkResult::Sha256Search { nonces },
+        ) => {
+            let (first, end) = (lo + from, lo + to);
+            if nonces.len() > *want as usize {
+                return Err(format!(
+                    "{} nonces where at most {want} were asked",
+                    nonces.len()
+                ));
+            }
+            if nonces.windows(2).any(|pair| pair[0] >= pair[1]) {
+                return Err("nonces must be increasing".into());
+            }
+            for &nonce in &nonces {
+                if !(first..end).contains(&nonce) {
+                    return Err(format!("nonce {nonce} is outside [{first}, {end})"));
+                }
+                if !kernels::sha256::meets_target(prefix.as_bytes(), nonce, *difficulty_bits) {
+                    return Err(format!("nonce {nonce} does not meet the target"));
+                }
+            }
+            Ok(Checked {
+                result: WorkResult::Sha256Search { nonces },
+                pixels: None,
+                inside: 0,
+            })
+        }
+        (_, _) => Err("the result is of another kind than the job".into()),
+    }
+}
+
+/// The result of a job nothing has been merged into.
+pub fn empty_result(spec: &JobSpec) -> JobResult {
+    match spec {
+        JobSpec::PrimeCount { .. } => JobResult::PrimeCount { count: 0 },
+        JobSpec::Mandelbrot { .. } => JobResult::Mandelbrot { inside_pixels: 0 },
+        JobSpec::Sha256Search { .. } => JobResult::Sha256Search { nonces: Vec::new() },
+    }
+}
+
+/// Adds a checked part to a job's result.
+pub fn merge(spec: &JobSpec, total: &mut JobResult, part: &Checked) {
+    match (total, &part.result) {
+        (JobResult::PrimeCount { count }, WorkResult::PrimeCount { count: more }) => {
+            *count += more;
+        }
+        (JobResult::Mandelbrot { inside_pixels }, WorkResult::Mandelbrot { .. }) => {
+            *inside_pixels += part.inside;
+        }
+        (JobResult::Sha256Search { nonces }, WorkResult::Sha256Search { nonces: more }) => {
+            nonces.extend_from_slice(more);
+            nonces.sort_unstable();
+            nonces.dedup();
+            if let JobSpec::Sha256Search { want, .. } = spec {
+                nonces.truncate(*want as usize);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Whether a job's result is complete before all its units are done (a SHA-256 search that
+/// found the nonces it wanted).
+pub fn satisfied(spec: &JobSpec, result: &JobResult) -> bool {
+    match (spec, result) {
+        (JobSpec::Sha256Search { want, .. }, JobResult::Sha256Search { nonces }) => {
+            nonces.len() >= *want as usize
+        }
+        _ => false,
+    }
+}
+
+pub fn describe(spec: &JobSpec) -> String {
+    match spec {
+        JobSpec::PrimeCount { lo, hi } => format!("count primes in [{lo}, {hi})"),
+        JobSpec::Mandelbrot {
+            width,
+            height,
+            max_iter,
+            ..
+        } => format!("Mandelbrot {width}×{height} at {max_iter} iterations"),
+        JobSpec::Sha256Search {
+            difficulty_bits,
+            lo,
+            hi,
+            want,
+            ..
+        } => format!("find {want} nonce(s) with {difficulty_bits} zero bits in [{lo}, {hi})"),
+    }
+}
+
+pub fn describe_result(result: &JobResult) -> String {
+    match result {
+        JobResult::PrimeCount { count } => format!("{count} primes"),
+        JobResult::Mandelbrot { inside_pixels } => format!("{inside_pixels} pixels inside"),
+        JobResult::Sha256Search { nonces } => format!("{} nonce(s) found", nonces.len()),
+    }
+}
+
+/// The PNG of a Mandelbrot job from its stored bands (first row, 2 bytes per count); rows no
+/// band covers yet are grey. `None` for other kinds.
+pub fn render_png(spec: &JobSpec, bands: &[(u32, Vec<u8>)]) -> Option<Vec<u8>> {
+    let JobSpec::Mandelbrot {
+        width,
+        height,
+        max_iter,
+        ..
+    } = spec
+    else {
+        return None;
+    };
+    let (width, height) = (*width as usize, *height as usize);
+    let mut rgb = vec![PENDING_GREY; width * height * 3];
+    for (first_row, bytes) in bands {
+        let counts: Vec<u32> = bytes
+            .chunks_exact(2)
+            .map(|pair| u32::from(u16::from_le_bytes([pair[0], pair[1]])))
+            .collect();
+        let start = *first_row as usize * width * 3;
+        let colours = colorize(&counts, *max_iter);
+        let end = (start + colours.len()).min(rgb.len());
+        if start < end {
+            rgb[start..end].copy_from_slice(&colours[..end - start]);
+        }
+    }
+    Some(encode_png(width as u32, height as u32, &rgb))
+}
