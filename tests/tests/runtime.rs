@@ -88,6 +88,10 @@ fn main() {
             mandelbrot_job,
         ),
         (
+            "leases: quota, foreign and repeated results, adaptive chunks, run state, throttle, expiry",
+            lease_rules,
+        ),
+        (
             "a wrong benchmark answer is refused and disconnects",
             benchmark_is_checked,
         ),
@@ -1196,6 +1200,170 @@ fn mandelbrot_job(w: &Wrangler) -> Result<()> {
             .call(),
     )?;
     ensure!(status == 404 && code == ErrorCode::NotFound);
+    Ok(())
+}
+
+/// Every message each socket receives within `window`, while all of them keep heartbeating.
+fn gather_all(sockets: &mut [&mut WsClient], window: Duration) -> Result<Vec<Vec<ToClient>>> {
+    let end = Instant::now() + window;
+    let mut got = vec![Vec::new(); sockets.len()];
+    let mut beat: Option<Instant> = None;
+    loop {
+        if beat.is_none_or(|at| at.elapsed() >= Duration::from_millis(800)) {
+            for ws in sockets.iter_mut() {
+                ws.send(&ToCoordinator::Heartbeat {})?;
+            }
+            beat = Some(Instant::now());
+        }
+        for (ws, got) in sockets.iter_mut().zip(&mut got) {
+            match ws.recv(Duration::from_millis(50)) {
+                Ok(Received::Message(msg)) => got.push(msg),
+                Ok(Received::Closed(code)) => bail!("closed: {code:?}"),
+                Err(_) => {}
+            }
+        }
+        if Instant::now() >= end {
+            return Ok(got);
+        }
+    }
+}
+
+/// The job leases among messages: `(lease id, lo, hi)`.
+fn job_leases(messages: &[ToClient]) -> Vec<(u64, u64, u64)> {
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            ToClient::Lease {
+                lease_id,
+                job_id,
+                work: Work::PrimeCount { lo, hi },
+                ..
+            } if job_id != "benchmark" => Some((*lease_id, *lo, *hi)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn cancelled(messages: &[ToClient]) -> Vec<u64> {
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            ToClient::CancelLease { lease_id } => Some(*lease_id),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The lease rules through workerd with two scripted devices: quota, foreign and duplicate
+/// results, chunks that shrink for a device slower than its benchmark, pause, stop and
+/// throttle, and expiry of leases a silent device holds.
+fn lease_rules(w: &Wrangler) -> Result<()> {
+    let swarm = new_swarm(w, "rules")?;
+    let set = |command: OwnerCommand| owner_http(w, &swarm, &swarm.owner_key, &command);
+    let run_state = |state| set(OwnerCommand::SetRunState { state });
+    let answer = |ws: &mut WsClient, lease_id: u64, compute_ms: u64| {
+        ws.send(&ToCoordinator::ChunkResult {
+            lease_id,
+            result: WorkResult::PrimeCount { count: 0 },
+            compute_ms,
+        })
+    };
+    let (mut a, _) = join_device(w, &swarm, "a")?;
+    let OwnerReply::JobSubmitted { job_id } = set(OwnerCommand::SubmitJob {
+        job: JobSpec::PrimeCount { lo: 0, hi: 1 << 44 },
+    })?
+    else {
+        bail!("expected a job id")
+    };
+    // Quota: 8 lent cores + 1 prefetched, and no more while none is answered.
+    let quota = usize::from(caps().cores) + 1;
+    let (mut b, _) = join_device(w, &swarm, "b")?;
+    let mut both = [&mut a, &mut b];
+    let [to_a, to_b] = <[_; 2]>::try_from(gather_all(&mut both, 2 * SECOND)?).expect("two");
+    let (held, b_held) = (job_leases(&to_a), job_leases(&to_b));
+    ensure!(
+        held.len() == quota && b_held.len() == quota,
+        "quota: {held:?} {b_held:?}"
+    );
+
+    // A result for another device's lease is refused.
+    answer(&mut b, held[0].0, 10)?;
+    expect_error(&mut b, ErrorCode::Forbidden)?;
+
+    // A's first result is accepted once; it took 8× its benchmark's promise, so its next
+    // chunk is smaller. The repeat changes nothing.
+    let (lease_id, lo, hi) = held[0];
+    answer(&mut a, lease_id, 16_000)?;
+    let got = gather_all(&mut [&mut a, &mut b], SECOND)?;
+    let refill = job_leases(&got[0]);
+    ensure!(refill.len() == 1, "one lease refills the quota: {refill:?}");
+    ensure!(
+        refill[0].2 - refill[0].1 < hi - lo,
+        "a slower device gets a smaller chunk: {refill:?} after [{lo}, {hi})"
+    );
+    answer(&mut a, lease_id, 16_000)?;
+    let got = gather_all(&mut [&mut a, &mut b], SECOND)?;
+    ensure!(job_leases(&got[0]).is_empty(), "a repeat refills nothing");
+    let job: JobView = http_agent()
+        .get(&format!(
+            "{}/api/swarms/{}/jobs/{job_id}",
+            w.base, swarm.swarm_id
+        ))
+        .call()?
+        .into_json()?;
+    ensure!(job.done_units == hi - lo, "counted once: {job:?}");
+
+    // Paused: an answer brings no new lease, until the swarm runs again.
+    run_state(shared_protocol::RunState::Paused)?;
+    answer(&mut a, held[1].0, 2_000)?;
+    let got = gather_all(&mut [&mut a, &mut b], SECOND)?;
+    ensure!(job_leases(&got[0]).is_empty(), "paused");
+    run_state(shared_protocol::RunState::Running)?;
+    let got = gather_all(&mut [&mut a, &mut b], SECOND)?;
+    ensure!(job_leases(&got[0]).len() == 1, "running again");
+
+    // Stopped: every lease is withdrawn; throttled to 25 %, an 8-core device holds 2 + 1.
+    run_state(shared_protocol::RunState::Stopped)?;
+    let got = gather_all(&mut [&mut a, &mut b], SECOND)?;
+    ensure!(
+        cancelled(&got[0]).len() == quota && cancelled(&got[1]).len() == quota,
+        "every lease withdrawn: {got:?}"
+    );
+    set(OwnerCommand::SetThrottle { percent: 25 })?;
+    run_state(shared_protocol::RunState::Running)?;
+    let got = gather_all(&mut [&mut a, &mut b], SECOND)?;
+    let (a_now, b_now) = (job_leases(&got[0]), job_leases(&got[1]));
+    ensure!(
+        a_now.len() == 3 && b_now.len() == 3,
+        "throttled: {a_now:?} {b_now:?}"
+    );
+
+    // B stays silent: its leases miss their deadline and it is told to drop them, while A
+    // keeps answering.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut dropped = Vec::new();
+    let mut to_answer: Vec<u64> = a_now.iter().map(|l| l.0).collect();
+    while !b_now.iter().all(|(id, _, _)| dropped.contains(id)) && Instant::now() < deadline {
+        for lease_id in to_answer.drain(..) {
+            answer(&mut a, lease_id, 2_000)?;
+        }
+        let got = gather_all(&mut [&mut a, &mut b], SECOND)?;
+        to_answer = job_leases(&got[0]).iter().map(|l| l.0).collect();
+        dropped.extend(cancelled(&got[1]));
+    }
+    ensure!(
+        b_now.iter().all(|(id, _, _)| dropped.contains(id)),
+        "b's silent leases expired: {b_now:?}, cancelled {dropped:?}"
+    );
+    let mut dash = join_dashboard(w, &swarm)?;
+    let snap = next_snapshot(&mut dash, 4 * SECOND)?;
+    ensure!(
+        snap.log
+            .iter()
+            .any(|e| e.text.contains("missed their deadline")),
+        "{:?}",
+        snap.log
+    );
     Ok(())
 }
 
