@@ -8,9 +8,10 @@ use swarm_core::simulator::{run, scenarios, Policy};
 
 const LIMIT_MS: u64 = 6 * 3_600_000;
 
-pub fn all() {
+pub fn all() -> anyhow::Result<()> {
     simulator_table();
     scheduler_throughput();
+    crate::kernels_bench::table()
 }
 
 fn secs(ms: Option<u64>) -> String {

@@ -1,6 +1,7 @@
 //! Builds the two wasm artefacts: the browser client into `pages/pkg/` (cargo, wasm-bindgen,
 //! wasm-opt) and the coordinator into `coordinator/build/` (worker-build).
 
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::Result;
@@ -25,27 +26,39 @@ pub fn all(tools: &Tools) -> Result<()> {
 }
 
 pub fn client(tools: &Tools) -> Result<()> {
+    web_wasm(tools, "client", &root().join("pages/pkg"))
+}
+
+/// Builds a workspace cdylib for the browser as the product ships it: cargo release for
+/// wasm32, wasm-bindgen `--target web` into `out` (as `<crate>.js` and `<crate>_bg.wasm`),
+/// then `wasm-opt -Oz`.
+pub fn web_wasm(tools: &Tools, package: &str, out: &Path) -> Result<()> {
     run(cargo().args([
         "build",
         "-p",
-        "client",
+        package,
+        "--lib",
         "--release",
         "--target",
         "wasm32-unknown-unknown",
     ]))?;
-    let out = root().join("pages/pkg");
+    let name = package.replace('-', "_");
     run(Command::new(&tools.wasm_bindgen)
         .args([
             "--target",
             "web",
             "--no-typescript",
             "--out-name",
-            "client",
+            &name,
             "--out-dir",
         ])
-        .arg(&out)
-        .arg(root().join("target/wasm32-unknown-unknown/release/client.wasm")))?;
-    let wasm = out.join("client_bg.wasm");
+        .arg(out)
+        .arg(
+            root()
+                .join("target/wasm32-unknown-unknown/release")
+                .join(format!("{name}.wasm")),
+        ))?;
+    let wasm = out.join(format!("{name}_bg.wasm"));
     run(Command::new(&tools.wasm_opt)
         .arg("-Oz")
         .args(WASM_FEATURES)

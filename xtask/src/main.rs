@@ -5,10 +5,12 @@
 //! - `dev`    — setup + build, then run the system locally with `wrangler dev`
 //! - `test`   — setup + build + every check and test (what CI runs)
 //! - `deploy` — setup + build, then `wrangler deploy`
-//! - `bench`  — benchmark tables (scheduling simulator, scheduler throughput)
+//! - `bench`  — benchmark tables (scheduling simulator, scheduler throughput, kernels native
+//!   vs WASM in Chromium), measured on a release build
 
 mod bench;
 mod build;
+mod kernels_bench;
 mod tools;
 
 use std::path::{Path, PathBuf};
@@ -37,10 +39,17 @@ fn real_main() -> Result<()> {
         Some("build") => build::all(&tools::setup(false)?),
         Some("dev") => dev(&args[1..]),
         Some("test") => test(),
-        Some("bench") => {
-            bench::all();
-            Ok(())
-        }
+        // Benchmarks measure the release build: a debug xtask runs its release self.
+        Some("bench") if cfg!(debug_assertions) => run(cargo().args([
+            "run",
+            "--release",
+            "--quiet",
+            "--package",
+            "xtask",
+            "--",
+            "bench",
+        ])),
+        Some("bench") => bench::all(),
         Some("deploy") => {
             let tools = tools::setup(false)?;
             build::all(&tools)?;
@@ -112,6 +121,8 @@ fn test() -> Result<()> {
             "coordinator",
             "-p",
             "client",
+            "-p",
+            "kernels-bench",
             "--target",
             "wasm32-unknown-unknown",
             "--",
