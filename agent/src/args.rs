@@ -1,5 +1,5 @@
 //! The command line: `ostrich-agent <link> [--cores N] [--name NAME] [--state FILE]
-//! [--owner-key KEY] [--coordinator URL]`, parsed by a pure function so that it is tested
+//! [--owner-key KEY] [--coordinator URL] [--ca-file PEM]`, parsed by a pure function so that it is tested
 //! without a process.
 
 use std::path::PathBuf;
@@ -19,6 +19,8 @@ options:
                        (default: ./ostrich-agent-<swarm_id>.json)
   --owner-key KEY      join as the owner's own device instead of with an invite
   --coordinator URL    the coordinator's origin, when it differs from the link's
+  --ca-file PEM        also trust these root certificates for https/wss
+                       (beside the built-in Mozilla roots), e.g. a private CA
   -h, --help           this text
 
 Once the state file holds a credential, the agent resumes that device and needs no invite.";
@@ -38,6 +40,8 @@ pub struct Args {
     pub owner_key: Option<String>,
     /// The coordinator's origin (`http(s)://host[:port]`), when not the link's.
     pub coordinator: Option<String>,
+    /// Extra trusted root certificates (PEM) for TLS.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// What the process should do.
@@ -60,6 +64,7 @@ where
     let mut state = None;
     let mut owner_key = None;
     let mut coordinator = None;
+    let mut ca_file = None;
     let mut args = args.into_iter().map(Into::into);
     while let Some(arg) = args.next() {
         if arg == "-h" || arg == "--help" {
@@ -109,6 +114,7 @@ where
             "--state" => state = Some(PathBuf::from(value()?)),
             "--owner-key" => owner_key = Some(value()?),
             "--coordinator" => coordinator = Some(value()?),
+            "--ca-file" => ca_file = Some(PathBuf::from(value()?)),
             _ => return Err(format!("unknown option '{flag}'")),
         }
     }
@@ -120,6 +126,7 @@ where
         state,
         owner_key,
         coordinator,
+        ca_file,
     }))
 }
 
@@ -165,6 +172,8 @@ mod tests {
             "--owner-key",
             "k",
             "--coordinator=http://c:1",
+            "--ca-file",
+            "ca.pem",
         ]);
         assert_eq!(args.link, "link");
         assert_eq!(args.cores, Some(2));
@@ -172,6 +181,7 @@ mod tests {
         assert_eq!(args.state, Some(PathBuf::from("/tmp/s.json")));
         assert_eq!(args.owner_key.as_deref(), Some("k"));
         assert_eq!(args.coordinator.as_deref(), Some("http://c:1"));
+        assert_eq!(args.ca_file, Some(PathBuf::from("ca.pem")));
     }
 
     #[test]

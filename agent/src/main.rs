@@ -65,13 +65,6 @@ fn run() -> Result<i32> {
 fn configure(args: &Args) -> Result<session::Config> {
     let target =
         target::parse_link(&args.link, args.coordinator.as_deref()).map_err(|e| anyhow!(e))?;
-    if !target.ws_url.starts_with("ws://") {
-        bail!(
-            "{} needs TLS, which this build of the agent does not include; \
-             use a plain http:// coordinator (--coordinator http://host:port)",
-            target.ws_url
-        );
-    }
     let state_path = args
         .state
         .clone()
@@ -114,6 +107,7 @@ fn configure(args: &Args) -> Result<session::Config> {
         swarm_id: target.swarm_id,
         state_path,
         workers,
+        ca_file: args.ca_file.clone(),
         identity: Identity::Device {
             name,
             capabilities: Capabilities {

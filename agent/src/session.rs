@@ -5,15 +5,16 @@
 //! results go out on time however long the workers compute.
 
 use std::net::{TcpStream, ToSocketAddrs};
-use std::path::PathBuf;
-use std::sync::mpsc;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
 use client::link::{Identity, Link, LinkEvent, LinkState};
 use shared_protocol::{encode, ErrorCode, HttpError, ToClient, ToCoordinator, Work, WorkResult};
 use tungstenite::client::IntoClientRequest;
-use tungstenite::{HandshakeError, Message, WebSocket};
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Connector, HandshakeError, Message, WebSocket};
 
 use crate::state;
 use crate::work::{Cancelled, Done, Pool};
@@ -32,6 +33,8 @@ pub struct Config {
     pub state_path: PathBuf,
     pub workers: usize,
     pub identity: Identity,
+    /// Extra trusted root certificates (PEM) for `wss://`, beside the Mozilla roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Why the agent stopped: the coordinator refused its identity for good.
@@ -109,7 +112,38 @@ pub fn chunk_line(lease_id: u64, work: &Work, result: &WorkResult, compute_ms: u
     )
 }
 
-type Socket = WebSocket<TcpStream>;
+type Socket = WebSocket<MaybeTlsStream<TcpStream>>;
+
+/// The TLS client settings for `wss://`: the Mozilla root certificates (webpki-roots) and
+/// those of `ca_file`, with rustls on ring.
+pub fn tls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca_file {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::CertificateDer;
+        let mut added = 0;
+        for cert in CertificateDer::pem_file_iter(path)
+            .with_context(|| format!("reading {}", path.display()))?
+        {
+            let cert = cert.with_context(|| format!("a certificate in {}", path.display()))?;
+            roots
+                .add(cert)
+                .with_context(|| format!("a certificate in {}", path.display()))?;
+            added += 1;
+        }
+        if added == 0 {
+            bail!("{} holds no PEM certificate", path.display());
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS versions")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
 
 /// Why a connection attempt failed.
 enum ConnectError {
@@ -118,19 +152,22 @@ enum ConnectError {
     Other(anyhow::Error),
 }
 
-fn connect(url: &str) -> std::result::Result<Socket, ConnectError> {
+fn connect(
+    url: &str,
+    tls: &Arc<rustls::ClientConfig>,
+) -> std::result::Result<Socket, ConnectError> {
     let other = |err: anyhow::Error| ConnectError::Other(err);
     let request = url
         .into_client_request()
         .map_err(|e| other(anyhow!(e).context("bad WebSocket URL")))?;
     let uri = request.uri();
-    if uri.scheme_str() != Some("ws") {
-        return Err(other(anyhow!(
-            "only ws:// is supported by this build (no TLS): {url}"
-        )));
-    }
+    let default_port = match uri.scheme_str() {
+        Some("ws") => 80,
+        Some("wss") => 443,
+        _ => return Err(other(anyhow!("not a ws:// or wss:// URL: {url}"))),
+    };
     let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
-    let port = uri.port_u16().unwrap_or(80);
+    let port = uri.port_u16().unwrap_or(default_port);
     let addrs = (host, port)
         .to_socket_addrs()
         .map_err(|e| other(anyhow!(e).context(format!("resolving {host}"))))?;
@@ -152,10 +189,16 @@ fn connect(url: &str) -> std::result::Result<Socket, ConnectError> {
         s.set_write_timeout(Some(CONNECT_TIMEOUT))
     };
     setup(&stream).map_err(|e| other(e.into()))?;
-    match tungstenite::client(request, stream) {
+    // Plain for ws://, TLS for wss:// (tungstenite picks by the scheme).
+    let connector = Connector::Rustls(Arc::clone(tls));
+    match tungstenite::client_tls_with_config(request, stream, None, Some(connector)) {
         Ok((ws, _)) => {
-            ws.get_ref()
-                .set_read_timeout(Some(POLL))
+            let tcp = match ws.get_ref() {
+                MaybeTlsStream::Plain(tcp) => tcp,
+                MaybeTlsStream::Rustls(tls) => tls.get_ref(),
+                _ => return Err(other(anyhow!("unexpected stream type"))),
+            };
+            tcp.set_read_timeout(Some(POLL))
                 .map_err(|e| other(e.into()))?;
             Ok(ws)
         }
@@ -192,8 +235,9 @@ pub fn run(config: Config) -> Result<Refusal> {
         totals_at: Instant::now() + TOTALS_EVERY,
         bench_lease: None,
     };
+    let tls = tls_config(agent.config.ca_file.as_deref())?;
     loop {
-        match connect(&agent.config.ws_url) {
+        match connect(&agent.config.ws_url, &tls) {
             Ok(mut ws) => {
                 println!("connected to {}", agent.config.ws_url);
                 match agent.session(&mut ws, &mut link) {

@@ -407,3 +407,83 @@ pub fn get_bytes(url: &str) -> Result<Vec<u8>> {
         .read_to_end(&mut body)?;
     Ok(body)
 }
+
+/// A TLS front on a free loopback port that forwards every connection to `127.0.0.1:target`,
+/// with a certificate for `localhost` and `127.0.0.1` from a throwaway certificate authority
+/// (its PEM in [`TlsFront::ca_pem`]). It lives as long as the test process.
+pub struct TlsFront {
+    pub port: u16,
+    pub ca_pem: String,
+}
+
+impl TlsFront {
+    pub fn start(target: u16) -> Result<Self> {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_key = KeyPair::generate()?;
+        let ca = ca_params.self_signed(&ca_key)?;
+        let leaf_key = KeyPair::generate()?;
+        let leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?
+            .signed_by(&leaf_key, &ca, &ca_key)?;
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(vec![leaf.der().clone()], key)?;
+        let config = std::sync::Arc::new(config);
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let config = std::sync::Arc::clone(&config);
+                std::thread::spawn(move || {
+                    let _ = forward(client, target, config);
+                });
+            }
+        });
+        Ok(Self {
+            port,
+            ca_pem: ca.pem(),
+        })
+    }
+}
+
+/// Decrypts one client connection and relays it both ways to `127.0.0.1:target`, polling both
+/// sides with short read timeouts, until either side closes.
+fn forward(
+    client: TcpStream,
+    target: u16,
+    config: std::sync::Arc<rustls::ServerConfig>,
+) -> Result<()> {
+    use std::io::{ErrorKind, Write};
+    let upstream = TcpStream::connect(("127.0.0.1", target))?;
+    for socket in [&client, &upstream] {
+        socket.set_read_timeout(Some(Duration::from_millis(5)))?;
+        socket.set_nodelay(true)?;
+    }
+    let mut tls = rustls::StreamOwned::new(rustls::ServerConnection::new(config)?, client);
+    let mut upstream = upstream;
+    let mut buf = vec![0u8; 64 * 1024];
+    let quiet =
+        |err: &std::io::Error| matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut);
+    loop {
+        match tls.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => upstream.write_all(&buf[..n])?,
+            Err(err) if quiet(&err) => {}
+            Err(err) => return Err(err.into()),
+        }
+        match upstream.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => {
+                tls.write_all(&buf[..n])?;
+                tls.flush()?;
+            }
+            Err(err) if quiet(&err) => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+}

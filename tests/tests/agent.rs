@@ -330,6 +330,10 @@ fn main() {
             removed_device_stops_the_agent,
         ),
         ("an agent joins with the owner key", owner_key_join),
+        (
+            "an agent joins over wss:// and refuses a certificate it cannot verify",
+            tls_join,
+        ),
     ];
     let (mut passed, mut failed) = (0, 0);
     for (name, case) in cases {
@@ -606,6 +610,52 @@ fn removed_device_stops_the_agent(world: &mut World) -> Result<()> {
         "{output}"
     );
     world.others.push(agent);
+    Ok(())
+}
+
+/// The coordinator behind a TLS front with a throwaway certificate authority: trusting that
+/// CA (`--ca-file`), the agent joins over wss:// and computes its benchmark; without it, the
+/// agent refuses the certificate and keeps retrying.
+fn tls_join(world: &mut World) -> Result<()> {
+    let front = runtime_tests::TlsFront::start(world.wrangler.port)?;
+    let ca = world.dir.join("ca.pem");
+    std::fs::write(&ca, &front.ca_pem)?;
+    let coordinator = format!("https://localhost:{}", front.port);
+    let spawn = |label: &str, extra: &[String]| {
+        let mut args = vec![
+            world.invite_link(),
+            "--coordinator".into(),
+            coordinator.clone(),
+            "--cores".into(),
+            "1".into(),
+            "--state".into(),
+            world
+                .dir
+                .join(format!("{label}.json"))
+                .display()
+                .to_string(),
+        ];
+        args.extend_from_slice(extra);
+        AgentProcess::spawn(&world.bin, label, &args)
+    };
+    let mut trusting = spawn("tls", &["--ca-file".into(), ca.display().to_string()])?;
+    let mut doubting = spawn("untrusting", &[])?;
+    let connected = trusting.wait_for_line(20 * SECOND, |l| l.starts_with("connected to wss://"));
+    let benchmarked = trusting.wait_for_line(20 * SECOND, |l| l.starts_with("benchmark done"));
+    let refused = doubting.wait_for_line(20 * SECOND, |l| {
+        l.starts_with("could not connect") && l.contains("certificate")
+    });
+    let (trusting_out, doubting_out) = (trusting.output(), doubting.output());
+    world.others.push(trusting);
+    world.others.push(doubting);
+    connected.with_context(|| trusting_out.clone())?;
+    benchmarked.with_context(|| trusting_out.clone())?;
+    let refused = refused.with_context(|| doubting_out.clone())?;
+    println!("    without the CA: {refused}");
+    ensure!(
+        !doubting_out.contains("welcomed"),
+        "joined despite an unverifiable certificate\n{doubting_out}"
+    );
     Ok(())
 }
 
