@@ -395,10 +395,10 @@ fn JobsPanel(
                         let eta = job.eta_ms.map(|ms| format!(" · ETA {}", format::duration(ms))).unwrap_or_default();
                         format!("{} {}{eta}", format::rate(job.units_per_second), crate::jobs::unit(&job.spec))
                     });
-                    // The image as far as it is computed; the row is rebuilt (and the picture
-                    // fetched again) whenever more rows are done.
+                    // The image as far as it is computed, fetched again at each whole percent
+                    // (so at most about a hundred times a job, however many chunks it has).
                     let image = matches!(job.spec, JobSpec::Mandelbrot { .. }).then(|| {
-                        let src = format!("{result_url}/image.png?done={}", job.done_units);
+                        let src = format!("{result_url}/image.png?at={}", percent.floor());
                         let png_url = format!("{result_url}/image.png");
                         view! {
                             <a href=png_url.clone() target="_blank" data-testid="job-png">"PNG"</a>

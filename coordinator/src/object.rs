@@ -50,6 +50,9 @@ pub struct SwarmObject {
     core: RefCell<Option<SwarmCore>>,
     /// Open sockets by connection id, rebuilt from attachments when the object starts.
     sockets: RefCell<HashMap<ConnId, WebSocket>>,
+    /// The last image served: `(job id, done units, PNG)`, so that dashboards asking for the
+    /// same progress do not encode it again.
+    last_image: RefCell<Option<(String, u64, Vec<u8>)>>,
 }
 
 impl DurableObject for SwarmObject {
@@ -59,6 +62,7 @@ impl DurableObject for SwarmObject {
             env,
             core: RefCell::new(None),
             sockets: RefCell::new(HashMap::new()),
+            last_image: RefCell::new(None),
         }
     }
 
@@ -193,6 +197,15 @@ impl SwarmObject {
         let Some(job) = self.with_core(|core| core.job(job_id)) else {
             return error_response(ErrorCode::NotFound, "no such job");
         };
+        let cached = self
+            .last_image
+            .borrow()
+            .as_ref()
+            .filter(|(id, done, _)| id == job_id && *done == job.done_units)
+            .map(|(_, _, png)| png.clone());
+        if let Some(png) = cached {
+            return png_response(png);
+        }
         let sql = self.state.storage().sql();
         let mut bands = Vec::new();
         let rows = sql.exec(
@@ -212,10 +225,8 @@ impl SwarmObject {
         let Some(png) = swarm_core::kinds::render_png(&job.spec, &bands) else {
             return error_response(ErrorCode::NotFound, "this job has no image");
         };
-        let headers = Headers::new();
-        headers.set("content-type", "image/png")?;
-        headers.set("cache-control", "no-store")?;
-        Ok(Response::from_bytes(png)?.with_headers(headers))
+        *self.last_image.borrow_mut() = Some((job_id.to_owned(), job.done_units, png.clone()));
+        png_response(png)
     }
 
     async fn stats(&self, req: &Request) -> Result<Response> {
@@ -429,6 +440,13 @@ fn load_records<T: serde::de::DeserializeOwned>(
         .into_iter()
         .map(|row| serde_json::from_str::<T>(&row.record).map_err(worker::Error::from))
         .collect()
+}
+
+fn png_response(png: Vec<u8>) -> Result<Response> {
+    let headers = Headers::new();
+    headers.set("content-type", "image/png")?;
+    headers.set("cache-control", "no-store")?;
+    Ok(Response::from_bytes(png)?.with_headers(headers))
 }
 
 fn conn_of(ws: &WebSocket) -> Option<ConnId> {

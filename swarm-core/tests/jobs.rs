@@ -608,3 +608,42 @@ fn a_lease_id_of_an_earlier_job_never_counts_for_a_later_one() {
     }
     assert_eq!(sim.core.job(&second).unwrap().done_units, 0);
 }
+
+#[test]
+fn a_device_whose_benchmark_was_pending_at_a_restart_still_gets_work() {
+    let mut sim = Sim::new();
+    let pending = join_unbenchmarked(&mut sim, "pending");
+    let (lease_id, lo, hi) = sim.take_benchmark(pending);
+    let job = submit(&mut sim, 0, 1 << 40);
+    assert!(
+        leases(&mut sim, pending).is_empty(),
+        "no work before the answer"
+    );
+    // The object is evicted: the pending benchmark is forgotten, the socket stays open, and
+    // the device gets work at the unmeasured speed rather than waiting forever.
+    sim.restart();
+    let leased = leases(&mut sim, pending);
+    assert_eq!(leased.len(), 5, "4 workers + 1 prefetched");
+    let unmeasured = client::work::units(&leased[0].1);
+    // Its answer from before the restart is ignored: no refusal, no close.
+    let count = kernels::primes::count_primes(lo, hi);
+    answer(
+        &mut sim,
+        pending,
+        lease_id,
+        WorkResult::PrimeCount { count },
+        17,
+    );
+    assert!(!sim.closed.contains_key(&pending));
+    assert!(sim
+        .take(pending)
+        .iter()
+        .all(|m| !matches!(m, ToClient::Error { .. })));
+    assert_eq!(sim.core.job(&job).unwrap().state, JobState::Running);
+    let (measured, _) = sim.join_device("measured");
+    let sized = client::work::units(&leases(&mut sim, measured)[0].1);
+    assert!(
+        sized > unmeasured * 5,
+        "a benchmarked device's first chunk is larger: {sized} vs {unmeasured}"
+    );
+}
