@@ -26,6 +26,7 @@ pub(crate) struct PendingBench {
     pub(crate) lease_id: u64,
     pub(crate) units: u64,
     pub(crate) expected: u64,
+    pub(crate) sent_ms: Millis,
 }
 
 impl SwarmCore {
@@ -41,6 +42,7 @@ impl SwarmCore {
             lease_id,
             units: hi - lo,
             expected,
+            sent_ms: now,
         });
         self.send(
             conn,
@@ -81,7 +83,10 @@ impl SwarmCore {
             };
             return self.refuse_result(now, conn, device_id, &why);
         }
-        let speed = bench_speed(pending.units, compute_ms);
+        // The claimed time is trusted down to a quarter of the round trip the coordinator saw
+        // (the rest being network and queueing), so a device cannot claim any speed it likes.
+        let wall_ms = now.saturating_sub(pending.sent_ms);
+        let speed = bench_speed(pending.units, compute_ms.max(wall_ms / 4));
         device.bench = None;
         device.record.score = Some(speed);
         let record = device.record.clone();

@@ -12,9 +12,10 @@ use shared_protocol::{decode_counts, JobResult, JobSpec, WorkResult};
 
 use crate::secrets::Rng;
 
-/// Speed factors are kept within these bounds, so a wild benchmark cannot size a chunk absurdly.
+/// Speed factors (per worker) are kept within these bounds, so a wild benchmark cannot size a
+/// chunk absurdly: no core today is several times a desktop core.
 pub const MIN_SPEED: f64 = 1.0 / 256.0;
-pub const MAX_SPEED: f64 = 64.0;
+pub const MAX_SPEED: f64 = 8.0;
 
 /// Pixels of a Mandelbrot band the coordinator recomputes to check it.
 const SAMPLED_PIXELS: usize = 4;

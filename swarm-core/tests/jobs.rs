@@ -647,3 +647,28 @@ fn a_device_whose_benchmark_was_pending_at_a_restart_still_gets_work() {
         "a benchmarked device's first chunk is larger: {sized} vs {unmeasured}"
     );
 }
+
+#[test]
+fn a_benchmark_claiming_impossible_speed_is_bounded_by_the_round_trip() {
+    let mut sim = Sim::new();
+    let liar = join_unbenchmarked(&mut sim, "liar");
+    let (lease_id, lo, hi) = sim.take_benchmark(liar);
+    // The answer is right but arrives 400 ms after the lease while claiming 1 ms of work.
+    sim.advance(400);
+    let count = kernels::primes::count_primes(lo, hi);
+    answer(
+        &mut sim,
+        liar,
+        lease_id,
+        WorkResult::PrimeCount { count },
+        1,
+    );
+    let score = sim
+        .device_rows
+        .values()
+        .find(|d| d.name == "liar")
+        .and_then(|d| d.score)
+        .unwrap();
+    // 2^25 numbers in at least 100 ms (a quarter of 400): at most 0.17 reference cores.
+    assert!(score < 0.2, "{score}");
+}
