@@ -74,6 +74,9 @@ impl SwarmCore {
                 for conn in stale {
                     self.close(now, conn, close_code::REMOVED, "removed by the owner");
                 }
+                // Nothing measured of it is kept either.
+                self.jobs.speeds.remove(&device_id);
+                self.jobs.chunks_done.remove(&device_id);
                 Ok(OwnerReply::Done {})
             }
             OwnerCommand::SetRunState { state } => {
