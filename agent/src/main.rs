@@ -51,6 +51,12 @@ fn run() -> Result<i32> {
         "refused by the coordinator: {:?}: {}",
         refusal.code, refusal.message
     );
+    if refusal.code == ErrorCode::BadResult {
+        println!(
+            "the device is quarantined after a wrong result; it gets no work until the \
+             swarm's owner enables it again on the dashboard"
+        );
+    }
     if refusal.code == ErrorCode::BadCredential {
         println!(
             "the saved device credential no longer works (the device was removed?); \

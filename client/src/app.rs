@@ -481,7 +481,10 @@ fn DeviceRow(
     let remove = move |_| act(|device_id| OwnerCommand::RemoveDevice { device_id });
     view! {
         <tr data-testid="device-row" data-device-id=device.id.clone()>
-            <td>{device.name.clone()}{(!enabled).then(|| view! { <span class="muted">" (disabled)"</span> })}</td>
+            <td>{device.name.clone()}{(!enabled).then(|| {
+                let why = if device.quarantined { " (quarantined: a wrong result)" } else { " (disabled)" };
+                view! { <span class="muted" data-testid="device-disabled">{why}</span> }
+            })}</td>
             <td><span class=if online { "status online" } else { "status offline" } data-testid="device-status">
                 {if online { "ONLINE" } else { "OFFLINE" }}</span></td>
             <td>{device.capabilities.cores}</td>
@@ -801,13 +804,19 @@ fn DevicePage(swarm_id: String, proof: Option<JoinProof>) -> impl IntoView {
                 ErrorCode::InviteExhausted => "This invite has been used up",
                 ErrorCode::InviteInvalid | ErrorCode::InviteRequired => "This invite is not valid",
                 ErrorCode::BadCredential => "This device is no longer part of the swarm",
+                ErrorCode::BadResult => "This device returned a wrong result",
                 _ => "The swarm refused this device",
+            };
+            let next = if code == ErrorCode::BadResult {
+                "It is quarantined: it gets no work until the swarm's owner enables it again. Reload this page after that."
+            } else {
+                "Ask the swarm's owner for a new invite."
             };
             view! {
                 <section class="card" data-testid="join-refused" data-code=shared_protocol::encode(&code).trim_matches('"').to_owned()>
                     <h2>{title}</h2>
                     <p>{message}</p>
-                    <p>"Ask the swarm's owner for a new invite."</p>
+                    <p>{next}</p>
                 </section>
             }
         })}

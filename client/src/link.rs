@@ -339,6 +339,7 @@ fn is_final(code: ErrorCode) -> bool {
             | ErrorCode::InviteExpired
             | ErrorCode::InviteRevoked
             | ErrorCode::InviteExhausted
+            | ErrorCode::BadResult
     )
 }
 
@@ -536,12 +537,13 @@ mod tests {
     }
 
     #[test]
-    fn a_refused_invite_is_final_but_a_rate_limit_is_retried() {
+    fn a_refused_invite_or_result_is_final_but_a_rate_limit_is_retried() {
         for code in [
             ErrorCode::InviteExpired,
             ErrorCode::InviteRevoked,
             ErrorCode::InviteExhausted,
             ErrorCode::InviteInvalid,
+            ErrorCode::BadResult,
         ] {
             let mut link = device(None);
             link.on_open();

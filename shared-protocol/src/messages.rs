@@ -390,8 +390,11 @@ pub struct DeviceView {
     pub id: String,
     pub name: String,
     pub status: DeviceStatus,
-    /// `false` when the owner disabled the device: it gets no work.
+    /// `false` when the owner disabled the device, or it is quarantined: it gets no work.
     pub enabled: bool,
+    /// It returned a result that failed its check; it stays disabled until the owner
+    /// enables it.
+    pub quarantined: bool,
     pub capabilities: Capabilities,
     pub last_seen_ms: u64,
     pub registered_ms: u64,

@@ -482,6 +482,7 @@ impl SwarmCore {
                     name: d.record.name.clone(),
                     status: d.status(),
                     enabled: d.record.enabled,
+                    quarantined: d.record.quarantined,
                     capabilities: d.record.capabilities.clone(),
                     last_seen_ms: d.record.last_seen_ms,
                     registered_ms: d.record.registered_ms,

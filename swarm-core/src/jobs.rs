@@ -374,16 +374,23 @@ impl SwarmCore {
         }
     }
 
-    /// A result that failed its check: the device is told why and disconnected, and its leases
-    /// go back to the queue. Nothing of the result is kept.
+    /// A result that failed its check: nothing of it is kept, the device is quarantined
+    /// (disabled until the owner enables it again), told why and disconnected, and its leases
+    /// go back to the queue.
     pub(crate) fn refuse_result(&mut self, now: Millis, conn: ConnId, device_id: &str, why: &str) {
-        let name = self
-            .devices
-            .get(device_id)
-            .map_or_else(String::new, |d| d.record.name.clone());
+        let mut name = String::new();
+        if let Some(device) = self.devices.get_mut(device_id) {
+            device.record.enabled = false;
+            device.record.quarantined = true;
+            name.clone_from(&device.record.name);
+            let record = device.record.clone();
+            self.persist(StoreOp::PutDevice(record));
+        }
         self.security(
             now,
-            format!("device '{name}' returned a wrong result ({why}); disconnected"),
+            format!(
+                "device '{name}' returned a wrong result ({why}); quarantined until the owner enables it"
+            ),
         );
         self.send(
             conn,

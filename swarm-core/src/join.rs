@@ -184,6 +184,7 @@ impl SwarmCore {
             registered_ms: now,
             last_seen_ms: now,
             enabled: true,
+            quarantined: false,
             score: None,
         };
         self.log(

@@ -40,6 +40,8 @@ impl SwarmCore {
             OwnerCommand::SetDeviceEnabled { device_id, enabled } => {
                 let device = self.devices.get_mut(&device_id).ok_or_else(no_device)?;
                 device.record.enabled = enabled;
+                // Enabling a quarantined device is the owner vouching for it.
+                device.record.quarantined &= !enabled;
                 let record = device.record.clone();
                 let verb = if enabled { "enabled" } else { "disabled" };
                 self.log(

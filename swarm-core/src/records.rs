@@ -50,6 +50,9 @@ pub struct DeviceRecord {
     /// The owner can disable a device: it stays registered but gets no work.
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// It returned a result that failed its check: it is disabled until the owner enables it.
+    #[serde(default)]
+    pub quarantined: bool,
     /// The speed its last benchmark showed, as a factor of a reference core
     /// ([`crate::kinds`]).
     #[serde(default)]

@@ -502,7 +502,7 @@ fn a_mandelbrot_job_renders_the_same_png_as_a_native_render() {
 #[test]
 fn a_tampered_band_is_refused_and_recomputed_by_an_honest_device() {
     let mut sim = Sim::new();
-    let (cheat, _) = sim.join_device("cheat");
+    let (cheat, cheat_cred) = sim.join_device("cheat");
     let spec = JobSpec::Mandelbrot {
         center_re: -0.5,
         center_im: 0.0,
@@ -532,9 +532,28 @@ fn a_tampered_band_is_refused_and_recomputed_by_an_honest_device() {
     assert_eq!(sim.last_error(cheat), ErrorCode::BadResult);
     assert!(sim.closed.contains_key(&cheat));
     assert!(sim.pixel_rows.is_empty(), "nothing of it was kept");
+    let row = &sim.device_rows[&cheat_cred.device_id];
+    assert!(row.quarantined && !row.enabled, "quarantined: {row:?}");
+    // Back with its credential it is welcomed and benchmarked, but given no work.
+    let again = sim.connect();
+    sim.send(again, &device_hello("cheat", Some(cheat_cred.clone())));
+    sim.answer_benchmark(again, 17);
+    assert!(
+        leases(&mut sim, again).is_empty(),
+        "a quarantined device gets no work"
+    );
     let (honest, _) = sim.join_device("honest");
     work_until_done(&mut sim, &[honest], &job, 200);
     assert_eq!(sim.core.job(&job).unwrap().state, JobState::Done);
+    // The owner vouches for it: enabled again, it is no longer quarantined.
+    sim.owner(OwnerCommand::SetDeviceEnabled {
+        device_id: cheat_cred.device_id.clone(),
+        enabled: true,
+    })
+    .unwrap();
+    let view = sim.snapshot();
+    let cheat_view = view.devices.iter().find(|d| d.name == "cheat").unwrap();
+    assert!(cheat_view.enabled && !cheat_view.quarantined);
 }
 
 #[test]

@@ -1394,6 +1394,12 @@ fn benchmark_is_checked(w: &Wrangler) -> Result<()> {
         "{:?}",
         snap.log
     );
+    let liar = snap
+        .devices
+        .iter()
+        .find(|d| d.name == "liar")
+        .context("the liar is listed")?;
+    ensure!(liar.quarantined && !liar.enabled, "quarantined: {liar:?}");
     Ok(())
 }
 
