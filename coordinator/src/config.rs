@@ -32,6 +32,7 @@ impl Config {
                 defaults.default_invite_ttl_ms,
             ),
             rate_window_ms: millis(env, "RATE_WINDOW_MS", defaults.rate_window_ms),
+            spot_check_one_in: count(env, "SPOT_CHECK_ONE_IN", defaults.spot_check_one_in),
             ..defaults
         };
         let allowed_origins = var(env, "ALLOWED_ORIGINS")
@@ -52,6 +53,18 @@ impl Config {
 
 fn var(env: &Env, name: &str) -> Option<String> {
     env.var(name).ok().map(|v| v.to_string())
+}
+
+/// A count (0 allowed); a missing or unparsable value falls back to the default.
+fn count(env: &Env, name: &str, default: u64) -> u64 {
+    match var(env, name).map(|v| v.trim().parse::<u64>()) {
+        Some(Ok(n)) => n,
+        Some(Err(_)) => {
+            worker::console_warn!("ignoring {name}: not a whole number");
+            default
+        }
+        None => default,
+    }
 }
 
 /// A positive millisecond setting; a missing or unparsable value falls back to the default.

@@ -410,6 +410,9 @@ pub struct DeviceView {
     pub in_flight: u32,
     /// Chunks accepted from it since the coordinator object started.
     pub chunks_done: u64,
+    /// Known-answer spot checks it answered right since the coordinator object started (its
+    /// trust: a wrong answer quarantines it).
+    pub checks_passed: u64,
 }
 
 /// A system log line.

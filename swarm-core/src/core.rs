@@ -48,6 +48,9 @@ pub struct Config {
     pub default_invite_ttl_ms: Millis,
     /// The window of the invite and failed-join limits: a minute (tests shorten it).
     pub rate_window_ms: Millis,
+    /// About one accepted prime-count chunk in this many is followed by a known-answer spot
+    /// check of the device (see `checks.rs`); 0 turns checks off.
+    pub spot_check_one_in: u64,
 }
 
 impl Default for Config {
@@ -67,6 +70,7 @@ impl Default for Config {
             failed_joins_per_minute: 30,
             default_invite_ttl_ms: 24 * 60 * 60 * 1000,
             rate_window_ms: 60_000,
+            spot_check_one_in: 10,
         }
     }
 }
@@ -113,6 +117,10 @@ pub(crate) struct Device {
     pub(crate) lend: Option<u16>,
     /// The benchmark lease it has not answered yet; it gets no job work until it has.
     pub(crate) bench: Option<crate::bench::PendingBench>,
+    /// The spot check it has not answered yet.
+    pub(crate) check: Option<crate::checks::PendingCheck>,
+    /// Spot checks it answered right since the object started.
+    pub(crate) checks_passed: u64,
 }
 
 impl Device {
@@ -201,6 +209,8 @@ impl SwarmCore {
                         conn: None,
                         lend: None,
                         bench: None,
+                        check: None,
+                        checks_passed: 0,
                     },
                 )
             })
@@ -491,6 +501,7 @@ impl SwarmCore {
                     weight_percent: share * 100.0,
                     in_flight,
                     chunks_done: self.jobs.chunks_done.get(id).copied().unwrap_or(0),
+                    checks_passed: d.checks_passed,
                 }
             })
             .collect();

@@ -287,7 +287,14 @@ impl SwarmCore {
         compute_ms: Millis,
     ) {
         if wire_id >> EPOCH_SHIFT == 0 {
-            return self.handle_bench_result(now, conn, device_id, wire_id, &result, compute_ms);
+            let answer = match &result {
+                WorkResult::PrimeCount { count } => Some(*count),
+                _ => None,
+            };
+            if !self.handle_check_result(now, conn, device_id, wire_id, answer) {
+                self.handle_bench_result(now, conn, device_id, wire_id, &result, compute_ms);
+            }
+            return;
         }
         let Some(active) = self.jobs.active.as_mut() else {
             return;
@@ -313,6 +320,7 @@ impl SwarmCore {
             return;
         };
         let job_id = active.job_id.clone();
+        let spec = active.spec.clone();
         let Completion::Accepted { lo, hi, cancelled } =
             active.sched.complete(now, device_id, lease_id, compute_ms)
         else {
@@ -326,6 +334,9 @@ impl SwarmCore {
             .entry(device_id.to_owned())
             .or_default() += 1;
         self.accept_part(now, &job_id, lo, hi, checked, &mut finished);
+        if !finished {
+            self.maybe_spot_check(now, device_id, &job_id, &spec);
+        }
         if finished {
             self.finish_active();
             self.start_next_job(now);

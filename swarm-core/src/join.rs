@@ -200,6 +200,8 @@ impl SwarmCore {
                 conn: Some(conn),
                 lend: None,
                 bench: None,
+                check: None,
+                checks_passed: 0,
             },
         );
         DeviceCredential { device_id, secret }

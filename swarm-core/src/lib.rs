@@ -10,6 +10,7 @@
 //! Driving it: after each `handle_*` call, drain `poll_output` until it returns `None`.
 
 mod bench;
+mod checks;
 mod core;
 pub mod directory;
 mod invites;
@@ -24,6 +25,7 @@ mod secrets;
 pub mod simulator;
 
 pub use crate::bench::BENCH_JOB_ID;
+pub use crate::checks::CHECK_SPAN;
 pub use crate::core::{Config, CreateError, Refusal, SwarmCore};
 pub use crate::jobs::UNMEASURED_SPEED;
 pub use crate::records::{

@@ -435,6 +435,11 @@ fn the_benchmark_seeds_the_first_chunk_and_observed_rates_take_over() {
     for _ in 0..6 {
         for (lease_id, work) in held {
             let units = client::work::units(&work);
+            if units <= swarm_core::CHECK_SPAN {
+                // A spot check: answered right, it is not a chunk of the job.
+                answer(&mut sim, fast, lease_id, compute(&work), 1);
+                continue;
+            }
             newest = units;
             let took = units * 2_000 * 16 / first;
             let result = WorkResult::PrimeCount { count: 0 };
@@ -690,4 +695,59 @@ fn a_benchmark_claiming_impossible_speed_is_bounded_by_the_round_trip() {
         .unwrap();
     // 2^25 numbers in at least 100 ms (a quarter of 400): at most 0.17 reference cores.
     assert!(score < 0.2, "{score}");
+}
+
+#[test]
+fn spot_checks_catch_a_device_that_makes_up_prime_counts() {
+    let mut sim = Sim::new();
+    let (honest, _) = sim.join_device("honest");
+    let (faker, faker_cred) = sim.join_device("faker");
+    let job = submit(&mut sim, 0, 1 << 36);
+    let mut checks_seen = 0;
+    for _ in 0..200 {
+        for (lease_id, work) in leases(&mut sim, honest) {
+            // Checks are answered right; the job's own (large) chunks are not computed, to
+            // keep the test fast: nothing cheap can tell.
+            let check = client::work::units(&work) == swarm_core::CHECK_SPAN;
+            checks_seen += usize::from(check);
+            let result = if check {
+                compute(&work)
+            } else {
+                WorkResult::PrimeCount { count: 0 }
+            };
+            answer(&mut sim, honest, lease_id, result, took(&work).max(1));
+        }
+        if !sim.closed.contains_key(&faker) {
+            for (lease_id, _) in leases(&mut sim, faker) {
+                // Every count made up, checks included.
+                answer(
+                    &mut sim,
+                    faker,
+                    lease_id,
+                    WorkResult::PrimeCount { count: 7 },
+                    50,
+                );
+            }
+        }
+        sim.advance(100);
+    }
+    assert_eq!(
+        sim.closed.get(&faker),
+        Some(&shared_protocol::close_code::BAD_RESULT)
+    );
+    assert!(sim.device_rows[&faker_cred.device_id].quarantined);
+    let snapshot = sim.snapshot();
+    let honest_view = snapshot
+        .devices
+        .iter()
+        .find(|d| d.name == "honest")
+        .unwrap();
+    assert!(checks_seen > 0 && honest_view.checks_passed as usize == checks_seen);
+    assert!(!honest_view.quarantined);
+    assert!(sim
+        .snapshot()
+        .log
+        .iter()
+        .any(|e| e.text.contains("failed a spot check")));
+    assert!(sim.core.job(&job).unwrap().done_units > 0);
 }
