@@ -1,6 +1,6 @@
 //! The command line: `ostrich-agent <link> [--cores N] [--name NAME] [--state FILE]
-//! [--owner-key KEY] [--coordinator URL] [--ca-file PEM]`, parsed by a pure function so that it is tested
-//! without a process.
+//! [--owner-key KEY] [--coordinator URL] [--ca-file PEM]`, parsed by a pure function so that
+//! it is tested without a process.
 
 use std::path::PathBuf;
 

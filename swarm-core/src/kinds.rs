@@ -2,8 +2,8 @@
 //! checked and merged, and how a Mandelbrot job becomes a PNG.
 //!
 //! Device speeds are kept as a factor of a *reference core*: 1.0 is a core that counts the
-//! benchmark's primes at [`kernels::bench::BENCH_REFERENCE_RATE`] numbers per millisecond (a current desktop
-//! core natively is about 1.2). A device's first chunk of any job is sized from its factor
+//! benchmark's primes at [`kernels::bench::BENCH_REFERENCE_RATE`] numbers per millisecond (a
+//! current desktop core natively is about 1.2). A device's first chunk of any job is sized from its factor
 //! times the kind's reference rate ([`reference_rate`]); after that, the scheduler follows the
 //! rate observed on real chunks.
 
