@@ -404,6 +404,12 @@ impl SwarmObject {
                     vec![job_id.into(), i64::from(first_row).into(), counts.into()],
                 )
                 .map(drop),
+            StoreOp::DeletePixels { job_id, first_row } => sql
+                .exec(
+                    "DELETE FROM pixels WHERE job_id = ? AND first_row = ?",
+                    vec![job_id.into(), i64::from(first_row).into()],
+                )
+                .map(drop),
             StoreOp::DeleteDevice { device_id } => sql
                 .exec(
                     "DELETE FROM devices WHERE device_id = ?",

@@ -52,6 +52,10 @@ struct Active {
     spec: JobSpec,
     sched: Scheduler,
     epoch: u64,
+    /// What each device contributed since the activation: `(lo, hi, part)`, so that the parts
+    /// of a device quarantined later can be taken out again. (Without pixels: those are in
+    /// storage.)
+    parts: BTreeMap<String, Vec<(u64, u64, Checked)>>,
 }
 
 impl Active {
@@ -333,6 +337,14 @@ impl SwarmCore {
             .chunks_done
             .entry(device_id.to_owned())
             .or_default() += 1;
+        if let Some(active) = self.jobs.active.as_mut() {
+            let part = Checked {
+                pixels: checked.pixels.as_ref().map(|(row, _)| (*row, Vec::new())),
+                ..checked.clone()
+            };
+            let parts = active.parts.entry(device_id.to_owned()).or_default();
+            parts.push((lo, hi, part));
+        }
         self.accept_part(now, &job_id, lo, hi, checked, &mut finished);
         if !finished {
             self.maybe_spot_check(now, device_id, &job_id, &spec);
@@ -412,7 +424,53 @@ impl SwarmCore {
                 retry_after_ms: None,
             },
         );
+        self.discard_parts(now, device_id);
         self.close(now, conn, close_code::BAD_RESULT, "wrong result");
+    }
+
+    /// Takes a quarantined device's accepted parts of the running job back out: out of the
+    /// merged result, the done ranges and the stored pixels, and back into the queue.
+    fn discard_parts(&mut self, now: Millis, device_id: &str) {
+        let Some(active) = self.jobs.active.as_mut() else {
+            return;
+        };
+        let parts = active.parts.remove(device_id).unwrap_or_default();
+        let redone: Vec<(u64, u64, Checked)> = parts
+            .into_iter()
+            .filter(|(lo, hi, _)| active.sched.redo(*lo, *hi))
+            .collect();
+        let job_id = active.job_id.clone();
+        let Some(job) = self
+            .jobs
+            .jobs
+            .get_mut(&job_id)
+            .filter(|_| !redone.is_empty())
+        else {
+            return;
+        };
+        for (lo, hi, part) in &redone {
+            kinds::unmerge(&mut job.result, part);
+            job.remove_done(*lo, *hi);
+        }
+        let record = job.clone();
+        for (_, _, part) in &redone {
+            if let Some((first_row, _)) = part.pixels {
+                self.persist(StoreOp::DeletePixels {
+                    job_id: job_id.clone(),
+                    first_row,
+                });
+            }
+        }
+        self.persist(StoreOp::PutJob(record));
+        self.log(
+            now,
+            LogLevel::Warn,
+            format!(
+                "{} chunk(s) of job {} from that device were discarded and will be computed again",
+                redone.len(),
+                short(&job_id)
+            ),
+        );
     }
 
     /// The jobs for the snapshot: the newest, oldest first.
@@ -488,6 +546,7 @@ impl SwarmCore {
             spec,
             sched,
             epoch,
+            parts: BTreeMap::new(),
         });
         self.capacity_changed(now);
     }

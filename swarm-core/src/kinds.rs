@@ -55,7 +55,7 @@ pub fn bench_speed(units: u64, compute_ms: u64) -> f64 {
 }
 
 /// A result that passed its check, ready to merge.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Checked {
     pub result: WorkResult,
     /// Mandelbrot escape counts of the band (2 little-endian bytes each), to store.
@@ -208,6 +208,22 @@ pub fn merge(spec: &JobSpec, total: &mut JobResult, part: &Checked) {
             if let JobSpec::Sha256Search { want, .. } = spec {
                 nonces.truncate(*want as usize);
             }
+        }
+        _ => {}
+    }
+}
+
+/// Takes a part merged earlier back out of a job's result (its device was quarantined).
+pub fn unmerge(total: &mut JobResult, part: &Checked) {
+    match (total, &part.result) {
+        (JobResult::PrimeCount { count }, WorkResult::PrimeCount { count: less }) => {
+            *count = count.saturating_sub(*less);
+        }
+        (JobResult::Mandelbrot { inside_pixels }, WorkResult::Mandelbrot { .. }) => {
+            *inside_pixels = inside_pixels.saturating_sub(part.inside);
+        }
+        (JobResult::Sha256Search { nonces }, WorkResult::Sha256Search { nonces: less }) => {
+            nonces.retain(|n| !less.contains(n));
         }
         _ => {}
     }

@@ -105,6 +105,28 @@ impl JobRecord {
     }
 }
 
+impl JobRecord {
+    /// Records units `[lo, hi)` as not done any more (the part of a quarantined device).
+    pub fn remove_done(&mut self, lo: u64, hi: u64) {
+        let mut kept = Vec::with_capacity(self.done_ranges.len() + 1);
+        for (a, b) in self.done_ranges.drain(..) {
+            let (cut_lo, cut_hi) = (a.max(lo), b.min(hi));
+            if cut_lo >= cut_hi {
+                kept.push((a, b));
+                continue;
+            }
+            self.done_units -= cut_hi - cut_lo;
+            if a < cut_lo {
+                kept.push((a, cut_lo));
+            }
+            if cut_hi < b {
+                kept.push((cut_hi, b));
+            }
+        }
+        self.done_ranges = kept;
+    }
+}
+
 /// Everything a swarm's storage holds, as the glue loads it when the object starts.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Stored {
@@ -135,6 +157,8 @@ pub enum StoreOp {
         first_row: u32,
         counts: Vec<u8>,
     },
+    /// Delete a Mandelbrot band (it came from a device that was then quarantined).
+    DeletePixels { job_id: String, first_row: u32 },
 }
 
 /// What a socket is, once it has said hello.

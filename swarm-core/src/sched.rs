@@ -350,6 +350,17 @@ impl Scheduler {
         self.pending = kept;
     }
 
+    /// A completed range turned out untrustworthy (its device was quarantined): it counts as
+    /// not done again and goes to the front of the queue. `false` if it was not completed.
+    pub fn redo(&mut self, lo: u64, hi: u64) -> bool {
+        if !self.completed.remove(&(lo, hi)) {
+            return false;
+        }
+        self.done_units -= hi - lo;
+        self.pending.push_front((lo, hi));
+        true
+    }
+
     /// Withdraws every lease (the job was stopped or cancelled); their ranges go back to the
     /// queue.
     pub fn withdraw_all(&mut self) -> Vec<Lease> {

@@ -751,3 +751,112 @@ fn spot_checks_catch_a_device_that_makes_up_prime_counts() {
         .any(|e| e.text.contains("failed a spot check")));
     assert!(sim.core.job(&job).unwrap().done_units > 0);
 }
+
+#[test]
+fn a_quarantined_devices_earlier_parts_are_taken_out_and_computed_again() {
+    // Every accepted prime chunk is followed by a spot check, so the faker is caught after
+    // its first chunk has been merged.
+    let mut sim = Sim::with_config(swarm_core::Config {
+        spot_check_one_in: 1,
+        ..swarm_core::Config::default()
+    });
+    let (faker, _) = sim.join_device("faker");
+    let job = submit(&mut sim, 0, 1 << 40);
+    let (lease_id, work) = leases(&mut sim, faker).remove(0);
+    answer(
+        &mut sim,
+        faker,
+        lease_id,
+        WorkResult::PrimeCount { count: 7 },
+        2_000,
+    );
+    let merged = sim.core.job(&job).unwrap();
+    assert_eq!(merged.result, JobResult::PrimeCount { count: 7 });
+    assert_eq!(merged.done_units, client::work::units(&work));
+    // Its spot check, answered wrong like everything else.
+    let check = leases(&mut sim, faker)
+        .into_iter()
+        .find(|(_, w)| client::work::units(w) == swarm_core::CHECK_SPAN)
+        .expect("a spot check");
+    answer(
+        &mut sim,
+        faker,
+        check.0,
+        WorkResult::PrimeCount { count: 7 },
+        1,
+    );
+    assert_eq!(sim.last_error(faker), ErrorCode::BadResult);
+    let view = sim.core.job(&job).unwrap();
+    assert_eq!(view.result, JobResult::PrimeCount { count: 0 }, "taken out");
+    assert_eq!(view.done_units, 0);
+    assert!(sim.job_rows[&job].done_ranges.is_empty());
+    // The range goes back to the front of the queue, with the leases the faker still held.
+    let Work::PrimeCount { lo: faked_lo, .. } = work else {
+        panic!("a prime lease")
+    };
+    let (other, _) = sim.join_device("other");
+    let mut starts = Vec::new();
+    for _ in 0..3 {
+        for (lease_id, work) in leases(&mut sim, other) {
+            let Work::PrimeCount { lo, .. } = work else {
+                panic!("a prime lease")
+            };
+            starts.push(lo);
+            // Checks are answered right; the large chunks are not computed, to stay fast.
+            let result = if client::work::units(&work) == swarm_core::CHECK_SPAN {
+                compute(&work)
+            } else {
+                WorkResult::PrimeCount { count: 0 }
+            };
+            answer(&mut sim, other, lease_id, result, 2_000);
+        }
+    }
+    assert!(starts.contains(&faked_lo), "{faked_lo} not in {starts:?}");
+}
+
+#[test]
+fn a_quarantined_devices_bands_are_deleted_and_rendered_again() {
+    let mut sim = Sim::new();
+    let (cheat, _) = sim.join_device("cheat");
+    let spec = JobSpec::Mandelbrot {
+        center_re: -0.5,
+        center_im: 0.0,
+        scale: 3.0,
+        width: 2048,
+        height: 64,
+        max_iter: 100,
+    };
+    let job = submit_spec(&mut sim, spec);
+    let mut held = leases(&mut sim, cheat);
+    assert!(held.len() >= 2, "{}", held.len());
+    // The first band is honest and kept; the second is forged and caught.
+    let (first, work) = held.remove(0);
+    answer(&mut sim, cheat, first, compute(&work), 100);
+    assert_eq!(sim.pixel_rows.len(), 1);
+    let (second, work) = held.remove(0);
+    let WorkResult::Mandelbrot { counts } = compute(&work) else {
+        panic!("a band")
+    };
+    let forged: Vec<u32> = shared_protocol::decode_counts(&counts)
+        .unwrap()
+        .iter()
+        .map(|_| 100)
+        .collect();
+    answer(
+        &mut sim,
+        cheat,
+        second,
+        WorkResult::Mandelbrot {
+            counts: shared_protocol::encode_counts(&forged),
+        },
+        100,
+    );
+    assert_eq!(sim.last_error(cheat), ErrorCode::BadResult);
+    assert!(sim.pixel_rows.is_empty(), "its earlier band is deleted too");
+    assert_eq!(sim.core.job(&job).unwrap().done_units, 0);
+    let (honest, _) = sim.join_device("honest");
+    work_until_done(&mut sim, &[honest], &job, 200);
+    assert_eq!(sim.core.job(&job).unwrap().state, JobState::Done);
+    let rows: usize = sim.pixel_rows.values().map(|c| c.len() / (2 * 2048)).sum();
+    assert_eq!(rows, 64);
+}

@@ -148,6 +148,9 @@ impl Sim {
                         } => {
                             self.pixel_rows.insert((job_id, first_row), counts);
                         }
+                        StoreOp::DeletePixels { job_id, first_row } => {
+                            self.pixel_rows.remove(&(job_id, first_row));
+                        }
                     }
                 }
                 Output::SetAlarm { at } => self.alarm = Some(at),
