@@ -9,6 +9,23 @@
 use kernels::bench::{bench_range, BENCH_RANGES};
 use shared_protocol::{LogLevel, ToClient, Work, WorkResult};
 
+/// The count a known-answer lease's result gives (`None` for a result of another kind).
+pub(crate) fn known_answer(result: &WorkResult) -> Option<u64> {
+    match result {
+        WorkResult::PrimeCount { count } => Some(*count),
+        _ => None,
+    }
+}
+
+/// Why the answer to a known-answer lease (`what`) is refused, if it is.
+pub(crate) fn wrong_answer(what: &str, answer: Option<u64>, expected: u64) -> Option<String> {
+    match answer {
+        Some(count) if count == expected => None,
+        Some(count) => Some(format!("{what} answer {count} is wrong")),
+        None => Some(format!("the {what} answer is of another kind")),
+    }
+}
+
 use crate::core::SwarmCore;
 use crate::kinds::bench_speed;
 use crate::records::StoreOp;
@@ -62,7 +79,7 @@ impl SwarmCore {
         conn: ConnId,
         device_id: &str,
         lease_id: u64,
-        result: &WorkResult,
+        answer: Option<u64>,
         compute_ms: Millis,
     ) {
         let Some(device) = self.devices.get_mut(device_id) else {
@@ -72,15 +89,7 @@ impl SwarmCore {
             // Not this connection's benchmark (a repeat, or one from before a restart).
             return;
         };
-        let answer = match result {
-            WorkResult::PrimeCount { count } => Some(*count),
-            _ => None,
-        };
-        if answer != Some(pending.expected) {
-            let why = match answer {
-                Some(count) => format!("benchmark answer {count} is wrong"),
-                None => "the benchmark answer is of another kind".to_owned(),
-            };
+        if let Some(why) = wrong_answer("benchmark", answer, pending.expected) {
             return self.refuse_result(now, conn, device_id, &why);
         }
         // The claimed time is trusted down to a quarter of the round trip the coordinator saw

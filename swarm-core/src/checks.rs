@@ -9,8 +9,9 @@
 //! scheduler never sees them.
 
 use kernels::primes::count_primes;
-use shared_protocol::{JobSpec, LogLevel, ToClient, Work};
+use shared_protocol::{LogLevel, ToClient, Work};
 
+use crate::bench::wrong_answer;
 use crate::core::SwarmCore;
 use crate::Millis;
 
@@ -28,16 +29,10 @@ pub(crate) struct PendingCheck {
 }
 
 impl SwarmCore {
-    /// After an accepted chunk of `spec` (job `job_id`): now and then, a spot check for the
-    /// device, unless it has one pending.
-    pub(crate) fn maybe_spot_check(
-        &mut self,
-        now: Millis,
-        device_id: &str,
-        job_id: &str,
-        spec: &JobSpec,
-    ) {
-        let JobSpec::PrimeCount { lo, hi } = *spec else {
+    /// After an accepted chunk of the running job: now and then, a spot check for the device,
+    /// unless it has one pending.
+    pub(crate) fn maybe_spot_check(&mut self, now: Millis, device_id: &str) {
+        let Some((job_id, lo, hi)) = self.running_prime_count() else {
             return;
         };
         let one_in = self.config.spot_check_one_in;
@@ -62,7 +57,7 @@ impl SwarmCore {
             conn,
             &ToClient::Lease {
                 lease_id,
-                job_id: job_id.to_owned(),
+                job_id,
                 work: Work::PrimeCount {
                     lo: start,
                     hi: start + span,
@@ -88,20 +83,16 @@ impl SwarmCore {
             return false;
         };
         device.check = None;
-        if answer == Some(pending.expected) {
+        let Some(why) = wrong_answer("spot check", answer, pending.expected) else {
             device.checks_passed += 1;
             return true;
-        }
+        };
         let name = device.record.name.clone();
         self.log(
             now,
             LogLevel::Warn,
             format!("device '{name}' failed a spot check of a prime count"),
         );
-        let why = match answer {
-            Some(count) => format!("spot check answer {count} is wrong"),
-            None => "the spot check answer is of another kind".to_owned(),
-        };
         self.refuse_result(now, conn, device_id, &why);
         true
     }

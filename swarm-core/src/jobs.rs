@@ -54,7 +54,7 @@ struct Active {
     epoch: u64,
     /// What each device contributed since the activation: `(lo, hi, part)`, so that the parts
     /// of a device quarantined later can be taken out again. (Without pixels: those are in
-    /// storage.)
+    /// storage, by first row `lo`.)
     parts: BTreeMap<String, Vec<(u64, u64, Checked)>>,
 }
 
@@ -291,12 +291,9 @@ impl SwarmCore {
         compute_ms: Millis,
     ) {
         if wire_id >> EPOCH_SHIFT == 0 {
-            let answer = match &result {
-                WorkResult::PrimeCount { count } => Some(*count),
-                _ => None,
-            };
+            let answer = crate::bench::known_answer(&result);
             if !self.handle_check_result(now, conn, device_id, wire_id, answer) {
-                self.handle_bench_result(now, conn, device_id, wire_id, &result, compute_ms);
+                self.handle_bench_result(now, conn, device_id, wire_id, answer, compute_ms);
             }
             return;
         }
@@ -324,7 +321,6 @@ impl SwarmCore {
             return;
         };
         let job_id = active.job_id.clone();
-        let spec = active.spec.clone();
         let Completion::Accepted { lo, hi, cancelled } =
             active.sched.complete(now, device_id, lease_id, compute_ms)
         else {
@@ -337,17 +333,9 @@ impl SwarmCore {
             .chunks_done
             .entry(device_id.to_owned())
             .or_default() += 1;
-        if let Some(active) = self.jobs.active.as_mut() {
-            let part = Checked {
-                pixels: checked.pixels.as_ref().map(|(row, _)| (*row, Vec::new())),
-                ..checked.clone()
-            };
-            let parts = active.parts.entry(device_id.to_owned()).or_default();
-            parts.push((lo, hi, part));
-        }
-        self.accept_part(now, &job_id, lo, hi, checked, &mut finished);
+        self.accept_part(now, device_id, &job_id, (lo, hi), checked, &mut finished);
         if !finished {
-            self.maybe_spot_check(now, device_id, &job_id, &spec);
+            self.maybe_spot_check(now, device_id);
         }
         if finished {
             self.finish_active();
@@ -356,14 +344,15 @@ impl SwarmCore {
         self.dispatch(now);
     }
 
-    /// Merges an accepted part into its job, stores it, and marks the job done when it is.
+    /// Merges a device's accepted part into its job, stores it, remembers it (without its
+    /// pixels) in case the device is quarantined later, and marks the job done when it is.
     fn accept_part(
         &mut self,
         now: Millis,
+        device_id: &str,
         job_id: &str,
-        lo: u64,
-        hi: u64,
-        checked: Checked,
+        (lo, hi): (u64, u64),
+        mut checked: Checked,
         finished: &mut bool,
     ) {
         let Some(job) = self.jobs.jobs.get_mut(job_id) else {
@@ -377,15 +366,20 @@ impl SwarmCore {
             job.finished_ms = Some(now);
         }
         let record = job.clone();
-        // The pixels are written before the job row that counts them as done.
-        if let Some((first_row, counts)) = checked.pixels {
+        // The pixels are written before the job row that counts them as done. A Mandelbrot
+        // job's units are its rows, so the band starts at row `lo`.
+        if let Some(counts) = checked.pixels.take() {
             self.persist(StoreOp::PutPixels {
                 job_id: job_id.to_owned(),
-                first_row,
+                first_row: lo as u32,
                 counts,
             });
         }
         self.persist(StoreOp::PutJob(record.clone()));
+        if let Some(active) = self.jobs.active.as_mut() {
+            let parts = active.parts.entry(device_id.to_owned()).or_default();
+            parts.push((lo, hi, checked));
+        }
         if *finished {
             let took = now.saturating_sub(record.created_ms) as f64 / 1000.0;
             let text = format!(
@@ -440,6 +434,7 @@ impl SwarmCore {
             .filter(|(lo, hi, _)| active.sched.redo(*lo, *hi))
             .collect();
         let job_id = active.job_id.clone();
+        let image = matches!(active.spec, JobSpec::Mandelbrot { .. });
         let Some(job) = self
             .jobs
             .jobs
@@ -453,13 +448,11 @@ impl SwarmCore {
             job.remove_done(*lo, *hi);
         }
         let record = job.clone();
-        for (_, _, part) in &redone {
-            if let Some((first_row, _)) = part.pixels {
-                self.persist(StoreOp::DeletePixels {
-                    job_id: job_id.clone(),
-                    first_row,
-                });
-            }
+        for (lo, _, _) in redone.iter().filter(|_| image) {
+            self.persist(StoreOp::DeletePixels {
+                job_id: job_id.clone(),
+                first_row: *lo as u32,
+            });
         }
         self.persist(StoreOp::PutJob(record));
         self.log(
@@ -601,6 +594,18 @@ impl SwarmCore {
             };
             (active.sched.in_flight(device_id), share)
         })
+    }
+
+    /// The running job's id and range, when it is a prime count.
+    pub(crate) fn running_prime_count(&self) -> Option<(String, u64, u64)> {
+        match self.jobs.active.as_ref()? {
+            Active {
+                job_id,
+                spec: JobSpec::PrimeCount { lo, hi },
+                ..
+            } => Some((job_id.clone(), *lo, *hi)),
+            _ => None,
+        }
     }
 
     /// The running job's measured throughput, units per ms (0 when none runs).

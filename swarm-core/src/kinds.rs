@@ -55,11 +55,12 @@ pub fn bench_speed(units: u64, compute_ms: u64) -> f64 {
 }
 
 /// A result that passed its check, ready to merge.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Checked {
     pub result: WorkResult,
-    /// Mandelbrot escape counts of the band (2 little-endian bytes each), to store.
-    pub pixels: Option<(u32, Vec<u8>)>,
+    /// Mandelbrot escape counts of the band (2 little-endian bytes each), to store; the band
+    /// starts at the part's first unit (a Mandelbrot job's units are rows).
+    pub pixels: Option<Vec<u8>>,
     /// Mandelbrot pixels of the band inside the set.
     pub inside: u64,
 }
@@ -141,7 +142,7 @@ pub fn check(
                 result: WorkResult::Mandelbrot {
                     counts: String::new(),
                 },
-                pixels: Some((from as u32, bytes)),
+                pixels: Some(bytes),
                 inside,
             })
         }
