@@ -448,11 +448,33 @@ fn agent_killed_while_computing(world: &mut World) -> Result<()> {
         &world.dir.join("doomed-2.json"),
     )?;
     doomed.wait_for_line(20 * SECOND, is_welcome)?;
+    doomed.wait_for_line(20 * SECOND, |l| l.starts_with("benchmark done"))?;
+    // The other agents are disabled while the job starts, so the first leases must go to the
+    // doomed one; they are enabled again once it is killed.
+    let others: Vec<String> = world
+        .snapshot()?
+        .devices
+        .into_iter()
+        .filter(|d| {
+            d.status == shared_protocol::DeviceStatus::Online && d.name != "test agent doomed-2"
+        })
+        .map(|d| d.id)
+        .collect();
+    let enable = |world: &World, enabled: bool| -> Result<()> {
+        for device_id in &others {
+            world.owner(serde_json::json!({
+                "command": "set_device_enabled", "device_id": device_id, "enabled": enabled
+            }))?;
+        }
+        Ok(())
+    };
+    enable(world, false)?;
     let submitted_at = Instant::now();
     let job_id = world
         .submit(serde_json::json!({"kind": "prime_count", "lo": 0, "hi": 2_000_000_000u64}))?;
     let lease = doomed.wait_for_line(30 * SECOND, |l| l.starts_with("lease "));
     doomed.kill();
+    enable(world, true)?;
     let printed = doomed.lines();
     world.others.push(doomed);
     let lease = lease?;
