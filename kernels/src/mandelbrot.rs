@@ -105,11 +105,14 @@ pub fn pixel_escape_count(view: &View, px: u32, py: u32) -> u32 {
 /// the interior shortcut skips most black pixels), natively and as WASM under Node 20 alike;
 /// about 2.3 million pixels/s for a zoom on the boundary (seahorse valley, width 5 × 10^-4).
 pub fn render_tile(view: &View, tile: &Tile) -> Vec<u32> {
-    let mut counts = Vec::with_capacity(tile.width as usize * tile.height as usize);
+    // Only a capacity hint: a tile too large to count in a usize gets none.
+    let pixels = (tile.width as usize).checked_mul(tile.height as usize);
+    let mut counts = Vec::with_capacity(pixels.unwrap_or(0));
     for row in 0..tile.height {
-        let py = (u64::from(tile.y) + u64::from(row)) as f64;
+        // Sums of two u32 values are below 2^33, so exact as f64.
+        let py = f64::from(tile.y) + f64::from(row);
         for column in 0..tile.width {
-            let px = (u64::from(tile.x) + u64::from(column)) as f64;
+            let px = f64::from(tile.x) + f64::from(column);
             let (re, im) = view.position_to_complex(px, py);
             counts.push(escape_count(re, im, view.max_iter));
         }
@@ -142,22 +145,20 @@ pub fn render_png(view: &View) -> Vec<u8> {
 /// Panics when `tile_size` is 0.
 pub fn tiles(view: &View, tile_size: u32) -> Vec<Tile> {
     assert!(tile_size > 0, "tile size must be positive");
+    let step = tile_size as usize;
     let mut result = Vec::new();
-    let mut y = 0;
-    while y < view.height {
-        let height = tile_size.min(view.height - y);
-        let mut x = 0;
-        while x < view.width {
-            let width = tile_size.min(view.width - x);
+    for y in (0..view.height).step_by(step) {
+        // y < view.height, so the subtraction never saturates.
+        let height = tile_size.min(view.height.saturating_sub(y));
+        for x in (0..view.width).step_by(step) {
+            let width = tile_size.min(view.width.saturating_sub(x));
             result.push(Tile {
                 x,
                 y,
                 width,
                 height,
             });
-            x += width;
         }
-        y += height;
     }
     result
 }
@@ -180,7 +181,7 @@ const PALETTE_PERIOD: f64 = 6.0;
 /// wide near the set where counts grow quickly. Uses only correctly rounded operations, so
 /// WASM and native produce the same bytes.
 pub fn colorize(iterations: &[u32], max_iter: u32) -> Vec<u8> {
-    let mut rgb = Vec::with_capacity(iterations.len() * 3);
+    let mut rgb = Vec::with_capacity(iterations.len().saturating_mul(3));
     for &count in iterations {
         if count >= max_iter {
             rgb.extend_from_slice(&[0, 0, 0]);
@@ -188,16 +189,23 @@ pub fn colorize(iterations: &[u32], max_iter: u32) -> Vec<u8> {
         }
         let position = f64::from(count).sqrt() / PALETTE_PERIOD;
         let scaled = position.fract() * PALETTE.len() as f64;
-        let stop = scaled as usize % PALETTE.len();
+        let (from, to) = palette_stops(scaled as usize);
         let blend = scaled.fract();
-        let from = PALETTE[stop];
-        let to = PALETTE[(stop + 1) % PALETTE.len()];
-        for channel in 0..3 {
-            let (a, b) = (f64::from(from[channel]), f64::from(to[channel]));
+        for (&a, &b) in from.iter().zip(&to) {
+            let (a, b) = (f64::from(a), f64::from(b));
             rgb.push((a + (b - a) * blend).round() as u8);
         }
     }
     rgb
+}
+
+/// Colour stop `stop` (modulo the palette's length) and the one after it, the first stop
+/// following the last.
+// Both indices are reduced modulo PALETTE.len(), and stop % PALETTE.len() + 1 cannot overflow.
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+fn palette_stops(stop: usize) -> ([u8; 3], [u8; 3]) {
+    let stop = stop % PALETTE.len();
+    (PALETTE[stop], PALETTE[(stop + 1) % PALETTE.len()])
 }
 
 #[cfg(test)]

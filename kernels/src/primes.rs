@@ -50,6 +50,8 @@ const PRESIEVED_PRIMES: [u64; 4] = [3, 5, 7, 11];
 /// The product of [`PRESIEVED_PRIMES`]: the pattern repeats every this many odd numbers, so a
 /// pattern of this many 64-bit words repeats at word granularity.
 const PRESIEVE_PERIOD: usize = 3 * 5 * 7 * 11;
+/// [`PRESIEVE_PERIOD`] as a `u64`, to reduce word indices with.
+const PRESIEVE_PERIOD_WORDS: u64 = PRESIEVE_PERIOD as u64;
 
 /// Counts the primes `p` with `lo <= p < hi`.
 ///
@@ -66,6 +68,10 @@ const PRESIEVE_PERIOD: usize = 3 * 5 * 7 * 11;
 ///
 /// Panics when `hi` is above [`MAX_PRIME_RANGE_END`]; use [`try_count_primes`] to get an error
 /// instead.
+// The documented panic of this convenience form: callers pass ends checked against the job
+// limit (`shared_protocol::MAX_PRIME_END`, the same 2^48); anything else should call the `try_`
+// form.
+#[allow(clippy::panic)]
 pub fn count_primes(lo: u64, hi: u64) -> u64 {
     match try_count_primes(lo, hi) {
         Ok(count) => count,
@@ -81,20 +87,24 @@ pub fn try_count_primes(lo: u64, hi: u64) -> Result<u64, PrimeRangeError> {
     if lo >= hi {
         return Ok(0);
     }
-    let mut count = 0;
-    if lo <= 2 && 2 < hi {
-        count += 1;
-    }
+    let two = u64::from(lo <= 2 && 2 < hi);
     // The first odd number that is at least max(lo, 3).
     let first_odd = lo.max(3) | 1;
-    if first_odd < hi {
-        count += count_odd_primes(first_odd, hi);
-    }
-    Ok(count)
+    let odd = if first_odd < hi {
+        count_odd_primes(first_odd, hi)
+    } else {
+        0
+    };
+    // At most one prime per number below 2^48: the sum cannot saturate.
+    Ok(two.saturating_add(odd))
 }
 
 /// Counts the primes among the odd numbers `first_odd, first_odd + 2, ...` below `hi`.
-/// `first_odd` must be odd and at least 3, and below `hi`.
+/// `first_odd` must be odd and at least 3, and below `hi`, which is at most
+/// [`MAX_PRIME_RANGE_END`].
+// Every number here is below hi <= 2^48 (checked by try_count_primes, the only caller) and
+// every bit index below one segment, so nothing overflows even a 32-bit usize.
+#[allow(clippy::arithmetic_side_effects)]
 fn count_odd_primes(first_odd: u64, hi: u64) -> u64 {
     debug_assert!(first_odd % 2 == 1 && first_odd >= 3 && first_odd < hi);
     // Bit `i` of the range stands for the odd number `first_odd + 2 * i`.
@@ -123,27 +133,26 @@ fn count_odd_primes(first_odd: u64, hi: u64) -> u64 {
     let mut segment_start = 0u64;
     while segment_start < odd_count {
         let bits = (odd_count - segment_start).min(SEGMENT_BITS as u64) as usize;
-        let words = &mut segment[..bits.div_ceil(64)];
+        // Only the last segment of a range can be shorter than SEGMENT_WORDS words.
+        segment.truncate(bits.div_ceil(64));
+        let words = segment.as_mut_slice();
         fill_from_pattern(words, &pattern, segment_start);
-        // Clear the bits past the end of the range in the last word.
-        let bits_in_last_word = bits % 64;
-        if bits_in_last_word != 0 {
-            let last = words.len() - 1;
-            words[last] &= (1u64 << bits_in_last_word) - 1;
-        }
 
+        // Every segment but the last ends on a word boundary, so `next` is exact wherever it is
+        // used again; in the last one, multiples past `bits` in its last word are cleared below
+        // anyway.
         let segment_end = segment_start + bits as u64;
         for (&prime, next) in sieving_primes.iter().zip(next_multiple.iter_mut()) {
             if *next >= segment_end {
                 continue;
             }
-            let step = prime as usize;
-            let mut bit = (*next - segment_start) as usize;
-            while bit < bits {
-                words[bit / 64] &= !(1u64 << (bit % 64));
-                bit += step;
-            }
+            let bit = cross_off(words, (*next - segment_start) as usize, prime as usize);
             *next = segment_start + bit as u64;
+        }
+        // Clear the bits past the end of the range in the last word.
+        let bits_in_last_word = bits % 64;
+        if let Some(last) = words.last_mut().filter(|_| bits_in_last_word != 0) {
+            *last &= (1u64 << bits_in_last_word) - 1;
         }
 
         count += words.iter().map(|w| u64::from(w.count_ones())).sum::<u64>();
@@ -152,13 +161,39 @@ fn count_odd_primes(first_odd: u64, hi: u64) -> u64 {
     count
 }
 
+/// Clears bits `first`, `first + step`, `first + 2 * step`, ... of `words` (bit `i` is bit
+/// `i % 64` of word `i / 64`) up to the end of the last word, and returns the first index past
+/// it: crossing off the odd multiples of one prime. This is the sieve's inner loop.
+// The index stays below 64 · words.len() + step: under 2^25 for the sieve's segments (2^18
+// bits, steps below 2^24) and the presieve pattern, so it cannot overflow even a 32-bit usize.
+#[allow(clippy::arithmetic_side_effects)]
+#[inline(always)]
+fn cross_off(words: &mut [u64], first: usize, step: usize) -> usize {
+    let mut bit = first;
+    while let Some(word) = words.get_mut(bit / 64) {
+        *word &= !(1u64 << (bit % 64));
+        bit += step;
+    }
+    bit
+}
+
 /// The bit index (relative to `first_odd`) of the first odd multiple of `prime` that must be
 /// struck out: the smallest odd multiple that is at least both `first_odd` and `prime * prime`.
 fn first_multiple_index(prime: u64, first_odd: u64) -> u64 {
+    // Multiples below the square have a smaller prime factor, so they are struck out already.
+    let from_square = prime.saturating_mul(prime).saturating_sub(first_odd) / 2;
+    odd_multiple_index(prime, first_odd).max(from_square)
+}
+
+/// The bit index (relative to `first_odd`) of the smallest odd multiple of `prime` that is at
+/// least `first_odd`.
+// That multiple is below first_odd + 2 * prime, far from overflowing for the sieve's numbers
+// (below 2^48), and not below first_odd, so the difference is not negative.
+#[allow(clippy::arithmetic_side_effects)]
+fn odd_multiple_index(prime: u64, first_odd: u64) -> u64 {
     // Rounding the factor up to odd keeps the multiple odd.
     let factor = first_odd.div_ceil(prime) | 1;
-    let multiple = (factor * prime).max(prime * prime);
-    (multiple - first_odd) / 2
+    (factor * prime - first_odd) / 2
 }
 
 /// The presieve pattern for a range starting at `first_odd`: bit `i` (counting across words)
@@ -170,51 +205,50 @@ fn first_multiple_index(prime: u64, first_odd: u64) -> u64 {
 fn presieve_pattern(first_odd: u64, range_words: u64) -> Vec<u64> {
     let words = range_words.min(PRESIEVE_PERIOD as u64) as usize;
     let mut pattern = vec![u64::MAX; words];
-    let total_bits = words * 64;
     for &prime in &PRESIEVED_PRIMES {
-        let factor = first_odd.div_ceil(prime) | 1;
-        let step = prime as usize;
-        let mut bit = ((factor * prime - first_odd) / 2) as usize;
-        while bit < total_bits {
-            pattern[bit / 64] &= !(1u64 << (bit % 64));
-            bit += step;
-        }
+        let first = odd_multiple_index(prime, first_odd);
+        cross_off(&mut pattern, first as usize, prime as usize);
     }
     pattern
 }
 
 /// Fills `words` (a segment whose first bit is range bit `segment_start`, a multiple of 64)
-/// with the matching words of the presieve pattern. A pattern shorter than a period is only
-/// ever asked for words it holds (the whole range fits in it), so it never wraps.
+/// with the matching words of the presieve pattern, repeating it. A pattern shorter than a
+/// period is only ever asked for words it holds (the whole range fits in it), so it never
+/// repeats.
 fn fill_from_pattern(words: &mut [u64], pattern: &[u64], segment_start: u64) {
-    let mut phase = ((segment_start / 64) % PRESIEVE_PERIOD as u64) as usize;
-    let mut filled = 0;
-    while filled < words.len() {
-        let take = (words.len() - filled).min(pattern.len() - phase);
-        words[filled..filled + take].copy_from_slice(&pattern[phase..phase + take]);
-        filled += take;
-        phase = 0;
+    let phase = (segment_start / 64) % PRESIEVE_PERIOD_WORDS;
+    let source = pattern.iter().cycle().skip(phase as usize);
+    for (word, &value) in words.iter_mut().zip(source) {
+        *word = value;
     }
 }
 
 /// The odd primes up to and including `limit` (which must fit the sieve's memory: it is at most
 /// `sqrt(MAX_PRIME_RANGE_END)` = 2^24 here), by a plain sieve over odd numbers.
+// With limit <= 2^24, every number and index here is below 2^25.
+#[allow(clippy::arithmetic_side_effects)]
 fn odd_primes_up_to(limit: u64) -> Vec<u32> {
     if limit < 3 {
         return Vec::new();
     }
     let limit = limit as usize;
-    // is_composite[i] stands for the odd number 2 * i + 1.
+    // is_composite[i] stands for the odd number 2 * i + 1, up to the last odd number <= limit.
     let mut is_composite = vec![false; limit.div_ceil(2)];
-    is_composite[0] = true; // 1 is not prime
+    if let Some(one) = is_composite.first_mut() {
+        *one = true; // 1 is not prime
+    }
     let mut index = 1;
     while (2 * index + 1) * (2 * index + 1) <= limit {
-        if !is_composite[index] {
+        if is_composite.get(index) == Some(&false) {
             let prime = 2 * index + 1;
-            let mut multiple = prime * prime;
-            while multiple <= limit {
-                is_composite[multiple / 2] = true;
-                multiple += 2 * prime;
+            // The odd multiples from prime * prime on are `prime` entries apart.
+            for composite in is_composite
+                .iter_mut()
+                .skip(prime * prime / 2)
+                .step_by(prime)
+            {
+                *composite = true;
             }
         }
         index += 1;

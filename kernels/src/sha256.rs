@@ -5,6 +5,7 @@
 //! (`nonce.to_le_bytes()`). Leading zero bits are counted from the most significant bit of the
 //! first digest byte. A found nonce is verified with one hash ([`meets_target`]).
 
+use sha2::digest::generic_array::GenericArray;
 use sha2::{Digest, Sha256};
 
 /// SHA-256 of `data`.
@@ -14,6 +15,8 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
 
 /// Number of leading zero bits of `digest`, reading byte 0 first and each byte from its most
 /// significant bit; 256 for the all-zero digest.
+// The count grows by at most 8 per byte of 32: it never passes 256.
+#[allow(clippy::arithmetic_side_effects)]
 pub fn leading_zero_bits(digest: &[u8; 32]) -> u32 {
     let mut zeros = 0;
     for &byte in digest {
@@ -81,47 +84,47 @@ const INITIAL_STATE: [u32; 8] = [
 struct NonceHasher {
     /// The state after the prefix's whole 64-byte blocks.
     midstate: [u32; 8],
-    /// The final block(s): the prefix's leftover bytes, the nonce, the 0x80 marker, zeros and
-    /// the message length in bits (big-endian). Only the nonce bytes change between nonces.
-    tail: [u8; 128],
-    /// 64 or 128: how much of `tail` is hashed.
-    tail_len: usize,
+    /// The final block(s), 64 or 128 bytes: the prefix's leftover bytes, the nonce, the 0x80
+    /// marker, zeros and the message length in bits (big-endian). Only the nonce bytes change
+    /// between nonces.
+    tail: Vec<u8>,
     /// Where in `tail` the nonce goes.
     nonce_offset: usize,
 }
 
 impl NonceHasher {
     fn new(prefix: &[u8]) -> Self {
-        let whole_blocks = prefix.len() / 64 * 64;
+        let blocks = prefix.chunks_exact(64);
+        let leftover = blocks.remainder();
         let mut midstate = INITIAL_STATE;
-        for block in prefix[..whole_blocks].chunks_exact(64) {
+        for block in blocks {
             compress_block(&mut midstate, block);
         }
-        let leftover = &prefix[whole_blocks..];
-        let nonce_offset = leftover.len();
-        // Leftover, 8 nonce bytes, the 0x80 byte and the 8-byte length must fit.
-        let tail_len = if nonce_offset + 8 + 1 + 8 <= 64 {
-            64
-        } else {
-            128
-        };
-        let mut tail = [0u8; 128];
-        tail[..nonce_offset].copy_from_slice(leftover);
-        tail[nonce_offset + 8] = 0x80;
-        let message_bits = (prefix.len() as u64 + 8) * 8;
-        tail[tail_len - 8..tail_len].copy_from_slice(&message_bits.to_be_bytes());
+        let mut tail = Vec::with_capacity(128);
+        tail.extend_from_slice(leftover);
+        let nonce_offset = tail.len();
+        tail.extend_from_slice(&[0; 8]);
+        tail.push(0x80);
+        // The length takes the last 8 bytes of the final block: one block if they still fit.
+        tail.resize(if tail.len() <= 56 { 56 } else { 120 }, 0);
+        // SHA-256 pads with the message length in bits modulo 2^64.
+        let message_bits = (prefix.len() as u64).wrapping_add(8).wrapping_mul(8);
+        tail.extend_from_slice(&message_bits.to_be_bytes());
         Self {
             midstate,
             tail,
-            tail_len,
             nonce_offset,
         }
     }
 
     fn hash(&mut self, nonce: u64) -> [u8; 32] {
-        self.tail[self.nonce_offset..self.nonce_offset + 8].copy_from_slice(&nonce.to_le_bytes());
+        // `new` leaves 8 bytes for the nonce at `nonce_offset`, so the slot is always there.
+        let slot = self.tail.get_mut(self.nonce_offset..);
+        if let Some(slot) = slot.and_then(|rest| rest.first_chunk_mut()) {
+            *slot = nonce.to_le_bytes();
+        }
         let mut state = self.midstate;
-        for block in self.tail[..self.tail_len].chunks_exact(64) {
+        for block in self.tail.chunks_exact(64) {
             compress_block(&mut state, block);
         }
         let mut digest = [0u8; 32];
@@ -132,8 +135,10 @@ impl NonceHasher {
     }
 }
 
+/// Runs the SHA-256 compression function on one 64-byte block. `from_slice` asserts the length;
+/// both callers hand it the pieces of `chunks_exact(64)`, so it holds.
 fn compress_block(state: &mut [u32; 8], block: &[u8]) {
-    let block = sha2::digest::generic_array::GenericArray::from_slice(block);
+    let block = GenericArray::from_slice(block);
     sha2::compress256(state, std::slice::from_ref(block));
 }
 
