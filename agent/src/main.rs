@@ -11,6 +11,7 @@
 //! [`client::link::Link`]; this binary adds the socket, the threads and the file.
 
 mod args;
+mod retry;
 mod session;
 mod state;
 mod target;

@@ -2,20 +2,25 @@
 //! and pace reconnects, feeds leases to the [`Pool`] and sends its results back.
 //!
 //! One thread owns the socket. Its read has a short timeout, so heartbeats and finished
-//! results go out on time however long the workers compute.
+//! results go out on time however long the workers compute. A socket call cut short by a
+//! signal (as when the agent is stopped and continued) is made again, never taken for a lost
+//! connection: see [`crate::retry`].
 
+use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
 use client::link::{Identity, Link, LinkEvent, LinkState};
 use shared_protocol::{encode, ErrorCode, HttpError, ToClient, ToCoordinator, Work, WorkResult};
 use tungstenite::client::IntoClientRequest;
+use tungstenite::handshake::client::Request;
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Connector, HandshakeError, Message, WebSocket};
 
+use crate::retry::{ws_verdict, Restarting, Verdict};
 use crate::state;
 use crate::work::{Cancelled, Done, Pool};
 
@@ -44,11 +49,14 @@ pub struct Refusal {
     pub message: String,
 }
 
-/// Milliseconds since the Unix epoch, the clock the [`Link`] runs on.
+/// Milliseconds since the agent first read this clock: the clock the [`Link`] runs on (its
+/// heartbeat timer). It is monotonic, so a wall clock set back (by NTP after a resume, say)
+/// cannot hold heartbeats back. After a long stop the next heartbeat is due at once, and one
+/// goes out, not one per interval missed: [`Link::poll_heartbeat`] schedules from `now`.
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    static START: OnceLock<Instant> = OnceLock::new();
+    let start = *START.get_or_init(Instant::now);
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A number in [0, 1) for the backoff's jitter, from the clock's nanoseconds mixed with the
@@ -112,7 +120,8 @@ pub fn chunk_line(lease_id: u64, work: &Work, result: &WorkResult, compute_ms: u
     )
 }
 
-type Socket = WebSocket<MaybeTlsStream<TcpStream>>;
+/// The agent's socket: TLS (or not) over a TCP stream whose calls signals cannot cut short.
+type Socket = WebSocket<MaybeTlsStream<Restarting<TcpStream>>>;
 
 /// The TLS client settings for `wss://`: the Mozilla root certificates (webpki-roots) and
 /// those of `ca_file`, with rustls on ring.
@@ -146,6 +155,7 @@ pub fn tls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>> {
 }
 
 /// Why a connection attempt failed.
+#[derive(Debug)]
 enum ConnectError {
     /// The coordinator answered the upgrade with an error (e.g. `404 swarm_not_found`).
     Refused(HttpError),
@@ -189,19 +199,30 @@ fn connect(
         s.set_write_timeout(Some(CONNECT_TIMEOUT))
     };
     setup(&stream).map_err(|e| other(e.into()))?;
-    // Plain for ws://, TLS for wss:// (tungstenite picks by the scheme).
+    let ws = upgrade(request, stream, tls)?;
+    let tcp = match ws.get_ref() {
+        MaybeTlsStream::Plain(tcp) => tcp.get_ref(),
+        MaybeTlsStream::Rustls(tls) => tls.get_ref().get_ref(),
+        _ => return Err(other(anyhow!("unexpected stream type"))),
+    };
+    tcp.set_read_timeout(Some(POLL))
+        .map_err(|e| other(e.into()))?;
+    Ok(ws)
+}
+
+/// The WebSocket upgrade over a connected `stream`, with TLS for `wss://` (tungstenite picks by
+/// the scheme). The stream is made [`Restarting`] first, so that a stop and continue during
+/// the upgrade does not fail it.
+fn upgrade<S: Read + Write>(
+    request: Request,
+    stream: S,
+    tls: &Arc<rustls::ClientConfig>,
+) -> std::result::Result<WebSocket<MaybeTlsStream<Restarting<S>>>, ConnectError> {
+    let other = |err: anyhow::Error| ConnectError::Other(err);
     let connector = Connector::Rustls(Arc::clone(tls));
+    let stream = Restarting::new(stream);
     match tungstenite::client_tls_with_config(request, stream, None, Some(connector)) {
-        Ok((ws, _)) => {
-            let tcp = match ws.get_ref() {
-                MaybeTlsStream::Plain(tcp) => tcp,
-                MaybeTlsStream::Rustls(tls) => tls.get_ref(),
-                _ => return Err(other(anyhow!("unexpected stream type"))),
-            };
-            tcp.set_read_timeout(Some(POLL))
-                .map_err(|e| other(e.into()))?;
-            Ok(ws)
-        }
+        Ok((ws, _)) => Ok(ws),
         Err(HandshakeError::Failure(tungstenite::Error::Http(response))) => {
             let status = response.status();
             let body = response.body().as_deref().unwrap_or_default();
@@ -211,30 +232,28 @@ fn connect(
             }
         }
         Err(HandshakeError::Failure(err)) => Err(other(anyhow!(err).context("WebSocket upgrade"))),
+        // tungstenite's name for `WouldBlock`: here the read timeout of `CONNECT_TIMEOUT`.
         Err(HandshakeError::Interrupted(_)) => Err(other(anyhow!("the upgrade timed out"))),
     }
 }
 
-fn send(ws: &mut Socket, message: &ToCoordinator) -> Result<()> {
-    ws.send(Message::text(encode(message)))
-        .context("sending to the coordinator")
+fn send<S: Read + Write>(ws: &mut WebSocket<S>, message: &ToCoordinator) -> Result<()> {
+    let mut sent = ws.send(Message::text(encode(message)));
+    // After an IO error the frame waits in tungstenite's buffer; when a signal cut the write
+    // short, flushing sends the rest. (A [`Restarting`] stream never reports one; this keeps the
+    // loop right over any stream.) A write timeout is a lost connection: the coordinator took
+    // nothing for `CONNECT_TIMEOUT`.
+    while matches!(&sent, Err(err) if ws_verdict(err) == Verdict::Again) {
+        sent = ws.flush();
+    }
+    sent.context("sending to the coordinator")
 }
 
 /// The agent's life: connect, compute, reconnect with the link's backoff; returns only when
 /// the coordinator refused the identity for good.
 pub fn run(config: Config) -> Result<Refusal> {
-    let (done_tx, done_rx) = mpsc::channel();
-    let pool = Pool::start(config.workers, done_tx);
     let mut link = Link::new(config.identity.clone());
-    let mut agent = Agent {
-        config,
-        pool,
-        done: done_rx,
-        totals: Totals::default(),
-        started: Instant::now(),
-        totals_at: Instant::now() + TOTALS_EVERY,
-        bench_lease: None,
-    };
+    let mut agent = Agent::new(config);
     let tls = tls_config(agent.config.ca_file.as_deref())?;
     loop {
         match connect(&agent.config.ws_url, &tls) {
@@ -299,6 +318,21 @@ struct Agent {
 }
 
 impl Agent {
+    /// Starts the worker threads.
+    fn new(config: Config) -> Self {
+        let (done_tx, done_rx) = mpsc::channel();
+        let pool = Pool::start(config.workers, done_tx);
+        Self {
+            config,
+            pool,
+            done: done_rx,
+            totals: Totals::default(),
+            started: Instant::now(),
+            totals_at: Instant::now() + TOTALS_EVERY,
+            bench_lease: None,
+        }
+    }
+
     /// Waits out a reconnect delay, discarding results of the forgotten connection.
     fn idle(&mut self, delay: Duration) {
         let until = Instant::now() + delay;
@@ -311,7 +345,11 @@ impl Agent {
     }
 
     /// One connection, from hello to close. Returns how it ended.
-    fn session(&mut self, ws: &mut Socket, link: &mut Link) -> Result<String> {
+    fn session<S: Read + Write>(
+        &mut self,
+        ws: &mut WebSocket<S>,
+        link: &mut Link,
+    ) -> Result<String> {
         send(ws, &link.on_open())?;
         loop {
             match ws.read() {
@@ -326,15 +364,17 @@ impl Agent {
                     })
                 }
                 Ok(_) => {}
-                Err(tungstenite::Error::Io(err))
-                    if matches!(
-                        err.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
                 Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
                     return Ok("connection closed".into())
                 }
-                Err(err) => return Err(anyhow!(err).context("reading from the coordinator")),
+                // Nothing arrived within `POLL`, or a signal cut the read short: tungstenite
+                // keeps a partly read frame, so the next read goes on where this one stopped.
+                Err(err) => match ws_verdict(&err) {
+                    Verdict::TimedOut | Verdict::Again => {}
+                    Verdict::Lost => {
+                        return Err(anyhow!(err).context("reading from the coordinator"))
+                    }
+                },
             }
             while let Ok(done) = self.done.try_recv() {
                 self.on_done(ws, link, done)?;
@@ -413,7 +453,12 @@ impl Agent {
         Ok(())
     }
 
-    fn on_done(&mut self, ws: &mut Socket, link: &Link, done: Done) -> Result<()> {
+    fn on_done<S: Read + Write>(
+        &mut self,
+        ws: &mut WebSocket<S>,
+        link: &Link,
+        done: Done,
+    ) -> Result<()> {
         if !self.pool.finish(done.epoch, done.lease_id) {
             return Ok(());
         }
@@ -450,6 +495,9 @@ impl Agent {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::VecDeque;
+    use std::io::{self, Cursor};
+    use tungstenite::protocol::Role;
 
     #[test]
     fn jitter_is_a_fraction() {
@@ -484,7 +532,254 @@ mod tests {
     }
 
     #[test]
-    fn the_clock_is_in_epoch_milliseconds() {
-        assert!(now_ms() > 1_700_000_000_000);
+    fn the_link_clock_counts_milliseconds_and_never_goes_back() {
+        let before = now_ms();
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(now_ms() >= before + 5);
+    }
+
+    /// What the coordinator's end of a [`FakeCoordinator`] gives the agent's next read.
+    enum Step {
+        /// A signal cuts the read short (`EINTR`, as after a stop and continue).
+        Interrupt,
+        /// The read timeout passes.
+        Timeout,
+        /// The answer to the upgrade request written so far.
+        Upgrade,
+        /// These bytes.
+        Bytes(Vec<u8>),
+        /// A close frame, once the agent has sent this many text messages (read timeouts until
+        /// then).
+        CloseAfter(usize),
+    }
+
+    /// A connection with a scripted coordinator at the other end. With `interrupt_writes`,
+    /// a signal cuts every write and flush short once before it goes through.
+    struct FakeCoordinator {
+        steps: VecDeque<Step>,
+        interrupt_writes: bool,
+        write_interrupted: bool,
+        flush_interrupted: bool,
+        written: Vec<u8>,
+        /// Where the agent's frames start in `written`, after its upgrade request.
+        frames_from: usize,
+        deadline: Instant,
+    }
+
+    impl FakeCoordinator {
+        fn new(steps: impl IntoIterator<Item = Step>) -> Self {
+            Self {
+                steps: steps.into_iter().collect(),
+                interrupt_writes: true,
+                write_interrupted: false,
+                flush_interrupted: false,
+                written: Vec::new(),
+                frames_from: 0,
+                deadline: Instant::now() + Duration::from_secs(60),
+            }
+        }
+
+        /// The messages the agent sent, in order.
+        fn sent(&self) -> Vec<ToCoordinator> {
+            let wire = Cursor::new(self.written[self.frames_from..].to_vec());
+            let mut ws = WebSocket::from_raw_socket(wire, Role::Server, None);
+            let mut sent = Vec::new();
+            while let Ok(message) = ws.read() {
+                if let Message::Text(text) = message {
+                    sent.push(serde_json::from_str(&text).unwrap());
+                }
+            }
+            sent
+        }
+
+        fn upgrade_response(&self) -> Vec<u8> {
+            let request = String::from_utf8_lossy(&self.written);
+            let key = request
+                .lines()
+                .find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case("sec-websocket-key")
+                        .then(|| value.trim().to_owned())
+                })
+                .expect("the upgrade request has a key");
+            format!(
+                "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+                 Sec-WebSocket-Accept: {}\r\n\r\n",
+                tungstenite::handshake::derive_accept_key(key.as_bytes())
+            )
+            .into_bytes()
+        }
+    }
+
+    /// An unmasked frame (as a server sends) with this opcode.
+    fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![0x80 | opcode];
+        match u8::try_from(payload.len()) {
+            Ok(len) if len < 126 => out.push(len),
+            _ => {
+                out.push(126);
+                out.extend(u16::try_from(payload.len()).unwrap().to_be_bytes());
+            }
+        }
+        out.extend(payload);
+        out
+    }
+
+    fn text_frame(text: &str) -> Vec<u8> {
+        frame(0x1, text.as_bytes())
+    }
+
+    impl io::Read for FakeCoordinator {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            assert!(Instant::now() < self.deadline, "the agent never got there");
+            let bytes = match self.steps.pop_front() {
+                None => return Ok(0),
+                Some(Step::Interrupt) => return Err(io::ErrorKind::Interrupted.into()),
+                Some(Step::Timeout) => return Err(io::ErrorKind::WouldBlock.into()),
+                Some(Step::Upgrade) => {
+                    self.frames_from = self.written.len();
+                    self.upgrade_response()
+                }
+                Some(Step::Bytes(bytes)) => bytes,
+                Some(Step::CloseAfter(n)) => {
+                    if self.sent().len() < n {
+                        self.steps.push_front(Step::CloseAfter(n));
+                        std::thread::sleep(Duration::from_millis(1));
+                        return Err(io::ErrorKind::WouldBlock.into());
+                    }
+                    frame(0x8, &1000u16.to_be_bytes())
+                }
+            };
+            let n = bytes.len().min(buf.len());
+            buf[..n].copy_from_slice(&bytes[..n]);
+            if n < bytes.len() {
+                self.steps.push_front(Step::Bytes(bytes[n..].to_vec()));
+            }
+            Ok(n)
+        }
+    }
+
+    impl io::Write for FakeCoordinator {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.write_interrupted = self.interrupt_writes && !self.write_interrupted;
+            if self.write_interrupted {
+                return Err(io::ErrorKind::Interrupted.into());
+            }
+            self.written.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            self.flush_interrupted = self.interrupt_writes && !self.flush_interrupted;
+            if self.flush_interrupted {
+                return Err(io::ErrorKind::Interrupted.into());
+            }
+            Ok(())
+        }
+    }
+
+    fn test_agent() -> (Agent, Link) {
+        let identity = Identity::Device {
+            name: "test".into(),
+            capabilities: shared_protocol::Capabilities {
+                cores: 1,
+                memory_mb: None,
+                gpu: false,
+                agent: shared_protocol::AgentClass::Native,
+            },
+            credential: None,
+            invite: None,
+        };
+        let agent = Agent::new(Config {
+            ws_url: "ws://127.0.0.1:8787/s/test/ws".into(),
+            swarm_id: "test".into(),
+            state_path: std::env::temp_dir().join("ostrich-agent-never-written.json"),
+            workers: 1,
+            identity: identity.clone(),
+            ca_file: None,
+        });
+        (agent, Link::new(identity))
+    }
+
+    #[test]
+    fn signals_during_a_session_keep_the_connection_and_its_leases() {
+        let lease = ToClient::Lease {
+            lease_id: 7,
+            job_id: "job".into(),
+            work: Work::PrimeCount { lo: 0, hi: 100 },
+            deadline_ms: 60_000,
+        };
+        let coordinator = FakeCoordinator::new([
+            Step::Interrupt,
+            Step::Bytes(text_frame(&encode(&lease))),
+            Step::Interrupt,
+            Step::Timeout,
+            Step::Interrupt,
+            // The hello, then the lease's result.
+            Step::CloseAfter(2),
+        ]);
+        // The bare stream, not a `Restarting` one: the loop itself must not take a signal for
+        // a lost connection.
+        let mut ws = WebSocket::from_raw_socket(coordinator, Role::Client, None);
+        let (mut agent, mut link) = test_agent();
+        let ended = agent
+            .session(&mut ws, &mut link)
+            .expect("the session outlives the signals");
+        assert!(ended.starts_with("closed by the coordinator"), "{ended}");
+        let sent = ws.get_ref().sent();
+        assert!(matches!(sent[0], ToCoordinator::Hello(_)), "{sent:?}");
+        assert!(
+            matches!(
+                sent[1],
+                ToCoordinator::ChunkResult {
+                    lease_id: 7,
+                    result: WorkResult::PrimeCount { count: 25 },
+                    ..
+                }
+            ),
+            "{sent:?}"
+        );
+        assert_eq!(agent.totals.chunks, 1);
+    }
+
+    #[test]
+    fn a_lost_connection_is_still_lost() {
+        let coordinator = FakeCoordinator::new([Step::Interrupt, Step::Timeout]);
+        let mut ws = WebSocket::from_raw_socket(coordinator, Role::Client, None);
+        let (mut agent, mut link) = test_agent();
+        // The script runs out: the peer closed the TCP stream without a close frame.
+        let err = agent.session(&mut ws, &mut link).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("reading from the coordinator"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn signals_during_the_upgrade_neither_fail_it_nor_reach_the_socket_loop() {
+        let coordinator = FakeCoordinator::new([
+            Step::Interrupt,
+            Step::Upgrade,
+            Step::Interrupt,
+            Step::Bytes(text_frame("after a stop")),
+        ]);
+        let request = "ws://127.0.0.1:8787/s/test/ws"
+            .into_client_request()
+            .unwrap();
+        let tls = tls_config(None).unwrap();
+        let mut ws = upgrade(request, coordinator, &tls).expect("the upgrade succeeds");
+        // Under the socket, signals are made good before tungstenite sees them.
+        assert_eq!(ws.read().unwrap(), Message::text("after a stop"));
+        ws.send(Message::text(encode(&ToCoordinator::Heartbeat {
+            seen: None,
+        })))
+        .unwrap();
+        let MaybeTlsStream::Plain(stream) = ws.get_ref() else {
+            panic!("ws:// is plain")
+        };
+        assert_eq!(
+            stream.get_ref().sent(),
+            [ToCoordinator::Heartbeat { seen: None }]
+        );
     }
 }

@@ -130,6 +130,8 @@ pub struct Link {
     heartbeat_interval_ms: u64,
     next_heartbeat_at: Option<u64>,
     heartbeat_sent_at: Option<u64>,
+    /// The `seq` of the last snapshot received on this connection (dashboards).
+    seen_seq: Option<u64>,
     refusal: Option<(ErrorCode, String)>,
 }
 
@@ -142,6 +144,7 @@ impl Link {
             heartbeat_interval_ms: 10_000,
             next_heartbeat_at: None,
             heartbeat_sent_at: None,
+            seen_seq: None,
             refusal: None,
         }
     }
@@ -229,7 +232,10 @@ impl Link {
                 },
                 None => LinkEvent::Nothing,
             },
-            ToClient::Snapshot(snapshot) => LinkEvent::Snapshot(Box::new(snapshot)),
+            ToClient::Snapshot(snapshot) => {
+                self.seen_seq = Some(snapshot.seq);
+                LinkEvent::Snapshot(Box::new(snapshot))
+            }
             // Owner commands go over HTTP from this client; a reply here is not ours to handle.
             ToClient::OwnerResult { .. } => LinkEvent::Nothing,
             ToClient::Lease {
@@ -289,7 +295,10 @@ impl Link {
         }
         self.next_heartbeat_at = Some(now + self.heartbeat_interval_ms);
         self.heartbeat_sent_at = Some(now);
-        Some(ToCoordinator::Heartbeat {})
+        // A dashboard tells which snapshot it read last, so the coordinator knows it reads.
+        Some(ToCoordinator::Heartbeat {
+            seen: self.seen_seq,
+        })
     }
 
     /// The socket closed (or never opened). Returns the delay before reconnecting, or `None`
@@ -297,6 +306,7 @@ impl Link {
     pub fn on_close(&mut self, now: u64, random: f64) -> Option<u64> {
         self.next_heartbeat_at = None;
         self.heartbeat_sent_at = None;
+        self.seen_seq = None;
         if let Some((code, message)) = self.refusal.clone() {
             self.state = LinkState::Refused { code, message };
             return None;
@@ -462,7 +472,7 @@ mod tests {
         assert_eq!(link.poll_heartbeat(10_999), None);
         assert_eq!(
             link.poll_heartbeat(11_000),
-            Some(ToCoordinator::Heartbeat {})
+            Some(ToCoordinator::Heartbeat { seen: None })
         );
         assert_eq!(
             link.on_message(11_042, ToClient::HeartbeatAck { server_time_ms: 5 }),
@@ -475,6 +485,58 @@ mod tests {
             None,
             "no heartbeats while disconnected"
         );
+    }
+
+    #[test]
+    fn a_dashboards_heartbeat_says_which_snapshot_it_read() {
+        let mut link = Link::new(Identity::Dashboard { owner_key: None });
+        link.on_open();
+        link.on_message(
+            0,
+            ToClient::Welcome {
+                protocol: PROTOCOL_VERSION,
+                swarm_id: "s".into(),
+                swarm_name: "n".into(),
+                role: WelcomeRole::Dashboard { owner: false },
+                heartbeat_interval_ms: 10_000,
+                offline_after_ms: 60_000,
+            },
+        );
+        let snapshot = shared_protocol::SwarmSnapshot {
+            swarm_id: "s".into(),
+            swarm_name: "n".into(),
+            now_ms: 1,
+            seq: 41,
+            device_total: 0,
+            online: 0,
+            run_state: shared_protocol::RunState::Running,
+            throttle_percent: 100,
+            jobs: vec![],
+            devices: vec![],
+            log: vec![],
+            counters: shared_protocol::Counters::default(),
+        };
+        link.on_message(5_000, ToClient::Snapshot(snapshot));
+        assert_eq!(
+            link.poll_heartbeat(10_000),
+            Some(ToCoordinator::Heartbeat { seen: Some(41) })
+        );
+    }
+
+    #[test]
+    fn after_a_long_stop_one_heartbeat_goes_out_not_one_per_missed_interval() {
+        let mut link = device(None);
+        link.on_open();
+        link.on_message(0, welcome(None));
+        // Stopped (Ctrl-Z, SIGSTOP, a frozen cgroup) for ten minutes: sixty intervals missed.
+        let resumed = 600_000;
+        assert_eq!(
+            link.poll_heartbeat(resumed),
+            Some(ToCoordinator::Heartbeat { seen: None })
+        );
+        assert_eq!(link.poll_heartbeat(resumed), None, "no burst");
+        assert_eq!(link.next_heartbeat_at(), Some(resumed + 10_000));
+        assert_eq!(link.state(), &LinkState::Online, "the pause is no failure");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::cell::RefCell;
 use serde::{Deserialize, Serialize};
 use shared_protocol::{ErrorCode, ResolveCodeResponse};
 use swarm_core::directory::{CodeDirectory, CodeEntry, DirectoryLimits};
+use swarm_core::StoreOp;
 use worker::{
     durable_object, wasm_bindgen, DurableObject, Env, Request, Response, Result, State, Stub,
 };
@@ -32,8 +33,10 @@ pub fn stub_for_hash(env: &Env, code_hash: &str) -> Result<Stub> {
         .get_stub()
 }
 
-const SCHEMA: &str =
-    "CREATE TABLE IF NOT EXISTS codes (code_hash TEXT PRIMARY KEY, swarm_id TEXT NOT NULL, expires_ms INTEGER NOT NULL)";
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS codes (code_hash TEXT PRIMARY KEY, swarm_id TEXT NOT NULL, expires_ms INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS guesses (at_ms INTEGER NOT NULL, source TEXT NOT NULL)",
+];
 
 #[derive(Deserialize)]
 struct Row {
@@ -75,7 +78,18 @@ impl DurableObject for CodeDirectoryObject {
                 for hash in self.with(|d| d.take_expired(now)) {
                     sql.exec("DELETE FROM codes WHERE code_hash = ?", vec![hash.into()])?;
                 }
-                match self.with(|d| d.resolve(now, &lookup.code_hash, &lookup.client)) {
+                let result = self.with(|d| d.resolve(now, &lookup.code_hash, &lookup.client));
+                // Wrong guesses are stored before the answer, so the limit survives a restart.
+                for write in self.with(CodeDirectory::take_writes) {
+                    match write {
+                        StoreOp::PutGuess(guess) => crate::object::put_guess(&sql, &guess)?,
+                        StoreOp::PruneGuesses { before_ms } => {
+                            crate::object::prune_guesses(&sql, before_ms)?
+                        }
+                        _ => {}
+                    }
+                }
+                match result {
                     Ok(swarm_id) => json_response(200, &ResolveCodeResponse { swarm_id }),
                     Err(refusal) => refusal_response(&refusal),
                 }
@@ -86,12 +100,14 @@ impl DurableObject for CodeDirectoryObject {
 }
 
 impl CodeDirectoryObject {
+    /// Runs `f` on the directory (loaded by `ensure_loaded` before every request; an empty
+    /// one stands in rather than a panic should it not be).
     fn with<T>(&self, f: impl FnOnce(&mut CodeDirectory) -> T) -> T {
-        f(self
-            .directory
-            .borrow_mut()
-            .as_mut()
-            .expect("loaded before use"))
+        let mut directory = self.directory.borrow_mut();
+        let directory = directory.get_or_insert_with(|| {
+            CodeDirectory::new(DirectoryLimits::default(), Vec::new(), 0, Vec::new())
+        });
+        f(directory)
     }
 
     fn ensure_loaded(&self) -> Result<()> {
@@ -99,7 +115,9 @@ impl CodeDirectoryObject {
             return Ok(());
         }
         let sql = self.state.storage().sql();
-        sql.exec(SCHEMA, None)?;
+        for statement in SCHEMA {
+            sql.exec(statement, None)?;
+        }
         let entries = sql
             .exec("SELECT code_hash, swarm_id, expires_ms FROM codes", None)?
             .to_array::<Row>()?
@@ -110,8 +128,14 @@ impl CodeDirectoryObject {
                 expires_ms: row.expires_ms as u64,
             })
             .collect();
-        *self.directory.borrow_mut() =
-            Some(CodeDirectory::new(DirectoryLimits::default(), entries));
+        let guesses = crate::object::load_guesses(&sql)?;
+        let now = worker::Date::now().as_millis();
+        *self.directory.borrow_mut() = Some(CodeDirectory::new(
+            DirectoryLimits::default(),
+            entries,
+            now,
+            guesses,
+        ));
         Ok(())
     }
 }

@@ -17,6 +17,24 @@
 //! (`ALLOWED_ORIGINS`) get CORS headers. This file is glue: validation lives in
 //! `shared-protocol`, decisions in `swarm-core`.
 
+// No panic reachable from input, by construction: the constructs that can panic are denied
+// outside tests, and each remaining one carries an `allow` saying why it cannot fire. (A
+// panic would reset the Wasm instance that every object of this isolate shares.)
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::string_slice,
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented,
+        clippy::arithmetic_side_effects
+    )
+)]
+
 mod config;
 mod directory;
 mod http;
@@ -87,7 +105,7 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
 
 async fn create_swarm(mut req: Request, env: &Env) -> Result<Response> {
     let request = match decode_body::<CreateSwarmRequest>(&mut req).await {
-        Ok(request) => request,
+        Ok(request) => request.into_inner(),
         Err(resp) => return resp,
     };
     let mut rng = Rng::from_seed(object::random_seed()?);
@@ -120,7 +138,7 @@ async fn create_swarm(mut req: Request, env: &Env) -> Result<Response> {
 /// swarm id or a rate-limited refusal.
 async fn resolve_code(mut req: Request, env: &Env) -> Result<Response> {
     let request = match decode_body::<ResolveCodeRequest>(&mut req).await {
-        Ok(request) => request,
+        Ok(request) => request.into_inner(),
         Err(resp) => return resp,
     };
     let Some(canonical) = normalize_code(&request.code) else {

@@ -11,7 +11,10 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use shared_protocol::{ErrorCode, OwnerCommand, RunState, SwarmInfo, SwarmStats};
 use swarm_core::directory::CodeEntry;
-use swarm_core::{ConnId, Millis, Output, SocketAttachment, StoreOp, Stored, SwarmCore, SwarmMeta};
+use swarm_core::{
+    ConnId, GuessRecord, Millis, Output, PartRecord, SocketAttachment, StoreOp, Stored, SwarmCore,
+    SwarmMeta,
+};
 use worker::{
     durable_object, wasm_bindgen, DurableObject, Env, Headers, Request, Response, Result,
     SqlStorageValue, State, WebSocket, WebSocketIncomingMessage, WebSocketPair,
@@ -35,6 +38,9 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS jobs (job_id TEXT PRIMARY KEY, record TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS pixels (job_id TEXT NOT NULL, first_row INTEGER NOT NULL, \
      counts BLOB NOT NULL, PRIMARY KEY (job_id, first_row))",
+    "CREATE TABLE IF NOT EXISTS parts (job_id TEXT NOT NULL, lo INTEGER NOT NULL, \
+     record TEXT NOT NULL, PRIMARY KEY (job_id, lo))",
+    "CREATE TABLE IF NOT EXISTS guesses (at_ms INTEGER NOT NULL, source TEXT NOT NULL)",
 ];
 
 #[derive(Deserialize)]
@@ -99,17 +105,22 @@ impl DurableObject for SwarmObject {
                 None => error_response(ErrorCode::SwarmNotFound, "no such swarm"),
             },
             "/stats" => self.stats(&req).await,
-            path if path.starts_with("/image/") => self.image(&path["/image/".len()..]),
-            path if path.starts_with("/jobs/") => {
-                let job_id = &path["/jobs/".len()..];
-                match self.with_core(|core| core.job(job_id)) {
-                    Some(job) => json_response(200, &job),
-                    None => error_response(ErrorCode::NotFound, "no such job"),
+            path => {
+                if let Some(job_id) = path.strip_prefix("/image/") {
+                    return self.image(job_id);
+                }
+                if let Some(job_id) = path.strip_prefix("/jobs/") {
+                    return match self.with_core(|core| core.job(job_id)) {
+                        Some(job) => json_response(200, &job),
+                        None => error_response(ErrorCode::NotFound, "no such job"),
+                    };
+                }
+                match path {
+                    "/owner" => self.owner(&mut req).await,
+                    "/ws" => self.accept(&req).await,
+                    _ => error_response(ErrorCode::NotFound, "no such endpoint"),
                 }
             }
-            "/owner" => self.owner(&mut req).await,
-            "/ws" => self.accept(&req).await,
-            _ => error_response(ErrorCode::NotFound, "no such endpoint"),
         }
     }
 
@@ -164,12 +175,14 @@ impl SwarmObject {
                     .with_status(426),
             );
         }
+        // The client's address, for the code-guessing limit (set by the platform in production).
+        let source = req.headers().get("cf-connecting-ip")?.unwrap_or_default();
         let pair = WebSocketPair::new()?;
         self.state.accept_web_socket(&pair.server);
         // Attachments cross into JavaScript, whose numbers hold 53 bits exactly.
         let conn = ConnId(u64::from_le_bytes(random_bytes::<8>()?) & ((1 << 53) - 1));
         self.sockets.borrow_mut().insert(conn, pair.server);
-        self.with_core(|core| core.handle_connect(now(), conn));
+        self.with_core(|core| core.handle_connect(now(), conn, &source));
         self.drain().await?;
         Response::from_websocket(pair.client)
     }
@@ -246,14 +259,15 @@ impl SwarmObject {
             .get_alarm()
             .await?
             .map(|at| at.max(0) as u64);
-        let (connections, counters) =
-            self.with_core(|core| (core.connection_count(), core.counters()));
+        let (connections, counters, started_ms) =
+            self.with_core(|core| (core.connection_count(), core.counters(), core.started_ms()));
         json_response(
             200,
             &SwarmStats {
                 connections: u32::try_from(connections).unwrap_or(u32::MAX),
                 alarm_at_ms,
                 counters,
+                started_ms,
             },
         )
     }
@@ -270,11 +284,18 @@ impl SwarmObject {
         self.drain().await
     }
 
+    /// Runs `f` on the core. Every event handler calls `ensure_loaded` first, so the core is
+    /// there; should it not be, a fresh empty core answers (as for an object with no swarm)
+    /// rather than the object panicking.
     fn with_core<T>(&self, f: impl FnOnce(&mut SwarmCore) -> T) -> T {
         let mut core = self.core.borrow_mut();
-        f(core
-            .as_mut()
-            .expect("ensure_loaded runs before every event"))
+        let core = core.get_or_insert_with(|| {
+            SwarmCore::new(
+                Config::from_env(&self.env).core,
+                random_seed().unwrap_or([0; 32]),
+            )
+        });
+        f(core)
     }
 
     /// Rebuilds the core after the object (re)started. Nothing else runs while the storage
@@ -292,6 +313,8 @@ impl SwarmObject {
             devices: load_records(&sql, "devices")?,
             invites: load_records(&sql, "invites")?,
             jobs: load_records(&sql, "jobs")?,
+            parts: load_records::<PartRecord>(&sql, "parts")?,
+            guesses: load_guesses(&sql)?,
         };
         let alarm_at = self
             .state
@@ -360,7 +383,7 @@ impl SwarmObject {
         }
         match alarm {
             Some(Some(at)) => {
-                let offset = i64::try_from(at).unwrap_or(i64::MAX) - now() as i64;
+                let offset = i64::try_from(at.saturating_sub(now())).unwrap_or(i64::MAX);
                 self.state.storage().set_alarm(offset.max(0)).await
             }
             Some(None) => self.state.storage().delete_alarm().await,
@@ -416,6 +439,27 @@ impl SwarmObject {
                     vec![device_id.into()],
                 )
                 .map(drop),
+            StoreOp::PutPart(part) => sql
+                .exec(
+                    "INSERT OR REPLACE INTO parts (job_id, lo, record) VALUES (?, ?, ?)",
+                    vec![
+                        part.job_id.clone().into(),
+                        sql_int(part.lo).into(),
+                        serde_json::to_string(&part)?.into(),
+                    ],
+                )
+                .map(drop),
+            StoreOp::DeletePart { job_id, lo } => sql
+                .exec(
+                    "DELETE FROM parts WHERE job_id = ? AND lo = ?",
+                    vec![job_id.into(), sql_int(lo).into()],
+                )
+                .map(drop),
+            StoreOp::DeleteParts { job_id } => sql
+                .exec("DELETE FROM parts WHERE job_id = ?", vec![job_id.into()])
+                .map(drop),
+            StoreOp::PutGuess(guess) => put_guess(&sql, &guess),
+            StoreOp::PruneGuesses { before_ms } => prune_guesses(&sql, before_ms),
         }
     }
 }
@@ -446,6 +490,46 @@ fn load_records<T: serde::de::DeserializeOwned>(
         .into_iter()
         .map(|row| serde_json::from_str::<T>(&row.record).map_err(worker::Error::from))
         .collect()
+}
+
+/// A u64 as SQLite's signed 64-bit integer (values here stay far below 2^63).
+fn sql_int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[derive(Deserialize)]
+struct GuessRow {
+    at_ms: f64,
+    source: String,
+}
+
+/// The wrong code guesses stored by this object or a directory shard.
+pub(crate) fn load_guesses(sql: &worker::SqlStorage) -> Result<Vec<GuessRecord>> {
+    Ok(sql
+        .exec("SELECT at_ms, source FROM guesses", None)?
+        .to_array::<GuessRow>()?
+        .into_iter()
+        .map(|row| GuessRecord {
+            at_ms: row.at_ms.max(0.0) as u64,
+            source: row.source,
+        })
+        .collect())
+}
+
+pub(crate) fn put_guess(sql: &worker::SqlStorage, guess: &GuessRecord) -> Result<()> {
+    sql.exec(
+        "INSERT INTO guesses (at_ms, source) VALUES (?, ?)",
+        vec![sql_int(guess.at_ms).into(), guess.source.clone().into()],
+    )
+    .map(drop)
+}
+
+pub(crate) fn prune_guesses(sql: &worker::SqlStorage, before_ms: u64) -> Result<()> {
+    sql.exec(
+        "DELETE FROM guesses WHERE at_ms < ?",
+        vec![sql_int(before_ms).into()],
+    )
+    .map(drop)
 }
 
 fn png_response(png: Vec<u8>) -> Result<Response> {

@@ -154,12 +154,18 @@ pub fn decode<T: WireMessage>(bytes: &[u8], limits: &Limits) -> Result<Validated
     Ok(Validated(value))
 }
 
+/// The most bytes of an unknown `type` tag that an error echoes back.
+const MAX_ECHOED_TYPE_BYTES: usize = 64;
+
+/// The most bytes of error text that a [`DecodeError`] carries.
+const MAX_ERROR_TEXT_BYTES: usize = 300;
+
 fn classify<T: WireMessage>(bytes: &[u8], err: serde_json::Error) -> DecodeError {
     if !T::TYPES.is_empty() {
         if let Ok(envelope) = serde_json::from_slice::<Envelope>(bytes) {
             if !T::TYPES.contains(&envelope.kind.as_ref()) {
                 let mut kind = envelope.kind.into_owned();
-                kind.truncate(64);
+                truncate_at_char_boundary(&mut kind, MAX_ECHOED_TYPE_BYTES);
                 return DecodeError::UnknownType(kind);
             }
         }
@@ -167,16 +173,34 @@ fn classify<T: WireMessage>(bytes: &[u8], err: serde_json::Error) -> DecodeError
     DecodeError::Malformed(one_line(&err.to_string()))
 }
 
+/// `text` on one line (runs of whitespace become one space), at most [`MAX_ERROR_TEXT_BYTES`]
+/// long. Error texts echo parts of the input (an unknown field or variant name), so they are
+/// client-chosen and may hold any characters.
 fn one_line(text: &str) -> String {
     let mut line = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    line.truncate(300);
+    truncate_at_char_boundary(&mut line, MAX_ERROR_TEXT_BYTES);
     line
 }
 
+/// Shortens `text` to at most `max_bytes` bytes, dropping a character that would be cut in two
+/// rather than splitting it (`String::truncate` panics on a cut inside a character).
+fn truncate_at_char_boundary(text: &mut String, max_bytes: usize) {
+    if text.len() <= max_bytes {
+        return;
+    }
+    // A character is at most 4 bytes, so a boundary is at most 3 bytes back; 0 always is one.
+    let cut = (0..=max_bytes)
+        .rev()
+        .find(|&at| text.is_char_boundary(at))
+        .unwrap_or(0);
+    text.truncate(cut);
+}
+
 /// Encodes an outbound message as JSON text.
+// Serialising these types cannot fail: every map key is a string and no type has a fallible
+// Serialize impl (serde_json writes non-finite floats as null rather than failing).
+#[allow(clippy::expect_used)]
 pub fn encode<T: Serialize>(message: &T) -> String {
-    // Serialising these types cannot fail: every map key is a string and no type has a
-    // fallible Serialize impl.
     serde_json::to_string(message).expect("protocol types always serialise")
 }
 
@@ -216,7 +240,7 @@ mod tests {
     fn hello_and_heartbeat_round_trip() {
         for msg in [
             device_hello("laptop", 8),
-            ToCoordinator::Heartbeat {},
+            ToCoordinator::Heartbeat { seen: None },
             ToCoordinator::Hello(Hello {
                 protocol: PROTOCOL_VERSION,
                 role: HelloRole::Dashboard {
@@ -232,7 +256,7 @@ mod tests {
     #[test]
     fn wire_shape_is_the_documented_one() {
         assert_eq!(
-            encode(&ToCoordinator::Heartbeat {}),
+            encode(&ToCoordinator::Heartbeat { seen: None }),
             r#"{"type":"heartbeat"}"#
         );
         let text = encode(&device_hello("a", 2));
@@ -371,19 +395,19 @@ mod tests {
             (r#"{"type":"heartbeat","extra":1}"#, ErrorCode::Malformed),
             (r#"{"type":"hello","protocol":1}"#, ErrorCode::Malformed),
             (
-                r#"{"type":"hello","protocol":1,"role":{"kind":"device","name":"","capabilities":{"cores":2,"memory_mb":null,"gpu":false,"agent":"native"},"credential":null}}"#,
+                r#"{"type":"hello","protocol":1,"role":{"kind":"device","name":"","capabilities":{"cores":2,"memory_mb":null,"gpu":false,"agent":"native"},"credential":null,"invite":null}}"#,
                 ErrorCode::Invalid,
             ),
             (
-                r#"{"type":"hello","protocol":1,"role":{"kind":"device","name":"a","capabilities":{"cores":0,"memory_mb":null,"gpu":false,"agent":"native"},"credential":null}}"#,
+                r#"{"type":"hello","protocol":1,"role":{"kind":"device","name":"a","capabilities":{"cores":0,"memory_mb":null,"gpu":false,"agent":"native"},"credential":null,"invite":null}}"#,
                 ErrorCode::Invalid,
             ),
             (
-                r#"{"type":"hello","protocol":1,"role":{"kind":"device","name":"a","capabilities":{"cores":70000,"memory_mb":null,"gpu":false,"agent":"native"},"credential":null}}"#,
+                r#"{"type":"hello","protocol":1,"role":{"kind":"device","name":"a","capabilities":{"cores":70000,"memory_mb":null,"gpu":false,"agent":"native"},"credential":null,"invite":null}}"#,
                 ErrorCode::Malformed,
             ),
             (
-                r#"{"type":"hello","protocol":1,"role":{"kind":"device","name":"a","capabilities":{"cores":2,"memory_mb":null,"gpu":false,"agent":"native"},"credential":{"device_id":"XYZ","secret":"short"}}}"#,
+                r#"{"type":"hello","protocol":1,"role":{"kind":"device","name":"a","capabilities":{"cores":2,"memory_mb":null,"gpu":false,"agent":"native"},"credential":{"device_id":"XYZ","secret":"short"},"invite":null}}"#,
                 ErrorCode::Invalid,
             ),
             (
@@ -407,8 +431,129 @@ mod tests {
         let DecodeError::UnknownType(kind) = &err else {
             panic!("{err:?}")
         };
-        assert_eq!(kind.len(), 64);
+        assert_eq!(kind.len(), MAX_ECHOED_TYPE_BYTES);
         assert!(!err.to_string().contains('\n'));
+    }
+
+    /// Characters of every UTF-8 length above one byte: 2 (é), 3 (€) and 4 (𝄞) bytes.
+    const WIDE_CHARS: [char; 3] = ['é', '€', '𝄞'];
+
+    /// The longest run of whole characters at the start of `text` that fits in `max_bytes`:
+    /// what a cut at a character boundary keeps, counted character by character.
+    fn whole_chars_within(text: &str, max_bytes: usize) -> &str {
+        let mut end = 0;
+        for c in text.chars() {
+            if end + c.len_utf8() > max_bytes {
+                break;
+            }
+            end += c.len_utf8();
+        }
+        &text[..end]
+    }
+
+    /// Every start, in bytes, that puts a character of `width` bytes on byte `limit - 1`,
+    /// `limit` or `limit + 1`, plus one start just before and one just after those.
+    fn starts_around(limit: usize, width: usize) -> std::ops::RangeInclusive<usize> {
+        limit - width - 1..=limit + 2
+    }
+
+    #[test]
+    fn truncation_keeps_whole_characters() {
+        for wide in WIDE_CHARS {
+            for limit in [0, 1, 5, 64] {
+                for start in starts_around(limit.max(wide.len_utf8() + 1), wide.len_utf8()) {
+                    for tail in ["", "bcd"] {
+                        let text = format!("{}{wide}{tail}", "a".repeat(start));
+                        let mut cut = text.clone();
+                        truncate_at_char_boundary(&mut cut, limit);
+                        assert_eq!(cut, whole_chars_within(&text, limit), "{text:?} to {limit}");
+                    }
+                }
+            }
+        }
+        let mut only_wide = "𝄞𝄞".to_owned();
+        truncate_at_char_boundary(&mut only_wide, 3);
+        assert_eq!(only_wide, "");
+    }
+
+    #[test]
+    fn long_unknown_type_is_cut_between_characters() {
+        // The frame from the security report: the cut at 64 bytes fell inside the `é`.
+        let frame = format!(r#"{{"type":"{}é"}}"#, "a".repeat(63));
+        assert_eq!(
+            decode_str(&frame).unwrap_err(),
+            DecodeError::UnknownType("a".repeat(63))
+        );
+        let limit = MAX_ECHOED_TYPE_BYTES;
+        for wide in WIDE_CHARS {
+            for start in starts_around(limit, wide.len_utf8()) {
+                for tail in ["", "bcd"] {
+                    let kind = format!("{}{wide}{tail}", "a".repeat(start));
+                    let err = decode_str(&format!(r#"{{"type":"{kind}"}}"#)).unwrap_err();
+                    let expected = whole_chars_within(&kind, limit).to_owned();
+                    assert_eq!(
+                        err,
+                        DecodeError::UnknownType(expected),
+                        "{wide} at byte {start}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Builds inputs whose serde error echoes a client-chosen name, puts a wide character at
+    /// every byte of the error line around [`MAX_ERROR_TEXT_BYTES`], and checks that the
+    /// line is cut between characters.
+    fn check_echoed_name_is_cut_between_characters(input_with: impl Fn(&str) -> String) {
+        let limit = MAX_ERROR_TEXT_BYTES;
+        // Where the name starts in the error line, found with an ASCII name.
+        let probe = "x".repeat(limit);
+        let Err(DecodeError::Malformed(line)) = decode_str(&input_with(&probe)) else {
+            panic!("{} is not malformed", input_with(&probe))
+        };
+        let name_at = line.find("xxxx").expect("the error echoes the name");
+        for wide in WIDE_CHARS {
+            for start in starts_around(limit, wide.len_utf8()) {
+                let name = format!("{}{wide}{}", "a".repeat(start - name_at), "b".repeat(20));
+                let input = input_with(&name);
+                let serde_text = serde_json::from_str::<ToCoordinator>(&input)
+                    .unwrap_err()
+                    .to_string();
+                assert!(serde_text.contains(&name), "{serde_text}");
+                let full_line = serde_text.split_whitespace().collect::<Vec<_>>().join(" ");
+                let err = decode_str(&input).unwrap_err();
+                let expected = whole_chars_within(&full_line, limit).to_owned();
+                assert_eq!(
+                    err,
+                    DecodeError::Malformed(expected),
+                    "{wide} at byte {start}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn long_unknown_variant_in_error_text_is_cut_between_characters() {
+        check_echoed_name_is_cut_between_characters(|name| {
+            format!(r#"{{"type":"hello","protocol":1,"role":{{"kind":"{name}"}}}}"#)
+        });
+    }
+
+    #[test]
+    fn long_unknown_field_in_error_text_is_cut_between_characters() {
+        check_echoed_name_is_cut_between_characters(|name| {
+            format!(r#"{{"type":"heartbeat","{name}":1}}"#)
+        });
+        check_echoed_name_is_cut_between_characters(|name| {
+            format!(r#"{{"type":"set_lend","cores":1,"{name}":true}}"#)
+        });
+    }
+
+    #[test]
+    fn long_string_of_the_wrong_type_in_error_text_is_cut_between_characters() {
+        check_echoed_name_is_cut_between_characters(|name| {
+            format!(r#"{{"type":"hello","protocol":"{name}","role":{{"kind":"dashboard"}}}}"#)
+        });
     }
 
     #[test]

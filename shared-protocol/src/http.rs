@@ -59,6 +59,9 @@ pub struct SwarmStats {
     pub alarm_at_ms: Option<u64>,
     /// The counters since the object last started.
     pub counters: Counters,
+    /// When the object last started (wall-clock ms): it changes exactly when the object
+    /// restarts (eviction, deploy, crash), so two equal readings prove none happened between.
+    pub started_ms: u64,
 }
 
 /// `GET /api/health`.

@@ -79,7 +79,7 @@ pub fn valid_job(spec: &JobSpec, _ctx: &()) -> garde::Result {
                 fail(format!(
                     "width and height must be 1 to {MAX_IMAGE_SIDE} pixels"
                 ))
-            } else if u64::from(*width) * u64::from(*height) > MAX_IMAGE_PIXELS {
+            } else if u64::from(*width).saturating_mul(u64::from(*height)) > MAX_IMAGE_PIXELS {
                 fail(format!(
                     "the image may have at most {MAX_IMAGE_PIXELS} pixels"
                 ))
@@ -120,29 +120,37 @@ pub fn valid_job(spec: &JobSpec, _ctx: &()) -> garde::Result {
 }
 
 impl JobSpec {
-    /// The job's size in work units: numbers to sieve, image rows, or nonces to hash.
+    /// The job's size in work units: numbers to sieve, image rows, or nonces to hash (0 for a
+    /// range that [`valid_job`] refuses because it is empty).
     pub fn units(&self) -> u64 {
         match self {
-            JobSpec::PrimeCount { lo, hi } | JobSpec::Sha256Search { lo, hi, .. } => hi - lo,
+            JobSpec::PrimeCount { lo, hi } | JobSpec::Sha256Search { lo, hi, .. } => {
+                hi.saturating_sub(*lo)
+            }
             JobSpec::Mandelbrot { height, .. } => u64::from(*height),
         }
     }
 
     /// The most units one lease may cover: Mandelbrot bands are limited to
-    /// [`MAX_CHUNK_PIXELS`] so their result fits one message.
+    /// [`MAX_CHUNK_PIXELS`] so their result fits one message (an image 0 pixels wide, which
+    /// [`valid_job`] refuses, would fit any number of rows).
     pub fn max_chunk_units(&self) -> u64 {
         match self {
-            JobSpec::Mandelbrot { width, .. } => (MAX_CHUNK_PIXELS / u64::from(*width)).max(1),
+            JobSpec::Mandelbrot { width, .. } => MAX_CHUNK_PIXELS
+                .checked_div(u64::from(*width))
+                .unwrap_or(u64::MAX)
+                .max(1),
             _ => u64::MAX,
         }
     }
 
-    /// The work of units `[from, to)` of this job.
+    /// The work of units `[from, to)` of this job, `from <= to <= self.units()`. Outside that
+    /// (never for a job that passed [`valid_job`]) the numbers saturate instead of wrapping.
     pub fn work(&self, from: u64, to: u64) -> Work {
         match self {
             JobSpec::PrimeCount { lo, .. } => Work::PrimeCount {
-                lo: lo + from,
-                hi: lo + to,
+                lo: lo.saturating_add(from),
+                hi: lo.saturating_add(to),
             },
             JobSpec::Mandelbrot {
                 center_re,
@@ -158,8 +166,8 @@ impl JobSpec {
                 width: *width,
                 height: *height,
                 max_iter: *max_iter,
-                first_row: from as u32,
-                rows: (to - from) as u32,
+                first_row: u32::try_from(from).unwrap_or(u32::MAX),
+                rows: u32::try_from(to.saturating_sub(from)).unwrap_or(u32::MAX),
             },
             JobSpec::Sha256Search {
                 prefix,
@@ -170,8 +178,8 @@ impl JobSpec {
             } => Work::Sha256Search {
                 prefix: prefix.clone(),
                 difficulty_bits: *difficulty_bits,
-                lo: lo + from,
-                hi: lo + to,
+                lo: lo.saturating_add(from),
+                hi: lo.saturating_add(to),
                 max_found: *want,
             },
         }
@@ -244,7 +252,9 @@ pub fn decode_counts(text: &str) -> Result<Vec<u16>, String> {
     }
     Ok(bytes
         .chunks_exact(2)
-        .map(|pair| u16::from_le_bytes([pair[0], pair[1]]))
+        // chunks_exact(2) yields only pairs, so every pair converts and none is dropped.
+        .filter_map(|pair| <[u8; 2]>::try_from(pair).ok())
+        .map(u16::from_le_bytes)
         .collect())
 }
 

@@ -7,6 +7,23 @@
 //!
 //! This crate depends only on serde, garde and base64, and builds for native targets and wasm32.
 
+// No panic reachable from input, by construction: the constructs that can panic are denied
+// outside tests, and each remaining one carries an `allow` saying why it cannot fire.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::string_slice,
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented,
+        clippy::arithmetic_side_effects
+    )
+)]
+
 mod decode;
 mod http;
 mod jobs;
@@ -23,6 +40,7 @@ pub use jobs::{
     WorkResult, MAX_CHUNK_PIXELS, MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, MAX_ITERATIONS, MAX_NONCE_END,
     MAX_PREFIX_BYTES, MAX_PRIME_END, MAX_WANTED_NONCES,
 };
+pub use messages::request_of;
 pub use messages::{
     AgentClass, Capabilities, Counters, DeviceCredential, DeviceStatus, DeviceView, ErrorCode,
     Hello, HelloRole, InviteView, JoinProof, LogEntry, LogLevel, OwnerCommand, OwnerReply,
@@ -56,4 +74,7 @@ pub mod close_code {
     pub const RATE_LIMITED: u16 = 4004;
     /// The device returned a result that failed its check.
     pub const BAD_RESULT: u16 = 4005;
+    /// A dashboard fell too far behind the snapshots it was sent (its heartbeats' `seen`): it
+    /// is not reading, and what it does not read would pile up.
+    pub const NOT_READING: u16 = 4006;
 }

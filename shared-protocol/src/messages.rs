@@ -1,7 +1,9 @@
 //! WebSocket messages in both directions, with their validation rules.
 //!
 //! Every message is a JSON object whose `type` field names the variant (snake_case). Unknown
-//! fields are rejected, so a typo never silently drops data.
+//! fields are rejected, so a typo never silently drops data, and inbound fields that may be
+//! `null` must still be present (`required`), so that a forgotten field is an error rather than
+//! a silent default (a missing `max_uses` once made an unlimited invite).
 
 use garde::Validate;
 use serde::{Deserialize, Serialize};
@@ -17,8 +19,14 @@ pub enum ToCoordinator {
     /// answers with [`ToClient::Welcome`] or with [`ToClient::Error`] and a close.
     Hello(#[garde(dive)] Hello),
     /// Sent every `heartbeat_interval_ms` (from the welcome) while connected; answered with
-    /// [`ToClient::HeartbeatAck`]. A device without one for `offline_after_ms` is OFFLINE.
-    Heartbeat {},
+    /// [`ToClient::HeartbeatAck`]. A device without one for `offline_after_ms` is OFFLINE. A
+    /// dashboard puts the `seq` of the last snapshot it has read in `seen`: one that falls too
+    /// far behind is not reading and is closed (`close_code::NOT_READING`).
+    Heartbeat {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[garde(skip)]
+        seen: Option<u64>,
+    },
     /// A device's result for a lease ([`ToClient::Lease`]). Accepted only from the lease's
     /// holder, once; `compute_ms` is the device's own measure of the work's duration.
     ChunkResult {
@@ -53,8 +61,10 @@ pub enum OwnerCommand {
     /// At most 5 per minute per swarm. `ttl_ms` defaults to 24 h (1 min to 7 days);
     /// `max_uses` to unlimited (1 to 10,000).
     CreateInvite {
+        #[serde(deserialize_with = "required")]
         #[garde(inner(range(min = 60_000, max = 604_800_000)))]
         ttl_ms: Option<u64>,
+        #[serde(deserialize_with = "required")]
         #[garde(inner(range(min = 1, max = 10_000)))]
         max_uses: Option<u32>,
     },
@@ -167,14 +177,17 @@ pub enum HelloRole {
         name: String,
         #[garde(dive)]
         capabilities: Capabilities,
+        #[serde(deserialize_with = "required")]
         #[garde(dive)]
         credential: Option<DeviceCredential>,
         /// How a new device proves it was invited; ignored when `credential` is present.
+        #[serde(deserialize_with = "required")]
         #[garde(dive)]
         invite: Option<JoinProof>,
     },
     /// A dashboard that receives swarm snapshots. With the owner key it is the owner's.
     Dashboard {
+        #[serde(deserialize_with = "required")]
         #[garde(inner(custom(is_secret)))]
         owner_key: Option<String>,
     },
@@ -209,6 +222,7 @@ pub struct Capabilities {
     #[garde(range(min = 1, max = 1024))]
     pub cores: u16,
     /// Memory in MiB when the platform reveals it (`navigator.deviceMemory` × 1024).
+    #[serde(deserialize_with = "required")]
     #[garde(inner(range(min = 1, max = 16_777_216)))]
     pub memory_mb: Option<u32>,
     /// Whether a GPU / WebGPU adapter is available.
@@ -289,9 +303,11 @@ pub enum ToClient {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum WelcomeRole {
-    /// `credential` is present only when this hello registered a new device: store it.
+    /// `credential` is present only when this hello registered a new device: store it. (On a
+    /// reconnect the field is absent.)
     Device {
         device_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         credential: Option<DeviceCredential>,
     },
     /// `owner` tells whether the owner key was accepted.
@@ -447,4 +463,71 @@ pub struct Counters {
     pub alarms: u64,
     /// Inbound messages refused.
     pub rejected: u64,
+}
+
+/// For a nullable field that must be present: serde treats a missing `Option` as `None` unless
+/// the field has its own deserializer, so this one simply defers to `Option`'s.
+fn required<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer)
+}
+
+/// Just enough of an inbound message to answer a refused owner command with its `request`.
+#[derive(Deserialize)]
+struct RequestTag {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    request: Option<u32>,
+}
+
+/// The `request` number of an owner command, read from bytes that failed to decode as a whole
+/// (so that its refusal can carry it), or `None`.
+pub fn request_of(bytes: &[u8]) -> Option<u32> {
+    let tag: RequestTag = serde_json::from_slice(bytes).ok()?;
+    (tag.kind.as_deref() == Some("owner"))
+        .then_some(tag.request)
+        .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nullable_fields_must_be_present() {
+        let missing = r#"{"command":"create_invite","ttl_ms":null}"#;
+        assert!(serde_json::from_str::<OwnerCommand>(missing).is_err());
+        let present = r#"{"command":"create_invite","ttl_ms":null,"max_uses":null}"#;
+        assert!(serde_json::from_str::<OwnerCommand>(present).is_ok());
+        let caps = r#"{"cores":2,"gpu":false,"agent":"native"}"#;
+        assert!(serde_json::from_str::<Capabilities>(caps).is_err());
+        let hello = r#"{"kind":"device","name":"a","capabilities":{"cores":2,"memory_mb":null,"gpu":false,"agent":"native"},"invite":null}"#;
+        assert!(
+            serde_json::from_str::<HelloRole>(hello).is_err(),
+            "credential missing"
+        );
+    }
+
+    #[test]
+    fn a_refused_owner_command_keeps_its_request() {
+        assert_eq!(
+            request_of(br#"{"type":"owner","request":7,"command":{"command":"nope"}}"#),
+            Some(7)
+        );
+        assert_eq!(request_of(br#"{"type":"heartbeat","request":7}"#), None);
+        assert_eq!(request_of(b"not json"), None);
+    }
+
+    #[test]
+    fn a_reconnect_welcome_has_no_credential_field() {
+        let role = WelcomeRole::Device {
+            device_id: "d".into(),
+            credential: None,
+        };
+        let text = serde_json::to_string(&role).unwrap_or_default();
+        assert_eq!(text, r#"{"kind":"device","device_id":"d"}"#);
+    }
 }

@@ -61,10 +61,13 @@ pub fn normalize_code(typed: &str) -> Option<String> {
     (out.len() == CODE_DIGITS).then_some(out)
 }
 
-/// A short code as shown to people: `ABCDE-FGHJK`.
+/// A short code as shown to people: `ABCDE-FGHJK`. Text that is not a canonical code (which is
+/// ASCII) and cannot be split in the middle comes back unchanged.
 pub fn display_code(canonical: &str) -> String {
-    let (a, b) = canonical.split_at(canonical.len() / 2);
-    format!("{a}-{b}")
+    match canonical.split_at_checked(canonical.len() / 2) {
+        Some((a, b)) => format!("{a}-{b}"),
+        None => canonical.to_owned(),
+    }
 }
 
 /// A short code as typed: anything [`normalize_code`] accepts, at most 32 characters.
@@ -129,6 +132,8 @@ mod tests {
         );
         assert_eq!(normalize_code("ÄBCDE-FGHJK"), None);
         assert_eq!(display_code("ABCDEFGHJK"), "ABCDE-FGHJK");
+        // The middle of "aéb" falls inside the é: no panic, no split.
+        assert_eq!(display_code("aéb"), "aéb");
         assert!(is_code("abcde fghjk", &()).is_ok());
         assert!(is_code(&format!("{}ABCDEFGHJK", " ".repeat(30)), &()).is_err());
     }

@@ -28,7 +28,7 @@ pub(crate) fn wrong_answer(what: &str, answer: Option<u64>, expected: u64) -> Op
 
 use crate::core::SwarmCore;
 use crate::kinds::bench_speed;
-use crate::records::StoreOp;
+use crate::records::{PendingBench, StoreOp};
 use crate::{ConnId, Millis};
 
 /// The job id benchmark leases carry.
@@ -37,29 +37,23 @@ pub const BENCH_JOB_ID: &str = "benchmark";
 /// How long a device has to answer its benchmark lease (the deadline it is told).
 const BENCH_DEADLINE_MS: Millis = 60_000;
 
-/// A benchmark lease a device has not answered yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct PendingBench {
-    pub(crate) lease_id: u64,
-    pub(crate) units: u64,
-    pub(crate) expected: u64,
-    pub(crate) sent_ms: Millis,
-}
-
 impl SwarmCore {
     /// Leases the benchmark to a device that just said hello.
     pub(crate) fn start_benchmark(&mut self, now: Millis, conn: ConnId, device_id: &str) {
         let (lo, hi, expected) = bench_range(self.rng.below(BENCH_RANGES as u64) as usize);
         // Any id below 2^32 but 0; one per connection is enough to tell answers apart.
-        let lease_id = 1 + self.rng.below(u64::from(u32::MAX) - 1);
-        let Some(device) = self.devices.get_mut(device_id) else {
+        let lease_id = self.rng.below(u64::from(u32::MAX - 1)).saturating_add(1);
+        if !self.devices.contains_key(device_id) {
             return;
-        };
-        device.bench = Some(PendingBench {
-            lease_id,
-            units: hi - lo,
-            expected,
-            sent_ms: now,
+        }
+        // Kept with the connection: after a restart the device is still gated until it answers.
+        self.update_link(conn, |link| {
+            link.bench = Some(PendingBench {
+                lease_id,
+                units: hi.saturating_sub(lo),
+                expected,
+                sent_ms: now,
+            });
         });
         self.send(
             conn,
@@ -67,7 +61,7 @@ impl SwarmCore {
                 lease_id,
                 job_id: BENCH_JOB_ID.to_owned(),
                 work: Work::PrimeCount { lo, hi },
-                deadline_ms: now + BENCH_DEADLINE_MS,
+                deadline_ms: now.saturating_add(BENCH_DEADLINE_MS),
             },
         );
     }
@@ -82,21 +76,25 @@ impl SwarmCore {
         answer: Option<u64>,
         compute_ms: Millis,
     ) {
-        let Some(device) = self.devices.get_mut(device_id) else {
-            return;
-        };
-        let Some(pending) = device.bench.filter(|p| p.lease_id == lease_id) else {
-            // Not this connection's benchmark (a repeat, or one from before a restart).
+        let Some(pending) = self
+            .link(conn)
+            .and_then(|link| link.bench)
+            .filter(|p| p.lease_id == lease_id)
+        else {
+            // Not this connection's benchmark (a repeat, or a stray id).
             return;
         };
         if let Some(why) = wrong_answer("benchmark", answer, pending.expected) {
             return self.refuse_result(now, conn, device_id, &why);
         }
+        self.update_link(conn, |link| link.bench = None);
+        let Some(device) = self.devices.get_mut(device_id) else {
+            return;
+        };
         // The claimed time is trusted down to a quarter of the round trip the coordinator saw
         // (the rest being network and queueing), so a device cannot claim any speed it likes.
         let wall_ms = now.saturating_sub(pending.sent_ms);
         let speed = bench_speed(pending.units, compute_ms.max(wall_ms / 4));
-        device.bench = None;
         device.record.score = Some(speed);
         let record = device.record.clone();
         self.jobs.speeds.insert(device_id.to_owned(), speed);

@@ -8,25 +8,20 @@
 //! Check leases use wire ids of epoch 0, like the benchmark ([`crate::bench`]), so the
 //! scheduler never sees them.
 
-use kernels::primes::count_primes;
+use kernels::primes::try_count_primes;
 use shared_protocol::{LogLevel, ToClient, Work};
 
 use crate::bench::wrong_answer;
 use crate::core::SwarmCore;
+use crate::records::{PendingCheck, StoreOp};
 use crate::Millis;
 
 /// Numbers in a spot check: about a millisecond of sieving for the coordinator.
 pub const CHECK_SPAN: u64 = 1 << 20;
 
-/// How long a device has to answer a check (the deadline it is told).
+/// How long a device has to answer a check (the deadline it is told). A check not answered by
+/// then is forgotten, so that the device can be checked again.
 const CHECK_DEADLINE_MS: Millis = 60_000;
-
-/// A spot check a device has not answered yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct PendingCheck {
-    pub(crate) lease_id: u64,
-    pub(crate) expected: u64,
-}
 
 impl SwarmCore {
     /// After an accepted chunk of the running job: now and then, a spot check for the device,
@@ -36,8 +31,8 @@ impl SwarmCore {
             return;
         };
         let one_in = self.config.spot_check_one_in;
-        let conn = match self.devices.get(device_id) {
-            Some(device) if device.check.is_none() => device.conn,
+        let conn = match self.devices.get(device_id).and_then(|d| d.conn) {
+            Some(conn) if self.link(conn).is_some_and(|l| l.check.is_none()) => Some(conn),
             _ => None,
         };
         let Some(conn) = conn.filter(|_| one_in > 0) else {
@@ -46,23 +41,31 @@ impl SwarmCore {
         if self.rng.below(one_in) != 0 {
             return;
         }
-        let span = CHECK_SPAN.min(hi - lo);
-        let start = lo + self.rng.below(hi - lo - span + 1);
-        let expected = count_primes(start, start + span);
-        let lease_id = 1 + self.rng.below(u64::from(u32::MAX) - 1);
-        if let Some(device) = self.devices.get_mut(device_id) {
-            device.check = Some(PendingCheck { lease_id, expected });
-        }
+        let size = hi.saturating_sub(lo);
+        let span = CHECK_SPAN.min(size);
+        // `span <= size`, so the checked range `[start, end)` stays inside `[lo, hi)`.
+        let start = lo.saturating_add(self.rng.below(size.saturating_sub(span).saturating_add(1)));
+        let end = start.saturating_add(span);
+        // Job ranges are validated to the kernel's limit; should one not be, no check is sent.
+        let Ok(expected) = try_count_primes(start, end) else {
+            return;
+        };
+        let lease_id = self.rng.below(u64::from(u32::MAX - 1)).saturating_add(1);
+        let deadline_ms = now.saturating_add(CHECK_DEADLINE_MS);
+        self.update_link(conn, |link| {
+            link.check = Some(PendingCheck {
+                lease_id,
+                expected,
+                deadline_ms,
+            });
+        });
         self.send(
             conn,
             &ToClient::Lease {
                 lease_id,
                 job_id,
-                work: Work::PrimeCount {
-                    lo: start,
-                    hi: start + span,
-                },
-                deadline_ms: now + CHECK_DEADLINE_MS,
+                work: Work::PrimeCount { lo: start, hi: end },
+                deadline_ms,
             },
         );
     }
@@ -76,15 +79,22 @@ impl SwarmCore {
         lease_id: u64,
         answer: Option<u64>,
     ) -> bool {
+        let Some(pending) = self
+            .link(conn)
+            .and_then(|link| link.check)
+            .filter(|c| c.lease_id == lease_id)
+        else {
+            return false;
+        };
+        self.update_link(conn, |link| link.check = None);
         let Some(device) = self.devices.get_mut(device_id) else {
-            return false;
+            return true;
         };
-        let Some(pending) = device.check.filter(|c| c.lease_id == lease_id) else {
-            return false;
-        };
-        device.check = None;
         let Some(why) = wrong_answer("spot check", answer, pending.expected) else {
-            device.checks_passed += 1;
+            // Trust is stored (one write per passed check, about one accepted chunk in ten).
+            device.record.checks_passed = device.record.checks_passed.saturating_add(1);
+            let record = device.record.clone();
+            self.persist(StoreOp::PutDevice(record));
             return true;
         };
         let name = device.record.name.clone();
@@ -95,5 +105,22 @@ impl SwarmCore {
         );
         self.refuse_result(now, conn, device_id, &why);
         true
+    }
+
+    /// Checks past their deadline are forgotten (the device may be checked again).
+    pub(crate) fn expire_checks(&mut self, now: Millis) {
+        let late: Vec<crate::ConnId> = self
+            .devices
+            .values()
+            .filter_map(|d| d.conn)
+            .filter(|conn| {
+                self.link(*conn)
+                    .and_then(|l| l.check)
+                    .is_some_and(|c| c.deadline_ms <= now)
+            })
+            .collect();
+        for conn in late {
+            self.update_link(conn, |link| link.check = None);
+        }
     }
 }

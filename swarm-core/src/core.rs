@@ -2,7 +2,7 @@
 //! helpers every handler shares. The hello is handled in `join.rs`, owner commands in
 //! `owner.rs`.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::Rc;
 
 use shared_protocol::{
@@ -10,10 +10,13 @@ use shared_protocol::{
     LogEntry, LogLevel, SwarmSnapshot, ToClient, ToCoordinator,
 };
 
+use crate::audit::Audit;
 use crate::invites::Invites;
 use crate::jobs::JobBoard;
-use crate::limits::{SlidingWindow, TokenBucket};
-use crate::records::{DeviceRecord, Session, SocketAttachment, StoreOp, Stored, SwarmMeta};
+use crate::limits::{GuessLimiter, GuessLimits, SlidingWindow, TokenBucket};
+use crate::records::{
+    DeviceLink, DeviceRecord, Session, SocketAttachment, StoreOp, Stored, SwarmMeta,
+};
 use crate::secrets::{hash_secret, Rng};
 use crate::{ConnId, Millis, Output};
 
@@ -30,20 +33,29 @@ pub struct Config {
     pub hello_timeout_ms: Millis,
     /// Inbound size caps.
     pub limits: Limits,
+    /// A dashboard whose heartbeats have not confirmed reading (`seen`) any of the last this
+    /// many snapshots is closed: it is not reading.
+    pub max_unread_snapshots: u64,
     /// At most this many device rows go into one snapshot (totals always cover all devices).
     pub snapshot_device_cap: usize,
     /// System log entries kept (and sent) in snapshots.
     pub log_capacity: usize,
-    /// Security events kept for the owner's audit log.
-    pub audit_capacity: usize,
+    /// Security events of each kind kept for the owner's audit log (older ones of a kind are
+    /// summarised in a count).
+    pub audit_per_kind: usize,
     /// Per socket: messages that may arrive at once, and the sustained rate per second.
     pub message_burst: u32,
     pub messages_per_second: u32,
     /// Invites the owner may create per minute.
     pub invites_per_minute: usize,
-    /// Refused join attempts (bad, expired, revoked or used-up invites) per minute per swarm;
-    /// beyond it every join attempt without a credential is refused for the rest of the minute.
-    pub failed_joins_per_minute: usize,
+    /// Wrong invite codes per source address per minute; beyond it that address's code joins
+    /// are refused for the rest of the minute.
+    pub code_guesses_per_source: usize,
+    /// Wrong invite codes per minute from everyone together (also the burst); beyond it code
+    /// joins are slowed to this rate (refused with a retry of a few seconds), not locked out.
+    /// Links, QR codes and credentials never count against either limit: their 256-bit
+    /// secrets cannot be guessed.
+    pub code_guesses_per_minute: u32,
     /// Invite lifetime when the owner does not choose one.
     pub default_invite_ttl_ms: Millis,
     /// The window of the invite and failed-join limits: a minute (tests shorten it).
@@ -61,13 +73,15 @@ impl Default for Config {
             broadcast_interval_ms: 2_000,
             hello_timeout_ms: 10_000,
             limits: Limits::default(),
+            max_unread_snapshots: 15,
             snapshot_device_cap: 200,
             log_capacity: 40,
-            audit_capacity: 200,
+            audit_per_kind: 20,
             message_burst: 100,
             messages_per_second: 20,
             invites_per_minute: 5,
-            failed_joins_per_minute: 30,
+            code_guesses_per_source: 10,
+            code_guesses_per_minute: 30,
             default_invite_ttl_ms: 24 * 60 * 60 * 1000,
             rate_window_ms: 60_000,
             spot_check_one_in: 10,
@@ -80,6 +94,17 @@ impl Default for Config {
 pub enum CreateError {
     /// This object already holds a swarm.
     AlreadyExists,
+}
+
+impl Config {
+    pub(crate) fn code_guess_limits(&self) -> GuessLimits {
+        GuessLimits {
+            per_source: self.code_guesses_per_source,
+            burst: self.code_guesses_per_minute,
+            per_window: self.code_guesses_per_minute,
+            window_ms: self.rate_window_ms,
+        }
+    }
 }
 
 /// A refused request, as the glue reports it (WebSocket error or HTTP status).
@@ -112,15 +137,9 @@ impl Refusal {
 pub(crate) struct Device {
     pub(crate) record: DeviceRecord,
     /// The socket the device is connected on; a device is ONLINE exactly while this is set.
+    /// What belongs to that connection (benchmark gate, lent cores, pending check, leases) is
+    /// in its session's [`DeviceLink`].
     pub(crate) conn: Option<ConnId>,
-    /// Cores the device lends (its own control; all of them unless it said otherwise).
-    pub(crate) lend: Option<u16>,
-    /// The benchmark lease it has not answered yet; it gets no job work until it has.
-    pub(crate) bench: Option<crate::bench::PendingBench>,
-    /// The spot check it has not answered yet.
-    pub(crate) check: Option<crate::checks::PendingCheck>,
-    /// Spot checks it answered right since the object started.
-    pub(crate) checks_passed: u64,
 }
 
 impl Device {
@@ -137,6 +156,9 @@ impl Device {
 pub(crate) struct Conn {
     pub(crate) session: Session,
     bucket: TokenBucket,
+    /// For a dashboard: the newest snapshot it has said it read (heartbeat `seen`), or the one
+    /// before it said hello.
+    read_seq: u64,
 }
 
 /// One swarm's coordinator state. See the crate docs for how to drive it.
@@ -148,13 +170,17 @@ pub struct SwarmCore {
     pub(crate) conns: BTreeMap<ConnId, Conn>,
     pub(crate) invites: Invites,
     pub(crate) invite_window: SlidingWindow,
-    pub(crate) failed_joins: SlidingWindow,
+    pub(crate) code_guesses: GuessLimiter,
     alarm_at: Option<Millis>,
     log: VecDeque<LogEntry>,
-    pub(crate) audit: VecDeque<LogEntry>,
+    pub(crate) audit: Audit,
     pub(crate) jobs: JobBoard,
     counters: Counters,
     snapshot_seq: u64,
+    /// When this core was built (the object's last start).
+    started_ms: Millis,
+    /// Devices whose held leases changed since their attachment was last written.
+    dirty_links: BTreeSet<String>,
     outputs: VecDeque<Output>,
 }
 
@@ -163,7 +189,8 @@ impl SwarmCore {
     pub fn new(config: Config, seed: [u8; 32]) -> Self {
         Self {
             invite_window: SlidingWindow::new(config.invites_per_minute, config.rate_window_ms),
-            failed_joins: SlidingWindow::new(config.failed_joins_per_minute, config.rate_window_ms),
+            code_guesses: GuessLimiter::new(config.code_guess_limits()),
+            audit: Audit::new(config.audit_per_kind),
             config,
             rng: Rng::from_seed(seed),
             meta: None,
@@ -172,10 +199,11 @@ impl SwarmCore {
             invites: Invites::default(),
             alarm_at: None,
             log: VecDeque::new(),
-            audit: VecDeque::new(),
             jobs: JobBoard::default(),
             counters: Counters::default(),
             snapshot_seq: 0,
+            started_ms: 0,
+            dirty_links: BTreeSet::new(),
             outputs: VecDeque::new(),
         }
     }
@@ -183,7 +211,8 @@ impl SwarmCore {
     /// Rebuilds the state of an object that was evicted or restarted: what storage holds, the
     /// sockets that are still open (with their attachments), and the alarm that is armed.
     /// Devices with an open socket count as seen `now`; a running job resumes from its stored
-    /// progress.
+    /// parts, with the leases its devices' connections still hold; the rate limits resume from
+    /// the stored invites and guesses. See ARCHITECTURE.md, "Failure and restart".
     pub fn restore(
         &mut self,
         now: Millis,
@@ -196,31 +225,39 @@ impl SwarmCore {
             devices,
             invites,
             jobs,
+            parts,
+            guesses,
         } = stored;
+        self.started_ms = now;
         self.meta = meta;
         self.alarm_at = alarm_at;
         self.devices = devices
             .into_iter()
-            .map(|record| {
-                (
-                    record.device_id.clone(),
-                    Device {
-                        record,
-                        conn: None,
-                        lend: None,
-                        bench: None,
-                        check: None,
-                        checks_passed: 0,
-                    },
-                )
-            })
+            .map(|record| (record.device_id.clone(), Device { record, conn: None }))
             .collect();
+        let window = self.config.rate_window_ms;
+        let mut created: Vec<Millis> = invites
+            .iter()
+            .map(|i| i.created_ms)
+            .filter(|t| now.saturating_sub(*t) < window)
+            .collect();
+        created.sort_unstable();
+        for at in created {
+            self.invite_window.record(at);
+        }
         for invite in invites {
             self.invites.insert(invite);
         }
+        self.code_guesses.replay(
+            guesses
+                .into_iter()
+                .filter(|g| now.saturating_sub(g.at_ms) < window)
+                .map(|g| (g.at_ms, g.source))
+                .collect(),
+        );
         for SocketAttachment { conn, session } in sockets {
             self.add_conn(now, conn, session.clone());
-            if let Session::Device { device_id } = &session {
+            if let Session::Device { device_id, .. } = &session {
                 match self.devices.get_mut(device_id) {
                     Some(device) => {
                         device.conn = Some(conn);
@@ -235,7 +272,7 @@ impl SwarmCore {
                 }
             }
         }
-        self.restore_jobs(now, jobs);
+        self.restore_jobs(now, jobs, parts);
         self.ensure_alarm(now);
     }
 
@@ -271,6 +308,11 @@ impl SwarmCore {
         self.counters
     }
 
+    /// When this core was built or restored: it changes exactly when the object restarts.
+    pub fn started_ms(&self) -> Millis {
+        self.started_ms
+    }
+
     /// Number of open sockets.
     pub fn connection_count(&self) -> usize {
         self.conns.len()
@@ -278,12 +320,24 @@ impl SwarmCore {
 
     /// The next effect to carry out, or `None` when all are drained.
     pub fn poll_output(&mut self) -> Option<Output> {
+        if self.outputs.is_empty() && !self.dirty_links.is_empty() {
+            self.flush_links();
+        }
         self.outputs.pop_front()
     }
 
-    /// A socket was accepted. It must say hello within the hello timeout.
-    pub fn handle_connect(&mut self, now: Millis, conn: ConnId) {
-        let session = Session::AwaitingHello { since_ms: now };
+    /// A socket was accepted from `source` (the client's address as the platform reports it,
+    /// `""` when unknown; only its hash is kept). It must say hello within the hello timeout.
+    pub fn handle_connect(&mut self, now: Millis, conn: ConnId, source: &str) {
+        let source = if source.is_empty() {
+            String::new()
+        } else {
+            hash_secret(source).chars().take(16).collect()
+        };
+        let session = Session::AwaitingHello {
+            since_ms: now,
+            source,
+        };
         self.outputs.push_back(Output::Attach {
             conn,
             attachment: SocketAttachment {
@@ -297,20 +351,19 @@ impl SwarmCore {
 
     /// A message arrived on a socket.
     pub fn handle_message(&mut self, now: Millis, conn: ConnId, bytes: &[u8]) {
-        self.counters.messages_in += 1;
+        self.counters.messages_in = self.counters.messages_in.saturating_add(1);
         let Some(entry) = self.conns.get_mut(&conn) else {
             // A message racing the socket's own close; nothing to answer to.
             return;
         };
         if !entry.bucket.take(now) {
             let limit = self.config.messages_per_second;
+            // A limit of 0 counts as 1 (a retry after a second).
+            let retry = 1_000u64.checked_div(Millis::from(limit)).unwrap_or(1_000);
             self.reject(
                 now,
                 conn,
-                Refusal::new(
-                    ErrorCode::RateLimited,
-                    format!("more than {limit} messages per second"),
-                ),
+                Refusal::rate_limited(&format!("more than {limit} messages per second"), retry),
                 None,
             );
             return self.close(now, conn, close_code::RATE_LIMITED, "message rate limit");
@@ -318,7 +371,7 @@ impl SwarmCore {
         let session = entry.session.clone();
         let message = match decode::<ToCoordinator>(bytes, &self.config.limits) {
             Ok(message) => message.into_inner(),
-            Err(err) => return self.reject_decode(now, conn, &session, &err),
+            Err(err) => return self.reject_decode(now, conn, &session, &err, bytes),
         };
         match (session, message) {
             (Session::AwaitingHello { .. }, ToCoordinator::Hello(hello)) => {
@@ -339,11 +392,20 @@ impl SwarmCore {
                 Refusal::new(ErrorCode::AlreadyIntroduced, "hello was already said"),
                 None,
             ),
-            (session, ToCoordinator::Heartbeat {}) => {
-                if let Session::Device { device_id } = session {
-                    if let Some(device) = self.devices.get_mut(&device_id) {
-                        device.record.last_seen_ms = now;
+            (session, ToCoordinator::Heartbeat { seen }) => {
+                match session {
+                    Session::Device { device_id, .. } => {
+                        if let Some(device) = self.devices.get_mut(&device_id) {
+                            device.record.last_seen_ms = now;
+                        }
                     }
+                    Session::Dashboard { .. } => {
+                        let sent = self.snapshot_seq;
+                        if let (Some(seen), Some(entry)) = (seen, self.conns.get_mut(&conn)) {
+                            entry.read_seq = entry.read_seq.max(seen.min(sent));
+                        }
+                    }
+                    Session::AwaitingHello { .. } => {}
                 }
                 self.send(
                     conn,
@@ -353,17 +415,26 @@ impl SwarmCore {
                 );
             }
             (
-                Session::Device { device_id },
+                Session::Device { device_id, .. },
                 ToCoordinator::ChunkResult {
                     lease_id,
                     result,
                     compute_ms,
                 },
             ) => self.handle_chunk_result(now, conn, &device_id, lease_id, result, compute_ms),
-            (Session::Device { device_id }, ToCoordinator::SetLend { cores }) => {
-                if let Some(device) = self.devices.get_mut(&device_id) {
-                    device.lend = Some(cores);
+            (Session::Device { device_id, .. }, ToCoordinator::SetLend { cores }) => {
+                let has = self
+                    .devices
+                    .get(&device_id)
+                    .map_or(0, |d| d.record.capabilities.cores);
+                if cores > has {
+                    let refusal = Refusal::new(
+                        ErrorCode::Invalid,
+                        format!("cores: this device has {has}; it cannot lend {cores}"),
+                    );
+                    return self.reject(now, conn, refusal, None);
                 }
+                self.update_link(conn, |link| link.lend = Some(cores));
                 self.device_available(&device_id);
                 self.dispatch(now);
             }
@@ -391,16 +462,21 @@ impl SwarmCore {
         }
     }
 
-    /// An owner command over HTTP, authorised by the owner key.
+    /// An owner command over HTTP, authorised by the owner key. It takes the command only as
+    /// the protocol's decoder validated it, so no unchecked field (a NaN centre, a zero width)
+    /// can reach a job.
     pub fn handle_owner_request(
         &mut self,
         now: Millis,
         owner_key: &str,
-        command: shared_protocol::OwnerCommand,
+        command: shared_protocol::Validated<shared_protocol::OwnerCommand>,
     ) -> Result<shared_protocol::OwnerReply, Refusal> {
+        let command = command.into_inner();
         if !self.is_owner_key(owner_key) {
+            self.counters.rejected = self.counters.rejected.saturating_add(1);
             self.security(
                 now,
+                "owner request over HTTP: bad_owner_key",
                 "refused an owner request over HTTP: bad_owner_key".into(),
             );
             return Err(Refusal::new(
@@ -410,13 +486,12 @@ impl SwarmCore {
         }
         let result = self.owner_command(now, command);
         if let Err(refusal) = &result {
-            self.counters.rejected += 1;
+            self.counters.rejected = self.counters.rejected.saturating_add(1);
+            let code = code_name(refusal.code);
             self.security(
                 now,
-                format!(
-                    "refused an owner request over HTTP: {}",
-                    code_name(refusal.code)
-                ),
+                "owner request over HTTP: refused",
+                format!("refused an owner request over HTTP: {code}"),
             );
         }
         result
@@ -427,7 +502,7 @@ impl SwarmCore {
         let Some(entry) = self.conns.remove(&conn) else {
             return;
         };
-        if let Session::Device { device_id } = entry.session {
+        if let Session::Device { device_id, .. } = entry.session {
             // A device that was removed is gone from the registry; its leases go back too.
             let mut current = true;
             if let Some(device) = self.devices.get_mut(&device_id) {
@@ -457,9 +532,10 @@ impl SwarmCore {
     /// The object's alarm fired: time out silent sockets, broadcast a snapshot, and re-arm only
     /// while any socket is connected.
     pub fn handle_alarm(&mut self, now: Millis) {
-        self.counters.alarms += 1;
+        self.counters.alarms = self.counters.alarms.saturating_add(1);
         self.alarm_at = None;
         self.expire_silent(now);
+        self.expire_checks(now);
         self.expire_leases(now);
         self.broadcast_snapshot(now);
         self.ensure_alarm(now);
@@ -501,7 +577,7 @@ impl SwarmCore {
                     weight_percent: share * 100.0,
                     in_flight,
                     chunks_done: self.jobs.chunks_done.get(id).copied().unwrap_or(0),
-                    checks_passed: d.checks_passed,
+                    checks_passed: d.record.checks_passed,
                 }
             })
             .collect();
@@ -527,13 +603,22 @@ impl SwarmCore {
             self.config.message_burst,
             self.config.messages_per_second,
         );
-        self.conns.insert(conn, Conn { session, bucket });
+        let read_seq = self.snapshot_seq;
+        self.conns.insert(
+            conn,
+            Conn {
+                session,
+                bucket,
+                read_seq,
+            },
+        );
     }
 
     /// Records the session a socket now has, in memory and in its attachment.
     pub(crate) fn set_session(&mut self, conn: ConnId, session: Session) {
         if let Some(entry) = self.conns.get_mut(&conn) {
             entry.session = session.clone();
+            entry.read_seq = self.snapshot_seq;
         }
         self.outputs.push_back(Output::Attach {
             conn,
@@ -541,17 +626,65 @@ impl SwarmCore {
         });
     }
 
+    /// The connection state of a device socket.
+    pub(crate) fn link(&self, conn: ConnId) -> Option<&DeviceLink> {
+        match &self.conns.get(&conn)?.session {
+            Session::Device { link, .. } => Some(link),
+            _ => None,
+        }
+    }
+
+    /// The connection state of a device's current socket.
+    pub(crate) fn link_of(&self, device_id: &str) -> Option<&DeviceLink> {
+        self.link(self.devices.get(device_id)?.conn?)
+    }
+
+    /// Changes the connection state of a device socket, in memory and in its attachment.
+    pub(crate) fn update_link(&mut self, conn: ConnId, change: impl FnOnce(&mut DeviceLink)) {
+        let Some(entry) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if let Session::Device { link, .. } = &mut entry.session {
+            change(link);
+            let session = entry.session.clone();
+            self.outputs.push_back(Output::Attach {
+                conn,
+                attachment: SocketAttachment { conn, session },
+            });
+        }
+    }
+
+    /// The device's leases changed: its attachment is rewritten before the outputs drain.
+    pub(crate) fn touch_leases(&mut self, device_id: &str) {
+        if !self.dirty_links.contains(device_id) {
+            self.dirty_links.insert(device_id.to_owned());
+        }
+    }
+
+    /// Writes the held leases of every touched device into its socket's attachment.
+    fn flush_links(&mut self) {
+        for device_id in std::mem::take(&mut self.dirty_links) {
+            let Some(conn) = self.devices.get(&device_id).and_then(|d| d.conn) else {
+                continue;
+            };
+            let held = self.held_leases(&device_id);
+            if self.link(conn).is_some_and(|link| link.leases != held) {
+                self.update_link(conn, |link| link.leases = held);
+            }
+        }
+    }
+
     /// Closes sockets that never said hello and devices whose heartbeats stopped.
     fn expire_silent(&mut self, now: Millis) {
         let mut silent = Vec::new();
         for (conn, entry) in &self.conns {
             match &entry.session {
-                Session::AwaitingHello { since_ms }
+                Session::AwaitingHello { since_ms, .. }
                     if now.saturating_sub(*since_ms) >= self.config.hello_timeout_ms =>
                 {
                     silent.push((*conn, None));
                 }
-                Session::Device { device_id } => {
+                Session::Device { device_id, .. } => {
                     if let Some(device) = self.devices.get(device_id) {
                         if now.saturating_sub(device.record.last_seen_ms)
                             >= self.config.offline_after_ms
@@ -583,19 +716,45 @@ impl SwarmCore {
         }
     }
 
+    /// Sends the snapshot to every dashboard that keeps up. One that has not read the last
+    /// [`Config::max_unread_snapshots`] is closed instead: what it does not read would pile
+    /// up in the runtime's send buffer.
     fn broadcast_snapshot(&mut self, now: Millis) {
-        let dashboards: Vec<ConnId> = self
+        let seq = self.snapshot_seq.saturating_add(1);
+        let max_unread = self.config.max_unread_snapshots;
+        let (dashboards, stuck): (Vec<ConnId>, Vec<ConnId>) = self
             .conns
             .iter()
             .filter(|(_, c)| matches!(c.session, Session::Dashboard { .. }))
-            .map(|(conn, _)| *conn)
-            .collect();
+            .map(|(conn, c)| (*conn, seq.saturating_sub(c.read_seq) <= max_unread))
+            .fold(
+                (Vec::new(), Vec::new()),
+                |(mut keep, mut stuck), (conn, reads)| {
+                    if reads {
+                        keep.push(conn)
+                    } else {
+                        stuck.push(conn)
+                    }
+                    (keep, stuck)
+                },
+            );
+        for conn in stuck {
+            self.log(
+                now,
+                LogLevel::Warn,
+                format!("a dashboard stopped reading its snapshots ({max_unread} unread) and was closed"),
+            );
+            self.close(now, conn, close_code::NOT_READING, "not reading");
+        }
         if dashboards.is_empty() {
             return;
         }
-        self.snapshot_seq += 1;
+        self.snapshot_seq = seq;
         // Count the sends first so the snapshot reports them; encode once for every dashboard.
-        self.counters.messages_out += dashboards.len() as u64;
+        self.counters.messages_out = self
+            .counters
+            .messages_out
+            .saturating_add(dashboards.len() as u64);
         let text: Rc<str> = encode(&ToClient::Snapshot(self.snapshot(now))).into();
         for conn in dashboards {
             self.outputs.push_back(Output::Send {
@@ -605,16 +764,46 @@ impl SwarmCore {
         }
     }
 
+    /// Arms the alarm while any socket is connected: for the next broadcast, or sooner when a
+    /// socket's hello comes due, so that a silent socket is closed at the hello timeout.
     fn ensure_alarm(&mut self, now: Millis) {
-        if self.alarm_at.is_none() && !self.conns.is_empty() {
-            let at = now + self.config.broadcast_interval_ms;
-            self.alarm_at = Some(at);
-            self.outputs.push_back(Output::SetAlarm { at });
+        if self.conns.is_empty() {
+            return;
+        }
+        let hello_due = self
+            .conns
+            .values()
+            .filter_map(|c| match c.session {
+                Session::AwaitingHello { since_ms, .. } => {
+                    Some(since_ms.saturating_add(self.config.hello_timeout_ms))
+                }
+                _ => None,
+            })
+            .min();
+        let tick = now.saturating_add(self.config.broadcast_interval_ms);
+        let due = hello_due.map_or(tick, |at| at.clamp(now, tick));
+        if self.alarm_at.is_none_or(|armed| due < armed) {
+            self.alarm_at = Some(due);
+            self.outputs.push_back(Output::SetAlarm { at: due });
         }
     }
 
-    fn reject_decode(&mut self, now: Millis, conn: ConnId, session: &Session, err: &DecodeError) {
-        self.reject(now, conn, Refusal::new(err.code(), err.to_string()), None);
+    fn reject_decode(
+        &mut self,
+        now: Millis,
+        conn: ConnId,
+        session: &Session,
+        err: &DecodeError,
+        bytes: &[u8],
+    ) {
+        // A refused owner command is answered with its `request`, when one can be read.
+        let request = shared_protocol::request_of(bytes);
+        self.reject(
+            now,
+            conn,
+            Refusal::new(err.code(), err.to_string()),
+            request,
+        );
         if matches!(err, DecodeError::TooLarge { .. }) {
             self.close(now, conn, close_code::TOO_BIG, "message too big");
         } else if matches!(session, Session::AwaitingHello { .. }) {
@@ -631,17 +820,22 @@ impl SwarmCore {
         refusal: Refusal,
         request: Option<u32>,
     ) {
-        self.counters.rejected += 1;
-        let who = match self.conns.get(&conn).map(|c| &c.session) {
-            Some(Session::Device { device_id }) => format!("device {}", short(device_id)),
-            Some(Session::Dashboard { owner: true }) => "the owner's dashboard".to_owned(),
-            Some(Session::Dashboard { owner: false }) => "a viewer".to_owned(),
-            _ => "a new connection".to_owned(),
+        self.counters.rejected = self.counters.rejected.saturating_add(1);
+        let (kind, who) = match self.conns.get(&conn).map(|c| &c.session) {
+            Some(Session::Device { device_id, .. }) => (
+                "message from a device",
+                format!("device {}", short(device_id)),
+            ),
+            Some(Session::Dashboard { owner: true }) => {
+                ("message from the owner", "the owner's dashboard".to_owned())
+            }
+            Some(Session::Dashboard { owner: false }) => {
+                ("message from a viewer", "a viewer".to_owned())
+            }
+            _ => ("hello", "a new connection".to_owned()),
         };
-        self.security(
-            now,
-            format!("refused a message from {who}: {}", code_name(refusal.code)),
-        );
+        let code = code_name(refusal.code);
+        self.security(now, kind, format!("refused a message from {who}: {code}"));
         let Refusal {
             code,
             message,
@@ -669,7 +863,7 @@ impl SwarmCore {
     }
 
     pub(crate) fn send(&mut self, conn: ConnId, message: &ToClient) {
-        self.counters.messages_out += 1;
+        self.counters.messages_out = self.counters.messages_out.saturating_add(1);
         self.outputs.push_back(Output::Send {
             conn,
             text: encode(message).into(),
@@ -677,7 +871,7 @@ impl SwarmCore {
     }
 
     pub(crate) fn persist(&mut self, op: StoreOp) {
-        self.counters.storage_writes += 1;
+        self.counters.storage_writes = self.counters.storage_writes.saturating_add(1);
         self.outputs.push_back(Output::Persist(op));
     }
 
@@ -697,14 +891,15 @@ impl SwarmCore {
         );
     }
 
-    /// A security event: in the system log and in the owner's audit log.
-    pub(crate) fn security(&mut self, now: Millis, text: String) {
+    /// A security event of a kind (a fixed name: the audit log keeps the newest few of each
+    /// kind and counts the rest): in the system log and in the owner's audit log.
+    pub(crate) fn security(&mut self, now: Millis, kind: &'static str, text: String) {
         let entry = LogEntry {
             at_ms: now,
             level: LogLevel::Security,
             text,
         };
-        push_bounded(&mut self.audit, self.config.audit_capacity, entry.clone());
+        self.audit.record(kind, entry.clone());
         push_bounded(&mut self.log, self.config.log_capacity, entry);
     }
 }
@@ -721,8 +916,11 @@ pub(crate) fn code_name(code: ErrorCode) -> String {
     encode(&code).trim_matches('"').to_owned()
 }
 
+/// The first 8 characters of an id, for log lines.
 pub(crate) fn short(id: &str) -> &str {
-    &id[..id.len().min(8)]
+    id.char_indices()
+        .nth(8)
+        .map_or(id, |(end, _)| id.get(..end).unwrap_or(id))
 }
 
 fn count_u32(n: usize) -> u32 {

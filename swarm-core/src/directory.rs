@@ -1,6 +1,8 @@
 //! The short-code directory: which swarm an invite code belongs to, with the rate limits that
 //! make guessing codes hopeless. One directory object serves one shard of the code space (the
-//! first digit of the code); this is its pure core.
+//! first digit of the code's hash); this is its pure core. Wrong guesses are limited per client
+//! address and slowed for everyone ([`GuessLimiter`]); each one the limits let through is
+//! stored, so that a restart of the object does not reset the limits.
 
 use std::collections::HashMap;
 
@@ -8,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use shared_protocol::ErrorCode;
 
 use crate::core::Refusal;
-use crate::limits::{KeyedWindows, SlidingWindow};
+use crate::limits::{GuessLimiter, GuessLimits, GuessRefusal};
+use crate::records::{GuessRecord, StoreOp};
 use crate::Millis;
 
 /// A code's routing entry: only the code's hash is kept.
@@ -19,11 +22,12 @@ pub struct CodeEntry {
     pub expires_ms: Millis,
 }
 
-/// Failed lookups allowed per client (address) per minute, and per shard per minute.
+/// Failed lookups allowed per client (address) per minute, and per shard per minute (beyond
+/// which lookups are slowed to that rate, not refused for the rest of the minute).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DirectoryLimits {
     pub failures_per_client_per_minute: usize,
-    pub failures_per_shard_per_minute: usize,
+    pub failures_per_shard_per_minute: u32,
 }
 
 impl Default for DirectoryLimits {
@@ -37,52 +41,86 @@ impl Default for DirectoryLimits {
 
 pub struct CodeDirectory {
     entries: HashMap<String, CodeEntry>,
-    per_client: KeyedWindows<String>,
-    per_shard: SlidingWindow,
+    guesses: GuessLimiter,
+    writes: Vec<StoreOp>,
 }
 
 impl CodeDirectory {
-    pub fn new(limits: DirectoryLimits, entries: Vec<CodeEntry>) -> Self {
+    /// The directory as stored: its entries, and the wrong guesses of the last minute (older
+    /// ones are ignored).
+    pub fn new(
+        limits: DirectoryLimits,
+        entries: Vec<CodeEntry>,
+        now: Millis,
+        guesses: Vec<GuessRecord>,
+    ) -> Self {
+        let mut limiter = GuessLimiter::new(GuessLimits {
+            per_source: limits.failures_per_client_per_minute,
+            burst: limits.failures_per_shard_per_minute,
+            per_window: limits.failures_per_shard_per_minute,
+            window_ms: 60_000,
+        });
+        limiter.replay(
+            guesses
+                .into_iter()
+                .filter(|g| now.saturating_sub(g.at_ms) < 60_000)
+                .map(|g| (g.at_ms, g.source))
+                .collect(),
+        );
         Self {
             entries: entries
                 .into_iter()
                 .map(|e| (e.code_hash.clone(), e))
                 .collect(),
-            per_client: KeyedWindows::new(limits.failures_per_client_per_minute, 60_000, 10_000),
-            per_shard: SlidingWindow::new(limits.failures_per_shard_per_minute, 60_000),
+            guesses: limiter,
+            writes: Vec::new(),
         }
+    }
+
+    /// Storage writes to carry out (only [`StoreOp::PutGuess`] and [`StoreOp::PruneGuesses`]).
+    pub fn take_writes(&mut self) -> Vec<StoreOp> {
+        std::mem::take(&mut self.writes)
     }
 
     pub fn register(&mut self, entry: CodeEntry) {
         self.entries.insert(entry.code_hash.clone(), entry);
     }
 
-    /// The swarm a code hash belongs to. Every miss counts against the client and the shard;
-    /// past either limit every lookup is refused until the window frees.
+    /// The swarm a code hash belongs to. Every miss counts against the client (refused for the
+    /// rest of the minute past its limit) and the shard (slowed past its limit).
     pub fn resolve(
         &mut self,
         now: Millis,
         code_hash: &str,
         client: &str,
     ) -> Result<String, Refusal> {
-        let client = client.to_owned();
-        if let Err(retry) = self.per_client.check(now, &client) {
-            return Err(Refusal::rate_limited(
-                "too many wrong codes from this address",
-                retry,
-            ));
-        }
-        if let Err(retry) = self.per_shard.check(now) {
-            return Err(Refusal::rate_limited(
-                "too many wrong codes are being tried",
-                retry,
-            ));
+        let client: String = crate::hash_secret(client).chars().take(16).collect();
+        match self.guesses.check(now, &client) {
+            Err(GuessRefusal::Source { retry_after_ms }) => {
+                return Err(Refusal::rate_limited(
+                    "too many wrong codes from this address",
+                    retry_after_ms,
+                ))
+            }
+            Err(GuessRefusal::Everyone { retry_after_ms }) => {
+                return Err(Refusal::rate_limited(
+                    "many wrong codes are being tried; lookups are slowed down",
+                    retry_after_ms,
+                ))
+            }
+            Ok(()) => {}
         }
         match self.entries.get(code_hash) {
             Some(entry) if now < entry.expires_ms => Ok(entry.swarm_id.clone()),
             _ => {
-                self.per_client.record(now, &client);
-                self.per_shard.record(now);
+                self.guesses.record_miss(now, &client);
+                self.writes.push(StoreOp::PutGuess(GuessRecord {
+                    at_ms: now,
+                    source: client,
+                }));
+                if let Some(before_ms) = self.guesses.prune_before(now) {
+                    self.writes.push(StoreOp::PruneGuesses { before_ms });
+                }
                 Err(Refusal::new(
                     ErrorCode::InviteInvalid,
                     "no such invite code (or it has expired)",
@@ -121,7 +159,12 @@ mod tests {
 
     #[test]
     fn resolves_live_codes_only() {
-        let mut dir = CodeDirectory::new(DirectoryLimits::default(), vec![entry("a", 1_000)]);
+        let mut dir = CodeDirectory::new(
+            DirectoryLimits::default(),
+            vec![entry("a", 1_000)],
+            0,
+            vec![],
+        );
         dir.register(entry("b", 5_000));
         assert_eq!(dir.resolve(0, "a", "ip").unwrap(), "swarm-of-a");
         assert_eq!(
@@ -133,12 +176,12 @@ mod tests {
     }
 
     #[test]
-    fn misses_are_limited_per_client_and_per_shard() {
+    fn misses_are_limited_per_client_and_slowed_per_shard() {
         let limits = DirectoryLimits {
             failures_per_client_per_minute: 3,
             failures_per_shard_per_minute: 5,
         };
-        let mut dir = CodeDirectory::new(limits, vec![entry("good", u64::MAX)]);
+        let mut dir = CodeDirectory::new(limits, vec![entry("good", u64::MAX)], 0, vec![]);
         for _ in 0..3 {
             assert_eq!(
                 dir.resolve(0, "guess", "attacker").unwrap_err().code,
@@ -157,13 +200,30 @@ mod tests {
         for _ in 0..2 {
             let _ = dir.resolve(20, "guess", "botnet-member");
         }
+        let slowed = dir.resolve(30, "good", "honest").unwrap_err();
+        assert_eq!(slowed.code, ErrorCode::RateLimited, "shard-wide budget");
+        let wait = slowed.retry_after_ms.unwrap_or(u64::MAX);
+        assert!(wait <= 12_000, "slowed, not locked out: {wait} ms");
+        assert!(dir.resolve(30 + wait, "good", "honest").is_ok());
+
+        // The misses were stored; a directory rebuilt from them refuses the attacker still.
+        let stored: Vec<GuessRecord> = dir
+            .take_writes()
+            .into_iter()
+            .filter_map(|w| match w {
+                StoreOp::PutGuess(g) => Some(g),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(stored.len(), 5);
+        let mut again = CodeDirectory::new(limits, vec![entry("good", u64::MAX)], 40, stored);
         assert_eq!(
-            dir.resolve(30, "good", "honest").unwrap_err().code,
+            again.resolve(40, "good", "attacker").unwrap_err().code,
             ErrorCode::RateLimited,
-            "shard-wide cap"
+            "the limit holds across a restart"
         );
         assert!(
-            dir.resolve(60_000, "good", "attacker").is_ok(),
+            again.resolve(60_000, "good", "attacker").is_ok(),
             "the window frees"
         );
     }

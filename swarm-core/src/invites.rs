@@ -55,7 +55,7 @@ impl Invites {
         if invite.max_uses.is_some_and(|max| invite.uses >= max) {
             return Err(ErrorCode::InviteExhausted);
         }
-        invite.uses += 1;
+        invite.uses = invite.uses.saturating_add(1);
         Ok(invite.clone())
     }
 

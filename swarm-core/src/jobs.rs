@@ -2,10 +2,16 @@
 //! results checked and merged as they are accepted, and progress for the snapshots. One job
 //! runs at a time; the others wait in submission order.
 //!
-//! Lease ids on the wire are `epoch << 32 | scheduler id`: every activation of a job draws a
-//! fresh random epoch (1 to 2^20), so a late result for a lease of an earlier job, or of the same
-//! job before the object restarted, cannot be taken for a current lease. Epoch 0 is the
-//! benchmark's ([`crate::bench`]).
+//! Lease ids on the wire are `epoch << 32 | scheduler id`: every job draws a random epoch (1 to
+//! 2^20) when it starts and keeps it in its row, so a late result for a lease of an earlier job
+//! cannot be taken for a current lease, while a result for a lease issued before a restart of
+//! the object still counts: the leases a device holds travel in its socket's attachment and are
+//! given back to the rebuilt scheduler. Epoch 0 is the benchmark's ([`crate::bench`]).
+//!
+//! Progress is stored as parts ([`PartRecord`]: who returned which units, and what they added),
+//! one row per accepted result, and rebuilt from them after a restart; the job's row is written
+//! only when its state changes. A device caught lying later has every part it returned taken
+//! back out, whether it was accepted before or after a restart.
 
 use std::collections::BTreeMap;
 
@@ -16,7 +22,7 @@ use shared_protocol::{
 
 use crate::core::{short, Refusal, SwarmCore};
 use crate::kinds::{self, reference_rate, Checked};
-use crate::records::{JobRecord, StoreOp};
+use crate::records::{HeldLease, JobRecord, PartRecord, StoreOp, MAX_ATTACHED_LEASES};
 use crate::sched::{Completion, Lease, LeaseId, SchedConfig, Scheduler};
 use crate::{ConnId, Millis};
 
@@ -52,9 +58,9 @@ struct Active {
     spec: JobSpec,
     sched: Scheduler,
     epoch: u64,
-    /// What each device contributed since the activation: `(lo, hi, part)`, so that the parts
-    /// of a device quarantined later can be taken out again. (Without pixels: those are in
-    /// storage, by first row `lo`.)
+    /// What each device contributed to the job: `(lo, hi, part)`, so that the parts of a
+    /// device quarantined later can be taken out again. (Without pixels: those are in storage,
+    /// by first row `lo`.) The same as the job's stored parts.
     parts: BTreeMap<String, Vec<(u64, u64, Checked)>>,
 }
 
@@ -85,17 +91,46 @@ impl JobBoard {
 }
 
 impl SwarmCore {
-    /// Jobs restored from storage: a job that was running resumes where its stored progress
-    /// ends.
-    pub(crate) fn restore_jobs(&mut self, now: Millis, jobs: Vec<crate::records::JobRecord>) {
+    /// Jobs restored from storage: a job that was running resumes from its stored parts (its
+    /// result and done ranges are rebuilt from them), with the leases its devices still hold.
+    pub(crate) fn restore_jobs(
+        &mut self,
+        now: Millis,
+        jobs: Vec<JobRecord>,
+        parts: Vec<PartRecord>,
+    ) {
         let running = jobs
             .iter()
             .find(|j| j.state == JobState::Running)
             .map(|j| j.job_id.clone());
         self.jobs.jobs = jobs.into_iter().map(|j| (j.job_id.clone(), j)).collect();
-        if let Some(job_id) = running {
-            self.activate(now, job_id);
+        let Some(job_id) = running else {
+            return;
+        };
+        let mut restored: BTreeMap<String, Vec<(u64, u64, Checked)>> = BTreeMap::new();
+        if let Some(job) = self.jobs.jobs.get_mut(&job_id) {
+            let mine: Vec<PartRecord> = parts.into_iter().filter(|p| p.job_id == job_id).collect();
+            // Rows written before parts were stored keep their merged progress.
+            if !mine.is_empty() {
+                job.result = kinds::empty_result(&job.spec);
+                job.done_units = 0;
+                job.done_ranges.clear();
+            }
+            for part in mine {
+                let checked = Checked {
+                    result: part.result,
+                    pixels: None,
+                    inside: part.inside,
+                };
+                kinds::merge(&job.spec, &mut job.result, &checked);
+                job.add_done(part.lo, part.hi);
+                restored
+                    .entry(part.device_id)
+                    .or_default()
+                    .push((part.lo, part.hi, checked));
+            }
         }
+        self.activate(now, job_id, restored);
     }
 
     pub(crate) fn submit_job(&mut self, now: Millis, spec: JobSpec) -> OwnerReply {
@@ -109,6 +144,7 @@ impl SwarmCore {
             finished_ms: None,
             done_units: 0,
             done_ranges: Vec::new(),
+            epoch: 0,
         };
         self.log(
             now,
@@ -140,6 +176,9 @@ impl SwarmCore {
         job.finished_ms = Some(now);
         let record = job.clone();
         self.persist(StoreOp::PutJob(record));
+        self.persist(StoreOp::DeleteParts {
+            job_id: job_id.to_owned(),
+        });
         self.log(
             now,
             LogLevel::Info,
@@ -165,7 +204,11 @@ impl SwarmCore {
         let Some(device) = self.devices.get(device_id) else {
             return;
         };
-        if device.bench.is_some() {
+        // No job work before a right benchmark answer on this connection.
+        if self
+            .link_of(device_id)
+            .is_none_or(|link| link.bench.is_some())
+        {
             return;
         }
         let enabled = device.record.enabled;
@@ -258,6 +301,7 @@ impl SwarmCore {
             if let Some(conn) = self.conn_of(&device) {
                 self.send(conn, &message);
             }
+            self.touch_leases(&device);
         }
     }
 
@@ -321,18 +365,19 @@ impl SwarmCore {
             return;
         };
         let job_id = active.job_id.clone();
-        let Completion::Accepted { lo, hi, cancelled } =
-            active.sched.complete(now, device_id, lease_id, compute_ms)
-        else {
+        let completion = active.sched.complete(now, device_id, lease_id, compute_ms);
+        let mut finished = active.sched.is_finished();
+        self.touch_leases(device_id);
+        let Completion::Accepted { lo, hi, cancelled } = completion else {
             return;
         };
-        let mut finished = active.sched.is_finished();
         self.cancel_leases(&cancelled);
-        *self
+        let chunks = self
             .jobs
             .chunks_done
             .entry(device_id.to_owned())
-            .or_default() += 1;
+            .or_default();
+        *chunks = chunks.saturating_add(1);
         self.accept_part(now, device_id, &job_id, (lo, hi), checked, &mut finished);
         if !finished {
             self.maybe_spot_check(now, device_id);
@@ -344,8 +389,9 @@ impl SwarmCore {
         self.dispatch(now);
     }
 
-    /// Merges a device's accepted part into its job, stores it, remembers it (without its
-    /// pixels) in case the device is quarantined later, and marks the job done when it is.
+    /// Merges a device's accepted part into its job, stores it (the part, not the job row),
+    /// remembers it (without its pixels) in case the device is quarantined later, and marks the
+    /// job done when it is: then the job row takes the merged result and the parts are deleted.
     fn accept_part(
         &mut self,
         now: Millis,
@@ -366,16 +412,30 @@ impl SwarmCore {
             job.finished_ms = Some(now);
         }
         let record = job.clone();
-        // The pixels are written before the job row that counts them as done. A Mandelbrot
+        // The pixels are written before the part that counts them as done. A Mandelbrot
         // job's units are its rows, so the band starts at row `lo`.
         if let Some(counts) = checked.pixels.take() {
             self.persist(StoreOp::PutPixels {
                 job_id: job_id.to_owned(),
-                first_row: lo as u32,
+                first_row: u32::try_from(lo).unwrap_or(u32::MAX),
                 counts,
             });
         }
-        self.persist(StoreOp::PutJob(record.clone()));
+        if *finished {
+            self.persist(StoreOp::PutJob(record.clone()));
+            self.persist(StoreOp::DeleteParts {
+                job_id: job_id.to_owned(),
+            });
+        } else {
+            self.persist(StoreOp::PutPart(PartRecord {
+                job_id: job_id.to_owned(),
+                device_id: device_id.to_owned(),
+                lo,
+                hi,
+                result: checked.result.clone(),
+                inside: checked.inside,
+            }));
+        }
         if let Some(active) = self.jobs.active.as_mut() {
             let parts = active.parts.entry(device_id.to_owned()).or_default();
             parts.push((lo, hi, checked));
@@ -405,6 +465,7 @@ impl SwarmCore {
         }
         self.security(
             now,
+            "wrong result",
             format!(
                 "device '{name}' returned a wrong result ({why}); quarantined until the owner enables it"
             ),
@@ -447,14 +508,18 @@ impl SwarmCore {
             kinds::unmerge(&mut job.result, part);
             job.remove_done(*lo, *hi);
         }
-        let record = job.clone();
-        for (lo, _, _) in redone.iter().filter(|_| image) {
-            self.persist(StoreOp::DeletePixels {
+        for (lo, _, _) in &redone {
+            if image {
+                self.persist(StoreOp::DeletePixels {
+                    job_id: job_id.clone(),
+                    first_row: u32::try_from(*lo).unwrap_or(u32::MAX),
+                });
+            }
+            self.persist(StoreOp::DeletePart {
                 job_id: job_id.clone(),
-                first_row: *lo as u32,
+                lo: *lo,
             });
         }
-        self.persist(StoreOp::PutJob(record));
         self.log(
             now,
             LogLevel::Warn,
@@ -488,7 +553,7 @@ impl SwarmCore {
         };
         let total = job.spec.units();
         let eta_ms = (per_ms > 0.0 && job.state == JobState::Running)
-            .then(|| ((total - job.done_units) as f64 / per_ms) as u64);
+            .then(|| (total.saturating_sub(job.done_units) as f64 / per_ms) as u64);
         JobView {
             job_id: job.job_id.clone(),
             spec: job.spec.clone(),
@@ -505,8 +570,10 @@ impl SwarmCore {
 
     fn start_next_job(&mut self, now: Millis) {
         if let Some(job_id) = self.jobs.queued_first() {
+            let epoch = self.rng.below(MAX_EPOCH).saturating_add(1);
             if let Some(job) = self.jobs.jobs.get_mut(&job_id) {
                 job.state = JobState::Running;
+                job.epoch = epoch;
                 let record = job.clone();
                 self.persist(StoreOp::PutJob(record));
             }
@@ -515,33 +582,108 @@ impl SwarmCore {
                 LogLevel::Info,
                 format!("job {} started", short(&job_id)),
             );
-            self.activate(now, job_id);
+            self.activate(now, job_id, BTreeMap::new());
         }
     }
 
-    /// Builds the scheduler of a running job from its stored progress and the devices online.
-    fn activate(&mut self, now: Millis, job_id: String) {
+    /// Builds the scheduler of a running job from its progress (its parts, by device, after a
+    /// restart), the leases its devices' connections hold and the devices online.
+    fn activate(
+        &mut self,
+        now: Millis,
+        job_id: String,
+        parts: BTreeMap<String, Vec<(u64, u64, Checked)>>,
+    ) {
+        let Some(job) = self.jobs.jobs.get_mut(&job_id) else {
+            return;
+        };
+        if job.epoch == 0 {
+            // A row from before epochs were stored.
+            job.epoch = self.rng.below(MAX_EPOCH).saturating_add(1);
+            let record = job.clone();
+            self.persist(StoreOp::PutJob(record));
+        }
         let Some(job) = self.jobs.jobs.get(&job_id) else {
             return;
         };
         let spec = job.spec.clone();
+        let epoch = job.epoch;
         let mut sched = Scheduler::new(SchedConfig {
             max_chunk_units: spec.max_chunk_units(),
             ..SchedConfig::default()
         });
         sched.add_work(spec.units());
-        for (lo, hi) in &job.done_ranges {
+        if parts.is_empty() {
+            for (lo, hi) in &job.done_ranges {
+                sched.mark_done(*lo, *hi);
+            }
+        }
+        // Each part is marked on its own, so that it can be redone if its device is caught.
+        for (lo, hi, _) in parts.values().flatten() {
             sched.mark_done(*lo, *hi);
         }
-        let epoch = 1 + self.rng.below(MAX_EPOCH);
         self.jobs.active = Some(Active {
             job_id,
             spec,
             sched,
             epoch,
-            parts: BTreeMap::new(),
+            parts,
         });
+        self.restore_held_leases();
         self.capacity_changed(now);
+    }
+
+    /// Gives the leases that device connections hold (kept in their attachments) back to the
+    /// scheduler of the running job, so that their results still count. A lease whose units
+    /// are done or out with another device is dropped and its holder told to stop.
+    fn restore_held_leases(&mut self) {
+        let held: Vec<(String, Vec<HeldLease>)> = self
+            .devices
+            .values()
+            .filter_map(|d| {
+                let link = self.link(d.conn?)?;
+                (!link.leases.is_empty()).then(|| (d.record.device_id.clone(), link.leases.clone()))
+            })
+            .collect();
+        let mut stale = Vec::new();
+        for (device_id, leases) in held {
+            self.device_available(&device_id);
+            let Some(active) = self.jobs.active.as_mut() else {
+                return;
+            };
+            for HeldLease(wire, lo, hi, issued_ms, deadline_ms) in leases {
+                let restored = active.own_id(wire).is_some_and(|id| {
+                    active
+                        .sched
+                        .restore_lease(&device_id, id, lo, hi, issued_ms, deadline_ms)
+                });
+                if !restored {
+                    stale.push((device_id.clone(), wire));
+                }
+            }
+            self.touch_leases(&device_id);
+        }
+        for (device_id, lease_id) in stale {
+            if let Some(conn) = self.conn_of(&device_id) {
+                self.send(conn, &ToClient::CancelLease { lease_id });
+            }
+        }
+    }
+
+    /// The leases of the running job a device holds, as its attachment keeps them (the
+    /// newest [`MAX_ATTACHED_LEASES`]).
+    pub(crate) fn held_leases(&self, device_id: &str) -> Vec<HeldLease> {
+        let Some(active) = self.jobs.active.as_ref() else {
+            return Vec::new();
+        };
+        let mut held: Vec<HeldLease> = active
+            .sched
+            .leases_of(device_id)
+            .map(|l| HeldLease(active.wire_id(l.id), l.lo, l.hi, l.issued_ms, l.deadline_ms))
+            .collect();
+        let extra = held.len().saturating_sub(MAX_ATTACHED_LEASES);
+        held.drain(..extra);
+        held
     }
 
     /// Ends the running job's scheduler: the devices' observed speeds are kept and the leases
@@ -550,6 +692,9 @@ impl SwarmCore {
         let Some(mut active) = self.jobs.active.take() else {
             return;
         };
+        for device_id in active.sched.devices() {
+            self.touch_leases(&device_id);
+        }
         let reference = reference_rate(&active.spec);
         for device_id in self.devices.keys() {
             if let Some(rate) = active.sched.rate(device_id) {
@@ -569,6 +714,9 @@ impl SwarmCore {
     }
 
     fn cancel_leases(&mut self, leases: &[Lease]) {
+        for lease in leases {
+            self.touch_leases(&lease.device);
+        }
         let Some(active) = self.jobs.active.as_ref() else {
             return;
         };
@@ -623,9 +771,10 @@ impl SwarmCore {
     /// Workers a device lends: the cores it lends (all unless it said otherwise) scaled by the
     /// swarm throttle (at least one while both are above zero).
     fn workers_of(&self, device_id: &str) -> u32 {
+        let lend = self.link_of(device_id).and_then(|link| link.lend);
         let cores = self.devices.get(device_id).map_or(0, |d| {
             let cores = d.record.capabilities.cores;
-            u32::from(d.lend.map_or(cores, |lend| lend.min(cores)))
+            u32::from(lend.map_or(cores, |lend| lend.min(cores)))
         });
         let throttle = self
             .meta
@@ -634,7 +783,7 @@ impl SwarmCore {
         if throttle == 0 || cores == 0 {
             0
         } else {
-            (cores * throttle / 100).max(1)
+            (cores.saturating_mul(throttle) / 100).max(1)
         }
     }
 }

@@ -8,7 +8,8 @@ use shared_protocol::{
 
 use crate::core::{Device, Refusal, SwarmCore};
 use crate::invites::{refusal_text, Presented};
-use crate::records::{DeviceRecord, Session, StoreOp};
+use crate::limits::GuessRefusal;
+use crate::records::{DeviceLink, DeviceRecord, GuessRecord, Session, StoreOp};
 use crate::secrets::hash_secret;
 use crate::{ConnId, Millis};
 
@@ -17,14 +18,13 @@ impl SwarmCore {
         match self.admit(now, conn, hello) {
             Ok((session, role)) => {
                 let device = match &session {
-                    Session::Device { device_id } => Some(device_id.clone()),
+                    Session::Device { device_id, .. } => Some(device_id.clone()),
                     _ => None,
                 };
                 self.set_session(conn, session);
-                let meta = self
-                    .meta
-                    .clone()
-                    .expect("admit refuses hellos before creation");
+                let Some(meta) = self.meta.clone() else {
+                    return; // admit refuses hellos before creation
+                };
                 self.send(
                     conn,
                     &ToClient::Welcome {
@@ -86,6 +86,7 @@ impl SwarmCore {
                 Ok((
                     Session::Device {
                         device_id: device_id.clone(),
+                        link: DeviceLink::default(),
                     },
                     WelcomeRole::Device {
                         device_id,
@@ -99,12 +100,13 @@ impl SwarmCore {
                 credential: None,
                 invite,
             } => {
-                let how = self.check_invite(now, invite)?;
+                let how = self.check_invite(now, conn, invite)?;
                 let credential = self.register_device(now, conn, name, capabilities, how);
                 let device_id = credential.device_id.clone();
                 Ok((
                     Session::Device {
                         device_id: device_id.clone(),
+                        link: DeviceLink::default(),
                     },
                     WelcomeRole::Device {
                         device_id,
@@ -115,46 +117,79 @@ impl SwarmCore {
         }
     }
 
-    /// Checks (and uses) the proof a new device presented. Failed attempts are counted per
-    /// swarm; past the limit, every attempt is refused until the window frees.
+    /// Checks (and uses) the proof a new device presented. Only short codes can be guessed, so
+    /// only wrong codes count against the guessing limits (per source address, and slowed for
+    /// everyone); links and the owner key carry 256-bit secrets and share no budget with them,
+    /// so a flood of wrong codes cannot lock out a device that has a link.
     fn check_invite(
         &mut self,
         now: Millis,
+        conn: ConnId,
         proof: Option<JoinProof>,
     ) -> Result<&'static str, Refusal> {
-        if let Err(retry) = self.failed_joins.check(now) {
-            return Err(Refusal::rate_limited(
-                "too many refused join attempts for this swarm",
-                retry,
-            ));
-        }
-        let outcome = match proof {
-            None => Err(ErrorCode::InviteRequired),
-            Some(JoinProof::OwnerKey { owner_key }) => {
-                if self.is_owner_key(&owner_key) {
-                    Ok("with the owner key")
-                } else {
-                    Err(ErrorCode::BadOwnerKey)
-                }
-            }
-            Some(JoinProof::Token { token }) => self
-                .redeem(now, Presented::TokenHash(&hash_secret(&token)))
-                .map(|()| "through an invite link"),
-            Some(JoinProof::Code { code }) => match normalize_code(&code) {
-                Some(canonical) => self
-                    .redeem(now, Presented::CodeHash(&hash_secret(&canonical)))
-                    .map(|()| "with an invite code"),
-                None => Err(ErrorCode::InviteInvalid),
-            },
-        };
-        outcome.map_err(|code| {
-            self.failed_joins.record(now);
+        let refused = |code: ErrorCode| {
             let text = match code {
                 ErrorCode::BadOwnerKey => "wrong owner key",
                 other => refusal_text(other),
             };
             Refusal::new(code, text)
-        })
+        };
+        match proof {
+            None => Err(refused(ErrorCode::InviteRequired)),
+            Some(JoinProof::OwnerKey { owner_key }) => {
+                if self.is_owner_key(&owner_key) {
+                    Ok("with the owner key")
+                } else {
+                    Err(refused(ErrorCode::BadOwnerKey))
+                }
+            }
+            Some(JoinProof::Token { token }) => self
+                .redeem(now, Presented::TokenHash(&hash_secret(&token)))
+                .map(|()| "through an invite link")
+                .map_err(refused),
+            Some(JoinProof::Code { code }) => {
+                let source = match self.conns.get(&conn).map(|c| &c.session) {
+                    Some(Session::AwaitingHello { source, .. }) => source.clone(),
+                    _ => String::new(),
+                };
+                match self.code_guesses.check(now, &source) {
+                    Err(GuessRefusal::Source { retry_after_ms }) => {
+                        return Err(Refusal::rate_limited(
+                            "too many wrong invite codes from this address",
+                            retry_after_ms,
+                        ))
+                    }
+                    Err(GuessRefusal::Everyone { retry_after_ms }) => {
+                        return Err(Refusal::rate_limited(
+                            "many wrong invite codes are being tried; codes are slowed down",
+                            retry_after_ms,
+                        ))
+                    }
+                    Ok(()) => {}
+                }
+                let outcome = match normalize_code(&code) {
+                    Some(canonical) => {
+                        self.redeem(now, Presented::CodeHash(&hash_secret(&canonical)))
+                    }
+                    None => Err(ErrorCode::InviteInvalid),
+                };
+                if outcome == Err(ErrorCode::InviteInvalid) {
+                    self.record_guess(now, source);
+                }
+                outcome.map(|()| "with an invite code").map_err(refused)
+            }
+        }
+    }
+
+    /// Counts a wrong code guess, in memory and in storage (so that the limit holds across a
+    /// restart); at most one write per wrong guess the limits let through, and old guesses are
+    /// deleted once a window.
+    fn record_guess(&mut self, now: Millis, source: String) {
+        self.code_guesses.record_miss(now, &source);
+        self.persist(StoreOp::PutGuess(GuessRecord { at_ms: now, source }));
+        if let Some(before_ms) = self.code_guesses.prune_before(now) {
+            self.persist(StoreOp::PruneGuesses { before_ms });
+        }
     }
 
     fn redeem(&mut self, now: Millis, presented: Presented<'_>) -> Result<(), ErrorCode> {
@@ -186,6 +221,7 @@ impl SwarmCore {
             enabled: true,
             quarantined: false,
             score: None,
+            checks_passed: 0,
         };
         self.log(
             now,
@@ -198,10 +234,6 @@ impl SwarmCore {
             Device {
                 record,
                 conn: Some(conn),
-                lend: None,
-                bench: None,
-                check: None,
-                checks_passed: 0,
             },
         );
         DeviceCredential { device_id, secret }
@@ -229,9 +261,9 @@ impl SwarmCore {
         if device.record.secret_hash != hash_secret(&credential.secret) {
             return Err(refused());
         }
+        // A new connection starts lending everything until the device says otherwise (its
+        // link starts empty).
         let previous = device.conn.replace(conn);
-        // A new connection starts lending everything until the device says otherwise.
-        device.lend = None;
         device.record.last_seen_ms = now;
         device.record.name = name;
         device.record.capabilities = capabilities;

@@ -7,7 +7,7 @@
 //! times the kind's reference rate ([`reference_rate`]); after that, the scheduler follows the
 //! rate observed on real chunks.
 
-use kernels::mandelbrot::{colorize, encode_png, pixel_escape_count, View};
+use kernels::mandelbrot::{colorize, pixel_escape_count, try_encode_png, View};
 use shared_protocol::{decode_counts, JobResult, JobSpec, WorkResult};
 
 use crate::secrets::Rng;
@@ -79,11 +79,9 @@ pub fn check(
 ) -> Result<Checked, String> {
     match (spec, result) {
         (JobSpec::PrimeCount { .. }, WorkResult::PrimeCount { count }) => {
-            if count > to - from {
-                return Err(format!(
-                    "{count} primes cannot fit in {} numbers",
-                    to - from
-                ));
+            let size = to.saturating_sub(from);
+            if count > size {
+                return Err(format!("{count} primes cannot fit in {size} numbers"));
             }
             Ok(Checked {
                 result: WorkResult::PrimeCount { count },
@@ -103,7 +101,7 @@ pub fn check(
             WorkResult::Mandelbrot { counts },
         ) => {
             let decoded = decode_counts(&counts)?;
-            let expected = u64::from(*width) * (to - from);
+            let expected = u64::from(*width).saturating_mul(to.saturating_sub(from));
             if decoded.len() as u64 != expected {
                 return Err(format!(
                     "{} counts for a band of {expected} pixels",
@@ -121,15 +119,21 @@ pub fn check(
                 height: *height,
                 max_iter: *max_iter,
             };
+            let columns = u64::from(*width);
             for _ in 0..SAMPLED_PIXELS {
-                let at = rng.below(expected) as usize;
-                let px = (at % *width as usize) as u32;
-                let py = from as u32 + (at / *width as usize) as u32;
+                let at = rng.below(expected);
+                // `at < expected`, which is the number of counts; only an empty band (nothing to
+                // sample) has none.
+                let Some(&count) = usize::try_from(at).ok().and_then(|at| decoded.get(at)) else {
+                    break;
+                };
+                let px = u32::try_from(at.checked_rem(columns).unwrap_or(0)).unwrap_or(u32::MAX);
+                let row = from.saturating_add(at.checked_div(columns).unwrap_or(0));
+                let py = u32::try_from(row).unwrap_or(u32::MAX);
                 let truth = pixel_escape_count(&view, px, py);
-                if u32::from(decoded[at]) != truth {
+                if u32::from(count) != truth {
                     return Err(format!(
-                        "pixel ({px}, {py}) has count {} but is {truth}",
-                        decoded[at]
+                        "pixel ({px}, {py}) has count {count} but is {truth}"
                     ));
                 }
             }
@@ -156,14 +160,17 @@ pub fn check(
             },
             WorkResult::Sha256Search { nonces },
         ) => {
-            let (first, end) = (lo + from, lo + to);
+            let (first, end) = (lo.saturating_add(from), lo.saturating_add(to));
             if nonces.len() > *want as usize {
                 return Err(format!(
                     "{} nonces where at most {want} were asked",
                     nonces.len()
                 ));
             }
-            if nonces.windows(2).any(|pair| pair[0] >= pair[1]) {
+            if nonces
+                .windows(2)
+                .any(|pair| matches!(pair, [a, b] if a >= b))
+            {
                 return Err("nonces must be increasing".into());
             }
             for &nonce in &nonces {
@@ -197,10 +204,10 @@ pub fn empty_result(spec: &JobSpec) -> JobResult {
 pub fn merge(spec: &JobSpec, total: &mut JobResult, part: &Checked) {
     match (total, &part.result) {
         (JobResult::PrimeCount { count }, WorkResult::PrimeCount { count: more }) => {
-            *count += more;
+            *count = count.saturating_add(*more);
         }
         (JobResult::Mandelbrot { inside_pixels }, WorkResult::Mandelbrot { .. }) => {
-            *inside_pixels += part.inside;
+            *inside_pixels = inside_pixels.saturating_add(part.inside);
         }
         (JobResult::Sha256Search { nonces }, WorkResult::Sha256Search { nonces: more }) => {
             nonces.extend_from_slice(more);
@@ -281,18 +288,25 @@ pub fn render_png(spec: &JobSpec, bands: &[(u32, Vec<u8>)]) -> Option<Vec<u8>> {
         return None;
     };
     let (width, height) = (*width as usize, *height as usize);
-    let mut rgb = vec![PENDING_GREY; width * height * 3];
+    let mut rgb = vec![PENDING_GREY; width.saturating_mul(height).saturating_mul(3)];
     for (first_row, bytes) in bands {
         let counts: Vec<u32> = bytes
             .chunks_exact(2)
-            .map(|pair| u32::from(u16::from_le_bytes([pair[0], pair[1]])))
+            .filter_map(|pair| <[u8; 2]>::try_from(pair).ok())
+            .map(|pair| u32::from(u16::from_le_bytes(pair)))
             .collect();
-        let start = *first_row as usize * width * 3;
+        let start = (*first_row as usize)
+            .saturating_mul(width)
+            .saturating_mul(3);
         let colours = colorize(&counts, *max_iter);
-        let end = (start + colours.len()).min(rgb.len());
-        if start < end {
-            rgb[start..end].copy_from_slice(&colours[..end - start]);
+        // A band reaching past the image's end is cut off there.
+        if let Some(rest) = rgb.get_mut(start..) {
+            for (dst, src) in rest.iter_mut().zip(&colours) {
+                *dst = *src;
+            }
         }
     }
-    Some(encode_png(width as u32, height as u32, &rgb))
+    // The spec's sides are validated (at most 4096), so the encoder accepts them; should it
+    // not, there is no image rather than a panic.
+    try_encode_png(width as u32, height as u32, &rgb).ok()
 }

@@ -40,7 +40,10 @@ impl SlidingWindow {
             Ok(())
         } else {
             let oldest = self.times.front().copied().unwrap_or(now);
-            Err((oldest + self.window_ms).saturating_sub(now).max(1))
+            Err(oldest
+                .saturating_add(self.window_ms)
+                .saturating_sub(now)
+                .max(1))
         }
     }
 
@@ -127,6 +130,85 @@ impl<K: Hash + Eq + Clone> KeyedWindows<K> {
     }
 }
 
+/// Limits on wrong guesses of a secret that is short enough to guess (an invite's short code):
+/// a [`SlidingWindow`] per source address, and for everyone together a [`TokenBucket`] that
+/// slows guessing down (a refusal with a retry of a second or two) rather than locking every
+/// honest user out for a minute. Only wrong guesses count; a right one costs nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuessLimits {
+    /// Wrong guesses per source address per window.
+    pub per_source: usize,
+    /// Wrong guesses that may come at once from everyone together, and the sustained number per
+    /// window.
+    pub burst: u32,
+    pub per_window: u32,
+    pub window_ms: Millis,
+}
+
+/// The state of [`GuessLimits`]. It is rebuilt after a restart by replaying the wrong guesses of
+/// the last window ([`GuessLimiter::replay`]), which gives exactly the state it had.
+#[derive(Debug, Clone)]
+pub struct GuessLimiter {
+    limits: GuessLimits,
+    per_source: KeyedWindows<String>,
+    everyone: TokenBucket,
+    last_prune_ms: Millis,
+}
+
+/// Why a guess may not be tried now, and when it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuessRefusal {
+    /// This source guessed wrong too often.
+    Source { retry_after_ms: Millis },
+    /// Everyone together guessed wrong too often: try again shortly.
+    Everyone { retry_after_ms: Millis },
+}
+
+impl GuessLimiter {
+    pub fn new(limits: GuessLimits) -> Self {
+        Self {
+            limits,
+            per_source: KeyedWindows::new(limits.per_source, limits.window_ms, 10_000),
+            everyone: TokenBucket::per_window(0, limits.burst, limits.per_window, limits.window_ms),
+            last_prune_ms: 0,
+        }
+    }
+
+    /// `Ok` if a guess from `source` may be tried now.
+    pub fn check(&mut self, now: Millis, source: &str) -> Result<(), GuessRefusal> {
+        if let Err(retry_after_ms) = self.per_source.check(now, &source.to_owned()) {
+            return Err(GuessRefusal::Source { retry_after_ms });
+        }
+        self.everyone
+            .peek(now)
+            .map_err(|retry_after_ms| GuessRefusal::Everyone { retry_after_ms })
+    }
+
+    /// Counts a wrong guess.
+    pub fn record_miss(&mut self, now: Millis, source: &str) {
+        self.per_source.record(now, &source.to_owned());
+        self.everyone.take(now);
+    }
+
+    /// Replays stored wrong guesses (any order) into a fresh limiter.
+    pub fn replay(&mut self, mut misses: Vec<(Millis, String)>) {
+        misses.sort();
+        for (at, source) in misses {
+            self.record_miss(at, &source);
+        }
+    }
+
+    /// Once per window: the time before which stored guesses no longer count (to delete them).
+    pub fn prune_before(&mut self, now: Millis) -> Option<Millis> {
+        let window = self.limits.window_ms;
+        if now.saturating_sub(self.last_prune_ms) < window {
+            return None;
+        }
+        self.last_prune_ms = now;
+        Some(now.saturating_sub(window))
+    }
+}
+
 /// A token bucket: `capacity` messages at once, refilled at `per_second`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokenBucket {
@@ -146,16 +228,42 @@ impl TokenBucket {
         }
     }
 
-    /// Takes one token if there is one.
-    pub fn take(&mut self, now: Millis) -> bool {
+    /// `capacity` at once, refilled at `per_window` tokens per `window_ms`.
+    pub fn per_window(now: Millis, capacity: u32, per_window: u32, window_ms: Millis) -> Self {
+        Self {
+            capacity: f64::from(capacity),
+            per_second: f64::from(per_window) * 1000.0 / (window_ms.max(1) as f64),
+            tokens: f64::from(capacity),
+            last: now,
+        }
+    }
+
+    fn refill(&mut self, now: Millis) {
         let elapsed = now.saturating_sub(self.last) as f64 / 1000.0;
         self.last = self.last.max(now);
         self.tokens = (self.tokens + elapsed * self.per_second).min(self.capacity);
+    }
+
+    /// Takes one token if there is one.
+    pub fn take(&mut self, now: Millis) -> bool {
+        self.refill(now);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
         } else {
             false
+        }
+    }
+
+    /// `Ok` if a token is there now (without taking it); otherwise how long until one is.
+    pub fn peek(&mut self, now: Millis) -> Result<(), Millis> {
+        self.refill(now);
+        if self.tokens >= 1.0 {
+            Ok(())
+        } else if self.per_second > 0.0 {
+            Err((((1.0 - self.tokens) / self.per_second * 1000.0).ceil() as Millis).max(1))
+        } else {
+            Err(Millis::MAX)
         }
     }
 }
@@ -192,6 +300,48 @@ mod tests {
         }
         assert!(k.len() <= 3);
         assert!(k.check(2_000, &"a").is_ok(), "windows empty out");
+    }
+
+    #[test]
+    fn guesses_are_limited_per_source_and_slowed_for_everyone() {
+        let limits = GuessLimits {
+            per_source: 3,
+            burst: 5,
+            per_window: 5,
+            window_ms: 10_000,
+        };
+        let mut g = GuessLimiter::new(limits);
+        for _ in 0..3 {
+            assert_eq!(g.check(0, "a"), Ok(()));
+            g.record_miss(0, "a");
+        }
+        assert_eq!(
+            g.check(1, "a"),
+            Err(GuessRefusal::Source {
+                retry_after_ms: 9_999
+            })
+        );
+        assert_eq!(g.check(1, "b"), Ok(()), "other sources are unaffected");
+        g.record_miss(1, "b");
+        g.record_miss(1, "c");
+        // Five wrong guesses in all: everyone waits for the next token, two seconds at most.
+        let Err(GuessRefusal::Everyone { retry_after_ms }) = g.check(1, "d") else {
+            panic!("the shared budget is spent");
+        };
+        assert!((1..=2_000).contains(&retry_after_ms), "{retry_after_ms}");
+
+        // A replay of the same misses gives the same state.
+        let mut again = GuessLimiter::new(limits);
+        again.replay(vec![
+            (1, "c".into()),
+            (0, "a".into()),
+            (0, "a".into()),
+            (1, "b".into()),
+            (0, "a".into()),
+        ]);
+        assert_eq!(again.check(1, "a"), g.check(1, "a"));
+        assert_eq!(again.check(1, "d"), g.check(1, "d"));
+        assert_eq!(g.check(1 + retry_after_ms, "d"), Ok(()));
     }
 
     #[test]

@@ -70,7 +70,7 @@ impl SwarmCore {
                 let stale: Vec<_> = self
                     .conns
                     .iter()
-                    .filter(|(_, c)| matches!(&c.session, Session::Device { device_id: d } if *d == device_id))
+                    .filter(|(_, c)| matches!(&c.session, Session::Device { device_id: d, .. } if *d == device_id))
                     .map(|(conn, _)| *conn)
                     .collect();
                 for conn in stale {
@@ -82,7 +82,7 @@ impl SwarmCore {
                 Ok(OwnerReply::Done {})
             }
             OwnerCommand::SetRunState { state } => {
-                let meta = self.meta.as_mut().expect("owner commands need a swarm");
+                let meta = self.meta.as_mut().ok_or_else(no_swarm)?;
                 meta.run_state = state;
                 let meta = meta.clone();
                 self.log(
@@ -98,7 +98,7 @@ impl SwarmCore {
                 Ok(OwnerReply::Done {})
             }
             OwnerCommand::SetThrottle { percent } => {
-                let meta = self.meta.as_mut().expect("owner commands need a swarm");
+                let meta = self.meta.as_mut().ok_or_else(no_swarm)?;
                 meta.throttle_percent = percent;
                 let meta = meta.clone();
                 self.log(now, LogLevel::Info, format!("throttle set to {percent} %"));
@@ -109,7 +109,7 @@ impl SwarmCore {
             OwnerCommand::SubmitJob { job } => Ok(self.submit_job(now, job)),
             OwnerCommand::CancelJob { job_id } => self.cancel_job(now, &job_id),
             OwnerCommand::AuditLog {} => Ok(OwnerReply::Audit {
-                entries: self.audit.iter().cloned().collect(),
+                entries: self.audit.entries(),
             }),
         }
     }
@@ -134,7 +134,7 @@ impl SwarmCore {
             token_hash: hash_secret(&token),
             code_hash: hash_secret(&code),
             created_ms: now,
-            expires_ms: now + ttl_ms.unwrap_or(self.config.default_invite_ttl_ms),
+            expires_ms: now.saturating_add(ttl_ms.unwrap_or(self.config.default_invite_ttl_ms)),
             max_uses,
             uses: 0,
             revoked: false,
@@ -163,6 +163,10 @@ impl SwarmCore {
             code: display_code(&code),
         })
     }
+}
+
+fn no_swarm() -> Refusal {
+    Refusal::new(ErrorCode::SwarmNotFound, "no such swarm")
 }
 
 fn no_device() -> Refusal {

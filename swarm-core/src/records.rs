@@ -4,8 +4,10 @@
 //! [`crate::SwarmCore::restore`] when the object starts. A [`SocketAttachment`] travels with a
 //! hibernated WebSocket, so sessions survive eviction without a storage write.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
-use shared_protocol::{Capabilities, JobResult, JobSpec, JobState, RunState};
+use shared_protocol::{Capabilities, JobResult, JobSpec, JobState, RunState, WorkResult};
 
 use crate::{ConnId, Millis};
 
@@ -57,6 +59,9 @@ pub struct DeviceRecord {
     /// ([`crate::kinds`]).
     #[serde(default)]
     pub score: Option<f64>,
+    /// Spot checks it answered right (its trust so far; a wrong answer quarantines it).
+    #[serde(default)]
+    pub checks_passed: u64,
 }
 
 /// An invite as stored: only hashes of its token and short code.
@@ -86,12 +91,17 @@ pub struct JobRecord {
     pub done_units: u64,
     pub result: JobResult,
     pub done_ranges: Vec<(u64, u64)>,
+    /// The lease-id epoch of the job's run (see `jobs.rs`), drawn when it starts and kept
+    /// across restarts so that results for leases issued before one still count. 0 until the
+    /// job starts.
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 impl JobRecord {
     /// Records units `[lo, hi)` as done, merging with neighbours.
     pub fn add_done(&mut self, lo: u64, hi: u64) {
-        self.done_units += hi - lo;
+        self.done_units = self.done_units.saturating_add(hi.saturating_sub(lo));
         let at = self.done_ranges.partition_point(|r| r.0 < lo);
         self.done_ranges.insert(at, (lo, hi));
         let mut merged: Vec<(u64, u64)> = Vec::with_capacity(self.done_ranges.len());
@@ -108,14 +118,16 @@ impl JobRecord {
 impl JobRecord {
     /// Records units `[lo, hi)` as not done any more (the part of a quarantined device).
     pub fn remove_done(&mut self, lo: u64, hi: u64) {
-        let mut kept = Vec::with_capacity(self.done_ranges.len() + 1);
+        let mut kept = Vec::with_capacity(self.done_ranges.len().saturating_add(1));
         for (a, b) in self.done_ranges.drain(..) {
             let (cut_lo, cut_hi) = (a.max(lo), b.min(hi));
             if cut_lo >= cut_hi {
                 kept.push((a, b));
                 continue;
             }
-            self.done_units -= cut_hi - cut_lo;
+            self.done_units = self
+                .done_units
+                .saturating_sub(cut_hi.saturating_sub(cut_lo));
             if a < cut_lo {
                 kept.push((a, cut_lo));
             }
@@ -134,6 +146,35 @@ pub struct Stored {
     pub devices: Vec<DeviceRecord>,
     pub invites: Vec<InviteRecord>,
     pub jobs: Vec<JobRecord>,
+    /// Accepted parts of running jobs, by device.
+    pub parts: Vec<PartRecord>,
+    /// Wrong invite-code guesses of the last minute or so.
+    pub guesses: Vec<GuessRecord>,
+}
+
+/// One accepted result of a running job: which device returned it for which units, and what
+/// it added to the job's result, so that the job's progress can be rebuilt after a restart and
+/// the device's parts taken out again if it is caught lying later. Deleted when the job ends
+/// (its merged result is then in the job row).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartRecord {
+    pub job_id: String,
+    pub device_id: String,
+    pub lo: u64,
+    pub hi: u64,
+    /// The checked result (a Mandelbrot band's counts are in its pixels row, not here).
+    pub result: WorkResult,
+    /// Mandelbrot pixels of the band inside the set.
+    #[serde(default)]
+    pub inside: u64,
+}
+
+/// A wrong invite-code guess: when, and from which (hashed) source address. Kept so that the
+/// guessing limits hold across a restart of the object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuessRecord {
+    pub at_ms: Millis,
+    pub source: String,
 }
 
 /// A durable write.
@@ -147,8 +188,19 @@ pub enum StoreOp {
     DeleteDevice { device_id: String },
     /// Insert or replace an invite row.
     PutInvite(InviteRecord),
-    /// Insert or replace a job row (on submission, every accepted result, and state changes).
+    /// Insert or replace a job row (on submission and state changes; a running job's progress
+    /// is in its parts).
     PutJob(JobRecord),
+    /// Insert an accepted part of a running job (key: job, first unit).
+    PutPart(PartRecord),
+    /// Delete one part (its device was caught lying; the units are computed again).
+    DeletePart { job_id: String, lo: u64 },
+    /// Delete every part of a job (it ended; its result is in its row).
+    DeleteParts { job_id: String },
+    /// Insert a wrong code guess.
+    PutGuess(GuessRecord),
+    /// Delete the guesses older than this: they no longer count against any limit.
+    PruneGuesses { before_ms: Millis },
     /// Store the escape counts of a Mandelbrot band (rows from `first_row`, 2 little-endian
     /// bytes per pixel). Written before the job row that counts the band as done; read back
     /// by the glue to serve the image ([`crate::kinds::render_png`]).
@@ -165,12 +217,134 @@ pub enum StoreOp {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Session {
-    /// The socket has not said hello yet; it is closed if it stays silent too long.
-    AwaitingHello { since_ms: Millis },
-    /// A device socket.
-    Device { device_id: String },
+    /// The socket has not said hello yet; it is closed if it stays silent too long. `source` is
+    /// the hashed address it came from (for the code-guessing limit), empty when unknown.
+    AwaitingHello {
+        since_ms: Millis,
+        #[serde(default)]
+        source: String,
+    },
+    /// A device socket, with what the coordinator must remember about this connection.
+    Device {
+        device_id: String,
+        #[serde(default)]
+        link: DeviceLink,
+    },
     /// A dashboard socket; `owner` if it presented the owner key.
     Dashboard { owner: bool },
+}
+
+/// What belongs to one device connection and must outlive a restart of the object as long as
+/// the socket does: it travels in the socket's attachment, so keeping it costs no storage
+/// write, and it ends with the connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceLink {
+    /// The benchmark lease it has not answered yet: until it has, it gets no job work.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bench: Option<PendingBench>,
+    /// Cores it lends (`set_lend`); all of them when `None`. 0 pauses it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lend: Option<u16>,
+    /// The spot check it has not answered yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<PendingCheck>,
+    /// Leases of the running job it holds (at most [`MAX_ATTACHED_LEASES`]), so that their
+    /// results still count after a restart.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leases: Vec<HeldLease>,
+}
+
+/// Leases kept in a socket's attachment: the platform caps an attachment at 2,048 bytes, and
+/// each lease takes at most about 90.
+pub const MAX_ATTACHED_LEASES: usize = 16;
+
+/// A benchmark lease a device has not answered yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingBench {
+    pub lease_id: u64,
+    pub units: u64,
+    pub expected: u64,
+    pub sent_ms: Millis,
+}
+
+/// A spot check a device has not answered yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingCheck {
+    pub lease_id: u64,
+    pub expected: u64,
+    pub deadline_ms: Millis,
+}
+
+/// A lease a device holds: wire id, units `[lo, hi)`, when it was issued and its deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldLease(pub u64, pub u64, pub u64, pub Millis, pub Millis);
+
+/// A model of the object's storage: applies [`StoreOp`]s the way the glue's SQL does and gives
+/// back what a restarted object would load. The simulator, the fuzzer and the tests use it, so
+/// that every test of a restart goes through the same rules as the real storage.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MemoryStore {
+    pub meta: Option<SwarmMeta>,
+    pub devices: BTreeMap<String, DeviceRecord>,
+    pub invites: BTreeMap<String, InviteRecord>,
+    pub jobs: BTreeMap<String, JobRecord>,
+    pub parts: BTreeMap<(String, u64), PartRecord>,
+    pub pixels: BTreeMap<(String, u32), Vec<u8>>,
+    pub guesses: Vec<GuessRecord>,
+    /// Write operations applied.
+    pub writes: u64,
+}
+
+impl MemoryStore {
+    pub fn apply(&mut self, op: StoreOp) {
+        self.writes = self.writes.saturating_add(1);
+        match op {
+            StoreOp::PutSwarm(meta) => self.meta = Some(meta),
+            StoreOp::PutDevice(row) => {
+                self.devices.insert(row.device_id.clone(), row);
+            }
+            StoreOp::DeleteDevice { device_id } => {
+                self.devices.remove(&device_id);
+            }
+            StoreOp::PutInvite(row) => {
+                self.invites.insert(row.invite_id.clone(), row);
+            }
+            StoreOp::PutJob(row) => {
+                self.jobs.insert(row.job_id.clone(), row);
+            }
+            StoreOp::PutPart(part) => {
+                self.parts.insert((part.job_id.clone(), part.lo), part);
+            }
+            StoreOp::DeletePart { job_id, lo } => {
+                self.parts.remove(&(job_id, lo));
+            }
+            StoreOp::DeleteParts { job_id } => self.parts.retain(|(job, _), _| *job != job_id),
+            StoreOp::PutPixels {
+                job_id,
+                first_row,
+                counts,
+            } => {
+                self.pixels.insert((job_id, first_row), counts);
+            }
+            StoreOp::DeletePixels { job_id, first_row } => {
+                self.pixels.remove(&(job_id, first_row));
+            }
+            StoreOp::PutGuess(guess) => self.guesses.push(guess),
+            StoreOp::PruneGuesses { before_ms } => self.guesses.retain(|g| g.at_ms >= before_ms),
+        }
+    }
+
+    /// What an object starting now would load.
+    pub fn load(&self) -> Stored {
+        Stored {
+            meta: self.meta.clone(),
+            devices: self.devices.values().cloned().collect(),
+            invites: self.invites.values().cloned().collect(),
+            jobs: self.jobs.values().cloned().collect(),
+            parts: self.parts.values().cloned().collect(),
+            guesses: self.guesses.clone(),
+        }
+    }
 }
 
 /// Kept on each WebSocket through hibernation.

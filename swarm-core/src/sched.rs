@@ -71,7 +71,7 @@ pub struct Lease {
 
 impl Lease {
     pub fn units(&self) -> u64 {
-        self.hi - self.lo
+        self.hi.saturating_sub(self.lo)
     }
 }
 
@@ -115,7 +115,7 @@ impl DeviceState {
         if self.missed > 0 {
             1
         } else {
-            self.workers + prefetch
+            self.workers.saturating_add(prefetch)
         }
     }
 
@@ -198,18 +198,18 @@ struct Queue {
 
 impl Queue {
     fn push_front(&mut self, (lo, hi): (u64, u64)) {
-        self.units += hi - lo;
+        self.units = self.units.saturating_add(hi.saturating_sub(lo));
         self.ranges.push_front((lo, hi));
     }
 
     fn push_back(&mut self, (lo, hi): (u64, u64)) {
-        self.units += hi - lo;
+        self.units = self.units.saturating_add(hi.saturating_sub(lo));
         self.ranges.push_back((lo, hi));
     }
 
     fn pop_front(&mut self) -> Option<(u64, u64)> {
         let (lo, hi) = self.ranges.pop_front()?;
-        self.units -= hi - lo;
+        self.units = self.units.saturating_sub(hi.saturating_sub(lo));
         Some((lo, hi))
     }
 
@@ -323,15 +323,18 @@ impl Scheduler {
     /// Appends `units` more work units to the queue.
     pub fn add_work(&mut self, units: u64) {
         if units > 0 {
-            self.pending
-                .push_back((self.total_units, self.total_units + units));
-            self.total_units += units;
+            let end = self.total_units.saturating_add(units);
+            self.pending.push_back((self.total_units, end));
+            self.total_units = end;
         }
     }
 
     /// Marks units `[lo, hi)` as already done (restoring a job after a restart): they leave
-    /// the queue and count as completed.
+    /// the queue and count as completed (and can be [`redone`](Scheduler::redo) as a whole).
     pub fn mark_done(&mut self, lo: u64, hi: u64) {
+        if lo < hi {
+            self.completed.insert((lo, hi));
+        }
         let mut kept = Queue::default();
         for (a, b) in std::mem::take(&mut self.pending).ranges {
             let (cut_lo, cut_hi) = (a.max(lo), b.min(hi));
@@ -339,7 +342,9 @@ impl Scheduler {
                 kept.push_back((a, b));
                 continue;
             }
-            self.done_units += cut_hi - cut_lo;
+            self.done_units = self
+                .done_units
+                .saturating_add(cut_hi.saturating_sub(cut_lo));
             if a < cut_lo {
                 kept.push_back((a, cut_lo));
             }
@@ -356,9 +361,92 @@ impl Scheduler {
         if !self.completed.remove(&(lo, hi)) {
             return false;
         }
-        self.done_units -= hi - lo;
+        self.done_units = self.done_units.saturating_sub(hi.saturating_sub(lo));
         self.pending.push_front((lo, hi));
         true
+    }
+
+    /// Gives back a lease issued before the object restarted (its holder's connection kept
+    /// it): units `[lo, hi)` leave the queue and are leased to `device` again under the same
+    /// id, or — when another restored lease has exactly this range — become its speculative
+    /// twin. `false` (nothing changes) when the device is unknown, the id is taken, or the
+    /// units are not all queued (done, or leased otherwise).
+    pub fn restore_lease(
+        &mut self,
+        device: &str,
+        id: LeaseId,
+        lo: u64,
+        hi: u64,
+        issued_ms: Millis,
+        deadline_ms: Millis,
+    ) -> bool {
+        if lo >= hi || self.leases.contains_key(&id) || !self.devices.contains_key(device) {
+            return false;
+        }
+        let speculative = if self.take_queued(lo, hi) {
+            false
+        } else if self.twins((lo, hi)).next().is_some() && !self.completed.contains(&(lo, hi)) {
+            true
+        } else {
+            return false;
+        };
+        let Some(state) = self.devices.get_mut(device) else {
+            return false;
+        };
+        let lease = Lease {
+            id,
+            device: device.to_owned(),
+            lo,
+            hi,
+            issued_ms,
+            deadline_ms,
+            speculative,
+        };
+        state.leases.insert(id);
+        self.by_range.insert((lo, hi, id));
+        self.by_deadline.insert((deadline_ms, id));
+        self.leases.insert(id, lease);
+        self.next_lease = self.next_lease.max(id.saturating_add(1));
+        let change = state.refile(&mut self.room, self.config.prefetch);
+        self.recount(change);
+        true
+    }
+
+    /// Takes units `[lo, hi)` out of the queue if one queued range holds them all.
+    fn take_queued(&mut self, lo: u64, hi: u64) -> bool {
+        let Some(at) = self
+            .pending
+            .ranges
+            .iter()
+            .position(|&(a, b)| a <= lo && hi <= b)
+        else {
+            return false;
+        };
+        let Some((a, b)) = self.pending.ranges.remove(at) else {
+            return false;
+        };
+        self.pending.units = self.pending.units.saturating_sub(hi.saturating_sub(lo));
+        if hi < b {
+            self.pending.ranges.insert(at, (hi, b));
+        }
+        if a < lo {
+            self.pending.ranges.insert(at, (a, lo));
+        }
+        true
+    }
+
+    /// The leases a device holds, oldest first.
+    pub fn leases_of<'a>(&'a self, device: &str) -> impl Iterator<Item = &'a Lease> + 'a {
+        self.devices
+            .get(device)
+            .into_iter()
+            .flat_map(|state| state.leases.iter())
+            .filter_map(|id| self.leases.get(id))
+    }
+
+    /// The devices the scheduler knows.
+    pub fn devices(&self) -> Vec<String> {
+        self.devices.keys().cloned().collect()
     }
 
     /// Withdraws every lease (the job was stopped or cancelled); their ranges go back to the
@@ -447,7 +535,9 @@ impl Scheduler {
         if lease.device != device {
             return Completion::NotHolder;
         }
-        let lease = self.unlist(lease_id).expect("just found");
+        let Some(lease) = self.unlist(lease_id) else {
+            return Completion::Unknown;
+        };
         if let Some(state) = self.devices.get_mut(device) {
             state.leases.remove(&lease_id);
             state.missed = 0;
@@ -465,7 +555,7 @@ impl Scheduler {
         if !self.completed.insert(range) {
             return Completion::Duplicate;
         }
-        self.done_units += lease.units();
+        self.done_units = self.done_units.saturating_add(lease.units());
         let twins: Vec<LeaseId> = self.twins(range).collect();
         let cancelled = twins
             .into_iter()
@@ -496,7 +586,7 @@ impl Scheduler {
         for lease in &expired {
             if let Some(state) = self.devices.get_mut(&lease.device) {
                 state.rate /= 2.0;
-                state.missed += 1;
+                state.missed = state.missed.saturating_add(1);
                 let change = state.refile(&mut self.room, self.config.prefetch);
                 self.recount(change);
             }
@@ -513,7 +603,7 @@ impl Scheduler {
             return;
         }
         self.throughput += change;
-        self.recounts += 1;
+        self.recounts = self.recounts.saturating_add(1);
         self.peak_throughput = self.peak_throughput.max(self.throughput);
         if self.recounts > self.devices.len()
             || self.throughput <= self.peak_throughput / 2.0
@@ -526,9 +616,9 @@ impl Scheduler {
     }
 
     fn next_chunk(&mut self, now: Millis, device: &str) -> Option<Lease> {
+        let state = self.devices.get(device)?;
         let remaining = self.pending.units;
         let (lo, hi) = self.pending.pop_front()?;
-        let state = &self.devices[device];
         let share = state.rate * f64::from(state.workers) / self.throughput.max(f64::MIN_POSITIVE);
         // About target_chunk_ms of this device's work. In the tail (less than two chunk-times
         // of the whole swarm left) no more than its share of what is left, spread over its
@@ -541,13 +631,17 @@ impl Scheduler {
         } else {
             f64::INFINITY
         };
+        // `max` then `min` rather than `clamp`, which panics on a config with min above max.
         let size = (by_time.min(by_tail).max(1.0) as u64)
-            .clamp(self.config.min_chunk_units, self.config.max_chunk_units)
-            .min(hi - lo);
-        if lo + size < hi {
-            self.pending.push_front((lo + size, hi));
+            .max(self.config.min_chunk_units)
+            .min(self.config.max_chunk_units)
+            .min(hi.saturating_sub(lo));
+        // `size <= hi - lo`, so the chunk ends at or before `hi`.
+        let end = lo.saturating_add(size);
+        if end < hi {
+            self.pending.push_front((end, hi));
         }
-        Some(self.issue(now, device, lo, lo + size, false))
+        self.issue(now, device, lo, end, false)
     }
 
     /// When nothing is queued: a copy of the outstanding lease expected to finish last, if this
@@ -556,7 +650,7 @@ impl Scheduler {
         if !self.config.speculate || !self.pending.is_empty() {
             return None;
         }
-        let state = &self.devices[device];
+        let state = self.devices.get(device)?;
         if state.leases.len() as u32 >= state.workers {
             return None; // no idle worker: speculation would only queue
         }
@@ -586,27 +680,33 @@ impl Scheduler {
             .filter(|(_, theirs, mine)| mine < theirs)
             .max_by(|a, b| a.1.total_cmp(&b.1))?;
         let (original, _, _) = candidate;
-        Some(self.issue(now, device, original.lo, original.hi, true))
+        self.issue(now, device, original.lo, original.hi, true)
     }
 
-    fn issue(&mut self, now: Millis, device: &str, lo: u64, hi: u64, speculative: bool) -> Lease {
-        let state = self
-            .devices
-            .get_mut(device)
-            .expect("issuing to a known device");
+    /// Leases `[lo, hi)` to a device; `None` (nothing changes) if the device is unknown, which
+    /// its callers have already ruled out.
+    fn issue(
+        &mut self,
+        now: Millis,
+        device: &str,
+        lo: u64,
+        hi: u64,
+        speculative: bool,
+    ) -> Option<Lease> {
+        let state = self.devices.get_mut(device)?;
         let queued_ahead = state.leases.len() as f64 / f64::from(state.workers.max(1));
-        let expected = (hi - lo) as f64 / state.rate * (1.0 + queued_ahead);
+        let expected = hi.saturating_sub(lo) as f64 / state.rate * (1.0 + queued_ahead);
         let window =
             (expected * self.config.deadline_factor).max(self.config.min_deadline_ms as f64);
         let id = self.next_lease;
-        self.next_lease += 1;
+        self.next_lease = self.next_lease.saturating_add(1);
         let lease = Lease {
             id,
             device: device.to_owned(),
             lo,
             hi,
             issued_ms: now,
-            deadline_ms: now + window.min(u64::MAX as f64 / 2.0) as u64,
+            deadline_ms: now.saturating_add(window.min(u64::MAX as f64 / 2.0) as u64),
             speculative,
         };
         state.leases.insert(id);
@@ -615,7 +715,7 @@ impl Scheduler {
         self.leases.insert(id, lease.clone());
         let change = state.refile(&mut self.room, self.config.prefetch);
         self.recount(change);
-        lease
+        Some(lease)
     }
 
     /// The outstanding leases of exactly this range, oldest first.
@@ -676,6 +776,50 @@ mod tests {
         let size = |d: &str| leases.iter().find(|l| l.device == d).unwrap().units();
         assert_eq!((size("fast"), size("slow")), (16_000, 2_000));
         assert_eq!(leases.len(), 4, "one per worker plus one prefetched each");
+    }
+
+    #[test]
+    fn leases_given_back_after_a_restart_complete_once() {
+        let mut before = sched();
+        before.set_device("a", 2, 1.0);
+        before.add_work(100_000);
+        let leases = before.poll_leases(0);
+        assert_eq!(leases.len(), 3);
+
+        // A fresh scheduler of the same job gets the leases back from their holder.
+        let mut after = sched();
+        after.set_device("a", 2, 1.0);
+        after.add_work(100_000);
+        for l in &leases {
+            assert!(after.restore_lease("a", l.id, l.lo, l.hi, l.issued_ms, l.deadline_ms));
+        }
+        let l = &leases[0];
+        assert!(
+            !after.restore_lease("b", 99, l.lo, l.hi, 0, 1),
+            "unknown device"
+        );
+        assert!(
+            !after.restore_lease("a", l.id, l.lo, l.hi, 0, 1),
+            "id taken"
+        );
+        assert!(after.poll_leases(0).is_empty(), "the quota is full again");
+        let queued: u64 = after.pending.iter().map(|(a, b)| b - a).sum();
+        assert_eq!(
+            queued,
+            100_000 - leases.iter().map(Lease::units).sum::<u64>()
+        );
+        assert!(matches!(
+            after.complete(1_000, "a", l.id, 1_000),
+            Completion::Accepted { .. }
+        ));
+        assert_eq!(after.complete(1_000, "a", l.id, 1_000), Completion::Unknown);
+        let fresh = after.poll_leases(1_000);
+        assert!(fresh
+            .iter()
+            .all(|f| f.id > leases.iter().map(|l| l.id).max().unwrap()));
+        assert!(fresh
+            .iter()
+            .all(|f| leases.iter().all(|l| f.hi <= l.lo || l.hi <= f.lo)));
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! The glue seeds [`Rng`] from the platform's CSPRNG (`crypto.getRandomValues`); tests seed it
 //! with a constant so that runs repeat exactly.
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use sha2::{Digest, Sha256};
@@ -25,14 +27,22 @@ impl Rng {
     /// A short invite code: [`shared_protocol::CODE_DIGITS`] Crockford base32 digits (50 bits),
     /// in canonical form.
     pub fn code(&mut self) -> String {
+        // The mask keeps every index inside the 32-letter alphabet, so `get` never misses.
         (0..shared_protocol::CODE_DIGITS)
-            .map(|_| shared_protocol::CODE_ALPHABET[(self.0.next_u32() & 31) as usize] as char)
+            .filter_map(|_| {
+                let index = (self.0.next_u32() & 31) as usize;
+                shared_protocol::CODE_ALPHABET
+                    .get(index)
+                    .copied()
+                    .map(char::from)
+            })
             .collect()
     }
 
     /// A number in `0..n` (`n > 0`; the modulo bias is below 2^-40 for the small `n` used).
     pub fn below(&mut self, n: u64) -> u64 {
-        self.0.next_u64() % n.max(1)
+        // `n == 0` is treated as `n == 1`: the answer is 0 (a draw is still consumed).
+        self.0.next_u64().checked_rem(n).unwrap_or(0)
     }
 
     /// 256 random bits as 43 base64url characters (see `shared_protocol::is_secret`).
@@ -50,28 +60,21 @@ pub fn hash_secret(secret: &str) -> String {
 
 fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
+    let mut out = String::with_capacity(bytes.len().saturating_mul(2));
     for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)] as char);
-        out.push(DIGITS[usize::from(b & 15)] as char);
+        // Both nibbles are below 16, so `get` never misses.
+        for nibble in [b >> 4, b & 15] {
+            if let Some(&digit) = DIGITS.get(usize::from(nibble)) {
+                out.push(char::from(digit));
+            }
+        }
     }
     out
 }
 
+/// RFC 4648 base64url without padding.
 fn base64url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, b)| acc | u32::from(*b) << (16 - 8 * i));
-        let symbols = chunk.len() + 1;
-        for i in 0..symbols {
-            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-        }
-    }
-    out
+    URL_SAFE_NO_PAD.encode(bytes)
 }
 
 #[cfg(test)]

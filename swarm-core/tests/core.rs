@@ -14,7 +14,7 @@ use swarm_core::{hash_secret, Config, CreateError, SwarmMeta};
 #[test]
 fn a_swarm_is_created_once() {
     let mut sim = Sim::new();
-    assert!(sim.swarm_row.is_some());
+    assert!(sim.store.meta.is_some());
     let again = SwarmMeta {
         name: "other".into(),
         ..meta(0)
@@ -24,14 +24,14 @@ fn a_swarm_is_created_once() {
         Err(CreateError::AlreadyExists)
     );
     sim.drain();
-    assert_eq!(sim.swarm_row.as_ref().unwrap().name, "lab");
+    assert_eq!(sim.store.meta.as_ref().unwrap().name, "lab");
 }
 
 #[test]
 fn a_device_registers_and_is_listed_online() {
     let mut sim = Sim::new();
     let (_, cred) = sim.join_device("laptop");
-    let row = &sim.device_rows[&cred.device_id];
+    let row = &sim.store.devices[&cred.device_id];
     assert_eq!(row.name, "laptop");
     assert_eq!(
         row.secret_hash,
@@ -51,7 +51,7 @@ fn heartbeats_are_acknowledged_without_storage_writes() {
     let writes = sim.writes;
     for _ in 0..30 {
         sim.advance(10_000);
-        sim.send(conn, &ToCoordinator::Heartbeat {});
+        sim.send(conn, &ToCoordinator::Heartbeat { seen: None });
         assert_eq!(
             sim.take(conn),
             vec![ToClient::HeartbeatAck {
@@ -77,7 +77,7 @@ fn a_silent_device_goes_offline_after_the_timeout_and_is_closed() {
     // The talker keeps heartbeating; the phone stays silent.
     while sim.now < start + 59_000 {
         sim.advance(1_000);
-        sim.send(talker, &ToCoordinator::Heartbeat {});
+        sim.send(talker, &ToCoordinator::Heartbeat { seen: None });
     }
     assert_eq!(
         sim.status_of(&cred.device_id),
@@ -86,13 +86,13 @@ fn a_silent_device_goes_offline_after_the_timeout_and_is_closed() {
     );
     for _ in 0..3 {
         sim.advance(1_000);
-        sim.send(talker, &ToCoordinator::Heartbeat {});
+        sim.send(talker, &ToCoordinator::Heartbeat { seen: None });
     }
     assert_eq!(sim.status_of(&cred.device_id), DeviceStatus::Offline);
     assert_eq!(sim.closed.get(&conn), Some(&close_code::HEARTBEAT_TIMEOUT));
     assert_eq!(sim.status_of(&talker_cred.device_id), DeviceStatus::Online);
     // OFFLINE was detected by the 2 s alarm, so no later than one interval past the timeout.
-    let row = &sim.device_rows[&cred.device_id];
+    let row = &sim.store.devices[&cred.device_id];
     assert_eq!(
         row.last_seen_ms, start,
         "the stored row keeps the last time it was seen"
@@ -208,7 +208,7 @@ fn an_oversized_message_closes_the_socket_with_1009() {
 fn before_hello_only_hello_is_accepted() {
     let mut sim = Sim::new();
     let conn = sim.connect();
-    sim.send(conn, &ToCoordinator::Heartbeat {});
+    sim.send(conn, &ToCoordinator::Heartbeat { seen: None });
     assert_eq!(sim.last_error(conn), ErrorCode::HelloRequired);
     assert_eq!(sim.closed.get(&conn), Some(&close_code::POLICY));
 
@@ -356,7 +356,7 @@ fn open_sockets_survive_eviction_through_their_attachments() {
     sim.restart();
     assert_eq!(sim.core.connection_count(), 2);
     assert_eq!(sim.status_of(&cred.device_id), DeviceStatus::Online);
-    sim.send(dev, &ToCoordinator::Heartbeat {});
+    sim.send(dev, &ToCoordinator::Heartbeat { seen: None });
     assert!(matches!(
         sim.take(dev).as_slice(),
         [ToClient::HeartbeatAck { .. }]
@@ -393,4 +393,38 @@ fn snapshots_are_capped_but_totals_count_everyone() {
             .all(|d| d.status == DeviceStatus::Online),
         "online first"
     );
+}
+
+#[test]
+fn a_dashboard_that_stops_reading_is_closed_and_one_that_reads_is_kept() {
+    let mut sim = Sim::new();
+    let reader = sim.join_dashboard(None);
+    let stuck = sim.join_dashboard(Some(OWNER_KEY));
+    let mut stuck_got = 0;
+    for _ in 0..40 {
+        sim.advance(2_000);
+        let seen = snapshots(&sim.take(reader)).last().map(|s| s.seq);
+        sim.send(reader, &ToCoordinator::Heartbeat { seen });
+        let _ = sim.take(reader);
+        stuck_got += snapshots(&sim.take(stuck)).len();
+        // The stuck one heartbeats, but never says it read anything.
+        if !sim.closed.contains_key(&stuck) {
+            sim.send(stuck, &ToCoordinator::Heartbeat { seen: None });
+        }
+    }
+    assert_eq!(sim.closed.get(&stuck), Some(&close_code::NOT_READING));
+    assert_eq!(stuck_got, 15, "it was sent its backlog of 15 and no more");
+    assert!(
+        !sim.closed.contains_key(&reader),
+        "a dashboard that reads stays"
+    );
+    // A dashboard cannot claim to have read what was never sent.
+    sim.send(
+        reader,
+        &ToCoordinator::Heartbeat {
+            seen: Some(u64::MAX),
+        },
+    );
+    sim.advance(60_000);
+    assert_eq!(sim.closed.get(&reader), Some(&close_code::NOT_READING));
 }

@@ -91,7 +91,7 @@ fn a_prime_count_job_is_leased_computed_merged_and_stored() {
         (view.done_units, view.total_units),
         (10_000_000, 10_000_000)
     );
-    let row = &sim.job_rows[&job];
+    let row = &sim.store.jobs[&job];
     assert_eq!(
         row.done_ranges,
         vec![(0, 10_000_000)],
@@ -132,7 +132,7 @@ fn a_silent_lease_expires_and_is_reissued_and_its_late_result_is_ignored() {
     let mut seen_reissue = false;
     for _ in 0..40 {
         sim.advance(1_000);
-        sim.send(slow, &ToCoordinator::Heartbeat {});
+        sim.send(slow, &ToCoordinator::Heartbeat { seen: None });
         for (lease_id, work) in leases(&mut sim, fast) {
             // Re-issued from the same start (possibly resized to the helper's speed).
             let start = |w: &Work| match w {
@@ -308,6 +308,159 @@ fn a_restarted_coordinator_resumes_the_job_from_its_stored_progress() {
 }
 
 #[test]
+fn results_for_leases_issued_before_a_restart_still_count() {
+    let mut sim = Sim::new();
+    // A slow device (a hundredth of a reference core), so that its chunks are small.
+    let dev = join_unbenchmarked(&mut sim, "worker");
+    sim.answer_benchmark(dev, 1_700);
+    let job = submit(&mut sim, 0, 1_000_000_000);
+    let held = leases(&mut sim, dev);
+    assert_eq!(held.len(), 5);
+    // The object restarts while the device computes; its socket stays open.
+    sim.restart();
+    assert!(
+        leases(&mut sim, dev).is_empty(),
+        "its quota is still full: the leases it holds were given back"
+    );
+    let other = join_unbenchmarked(&mut sim, "other");
+    sim.answer_benchmark(other, 1_700);
+    let theirs = leases(&mut sim, other);
+    let overlaps = |a: &Work, b: &Work| match (a, b) {
+        (Work::PrimeCount { lo: a0, hi: a1 }, Work::PrimeCount { lo: b0, hi: b1 }) => {
+            a0 < b1 && b0 < a1
+        }
+        _ => false,
+    };
+    assert!(
+        theirs
+            .iter()
+            .all(|(_, t)| held.iter().all(|(_, h)| !overlaps(t, h))),
+        "held ranges are not leased twice"
+    );
+    let mut done = 0;
+    for (lease_id, work) in &held {
+        answer(&mut sim, dev, *lease_id, compute(work), 50);
+        done += client::work::units(work);
+    }
+    assert_eq!(sim.core.job(&job).unwrap().done_units, done);
+    // The same results again count nothing.
+    for (lease_id, work) in &held {
+        answer(&mut sim, dev, *lease_id, compute(work), 50);
+    }
+    assert_eq!(sim.core.job(&job).unwrap().done_units, done);
+    for (lease_id, work) in &theirs {
+        answer(&mut sim, other, *lease_id, compute(work), took(work));
+    }
+    work_until_done(&mut sim, &[dev, other], &job, 2_000);
+    assert_eq!(
+        sim.core.job(&job).unwrap().result,
+        JobResult::PrimeCount { count: 50_847_534 }
+    );
+}
+
+#[test]
+fn lent_cores_and_pause_survive_a_restart() {
+    let mut sim = Sim::new();
+    let (dev, _) = sim.join_device("laptop"); // 4 cores
+    sim.send(dev, &ToCoordinator::SetLend { cores: 0 });
+    submit(&mut sim, 0, 100_000_000_000_000);
+    assert!(leases(&mut sim, dev).is_empty(), "paused");
+    sim.restart();
+    sim.advance(10_000);
+    sim.send(dev, &ToCoordinator::Heartbeat { seen: None });
+    assert!(
+        leases(&mut sim, dev).is_empty(),
+        "still paused after a restart"
+    );
+    sim.send(dev, &ToCoordinator::SetLend { cores: 1 });
+    assert_eq!(leases(&mut sim, dev).len(), 2, "1 worker + 1 prefetched");
+    sim.restart();
+    for (lease_id, _) in leases(&mut sim, dev) {
+        answer(
+            &mut sim,
+            dev,
+            lease_id,
+            WorkResult::PrimeCount { count: 0 },
+            1,
+        );
+    }
+    sim.send(dev, &ToCoordinator::Heartbeat { seen: None });
+    assert!(leases(&mut sim, dev).len() <= 2, "still lending one core");
+    sim.send(dev, &ToCoordinator::SetLend { cores: 5 });
+    assert_eq!(
+        sim.last_error(dev),
+        ErrorCode::Invalid,
+        "it cannot lend more cores than it has"
+    );
+}
+
+#[test]
+fn a_liars_parts_from_before_a_restart_are_taken_out_when_it_is_caught_after() {
+    let mut sim = Sim::with_config(swarm_core::Config {
+        spot_check_one_in: 1,
+        ..swarm_core::Config::default()
+    });
+    let (liar, _) = sim.join_device("liar");
+    let job = submit(&mut sim, 0, 1 << 40);
+    // Before the restart it answers its checks right and lies on the chunks.
+    let mut lied = 0;
+    for _ in 0..2 {
+        for (lease_id, work) in leases(&mut sim, liar) {
+            let result = if client::work::units(&work) == swarm_core::CHECK_SPAN {
+                compute(&work)
+            } else {
+                lied += 1;
+                WorkResult::PrimeCount { count: 1 }
+            };
+            answer(&mut sim, liar, lease_id, result, 2_000);
+        }
+    }
+    assert!(lied >= 5);
+    assert_eq!(
+        sim.core.job(&job).unwrap().result,
+        JobResult::PrimeCount { count: lied }
+    );
+    sim.restart();
+    assert_eq!(
+        sim.core.job(&job).unwrap().result,
+        JobResult::PrimeCount { count: lied },
+        "its parts are rebuilt from storage"
+    );
+    // After the restart it lies on a check too, and is caught.
+    let mut caught = false;
+    for _ in 0..3 {
+        for (lease_id, _) in leases(&mut sim, liar) {
+            answer(
+                &mut sim,
+                liar,
+                lease_id,
+                WorkResult::PrimeCount { count: 1 },
+                2_000,
+            );
+            caught |= sim.closed.contains_key(&liar);
+            if caught {
+                break;
+            }
+        }
+    }
+    assert!(caught);
+    let view = sim.core.job(&job).unwrap();
+    assert_eq!(
+        view.result,
+        JobResult::PrimeCount { count: 0 },
+        "every lie taken out"
+    );
+    assert_eq!(view.done_units, 0);
+    assert!(sim.store.parts.is_empty());
+    sim.restart();
+    assert_eq!(
+        sim.core.job(&job).unwrap().done_units,
+        0,
+        "and it stays out"
+    );
+}
+
+#[test]
 fn a_device_lends_fewer_cores_or_pauses_itself() {
     let mut sim = Sim::new();
     let (dev, _) = sim.join_device("laptop"); // 4 cores
@@ -393,7 +546,8 @@ fn a_device_gets_job_work_only_after_a_correct_benchmark() {
     let leased = leases(&mut sim, honest);
     assert_eq!(leased.len(), 5, "4 workers + 1 prefetched");
     let row = sim
-        .device_rows
+        .store
+        .devices
         .values()
         .find(|d| d.name == "honest")
         .unwrap();
@@ -470,7 +624,8 @@ fn a_mandelbrot_job_renders_the_same_png_as_a_native_render() {
     let view = sim.core.job(&job).unwrap();
     assert_eq!(view.state, JobState::Done);
     let bands: Vec<(u32, Vec<u8>)> = sim
-        .pixel_rows
+        .store
+        .pixels
         .iter()
         .filter(|((id, _), _)| *id == job)
         .map(|((_, row), counts)| (*row, counts.clone()))
@@ -536,8 +691,8 @@ fn a_tampered_band_is_refused_and_recomputed_by_an_honest_device() {
     );
     assert_eq!(sim.last_error(cheat), ErrorCode::BadResult);
     assert!(sim.closed.contains_key(&cheat));
-    assert!(sim.pixel_rows.is_empty(), "nothing of it was kept");
-    let row = &sim.device_rows[&cheat_cred.device_id];
+    assert!(sim.store.pixels.is_empty(), "nothing of it was kept");
+    let row = &sim.store.devices[&cheat_cred.device_id];
     assert!(row.quarantined && !row.enabled, "quarantined: {row:?}");
     // Back with its credential it is welcomed and benchmarked, but given no work.
     let again = sim.connect();
@@ -634,7 +789,7 @@ fn a_lease_id_of_an_earlier_job_never_counts_for_a_later_one() {
 }
 
 #[test]
-fn a_device_whose_benchmark_was_pending_at_a_restart_still_gets_work() {
+fn a_device_whose_benchmark_was_pending_at_a_restart_stays_gated_until_it_answers() {
     let mut sim = Sim::new();
     let pending = join_unbenchmarked(&mut sim, "pending");
     let (lease_id, lo, hi) = sim.take_benchmark(pending);
@@ -643,13 +798,16 @@ fn a_device_whose_benchmark_was_pending_at_a_restart_still_gets_work() {
         leases(&mut sim, pending).is_empty(),
         "no work before the answer"
     );
-    // The object is evicted: the pending benchmark is forgotten, the socket stays open, and
-    // the device gets work at the unmeasured speed rather than waiting forever.
+    // The object restarts: the pending benchmark travels in the socket's attachment, so the
+    // device still gets no work, however long it waits.
     sim.restart();
-    let leased = leases(&mut sim, pending);
-    assert_eq!(leased.len(), 5, "4 workers + 1 prefetched");
-    let unmeasured = client::work::units(&leased[0].1);
-    // Its answer from before the restart is ignored: no refusal, no close.
+    sim.advance(30_000);
+    sim.send(pending, &ToCoordinator::Heartbeat { seen: None });
+    assert!(
+        leases(&mut sim, pending).is_empty(),
+        "still no work without an answer"
+    );
+    // Its answer to the benchmark it was given before the restart counts.
     let count = kernels::primes::count_primes(lo, hi);
     answer(
         &mut sim,
@@ -659,17 +817,12 @@ fn a_device_whose_benchmark_was_pending_at_a_restart_still_gets_work() {
         17,
     );
     assert!(!sim.closed.contains_key(&pending));
-    assert!(sim
-        .take(pending)
-        .iter()
-        .all(|m| !matches!(m, ToClient::Error { .. })));
-    assert_eq!(sim.core.job(&job).unwrap().state, JobState::Running);
-    let (measured, _) = sim.join_device("measured");
-    let sized = client::work::units(&leases(&mut sim, measured)[0].1);
-    assert!(
-        sized > unmeasured * 5,
-        "a benchmarked device's first chunk is larger: {sized} vs {unmeasured}"
+    assert_eq!(
+        leases(&mut sim, pending).len(),
+        5,
+        "4 workers + 1 prefetched"
     );
+    assert_eq!(sim.core.job(&job).unwrap().state, JobState::Running);
 }
 
 #[test]
@@ -688,7 +841,8 @@ fn a_benchmark_claiming_impossible_speed_is_bounded_by_the_round_trip() {
         1,
     );
     let score = sim
-        .device_rows
+        .store
+        .devices
         .values()
         .find(|d| d.name == "liar")
         .and_then(|d| d.score)
@@ -735,7 +889,7 @@ fn spot_checks_catch_a_device_that_makes_up_prime_counts() {
         sim.closed.get(&faker),
         Some(&shared_protocol::close_code::BAD_RESULT)
     );
-    assert!(sim.device_rows[&faker_cred.device_id].quarantined);
+    assert!(sim.store.devices[&faker_cred.device_id].quarantined);
     let snapshot = sim.snapshot();
     let honest_view = snapshot
         .devices
@@ -789,7 +943,7 @@ fn a_quarantined_devices_earlier_parts_are_taken_out_and_computed_again() {
     let view = sim.core.job(&job).unwrap();
     assert_eq!(view.result, JobResult::PrimeCount { count: 0 }, "taken out");
     assert_eq!(view.done_units, 0);
-    assert!(sim.job_rows[&job].done_ranges.is_empty());
+    assert!(sim.store.parts.is_empty(), "its stored part is deleted");
     // The range goes back to the front of the queue, with the leases the faker still held.
     let Work::PrimeCount { lo: faked_lo, .. } = work else {
         panic!("a prime lease")
@@ -832,7 +986,7 @@ fn a_quarantined_devices_bands_are_deleted_and_rendered_again() {
     // The first band is honest and kept; the second is forged and caught.
     let (first, work) = held.remove(0);
     answer(&mut sim, cheat, first, compute(&work), 100);
-    assert_eq!(sim.pixel_rows.len(), 1);
+    assert_eq!(sim.store.pixels.len(), 1);
     let (second, work) = held.remove(0);
     let WorkResult::Mandelbrot { counts } = compute(&work) else {
         panic!("a band")
@@ -852,11 +1006,19 @@ fn a_quarantined_devices_bands_are_deleted_and_rendered_again() {
         100,
     );
     assert_eq!(sim.last_error(cheat), ErrorCode::BadResult);
-    assert!(sim.pixel_rows.is_empty(), "its earlier band is deleted too");
+    assert!(
+        sim.store.pixels.is_empty(),
+        "its earlier band is deleted too"
+    );
     assert_eq!(sim.core.job(&job).unwrap().done_units, 0);
     let (honest, _) = sim.join_device("honest");
     work_until_done(&mut sim, &[honest], &job, 200);
     assert_eq!(sim.core.job(&job).unwrap().state, JobState::Done);
-    let rows: usize = sim.pixel_rows.values().map(|c| c.len() / (2 * 2048)).sum();
+    let rows: usize = sim
+        .store
+        .pixels
+        .values()
+        .map(|c| c.len() / (2 * 2048))
+        .sum();
     assert_eq!(rows, 64);
 }

@@ -211,6 +211,21 @@ impl Wrangler {
         let _ = self.child.wait();
     }
 
+    /// Kills wrangler and workerd at once with SIGKILL (as a crash would), without letting
+    /// them shut down.
+    pub fn kill9(&mut self) {
+        #[cfg(unix)]
+        {
+            let group = format!("-{}", self.child.id());
+            let _ = Command::new("kill")
+                .args(["-s", "KILL", "--", &group])
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// The WebSocket URL of a swarm.
     pub fn ws_url(&self, swarm_id: &str) -> String {
         format!("ws://127.0.0.1:{}/api/swarms/{swarm_id}/ws", self.port)
@@ -272,9 +287,26 @@ impl WsClient {
 
     /// Connects, optionally sending an `Origin` header as a browser would.
     pub fn connect_with_origin(url: &str, origin: Option<&str>) -> Result<Self> {
+        Self::connect_with_headers(
+            url,
+            &origin
+                .map(|o| ("origin", o))
+                .into_iter()
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    /// Connects as if from this client address (`CF-Connecting-IP`, which the platform sets
+    /// in production and local `wrangler dev` passes through).
+    pub fn connect_from(url: &str, address: &str) -> Result<Self> {
+        Self::connect_with_headers(url, &[("cf-connecting-ip", address)])
+    }
+
+    /// Connects with extra request headers.
+    pub fn connect_with_headers(url: &str, headers: &[(&'static str, &str)]) -> Result<Self> {
         let mut request = url.into_client_request()?;
-        if let Some(origin) = origin {
-            request.headers_mut().insert("origin", origin.parse()?);
+        for (name, value) in headers {
+            request.headers_mut().insert(*name, value.parse()?);
         }
         let (ws, _) = tungstenite::connect(request)?;
         if let MaybeTlsStream::Plain(stream) = ws.get_ref() {

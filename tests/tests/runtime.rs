@@ -463,7 +463,7 @@ fn devices_register(w: &Wrangler) -> Result<()> {
     let (ws, _) = &mut devices[0];
     let until = Instant::now() + 5 * SECOND;
     while Instant::now() < until {
-        ws.send(&ToCoordinator::Heartbeat {})?;
+        ws.send(&ToCoordinator::Heartbeat { seen: None })?;
         let msg = ws.recv_message(2 * SECOND)?;
         ensure!(
             matches!(msg, ToClient::HeartbeatAck { .. }),
@@ -510,7 +510,7 @@ fn offline_detection(w: &Wrangler) -> Result<()> {
     // The talker heartbeats every second; the silent one says nothing after its hello.
     let mut closed_after = None;
     while started.elapsed() < 9 * SECOND {
-        talker.send(&ToCoordinator::Heartbeat {})?;
+        talker.send(&ToCoordinator::Heartbeat { seen: None })?;
         ensure!(matches!(
             talker.recv_message(2 * SECOND)?,
             ToClient::HeartbeatAck { .. }
@@ -555,7 +555,7 @@ fn heartbeats_do_not_write(w: &Wrangler) -> Result<()> {
     let (mut device, _) = join_device(w, &swarm, "beater")?;
     let before = stats(w, &swarm)?.counters;
     for _ in 0..20 {
-        device.send(&ToCoordinator::Heartbeat {})?;
+        device.send(&ToCoordinator::Heartbeat { seen: None })?;
         ensure!(matches!(
             device.recv_message(2 * SECOND)?,
             ToClient::HeartbeatAck { .. }
@@ -598,7 +598,7 @@ fn bad_messages(w: &Wrangler) -> Result<()> {
         sent += 1;
     }
     // The device is still connected and served.
-    device.send(&ToCoordinator::Heartbeat {})?;
+    device.send(&ToCoordinator::Heartbeat { seen: None })?;
     ensure!(matches!(
         device.recv_message(2 * SECOND)?,
         ToClient::HeartbeatAck { .. }
@@ -1034,7 +1034,7 @@ fn compute_device(
     let mut answered = 0;
     while !stop.load(Ordering::Relaxed) {
         if beat.elapsed() >= SECOND {
-            ws.send(&ToCoordinator::Heartbeat {})?;
+            ws.send(&ToCoordinator::Heartbeat { seen: None })?;
             beat = Instant::now();
         }
         let msg = match ws.recv(Duration::from_millis(200)) {
@@ -1213,7 +1213,7 @@ fn gather_all(sockets: &mut [&mut WsClient], window: Duration) -> Result<Vec<Vec
     loop {
         if beat.is_none_or(|at| at.elapsed() >= Duration::from_millis(800)) {
             for ws in sockets.iter_mut() {
-                ws.send(&ToCoordinator::Heartbeat {})?;
+                ws.send(&ToCoordinator::Heartbeat { seen: None })?;
             }
             beat = Some(Instant::now());
         }

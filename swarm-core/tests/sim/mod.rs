@@ -13,8 +13,8 @@ use shared_protocol::{
     ToCoordinator, WelcomeRole, Work, WorkResult, PROTOCOL_VERSION,
 };
 use swarm_core::{
-    hash_secret, Config, ConnId, DeviceRecord, InviteRecord, JobRecord, Millis, Output,
-    SocketAttachment, StoreOp, Stored, SwarmCore, SwarmMeta, BENCH_JOB_ID,
+    hash_secret, Config, ConnId, MemoryStore, Millis, Output, SocketAttachment, SwarmCore,
+    SwarmMeta, BENCH_JOB_ID,
 };
 
 pub const OWNER_KEY: &str = "owner-key-owner-key-owner-key-owner-key-000";
@@ -26,13 +26,11 @@ pub struct Sim {
     pub inbox: BTreeMap<ConnId, Vec<ToClient>>,
     pub closed: BTreeMap<ConnId, u16>,
     pub attachments: BTreeMap<ConnId, SocketAttachment>,
-    pub swarm_row: Option<SwarmMeta>,
-    pub device_rows: BTreeMap<String, DeviceRecord>,
-    /// Mandelbrot bands by (job, first row).
-    pub pixel_rows: BTreeMap<(String, u32), Vec<u8>>,
-    pub invite_rows: BTreeMap<String, InviteRecord>,
-    pub job_rows: BTreeMap<String, JobRecord>,
+    /// The object's storage, as the glue's SQL would hold it.
+    pub store: MemoryStore,
     pub registered_codes: Vec<String>,
+    /// The config the core was built with (a restart keeps it).
+    pub config: Config,
     pub writes: usize,
     pub next_conn: u64,
     /// A link token of an unlimited invite, for devices joining in tests.
@@ -46,18 +44,15 @@ impl Sim {
 
     pub fn with_config(config: Config) -> Self {
         let mut sim = Self {
-            core: SwarmCore::new(config, [1; 32]),
+            core: SwarmCore::new(config.clone(), [1; 32]),
             now: 1_700_000_000_000,
             alarm: None,
             inbox: BTreeMap::new(),
             closed: BTreeMap::new(),
             attachments: BTreeMap::new(),
-            swarm_row: None,
-            device_rows: BTreeMap::new(),
-            pixel_rows: BTreeMap::new(),
-            invite_rows: BTreeMap::new(),
-            job_rows: BTreeMap::new(),
+            store: MemoryStore::default(),
             registered_codes: Vec::new(),
+            config,
             writes: 0,
             next_conn: 0,
             token: String::new(),
@@ -69,10 +64,27 @@ impl Sim {
         sim
     }
 
+    /// An owner command over HTTP with the owner key, decoded as the glue decodes a body.
     pub fn owner(&mut self, command: OwnerCommand) -> Result<OwnerReply, ErrorCode> {
+        self.owner_with_key(OWNER_KEY, command)
+    }
+
+    /// An owner command over HTTP with this key, decoded as the glue decodes a body (a command
+    /// that fails validation is refused there and never reaches the core).
+    pub fn owner_with_key(
+        &mut self,
+        key: &str,
+        command: OwnerCommand,
+    ) -> Result<OwnerReply, ErrorCode> {
+        let body = encode(&command);
+        let command = shared_protocol::decode::<OwnerCommand>(
+            body.as_bytes(),
+            &shared_protocol::Limits::default(),
+        )
+        .map_err(|err| err.code())?;
         let result = self
             .core
-            .handle_owner_request(self.now, OWNER_KEY, command)
+            .handle_owner_request(self.now, key, command)
             .map_err(|r| r.code);
         self.drain();
         result
@@ -93,20 +105,19 @@ impl Sim {
     /// Simulates the object being evicted and started again: a fresh core restored from the
     /// stored rows, the attachments of still-open sockets and the armed alarm.
     pub fn restart(&mut self) {
-        let mut core = SwarmCore::new(Config::default(), [2; 32]);
+        self.restart_with_seed([2; 32]);
+    }
+
+    /// [`Sim::restart`] with the new core seeded by `seed`.
+    pub fn restart_with_seed(&mut self, seed: [u8; 32]) {
+        let mut core = SwarmCore::new(self.config.clone(), seed);
         let open: Vec<SocketAttachment> = self
             .attachments
             .iter()
             .filter(|(conn, _)| !self.closed.contains_key(conn))
             .map(|(_, a)| a.clone())
             .collect();
-        let stored = Stored {
-            meta: self.swarm_row.clone(),
-            devices: self.device_rows.values().cloned().collect(),
-            invites: self.invite_rows.values().cloned().collect(),
-            jobs: self.job_rows.values().cloned().collect(),
-        };
-        core.restore(self.now, stored, open, self.alarm);
+        core.restore(self.now, self.store.load(), open, self.alarm);
         self.core = core;
         self.drain();
     }
@@ -127,31 +138,7 @@ impl Sim {
                 }
                 Output::Persist(op) => {
                     self.writes += 1;
-                    match op {
-                        StoreOp::PutSwarm(meta) => self.swarm_row = Some(meta),
-                        StoreOp::PutDevice(row) => {
-                            self.device_rows.insert(row.device_id.clone(), row);
-                        }
-                        StoreOp::DeleteDevice { device_id } => {
-                            self.device_rows.remove(&device_id);
-                        }
-                        StoreOp::PutInvite(row) => {
-                            self.invite_rows.insert(row.invite_id.clone(), row);
-                        }
-                        StoreOp::PutJob(row) => {
-                            self.job_rows.insert(row.job_id.clone(), row);
-                        }
-                        StoreOp::PutPixels {
-                            job_id,
-                            first_row,
-                            counts,
-                        } => {
-                            self.pixel_rows.insert((job_id, first_row), counts);
-                        }
-                        StoreOp::DeletePixels { job_id, first_row } => {
-                            self.pixel_rows.remove(&(job_id, first_row));
-                        }
-                    }
+                    self.store.apply(op);
                 }
                 Output::SetAlarm { at } => self.alarm = Some(at),
                 Output::ClearAlarm => self.alarm = None,
@@ -168,9 +155,14 @@ impl Sim {
     }
 
     pub fn connect(&mut self) -> ConnId {
+        self.connect_from("")
+    }
+
+    /// Connects a socket from this client address.
+    pub fn connect_from(&mut self, source: &str) -> ConnId {
         self.next_conn += 1;
         let conn = ConnId(self.next_conn);
-        self.core.handle_connect(self.now, conn);
+        self.core.handle_connect(self.now, conn, source);
         self.drain();
         conn
     }

@@ -1,0 +1,600 @@
+//! Hostile input and restarts against the real runtime (workerd through `wrangler dev`, real
+//! sockets): multi-byte payloads before and after authentication on every socket role and HTTP
+//! route, refused without a restart of the object; a flood of bad joins that locks no honest
+//! device out; the hello timeout; and `kill -9` of workerd — between a cheating device's lies
+//! and its detection, and between wrong code guesses — changing no outcome.
+
+// ureq's error type is large; in test code that costs nothing worth boxing for.
+#![allow(clippy::result_large_err)]
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use runtime_tests::{
+    await_job, free_port, http_agent, run_case, short_timeouts, Wrangler, WranglerCommand, WsClient,
+};
+use shared_protocol::{
+    close_code, encode, AgentClass, Capabilities, DeviceCredential, ErrorCode, Hello, HelloRole,
+    HttpError, JobResult, JobSpec, JoinProof, OwnerCommand, OwnerReply, SwarmStats, ToClient,
+    ToCoordinator, WelcomeRole, Work, WorkResult, PROTOCOL_VERSION,
+};
+
+const SECOND: Duration = Duration::from_secs(1);
+
+type Case = (&'static str, fn(&Wrangler) -> Result<()>);
+
+fn main() {
+    let root = runtime_tests::repo_root();
+    let persist = |name: &str| {
+        root.join("target/tmp")
+            .join(format!("hardening-{name}-{}", std::process::id()))
+    };
+    let (mut passed, mut failed) = (0, 0);
+    let mut tally = |ok: bool| {
+        if ok {
+            passed += 1;
+        } else {
+            failed += 1;
+        }
+    };
+    let shared = WranglerCommand {
+        port: free_port().expect("a free port"),
+        persist_dir: persist("shared"),
+        vars: short_timeouts(),
+    };
+    match Wrangler::start(&shared) {
+        Ok(mut w) => {
+            let cases: &[Case] = &[
+                (
+                    "multi-byte text on every socket role and route is refused without a restart",
+                    multi_byte_everywhere,
+                ),
+                (
+                    "a socket that says no hello is closed at the hello timeout",
+                    hello_timeout,
+                ),
+                (
+                    "a flood of bad hellos and wrong codes locks out no link and no credential",
+                    flood_locks_no_one_out,
+                ),
+            ];
+            for (name, case) in cases {
+                let ok = run_case(name, || case(&w));
+                if !ok {
+                    eprintln!("--- wrangler output ---\n{}", w.log());
+                }
+                tally(ok);
+            }
+            w.stop();
+        }
+        Err(err) => {
+            eprintln!("could not start the runtime: {err:#}");
+            tally(false);
+        }
+    }
+    tally(run_case(
+        "kill -9 between wrong code guesses: the limit holds",
+        || guesses_across_kill9(&persist("guesses")),
+    ));
+    tally(run_case(
+        "kill -9 between a cheat's lies and its detection: every lie is taken out",
+        || lies_across_kill9(&persist("lies")),
+    ));
+    for name in ["shared", "guesses", "lies"] {
+        let _ = std::fs::remove_dir_all(persist(name));
+    }
+    println!("\n{passed} passed, {failed} failed");
+    std::process::exit(i32::from(failed > 0));
+}
+
+// ---------- helpers ----------
+
+struct Swarm {
+    id: String,
+    owner_key: String,
+    token: String,
+}
+
+fn create(w: &Wrangler) -> Result<Swarm> {
+    let created = w.create_swarm("hardened")?;
+    let mut swarm = Swarm {
+        id: created.swarm_id,
+        owner_key: created.owner_key,
+        token: String::new(),
+    };
+    let invite = OwnerCommand::CreateInvite {
+        ttl_ms: Some(3_600_000),
+        max_uses: None,
+    };
+    match owner(w, &swarm, &invite)? {
+        OwnerReply::InviteCreated { token, .. } => swarm.token = token,
+        other => bail!("expected an invite, got {other:?}"),
+    }
+    Ok(swarm)
+}
+
+fn owner(w: &Wrangler, swarm: &Swarm, command: &OwnerCommand) -> Result<OwnerReply> {
+    Ok(post(
+        w,
+        &format!("/api/swarms/{}/owner", swarm.id),
+        &swarm.owner_key,
+        &encode(command),
+    )?
+    .into_json()?)
+}
+
+fn post(w: &Wrangler, path: &str, key: &str, body: &str) -> Result<ureq::Response, ureq::Error> {
+    http_agent()
+        .post(&format!("{}{path}", w.base))
+        .set("authorization", &format!("Bearer {key}"))
+        .send_string(body)
+}
+
+fn refused(result: Result<ureq::Response, ureq::Error>) -> Result<(u16, ErrorCode)> {
+    match result {
+        Err(ureq::Error::Status(status, resp)) => Ok((status, resp.into_json::<HttpError>()?.code)),
+        Ok(resp) => bail!("expected a refusal, got {}", resp.status()),
+        Err(err) => Err(err.into()),
+    }
+}
+
+fn stats(w: &Wrangler, swarm: &Swarm) -> Result<SwarmStats> {
+    Ok(http_agent()
+        .get(&format!("{}/api/swarms/{}/stats", w.base, swarm.id))
+        .set("authorization", &format!("Bearer {}", swarm.owner_key))
+        .call()?
+        .into_json()?)
+}
+
+fn device(name: &str, credential: Option<DeviceCredential>, invite: Option<JoinProof>) -> String {
+    encode(&ToCoordinator::Hello(Hello {
+        protocol: PROTOCOL_VERSION,
+        role: HelloRole::Device {
+            name: name.into(),
+            capabilities: Capabilities {
+                cores: 2,
+                memory_mb: None,
+                gpu: false,
+                agent: AgentClass::Native,
+            },
+            credential,
+            invite,
+        },
+    }))
+}
+
+fn dashboard(owner_key: Option<&str>) -> String {
+    encode(&ToCoordinator::Hello(Hello {
+        protocol: PROTOCOL_VERSION,
+        role: HelloRole::Dashboard {
+            owner_key: owner_key.map(str::to_owned),
+        },
+    }))
+}
+
+/// Opens a socket, says `hello`, and expects a welcome.
+fn welcomed(w: &Wrangler, swarm: &Swarm, hello: &str) -> Result<(WsClient, ToClient)> {
+    let mut ws = WsClient::connect(&w.ws_url(&swarm.id))?;
+    ws.send_text(hello)?;
+    match ws.recv_message(5 * SECOND)? {
+        welcome @ ToClient::Welcome { .. } => Ok((ws, welcome)),
+        other => bail!("expected a welcome, got {other:?}"),
+    }
+}
+
+/// A new device by link: its socket and credential.
+fn join(w: &Wrangler, swarm: &Swarm, name: &str) -> Result<(WsClient, DeviceCredential)> {
+    let proof = JoinProof::Token {
+        token: swarm.token.clone(),
+    };
+    match welcomed(w, swarm, &device(name, None, Some(proof)))? {
+        (
+            ws,
+            ToClient::Welcome {
+                role:
+                    WelcomeRole::Device {
+                        credential: Some(c),
+                        ..
+                    },
+                ..
+            },
+        ) => Ok((ws, c)),
+        (_, other) => bail!("expected a credential, got {other:?}"),
+    }
+}
+
+fn expect_error(ws: &mut WsClient, code: ErrorCode) -> Result<ToClient> {
+    ws.recv_until(5 * SECOND, |m| match m {
+        ToClient::Error { code: got, .. } if *got == code => Some(m.clone()),
+        ToClient::Error { .. } => Some(m.clone()),
+        _ => None,
+    })
+    .and_then(|m| match m {
+        ToClient::Error { code: got, .. } if got == code => Ok(m),
+        other => bail!("expected {code:?}, got {other:?}"),
+    })
+}
+
+/// Answers every lease that arrives until `stop` says so, computing with the kernels unless
+/// `lie` returns a made-up result for it, and claiming 2 s for each (so that chunks stay small
+/// and a job spans many leases). Returns how many leases were answered.
+fn work(
+    ws: &mut WsClient,
+    until: Instant,
+    mut lie: impl FnMut(&Work) -> Option<WorkResult>,
+    mut stop: impl FnMut() -> bool,
+) -> Result<usize> {
+    let mut answered = 0;
+    while Instant::now() < until && !stop() {
+        let lease = ws.recv_until(
+            until.saturating_duration_since(Instant::now()),
+            |m| match m {
+                ToClient::Lease { lease_id, work, .. } => Some((*lease_id, work.clone())),
+                _ => None,
+            },
+        );
+        let Ok((lease_id, work)) = lease else {
+            break;
+        };
+        let result = match lie(&work) {
+            Some(made_up) => made_up,
+            None => client::work::compute(&work).map_err(anyhow::Error::msg)?,
+        };
+        ws.send(&ToCoordinator::ChunkResult {
+            lease_id,
+            result,
+            compute_ms: 2_000,
+        })?;
+        answered += 1;
+    }
+    Ok(answered)
+}
+
+// ---------- cases ----------
+
+/// `{"type":"aaaa…é"}` (63 × `a`, then `é`) once panicked the coordinator; so did a long
+/// multi-byte unknown field in an HTTP body. Each variant goes to every socket role, before and
+/// after the hello, and to every HTTP route that reads a body.
+fn multi_byte_everywhere(w: &Wrangler) -> Result<()> {
+    let swarm = create(w)?;
+    let started = stats(w, &swarm)?.started_ms;
+    let long_field = "é".repeat(299);
+    let frames = [
+        format!("{{\"type\":\"{}é\"}}", "a".repeat(63)),
+        format!("{{\"type\":\"{}😀bbbb\"}}", "a".repeat(62)),
+        format!("{{\"type\":\"heartbeat\",\"{long_field}\":1}}"),
+        format!("{{\"type\":\"{}\"}}", "\u{200b}\u{202e}".repeat(40)),
+    ];
+    let codes = [
+        ErrorCode::UnknownType,
+        ErrorCode::UnknownType,
+        ErrorCode::Malformed,
+        ErrorCode::UnknownType,
+    ];
+    // Before any hello: refused and closed (1008).
+    for (frame, code) in frames.iter().zip(codes) {
+        let mut ws = WsClient::connect(&w.ws_url(&swarm.id))?;
+        ws.send_text(frame)?;
+        expect_error(&mut ws, code).with_context(|| format!("before hello: {frame}"))?;
+        ensure!(ws.recv_close(3 * SECOND)? == Some(close_code::POLICY));
+    }
+    // After the hello, as a device, a viewer and the owner: refused, the socket stays open.
+    let (dev, _) = join(w, &swarm, "target")?;
+    let (viewer, _) = welcomed(w, &swarm, &dashboard(None))?;
+    let (owner_ws, _) = welcomed(w, &swarm, &dashboard(Some(&swarm.owner_key)))?;
+    for (role, mut ws) in [("device", dev), ("viewer", viewer), ("owner", owner_ws)] {
+        for (frame, code) in frames.iter().zip(codes) {
+            ws.send_text(frame)?;
+            expect_error(&mut ws, code).with_context(|| format!("{role}: {frame}"))?;
+        }
+        // An owner command with a multi-byte unknown field: refused with its request.
+        ws.send_text(&format!(
+            "{{\"type\":\"owner\",\"request\":77,\"command\":{{\"command\":\"list_invites\",\"{long_field}\":1}}}}"
+        ))?;
+        match expect_error(&mut ws, ErrorCode::Malformed)? {
+            ToClient::Error {
+                request: Some(77), ..
+            } => {}
+            other => bail!("{role}: the refusal lost its request: {other:?}"),
+        }
+        ws.send(&ToCoordinator::Heartbeat { seen: None })?;
+        ensure!(
+            matches!(
+                ws.recv_until(3 * SECOND, |m| matches!(m, ToClient::HeartbeatAck { .. })
+                    .then_some(())),
+                Ok(())
+            ),
+            "{role}: the socket no longer works"
+        );
+    }
+    // Every HTTP route with a body, with and without the owner key.
+    let body = format!("{{\"name\":\"x\",\"{long_field}\":1}}");
+    let owner_path = format!("/api/swarms/{}/owner", swarm.id);
+    let routes = [
+        ("/api/swarms", "", body.clone()),
+        (
+            "/api/join",
+            "",
+            format!("{{\"code\":\"ABCDE-FGHJK\",\"{long_field}\":1}}"),
+        ),
+        (
+            owner_path.as_str(),
+            swarm.owner_key.as_str(),
+            format!("{{\"command\":\"list_invites\",\"{long_field}\":1}}"),
+        ),
+        (
+            owner_path.as_str(),
+            "",
+            format!("{{\"command\":\"list_invites\",\"{long_field}\":1}}"),
+        ),
+        (
+            owner_path.as_str(),
+            swarm.owner_key.as_str(),
+            format!("{{\"command\":\"{}é\"}}", "a".repeat(63)),
+        ),
+    ];
+    for (path, key, body) in &routes {
+        let (status, code) =
+            refused(post(w, path, key, body)).with_context(|| format!("{path} with {body:.40}"))?;
+        ensure!(
+            status == 400 && code == ErrorCode::Malformed,
+            "{path}: {status} {code:?}"
+        );
+    }
+    // A multi-byte job id in a path.
+    let (status, _) = refused(
+        http_agent()
+            .get(&format!(
+                "{}/api/swarms/{}/jobs/%C3%A9{}",
+                w.base,
+                swarm.id,
+                "a".repeat(31)
+            ))
+            .call(),
+    )?;
+    ensure!(status == 404, "a multi-byte job id: {status}");
+    // A body over the cap sent in chunks, without a Content-Length: refused while streaming
+    // (on a connection of its own: the refusal comes before the body is read).
+    let chunked = std::io::Cursor::new(vec![b' '; 20 * 1024]);
+    let (status, code) = refused(
+        ureq::AgentBuilder::new()
+            .timeout(10 * SECOND)
+            .build()
+            .post(&format!("{}{owner_path}", w.base))
+            .set("authorization", &format!("Bearer {}", swarm.owner_key))
+            .set("connection", "close")
+            .send(chunked),
+    )?;
+    ensure!(
+        (status, code) == (413, ErrorCode::TooLarge),
+        "a chunked 20 KiB body: {status} {code:?}"
+    );
+    let after = stats(w, &swarm)?;
+    ensure!(
+        after.started_ms == started,
+        "the object restarted: started {started} then {}",
+        after.started_ms
+    );
+    Ok(())
+}
+
+fn hello_timeout(w: &Wrangler) -> Result<()> {
+    // The tests run with HELLO_TIMEOUT_MS = 4000 (the product's is 10 s).
+    let swarm = create(w)?;
+    let opened = Instant::now();
+    let mut silent = WsClient::connect(&w.ws_url(&swarm.id))?;
+    let code = silent.recv_close(15 * SECOND)?;
+    let took = opened.elapsed();
+    ensure!(
+        code == Some(close_code::HELLO_TIMEOUT),
+        "closed with {code:?}"
+    );
+    ensure!(
+        took >= Duration::from_millis(3_900) && took <= Duration::from_millis(5_500),
+        "closed after {took:?}, expected at the 4 s timeout"
+    );
+    Ok(())
+}
+
+/// 1,000 bad hellos and wrong codes a minute (about 17 a second, from many addresses) hit the
+/// swarm while a new device joins by link and an old one reconnects by its credential.
+fn flood_locks_no_one_out(w: &Wrangler) -> Result<()> {
+    let swarm = create(w)?;
+    let (old, cred) = join(w, &swarm, "old")?;
+    old.close();
+    let url = w.ws_url(&swarm.id);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = {
+        let (url, stop) = (url.clone(), stop.clone());
+        std::thread::spawn(move || -> usize {
+            let mut sent = 0usize;
+            let start = Instant::now();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let hello = match sent % 4 {
+                    0 => device(
+                        "x",
+                        None,
+                        Some(JoinProof::Code {
+                            code: format!("ZZZZZ-{:05}", sent % 100_000),
+                        }),
+                    ),
+                    1 => device(
+                        "x",
+                        None,
+                        Some(JoinProof::Token {
+                            token: "t".repeat(43),
+                        }),
+                    ),
+                    2 => dashboard(Some(&"k".repeat(43))),
+                    _ => device(
+                        "x",
+                        None,
+                        Some(JoinProof::OwnerKey {
+                            owner_key: "o".repeat(43),
+                        }),
+                    ),
+                };
+                let address = format!("10.{}.{}.{}", sent % 7, sent % 251, sent % 13);
+                if let Ok(mut ws) = WsClient::connect_from(&url, &address) {
+                    let _ = ws.send_text(&hello);
+                    let _ = ws.recv_close(2 * SECOND);
+                }
+                sent += 1;
+                // 1,000 a minute.
+                let due = start + Duration::from_millis(60 * sent as u64);
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            }
+            sent
+        })
+    };
+    // Let the flood spend every shared budget first.
+    std::thread::sleep(8 * SECOND);
+    let result = (|| -> Result<()> {
+        for round in 0..3 {
+            let t = Instant::now();
+            let (ws, _) = join(w, &swarm, &format!("new {round}"))?;
+            let joined = t.elapsed();
+            ws.close();
+            let t = Instant::now();
+            let (ws, welcome) = welcomed(w, &swarm, &device("old", Some(cred.clone()), None))?;
+            let back = t.elapsed();
+            ws.close();
+            ensure!(matches!(welcome, ToClient::Welcome { .. }));
+            ensure!(
+                joined < 2 * SECOND && back < 2 * SECOND,
+                "join by link took {joined:?}, reconnect {back:?}"
+            );
+            std::thread::sleep(2 * SECOND);
+        }
+        Ok(())
+    })();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = flood.join().unwrap_or(0);
+    result?;
+    ensure!(sent >= 200, "the flood sent only {sent} hellos");
+    let OwnerReply::Audit { entries } = owner(w, &swarm, &OwnerCommand::AuditLog {})? else {
+        bail!("expected the audit log")
+    };
+    ensure!(
+        entries.iter().any(|e| e.text.contains("more event")),
+        "the flood is summarised in the audit log"
+    );
+    Ok(())
+}
+
+fn start(persist: &std::path::Path, vars: Vec<(String, String)>) -> Result<Wrangler> {
+    Wrangler::start(&WranglerCommand {
+        port: free_port()?,
+        persist_dir: persist.to_owned(),
+        vars,
+    })
+}
+
+/// Ten wrong codes from one address, `kill -9`, and the eleventh is still refused.
+fn guesses_across_kill9(persist: &std::path::Path) -> Result<()> {
+    let _ = std::fs::remove_dir_all(persist);
+    // A minute-long window, so that the restart happens well inside it.
+    let mut vars = short_timeouts();
+    vars.retain(|(k, _)| k != "RATE_WINDOW_MS");
+    let mut w = start(persist, vars.clone())?;
+    let swarm = create(&w)?;
+    let guess = |w: &Wrangler| -> Result<ErrorCode> {
+        let mut ws = WsClient::connect_from(&w.ws_url(&swarm.id), "10.0.0.1")?;
+        ws.send_text(&device(
+            "guesser",
+            None,
+            Some(JoinProof::Code {
+                code: "ZZZZZ-ZZZZZ".into(),
+            }),
+        ))?;
+        match ws.recv_message(5 * SECOND)? {
+            ToClient::Error { code, .. } => Ok(code),
+            other => bail!("expected a refusal, got {other:?}"),
+        }
+    };
+    for i in 0..10 {
+        ensure!(guess(&w)? == ErrorCode::InviteInvalid, "guess {i}");
+    }
+    ensure!(guess(&w)? == ErrorCode::RateLimited);
+    w.kill9();
+    let w = start(persist, vars)?;
+    ensure!(
+        guess(&w)? == ErrorCode::RateLimited,
+        "after kill -9 the address got a fresh window"
+    );
+    Ok(())
+}
+
+/// A cheat lies on the large prime chunks and answers the small spot checks right; workerd is
+/// killed with `kill -9`; after the restart the cheat reconnects, lies on a check too and is
+/// caught: every lie, before and after the restart, is taken out, and π(10⁸) comes out exact.
+fn lies_across_kill9(persist: &std::path::Path) -> Result<()> {
+    let _ = std::fs::remove_dir_all(persist);
+    let mut vars = short_timeouts();
+    vars.push(("SPOT_CHECK_ONE_IN".into(), "1".into()));
+    let mut w = start(persist, vars.clone())?;
+    let swarm = create(&w)?;
+    let (mut cheat, cred) = join(&w, &swarm, "cheat")?;
+    let submit = OwnerCommand::SubmitJob {
+        job: JobSpec::PrimeCount {
+            lo: 0,
+            hi: 100_000_000,
+        },
+    };
+    let OwnerReply::JobSubmitted { job_id } = owner(&w, &swarm, &submit)? else {
+        bail!("expected a job id")
+    };
+    // Benchmarks count numbers near 10⁹, beyond the job; checks are CHECK_SPAN numbers.
+    let is_benchmark =
+        |work: &Work| matches!(work, Work::PrimeCount { lo, .. } if *lo >= 100_000_000);
+    let is_check = |work: &Work| matches!(work, Work::PrimeCount { lo, hi } if hi - lo == swarm_core::CHECK_SPAN);
+    let lies = std::cell::Cell::new(0);
+    work(
+        &mut cheat,
+        Instant::now() + 10 * SECOND,
+        |work| {
+            if is_benchmark(work) || is_check(work) {
+                None
+            } else {
+                lies.set(lies.get() + 1);
+                Some(WorkResult::PrimeCount { count: 1 })
+            }
+        },
+        || lies.get() >= 3,
+    )?;
+    let lies = lies.get();
+    ensure!(lies >= 3, "the cheat lied only {lies} times");
+    let before = await_job(&w.base, &swarm.id, &job_id, Duration::ZERO)?;
+    ensure!(before.done_units > 0, "its lies were accepted: {before:?}");
+    w.kill9();
+
+    let w = start(persist, vars)?;
+    let (mut cheat, _) = welcomed(&w, &swarm, &device("cheat", Some(cred), None))?;
+    // Now it lies on everything but its benchmark; the first check after a chunk catches it.
+    work(
+        &mut cheat,
+        Instant::now() + 20 * SECOND,
+        |work| (!is_benchmark(work)).then_some(WorkResult::PrimeCount { count: 1 }),
+        || false,
+    )
+    .ok();
+    // An honest device computes the rest.
+    let (mut honest, _) = join(&w, &swarm, "honest")?;
+    let deadline = Instant::now() + 120 * SECOND;
+    let mut done = None;
+    while Instant::now() < deadline {
+        work(&mut honest, Instant::now() + 2 * SECOND, |_| None, || false)?;
+        let job = await_job(&w.base, &swarm.id, &job_id, Duration::ZERO)?;
+        if job.state == shared_protocol::JobState::Done {
+            done = Some(job);
+            break;
+        }
+    }
+    let job = done.context("the job did not finish")?;
+    ensure!(
+        job.result == JobResult::PrimeCount { count: 5_761_455 },
+        "π(10^8) came out as {:?}",
+        job.result
+    );
+    Ok(())
+}
