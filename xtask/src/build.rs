@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::time::SystemTime;
 
 use anyhow::Result;
 
@@ -19,6 +20,10 @@ const WASM_FEATURES: &[&str] = &[
     "--enable-multivalue",
 ];
 
+/// The folders and files a wasm artefact is built from, besides its own crate: a change in any
+/// of them (by modification time) rebuilds it.
+const SHARED_INPUTS: &[&str] = &["Cargo.toml", "Cargo.lock", "shared-protocol", "kernels"];
+
 pub fn all(tools: &Tools) -> Result<()> {
     client(tools)?;
     coordinator(tools)?;
@@ -26,7 +31,15 @@ pub fn all(tools: &Tools) -> Result<()> {
 }
 
 pub fn client(tools: &Tools) -> Result<()> {
-    web_wasm(tools, "client", &root().join("pages/pkg"))
+    let out = root().join("pages/pkg");
+    let inputs = Inputs::of(&["client"]);
+    let wasm = out.join("client_bg.wasm");
+    if inputs.built_into(&wasm) {
+        println!("xtask: client is up to date");
+        return Ok(());
+    }
+    web_wasm(tools, "client", &out)?;
+    inputs.record(&wasm)
 }
 
 /// Builds a workspace cdylib for the browser as the product ships it: cargo release for
@@ -68,10 +81,17 @@ pub fn web_wasm(tools: &Tools, package: &str, out: &Path) -> Result<()> {
 }
 
 pub fn coordinator(tools: &Tools) -> Result<()> {
+    let inputs = Inputs::of(&["coordinator", "swarm-core"]);
+    let built = root().join("coordinator/build/index.js");
+    if inputs.built_into(&built) {
+        println!("xtask: coordinator is up to date");
+        return Ok(());
+    }
     let mut cmd = Command::new(&tools.worker_build);
     cmd.arg("--release").current_dir(root().join("coordinator"));
     tools.worker_build_env(&mut cmd);
-    run(&mut cmd)
+    run(&mut cmd)?;
+    inputs.record(&built)
 }
 
 fn report() -> Result<()> {
@@ -88,4 +108,84 @@ fn report() -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// What an artefact is built from, as of the start of its build: the newest modification
+/// time of the files of these crates and of the shared inputs. It is recorded beside the
+/// artefact once the build succeeds, so a file changed while a build ran (newer than what was
+/// recorded) makes the next build run again. The build tools are pinned, so they do not count.
+struct Inputs(Option<SystemTime>);
+
+impl Inputs {
+    fn of(crates: &[&str]) -> Self {
+        let root = root();
+        let newest = crates
+            .iter()
+            .chain(SHARED_INPUTS)
+            .map(|input| newest(&root.join(input)))
+            .try_fold(SystemTime::UNIX_EPOCH, |acc, t| t.map(|t| acc.max(t)));
+        Self(newest)
+    }
+
+    /// Where the inputs an artefact was built from are recorded: under `target/`, not beside
+    /// the artefact (`pages/` is deployed as it is).
+    fn stamp(artefact: &Path) -> std::path::PathBuf {
+        let name = artefact
+            .strip_prefix(root())
+            .unwrap_or(artefact)
+            .to_string_lossy()
+            .replace(['/', '\\'], "_");
+        root()
+            .join("target/xtask-stamps")
+            .join(format!("{name}.inputs"))
+    }
+
+    /// Whether `artefact` exists and was built from exactly these inputs.
+    fn built_into(&self, artefact: &Path) -> bool {
+        let Some(newest) = self.0 else {
+            return false;
+        };
+        artefact.exists()
+            && std::fs::read_to_string(Self::stamp(artefact))
+                .is_ok_and(|recorded| recorded.trim() == nanos(newest).to_string())
+    }
+
+    fn record(&self, artefact: &Path) -> Result<()> {
+        match self.0 {
+            Some(newest) => {
+                let stamp = Self::stamp(artefact);
+                if let Some(folder) = stamp.parent() {
+                    std::fs::create_dir_all(folder)?;
+                }
+                Ok(std::fs::write(stamp, nanos(newest).to_string())?)
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+fn nanos(time: SystemTime) -> u128 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+/// The newest modification time of a file or of any file below a folder (`target`-like build
+/// folders and hidden files excluded); `None` if something cannot be read, which counts as
+/// changed.
+fn newest(path: &Path) -> Option<SystemTime> {
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_dir() {
+        return meta.modified().ok();
+    }
+    let mut latest = meta.modified().ok()?;
+    for entry in std::fs::read_dir(path).ok()? {
+        let entry = entry.ok()?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') || name == "target" || name == "build" || name == "pkg" {
+            continue;
+        }
+        latest = latest.max(newest(&entry.path())?);
+    }
+    Some(latest)
 }
