@@ -556,7 +556,10 @@ fn OwnerPanel(
                 swarm_id.clone(),
                 origin.clone(),
             );
-            let max_uses = max_uses.get_untracked().trim().parse::<u32>().ok();
+            let max_uses = match crate::forms::use_limit(&max_uses.get_untracked()) {
+                Ok(max_uses) => max_uses,
+                Err(message) => return error.set(Some(message)),
+            };
             let ttl_ms = Some(ttl_hours.get_untracked() * 3_600_000);
             error.set(None);
             spawn_local(async move {

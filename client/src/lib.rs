@@ -4,6 +4,7 @@
 
 pub mod device_info;
 pub mod format;
+pub mod forms;
 pub mod jobs;
 pub mod link;
 pub mod qr;

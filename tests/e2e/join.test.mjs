@@ -209,6 +209,13 @@ test("a short code typed on the start page joins; used-up and revoked invites ar
   const owner = await launchProfile();
   const ownerPage = await owner.context.newPage();
   const dashboard = await (async () => { const l = new LandingPage(ownerPage); await l.open(); return l.createSwarm("codes"); })();
+  // A mistyped use limit is refused with a sentence, never taken as "unlimited".
+  const invitesBefore = await ownerPage.getByTestId("invite-row").count();
+  await ownerPage.getByTestId("invite-uses").fill("1O");
+  await ownerPage.getByTestId("create-invite").click();
+  const refusal = await ownerPage.getByTestId("invite-error").textContent({ timeout: 5000 });
+  assert.match(refusal, /whole number/);
+  assert.equal(await ownerPage.getByTestId("invite-row").count(), invitesBefore, "no invite was created");
   const single = await dashboard.createInvite({ uses: 1 });
 
   const laptop = await launchProfile();
