@@ -100,14 +100,19 @@ impl DurableObject for CodeDirectoryObject {
 }
 
 impl CodeDirectoryObject {
-    /// Runs `f` on the directory (loaded by `ensure_loaded` before every request; an empty
-    /// one stands in rather than a panic should it not be).
+    /// Runs `f` on the directory (loaded by `ensure_loaded` before every request; should it
+    /// not be, an empty one that is not kept stands in, rather than a panic).
     fn with<T>(&self, f: impl FnOnce(&mut CodeDirectory) -> T) -> T {
         let mut directory = self.directory.borrow_mut();
-        let directory = directory.get_or_insert_with(|| {
-            CodeDirectory::new(DirectoryLimits::default(), Vec::new(), 0, Vec::new())
-        });
-        f(directory)
+        match directory.as_mut() {
+            Some(directory) => f(directory),
+            None => f(&mut CodeDirectory::new(
+                DirectoryLimits::default(),
+                Vec::new(),
+                0,
+                Vec::new(),
+            )),
+        }
     }
 
     fn ensure_loaded(&self) -> Result<()> {

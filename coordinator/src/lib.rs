@@ -144,10 +144,7 @@ async fn resolve_code(mut req: Request, env: &Env) -> Result<Response> {
     let Some(canonical) = normalize_code(&request.code) else {
         return error_response(ErrorCode::Invalid, "not an invite code");
     };
-    let client = req
-        .headers()
-        .get("cf-connecting-ip")?
-        .unwrap_or_else(|| "unknown".into());
+    let client = req.headers().get("cf-connecting-ip")?.unwrap_or_default();
     let code_hash = hash_secret(&canonical);
     let stub = directory::stub_for_hash(env, &code_hash)?;
     let lookup = directory::ResolveRequest { code_hash, client };

@@ -285,17 +285,18 @@ impl SwarmObject {
     }
 
     /// Runs `f` on the core. Every event handler calls `ensure_loaded` first, so the core is
-    /// there; should it not be, a fresh empty core answers (as for an object with no swarm)
-    /// rather than the object panicking.
+    /// there; should it not be, `f` runs on a fresh empty core that is not kept (it answers as
+    /// an object with no swarm), rather than the object panicking, and the next
+    /// `ensure_loaded` still loads storage.
     fn with_core<T>(&self, f: impl FnOnce(&mut SwarmCore) -> T) -> T {
         let mut core = self.core.borrow_mut();
-        let core = core.get_or_insert_with(|| {
-            SwarmCore::new(
+        match core.as_mut() {
+            Some(core) => f(core),
+            None => f(&mut SwarmCore::new(
                 Config::from_env(&self.env).core,
                 random_seed().unwrap_or([0; 32]),
-            )
-        });
-        f(core)
+            )),
+        }
     }
 
     /// Rebuilds the core after the object (re)started. Nothing else runs while the storage
@@ -328,9 +329,15 @@ impl SwarmObject {
         let mut sockets = HashMap::new();
         let mut attachments = Vec::new();
         for ws in self.state.get_websockets() {
-            if let Ok(Some(attachment)) = ws.deserialize_attachment::<SocketAttachment>() {
-                sockets.insert(attachment.conn, ws);
-                attachments.push(attachment);
+            match ws.deserialize_attachment::<SocketAttachment>() {
+                Ok(Some(attachment)) => {
+                    sockets.insert(attachment.conn, ws);
+                    attachments.push(attachment);
+                }
+                // A socket whose session cannot be read is closed: the client reconnects.
+                _ => {
+                    let _ = ws.close(Some(1011), Some("session lost"));
+                }
             }
         }
         let config = Config::from_env(&self.env);
@@ -342,9 +349,13 @@ impl SwarmObject {
     }
 
     /// Carries out every pending output of the core. No borrow is held across an await.
+    /// A failure of one output does not skip the others: the first error is returned after
+    /// all are carried out, and the alarm is always armed as the core asked (if arming fails,
+    /// the core forgets it, so the next event arms it again).
     async fn drain(&self) -> Result<()> {
         let mut alarm = None;
         let mut codes = Vec::new();
+        let mut failed: Option<worker::Error> = None;
         while let Some(output) = self.with_core(SwarmCore::poll_output) {
             match output {
                 Output::Send { conn, text } => {
@@ -361,10 +372,19 @@ impl SwarmObject {
                 }
                 Output::Attach { conn, attachment } => {
                     if let Some(ws) = self.sockets.borrow().get(&conn) {
-                        ws.serialize_attachment(&attachment)?;
+                        // Without it the socket's state would not survive a restart; the
+                        // socket itself still works.
+                        if let Err(err) = ws.serialize_attachment(&attachment) {
+                            worker::console_error!("could not attach a socket's state: {err}");
+                        }
                     }
                 }
-                Output::Persist(op) => self.persist(op)?,
+                Output::Persist(op) => {
+                    if let Err(err) = self.persist(op) {
+                        worker::console_error!("a storage write failed: {err}");
+                        failed.get_or_insert(err);
+                    }
+                }
                 Output::SetAlarm { at } => alarm = Some(Some(at)),
                 Output::ClearAlarm => alarm = Some(None),
                 Output::RegisterCode {
@@ -381,14 +401,19 @@ impl SwarmObject {
         for entry in codes {
             self.register_code(entry).await;
         }
-        match alarm {
+        let armed = match alarm {
             Some(Some(at)) => {
                 let offset = i64::try_from(at.saturating_sub(now())).unwrap_or(i64::MAX);
                 self.state.storage().set_alarm(offset.max(0)).await
             }
             Some(None) => self.state.storage().delete_alarm().await,
             None => Ok(()),
+        };
+        if let Err(err) = armed {
+            self.with_core(SwarmCore::forget_alarm);
+            failed.get_or_insert(err);
         }
+        failed.map_or(Ok(()), Err)
     }
 
     /// Tells the code's directory shard where the code belongs. Failing that, the invite still

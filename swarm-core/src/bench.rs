@@ -1,7 +1,7 @@
 //! The known-answer benchmark: when a device connects, its first lease counts the primes of
 //! one of the kernels' benchmark ranges ([`kernels::bench`]). The answer is checked; the rate it
 //! shows seeds the device's speed, and the device gets no job work until it has answered. A
-//! wrong answer disconnects it.
+//! wrong answer disconnects and quarantines it.
 //!
 //! Benchmark leases are ordinary [`ToClient::Lease`]s with job id [`BENCH_JOB_ID`] and wire
 //! lease ids below 2^32 (epoch 0, see [`crate::jobs`]).

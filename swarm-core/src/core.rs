@@ -13,7 +13,7 @@ use shared_protocol::{
 use crate::audit::Audit;
 use crate::invites::Invites;
 use crate::jobs::JobBoard;
-use crate::limits::{GuessLimiter, GuessLimits, SlidingWindow, TokenBucket};
+use crate::limits::{GuessLimiter, GuessLimits, GuessRefusal, SlidingWindow, TokenBucket};
 use crate::records::{
     DeviceLink, DeviceRecord, Session, SocketAttachment, StoreOp, Stored, SwarmMeta,
 };
@@ -33,9 +33,10 @@ pub struct Config {
     pub hello_timeout_ms: Millis,
     /// Inbound size caps.
     pub limits: Limits,
-    /// A dashboard whose heartbeats have not confirmed reading (`seen`) any of the last this
-    /// many snapshots is closed: it is not reading.
-    pub max_unread_snapshots: u64,
+    /// A dashboard whose heartbeats have not confirmed reading (`seen`) any snapshot sent in
+    /// this long is closed: it is not reading. Generous: a browser throttles the timers of a
+    /// background tab to one a minute, so its heartbeats may come that rarely.
+    pub dashboard_read_timeout_ms: Millis,
     /// At most this many device rows go into one snapshot (totals always cover all devices).
     pub snapshot_device_cap: usize,
     /// System log entries kept (and sent) in snapshots.
@@ -73,7 +74,7 @@ impl Default for Config {
             broadcast_interval_ms: 2_000,
             hello_timeout_ms: 10_000,
             limits: Limits::default(),
-            max_unread_snapshots: 15,
+            dashboard_read_timeout_ms: 150_000,
             snapshot_device_cap: 200,
             log_capacity: 40,
             audit_per_kind: 20,
@@ -103,6 +104,21 @@ impl Config {
             burst: self.code_guesses_per_minute,
             per_window: self.code_guesses_per_minute,
             window_ms: self.rate_window_ms,
+        }
+    }
+}
+
+impl From<GuessRefusal> for Refusal {
+    fn from(refusal: GuessRefusal) -> Self {
+        match refusal {
+            GuessRefusal::Source { retry_after_ms } => Refusal::rate_limited(
+                "too many wrong invite codes from this address",
+                retry_after_ms,
+            ),
+            GuessRefusal::Everyone { retry_after_ms } => Refusal::rate_limited(
+                "many wrong invite codes are being tried; codes are slowed down",
+                retry_after_ms,
+            ),
         }
     }
 }
@@ -172,6 +188,9 @@ pub struct SwarmCore {
     pub(crate) invite_window: SlidingWindow,
     pub(crate) code_guesses: GuessLimiter,
     alarm_at: Option<Millis>,
+    /// When the next snapshot broadcast is due, while ticks are needed (a dashboard watching or
+    /// a job running); `None` otherwise.
+    next_tick_ms: Option<Millis>,
     log: VecDeque<LogEntry>,
     pub(crate) audit: Audit,
     pub(crate) jobs: JobBoard,
@@ -198,6 +217,7 @@ impl SwarmCore {
             conns: BTreeMap::new(),
             invites: Invites::default(),
             alarm_at: None,
+            next_tick_ms: None,
             log: VecDeque::new(),
             jobs: JobBoard::default(),
             counters: Counters::default(),
@@ -248,6 +268,9 @@ impl SwarmCore {
         for invite in invites {
             self.invites.insert(invite);
         }
+        let stale = guesses
+            .iter()
+            .any(|g| now.saturating_sub(g.at_ms) >= window);
         self.code_guesses.replay(
             guesses
                 .into_iter()
@@ -255,6 +278,11 @@ impl SwarmCore {
                 .map(|g| (g.at_ms, g.source))
                 .collect(),
         );
+        if stale {
+            self.persist(StoreOp::PruneGuesses {
+                before_ms: now.saturating_sub(window),
+            });
+        }
         for SocketAttachment { conn, session } in sockets {
             self.add_conn(now, conn, session.clone());
             if let Session::Device { device_id, .. } = &session {
@@ -273,7 +301,7 @@ impl SwarmCore {
             }
         }
         self.restore_jobs(now, jobs, parts);
-        self.ensure_alarm(now);
+        self.rearm(now, true, None);
     }
 
     /// Creates the swarm this object holds.
@@ -308,6 +336,12 @@ impl SwarmCore {
         self.counters
     }
 
+    /// The platform could not arm the alarm the core asked for: forget it, so that the next
+    /// input arms one again.
+    pub fn forget_alarm(&mut self) {
+        self.alarm_at = None;
+    }
+
     /// When this core was built or restored: it changes exactly when the object restarts.
     pub fn started_ms(&self) -> Millis {
         self.started_ms
@@ -329,11 +363,7 @@ impl SwarmCore {
     /// A socket was accepted from `source` (the client's address as the platform reports it,
     /// `""` when unknown; only its hash is kept). It must say hello within the hello timeout.
     pub fn handle_connect(&mut self, now: Millis, conn: ConnId, source: &str) {
-        let source = if source.is_empty() {
-            String::new()
-        } else {
-            hash_secret(source).chars().take(16).collect()
-        };
+        let source = crate::limits::source_key(source);
         let session = Session::AwaitingHello {
             since_ms: now,
             source,
@@ -346,11 +376,28 @@ impl SwarmCore {
             },
         });
         self.add_conn(now, conn, session);
-        self.ensure_alarm(now);
+        let hello_due = now.saturating_add(self.config.hello_timeout_ms);
+        self.rearm(now, false, Some(hello_due));
     }
 
     /// A message arrived on a socket.
     pub fn handle_message(&mut self, now: Millis, conn: ConnId, bytes: &[u8]) {
+        let was_new = self
+            .conns
+            .get(&conn)
+            .is_some_and(|c| matches!(c.session, Session::AwaitingHello { .. }));
+        self.handle_message_inner(now, conn, bytes);
+        // A device just admitted has an OFFLINE deadline that may come before the alarm.
+        let admitted = was_new
+            && self
+                .conns
+                .get(&conn)
+                .is_some_and(|c| matches!(c.session, Session::Device { .. }));
+        let sooner = admitted.then(|| self.offline_due(now));
+        self.rearm(now, false, sooner);
+    }
+
+    fn handle_message_inner(&mut self, now: Millis, conn: ConnId, bytes: &[u8]) {
         self.counters.messages_in = self.counters.messages_in.saturating_add(1);
         let Some(entry) = self.conns.get_mut(&conn) else {
             // A message racing the socket's own close; nothing to answer to.
@@ -471,7 +518,17 @@ impl SwarmCore {
         owner_key: &str,
         command: shared_protocol::Validated<shared_protocol::OwnerCommand>,
     ) -> Result<shared_protocol::OwnerReply, Refusal> {
-        let command = command.into_inner();
+        let result = self.owner_request(now, owner_key, command.into_inner());
+        self.rearm(now, false, None);
+        result
+    }
+
+    fn owner_request(
+        &mut self,
+        now: Millis,
+        owner_key: &str,
+        command: shared_protocol::OwnerCommand,
+    ) -> Result<shared_protocol::OwnerReply, Refusal> {
         if !self.is_owner_key(owner_key) {
             self.counters.rejected = self.counters.rejected.saturating_add(1);
             self.security(
@@ -499,6 +556,12 @@ impl SwarmCore {
 
     /// A socket closed (or errored). Idempotent.
     pub fn handle_disconnect(&mut self, now: Millis, conn: ConnId) {
+        self.forget_conn(now, conn);
+        self.rearm(now, false, None);
+    }
+
+    /// Forgets a socket: its device goes offline and its leases back to the queue.
+    fn forget_conn(&mut self, now: Millis, conn: ConnId) {
         let Some(entry) = self.conns.remove(&conn) else {
             return;
         };
@@ -523,22 +586,121 @@ impl SwarmCore {
                 self.dispatch(now);
             }
         }
-        if self.conns.is_empty() && self.alarm_at.is_some() {
-            self.alarm_at = None;
-            self.outputs.push_back(Output::ClearAlarm);
-        }
     }
 
-    /// The object's alarm fired: time out silent sockets, broadcast a snapshot, and re-arm only
-    /// while any socket is connected.
+    /// The object's alarm fired: time out silent sockets, expire checks and leases, broadcast
+    /// a snapshot when one is due, and re-arm for the next thing due ([`Self::poll_timeout`]).
     pub fn handle_alarm(&mut self, now: Millis) {
         self.counters.alarms = self.counters.alarms.saturating_add(1);
         self.alarm_at = None;
         self.expire_silent(now);
         self.expire_checks(now);
         self.expire_leases(now);
-        self.broadcast_snapshot(now);
-        self.ensure_alarm(now);
+        if self.next_tick_ms.is_some_and(|due| due <= now) {
+            self.next_tick_ms = None;
+            self.broadcast_snapshot(now);
+        }
+        self.rearm(now, true, None);
+    }
+
+    /// The next time the core needs the alarm, or `None` when nothing will be due (nobody
+    /// connected). While a dashboard watches or a job runs, that is the next 2 s tick (or a
+    /// socket's hello deadline, if sooner); otherwise only the deadlines: hellos, and devices'
+    /// OFFLINE timeouts (rounded up to whole multiples of the timeout). So an idle swarm of
+    /// connected devices wakes once per OFFLINE timeout, not every 2 s.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        let mut due = self.next_tick_ms;
+        let hello = self.config.hello_timeout_ms;
+        let ticking = self.next_tick_ms.is_some();
+        for entry in self.conns.values() {
+            let at = match &entry.session {
+                Session::AwaitingHello { since_ms, .. } => since_ms.saturating_add(hello),
+                // While ticking, every tick checks the OFFLINE timeouts anyway. Otherwise nobody
+                // watches: the check is put off to the next whole multiple of the timeout, so
+                // that every device's falls on the same few instants — one alarm per timeout
+                // however many devices heartbeat at whatever phase (a silent one is closed
+                // between one and two timeouts after its last heartbeat).
+                Session::Device { device_id, .. } if !ticking => {
+                    match self.devices.get(device_id) {
+                        Some(device) => self.offline_due(device.record.last_seen_ms),
+                        None => continue,
+                    }
+                }
+                _ => continue,
+            };
+            due = Some(due.map_or(at, |d| d.min(at)));
+        }
+        due
+    }
+
+    /// When the OFFLINE check of a device last seen at `last_seen` runs while nobody watches:
+    /// its timeout, rounded up to a whole multiple of the timeout past this swarm's own phase
+    /// (so that every device's check falls on the same instants, and swarms do not all wake
+    /// on the same ones).
+    fn offline_due(&self, last_seen: Millis) -> Millis {
+        let period = self.config.offline_after_ms.max(1);
+        let phase = self
+            .meta
+            .as_ref()
+            .and_then(|m| m.created_ms.checked_rem(period))
+            .unwrap_or(0);
+        let at = last_seen.saturating_add(period).saturating_sub(phase);
+        at.div_ceil(period)
+            .saturating_mul(period)
+            .saturating_add(phase)
+    }
+
+    /// Whether snapshots must go out every broadcast interval: a dashboard is watching or a
+    /// job is running (its leases expire and its progress moves).
+    fn needs_ticks(&self) -> bool {
+        self.jobs_running()
+            || self
+                .conns
+                .values()
+                .any(|c| matches!(c.session, Session::Dashboard { .. }))
+    }
+
+    /// Snapshots a dashboard may leave unconfirmed before it counts as not reading.
+    fn max_unread_snapshots(&self) -> u64 {
+        self.config
+            .dashboard_read_timeout_ms
+            .checked_div(self.config.broadcast_interval_ms)
+            .unwrap_or(0)
+            .max(3)
+    }
+
+    /// Arms the platform alarm for what [`Self::poll_timeout`] says, after every input. A
+    /// full look (`full`, or when no alarm is armed) scans every socket; otherwise only what
+    /// an ordinary input can make sooner — ticks starting, or `sooner` (a new socket's hello
+    /// deadline) — is considered, and an alarm armed too early simply finds nothing due and re-arms. The
+    /// alarm is never moved later (that would be a storage write per heartbeat).
+    fn rearm(&mut self, now: Millis, full: bool, sooner: Option<Millis>) {
+        if self.conns.is_empty() {
+            self.next_tick_ms = None;
+            if self.alarm_at.take().is_some() {
+                self.outputs.push_back(Output::ClearAlarm);
+            }
+            return;
+        }
+        if self.needs_ticks() {
+            if self.next_tick_ms.is_none() {
+                self.next_tick_ms = Some(now.saturating_add(self.config.broadcast_interval_ms));
+            }
+        } else {
+            self.next_tick_ms = None;
+        }
+        let due = if full || self.alarm_at.is_none() {
+            self.poll_timeout()
+        } else {
+            [self.next_tick_ms, sooner].into_iter().flatten().min()
+        };
+        let Some(due) = due.map(|at| at.max(now)) else {
+            return;
+        };
+        if self.alarm_at.is_none_or(|armed| due < armed) {
+            self.alarm_at = Some(due);
+            self.outputs.push_back(Output::SetAlarm { at: due });
+        }
     }
 
     /// The snapshot dashboards receive, as of `now`.
@@ -668,8 +830,21 @@ impl SwarmCore {
                 continue;
             };
             let held = self.held_leases(&device_id);
-            if self.link(conn).is_some_and(|link| link.leases != held) {
-                self.update_link(conn, |link| link.leases = held);
+            let job = if held.is_empty() {
+                String::new()
+            } else {
+                self.running_job_id()
+                    .map(|id| short(id).to_owned())
+                    .unwrap_or_default()
+            };
+            if self
+                .link(conn)
+                .is_some_and(|link| link.leases != held || link.lease_job != job)
+            {
+                self.update_link(conn, |link| {
+                    link.leases = held;
+                    link.lease_job = job;
+                });
             }
         }
     }
@@ -717,11 +892,12 @@ impl SwarmCore {
     }
 
     /// Sends the snapshot to every dashboard that keeps up. One that has not read the last
-    /// [`Config::max_unread_snapshots`] is closed instead: what it does not read would pile
+    /// [`Config::dashboard_read_timeout_ms`] worth of snapshots is closed instead (that many
+    /// broadcast intervals, at least 3): what it does not read would pile
     /// up in the runtime's send buffer.
     fn broadcast_snapshot(&mut self, now: Millis) {
         let seq = self.snapshot_seq.saturating_add(1);
-        let max_unread = self.config.max_unread_snapshots;
+        let max_unread = self.max_unread_snapshots();
         let (dashboards, stuck): (Vec<ConnId>, Vec<ConnId>) = self
             .conns
             .iter()
@@ -764,30 +940,6 @@ impl SwarmCore {
         }
     }
 
-    /// Arms the alarm while any socket is connected: for the next broadcast, or sooner when a
-    /// socket's hello comes due, so that a silent socket is closed at the hello timeout.
-    fn ensure_alarm(&mut self, now: Millis) {
-        if self.conns.is_empty() {
-            return;
-        }
-        let hello_due = self
-            .conns
-            .values()
-            .filter_map(|c| match c.session {
-                Session::AwaitingHello { since_ms, .. } => {
-                    Some(since_ms.saturating_add(self.config.hello_timeout_ms))
-                }
-                _ => None,
-            })
-            .min();
-        let tick = now.saturating_add(self.config.broadcast_interval_ms);
-        let due = hello_due.map_or(tick, |at| at.clamp(now, tick));
-        if self.alarm_at.is_none_or(|armed| due < armed) {
-            self.alarm_at = Some(due);
-            self.outputs.push_back(Output::SetAlarm { at: due });
-        }
-    }
-
     fn reject_decode(
         &mut self,
         now: Millis,
@@ -796,8 +948,12 @@ impl SwarmCore {
         err: &DecodeError,
         bytes: &[u8],
     ) {
-        // A refused owner command is answered with its `request`, when one can be read.
-        let request = shared_protocol::request_of(bytes);
+        // A refused owner command is answered with its `request`, when one can be read (a
+        // message over the size cap is not parsed at all).
+        let request = match err {
+            DecodeError::TooLarge { .. } => None,
+            _ => shared_protocol::request_of(bytes),
+        };
         self.reject(
             now,
             conn,
@@ -859,7 +1015,7 @@ impl SwarmCore {
             code,
             reason: reason.to_owned(),
         });
-        self.handle_disconnect(now, conn);
+        self.forget_conn(now, conn);
     }
 
     pub(crate) fn send(&mut self, conn: ConnId, message: &ToClient) {

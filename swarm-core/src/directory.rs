@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use shared_protocol::ErrorCode;
 
 use crate::core::Refusal;
-use crate::limits::{GuessLimiter, GuessLimits, GuessRefusal};
+use crate::limits::{GuessLimiter, GuessLimits};
 use crate::records::{GuessRecord, StoreOp};
 use crate::Millis;
 
@@ -60,6 +60,9 @@ impl CodeDirectory {
             per_window: limits.failures_per_shard_per_minute,
             window_ms: 60_000,
         });
+        let stale = guesses
+            .iter()
+            .any(|g| now.saturating_sub(g.at_ms) >= 60_000);
         limiter.replay(
             guesses
                 .into_iter()
@@ -67,13 +70,20 @@ impl CodeDirectory {
                 .map(|g| (g.at_ms, g.source))
                 .collect(),
         );
+        let writes = if stale {
+            vec![StoreOp::PruneGuesses {
+                before_ms: now.saturating_sub(60_000),
+            }]
+        } else {
+            Vec::new()
+        };
         Self {
             entries: entries
                 .into_iter()
                 .map(|e| (e.code_hash.clone(), e))
                 .collect(),
             guesses: limiter,
-            writes: Vec::new(),
+            writes,
         }
     }
 
@@ -94,22 +104,8 @@ impl CodeDirectory {
         code_hash: &str,
         client: &str,
     ) -> Result<String, Refusal> {
-        let client: String = crate::hash_secret(client).chars().take(16).collect();
-        match self.guesses.check(now, &client) {
-            Err(GuessRefusal::Source { retry_after_ms }) => {
-                return Err(Refusal::rate_limited(
-                    "too many wrong codes from this address",
-                    retry_after_ms,
-                ))
-            }
-            Err(GuessRefusal::Everyone { retry_after_ms }) => {
-                return Err(Refusal::rate_limited(
-                    "many wrong codes are being tried; lookups are slowed down",
-                    retry_after_ms,
-                ))
-            }
-            Ok(()) => {}
-        }
+        let client = crate::limits::source_key(client);
+        self.guesses.check(now, &client).map_err(Refusal::from)?;
         match self.entries.get(code_hash) {
             Some(entry) if now < entry.expires_ms => Ok(entry.swarm_id.clone()),
             _ => {

@@ -2,11 +2,14 @@
 //! results checked and merged as they are accepted, and progress for the snapshots. One job
 //! runs at a time; the others wait in submission order.
 //!
-//! Lease ids on the wire are `epoch << 32 | scheduler id`: every job draws a random epoch (1 to
-//! 2^20) when it starts and keeps it in its row, so a late result for a lease of an earlier job
-//! cannot be taken for a current lease, while a result for a lease issued before a restart of
-//! the object still counts: the leases a device holds travel in its socket's attachment and are
-//! given back to the rebuilt scheduler. Epoch 0 is the benchmark's ([`crate::bench`]).
+//! Lease ids on the wire are `epoch << 32 | scheduler id`: every activation of a job (its
+//! start, and every restart of the object while it runs) draws a fresh random epoch (1 to
+//! 2^20 − 1), so a late result for a lease of an earlier job or of an earlier life of the
+//! object cannot be taken for a current lease. A result for a lease issued before a restart
+//! still counts when its holder's connection survived: the leases a device holds travel in its
+//! socket's attachment (with their wire ids and their job) and are given back to the rebuilt
+//! scheduler, which answers to those wire ids too. Epoch 0 is the benchmark's
+//! ([`crate::bench`]).
 //!
 //! Progress is stored as parts ([`PartRecord`]: who returned which units, and what they added),
 //! one row per accepted result, and rebuilt from them after a restart; the job's row is written
@@ -58,6 +61,10 @@ struct Active {
     spec: JobSpec,
     sched: Scheduler,
     epoch: u64,
+    /// Leases given back after a restart keep the wire ids their holders know: scheduler id
+    /// to wire id, and back.
+    wire_of: BTreeMap<LeaseId, u64>,
+    restored: BTreeMap<u64, LeaseId>,
     /// What each device contributed to the job: `(lo, hi, part)`, so that the parts of a
     /// device quarantined later can be taken out again. (Without pixels: those are in storage,
     /// by first row `lo`.) The same as the job's stored parts.
@@ -66,11 +73,18 @@ struct Active {
 
 impl Active {
     fn wire_id(&self, id: LeaseId) -> u64 {
-        self.epoch << EPOCH_SHIFT | id
+        self.wire_of
+            .get(&id)
+            .copied()
+            .unwrap_or(self.epoch << EPOCH_SHIFT | id)
     }
 
-    /// The scheduler's id of a wire lease id of this activation.
+    /// The scheduler's id of a wire lease id: one of this activation, or one given back after
+    /// a restart.
     fn own_id(&self, wire: u64) -> Option<LeaseId> {
+        if let Some(id) = self.restored.get(&wire) {
+            return Some(*id);
+        }
         (wire >> EPOCH_SHIFT == self.epoch).then_some(wire & ((1 << EPOCH_SHIFT) - 1))
     }
 
@@ -122,7 +136,7 @@ impl SwarmCore {
                     pixels: None,
                     inside: part.inside,
                 };
-                kinds::merge(&job.spec, &mut job.result, &checked);
+                kinds::merge(&mut job.result, &checked);
                 job.add_done(part.lo, part.hi);
                 restored
                     .entry(part.device_id)
@@ -130,7 +144,7 @@ impl SwarmCore {
                     .push((part.lo, part.hi, checked));
             }
         }
-        self.activate(now, job_id, restored);
+        self.activate(now, job_id, restored, true);
     }
 
     pub(crate) fn submit_job(&mut self, now: Millis, spec: JobSpec) -> OwnerReply {
@@ -144,7 +158,6 @@ impl SwarmCore {
             finished_ms: None,
             done_units: 0,
             done_ranges: Vec::new(),
-            epoch: 0,
         };
         self.log(
             now,
@@ -172,13 +185,16 @@ impl SwarmCore {
         if matches!(job.state, JobState::Done | JobState::Cancelled) {
             return Ok(OwnerReply::Done {});
         }
+        let had_parts = job.state == JobState::Running;
         job.state = JobState::Cancelled;
         job.finished_ms = Some(now);
         let record = job.clone();
         self.persist(StoreOp::PutJob(record));
-        self.persist(StoreOp::DeleteParts {
-            job_id: job_id.to_owned(),
-        });
+        if had_parts {
+            self.persist(StoreOp::DeleteParts {
+                job_id: job_id.to_owned(),
+            });
+        }
         self.log(
             now,
             LogLevel::Info,
@@ -404,10 +420,11 @@ impl SwarmCore {
         let Some(job) = self.jobs.jobs.get_mut(job_id) else {
             return;
         };
-        kinds::merge(&job.spec, &mut job.result, &checked);
+        kinds::merge(&mut job.result, &checked);
         job.add_done(lo, hi);
-        *finished |= kinds::satisfied(&job.spec, &job.result);
+        *finished |= kinds::satisfied(&job.spec, &job.result, &job.done_ranges);
         if *finished {
+            kinds::finish(&job.spec, &mut job.result);
             job.state = JobState::Done;
             job.finished_ms = Some(now);
         }
@@ -570,10 +587,8 @@ impl SwarmCore {
 
     fn start_next_job(&mut self, now: Millis) {
         if let Some(job_id) = self.jobs.queued_first() {
-            let epoch = self.rng.below(MAX_EPOCH).saturating_add(1);
             if let Some(job) = self.jobs.jobs.get_mut(&job_id) {
                 job.state = JobState::Running;
-                job.epoch = epoch;
                 let record = job.clone();
                 self.persist(StoreOp::PutJob(record));
             }
@@ -582,32 +597,38 @@ impl SwarmCore {
                 LogLevel::Info,
                 format!("job {} started", short(&job_id)),
             );
-            self.activate(now, job_id, BTreeMap::new());
+            self.activate(now, job_id, BTreeMap::new(), false);
         }
     }
 
     /// Builds the scheduler of a running job from its progress (its parts, by device, after a
-    /// restart), the leases its devices' connections hold and the devices online.
+    /// restart) and the devices online; after a restart (`restarted`) also from the leases its
+    /// devices' connections hold.
     fn activate(
         &mut self,
         now: Millis,
         job_id: String,
         parts: BTreeMap<String, Vec<(u64, u64, Checked)>>,
+        restarted: bool,
     ) {
-        let Some(job) = self.jobs.jobs.get_mut(&job_id) else {
-            return;
-        };
-        if job.epoch == 0 {
-            // A row from before epochs were stored.
-            job.epoch = self.rng.below(MAX_EPOCH).saturating_add(1);
-            let record = job.clone();
-            self.persist(StoreOp::PutJob(record));
+        // A fresh epoch, none that a held lease's wire id already carries.
+        let held_epochs: Vec<u64> = self
+            .conns
+            .values()
+            .filter_map(|c| match &c.session {
+                crate::records::Session::Device { link, .. } => Some(link),
+                _ => None,
+            })
+            .flat_map(|link| link.leases.iter().map(|l| l.0 >> EPOCH_SHIFT))
+            .collect();
+        let mut epoch = self.rng.below(MAX_EPOCH).saturating_add(1);
+        while held_epochs.contains(&epoch) {
+            epoch = self.rng.below(MAX_EPOCH).saturating_add(1);
         }
         let Some(job) = self.jobs.jobs.get(&job_id) else {
             return;
         };
         let spec = job.spec.clone();
-        let epoch = job.epoch;
         let mut sched = Scheduler::new(SchedConfig {
             max_chunk_units: spec.max_chunk_units(),
             ..SchedConfig::default()
@@ -627,38 +648,58 @@ impl SwarmCore {
             spec,
             sched,
             epoch,
+            wire_of: BTreeMap::new(),
+            restored: BTreeMap::new(),
             parts,
         });
-        self.restore_held_leases();
+        if restarted {
+            self.restore_held_leases();
+        }
         self.capacity_changed(now);
     }
 
     /// Gives the leases that device connections hold (kept in their attachments) back to the
-    /// scheduler of the running job, so that their results still count. A lease whose units
-    /// are done or out with another device is dropped and its holder told to stop.
+    /// scheduler of the running job, so that their results still count. A lease of another
+    /// job, or whose units are done or out with another device, is dropped and its holder told
+    /// to stop.
     fn restore_held_leases(&mut self) {
-        let held: Vec<(String, Vec<HeldLease>)> = self
+        let job = self
+            .jobs
+            .active
+            .as_ref()
+            .map(|a| short(&a.job_id).to_owned())
+            .unwrap_or_default();
+        let held: Vec<(String, Vec<HeldLease>, bool)> = self
             .devices
             .values()
             .filter_map(|d| {
                 let link = self.link(d.conn?)?;
-                (!link.leases.is_empty()).then(|| (d.record.device_id.clone(), link.leases.clone()))
+                (!link.leases.is_empty()).then(|| {
+                    let same_job = link.lease_job == job;
+                    (d.record.device_id.clone(), link.leases.clone(), same_job)
+                })
             })
             .collect();
         let mut stale = Vec::new();
-        for (device_id, leases) in held {
+        for (device_id, leases, same_job) in held {
             self.device_available(&device_id);
             let Some(active) = self.jobs.active.as_mut() else {
                 return;
             };
             for HeldLease(wire, lo, hi, issued_ms, deadline_ms) in leases {
-                let restored = active.own_id(wire).is_some_and(|id| {
-                    active
-                        .sched
-                        .restore_lease(&device_id, id, lo, hi, issued_ms, deadline_ms)
-                });
-                if !restored {
-                    stale.push((device_id.clone(), wire));
+                let restored = same_job
+                    .then(|| {
+                        active
+                            .sched
+                            .restore_lease(&device_id, lo, hi, issued_ms, deadline_ms)
+                    })
+                    .flatten();
+                match restored {
+                    Some(id) => {
+                        active.wire_of.insert(id, wire);
+                        active.restored.insert(wire, id);
+                    }
+                    None => stale.push((device_id.clone(), wire)),
                 }
             }
             self.touch_leases(&device_id);
@@ -754,6 +795,20 @@ impl SwarmCore {
             } => Some((job_id.clone(), *lo, *hi)),
             _ => None,
         }
+    }
+
+    /// Whether a job is running and the swarm hands out work (not paused or stopped).
+    pub(crate) fn jobs_running(&self) -> bool {
+        self.jobs.active.is_some()
+            && self
+                .meta
+                .as_ref()
+                .is_some_and(|m| m.run_state == RunState::Running)
+    }
+
+    /// The running job's id.
+    pub(crate) fn running_job_id(&self) -> Option<&str> {
+        self.jobs.active.as_ref().map(|a| a.job_id.as_str())
     }
 
     /// The running job's measured throughput, units per ms (0 when none runs).

@@ -8,7 +8,6 @@ use shared_protocol::{
 
 use crate::core::{Device, Refusal, SwarmCore};
 use crate::invites::{refusal_text, Presented};
-use crate::limits::GuessRefusal;
 use crate::records::{DeviceLink, DeviceRecord, GuessRecord, Session, StoreOp};
 use crate::secrets::hash_secret;
 use crate::{ConnId, Millis};
@@ -152,21 +151,9 @@ impl SwarmCore {
                     Some(Session::AwaitingHello { source, .. }) => source.clone(),
                     _ => String::new(),
                 };
-                match self.code_guesses.check(now, &source) {
-                    Err(GuessRefusal::Source { retry_after_ms }) => {
-                        return Err(Refusal::rate_limited(
-                            "too many wrong invite codes from this address",
-                            retry_after_ms,
-                        ))
-                    }
-                    Err(GuessRefusal::Everyone { retry_after_ms }) => {
-                        return Err(Refusal::rate_limited(
-                            "many wrong invite codes are being tried; codes are slowed down",
-                            retry_after_ms,
-                        ))
-                    }
-                    Ok(()) => {}
-                }
+                self.code_guesses
+                    .check(now, &source)
+                    .map_err(Refusal::from)?;
                 let outcome = match normalize_code(&code) {
                     Some(canonical) => {
                         self.redeem(now, Presented::CodeHash(&hash_secret(&canonical)))

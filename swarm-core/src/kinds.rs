@@ -201,7 +201,7 @@ pub fn empty_result(spec: &JobSpec) -> JobResult {
 }
 
 /// Adds a checked part to a job's result.
-pub fn merge(spec: &JobSpec, total: &mut JobResult, part: &Checked) {
+pub fn merge(total: &mut JobResult, part: &Checked) {
     match (total, &part.result) {
         (JobResult::PrimeCount { count }, WorkResult::PrimeCount { count: more }) => {
             *count = count.saturating_add(*more);
@@ -209,13 +209,12 @@ pub fn merge(spec: &JobSpec, total: &mut JobResult, part: &Checked) {
         (JobResult::Mandelbrot { inside_pixels }, WorkResult::Mandelbrot { .. }) => {
             *inside_pixels = inside_pixels.saturating_add(part.inside);
         }
+        // Every part's nonces are kept while the job runs (a part taken out later must not
+        // take others' nonces with it); `finish` keeps the smallest `want`.
         (JobResult::Sha256Search { nonces }, WorkResult::Sha256Search { nonces: more }) => {
             nonces.extend_from_slice(more);
             nonces.sort_unstable();
             nonces.dedup();
-            if let JobSpec::Sha256Search { want, .. } = spec {
-                nonces.truncate(*want as usize);
-            }
         }
         _ => {}
     }
@@ -237,14 +236,30 @@ pub fn unmerge(total: &mut JobResult, part: &Checked) {
     }
 }
 
-/// Whether a job's result is complete before all its units are done (a SHA-256 search that
-/// found the nonces it wanted).
-pub fn satisfied(spec: &JobSpec, result: &JobResult) -> bool {
+/// Whether a job's result is final before all its units are done: a SHA-256 search that has
+/// found `want` nonces and searched every unit up to the `want`-th smallest of them, so no
+/// undone unit could hold a smaller one. The result is then the `want` smallest qualifying
+/// nonces of the range, whatever order the chunks finished in. `done` are the done unit
+/// ranges, sorted and merged.
+pub fn satisfied(spec: &JobSpec, result: &JobResult, done: &[(u64, u64)]) -> bool {
     match (spec, result) {
-        (JobSpec::Sha256Search { want, .. }, JobResult::Sha256Search { nonces }) => {
-            nonces.len() >= *want as usize
+        (JobSpec::Sha256Search { want, lo, .. }, JobResult::Sha256Search { nonces }) => {
+            let Some(last) = nonces.get((*want as usize).saturating_sub(1)) else {
+                return false;
+            };
+            let unit = last.saturating_sub(*lo);
+            matches!(done.first(), Some(&(0, end)) if end > unit)
         }
         _ => false,
+    }
+}
+
+/// A finished job's result as the protocol defines it: a SHA-256 search keeps its `want`
+/// smallest nonces.
+pub fn finish(spec: &JobSpec, result: &mut JobResult) {
+    if let (JobSpec::Sha256Search { want, .. }, JobResult::Sha256Search { nonces }) = (spec, result)
+    {
+        nonces.truncate(*want as usize);
     }
 }
 

@@ -130,6 +130,16 @@ impl<K: Hash + Eq + Clone> KeyedWindows<K> {
     }
 }
 
+/// The key a client address is limited under: a short hash, so that no address is kept
+/// (`""`, an unknown address, stays `""`).
+pub fn source_key(address: &str) -> String {
+    if address.is_empty() {
+        String::new()
+    } else {
+        crate::hash_secret(address).chars().take(16).collect()
+    }
+}
+
 /// Limits on wrong guesses of a secret that is short enough to guess (an invite's short code):
 /// a [`SlidingWindow`] per source address, and for everyone together a [`TokenBucket`] that
 /// slows guessing down (a refusal with a retry of a second or two) rather than locking every
@@ -201,6 +211,11 @@ impl GuessLimiter {
     /// Once per window: the time before which stored guesses no longer count (to delete them).
     pub fn prune_before(&mut self, now: Millis) -> Option<Millis> {
         let window = self.limits.window_ms;
+        if self.last_prune_ms == 0 {
+            // The first guess this limiter saw: a window from now, nothing is old yet.
+            self.last_prune_ms = now;
+            return None;
+        }
         if now.saturating_sub(self.last_prune_ms) < window {
             return None;
         }

@@ -91,11 +91,6 @@ pub struct JobRecord {
     pub done_units: u64,
     pub result: JobResult,
     pub done_ranges: Vec<(u64, u64)>,
-    /// The lease-id epoch of the job's run (see `jobs.rs`), drawn when it starts and kept
-    /// across restarts so that results for leases issued before one still count. 0 until the
-    /// job starts.
-    #[serde(default)]
-    pub epoch: u64,
 }
 
 impl JobRecord {
@@ -252,6 +247,9 @@ pub struct DeviceLink {
     /// results still count after a restart.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub leases: Vec<HeldLease>,
+    /// The job those leases belong to (the first 8 characters of its id).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub lease_job: String,
 }
 
 /// Leases kept in a socket's attachment: the platform caps an attachment at 2,048 bytes, and

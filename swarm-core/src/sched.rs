@@ -367,32 +367,31 @@ impl Scheduler {
     }
 
     /// Gives back a lease issued before the object restarted (its holder's connection kept
-    /// it): units `[lo, hi)` leave the queue and are leased to `device` again under the same
-    /// id, or — when another restored lease has exactly this range — become its speculative
-    /// twin. `false` (nothing changes) when the device is unknown, the id is taken, or the
-    /// units are not all queued (done, or leased otherwise).
+    /// it): units `[lo, hi)` leave the queue and are leased to `device` again under a new id
+    /// (returned), or — when another restored lease has exactly this range — become its
+    /// speculative twin. `None` (nothing changes) when the device is unknown or the units are
+    /// not all queued (done, or leased otherwise).
     pub fn restore_lease(
         &mut self,
         device: &str,
-        id: LeaseId,
         lo: u64,
         hi: u64,
         issued_ms: Millis,
         deadline_ms: Millis,
-    ) -> bool {
-        if lo >= hi || self.leases.contains_key(&id) || !self.devices.contains_key(device) {
-            return false;
+    ) -> Option<LeaseId> {
+        if lo >= hi || !self.devices.contains_key(device) {
+            return None;
         }
         let speculative = if self.take_queued(lo, hi) {
             false
         } else if self.twins((lo, hi)).next().is_some() && !self.completed.contains(&(lo, hi)) {
             true
         } else {
-            return false;
+            return None;
         };
-        let Some(state) = self.devices.get_mut(device) else {
-            return false;
-        };
+        let state = self.devices.get_mut(device)?;
+        let id = self.next_lease;
+        self.next_lease = self.next_lease.saturating_add(1);
         let lease = Lease {
             id,
             device: device.to_owned(),
@@ -406,10 +405,9 @@ impl Scheduler {
         self.by_range.insert((lo, hi, id));
         self.by_deadline.insert((deadline_ms, id));
         self.leases.insert(id, lease);
-        self.next_lease = self.next_lease.max(id.saturating_add(1));
         let change = state.refile(&mut self.room, self.config.prefetch);
         self.recount(change);
-        true
+        Some(id)
     }
 
     /// Takes units `[lo, hi)` out of the queue if one queued range holds them all.
@@ -786,22 +784,23 @@ mod tests {
         let leases = before.poll_leases(0);
         assert_eq!(leases.len(), 3);
 
-        // A fresh scheduler of the same job gets the leases back from their holder.
+        // A fresh scheduler of the same job gets the leases back from their holder, under
+        // ids of its own.
         let mut after = sched();
         after.set_device("a", 2, 1.0);
         after.add_work(100_000);
-        for l in &leases {
-            assert!(after.restore_lease("a", l.id, l.lo, l.hi, l.issued_ms, l.deadline_ms));
-        }
+        let ids: Vec<LeaseId> = leases
+            .iter()
+            .filter_map(|l| after.restore_lease("a", l.lo, l.hi, l.issued_ms, l.deadline_ms))
+            .collect();
+        assert_eq!(ids.len(), 3);
         let l = &leases[0];
-        assert!(
-            !after.restore_lease("b", 99, l.lo, l.hi, 0, 1),
+        assert_eq!(
+            after.restore_lease("b", l.lo, l.hi, 0, 1),
+            None,
             "unknown device"
         );
-        assert!(
-            !after.restore_lease("a", l.id, l.lo, l.hi, 0, 1),
-            "id taken"
-        );
+        assert_eq!(after.restore_lease("a", 5, 5, 0, 1), None, "an empty range");
         assert!(after.poll_leases(0).is_empty(), "the quota is full again");
         let queued: u64 = after.pending.iter().map(|(a, b)| b - a).sum();
         assert_eq!(
@@ -809,14 +808,15 @@ mod tests {
             100_000 - leases.iter().map(Lease::units).sum::<u64>()
         );
         assert!(matches!(
-            after.complete(1_000, "a", l.id, 1_000),
+            after.complete(1_000, "a", ids[0], 1_000),
             Completion::Accepted { .. }
         ));
-        assert_eq!(after.complete(1_000, "a", l.id, 1_000), Completion::Unknown);
+        assert_eq!(
+            after.complete(1_000, "a", ids[0], 1_000),
+            Completion::Unknown
+        );
         let fresh = after.poll_leases(1_000);
-        assert!(fresh
-            .iter()
-            .all(|f| f.id > leases.iter().map(|l| l.id).max().unwrap()));
+        assert!(fresh.iter().all(|f| !ids.contains(&f.id)));
         assert!(fresh
             .iter()
             .all(|f| leases.iter().all(|l| f.hi <= l.lo || l.hi <= f.lo)));

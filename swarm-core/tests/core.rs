@@ -9,7 +9,7 @@ use shared_protocol::{
     close_code, DeviceCredential, DeviceStatus, ErrorCode, ToClient, ToCoordinator, WelcomeRole,
     PROTOCOL_VERSION,
 };
-use swarm_core::{hash_secret, Config, CreateError, SwarmMeta};
+use swarm_core::{hash_secret, Config, ConnId, CreateError, SwarmMeta};
 
 #[test]
 fn a_swarm_is_created_once() {
@@ -71,6 +71,9 @@ fn heartbeats_are_acknowledged_without_storage_writes() {
 #[test]
 fn a_silent_device_goes_offline_after_the_timeout_and_is_closed() {
     let mut sim = Sim::new();
+    // A dashboard is watching, so the 2 s ticks check the timeout (without one, the check runs
+    // once a timeout: see the idle test below).
+    let dash = sim.join_dashboard(None);
     let (conn, cred) = sim.join_device("phone");
     let (talker, talker_cred) = sim.join_device("laptop");
     let start = sim.now;
@@ -78,6 +81,7 @@ fn a_silent_device_goes_offline_after_the_timeout_and_is_closed() {
     while sim.now < start + 59_000 {
         sim.advance(1_000);
         sim.send(talker, &ToCoordinator::Heartbeat { seen: None });
+        sim.read_snapshots(dash);
     }
     assert_eq!(
         sim.status_of(&cred.device_id),
@@ -401,7 +405,8 @@ fn a_dashboard_that_stops_reading_is_closed_and_one_that_reads_is_kept() {
     let reader = sim.join_dashboard(None);
     let stuck = sim.join_dashboard(Some(OWNER_KEY));
     let mut stuck_got = 0;
-    for _ in 0..40 {
+    // 150 s of snapshots may go unconfirmed: 75 at 2 s.
+    for _ in 0..100 {
         sim.advance(2_000);
         let seen = snapshots(&sim.take(reader)).last().map(|s| s.seq);
         sim.send(reader, &ToCoordinator::Heartbeat { seen });
@@ -413,7 +418,7 @@ fn a_dashboard_that_stops_reading_is_closed_and_one_that_reads_is_kept() {
         }
     }
     assert_eq!(sim.closed.get(&stuck), Some(&close_code::NOT_READING));
-    assert_eq!(stuck_got, 15, "it was sent its backlog of 15 and no more");
+    assert_eq!(stuck_got, 75, "it was sent its backlog of 75 and no more");
     assert!(
         !sim.closed.contains_key(&reader),
         "a dashboard that reads stays"
@@ -425,6 +430,57 @@ fn a_dashboard_that_stops_reading_is_closed_and_one_that_reads_is_kept() {
             seen: Some(u64::MAX),
         },
     );
-    sim.advance(60_000);
+    sim.advance(160_000);
     assert_eq!(sim.closed.get(&reader), Some(&close_code::NOT_READING));
+}
+
+#[test]
+fn idle_devices_without_a_dashboard_or_a_job_wake_the_object_once_a_minute_and_write_nothing() {
+    let mut sim = Sim::new();
+    let devices: Vec<ConnId> = (0..10)
+        .map(|i| sim.join_device(&format!("idle {i}")).0)
+        .collect();
+    sim.advance(1_000);
+    let (alarms, writes) = (sim.core.counters().alarms, sim.writes);
+    // Ten minutes of heartbeats, each device at its own phase.
+    for second in 0..600u64 {
+        for (i, conn) in devices.iter().enumerate() {
+            if (second + i as u64).is_multiple_of(10) {
+                sim.send(*conn, &ToCoordinator::Heartbeat { seen: None });
+            }
+        }
+        sim.advance(1_000);
+    }
+    let woke = sim.core.counters().alarms - alarms;
+    // One a minute: a 10-minute window holds 10 or 11 of the minute's instants.
+    assert!(woke <= 11, "{woke} alarms in 10 minutes");
+    assert!(woke >= 9, "the OFFLINE check still runs: {woke} alarms");
+    assert_eq!(sim.writes, writes, "nothing written");
+    assert!(devices.iter().all(|d| !sim.closed.contains_key(d)));
+    // A device that falls silent is still found: OFFLINE within two timeouts.
+    let silent = devices[0];
+    let last = sim.now;
+    while !sim.closed.contains_key(&silent) {
+        for conn in &devices[1..] {
+            sim.send(*conn, &ToCoordinator::Heartbeat { seen: None });
+        }
+        sim.advance(5_000);
+        assert!(
+            sim.now - last <= 120_000,
+            "not found OFFLINE in two minutes"
+        );
+    }
+    assert_eq!(
+        sim.closed.get(&silent),
+        Some(&close_code::HEARTBEAT_TIMEOUT)
+    );
+    // A dashboard brings the 2 s ticks back, and they stop when it leaves.
+    let dash = sim.join_dashboard(None);
+    let before = sim.core.counters().alarms;
+    sim.advance(10_000);
+    assert_eq!(sim.core.counters().alarms - before, 5);
+    sim.disconnect(dash);
+    let before = sim.core.counters().alarms;
+    sim.advance(30_000);
+    assert!(sim.core.counters().alarms - before <= 1);
 }

@@ -353,8 +353,8 @@ fn multi_byte_everywhere(w: &Wrangler) -> Result<()> {
             .call(),
     )?;
     ensure!(status == 404, "a multi-byte job id: {status}");
-    // A body over the cap sent in chunks, without a Content-Length: refused while streaming
-    // (on a connection of its own: the refusal comes before the body is read).
+    // A body over the cap sent in chunks, without a Content-Length: refused while streaming,
+    // at the chunk that passes the cap (on a connection of its own).
     let chunked = std::io::Cursor::new(vec![b' '; 20 * 1024]);
     let (status, code) = refused(
         ureq::AgentBuilder::new()
@@ -516,6 +516,22 @@ fn guesses_across_kill9(persist: &std::path::Path) -> Result<()> {
         ensure!(guess(&w)? == ErrorCode::InviteInvalid, "guess {i}");
     }
     ensure!(guess(&w)? == ErrorCode::RateLimited);
+    // The limit is per address: another one may still guess (its window is its own).
+    let mut other = WsClient::connect_from(&w.ws_url(&swarm.id), "10.0.0.2")?;
+    other.send_text(&device(
+        "guesser",
+        None,
+        Some(JoinProof::Code {
+            code: "ZZZZZ-ZZZZZ".into(),
+        }),
+    ))?;
+    match other.recv_message(5 * SECOND)? {
+        ToClient::Error {
+            code: ErrorCode::InviteInvalid,
+            ..
+        } => {}
+        answer => bail!("another address was refused too: {answer:?}"),
+    }
     w.kill9();
     let w = start(persist, vars)?;
     ensure!(

@@ -11,7 +11,32 @@ const LIMIT_MS: u64 = 6 * 3_600_000;
 pub fn all() -> anyhow::Result<()> {
     simulator_table();
     scheduler_throughput();
+    fuzz_rate()?;
     crate::kernels_bench::table()
+}
+
+/// Inputs the benchmark's fuzz run hands the core (the test command runs 50,000).
+const FUZZ_INPUTS: &str = "500000";
+
+/// The core fuzzer (`swarm-core/tests/fuzz.rs`) on a larger budget, release build: it prints
+/// the inputs it executed and the rate.
+fn fuzz_rate() -> anyhow::Result<()> {
+    println!("\nCore fuzzer, release build, {FUZZ_INPUTS} inputs or more:\n");
+    crate::run(
+        crate::cargo()
+            .args([
+                "test",
+                "--release",
+                "--quiet",
+                "-p",
+                "swarm-core",
+                "--test",
+                "fuzz",
+                "--",
+                "--nocapture",
+            ])
+            .env("OSTRICH_FUZZ_INPUTS", FUZZ_INPUTS),
+    )
 }
 
 fn secs(ms: Option<u64>) -> String {

@@ -108,6 +108,23 @@ impl Sim {
         self.restart_with_seed([2; 32]);
     }
 
+    /// The runtime crashed (`kill -9`, a deploy): every socket is gone, and a fresh core is
+    /// restored from storage alone.
+    pub fn crash(&mut self) {
+        let open: Vec<ConnId> = self
+            .attachments
+            .keys()
+            .filter(|conn| !self.closed.contains_key(conn))
+            .copied()
+            .collect();
+        for conn in open {
+            self.closed.insert(conn, 1006);
+        }
+        self.attachments.clear();
+        self.alarm = None;
+        self.restart_with_seed([3; 32]);
+    }
+
     /// [`Sim::restart`] with the new core seeded by `seed`.
     pub fn restart_with_seed(&mut self, seed: [u8; 32]) {
         let mut core = SwarmCore::new(self.config.clone(), seed);
@@ -298,6 +315,14 @@ impl Sim {
             [ToClient::Welcome { .. }]
         ));
         conn
+    }
+
+    /// A dashboard reads what it was sent and says so in a heartbeat (`seen`), as a dashboard
+    /// must to stay connected.
+    pub fn read_snapshots(&mut self, dash: ConnId) {
+        let seen = snapshots(&self.take(dash)).last().map(|s| s.seq);
+        self.send(dash, &ToCoordinator::Heartbeat { seen });
+        let _ = self.take(dash);
     }
 
     pub fn snapshot(&self) -> SwarmSnapshot {
