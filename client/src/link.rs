@@ -475,7 +475,12 @@ mod tests {
             Some(ToCoordinator::Heartbeat { seen: None })
         );
         assert_eq!(
-            link.on_message(11_042, ToClient::HeartbeatAck { server_time_ms: 5 }),
+            link.on_message(
+                11_042,
+                ToClient::HeartbeatAck {
+                    server_time_ms: None
+                }
+            ),
             LinkEvent::Ack { rtt_ms: 42 }
         );
         assert_eq!(link.next_heartbeat_at(), Some(21_000));

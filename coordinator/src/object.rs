@@ -9,7 +9,9 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
-use shared_protocol::{ErrorCode, OwnerCommand, RunState, SwarmInfo, SwarmStats};
+use shared_protocol::{
+    ErrorCode, OwnerCommand, RunState, SwarmInfo, SwarmStats, HEARTBEAT, HEARTBEAT_ACK,
+};
 use swarm_core::directory::CodeEntry;
 use swarm_core::{
     ConnId, GuessRecord, Millis, Output, PartRecord, SocketAttachment, StoreOp, Stored, SwarmCore,
@@ -22,6 +24,9 @@ use worker::{
 
 use crate::config::Config;
 use crate::http::{bearer, decode_body, error_response, json_response, refusal_response};
+use worker::js_sys::{Date, Function, Reflect};
+use worker::wasm_bindgen::{JsCast, JsValue};
+use worker::worker_sys::WebSocketRequestResponsePair;
 
 /// Body of the internal `POST /init` the Worker sends when it creates a swarm.
 #[derive(Serialize, Deserialize)]
@@ -157,7 +162,17 @@ impl DurableObject for SwarmObject {
 
     async fn alarm(&self) -> Result<Response> {
         self.ensure_loaded().await?;
-        self.with_core(|core| core.handle_alarm(now()));
+        // Heartbeats the platform answered by itself count as the devices being seen.
+        let pongs: Vec<(ConnId, Millis)> = self
+            .sockets
+            .borrow()
+            .iter()
+            .filter_map(|(conn, ws)| self.pong_of(ws).map(|at| (*conn, at)))
+            .collect();
+        self.with_core(|core| {
+            core.handle_pongs(&pongs);
+            core.handle_alarm(now());
+        });
         self.drain().await?;
         Response::empty()
     }
@@ -185,6 +200,23 @@ impl SwarmObject {
         self.with_core(|core| core.handle_connect(now(), conn, &source));
         self.drain().await?;
         Response::from_websocket(pair.client)
+    }
+
+    /// When the platform last answered this socket's heartbeat by itself (the hibernation
+    /// API's `getWebSocketAutoResponseTimestamp`, which workers-rs does not wrap), if it has.
+    fn pong_of(&self, ws: &WebSocket) -> Option<Millis> {
+        let state: &JsValue = self.state.as_raw();
+        let getter = Reflect::get(
+            state,
+            &JsValue::from_str("getWebSocketAutoResponseTimestamp"),
+        )
+        .ok()?
+        .dyn_into::<Function>()
+        .ok()?;
+        let socket: &worker::web_sys::WebSocket = ws.as_ref();
+        let date = getter.call1(state, socket).ok()?.dyn_into::<Date>().ok()?;
+        let ms = date.get_time();
+        (ms.is_finite() && ms >= 0.0).then_some(ms as Millis)
     }
 
     /// An owner command over HTTP; the core checks the owner key.
@@ -308,6 +340,17 @@ impl SwarmObject {
         let sql = self.state.storage().sql();
         for statement in SCHEMA {
             sql.exec(statement, None)?;
+        }
+        // A device's plain heartbeat is answered by the platform without waking the object.
+        // (Called through JavaScript: the workers-rs wrapper would panic on an exception.)
+        let pair = WebSocketRequestResponsePair::new(HEARTBEAT, HEARTBEAT_ACK)
+            .map_err(|err| worker::Error::RustError(format!("{err:?}")))?;
+        let state: &JsValue = self.state.as_raw();
+        let armed = Reflect::get(state, &JsValue::from_str("setWebSocketAutoResponse"))
+            .and_then(|f| f.dyn_into::<Function>())
+            .and_then(|f| f.call1(state, &pair));
+        if let Err(err) = armed {
+            worker::console_warn!("heartbeats will wake the object: {err:?}");
         }
         let stored = Stored {
             meta: load_records(&sql, "swarm")?.into_iter().next(),

@@ -264,7 +264,9 @@ mod tests {
             text,
             r#"{"type":"hello","protocol":1,"role":{"kind":"device","name":"a","capabilities":{"cores":2,"memory_mb":8192,"gpu":false,"agent":"browser_desktop"},"credential":null,"invite":null}}"#
         );
-        let ack = encode(&ToClient::HeartbeatAck { server_time_ms: 5 });
+        let ack = encode(&ToClient::HeartbeatAck {
+            server_time_ms: Some(5),
+        });
         assert_eq!(ack, r#"{"type":"heartbeat_ack","server_time_ms":5}"#);
     }
 

@@ -40,7 +40,7 @@ pub use jobs::{
     WorkResult, MAX_CHUNK_PIXELS, MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, MAX_ITERATIONS, MAX_NONCE_END,
     MAX_PREFIX_BYTES, MAX_PRIME_END, MAX_WANTED_NONCES,
 };
-pub use messages::request_of;
+pub use messages::{request_of, HEARTBEAT, HEARTBEAT_ACK};
 pub use messages::{
     AgentClass, Capabilities, Counters, DeviceCredential, DeviceStatus, DeviceView, ErrorCode,
     Hello, HelloRole, InviteView, JoinProof, LogEntry, LogLevel, OwnerCommand, OwnerReply,

@@ -268,8 +268,13 @@ pub enum ToClient {
         /// After how long without a heartbeat a device counts as OFFLINE.
         offline_after_ms: u64,
     },
-    /// The answer to a heartbeat, with the coordinator's wall clock.
-    HeartbeatAck { server_time_ms: u64 },
+    /// The answer to a heartbeat. A device's plain heartbeat ([`HEARTBEAT`]) is answered by
+    /// the platform itself with [`HEARTBEAT_ACK`], without waking the coordinator, so it has no
+    /// `server_time_ms`; a heartbeat the coordinator answers carries its wall clock.
+    HeartbeatAck {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        server_time_ms: Option<u64>,
+    },
     /// The swarm's live state, sent to dashboards every broadcast interval (2 s).
     Snapshot(SwarmSnapshot),
     /// Work for a device: compute it and answer with [`ToCoordinator::ChunkResult`] before
@@ -465,6 +470,13 @@ pub struct Counters {
     pub rejected: u64,
 }
 
+/// A device's heartbeat, exactly as it must be sent for the platform to answer it without
+/// waking the coordinator (the WebSocket hibernation API's automatic response).
+pub const HEARTBEAT: &str = r#"{"type":"heartbeat"}"#;
+
+/// The platform's fixed answer to [`HEARTBEAT`].
+pub const HEARTBEAT_ACK: &str = r#"{"type":"heartbeat_ack"}"#;
+
 /// For a nullable field that must be present: serde treats a missing `Option` as `None` unless
 /// the field has its own deserializer, so this one simply defers to `Option`'s.
 fn required<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
@@ -519,6 +531,24 @@ mod tests {
         );
         assert_eq!(request_of(br#"{"type":"heartbeat","request":7}"#), None);
         assert_eq!(request_of(b"not json"), None);
+    }
+
+    #[test]
+    fn the_plain_heartbeat_and_its_fixed_answer_are_the_encoded_messages() {
+        let heartbeat = ToCoordinator::Heartbeat { seen: None };
+        assert_eq!(
+            serde_json::to_string(&heartbeat).unwrap_or_default(),
+            HEARTBEAT
+        );
+        let ack: ToClient = serde_json::from_str(HEARTBEAT_ACK).unwrap_or(ToClient::HeartbeatAck {
+            server_time_ms: Some(1),
+        });
+        assert_eq!(
+            ack,
+            ToClient::HeartbeatAck {
+                server_time_ms: None
+            }
+        );
     }
 
     #[test]

@@ -336,6 +336,21 @@ impl SwarmCore {
         self.counters
     }
 
+    /// The platform answered heartbeats itself (the hibernation API's automatic response) and
+    /// reports, per socket, when it last did: each device counts as seen then. The glue passes
+    /// them before each alarm, so OFFLINE detection sees heartbeats that never woke the object.
+    pub fn handle_pongs(&mut self, pongs: &[(ConnId, Millis)]) {
+        for (conn, at) in pongs {
+            let Some(Session::Device { device_id, .. }) = self.conns.get(conn).map(|c| &c.session)
+            else {
+                continue;
+            };
+            if let Some(device) = self.devices.get_mut(device_id) {
+                device.record.last_seen_ms = device.record.last_seen_ms.max(*at);
+            }
+        }
+    }
+
     /// The platform could not arm the alarm the core asked for: forget it, so that the next
     /// input arms one again.
     pub fn forget_alarm(&mut self) {
@@ -457,7 +472,7 @@ impl SwarmCore {
                 self.send(
                     conn,
                     &ToClient::HeartbeatAck {
-                        server_time_ms: now,
+                        server_time_ms: Some(now),
                     },
                 );
             }

@@ -55,7 +55,7 @@ fn heartbeats_are_acknowledged_without_storage_writes() {
         assert_eq!(
             sim.take(conn),
             vec![ToClient::HeartbeatAck {
-                server_time_ms: sim.now
+                server_time_ms: Some(sim.now)
             }]
         );
     }
@@ -483,4 +483,28 @@ fn idle_devices_without_a_dashboard_or_a_job_wake_the_object_once_a_minute_and_w
     let before = sim.core.counters().alarms;
     sim.advance(30_000);
     assert!(sim.core.counters().alarms - before <= 1);
+}
+
+#[test]
+fn heartbeats_the_platform_answered_keep_a_device_online() {
+    let mut sim = Sim::new();
+    let (pinging, _) = sim.join_device("pinging");
+    let (silent, _) = sim.join_device("silent");
+    // Neither sends anything the core sees; the platform answered the first one's heartbeats
+    // and says when, before each alarm.
+    for _ in 0..30 {
+        let due = sim.alarm.expect("an alarm while devices are connected");
+        sim.now = due;
+        sim.core
+            .handle_pongs(&[(pinging, due.saturating_sub(3_000))]);
+        sim.advance(0);
+    }
+    assert!(
+        !sim.closed.contains_key(&pinging),
+        "its pongs kept it online"
+    );
+    assert_eq!(
+        sim.closed.get(&silent),
+        Some(&close_code::HEARTBEAT_TIMEOUT)
+    );
 }

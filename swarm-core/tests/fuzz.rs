@@ -2253,7 +2253,7 @@ impl<'t> Fuzzer<'t> {
                 self.info.errors.push((idx, code));
             }
             ToClient::HeartbeatAck { server_time_ms } => {
-                assert_eq!(server_time_ms, now);
+                assert_eq!(server_time_ms, Some(now));
             }
         }
     }

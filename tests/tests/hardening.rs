@@ -57,6 +57,10 @@ fn main() {
                     "a flood of bad hellos and wrong codes locks out no link and no credential",
                     flood_locks_no_one_out,
                 ),
+                (
+                    "heartbeats the platform answers keep a device online without waking the object",
+                    heartbeats_without_waking,
+                ),
             ];
             for (name, case) in cases {
                 let ok = run_case(name, || case(&w));
@@ -478,6 +482,51 @@ fn flood_locks_no_one_out(w: &Wrangler) -> Result<()> {
     ensure!(
         entries.iter().any(|e| e.text.contains("more event")),
         "the flood is summarised in the audit log"
+    );
+    Ok(())
+}
+
+/// The tests run with OFFLINE_AFTER_MS = 4000: a device that heartbeats for three times that
+/// (answered by the platform, never reaching the object) stays online, and one that stops is
+/// closed.
+fn heartbeats_without_waking(w: &Wrangler) -> Result<()> {
+    let swarm = create(w)?;
+    let (mut beating, _) = join(w, &swarm, "beating")?;
+    let (mut silent, _) = join(w, &swarm, "silent")?;
+    let before = stats(w, &swarm)?;
+    let start = Instant::now();
+    while start.elapsed() < 12 * SECOND {
+        beating.send_text(shared_protocol::HEARTBEAT)?;
+        beating.recv_until(2 * SECOND, |m| {
+            matches!(
+                m,
+                ToClient::HeartbeatAck {
+                    server_time_ms: None
+                }
+            )
+            .then_some(())
+        })?;
+        std::thread::sleep(SECOND);
+    }
+    let after = stats(w, &swarm)?;
+    ensure!(
+        after.started_ms != before.started_ms
+            || after.counters.messages_in == before.counters.messages_in,
+        "heartbeats reached the object: {:?} → {:?}",
+        before.counters,
+        after.counters
+    );
+    ensure!(
+        silent.recv_close(2 * SECOND)? == Some(close_code::HEARTBEAT_TIMEOUT),
+        "the silent device was not closed"
+    );
+    beating.send(&ToCoordinator::Heartbeat { seen: None })?;
+    ensure!(
+        beating
+            .recv_until(2 * SECOND, |m| matches!(m, ToClient::HeartbeatAck { .. })
+                .then_some(()))
+            .is_ok(),
+        "the beating device was closed"
     );
     Ok(())
 }

@@ -562,9 +562,10 @@ fn heartbeats_do_not_write(w: &Wrangler) -> Result<()> {
         ));
     }
     let after = stats(w, &swarm)?.counters;
+    // The platform answers a device's plain heartbeat itself: the object never sees it.
     ensure!(
-        after.messages_in == before.messages_in + 20,
-        "{before:?} → {after:?}"
+        after.messages_in == before.messages_in,
+        "heartbeats reached the object: {before:?} → {after:?}"
     );
     ensure!(
         after.storage_writes == before.storage_writes,
