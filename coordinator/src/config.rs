@@ -26,6 +26,11 @@ impl Config {
                 defaults.broadcast_interval_ms,
             ),
             hello_timeout_ms: millis(env, "HELLO_TIMEOUT_MS", defaults.hello_timeout_ms),
+            dashboard_read_timeout_ms: millis(
+                env,
+                "DASHBOARD_READ_TIMEOUT_MS",
+                defaults.dashboard_read_timeout_ms,
+            ),
             default_invite_ttl_ms: millis(
                 env,
                 "DEFAULT_INVITE_TTL_MS",

@@ -37,10 +37,13 @@ fn main() {
             failed += 1;
         }
     };
+    // Dashboards here that do not confirm snapshots are closed after 8 s (4 snapshots).
+    let mut vars = short_timeouts();
+    vars.push(("DASHBOARD_READ_TIMEOUT_MS".into(), "8000".into()));
     let shared = WranglerCommand {
         port: free_port().expect("a free port"),
         persist_dir: persist("shared"),
-        vars: short_timeouts(),
+        vars,
     };
     match Wrangler::start(&shared) {
         Ok(mut w) => {
@@ -60,6 +63,10 @@ fn main() {
                 (
                     "heartbeats the platform answers keep a device online without waking the object",
                     heartbeats_without_waking,
+                ),
+                (
+                    "a viewer that stops reading is closed; one that reads stays",
+                    viewer_that_stops_reading,
                 ),
             ];
             for (name, case) in cases {
@@ -528,6 +535,44 @@ fn heartbeats_without_waking(w: &Wrangler) -> Result<()> {
             .is_ok(),
         "the beating device was closed"
     );
+    Ok(())
+}
+
+/// With DASHBOARD_READ_TIMEOUT_MS = 8000 (4 snapshots of 2 s): a viewer that never confirms a
+/// snapshot is closed with 4006 within about 10 s; one that confirms what it reads stays.
+fn viewer_that_stops_reading(w: &Wrangler) -> Result<()> {
+    let swarm = create(w)?;
+    let (mut stuck, _) = welcomed(w, &swarm, &dashboard(None))?;
+    let (mut reader, _) = welcomed(w, &swarm, &dashboard(None))?;
+    let start = Instant::now();
+    let mut closed = None;
+    while start.elapsed() < 14 * SECOND && closed.is_none() {
+        let seen = reader.recv_until(3 * SECOND, |m| match m {
+            ToClient::Snapshot(s) => Some(s.seq),
+            _ => None,
+        })?;
+        reader.send(&ToCoordinator::Heartbeat { seen: Some(seen) })?;
+        // The stuck one's frames pile up unread, until its close comes.
+        if let Ok(runtime_tests::Received::Closed(code)) = stuck.recv(Duration::from_millis(10)) {
+            closed = Some(code);
+        }
+    }
+    let closed = match closed {
+        Some(code) => code,
+        None => stuck.recv_close(2 * SECOND)?,
+    };
+    ensure!(
+        closed == Some(close_code::NOT_READING),
+        "closed with {closed:?}"
+    );
+    ensure!(
+        start.elapsed() >= 7 * SECOND,
+        "closed after {:?}, before its 8 s",
+        start.elapsed()
+    );
+    reader.recv_until(3 * SECOND, |m| {
+        matches!(m, ToClient::Snapshot(_)).then_some(())
+    })?;
     Ok(())
 }
 
