@@ -306,6 +306,9 @@ fn JobsPanel(
     snapshot: RwSignal<Option<SwarmSnapshot>>,
     hidden: RwSignal<bool>,
 ) -> impl IntoView {
+    // Result links go to the coordinator, which is not the page's origin under Pages.
+    let coordinator = RwSignal::new(String::new());
+    spawn_local(async move { coordinator.set(coordinator_origin().await) });
     let kind = RwSignal::new(String::from("prime_count"));
     // Typed values by field name; a field not typed in shows its kind's default.
     let values = RwSignal::new(std::collections::BTreeMap::<String, String>::new());
@@ -388,7 +391,11 @@ fn JobsPanel(
                         JobState::Cancelled => "cancelled",
                     };
                     let live = matches!(job.state, JobState::Queued | JobState::Running);
-                    let result_url = format!("/api/swarms/{swarm_id}/jobs/{id}");
+                    // Reactive, so that links drawn before the coordinator is known follow it.
+                    let result_url = {
+                        let (sid, jid) = (swarm_id.clone(), id.clone());
+                        move || route::job_url(&coordinator.get(), &sid, &jid)
+                    };
                     let summary = crate::jobs::summary(&job);
                     let title = crate::jobs::title(&job.spec);
                     let speed = (job.state == JobState::Running).then(|| {
@@ -398,11 +405,11 @@ fn JobsPanel(
                     // The image as far as it is computed, fetched again at each whole percent
                     // (so at most about a hundred times a job, however many chunks it has).
                     let image = matches!(job.spec, JobSpec::Mandelbrot { .. }).then(|| {
-                        let src = format!("{result_url}/image.png?at={}", percent.floor());
-                        let png_url = format!("{result_url}/image.png");
+                        let at = percent.floor();
+                        let (png, src) = (result_url.clone(), result_url.clone());
                         view! {
-                            <a href=png_url.clone() target="_blank" data-testid="job-png">"PNG"</a>
-                            <img class="job-image" data-testid="job-image" src=src alt="Mandelbrot image so far"/>
+                            <a href=move || format!("{}/image.png", png()) target="_blank" data-testid="job-png">"PNG"</a>
+                            <img class="job-image" data-testid="job-image" src=move || format!("{}/image.png?at={at}", src()) alt="Mandelbrot image so far"/>
                         }
                     });
                     view! {

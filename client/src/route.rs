@@ -19,6 +19,12 @@ pub fn invite_link(origin: &str, swarm_id: &str, token: &str) -> String {
     format!("{origin}/join/{swarm_id}#t={token}")
 }
 
+/// A job's JSON on the coordinator at `coordinator` (its HTTP origin, which is not the page's
+/// when the client is served from Pages); the PNG of an image job is this plus `/image.png`.
+pub fn job_url(coordinator: &str, swarm_id: &str, job_id: &str) -> String {
+    format!("{coordinator}/api/swarms/{swarm_id}/jobs/{job_id}")
+}
+
 /// The link that opens a swarm's owner dashboard on another device.
 pub fn owner_link(origin: &str, swarm_id: &str, owner_key: &str) -> String {
     format!("{origin}/s/{swarm_id}#owner={owner_key}")
@@ -95,6 +101,14 @@ pub mod keys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn job_links_point_at_the_coordinator_not_the_page() {
+        assert_eq!(
+            job_url("https://swarm.example", "ab", "cd"),
+            "https://swarm.example/api/swarms/ab/jobs/cd"
+        );
+    }
 
     const ID: &str = "0123456789abcdef0123456789abcdef";
 

@@ -249,7 +249,7 @@ impl SwarmObject {
             .filter(|(id, done, _)| id == job_id && *done == job.done_units)
             .map(|(_, _, png)| png.clone());
         if let Some(png) = cached {
-            return png_response(png);
+            return png_response(png, job_id);
         }
         let sql = self.state.storage().sql();
         let mut bands = Vec::new();
@@ -271,7 +271,7 @@ impl SwarmObject {
             return error_response(ErrorCode::NotFound, "this job has no image");
         };
         *self.last_image.borrow_mut() = Some((job_id.to_owned(), job.done_units, png.clone()));
-        png_response(png)
+        png_response(png, job_id)
     }
 
     async fn stats(&self, req: &Request) -> Result<Response> {
@@ -600,9 +600,15 @@ pub(crate) fn prune_guesses(sql: &worker::SqlStorage, before_ms: u64) -> Result<
     .map(drop)
 }
 
-fn png_response(png: Vec<u8>) -> Result<Response> {
+/// The image, shown in place but saved under a name that says what it is.
+fn png_response(png: Vec<u8>, job_id: &str) -> Result<Response> {
     let headers = Headers::new();
     headers.set("content-type", "image/png")?;
+    let short: String = job_id.chars().take(8).collect();
+    headers.set(
+        "content-disposition",
+        &format!("inline; filename=\"mandelbrot-{short}.png\""),
+    )?;
     headers.set("cache-control", "no-store")?;
     Ok(Response::from_bytes(png)?.with_headers(headers))
 }

@@ -1173,6 +1173,13 @@ fn mandelbrot_job(w: &Wrangler) -> Result<()> {
     );
     let response = http_agent().get(&png_url).call()?;
     ensure!(response.content_type() == "image/png");
+    let short: String = job.job_id.chars().take(8).collect();
+    ensure!(
+        response.header("content-disposition")
+            == Some(format!("inline; filename=\"mandelbrot-{short}.png\"").as_str()),
+        "the PNG is saved under a name: {:?}",
+        response.header("content-disposition")
+    );
     let served = get_bytes(&png_url)?;
     let view = kernels::mandelbrot::View {
         center_re: -0.743,
