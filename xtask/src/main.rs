@@ -149,7 +149,23 @@ fn test() -> Result<()> {
             "warnings",
         ]))
     })?;
-    step("unit and core tests", || run(cargo().arg("test")))?;
+    // The fuzzer runs on its own, with its output shown: it prints the inputs it executed.
+    let fuzz_test = "the_whole_core_keeps_its_invariants_under_a_seeded_fuzz";
+    step("unit and core tests", || {
+        run(cargo().args(["test", "--", "--skip", fuzz_test]))
+    })?;
+    step("core fuzzer (50,000 inputs)", || {
+        run(cargo().args([
+            "test",
+            "-p",
+            "swarm-core",
+            "--test",
+            "fuzz",
+            "--",
+            "--nocapture",
+            fuzz_test,
+        ]))
+    })?;
     step("build", || build::all(&tools))?;
     step("runtime tests (workerd)", || {
         run(cargo().args(["test", "-p", "runtime-tests"]))
