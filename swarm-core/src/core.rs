@@ -198,6 +198,8 @@ pub struct SwarmCore {
     snapshot_seq: u64,
     /// When this core was built (the object's last start).
     started_ms: Millis,
+    /// The earliest deadline created since the alarm was last armed (see `deadline_at`).
+    new_deadline: Option<Millis>,
     /// Devices whose held leases changed since their attachment was last written.
     dirty_links: BTreeSet<String>,
     outputs: VecDeque<Output>,
@@ -223,6 +225,7 @@ impl SwarmCore {
             counters: Counters::default(),
             snapshot_seq: 0,
             started_ms: 0,
+            new_deadline: None,
             dirty_links: BTreeSet::new(),
             outputs: VecDeque::new(),
         }
@@ -301,7 +304,7 @@ impl SwarmCore {
             }
         }
         self.restore_jobs(now, jobs, parts);
-        self.rearm(now, true, None);
+        self.rearm(now, true);
     }
 
     /// Creates the swarm this object holds.
@@ -391,25 +394,14 @@ impl SwarmCore {
             },
         });
         self.add_conn(now, conn, session);
-        let hello_due = now.saturating_add(self.config.hello_timeout_ms);
-        self.rearm(now, false, Some(hello_due));
+        self.deadline_at(now.saturating_add(self.config.hello_timeout_ms));
+        self.rearm(now, false);
     }
 
     /// A message arrived on a socket.
     pub fn handle_message(&mut self, now: Millis, conn: ConnId, bytes: &[u8]) {
-        let was_new = self
-            .conns
-            .get(&conn)
-            .is_some_and(|c| matches!(c.session, Session::AwaitingHello { .. }));
         self.handle_message_inner(now, conn, bytes);
-        // A device just admitted has an OFFLINE deadline that may come before the alarm.
-        let admitted = was_new
-            && self
-                .conns
-                .get(&conn)
-                .is_some_and(|c| matches!(c.session, Session::Device { .. }));
-        let sooner = admitted.then(|| self.offline_due(now));
-        self.rearm(now, false, sooner);
+        self.rearm(now, false);
     }
 
     fn handle_message_inner(&mut self, now: Millis, conn: ConnId, bytes: &[u8]) {
@@ -534,7 +526,7 @@ impl SwarmCore {
         command: shared_protocol::Validated<shared_protocol::OwnerCommand>,
     ) -> Result<shared_protocol::OwnerReply, Refusal> {
         let result = self.owner_request(now, owner_key, command.into_inner());
-        self.rearm(now, false, None);
+        self.rearm(now, false);
         result
     }
 
@@ -572,7 +564,7 @@ impl SwarmCore {
     /// A socket closed (or errored). Idempotent.
     pub fn handle_disconnect(&mut self, now: Millis, conn: ConnId) {
         self.forget_conn(now, conn);
-        self.rearm(now, false, None);
+        self.rearm(now, false);
     }
 
     /// Forgets a socket: its device goes offline and its leases back to the queue.
@@ -615,7 +607,7 @@ impl SwarmCore {
             self.next_tick_ms = None;
             self.broadcast_snapshot(now);
         }
-        self.rearm(now, true, None);
+        self.rearm(now, true);
     }
 
     /// The next time the core needs the alarm, or `None` when nothing will be due (nobody
@@ -652,7 +644,7 @@ impl SwarmCore {
     /// its timeout, rounded up to a whole multiple of the timeout past this swarm's own phase
     /// (so that every device's check falls on the same instants, and swarms do not all wake
     /// on the same ones).
-    fn offline_due(&self, last_seen: Millis) -> Millis {
+    pub(crate) fn offline_due(&self, last_seen: Millis) -> Millis {
         let period = self.config.offline_after_ms.max(1);
         let phase = self
             .meta
@@ -684,12 +676,20 @@ impl SwarmCore {
             .max(3)
     }
 
+    /// A deadline was just created (a socket's hello, a device's first OFFLINE check): the
+    /// next [`Self::rearm`] arms the alarm for it if it comes before the armed one.
+    pub(crate) fn deadline_at(&mut self, at: Millis) {
+        self.new_deadline = Some(self.new_deadline.map_or(at, |d| d.min(at)));
+    }
+
     /// Arms the platform alarm for what [`Self::poll_timeout`] says, after every input. A
     /// full look (`full`, or when no alarm is armed) scans every socket; otherwise only what
-    /// an ordinary input can make sooner — ticks starting, or `sooner` (a new socket's hello
-    /// deadline) — is considered, and an alarm armed too early simply finds nothing due and re-arms. The
-    /// alarm is never moved later (that would be a storage write per heartbeat).
-    fn rearm(&mut self, now: Millis, full: bool, sooner: Option<Millis>) {
+    /// an input can make sooner — ticks starting, or a deadline it created
+    /// ([`Self::deadline_at`]) — is considered, and an alarm armed too early simply finds
+    /// nothing due and re-arms. The alarm is never moved later (that would be a storage write
+    /// per heartbeat).
+    fn rearm(&mut self, now: Millis, full: bool) {
+        let created = self.new_deadline.take();
         if self.conns.is_empty() {
             self.next_tick_ms = None;
             if self.alarm_at.take().is_some() {
@@ -707,7 +707,7 @@ impl SwarmCore {
         let due = if full || self.alarm_at.is_none() {
             self.poll_timeout()
         } else {
-            [self.next_tick_ms, sooner].into_iter().flatten().min()
+            [self.next_tick_ms, created].into_iter().flatten().min()
         };
         let Some(due) = due.map(|at| at.max(now)) else {
             return;

@@ -38,6 +38,9 @@ impl SwarmCore {
                 // After the welcome, a device is benchmarked; work follows its answer.
                 if let Some(device_id) = device {
                     self.start_benchmark(now, conn, &device_id);
+                    // Its first OFFLINE check may come before the alarm now armed.
+                    let due = self.offline_due(now);
+                    self.deadline_at(due);
                 }
             }
             Err(refusal) => {

@@ -389,25 +389,8 @@ impl Scheduler {
         } else {
             return None;
         };
-        let state = self.devices.get_mut(device)?;
-        let id = self.next_lease;
-        self.next_lease = self.next_lease.saturating_add(1);
-        let lease = Lease {
-            id,
-            device: device.to_owned(),
-            lo,
-            hi,
-            issued_ms,
-            deadline_ms,
-            speculative,
-        };
-        state.leases.insert(id);
-        self.by_range.insert((lo, hi, id));
-        self.by_deadline.insert((deadline_ms, id));
-        self.leases.insert(id, lease);
-        let change = state.refile(&mut self.room, self.config.prefetch);
-        self.recount(change);
-        Some(id)
+        self.file(device, lo, hi, issued_ms, deadline_ms, speculative)
+            .map(|lease| lease.id)
     }
 
     /// Takes units `[lo, hi)` out of the queue if one queued range holds them all.
@@ -691,11 +674,27 @@ impl Scheduler {
         hi: u64,
         speculative: bool,
     ) -> Option<Lease> {
-        let state = self.devices.get_mut(device)?;
+        let state = self.devices.get(device)?;
         let queued_ahead = state.leases.len() as f64 / f64::from(state.workers.max(1));
         let expected = hi.saturating_sub(lo) as f64 / state.rate * (1.0 + queued_ahead);
         let window =
             (expected * self.config.deadline_factor).max(self.config.min_deadline_ms as f64);
+        let deadline_ms = now.saturating_add(window.min(u64::MAX as f64 / 2.0) as u64);
+        self.file(device, lo, hi, now, deadline_ms, speculative)
+    }
+
+    /// Records a lease under the next id in every table (its holder's set, by range, by
+    /// deadline) and refiles its holder; `None` if the device is unknown.
+    fn file(
+        &mut self,
+        device: &str,
+        lo: u64,
+        hi: u64,
+        issued_ms: Millis,
+        deadline_ms: Millis,
+        speculative: bool,
+    ) -> Option<Lease> {
+        let state = self.devices.get_mut(device)?;
         let id = self.next_lease;
         self.next_lease = self.next_lease.saturating_add(1);
         let lease = Lease {
@@ -703,13 +702,13 @@ impl Scheduler {
             device: device.to_owned(),
             lo,
             hi,
-            issued_ms: now,
-            deadline_ms: now.saturating_add(window.min(u64::MAX as f64 / 2.0) as u64),
+            issued_ms,
+            deadline_ms,
             speculative,
         };
         state.leases.insert(id);
         self.by_range.insert((lo, hi, id));
-        self.by_deadline.insert((lease.deadline_ms, id));
+        self.by_deadline.insert((deadline_ms, id));
         self.leases.insert(id, lease.clone());
         let change = state.refile(&mut self.room, self.config.prefetch);
         self.recount(change);

@@ -1120,3 +1120,50 @@ fn a_quarantined_devices_bands_are_deleted_and_rendered_again() {
         .sum();
     assert_eq!(rows, 64);
 }
+
+/// A measurement, not a check of speed: storage writes of ten active 4-core devices over one
+/// simulated hour (each lease answered after 2 s, heartbeats every 10 s), as row writes per
+/// device-day. Run: `cargo test --release -p swarm-core --test jobs storage_writes -- --ignored
+/// --nocapture`.
+#[test]
+#[ignore = "a measurement (about a minute); run it by name"]
+fn storage_writes_per_device_day_of_ten_active_devices() {
+    let mut sim = Sim::new();
+    let devices: Vec<ConnId> = (0..10)
+        .map(|i| {
+            let conn = join_unbenchmarked(&mut sim, &format!("d{i}"));
+            sim.answer_benchmark(conn, 1_000);
+            conn
+        })
+        .collect();
+    submit(&mut sim, 0, 1 << 47);
+    let (start, writes_before) = (sim.now, sim.writes);
+    let mut results = 0usize;
+    while sim.now < start + 3_600_000 {
+        for &conn in &devices {
+            for (lease_id, work) in leases(&mut sim, conn) {
+                // Spot checks are answered right; the large chunks are not computed, to stay fast.
+                let result = if client::work::units(&work) == swarm_core::CHECK_SPAN {
+                    compute(&work)
+                } else {
+                    WorkResult::PrimeCount { count: 0 }
+                };
+                answer(&mut sim, conn, lease_id, result, 2_000);
+                results += 1;
+            }
+        }
+        sim.advance(2_000);
+        if (sim.now - start) % 10_000 < 2_000 {
+            for &conn in &devices {
+                sim.send(conn, &ToCoordinator::Heartbeat { seen: None });
+            }
+        }
+    }
+    let writes = sim.writes - writes_before;
+    println!(
+        "storage: {results} results answered, {writes} row writes in an hour, {} per device-day",
+        writes * 24 / devices.len()
+    );
+    assert!(results > 10_000, "the devices kept working: {results}");
+    assert!(writes <= results, "at most one write per answered result");
+}
