@@ -209,6 +209,8 @@ mod tests {
             created_ms: 0,
             finished_ms: None,
             result: JobResult::Sha256Search { nonces: vec![4, 9] },
+            verify_units: 0,
+            unverified_units: 0,
         };
         assert_eq!(summary(&job), "50.0 % · nonces 4, 9 so far");
         assert!(title(&job.spec).contains("9 zero bits"));

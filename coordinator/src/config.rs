@@ -1,5 +1,6 @@
 //! Coordinator settings from the Worker's vars (wrangler.toml `[vars]`, or `--var` in tests).
 
+use swarm_core::verify::VerifyPolicy;
 use swarm_core::Config as CoreConfig;
 use worker::Env;
 
@@ -37,7 +38,16 @@ impl Config {
                 defaults.default_invite_ttl_ms,
             ),
             rate_window_ms: millis(env, "RATE_WINDOW_MS", defaults.rate_window_ms),
-            spot_check_one_in: count(env, "SPOT_CHECK_ONE_IN", defaults.spot_check_one_in),
+            verify: VerifyPolicy {
+                trust_after: u32::try_from(count(
+                    env,
+                    "TRUST_AFTER",
+                    u64::from(defaults.verify.trust_after),
+                ))
+                .unwrap_or(defaults.verify.trust_after),
+                audit_one_in: count(env, "AUDIT_ONE_IN", defaults.verify.audit_one_in).max(1),
+                ..defaults.verify
+            },
             ..defaults
         };
         let allowed_origins = var(env, "ALLOWED_ORIGINS")

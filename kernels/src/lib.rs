@@ -6,8 +6,8 @@
 //!
 //! - [`bench`]: the known-answer benchmark ranges a device is measured on when it connects.
 //! - [`primes`]: count the primes in `[lo, hi)` with a segmented sieve. Counts of adjacent
-//!   ranges add up, so a job is split into chunks; the coordinator spot-checks a result by
-//!   recounting a chunk (or a small part of one).
+//!   ranges add up, so a job is split into chunks; the coordinator counts a device's benchmark
+//!   range itself (chunks are verified by replication on other devices).
 //! - [`mandelbrot`]: escape counts for a tile of a Mandelbrot view, plus a palette and a PNG
 //!   encoder to show the assembled image. Counts are bit-identical across WASM and native, so a
 //!   tile is verified by recomputing a few of its pixels.

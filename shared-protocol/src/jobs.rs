@@ -304,6 +304,10 @@ pub struct JobView {
     pub finished_ms: Option<u64>,
     /// The merged result so far (partial while running; final when done).
     pub result: JobResult,
+    /// Units computed a second time by other devices to verify results (replicas), so far.
+    pub verify_units: u64,
+    /// Done units whose result still waits for a replica to agree.
+    pub unverified_units: u64,
 }
 
 #[cfg(test)]

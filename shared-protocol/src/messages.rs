@@ -431,9 +431,16 @@ pub struct DeviceView {
     pub in_flight: u32,
     /// Chunks accepted from it since the coordinator object started.
     pub chunks_done: u64,
-    /// Known-answer spot checks it answered right since the coordinator object started (its
-    /// trust: a wrong answer quarantines it).
-    pub checks_passed: u64,
+    /// Whether its results are trusted: enough of them in a row were confirmed by other
+    /// devices (or it joined with the owner key). An untrusted device's every result is
+    /// computed again by another device before the job can finish.
+    pub trusted: bool,
+    /// Its results that another device's computation confirmed.
+    pub confirmed: u64,
+    /// Its results that were computed again by another device to check them.
+    pub replicated: u64,
+    /// Disagreements over its results or its replicas.
+    pub disputed: u64,
 }
 
 /// A system log line.

@@ -18,6 +18,7 @@ use crate::records::{
     DeviceLink, DeviceRecord, Session, SocketAttachment, StoreOp, Stored, SwarmMeta,
 };
 use crate::secrets::{hash_secret, Rng};
+use crate::verify::VerifyPolicy;
 use crate::{ConnId, Millis, Output};
 
 /// Timing, size and rate settings. The defaults are the product's; tests shorten them.
@@ -61,9 +62,9 @@ pub struct Config {
     pub default_invite_ttl_ms: Millis,
     /// The window of the invite and failed-join limits: a minute (tests shorten it).
     pub rate_window_ms: Millis,
-    /// About one accepted prime-count chunk in this many is followed by a known-answer spot
-    /// check of the device (see `checks.rs`); 0 turns checks off.
-    pub spot_check_one_in: u64,
+    /// How results are verified: when a device becomes trusted, how often a trusted device's
+    /// result is replicated ([`crate::verify`]).
+    pub verify: VerifyPolicy,
 }
 
 impl Default for Config {
@@ -85,7 +86,7 @@ impl Default for Config {
             code_guesses_per_minute: 30,
             default_invite_ttl_ms: 24 * 60 * 60 * 1000,
             rate_window_ms: 60_000,
-            spot_check_one_in: 10,
+            verify: VerifyPolicy::default(),
         }
     }
 }
@@ -209,6 +210,7 @@ impl SwarmCore {
     /// An empty object: no swarm yet, nothing connected. `seed` must come from a CSPRNG.
     pub fn new(config: Config, seed: [u8; 32]) -> Self {
         Self {
+            jobs: JobBoard::new(config.verify),
             invite_window: SlidingWindow::new(config.invites_per_minute, config.rate_window_ms),
             code_guesses: GuessLimiter::new(config.code_guess_limits()),
             audit: Audit::new(config.audit_per_kind),
@@ -221,7 +223,6 @@ impl SwarmCore {
             alarm_at: None,
             next_tick_ms: None,
             log: VecDeque::new(),
-            jobs: JobBoard::default(),
             counters: Counters::default(),
             snapshot_seq: 0,
             started_ms: 0,
@@ -254,6 +255,11 @@ impl SwarmCore {
         self.started_ms = now;
         self.meta = meta;
         self.alarm_at = alarm_at;
+        for record in &devices {
+            self.jobs
+                .verifier
+                .load(&record.device_id, record.credibility);
+        }
         self.devices = devices
             .into_iter()
             .map(|record| (record.device_id.clone(), Device { record, conn: None }))
@@ -473,9 +479,11 @@ impl SwarmCore {
                 ToCoordinator::ChunkResult {
                     lease_id,
                     result,
-                    compute_ms,
+                    // The device's own timing is not believed: speeds are what the coordinator
+                    // measures (see `sched.rs`).
+                    compute_ms: _,
                 },
-            ) => self.handle_chunk_result(now, conn, &device_id, lease_id, result, compute_ms),
+            ) => self.handle_chunk_result(now, conn, &device_id, lease_id, result),
             (Session::Device { device_id, .. }, ToCoordinator::SetLend { cores }) => {
                 let has = self
                     .devices
@@ -595,13 +603,12 @@ impl SwarmCore {
         }
     }
 
-    /// The object's alarm fired: time out silent sockets, expire checks and leases, broadcast
+    /// The object's alarm fired: time out silent sockets, expire leases, broadcast
     /// a snapshot when one is due, and re-arm for the next thing due ([`Self::poll_timeout`]).
     pub fn handle_alarm(&mut self, now: Millis) {
         self.counters.alarms = self.counters.alarms.saturating_add(1);
         self.alarm_at = None;
         self.expire_silent(now);
-        self.expire_checks(now);
         self.expire_leases(now);
         if self.next_tick_ms.is_some_and(|due| due <= now) {
             self.next_tick_ms = None;
@@ -754,7 +761,10 @@ impl SwarmCore {
                     weight_percent: share * 100.0,
                     in_flight,
                     chunks_done: self.jobs.chunks_done.get(id).copied().unwrap_or(0),
-                    checks_passed: d.record.checks_passed,
+                    trusted: d.record.credibility.trusted(&self.config.verify),
+                    confirmed: d.record.credibility.confirmed,
+                    replicated: d.record.credibility.replicated,
+                    disputed: d.record.credibility.disputed,
                 }
             })
             .collect();

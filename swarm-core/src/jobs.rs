@@ -11,10 +11,14 @@
 //! scheduler, which answers to those wire ids too. Epoch 0 is the benchmark's
 //! ([`crate::bench`]).
 //!
-//! Progress is stored as parts ([`PartRecord`]: who returned which units, and what they added),
-//! one row per accepted result, and rebuilt from them after a restart; the job's row is written
-//! only when its state changes. A device caught lying later has every part it returned taken
-//! back out, whether it was accepted before or after a restart.
+//! Progress is stored as parts ([`PartRecord`]: who returned which units, what they added, the
+//! result's digest, which devices confirmed it, whether it waits for a replica), one row per
+//! accepted result, and rebuilt from them after a restart; the job's row is written only when
+//! its state changes. Every result goes through the [`Verifier`]: a part it opens is replicated
+//! (an ordinary lease of the same range for another device) and the job is done only when no
+//! part is open. A device that loses a disagreement is quarantined: every part it returned is
+//! taken back out and computed again, and every part it confirmed waits for a new replica —
+//! whether they were accepted before or after a restart.
 
 use std::collections::BTreeMap;
 
@@ -27,7 +31,12 @@ use crate::core::{short, Refusal, SwarmCore};
 use crate::kinds::{self, reference_rate, Checked};
 use crate::records::{HeldLease, JobRecord, PartRecord, StoreOp, MAX_ATTACHED_LEASES};
 use crate::sched::{Completion, Lease, LeaseId, SchedConfig, Scheduler};
+use crate::verify::{Digest, Range, Verdict, Verifier};
 use crate::{ConnId, Millis};
+
+/// A device that is not trusted gets no new lease while this many of its results per worker
+/// wait for a replica: a fast liar cannot take a job before anyone checks it.
+const OPEN_PER_WORKER: usize = 2;
 
 /// The speed factor of a device that has not been measured (see [`crate::kinds`]): a slow
 /// phone's, so that its first chunk is small and the rate adapts from the first result.
@@ -52,6 +61,8 @@ pub(crate) struct JobBoard {
     pub(crate) speeds: BTreeMap<String, f64>,
     /// Accepted chunks per device since the object started.
     pub(crate) chunks_done: BTreeMap<String, u64>,
+    /// Replication and credibility.
+    pub(crate) verifier: Verifier,
 }
 
 /// The running job and its scheduler.
@@ -65,10 +76,53 @@ struct Active {
     /// to wire id, and back.
     wire_of: BTreeMap<LeaseId, u64>,
     restored: BTreeMap<u64, LeaseId>,
-    /// What each device contributed to the job: `(lo, hi, part)`, so that the parts of a
-    /// device quarantined later can be taken out again. (Without pixels: those are in storage,
-    /// by first row `lo`.) The same as the job's stored parts.
-    parts: BTreeMap<String, Vec<(u64, u64, Checked)>>,
+    /// The accepted parts by range, so that the parts of a device quarantined later can be
+    /// taken out again. (Without pixels: those are in storage, by first row.) The same as the
+    /// job's stored parts.
+    parts: BTreeMap<Range, Part>,
+}
+
+/// An accepted part of the running job.
+#[derive(Debug)]
+struct Part {
+    device: String,
+    checked: Checked,
+    digest: Digest,
+    confirmed_by: Vec<String>,
+    /// Waiting for a replica to agree.
+    open: bool,
+}
+
+impl Part {
+    fn record(&self, job_id: &str, (lo, hi): Range) -> PartRecord {
+        PartRecord {
+            job_id: job_id.to_owned(),
+            device_id: self.device.clone(),
+            lo,
+            hi,
+            result: self.checked.result.clone(),
+            inside: self.checked.inside,
+            digest: hex(&self.digest),
+            confirmed_by: self.confirmed_by.clone(),
+            open: self.open,
+        }
+    }
+}
+
+fn hex(digest: &Digest) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Digest> {
+    let mut digest = [0u8; 32];
+    if text.len() != 64 {
+        return None;
+    }
+    for (i, byte) in digest.iter_mut().enumerate() {
+        let at = i.checked_mul(2)?;
+        *byte = u8::from_str_radix(text.get(at..at.checked_add(2)?)?, 16).ok()?;
+    }
+    Some(digest)
 }
 
 impl Active {
@@ -95,6 +149,13 @@ impl Active {
 }
 
 impl JobBoard {
+    pub(crate) fn new(policy: crate::verify::VerifyPolicy) -> Self {
+        Self {
+            verifier: Verifier::new(policy),
+            ..Self::default()
+        }
+    }
+
     fn queued_first(&self) -> Option<String> {
         self.jobs
             .values()
@@ -121,7 +182,7 @@ impl SwarmCore {
         let Some(job_id) = running else {
             return;
         };
-        let mut restored: BTreeMap<String, Vec<(u64, u64, Checked)>> = BTreeMap::new();
+        let mut restored: BTreeMap<Range, Part> = BTreeMap::new();
         if let Some(job) = self.jobs.jobs.get_mut(&job_id) {
             let mine: Vec<PartRecord> = parts.into_iter().filter(|p| p.job_id == job_id).collect();
             // Rows written before parts were stored keep their merged progress.
@@ -138,10 +199,21 @@ impl SwarmCore {
                 };
                 kinds::merge(&mut job.result, &checked);
                 job.add_done(part.lo, part.hi);
-                restored
-                    .entry(part.device_id)
-                    .or_default()
-                    .push((part.lo, part.hi, checked));
+                // A part stored before digests were kept was accepted by the rules of its
+                // time and is not replicated now.
+                let digest = unhex(&part.digest);
+                let open = part.open && digest.is_some();
+                let digest = digest.unwrap_or_default();
+                restored.insert(
+                    (part.lo, part.hi),
+                    Part {
+                        device: part.device_id,
+                        checked,
+                        digest,
+                        confirmed_by: part.confirmed_by,
+                        open,
+                    },
+                );
             }
         }
         self.activate(now, job_id, restored, true);
@@ -158,6 +230,7 @@ impl SwarmCore {
             finished_ms: None,
             done_units: 0,
             done_ranges: Vec::new(),
+            replica_units: 0,
         };
         self.log(
             now,
@@ -228,10 +301,12 @@ impl SwarmCore {
             return;
         }
         let enabled = device.record.enabled;
+        let trusted = self.jobs.verifier.trusted(device_id);
         if let Some(active) = self.jobs.active.as_mut() {
             let rate = active.rate_of(speed);
             active.sched.set_device(device_id, workers, rate);
             active.sched.set_enabled(device_id, enabled);
+            active.sched.set_trusted(device_id, trusted);
         }
     }
 
@@ -336,7 +411,12 @@ impl SwarmCore {
                     ),
                 );
             }
+            let late: Vec<String> = expired.iter().map(|l| l.device.clone()).collect();
+            for device_id in &late {
+                self.jobs.verifier.expired(device_id);
+            }
             self.cancel_leases(&expired);
+            self.sync_credibility(&late);
         }
         self.dispatch(now);
     }
@@ -348,13 +428,10 @@ impl SwarmCore {
         device_id: &str,
         wire_id: u64,
         result: WorkResult,
-        compute_ms: Millis,
     ) {
         if wire_id >> EPOCH_SHIFT == 0 {
             let answer = crate::bench::known_answer(&result);
-            if !self.handle_check_result(now, conn, device_id, wire_id, answer) {
-                self.handle_bench_result(now, conn, device_id, wire_id, answer, compute_ms);
-            }
+            self.handle_bench_result(now, conn, device_id, wire_id, answer);
             return;
         }
         let Some(active) = self.jobs.active.as_mut() else {
@@ -377,58 +454,51 @@ impl SwarmCore {
             Ok(checked) => checked,
             Err(why) => return self.refuse_result(now, conn, device_id, &why),
         };
+        let digest = kinds::digest(&checked);
         let Some(active) = self.jobs.active.as_mut() else {
             return;
         };
         let job_id = active.job_id.clone();
-        let completion = active.sched.complete(now, device_id, lease_id, compute_ms);
-        let mut finished = active.sched.is_finished();
+        let completion = active.sched.complete(now, device_id, lease_id);
         self.touch_leases(device_id);
-        let Completion::Accepted { lo, hi, cancelled } = completion else {
-            return;
-        };
-        self.cancel_leases(&cancelled);
-        let chunks = self
-            .jobs
-            .chunks_done
-            .entry(device_id.to_owned())
-            .or_default();
-        *chunks = chunks.saturating_add(1);
-        self.accept_part(now, device_id, &job_id, (lo, hi), checked, &mut finished);
-        if !finished {
-            self.maybe_spot_check(now, device_id);
+        match completion {
+            Completion::Accepted { lo, hi, cancelled } => {
+                self.cancel_leases(&cancelled);
+                let chunks = self
+                    .jobs
+                    .chunks_done
+                    .entry(device_id.to_owned())
+                    .or_default();
+                *chunks = chunks.saturating_add(1);
+                self.accept_part(device_id, &job_id, (lo, hi), checked, digest);
+            }
+            Completion::Replica { lo, hi } => {
+                if let Some(job) = self.jobs.jobs.get_mut(&job_id) {
+                    job.replica_units = job.replica_units.saturating_add(hi.saturating_sub(lo));
+                }
+                self.replica_answer(now, device_id, (lo, hi), digest);
+            }
+            Completion::Duplicate | Completion::NotHolder | Completion::Unknown => return,
         }
-        if finished {
-            self.finish_active();
-            self.start_next_job(now);
-        }
+        self.finish_if_done(now);
         self.dispatch(now);
     }
 
     /// Merges a device's accepted part into its job, stores it (the part, not the job row),
-    /// remembers it (without its pixels) in case the device is quarantined later, and marks the
-    /// job done when it is: then the job row takes the merged result and the parts are deleted.
+    /// and hands it to the verifier, which may ask for a replica.
     fn accept_part(
         &mut self,
-        now: Millis,
         device_id: &str,
         job_id: &str,
-        (lo, hi): (u64, u64),
+        (lo, hi): Range,
         mut checked: Checked,
-        finished: &mut bool,
+        digest: Digest,
     ) {
         let Some(job) = self.jobs.jobs.get_mut(job_id) else {
             return;
         };
         kinds::merge(&mut job.result, &checked);
         job.add_done(lo, hi);
-        *finished |= kinds::satisfied(&job.spec, &job.result, &job.done_ranges);
-        if *finished {
-            kinds::finish(&job.spec, &mut job.result);
-            job.state = JobState::Done;
-            job.finished_ms = Some(now);
-        }
-        let record = job.clone();
         // The pixels are written before the part that counts them as done. A Mandelbrot
         // job's units are its rows, so the band starts at row `lo`.
         if let Some(counts) = checked.pixels.take() {
@@ -438,55 +508,140 @@ impl SwarmCore {
                 counts,
             });
         }
-        if *finished {
-            self.persist(StoreOp::PutJob(record.clone()));
-            self.persist(StoreOp::DeleteParts {
-                job_id: job_id.to_owned(),
-            });
-        } else {
-            self.persist(StoreOp::PutPart(PartRecord {
-                job_id: job_id.to_owned(),
-                device_id: device_id.to_owned(),
-                lo,
-                hi,
-                result: checked.result.clone(),
-                inside: checked.inside,
-            }));
-        }
+        let draw = self.rng.below(self.jobs.verifier.policy().audit_one_in);
+        let verdict = self.jobs.verifier.first(device_id, (lo, hi), digest, draw);
+        let open = matches!(verdict, Verdict::Replicate { .. });
+        let part = Part {
+            device: device_id.to_owned(),
+            checked,
+            digest,
+            confirmed_by: Vec::new(),
+            open,
+        };
+        self.persist(StoreOp::PutPart(part.record(job_id, (lo, hi))));
         if let Some(active) = self.jobs.active.as_mut() {
-            let parts = active.parts.entry(device_id.to_owned()).or_default();
-            parts.push((lo, hi, checked));
+            active.parts.insert((lo, hi), part);
         }
-        if *finished {
-            let took = now.saturating_sub(record.created_ms) as f64 / 1000.0;
-            let text = format!(
-                "job {} done in {took:.1} s: {}",
-                short(job_id),
-                kinds::describe_result(&record.result)
-            );
-            self.log(now, LogLevel::Info, text);
+        self.follow(verdict, (lo, hi));
+        self.sync_credibility(&[device_id.to_owned()]);
+    }
+
+    /// A replica's answer for a range: compared with the others by the verifier. A decided
+    /// range records its confirmers (or, when its first answer lost, is computed again); every
+    /// loser is quarantined.
+    fn replica_answer(&mut self, now: Millis, device_id: &str, range: Range, digest: Digest) {
+        let mut answered = self.jobs.verifier.answerers(range);
+        answered.push(device_id.to_owned());
+        let more_devices = self.devices.values().any(|d| {
+            d.conn.is_some() && d.record.enabled && !answered.contains(&d.record.device_id)
+        });
+        let verdict = self
+            .jobs
+            .verifier
+            .replica(device_id, range, digest, more_devices);
+        let mut involved = vec![device_id.to_owned()];
+        if let Verdict::Decided { winners, losers } = &verdict {
+            involved.extend(winners.iter().cloned());
+            if let Some(active) = self.jobs.active.as_mut() {
+                if let Some(part) = active.parts.get_mut(&range) {
+                    if winners.contains(&part.device) {
+                        part.open = false;
+                        for winner in winners {
+                            if *winner != part.device && !part.confirmed_by.contains(winner) {
+                                part.confirmed_by.push(winner.clone());
+                            }
+                        }
+                        let record = part.record(&active.job_id, range);
+                        self.persist(StoreOp::PutPart(record));
+                    }
+                }
+            }
+            for loser in losers {
+                self.quarantine(
+                    now,
+                    loser,
+                    "its result disagreed with the results of other devices for the same work",
+                );
+            }
+        }
+        self.follow(verdict, range);
+        self.sync_credibility(&involved);
+    }
+
+    /// Queues the replica a verdict asks for.
+    fn follow(&mut self, verdict: Verdict, (lo, hi): Range) {
+        let pick = self.rng.below(u64::MAX);
+        if let (Verdict::Replicate { exclude }, Some(active)) = (verdict, self.jobs.active.as_mut())
+        {
+            active.sched.replicate(lo, hi, exclude, pick);
         }
     }
 
-    /// A result that failed its check: nothing of it is kept, the device is quarantined
-    /// (disabled until the owner enables it again), told why and disconnected, and its leases
-    /// go back to the queue.
-    pub(crate) fn refuse_result(&mut self, now: Millis, conn: ConnId, device_id: &str, why: &str) {
-        let mut name = String::new();
-        if let Some(device) = self.devices.get_mut(device_id) {
-            device.record.enabled = false;
-            device.record.quarantined = true;
-            name.clone_from(&device.record.name);
-            let record = device.record.clone();
-            self.persist(StoreOp::PutDevice(record));
+    /// Copies the verifier's view of these devices' credibility into their records (one write
+    /// each when it changed), and holds back an untrusted device with too many open results.
+    fn sync_credibility(&mut self, devices: &[String]) {
+        for device_id in devices {
+            let credibility = self.jobs.verifier.credibility(device_id);
+            let trusted = self.jobs.verifier.trusted(device_id);
+            let open = self.jobs.verifier.open_of(device_id);
+            let workers = self.workers_of(device_id) as usize;
+            if let Some(active) = self.jobs.active.as_mut() {
+                let held = !trusted && open >= workers.max(1).saturating_mul(OPEN_PER_WORKER);
+                active.sched.set_held(device_id, held);
+                active.sched.set_trusted(device_id, trusted);
+            }
+            let Some(device) = self.devices.get_mut(device_id) else {
+                continue;
+            };
+            if device.record.credibility != credibility {
+                device.record.credibility = credibility;
+                let record = device.record.clone();
+                self.persist(StoreOp::PutDevice(record));
+            }
         }
-        self.security(
-            now,
-            "wrong result",
-            format!(
-                "device '{name}' returned a wrong result ({why}); quarantined until the owner enables it"
-            ),
+    }
+
+    /// The running job is done when every unit is (or, for a nonce search, its answer is
+    /// final) and no part waits for a replica: its row takes the merged result and its parts
+    /// are deleted, and the next job starts.
+    fn finish_if_done(&mut self, now: Millis) {
+        let Some(active) = self.jobs.active.as_ref() else {
+            return;
+        };
+        let Some(job) = self.jobs.jobs.get_mut(&active.job_id) else {
+            return;
+        };
+        let settled =
+            active.sched.replicas_pending() == 0 && !active.parts.values().any(|p| p.open);
+        let complete = active.sched.progress().0 >= active.sched.progress().1
+            || kinds::satisfied(&job.spec, &job.result, &job.done_ranges);
+        if !(settled && complete) {
+            return;
+        }
+        kinds::finish(&job.spec, &mut job.result);
+        job.state = JobState::Done;
+        job.finished_ms = Some(now);
+        let record = job.clone();
+        let job_id = record.job_id.clone();
+        self.persist(StoreOp::PutJob(record.clone()));
+        self.persist(StoreOp::DeleteParts {
+            job_id: job_id.clone(),
+        });
+        let took = now.saturating_sub(record.created_ms) as f64 / 1000.0;
+        let verified = record.replica_units as f64 / record.spec.units().max(1) as f64 * 100.0;
+        let text = format!(
+            "job {} done in {took:.1} s: {} ({verified:.0} % of its work computed again to verify it)",
+            short(&job_id),
+            kinds::describe_result(&record.result)
         );
+        self.log(now, LogLevel::Info, text);
+        self.finish_active();
+        self.start_next_job(now);
+    }
+
+    /// A result that failed its check: nothing of it is kept, the device is quarantined
+    /// and disconnected ([`SwarmCore::quarantine`]).
+    pub(crate) fn refuse_result(&mut self, now: Millis, conn: ConnId, device_id: &str, why: &str) {
         self.send(
             conn,
             &ToClient::Error {
@@ -496,34 +651,116 @@ impl SwarmCore {
                 retry_after_ms: None,
             },
         );
-        self.discard_parts(now, device_id);
-        self.close(now, conn, close_code::BAD_RESULT, "wrong result");
+        self.quarantine(now, device_id, why);
+        // Closed by `quarantine` when it is the device's current socket; a stale one too.
+        if self.conns.contains_key(&conn) {
+            self.close(now, conn, close_code::BAD_RESULT, "wrong result");
+        }
     }
 
-    /// Takes a quarantined device's accepted parts of the running job back out: out of the
-    /// merged result, the done ranges and the stored pixels, and back into the queue.
+    /// A device caught returning a wrong result is quarantined (disabled until the owner
+    /// enables it again) and disconnected; its parts of the running job are taken back out,
+    /// the parts it confirmed wait for a new replica, and its leases go back to the queue.
+    pub(crate) fn quarantine(&mut self, now: Millis, device_id: &str, why: &str) {
+        let mut name = String::new();
+        if let Some(device) = self.devices.get_mut(device_id) {
+            device.record.enabled = false;
+            device.record.quarantined = true;
+            name.clone_from(&device.record.name);
+        }
+        self.security(
+            now,
+            "wrong result",
+            format!(
+                "device '{name}' returned a wrong result ({why}); quarantined until the owner enables it"
+            ),
+        );
+        self.discard_parts(now, device_id);
+        let credibility = self.jobs.verifier.credibility(device_id);
+        if let Some(device) = self.devices.get_mut(device_id) {
+            device.record.credibility = credibility;
+            let record = device.record.clone();
+            self.persist(StoreOp::PutDevice(record));
+        }
+        if let Some(conn) = self.conn_of(device_id) {
+            self.close(now, conn, close_code::BAD_RESULT, "wrong result");
+        }
+    }
+
+    /// Takes a quarantined device's accepted parts of the running job back out (out of the
+    /// merged result, the done ranges and the stored pixels, and back into the queue), and
+    /// reopens the parts it alone confirmed.
     fn discard_parts(&mut self, now: Millis, device_id: &str) {
+        let again: Vec<(Range, Vec<String>, u64)> = self
+            .jobs
+            .verifier
+            .caught(device_id)
+            .into_iter()
+            .map(|(range, exclude)| (range, exclude, self.rng.below(u64::MAX)))
+            .collect();
         let Some(active) = self.jobs.active.as_mut() else {
             return;
         };
-        let parts = active.parts.remove(device_id).unwrap_or_default();
-        let redone: Vec<(u64, u64, Checked)> = parts
-            .into_iter()
-            .filter(|(lo, hi, _)| active.sched.redo(*lo, *hi))
-            .collect();
+        for ((lo, hi), exclude, pick) in again {
+            active.sched.replicate(lo, hi, exclude, pick);
+        }
         let job_id = active.job_id.clone();
         let image = matches!(active.spec, JobSpec::Mandelbrot { .. });
-        let Some(job) = self
+        let produced: Vec<Range> = active
+            .parts
+            .iter()
+            .filter(|(_, p)| p.device == device_id)
+            .map(|(range, _)| *range)
+            .collect();
+        let mut redone = Vec::new();
+        for (lo, hi) in produced {
+            if active.sched.redo(lo, hi) {
+                if let Some(part) = active.parts.remove(&(lo, hi)) {
+                    redone.push((lo, hi, part));
+                }
+            }
+        }
+        let mut reopened = Vec::new();
+        for (range, part) in &mut active.parts {
+            let before = part.confirmed_by.len();
+            part.confirmed_by.retain(|d| d != device_id);
+            if part.confirmed_by.len() != before && part.confirmed_by.is_empty() && !part.open {
+                part.open = true;
+                reopened.push((*range, part.device.clone(), part.digest));
+            }
+        }
+        for (range, producer, digest) in &reopened {
+            if let Verdict::Replicate { mut exclude } =
+                self.jobs.verifier.reopen(producer, *range, *digest)
+            {
+                exclude.push(device_id.to_owned());
+                let pick = self.rng.below(u64::MAX);
+                if let Some(active) = self.jobs.active.as_mut() {
+                    active.sched.replicate(range.0, range.1, exclude, pick);
+                }
+            }
+        }
+        let records: Vec<PartRecord> = self
             .jobs
-            .jobs
-            .get_mut(&job_id)
-            .filter(|_| !redone.is_empty())
-        else {
-            return;
-        };
-        for (lo, hi, part) in &redone {
-            kinds::unmerge(&mut job.result, part);
-            job.remove_done(*lo, *hi);
+            .active
+            .as_ref()
+            .map(|active| {
+                reopened
+                    .iter()
+                    .filter_map(|(range, _, _)| {
+                        active.parts.get(range).map(|p| p.record(&job_id, *range))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        for record in records {
+            self.persist(StoreOp::PutPart(record));
+        }
+        if let Some(job) = self.jobs.jobs.get_mut(&job_id) {
+            for (lo, hi, part) in &redone {
+                kinds::unmerge(&mut job.result, &part.checked);
+                job.remove_done(*lo, *hi);
+            }
         }
         for (lo, _, _) in &redone {
             if image {
@@ -537,15 +774,18 @@ impl SwarmCore {
                 lo: *lo,
             });
         }
-        self.log(
-            now,
-            LogLevel::Warn,
-            format!(
-                "{} chunk(s) of job {} from that device were discarded and will be computed again",
-                redone.len(),
-                short(&job_id)
-            ),
-        );
+        if !redone.is_empty() || !reopened.is_empty() {
+            self.log(
+                now,
+                LogLevel::Warn,
+                format!(
+                    "{} chunk(s) of job {} from that device were discarded and will be computed again; {} it confirmed will be checked again",
+                    redone.len(),
+                    short(&job_id),
+                    reopened.len()
+                ),
+            );
+        }
     }
 
     /// The jobs for the snapshot: the newest, oldest first.
@@ -569,6 +809,15 @@ impl SwarmCore {
             _ => 0.0,
         };
         let total = job.spec.units();
+        let unverified_units = match &self.jobs.active {
+            Some(active) if active.job_id == job.job_id => active
+                .parts
+                .iter()
+                .filter(|(_, p)| p.open)
+                .map(|((lo, hi), _)| hi.saturating_sub(*lo))
+                .fold(0u64, u64::saturating_add),
+            _ => 0,
+        };
         let eta_ms = (per_ms > 0.0 && job.state == JobState::Running)
             .then(|| (total.saturating_sub(job.done_units) as f64 / per_ms) as u64);
         JobView {
@@ -582,6 +831,8 @@ impl SwarmCore {
             created_ms: job.created_ms,
             finished_ms: job.finished_ms,
             result: job.result.clone(),
+            verify_units: job.replica_units,
+            unverified_units,
         }
     }
 
@@ -608,7 +859,7 @@ impl SwarmCore {
         &mut self,
         now: Millis,
         job_id: String,
-        parts: BTreeMap<String, Vec<(u64, u64, Checked)>>,
+        parts: BTreeMap<Range, Part>,
         restarted: bool,
     ) {
         // A fresh epoch, none that a held lease's wire id already carries.
@@ -639,9 +890,20 @@ impl SwarmCore {
                 sched.mark_done(*lo, *hi);
             }
         }
-        // Each part is marked on its own, so that it can be redone if its device is caught.
-        for (lo, hi, _) in parts.values().flatten() {
+        // Each part is marked on its own, so that it can be redone if its device is caught;
+        // the open ones wait for a replica again.
+        self.jobs.verifier.clear();
+        for ((lo, hi), part) in &parts {
             sched.mark_done(*lo, *hi);
+            if part.open {
+                if let Verdict::Replicate { exclude } =
+                    self.jobs
+                        .verifier
+                        .reopen(&part.device, (*lo, *hi), part.digest)
+                {
+                    sched.replicate(*lo, *hi, exclude, self.rng.below(u64::MAX));
+                }
+            }
         }
         self.jobs.active = Some(Active {
             job_id,
@@ -733,6 +995,7 @@ impl SwarmCore {
         let Some(mut active) = self.jobs.active.take() else {
             return;
         };
+        self.jobs.verifier.clear();
         for device_id in active.sched.devices() {
             self.touch_leases(&device_id);
         }
@@ -783,18 +1046,6 @@ impl SwarmCore {
             };
             (active.sched.in_flight(device_id), share)
         })
-    }
-
-    /// The running job's id and range, when it is a prime count.
-    pub(crate) fn running_prime_count(&self) -> Option<(String, u64, u64)> {
-        match self.jobs.active.as_ref()? {
-            Active {
-                job_id,
-                spec: JobSpec::PrimeCount { lo, hi },
-                ..
-            } => Some((job_id.clone(), *lo, *hi)),
-            _ => None,
-        }
     }
 
     /// Whether a job is running and the swarm hands out work (not paused or stopped).

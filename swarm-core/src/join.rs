@@ -10,7 +10,11 @@ use crate::core::{Device, Refusal, SwarmCore};
 use crate::invites::{refusal_text, Presented};
 use crate::records::{DeviceLink, DeviceRecord, GuessRecord, Session, StoreOp};
 use crate::secrets::hash_secret;
+use crate::verify::Credibility;
 use crate::{ConnId, Millis};
+
+/// How a device joined when it joined with the owner key: the owner vouches for it.
+const VOUCHED: &str = "with the owner key";
 
 impl SwarmCore {
     pub(crate) fn handle_hello(&mut self, now: Millis, conn: ConnId, hello: Hello) {
@@ -140,7 +144,7 @@ impl SwarmCore {
             None => Err(refused(ErrorCode::InviteRequired)),
             Some(JoinProof::OwnerKey { owner_key }) => {
                 if self.is_owner_key(&owner_key) {
-                    Ok("with the owner key")
+                    Ok(VOUCHED)
                 } else {
                     Err(refused(ErrorCode::BadOwnerKey))
                 }
@@ -211,7 +215,10 @@ impl SwarmCore {
             enabled: true,
             quarantined: false,
             score: None,
-            checks_passed: 0,
+            credibility: Credibility {
+                vouched: how == VOUCHED,
+                ..Credibility::default()
+            },
         };
         self.log(
             now,
@@ -219,6 +226,9 @@ impl SwarmCore {
             format!("device '{}' registered {how}", record.name),
         );
         self.persist(StoreOp::PutDevice(record.clone()));
+        self.jobs
+            .verifier
+            .load(&record.device_id, record.credibility);
         self.devices.insert(
             device_id.clone(),
             Device {

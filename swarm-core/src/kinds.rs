@@ -11,6 +11,8 @@ use kernels::mandelbrot::{colorize, pixel_escape_count, try_encode_png, View};
 use shared_protocol::{decode_counts, JobResult, JobSpec, WorkResult};
 
 use crate::secrets::Rng;
+use crate::verify::Digest;
+use sha2::{Digest as _, Sha256};
 
 /// Speed factors (per worker) are kept within these bounds, so a wild benchmark cannot size a
 /// chunk absurdly: no core today is several times a desktop core.
@@ -189,6 +191,30 @@ pub fn check(
         }
         (_, _) => Err("the result is of another kind than the job".into()),
     }
+}
+
+/// The canonical digest of a checked result, which replicas of the same range must match: the
+/// count, every pixel of a band, or the full nonce list (an empty one included).
+pub fn digest(part: &Checked) -> Digest {
+    let mut hash = Sha256::new();
+    match &part.result {
+        WorkResult::PrimeCount { count } => {
+            hash.update(b"prime_count\0");
+            hash.update(count.to_le_bytes());
+        }
+        WorkResult::Mandelbrot { .. } => {
+            hash.update(b"mandelbrot\0");
+            hash.update(part.pixels.as_deref().unwrap_or_default());
+        }
+        WorkResult::Sha256Search { nonces } => {
+            hash.update(b"sha256_search\0");
+            hash.update((nonces.len() as u64).to_le_bytes());
+            for nonce in nonces {
+                hash.update(nonce.to_le_bytes());
+            }
+        }
+    }
+    hash.finalize().into()
 }
 
 /// The result of a job nothing has been merged into.

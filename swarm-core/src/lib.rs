@@ -28,7 +28,6 @@
 
 mod audit;
 mod bench;
-mod checks;
 mod core;
 pub mod directory;
 mod invites;
@@ -40,6 +39,7 @@ mod owner;
 mod records;
 pub mod sched;
 mod secrets;
+pub mod verify;
 // The simulator runs only in tests and `cargo xtask bench`, on inputs it generates itself: no
 // input from outside reaches it.
 #[allow(
@@ -52,12 +52,11 @@ mod secrets;
 pub mod simulator;
 
 pub use crate::bench::BENCH_JOB_ID;
-pub use crate::checks::CHECK_SPAN;
 pub use crate::core::{Config, CreateError, Refusal, SwarmCore};
 pub use crate::jobs::UNMEASURED_SPEED;
 pub use crate::records::{
     DeviceLink, DeviceRecord, GuessRecord, HeldLease, InviteRecord, JobRecord, MemoryStore,
-    PartRecord, PendingBench, PendingCheck, Session, SocketAttachment, StoreOp, Stored, SwarmMeta,
+    PartRecord, PendingBench, Session, SocketAttachment, StoreOp, Stored, SwarmMeta,
     MAX_ATTACHED_LEASES,
 };
 pub use crate::secrets::{hash_secret, Rng};

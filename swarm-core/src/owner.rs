@@ -55,6 +55,7 @@ impl SwarmCore {
             }
             OwnerCommand::RemoveDevice { device_id } => {
                 let device = self.devices.remove(&device_id).ok_or_else(no_device)?;
+                self.jobs.verifier.forget_device(&device_id);
                 self.persist(StoreOp::DeleteDevice {
                     device_id: device_id.clone(),
                 });

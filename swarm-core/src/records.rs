@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use shared_protocol::{Capabilities, JobResult, JobSpec, JobState, RunState, WorkResult};
 
+use crate::verify::Credibility;
 use crate::{ConnId, Millis};
 
 /// The swarm's identity, written once at creation.
@@ -59,9 +60,10 @@ pub struct DeviceRecord {
     /// ([`crate::kinds`]).
     #[serde(default)]
     pub score: Option<f64>,
-    /// Spot checks it answered right (its trust so far; a wrong answer quarantines it).
+    /// Its verification record: streak of confirmed results, counts, whether the owner vouches
+    /// for it ([`crate::verify`]).
     #[serde(default)]
-    pub checks_passed: u64,
+    pub credibility: Credibility,
 }
 
 /// An invite as stored: only hashes of its token and short code.
@@ -91,6 +93,9 @@ pub struct JobRecord {
     pub done_units: u64,
     pub result: JobResult,
     pub done_ranges: Vec<(u64, u64)>,
+    /// Units computed again as replicas, to verify results (see [`crate::verify`]).
+    #[serde(default)]
+    pub replica_units: u64,
 }
 
 impl JobRecord {
@@ -162,6 +167,16 @@ pub struct PartRecord {
     /// Mandelbrot pixels of the band inside the set.
     #[serde(default)]
     pub inside: u64,
+    /// The canonical digest of the whole result, hex ([`crate::kinds::digest`]), that a
+    /// replica must match.
+    #[serde(default)]
+    pub digest: String,
+    /// The devices whose replicas agreed with it.
+    #[serde(default)]
+    pub confirmed_by: Vec<String>,
+    /// It waits for a replica to agree (the verifier drew it, or its device is not trusted).
+    #[serde(default)]
+    pub open: bool,
 }
 
 /// A wrong invite-code guess: when, and from which (hashed) source address. Kept so that the
@@ -240,9 +255,6 @@ pub struct DeviceLink {
     /// Cores it lends (`set_lend`); all of them when `None`. 0 pauses it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lend: Option<u16>,
-    /// The spot check it has not answered yet.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub check: Option<PendingCheck>,
     /// Leases of the running job it holds (at most [`MAX_ATTACHED_LEASES`]), so that their
     /// results still count after a restart.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -263,14 +275,6 @@ pub struct PendingBench {
     pub units: u64,
     pub expected: u64,
     pub sent_ms: Millis,
-}
-
-/// A spot check a device has not answered yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PendingCheck {
-    pub lease_id: u64,
-    pub expected: u64,
-    pub deadline_ms: Millis,
 }
 
 /// A lease a device holds: wire id, units `[lo, hi)`, when it was issued and its deadline.

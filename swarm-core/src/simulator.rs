@@ -269,10 +269,10 @@ pub fn run(scenario: &Scenario, policy: Policy, limit_ms: Millis) -> Outcome {
                     sim.start_work(i);
                 }
             }
-            Event::Report(i, id, compute_ms) => match policy {
+            Event::Report(i, id, _) => match policy {
                 Policy::Ours => {
                     if let Completion::Accepted { cancelled, .. } =
-                        sched.complete(t, &device_name(i), id, compute_ms)
+                        sched.complete(t, &device_name(i), id)
                     {
                         for lease in cancelled {
                             let holder = lease.device[1..]

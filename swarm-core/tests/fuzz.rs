@@ -11,9 +11,12 @@
 //! with it: the cost counters match what the glue saw, nothing is sent to a socket that is
 //! gone, sessions agree with their welcomes, a device registers only with a live invite or
 //! the owner key, owner state changes only with the owner key, a job progresses only by an
-//! accepted result for a lease its sender holds, an unbenchmarked device holds no job lease,
-//! an honest answer is never refused and a provably wrong one always is, and a restart keeps
-//! every job's progress.
+//! accepted first result for a lease its sender holds (never by a replica's), an untrusted
+//! device's result waits for a replica, an unbenchmarked device holds no job lease, an honest
+//! answer is never refused on the spot and a provably wrong one always is, a device is
+//! quarantined only for a wrong answer of its own or a vote it lost, a job's result is right
+//! unless a wrong answer could have got past replication, and a restart keeps every job's
+//! progress.
 //!
 //! `cargo test` runs a fixed budget of [`DEFAULT_INPUTS`] inputs (every `handle_*` call, every
 //! restart); `OSTRICH_FUZZ_INPUTS=N` runs more (`cargo xtask bench`), `OSTRICH_FUZZ_SEED=S`
@@ -36,11 +39,10 @@ use shared_protocol::{
     JobState, JobView, JoinProof, OwnerCommand, OwnerReply, RunState, SwarmSnapshot, ToClient,
     ToCoordinator, WelcomeRole, Work, WorkResult, MAX_NONCE_END, MAX_PRIME_END, PROTOCOL_VERSION,
 };
-use swarm_core::{
-    hash_secret, Config, ConnId, DeviceRecord, InviteRecord, Session, BENCH_JOB_ID, CHECK_SPAN,
-};
+use swarm_core::{hash_secret, Config, ConnId, DeviceRecord, InviteRecord, Session, BENCH_JOB_ID};
 
 use sim::{caps, Sim, OWNER_KEY};
+use swarm_core::verify::Credibility;
 
 /// Inputs the test command runs (at least; sequences are never cut short).
 const DEFAULT_INPUTS: u64 = 50_000;
@@ -116,6 +118,21 @@ fn fuzz() {
             tally.quarantined
         );
         assert!(tally.restarts > 20, "restarts: {}", tally.restarts);
+        assert!(
+            tally.replicas > 20,
+            "replica answers taken: {}",
+            tally.replicas
+        );
+        assert!(
+            tally.outvoted > 2,
+            "devices quarantined for a lost vote: {}",
+            tally.outvoted
+        );
+        assert!(
+            tally.healed > 0,
+            "jobs right despite a wrong answer: {}",
+            tally.healed
+        );
     }
 }
 
@@ -127,12 +144,19 @@ struct Tally {
     registered: u64,
     resumed: u64,
     leases: u64,
-    checks: u64,
+    /// Steps in which a job's replica units grew (a replica's answer was taken).
+    replicas: u64,
     owner_ok: u64,
     owner_refused: u64,
     progress: u64,
     jobs_done: u64,
     quarantined: u64,
+    /// Quarantines of a device whose answer lost a vote (not refused on the spot).
+    outvoted: u64,
+    /// Steps in which a quarantine took progress back out of a job.
+    caught_later: u64,
+    /// Jobs done with the right result although handed a wrong answer the cheap check passes.
+    healed: u64,
     restarts: u64,
     closes: BTreeMap<u16, u64>,
     /// Results handed to the core on device sockets, by what they answered and how well.
@@ -152,20 +176,24 @@ impl Tally {
             .map(|(what, n)| format!("{what}×{n}"))
             .collect();
         format!(
-            "{} steps, {} registrations, {} resumes, {} job leases, {} spot checks, \
+            "{} steps, {} registrations, {} resumes, {} job leases, {} replica answers taken, \
              {} owner commands done and {} refused, \
-             {} results accepted, {} jobs done, {} quarantines, {} restarts; answers {}; \
-             closes {}",
+             {} results accepted, {} jobs done ({} right despite a wrong answer), \
+             {} quarantines ({} outvoted), {} times progress taken back, {} restarts; \
+             answers {}; closes {}",
             thousands(self.steps),
             self.registered,
             self.resumed,
             self.leases,
-            self.checks,
+            self.replicas,
             self.owner_ok,
             self.owner_refused,
             self.progress,
             self.jobs_done,
+            self.healed,
             self.quarantined,
+            self.outvoted,
+            self.caught_later,
             self.restarts,
             answers.join(" "),
             closes.join(" ")
@@ -197,12 +225,15 @@ fn run_sequence(seq_seed: u64, hostile: &[String], tally: &mut Tally, trace: boo
     tally.registered += fuzzer.tally.registered;
     tally.resumed += fuzzer.tally.resumed;
     tally.leases += fuzzer.tally.leases;
-    tally.checks += fuzzer.tally.checks;
+    tally.replicas += fuzzer.tally.replicas;
     tally.owner_ok += fuzzer.tally.owner_ok;
     tally.owner_refused += fuzzer.tally.owner_refused;
     tally.progress += fuzzer.tally.progress;
     tally.jobs_done += fuzzer.tally.jobs_done;
     tally.quarantined += fuzzer.tally.quarantined;
+    tally.outvoted += fuzzer.tally.outvoted;
+    tally.caught_later += fuzzer.tally.caught_later;
+    tally.healed += fuzzer.tally.healed;
     tally.restarts += fuzzer.tally.restarts;
     for (code, n) in &fuzzer.tally.closes {
         *tally.closes.entry(*code).or_default() += n;
@@ -511,8 +542,6 @@ struct Held {
     job_id: String,
     work: Work,
     deadline_ms: u64,
-    /// A known-answer spot check (wire id of epoch 0), not a piece of the job.
-    check: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -555,11 +584,18 @@ struct Model {
     by_conn: BTreeMap<ConnId, usize>,
     creds: BTreeMap<String, DeviceCredential>,
     invites: Vec<KnownInvite>,
-    /// Jobs that were sent a result other than the right one: their final result is not
-    /// compared with the truth.
+    /// Jobs that a wrong answer may have got into unchecked (a trusted device's first result,
+    /// or two devices with the same wrong answer): their final result is not compared with the
+    /// truth.
     tainted: BTreeSet<String>,
+    /// Jobs that were handed a wrong answer that passed the cheap check (or an unknown one).
+    wrong: BTreeSet<String>,
     /// Lease ids answered already, with the answer (for duplicates).
     answered: VecDeque<(u64, WorkResult)>,
+    /// Every answer not provably wrong handed to the core for a job lease its sender held, by
+    /// job and range (a first result or a replica alike): the votes the verifier may have
+    /// counted.
+    votes: BTreeMap<(String, String), Vec<Vote>>,
     /// A device was named with the owner key in it (so a log line may quote it).
     owner_key_named: bool,
 }
@@ -574,10 +610,18 @@ enum Quality {
     Unknown,
 }
 
+/// One device's answer for a range of a job, as the verifier compares them.
+#[derive(Debug, Clone)]
+struct Vote {
+    device_id: String,
+    /// The answer in the form the core's digest covers (see [`answer_key`]).
+    key: String,
+    quality: Quality,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ChunkKind {
     Bench,
-    Check,
     Job,
     /// A result for a lease this socket does not hold (as far as the oracle knows).
     Stray,
@@ -593,6 +637,10 @@ struct ChunkSent {
     job_id: Option<String>,
     /// Job units the lease covers.
     units: u64,
+    /// The lease's range (`{work:?}`), for job leases.
+    range: Option<String>,
+    /// The answer as the core's digest covers it, for job leases.
+    key: Option<String>,
     /// The lease is held by another open device socket.
     foreign: bool,
 }
@@ -627,6 +675,8 @@ struct StepInfo {
     errors: Vec<(usize, ErrorCode)>,
     /// Snapshot before a restart, to compare with after it.
     before_restart: Option<SwarmSnapshot>,
+    /// Alarms the core handled in this step.
+    alarms: u64,
 }
 
 /// The state the checks compare before and after a step.
@@ -789,6 +839,7 @@ impl<'t> Fuzzer<'t> {
             self.sim.core.handle_alarm(self.sim.now);
             self.inputs += 1;
             self.core_alarms += 1;
+            self.info.alarms += 1;
             self.sim.drain();
         }
         self.sim.now = end;
@@ -801,12 +852,7 @@ impl<'t> Fuzzer<'t> {
             sock.last_seq_this_core = None;
             let kept: BTreeSet<u64> = match self.sim.attachments.get(&sock.conn).map(|a| &a.session)
             {
-                Some(Session::Device { link, .. }) => link
-                    .leases
-                    .iter()
-                    .map(|l| l.0)
-                    .chain(link.check.map(|c| c.lease_id))
-                    .collect(),
+                Some(Session::Device { link, .. }) => link.leases.iter().map(|l| l.0).collect(),
                 _ => BTreeSet::new(),
             };
             sock.leases.retain(|id, _| kept.contains(id));
@@ -1230,10 +1276,12 @@ impl<'t> Fuzzer<'t> {
                 let count = if self.g.chance(85) {
                     b.expected
                 } else {
-                    self.g.pick(&[b.expected + 1, b.expected - 1, 0, u64::MAX])
+                    self.g
+                        .pick(&[b.expected + 1, b.expected.saturating_sub(1), 0, u64::MAX])
                 };
-                // Slow devices (the slowest speed from about 5 s) get small chunks, so that
-                // jobs split into many leases, spot checks and partial progress.
+                // The claimed time is ignored: the core measures the wall time from the lease
+                // to the answer (the clock this fuzzer advances between them), so devices that
+                // answer late are slow and get small chunks.
                 let ms = self
                     .g
                     .pick(&[17, 15, 100, 5_000, 5_000, 9_000, 60_000, 0, 1, 86_400_000]);
@@ -1709,12 +1757,27 @@ impl<'t> Fuzzer<'t> {
             .values()
             .any(|j| matches!(j.state, JobState::Running | JobState::Queued));
         let few = |n: usize, w: u32| if n < 2 { w * 3 } else { w };
+        // A replica needs another device than the one that answered first (a disagreement a
+        // third): while results wait for one, more devices join.
+        let benched = devices
+            .iter()
+            .filter(|&&i| self.m.socks[i].benchmarked)
+            .count();
+        let waiting = self.sim.store.jobs.values().any(|j| {
+            j.state == JobState::Running
+                && self
+                    .sim
+                    .core
+                    .job(&j.job_id)
+                    .is_some_and(|v| v.unverified_units > 0)
+        });
+        let more = |w: u32| if waiting && benched < 3 { w * 3 } else { w };
         let weights = [
-            few(open.len(), 6), // 0 connect
+            more(few(open.len(), 6)), // 0 connect
             if awaiting.is_empty() {
                 0
             } else {
-                few(devices.len(), 12)
+                more(few(devices.len(), 12))
             }, // 1 device hello
             if awaiting.is_empty() { 0 } else { 5 }, // 2 dashboard hello
             if open.is_empty() { 0 } else { 5 }, // 3 heartbeat
@@ -1723,9 +1786,9 @@ impl<'t> Fuzzer<'t> {
             if holding.is_empty() { 0 } else { 30 }, // 6 lease answer
             if devices.is_empty() { 0 } else { 5 }, // 7 any result
             if open.is_empty() { 0 } else { 7 }, // 8 owner on a socket
-            10,                 // 9 owner over HTTP
-            9,                  // 10 advance
-            2,                  // 11 restart
+            10,                       // 9 owner over HTTP
+            9,                        // 10 advance
+            2,                        // 11 restart
             if open.is_empty() { 0 } else { 3 }, // 12 disconnect
             if open.is_empty() { 0 } else { 6 }, // 13 mutated message
             if open.is_empty() { 0 } else { 2 }, // 14 junk or size edge
@@ -2020,9 +2083,10 @@ impl<'t> Fuzzer<'t> {
             quality: Quality::Unknown,
             job_id: None,
             units: 0,
+            range: None,
+            key: None,
             foreign: false,
         };
-        let now = self.now();
         let sock = &mut self.m.socks[idx];
         if let Some(bench) = sock
             .bench
@@ -2042,17 +2106,6 @@ impl<'t> Fuzzer<'t> {
         }
         if let Some(held) = sock.leases.remove(&lease_id) {
             sent.job_id = Some(held.job_id.clone());
-            if held.check {
-                sent.kind = ChunkKind::Check;
-                let truth = right_answer(&held.work);
-                sent.quality = match truth {
-                    Some(t) if t == *result => Quality::Right,
-                    // A check past its deadline may already be forgotten.
-                    Some(_) if now < held.deadline_ms => Quality::Refutable,
-                    _ => Quality::Unknown,
-                };
-                return sent;
-            }
             sent.kind = ChunkKind::Job;
             sent.units = job_units(&held.work);
             sent.quality = if right_answer(&held.work).as_ref() == Some(result) {
@@ -2062,18 +2115,116 @@ impl<'t> Fuzzer<'t> {
             } else {
                 Quality::Unknown
             };
-            if sent.quality != Quality::Right {
-                self.m.tainted.insert(held.job_id);
+            if sent.quality == Quality::Refutable {
+                return sent; // refused: no vote
             }
+            let range = format!("{:?}", held.work);
+            let key = answer_key(result);
+            let votes = self
+                .m
+                .votes
+                .entry((held.job_id.clone(), range.clone()))
+                .or_default();
+            // Two devices with the same wrong answer outvote an honest one: the job's result
+            // may then be wrong. (A wrong answer of one device is caught by its replica, and a
+            // wrong first answer of a trusted device may not be replicated: see `check_jobs`.)
+            if sent.quality != Quality::Right
+                && votes
+                    .iter()
+                    .any(|v| v.device_id != device_id && v.key == key)
+            {
+                self.m.tainted.insert(held.job_id.clone());
+            }
+            if sent.quality != Quality::Right {
+                self.m.wrong.insert(held.job_id.clone());
+            }
+            votes.push(Vote {
+                device_id,
+                key: key.clone(),
+                quality: sent.quality,
+            });
+            sent.range = Some(range);
+            sent.key = Some(key);
             return sent;
         }
         sent.foreign = self.m.socks.iter().enumerate().any(|(i, s)| {
             i != idx
                 && s.open
                 && s.device_id.as_ref() != Some(&device_id)
-                && s.leases.get(&lease_id).is_some_and(|h| !h.check)
+                && s.leases.contains_key(&lease_id)
         });
         sent
+    }
+
+    /// Whether a device's quarantine in this step is explained by a vote it lost: a device
+    /// answered a range in this step (a replica, or a further answer after a disagreement),
+    /// the quarantined device had answered the same range (possibly in this step), and another
+    /// answer to it than the device's either had the votes of two other devices or came from
+    /// a device that joined with the owner key (the owner vouches for its answers). This is
+    /// what every rule of deciding a disagreement needs (`verify.rs`: two votes, a lead of
+    /// two votes while more devices could answer, a vouched device's word), whatever the lead.
+    ///
+    /// Returns the job and whether the losing answer was the right one and could only have
+    /// lost to two devices that gave the same wrong answer (not to a vouched device's).
+    fn lost_a_vote(&self, loser: &str) -> Option<(String, bool)> {
+        self.info.chunks.iter().find_map(|c| {
+            let (Some(job_id), Some(range)) = (&c.job_id, &c.range) else {
+                return None;
+            };
+            let votes = self.m.votes.get(&(job_id.clone(), range.clone()))?;
+            // A device may have answered a range more than once (a lease of it again after
+            // its part was taken out, or after a restart): any of its answers may be the one
+            // the verifier holds.
+            votes
+                .iter()
+                .filter(|lost| lost.device_id == loser)
+                .find_map(|lost| {
+                    let rivals: Vec<&Vote> = votes
+                        .iter()
+                        .filter(|w| w.device_id != loser && w.key != lost.key)
+                        .collect();
+                    let by_vouched = rivals.iter().any(|w| self.vouched(&w.device_id));
+                    let by_votes = rivals.iter().any(|w| {
+                        rivals
+                            .iter()
+                            .any(|v| v.key == w.key && v.device_id != w.device_id)
+                    });
+                    (by_vouched || by_votes).then(|| {
+                        (
+                            job_id.clone(),
+                            lost.quality == Quality::Right && !by_vouched,
+                        )
+                    })
+                })
+        })
+    }
+
+    /// Devices whose answer may have lost a vote in this step (see [`Fuzzer::lost_a_vote`]).
+    fn outvoted_this_step(&self) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for c in &self.info.chunks {
+            let (Some(job_id), Some(range)) = (&c.job_id, &c.range) else {
+                continue;
+            };
+            let Some(votes) = self.m.votes.get(&(job_id.clone(), range.clone())) else {
+                continue;
+            };
+            for v in votes {
+                if self.lost_a_vote(&v.device_id).is_some() {
+                    out.insert(v.device_id.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// The device joined with the owner key (as stored).
+    fn vouched(&self, device_id: &str) -> bool {
+        self.sim
+            .store
+            .devices
+            .get(device_id)
+            .is_some_and(|d| d.credibility.vouched)
     }
 
     // -- what came out ---------------------------------------------------------------------
@@ -2155,32 +2306,21 @@ impl<'t> Fuzzer<'t> {
                     let Work::PrimeCount { lo, hi } = work else {
                         panic!("a benchmark of another kind: {work:?}");
                     };
-                    let index =
-                        ((lo - kernels::bench::BENCH_BASE) / kernels::bench::BENCH_SPAN) as usize;
-                    let (b_lo, b_hi, expected) = kernels::bench::bench_range(index);
-                    assert_eq!(
-                        (lo, hi),
-                        (b_lo, b_hi),
-                        "a benchmark outside the known ranges"
+                    assert!(
+                        hi.checked_sub(lo) == Some(1 << 22),
+                        "a benchmark of another size: [{lo}, {hi})"
                     );
+                    assert!(
+                        lo >= 1 << 30 && hi <= (1 << 34) + (1 << 22),
+                        "a benchmark outside [2^30, 2^34): [{lo}, {hi})"
+                    );
+                    let expected = kernels::primes::count_primes(lo, hi);
                     sock.bench = Some(Bench { lease_id, expected });
-                } else if lease_id >> EPOCH_SHIFT == 0 {
-                    assert!(sock.benchmarked, "a spot check for an unbenchmarked device");
-                    self.tally.checks += 1;
-                    let Work::PrimeCount { lo, hi } = work else {
-                        panic!("a spot check of another kind: {work:?}");
-                    };
-                    assert!(hi - lo <= CHECK_SPAN && hi > lo);
-                    sock.leases.insert(
-                        lease_id,
-                        Held {
-                            job_id,
-                            work,
-                            deadline_ms,
-                            check: true,
-                        },
-                    );
                 } else {
+                    assert!(
+                        lease_id >> EPOCH_SHIFT != 0,
+                        "lease {lease_id} of epoch 0 (the benchmark's) for job {job_id}"
+                    );
                     assert!(
                         sock.benchmarked,
                         "socket {idx} was leased job work before answering its benchmark"
@@ -2206,7 +2346,6 @@ impl<'t> Fuzzer<'t> {
                             job_id,
                             work,
                             deadline_ms,
-                            check: false,
                         },
                     );
                 }
@@ -2289,6 +2428,26 @@ impl<'t> Fuzzer<'t> {
                     "a device registered without a live invite or the owner key: {hello:?}"
                 );
                 assert_eq!(credential.device_id, device_id);
+                // Only a device the owner's key brought in is trusted from the start.
+                let vouched = matches!(
+                    &hello.hello.role,
+                    HelloRole::Device {
+                        invite: Some(JoinProof::OwnerKey { .. }),
+                        ..
+                    }
+                );
+                assert_eq!(
+                    self.sim
+                        .store
+                        .devices
+                        .get(&device_id)
+                        .map(|d| d.credibility),
+                    Some(Credibility {
+                        vouched,
+                        ..Credibility::default()
+                    }),
+                    "the credibility of device {device_id}, just registered"
+                );
                 sock.role = Role::Device;
                 sock.device_id = Some(device_id.clone());
                 self.m.creds.insert(device_id, credential);
@@ -2396,6 +2555,7 @@ impl<'t> Fuzzer<'t> {
         self.check_registry(before, &after);
         self.check_owner_state(before, &after);
         self.check_results(before, &after);
+        self.check_credibility(before, &after);
         self.check_jobs(before, &after);
         if let Some(snapshot) = self.info.before_restart.take() {
             self.check_restart(&snapshot);
@@ -2463,12 +2623,7 @@ impl<'t> Fuzzer<'t> {
                             "socket {idx}: the benchmark gate disagrees with the answers sent"
                         );
                     }
-                    let told: BTreeSet<u64> = sock
-                        .leases
-                        .iter()
-                        .filter(|(_, h)| !h.check)
-                        .map(|(id, _)| *id)
-                        .collect();
+                    let told: BTreeSet<u64> = sock.leases.keys().copied().collect();
                     let kept: BTreeSet<u64> = link.leases.iter().map(|l| l.0).collect();
                     assert!(
                         kept.is_subset(&told),
@@ -2507,9 +2662,26 @@ impl<'t> Fuzzer<'t> {
         );
         for row in &snapshot.devices {
             let stored = &after.devices[&row.id];
+            let cred = &stored.credibility;
             assert_eq!(
-                (row.enabled, row.quarantined, &row.name),
-                (stored.enabled, stored.quarantined, &stored.name),
+                (
+                    row.enabled,
+                    row.quarantined,
+                    &row.name,
+                    row.trusted,
+                    row.confirmed,
+                    row.replicated,
+                    row.disputed
+                ),
+                (
+                    stored.enabled,
+                    stored.quarantined,
+                    &stored.name,
+                    cred.trusted(&config.verify),
+                    cred.confirmed,
+                    cred.replicated,
+                    cred.disputed
+                ),
                 "device {} in memory vs stored",
                 row.id
             );
@@ -2626,6 +2798,44 @@ impl<'t> Fuzzer<'t> {
                 "device {id} is quarantined but enabled"
             );
         }
+        // A quarantine follows a wrong answer of the device's own in this step (refused on the
+        // spot), or an answer in this step to a range the device had answered otherwise than
+        // two other devices or a vouched one (it lost the vote; see `lost_a_vote`).
+        for id in &newly_quarantined {
+            let own = self
+                .info
+                .chunks
+                .iter()
+                .any(|c| &c.device_id == *id && c.quality != Quality::Right);
+            if !own {
+                let Some((job_id, honest)) = self.lost_a_vote(id) else {
+                    panic!(
+                        "device {id} was quarantined without a wrong answer of its own or a lost \
+                         vote (results this step: {:?})",
+                        self.info.chunks
+                    );
+                };
+                if honest {
+                    assert!(
+                        self.m.tainted.contains(&job_id),
+                        "device {id}'s right answer lost a vote to two that agreed, yet no two \
+                         devices gave the same wrong answer in job {job_id}"
+                    );
+                }
+                self.tally.outvoted += 1;
+            }
+            for sock in &self.m.socks {
+                if sock.device_id.as_ref() == Some(*id)
+                    && self.info.may_receive.contains(&sock.conn)
+                {
+                    assert_eq!(
+                        self.sim.closed.get(&sock.conn),
+                        Some(&close_code::BAD_RESULT),
+                        "quarantined device {id}'s socket is not closed as BAD_RESULT"
+                    );
+                }
+            }
+        }
         if self.info.owner_authorized {
             return;
         }
@@ -2638,14 +2848,8 @@ impl<'t> Fuzzer<'t> {
                 continue;
             };
             if (a.enabled, a.quarantined) != (b.enabled, b.quarantined) {
-                let by_result = a.quarantined
-                    && !b.quarantined
-                    && !a.enabled
-                    && self
-                        .info
-                        .chunks
-                        .iter()
-                        .any(|c| &c.device_id == id && c.quality != Quality::Right);
+                // Explained above: its own wrong answer or a lost vote.
+                let by_result = a.quarantined && !b.quarantined && !a.enabled;
                 assert!(
                     by_result,
                     "device {id} went from enabled={} quarantined={} to enabled={} quarantined={} \
@@ -2698,12 +2902,16 @@ impl<'t> Fuzzer<'t> {
                     .is_some_and(|d| !d.quarantined);
             match (chunk.kind, chunk.quality) {
                 (_, Quality::Right) => {
+                    // Never refused by the check; it may lose a vote (to two devices with the
+                    // same wrong answer, or a vouched device's), which `check_owner_state`
+                    // looks into.
                     assert!(
-                        !quarantined && closed != Some(close_code::BAD_RESULT),
+                        (!quarantined && closed != Some(close_code::BAD_RESULT))
+                            || self.lost_a_vote(&chunk.device_id).is_some(),
                         "an honest answer was refused: {chunk:?}"
                     );
                 }
-                (ChunkKind::Bench | ChunkKind::Check | ChunkKind::Job, Quality::Refutable) => {
+                (ChunkKind::Bench | ChunkKind::Job, Quality::Refutable) => {
                     assert!(
                         closed.is_some(),
                         "a provably wrong answer was not refused: {chunk:?}"
@@ -2738,13 +2946,87 @@ impl<'t> Fuzzer<'t> {
         }
     }
 
-    /// Progress only by an accepted result for a lease its sender holds, never beyond the
-    /// job; finished jobs are frozen; results are sane, and right when every answer was.
+    /// A device's verification counts (as stored) only grow, the owner's vouching never
+    /// changes, and they are written only when the core handles a result or an alarm (an
+    /// expired lease).
+    ///
+    /// Not when a result came, though: the core writes the credibility of the devices a
+    /// verdict names (the sender, the winners, the losers), so a count of another device that
+    /// the verifier raised (the first answer's `disputed` when a replica disagrees with it, the
+    /// `replicated` of a part reopened by a quarantine or by a restart) reaches its row at that
+    /// device's next write, which may come with an alarm.
+    fn check_credibility(&self, before: &Obs, after: &Obs) {
+        for (id, a) in &after.devices {
+            let Some(b) = before.devices.get(id) else {
+                continue;
+            };
+            let (a, b) = (&a.credibility, &b.credibility);
+            assert!(
+                a.confirmed >= b.confirmed
+                    && a.replicated >= b.replicated
+                    && a.disputed >= b.disputed
+                    && a.expired >= b.expired
+                    && a.vouched == b.vouched,
+                "device {id}'s credibility went back: {b:?} → {a:?}"
+            );
+            if a.expired > b.expired {
+                assert!(
+                    self.info.alarms > 0,
+                    "device {id}'s lease expired without an alarm"
+                );
+            }
+            if (a.confirmed, a.replicated, a.disputed) != (b.confirmed, b.replicated, b.disputed) {
+                assert!(
+                    !self.info.chunks.is_empty() || self.info.alarms > 0,
+                    "device {id}'s verification counts changed without a result or an alarm: \
+                     {b:?} → {a:?}"
+                );
+            }
+        }
+    }
+
+    /// Progress only by an accepted first result for a lease its sender holds, never beyond
+    /// the job, and never by a replica's; an untrusted device's result waits for a replica;
+    /// progress goes back only with a quarantine; finished jobs are frozen; results are sane,
+    /// and right unless a wrong answer could have got past replication.
     fn check_jobs(&mut self, before: &Obs, after: &Obs) {
-        let quarantine = after
-            .devices
-            .iter()
-            .any(|(id, a)| a.quarantined && before.devices.get(id).is_some_and(|b| !b.quarantined));
+        // A device that loses a vote is quarantined and its parts are taken out, also when the
+        // owner has removed it meanwhile (then no row shows the quarantine).
+        let quarantine =
+            after.devices.iter().any(|(id, a)| {
+                a.quarantined && before.devices.get(id).is_some_and(|b| !b.quarantined)
+            }) || self
+                .outvoted_this_step()
+                .iter()
+                .any(|id| !after.devices.contains_key(id));
+        let restarted = self.info.before_restart.is_some();
+        let policy = self.sim.config.verify;
+        let trusted = |device_id: &str| {
+            [before, after].iter().any(|obs| {
+                obs.devices
+                    .get(device_id)
+                    .is_some_and(|d| d.credibility.trusted(&policy))
+            })
+        };
+        // A wrong answer taken as a job's first result for its range (the job progressed) is
+        // replicated, and so caught, unless its device is trusted (then only an audit may
+        // replicate it): such a job's result is not compared with the truth.
+        for chunk in &self.info.chunks {
+            let Some(job_id) = &chunk.job_id else {
+                continue;
+            };
+            let progressed = match (before.jobs.get(job_id), after.jobs.get(job_id)) {
+                (Some(b), Some(a)) => a.done_units > b.done_units,
+                _ => false,
+            };
+            if chunk.kind == ChunkKind::Job
+                && chunk.quality == Quality::Unknown
+                && progressed
+                && trusted(&chunk.device_id)
+            {
+                self.m.tainted.insert(job_id.clone());
+            }
+        }
         let running = after
             .jobs
             .values()
@@ -2758,6 +3040,10 @@ impl<'t> Fuzzer<'t> {
             assert!(
                 a.done_units <= a.total_units,
                 "job {id} is past its end: {a:?}"
+            );
+            assert!(
+                a.unverified_units <= a.done_units,
+                "job {id} has more units waiting for a replica than done: {a:?}"
             );
             check_job_result(a);
             match a.state {
@@ -2786,16 +3072,44 @@ impl<'t> Fuzzer<'t> {
             };
             if matches!(b.state, JobState::Done | JobState::Cancelled) {
                 assert_eq!(
-                    (a.state, a.done_units, &a.result),
-                    (b.state, b.done_units, &b.result),
+                    (a.state, a.done_units, &a.result, a.verify_units),
+                    (b.state, b.done_units, &b.result, b.verify_units),
                     "finished job {id} changed"
                 );
                 continue;
             }
+            // Replica units are kept in the job's row, which is written when its state changes:
+            // a restart may take a running job's back (see `check_restart`).
+            if !restarted {
+                assert!(
+                    a.verify_units >= b.verify_units,
+                    "job {id}'s replica units went down: {b:?} → {a:?}"
+                );
+            }
+            if a.verify_units > b.verify_units {
+                let delta = a.verify_units - b.verify_units;
+                let by = self.info.chunks.iter().find(|c| {
+                    c.kind == ChunkKind::Job
+                        && c.job_id.as_ref() == Some(id)
+                        && c.quality != Quality::Refutable
+                        && delta <= c.units
+                });
+                assert!(
+                    by.is_some(),
+                    "job {id}'s replica units grew by {delta} without an answer for a lease held \
+                     (results this step: {:?})",
+                    self.info.chunks
+                );
+                assert!(
+                    a.done_units <= b.done_units,
+                    "a replica's answer added progress to job {id}: {b:?} → {a:?}"
+                );
+                self.tally.replicas += 1;
+            }
             if a.state == JobState::Done {
                 self.tally.jobs_done += 1;
-                if !self.m.tainted.contains(id) {
-                    check_job_truth(a);
+                if !self.m.tainted.contains(id) && check_job_truth(a) && self.m.wrong.contains(id) {
+                    self.tally.healed += 1;
                 }
             }
             if a.done_units > b.done_units {
@@ -2812,11 +3126,35 @@ impl<'t> Fuzzer<'t> {
                      (results this step: {:?})",
                     self.info.chunks
                 );
+                // An untrusted device's first result (any but a vouched device's, when every
+                // result is audited) waits for a replica: the job cannot be done with it.
+                if let Some(c) = by {
+                    let audited = policy.audit_one_in == 1 && !self.vouched(&c.device_id);
+                    if !trusted(&c.device_id) || audited {
+                        assert!(
+                            a.state == JobState::Running
+                                && a.unverified_units >= b.unverified_units + delta,
+                            "job {id} took a result of device {} (trusted: {}, {policy:?}) \
+                             without waiting for a replica: {b:?} → {a:?}",
+                            c.device_id,
+                            trusted(&c.device_id)
+                        );
+                    }
+                }
                 self.tally.progress += 1;
             } else if a.done_units < b.done_units {
                 assert!(quarantine, "job {id} lost progress without a quarantine");
+                self.tally.caught_later += 1;
             }
-            if a.result != b.result && a.done_units == b.done_units && !quarantine {
+            // A job may now finish on a replica's answer (the last open range settled), which
+            // adds no progress: finishing keeps a search's smallest `want` nonces.
+            let finished_now = b.state == JobState::Running && a.state == JobState::Done;
+            let changed = if finished_now {
+                a.result != finished_form(&b.spec, &b.result)
+            } else {
+                a.result != b.result
+            };
+            if changed && a.done_units == b.done_units && !quarantine {
                 panic!("job {id}'s result changed without progress: {b:?} → {a:?}");
             }
         }
@@ -2844,7 +3182,7 @@ impl<'t> Fuzzer<'t> {
                         row.quarantined,
                         &row.capabilities,
                         row.score,
-                        row.checks_passed,
+                        (row.trusted, row.confirmed, row.replicated, row.disputed),
                         row.registered_ms,
                         row.status
                     ),
@@ -2854,7 +3192,7 @@ impl<'t> Fuzzer<'t> {
                         old.quarantined,
                         &old.capabilities,
                         old.score,
-                        old.checks_passed,
+                        (old.trusted, old.confirmed, old.replicated, old.disputed),
                         old.registered_ms,
                         old.status
                     ),
@@ -2863,6 +3201,9 @@ impl<'t> Fuzzer<'t> {
                 );
             }
         }
+        // A running job's replica units (`verify_units`) are not compared: they are kept in the
+        // job's row, which is written only when the job's state changes, so a restart takes
+        // them back to the last such write. Its progress and result are rebuilt from its parts.
         for job in &before.jobs {
             let now = self
                 .sim
@@ -2964,7 +3305,10 @@ impl<'t> Fuzzer<'t> {
 fn gen_config(g: &mut Gen) -> Config {
     let mut c = Config::default();
     if g.chance(50) {
-        c.spot_check_one_in = g.pick(&[0, 1, 1, 2, 10]);
+        c.verify.audit_one_in = g.pick(&[1, 2, 16]);
+    }
+    if g.chance(50) {
+        c.verify.trust_after = g.pick(&[0, 1, 3, 110]);
     }
     if g.chance(15) {
         c.message_burst = g.pick(&[1, 3, 10]);
@@ -3029,6 +3373,19 @@ fn right_answer(work: &Work) -> Option<WorkResult> {
         Work::Sha256Search { lo, hi, .. } => hi - lo <= 50_000,
     };
     cheap.then(|| client::work::compute(work).ok()).flatten()
+}
+
+/// A result as the core's digest of it covers it (`kinds::digest`): the count, the decoded
+/// pixels (not their encoding), the nonces.
+fn answer_key(result: &WorkResult) -> String {
+    match result {
+        WorkResult::PrimeCount { count } => format!("primes {count}"),
+        WorkResult::Mandelbrot { counts } => match decode_counts(counts) {
+            Ok(pixels) => format!("pixels {pixels:?}"),
+            Err(_) => format!("undecodable {counts:?}"),
+        },
+        WorkResult::Sha256Search { nonces } => format!("nonces {nonces:?}"),
+    }
 }
 
 fn other_kind(work: &Work) -> WorkResult {
@@ -3125,14 +3482,28 @@ fn check_job_result(job: &JobView) {
     }
 }
 
-/// A job every answer of which was right has the right result.
-fn check_job_truth(job: &JobView) {
+/// A running job's merged result as finishing it leaves it (`kinds::finish`): a search keeps
+/// its smallest `want` nonces.
+fn finished_form(spec: &JobSpec, result: &JobResult) -> JobResult {
+    match (spec, result) {
+        (JobSpec::Sha256Search { want, .. }, JobResult::Sha256Search { nonces }) => {
+            JobResult::Sha256Search {
+                nonces: nonces.iter().take(*want as usize).copied().collect(),
+            }
+        }
+        _ => result.clone(),
+    }
+}
+
+/// A job that no wrong answer could get past replication into has the right result. Whether
+/// it was compared (the truth is cheap to compute, and the job was computed to its end).
+fn check_job_truth(job: &JobView) -> bool {
     let whole = job.spec.work(0, job.total_units);
     if job.done_units != job.total_units {
-        return; // a search satisfied early: its nonces were checked one by one
+        return false; // a search satisfied early: its nonces were checked one by one
     }
     let Some(truth) = right_answer(&whole) else {
-        return;
+        return false;
     };
     let expected = match (&job.spec, truth) {
         (_, WorkResult::PrimeCount { count }) => JobResult::PrimeCount { count },
@@ -3147,12 +3518,14 @@ fn check_job_truth(job: &JobView) {
             }
         }
         (_, WorkResult::Sha256Search { nonces }) => JobResult::Sha256Search { nonces },
-        (_, WorkResult::Mandelbrot { .. }) => return,
+        (_, WorkResult::Mandelbrot { .. }) => return false,
     };
     assert_eq!(
         job.result, expected,
-        "a job computed honestly has a wrong result: {job:?}"
+        "a job has a wrong result, though every wrong answer it got should have been caught \
+         by replication: {job:?}"
     );
+    true
 }
 
 /// `[lo, hi)` runs of bytes matching `keep`.

@@ -152,7 +152,14 @@ test("an invite's QR code brings a second browser into the swarm, live", async (
   await again.page.getByTestId("bench-score").filter({ hasText: "reference core" }).waitFor({ timeout: 15000 });
   await row.getByTestId("device-score").filter({ hasText: "×" }).waitFor({ timeout: 8000 });
 
-  // A job submitted from the dashboard is computed by the device's Web Workers; its result
+  // A second invited browser joins: devices that joined by invite are not trusted, so each
+  // one's results are computed again by the other before they count.
+  const laptop = await launchProfile();
+  let laptopPage = new DevicePage(await laptop.context.newPage());
+  await laptopPage.open(invite.link);
+  await laptopPage.page.getByTestId("bench-score").filter({ hasText: "reference core" }).waitFor({ timeout: 15000 });
+
+  // A job submitted from the dashboard is computed by the devices' Web Workers; its result
   // shows on the dashboard and at the JSON endpoint.
   await ownerPage.getByTestId("job-lo").fill("0");
   await ownerPage.getByTestId("job-hi").fill("100000000");
@@ -183,7 +190,9 @@ test("an invite's QR code brings a second browser into the swarm, live", async (
   assert.ok(served.equals(readFileSync(REFERENCE.png)), "the swarm's PNG equals the native render");
   await ownerPage.getByTestId("job-kind").selectOption("prime_count");
 
-  // Pausing on the device page stops its work; resuming finishes the next job.
+  // Pausing on the device page stops its work (the laptop is closed meanwhile); resuming
+  // finishes the next job, once the laptop is back to verify it.
+  await laptopPage.page.close();
   await again.page.getByTestId("pause-device").click();
   await again.page.getByTestId("pause-device").filter({ hasText: "Resume" }).waitFor();
   await ownerPage.getByTestId("job-hi").fill("20000000");
@@ -194,6 +203,8 @@ test("an invite's QR code brings a second browser into the swarm, live", async (
   assert.equal(await second.getAttribute("data-state"), "running");
   assert.match(await second.getByTestId("job-result").textContent(), /^0\.0 % · 0 primes so far$/, "a paused device computes nothing");
   await again.page.getByTestId("pause-device").click();
+  laptopPage = new DevicePage(await laptop.context.newPage());
+  await laptopPage.open(`${BASE}/s/${dashboard.swarmId()}/device`);
   await ownerPage.locator('[data-testid="job-row"][data-state="done"]').filter({ hasText: "1270607 primes" }).waitFor({ timeout: 60000 });
 
   // The owner removes the device: its page says so and it cannot come back.
@@ -203,6 +214,7 @@ test("an invite's QR code brings a second browser into the swarm, live", async (
 
   assert.deepEqual(owner.errors, [], "no errors in the owner's pages");
   assert.deepEqual(phone.errors.filter((e) => !e.includes("WebSocket")), [], "no errors in the device's pages");
+  assert.deepEqual(laptop.errors.filter((e) => !e.includes("WebSocket")), [], "no errors in the laptop's pages");
 });
 
 test("a short code typed on the start page joins; used-up and revoked invites are explained", async () => {

@@ -635,13 +635,14 @@ fn guesses_across_kill9(persist: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-/// A cheat lies on the large prime chunks and answers the small spot checks right; workerd is
-/// killed with `kill -9`; after the restart the cheat reconnects, lies on a check too and is
-/// caught: every lie, before and after the restart, is taken out, and π(10⁸) comes out exact.
+/// A cheat that joined by invite lies on its prime chunks: they are merged but wait for a
+/// replica (nobody else is there to compute one). workerd is killed with `kill -9`; after the
+/// restart the cheat reconnects and one of the owner's own devices joins: its replicas
+/// contradict the cheat, which is quarantined; every lie, from before the restart, is taken
+/// out, and π(10⁸) comes out exact.
 fn lies_across_kill9(persist: &std::path::Path) -> Result<()> {
     let _ = std::fs::remove_dir_all(persist);
-    let mut vars = short_timeouts();
-    vars.push(("SPOT_CHECK_ONE_IN".into(), "1".into()));
+    let vars = short_timeouts();
     let mut w = start(persist, vars.clone())?;
     let swarm = create(&w)?;
     let (mut cheat, cred) = join(&w, &swarm, "cheat")?;
@@ -654,46 +655,55 @@ fn lies_across_kill9(persist: &std::path::Path) -> Result<()> {
     let OwnerReply::JobSubmitted { job_id } = owner(&w, &swarm, &submit)? else {
         bail!("expected a job id")
     };
-    // Benchmarks count numbers near 10⁹, beyond the job; checks are CHECK_SPAN numbers.
+    // Benchmarks count numbers from 2³⁰ on, beyond the job.
     let is_benchmark =
         |work: &Work| matches!(work, Work::PrimeCount { lo, .. } if *lo >= 100_000_000);
-    let is_check = |work: &Work| matches!(work, Work::PrimeCount { lo, hi } if hi - lo == swarm_core::CHECK_SPAN);
     let lies = std::cell::Cell::new(0);
     work(
         &mut cheat,
         Instant::now() + 10 * SECOND,
         |work| {
-            if is_benchmark(work) || is_check(work) {
+            if is_benchmark(work) {
                 None
             } else {
                 lies.set(lies.get() + 1);
                 Some(WorkResult::PrimeCount { count: 1 })
             }
         },
-        || lies.get() >= 3,
+        || lies.get() >= 1,
     )?;
     let lies = lies.get();
-    ensure!(lies >= 3, "the cheat lied only {lies} times");
+    ensure!(lies >= 1, "the cheat never lied");
     let before = await_job(&w.base, &swarm.id, &job_id, Duration::ZERO)?;
-    ensure!(before.done_units > 0, "its lies were accepted: {before:?}");
+    ensure!(
+        before.done_units > 0 && before.unverified_units == before.done_units,
+        "its lies were merged, unverified: {before:?}"
+    );
     w.kill9();
 
     let w = start(persist, vars)?;
-    let (mut cheat, _) = welcomed(&w, &swarm, &device("cheat", Some(cred), None))?;
-    // Now it lies on everything but its benchmark; the first check after a chunk catches it.
-    work(
-        &mut cheat,
-        Instant::now() + 20 * SECOND,
-        |work| (!is_benchmark(work)).then_some(WorkResult::PrimeCount { count: 1 }),
-        || false,
-    )
-    .ok();
-    // An honest device computes the rest.
-    let (mut honest, _) = join(&w, &swarm, "honest")?;
+    let (mut cheat, _) = welcomed(&w, &swarm, &device("cheat", Some(cred.clone()), None))?;
+    let after = await_job(&w.base, &swarm.id, &job_id, Duration::ZERO)?;
+    ensure!(
+        after.unverified_units == before.unverified_units,
+        "still waiting for a replica after the restart: {after:?}"
+    );
+    // One of the owner's devices joins and computes the replicas and the rest; the cheat keeps
+    // lying on whatever it gets.
+    let mine = JoinProof::OwnerKey {
+        owner_key: swarm.owner_key.clone(),
+    };
+    let (mut honest, _) = welcomed(&w, &swarm, &device("mine", None, Some(mine)))?;
     let deadline = Instant::now() + 120 * SECOND;
     let mut done = None;
     while Instant::now() < deadline {
         work(&mut honest, Instant::now() + 2 * SECOND, |_| None, || false)?;
+        let _ = work(
+            &mut cheat,
+            Instant::now() + Duration::from_millis(100),
+            |work| (!is_benchmark(work)).then_some(WorkResult::PrimeCount { count: 1 }),
+            || false,
+        );
         let job = await_job(&w.base, &swarm.id, &job_id, Duration::ZERO)?;
         if job.state == shared_protocol::JobState::Done {
             done = Some(job);
@@ -706,5 +716,17 @@ fn lies_across_kill9(persist: &std::path::Path) -> Result<()> {
         "π(10^8) came out as {:?}",
         job.result
     );
+    // The cheat is quarantined, and its credential no longer gets work.
+    let (mut dash, _) = welcomed(&w, &swarm, &dashboard(Some(&swarm.owner_key)))?;
+    let snap = dash.recv_until(5 * SECOND, |m| match m {
+        ToClient::Snapshot(snap) => Some(snap.clone()),
+        _ => None,
+    })?;
+    let row = snap
+        .devices
+        .iter()
+        .find(|d| d.id == cred.device_id)
+        .context("the cheat's row")?;
+    ensure!(row.quarantined && row.disputed > 0, "{row:?}");
     Ok(())
 }

@@ -250,6 +250,30 @@ fn join_device(
     Ok((ws, credential))
 }
 
+/// Joins one of the owner's own devices (with the owner key: its results are not replicated)
+/// and answers its benchmark.
+fn join_owned_device(w: &Wrangler, swarm: &TestSwarm, name: &str) -> Result<WsClient> {
+    let mut ws = WsClient::connect(&w.ws_url(&swarm.swarm_id))?;
+    ws.send(&new_device_hello(
+        name,
+        JoinProof::OwnerKey {
+            owner_key: swarm.owner_key.clone(),
+        },
+    ))?;
+    ensure!(
+        matches!(ws.recv_message(5 * SECOND)?, ToClient::Welcome { .. }),
+        "{name} was not welcomed"
+    );
+    let (lease_id, work) = next_benchmark(&mut ws)?;
+    let result = client::work::compute(&work).map_err(anyhow::Error::msg)?;
+    ws.send(&ToCoordinator::ChunkResult {
+        lease_id,
+        result,
+        compute_ms: 17,
+    })?;
+    Ok(ws)
+}
+
 /// The benchmark lease a device gets after its welcome.
 fn next_benchmark(ws: &mut WsClient) -> Result<(u64, Work)> {
     ws.recv_until(5 * SECOND, |m| match m {
@@ -1089,7 +1113,10 @@ fn prime_job(w: &Wrangler) -> Result<()> {
     let stop = AtomicBool::new(false);
     let url = w.ws_url(&swarm.swarm_id);
     let job_id = std::thread::scope(|scope| -> Result<String> {
+        // Devices that joined by invite are not trusted: each result is computed again by
+        // another device before it counts, so a third one is there when "flaky" leaves.
         let steady = scope.spawn(|| compute_device(&url, &swarm.token, "steady", &stop, false));
+        let other = scope.spawn(|| compute_device(&url, &swarm.token, "other", &stop, false));
         let flaky = scope.spawn(|| compute_device(&url, &swarm.token, "flaky", &stop, true));
         std::thread::sleep(Duration::from_millis(500));
         let submit = OwnerCommand::SubmitJob {
@@ -1105,6 +1132,7 @@ fn prime_job(w: &Wrangler) -> Result<()> {
         let outcome = await_job(&w.base, &swarm.swarm_id, &job_id, Duration::from_secs(180))?;
         stop.store(true, Ordering::Relaxed);
         let answered = steady.join().expect("device thread")?;
+        let answered_other = other.join().expect("device thread")?;
         flaky.join().expect("device thread")?;
         ensure!(
             outcome.state == JobState::Done,
@@ -1114,7 +1142,11 @@ fn prime_job(w: &Wrangler) -> Result<()> {
             outcome.result == JobResult::PrimeCount { count: 5_761_455 },
             "π(10^8): {outcome:?}"
         );
-        ensure!(outcome.done_units == 100_000_000 && answered > 0);
+        ensure!(outcome.done_units == 100_000_000 && answered + answered_other > 0);
+        ensure!(
+            outcome.verify_units >= outcome.total_units && outcome.unverified_units == 0,
+            "every result was confirmed by a second device: {outcome:?}"
+        );
         Ok(job_id)
     })?;
     // The result is stored: it is in the snapshot and at the endpoint.
@@ -1227,8 +1259,6 @@ fn mandelbrot_job(w: &Wrangler) -> Result<()> {
 }
 
 /// Every message each socket receives within `window`, while all of them keep heartbeating.
-/// Spot checks (prime-count leases of exactly `CHECK_SPAN` numbers) are answered right at
-/// once and left out, as an honest device would answer them.
 fn gather_all(sockets: &mut [&mut WsClient], window: Duration) -> Result<Vec<Vec<ToClient>>> {
     let end = Instant::now() + window;
     let mut got = vec![Vec::new(); sockets.len()];
@@ -1242,19 +1272,6 @@ fn gather_all(sockets: &mut [&mut WsClient], window: Duration) -> Result<Vec<Vec
         }
         for (ws, got) in sockets.iter_mut().zip(&mut got) {
             match ws.recv(Duration::from_millis(50)) {
-                Ok(Received::Message(ToClient::Lease {
-                    lease_id,
-                    work: Work::PrimeCount { lo, hi },
-                    ..
-                })) if hi - lo == swarm_core::CHECK_SPAN => {
-                    ws.send(&ToCoordinator::ChunkResult {
-                        lease_id,
-                        result: WorkResult::PrimeCount {
-                            count: kernels::primes::count_primes(lo, hi),
-                        },
-                        compute_ms: 1,
-                    })?;
-                }
                 Ok(Received::Message(msg)) => got.push(msg),
                 Ok(Received::Closed(code)) => bail!("closed: {code:?}"),
                 Err(_) => {}
@@ -1306,7 +1323,8 @@ fn lease_rules(w: &Wrangler) -> Result<()> {
             compute_ms,
         })
     };
-    let (mut a, _) = join_device(w, &swarm, "a")?;
+    // The owner's own devices: the lease rules without replicas in between.
+    let mut a = join_owned_device(w, &swarm, "a")?;
     let OwnerReply::JobSubmitted { job_id } = set(OwnerCommand::SubmitJob {
         job: JobSpec::PrimeCount { lo: 0, hi: 1 << 44 },
     })?
@@ -1315,7 +1333,7 @@ fn lease_rules(w: &Wrangler) -> Result<()> {
     };
     // Quota: 8 lent cores + 1 prefetched, and no more while none is answered.
     let quota = usize::from(caps().cores) + 1;
-    let (mut b, _) = join_device(w, &swarm, "b")?;
+    let mut b = join_owned_device(w, &swarm, "b")?;
     let mut both = [&mut a, &mut b];
     let [to_a, to_b] = <[_; 2]>::try_from(gather_all(&mut both, 2 * SECOND)?).expect("two");
     let (held, b_held) = (job_leases(&to_a), job_leases(&to_b));
@@ -1328,16 +1346,17 @@ fn lease_rules(w: &Wrangler) -> Result<()> {
     answer(&mut b, held[0].0, 10)?;
     expect_error(&mut b, ErrorCode::Forbidden)?;
 
-    // A's first result is accepted once; it took 8× its benchmark's promise, so its next
-    // chunk is smaller. The repeat changes nothing.
+    // A's first result is accepted once; whatever time it claims (1 ms), its rate is what the
+    // coordinator measured and may grow by at most 1.3× per result, so its next chunk is at
+    // most 1.3× larger. The repeat changes nothing.
     let (lease_id, lo, hi) = held[0];
-    answer(&mut a, lease_id, 16_000)?;
+    answer(&mut a, lease_id, 1)?;
     let got = gather_all(&mut [&mut a, &mut b], SECOND)?;
     let refill = job_leases(&got[0]);
     ensure!(refill.len() == 1, "one lease refills the quota: {refill:?}");
     ensure!(
-        refill[0].2 - refill[0].1 < hi - lo,
-        "a slower device gets a smaller chunk: {refill:?} after [{lo}, {hi})"
+        (refill[0].2 - refill[0].1) as f64 <= (hi - lo) as f64 * swarm_core::sched::MAX_RATE_GROWTH,
+        "a claimed 1 ms does not buy a large chunk: {refill:?} after [{lo}, {hi})"
     );
     answer(&mut a, lease_id, 16_000)?;
     let got = gather_all(&mut [&mut a, &mut b], SECOND)?;

@@ -11,8 +11,33 @@ const LIMIT_MS: u64 = 6 * 3_600_000;
 pub fn all() -> anyhow::Result<()> {
     simulator_table();
     scheduler_throughput();
+    sabotage_table()?;
     fuzz_rate()?;
     crate::kernels_bench::table()
+}
+
+/// Jobs per row of the saboteur table (the 20 % rows alone then total over 10,000).
+const SABOTAGE_JOBS: &str = "1700";
+
+/// Verification against saboteurs (`swarm-core/tests/sabotage.rs`), release build.
+fn sabotage_table() -> anyhow::Result<()> {
+    crate::run(
+        crate::cargo()
+            .args([
+                "test",
+                "--release",
+                "--quiet",
+                "-p",
+                "swarm-core",
+                "--test",
+                "sabotage",
+                "sabotage_table",
+                "--",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env("OSTRICH_SABOTAGE_JOBS", SABOTAGE_JOBS),
+    )
 }
 
 /// Inputs the benchmark's fuzz run hands the core (the test command runs 50,000).
@@ -114,7 +139,7 @@ fn scheduler_throughput() {
                 let d: usize = lease.device[1..].parse().expect("bench device name");
                 let took = (lease.units() as f64 / speed(d)).ceil() as u64;
                 if matches!(
-                    sched.complete(now + took, &lease.device, lease.id, took),
+                    sched.complete(now + took, &lease.device, lease.id),
                     Completion::Accepted { .. }
                 ) {
                     ops += 1;
