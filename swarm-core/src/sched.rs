@@ -289,8 +289,11 @@ pub struct Scheduler {
     by_range: BTreeSet<(u64, u64, LeaseId)>,
     by_deadline: BTreeSet<(Millis, LeaseId)>,
     completed: BTreeSet<(u64, u64)>,
-    /// Replicas waiting for a device, served before new work, and those out (by lease).
-    replicas: VecDeque<Replica>,
+    /// Replicas waiting, by the device drawn for each when it was queued (`None`: no device
+    /// may take it now), served before new work; the device each queued range waits for; and
+    /// the replicas out (by lease).
+    replicas: BTreeMap<Option<String>, VecDeque<Replica>>,
+    replica_for: BTreeMap<(u64, u64), Option<String>>,
     replicas_out: BTreeMap<LeaseId, Replica>,
     total_units: u64,
     done_units: u64,
@@ -311,7 +314,8 @@ impl Scheduler {
             by_range: BTreeSet::new(),
             by_deadline: BTreeSet::new(),
             completed: BTreeSet::new(),
-            replicas: VecDeque::new(),
+            replicas: BTreeMap::new(),
+            replica_for: BTreeMap::new(),
             replicas_out: BTreeMap::new(),
             total_units: 0,
             done_units: 0,
@@ -342,6 +346,12 @@ impl Scheduler {
             });
         let change = state.refile(&mut self.room, self.config.prefetch);
         self.recount(change);
+        // Replicas nobody could take may now have a device; a device lending no workers has
+        // its replicas drawn again.
+        self.replan(None);
+        if workers == 0 {
+            self.replan(Some(device.to_owned()));
+        }
     }
 
     /// A disabled device keeps its leases but gets no new ones.
@@ -350,6 +360,11 @@ impl Scheduler {
             state.enabled = enabled;
             let change = state.refile(&mut self.room, self.config.prefetch);
             self.recount(change);
+            self.replan(if enabled {
+                None
+            } else {
+                Some(device.to_owned())
+            });
         }
     }
 
@@ -372,23 +387,55 @@ impl Scheduler {
     }
 
     /// Queues a replica of the completed range `[lo, hi)`: an ordinary lease of it for a device
-    /// not in `exclude`, drawn with the random number `pick` when it is served. A range already
-    /// waiting for a replica only gains the exclusions.
+    /// not in `exclude`, drawn with the random number `pick`. A range already waiting for a
+    /// replica only gains the exclusions.
     pub fn replicate(&mut self, lo: u64, hi: u64, exclude: Vec<String>, pick: u64) {
-        if let Some(queued) = self.replicas.iter_mut().find(|r| (r.lo, r.hi) == (lo, hi)) {
-            for device in exclude {
-                if !queued.exclude.contains(&device) {
-                    queued.exclude.push(device);
-                }
-            }
-            return;
-        }
-        self.replicas.push_back(Replica {
+        self.place(Replica {
             lo,
             hi,
             exclude,
             pick,
         });
+    }
+
+    /// Queues a replica for the device drawn for it now (or for none); one already queued for
+    /// the same range only gains the exclusions.
+    fn place(&mut self, mut replica: Replica) {
+        if let Some(mut queued) = self.take_queued_replica((replica.lo, replica.hi)) {
+            for device in replica.exclude {
+                if !queued.exclude.contains(&device) {
+                    queued.exclude.push(device);
+                }
+            }
+            replica = queued;
+        }
+        let device = self.designated(&replica).map(str::to_owned);
+        self.replica_for
+            .insert((replica.lo, replica.hi), device.clone());
+        self.replicas.entry(device).or_default().push_back(replica);
+    }
+
+    /// Takes a range's queued replica out of the queues.
+    fn take_queued_replica(&mut self, range: (u64, u64)) -> Option<Replica> {
+        let device = self.replica_for.remove(&range)?;
+        let queue = self.replicas.get_mut(&device)?;
+        let at = queue.iter().position(|r| (r.lo, r.hi) == range)?;
+        let replica = queue.remove(at);
+        if queue.is_empty() {
+            self.replicas.remove(&device);
+        }
+        replica
+    }
+
+    /// Draws a device again for every replica queued for `device` (or for none).
+    fn replan(&mut self, device: Option<String>) {
+        let Some(queue) = self.replicas.remove(&device) else {
+            return;
+        };
+        for replica in queue {
+            self.replica_for.remove(&(replica.lo, replica.hi));
+            self.place(replica);
+        }
     }
 
     /// The device a replica is for: drawn by its `pick` among the devices that may take it (not
@@ -419,7 +466,9 @@ impl Scheduler {
 
     /// Replicas queued or out.
     pub fn replicas_pending(&self) -> usize {
-        self.replicas.len().saturating_add(self.replicas_out.len())
+        self.replica_for
+            .len()
+            .saturating_add(self.replicas_out.len())
     }
 
     /// The device left (disconnect, OFFLINE, removal): its leases are withdrawn and their ranges
@@ -432,11 +481,13 @@ impl Scheduler {
             self.room.remove(place);
         }
         self.recount(-state.counted);
-        state
+        let withdrawn = state
             .leases
             .iter()
             .filter_map(|id| self.withdraw(*id))
-            .collect()
+            .collect();
+        self.replan(Some(device.to_owned()));
+        withdrawn
     }
 
     /// Appends `units` more work units to the queue.
@@ -482,7 +533,7 @@ impl Scheduler {
         }
         // A queued replica of it is moot now; one already out still completes as a
         // `Replica`, which the caller no longer has an answer to compare with.
-        self.replicas.retain(|r| (r.lo, r.hi) != (lo, hi));
+        self.take_queued_replica((lo, hi));
         self.done_units = self.done_units.saturating_sub(hi.saturating_sub(lo));
         self.pending.push_front((lo, hi));
         true
@@ -732,13 +783,14 @@ impl Scheduler {
 
     /// A queued replica drawn for this device, if any.
     fn next_replica(&mut self, now: Millis, device: &str) -> Option<Lease> {
-        let at = self
-            .replicas
-            .iter()
-            .position(|r| self.designated(r) == Some(device))?;
-        let replica = self.replicas.remove(at)?;
+        let key = Some(device.to_owned());
+        let replica = self.replicas.get_mut(&key)?.pop_front()?;
+        if self.replicas.get(&key).is_some_and(VecDeque::is_empty) {
+            self.replicas.remove(&key);
+        }
+        self.replica_for.remove(&(replica.lo, replica.hi));
         let Some(lease) = self.issue(now, device, replica.lo, replica.hi, false) else {
-            self.replicas.insert(at, replica);
+            self.place(replica);
             return None;
         };
         self.by_range.remove(&(lease.lo, lease.hi, lease.id));
@@ -902,7 +954,7 @@ impl Scheduler {
                 replica.exclude.push(lease.device.clone());
             }
             if self.completed.contains(&range) {
-                self.replicas.push_front(replica);
+                self.place(replica);
             }
             return Some(lease);
         }
@@ -1294,12 +1346,26 @@ mod tests {
             s.replicas_out.keys().copied().collect::<BTreeSet<_>>()
         );
         // (One out may outlive its range's redo: its result then finds nothing to compare.)
-        for r in &s.replicas {
-            assert!(
-                s.completed.contains(&(r.lo, r.hi)),
-                "a replica of a completed range"
-            );
+        let mut queued = 0;
+        for (device, queue) in &s.replicas {
+            assert!(!queue.is_empty(), "no empty queue is kept");
+            for r in queue {
+                queued += 1;
+                assert!(
+                    s.completed.contains(&(r.lo, r.hi)),
+                    "a replica of a completed range"
+                );
+                assert_eq!(s.replica_for.get(&(r.lo, r.hi)), Some(device));
+                if let Some(device) = device {
+                    let d = &s.devices[device];
+                    assert!(
+                        d.enabled && d.workers > 0 && !r.exclude.contains(device),
+                        "a replica waits for a device that may take it"
+                    );
+                }
+            }
         }
+        assert_eq!(queued, s.replica_for.len());
         let by_deadline: BTreeSet<_> = s.leases.values().map(|l| (l.deadline_ms, l.id)).collect();
         assert_eq!(s.by_deadline, by_deadline);
         for (id, d) in &s.devices {
