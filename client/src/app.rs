@@ -275,7 +275,7 @@ fn Dashboard(swarm_id: String) -> impl IntoView {
             <h2>"Devices"</h2>
             <div class="table-wrap">
             <table data-testid="devices">
-                <thead><tr><th>"Name"</th><th>"Status"</th><th>"Cores"</th><th>"Memory"</th><th>"GPU"</th><th>"Score"</th><th>"Speed"</th><th>"Weight"</th><th>"In flight"</th><th>"Done"</th><th>"Last seen"</th><th></th></tr></thead>
+                <thead><tr><th>"Name"</th><th>"Status"</th><th>"Cores"</th><th>"Memory"</th><th>"GPU"</th><th>"Score"</th><th>"Speed"</th><th>"Weight"</th><th>"In flight"</th><th>"Done"</th><th>"Trust"</th><th>"Last seen"</th><th></th></tr></thead>
                 <tbody>
                     <For each=devices key=|d| (d.id.clone(), d.status, d.enabled, d.last_seen_ms) children=move |d| {
                         let now = snapshot.get_untracked().map_or(0, |s| s.now_ms);
@@ -397,6 +397,7 @@ fn JobsPanel(
                         move || route::job_url(&coordinator.get(), &sid, &jid)
                     };
                     let summary = crate::jobs::summary(&job);
+                    let verification = crate::jobs::verification(&job);
                     let title = crate::jobs::title(&job.spec);
                     let speed = (job.state == JobState::Running).then(|| {
                         let eta = job.eta_ms.map(|ms| format!(" · ETA {}", format::duration(ms))).unwrap_or_default();
@@ -422,6 +423,7 @@ fn JobsPanel(
                             <div class="bar"><div class="fill" style=format!("width: {percent}%")></div></div>
                             <div class="row">
                                 <span data-testid="job-result">{summary}</span>
+                                <span class="muted" data-testid="job-verification">{verification}</span>
                                 <a href=result_url target="_blank">"JSON"</a>
                                 {image}
                                 {(live && owner.get_untracked()).then(|| {
@@ -502,6 +504,7 @@ fn DeviceRow(
             <td>{format!("{:.0} %", device.weight_percent)}</td>
             <td>{device.in_flight}</td>
             <td data-testid="device-done">{device.chunks_done}</td>
+            <td data-testid="device-trust">{format::credibility(device.trusted, device.confirmed, device.replicated, device.disputed)}</td>
             <td>{format::ago(now, device.last_seen_ms)}</td>
             <td class="actions">
                 <Show when=move || owner.get()>

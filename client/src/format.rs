@@ -57,6 +57,17 @@ pub fn duration(ms: u64) -> String {
 }
 
 /// Progress as a percentage with one decimal, never 100.0 before it is complete.
+/// A device's verification record as the devices table shows it: trusted or not, and how many
+/// of its results other devices confirmed (of those computed again), with disagreements.
+pub fn credibility(trusted: bool, confirmed: u64, replicated: u64, disputed: u64) -> String {
+    let status = if trusted { "trusted" } else { "new" };
+    let mut text = format!("{status} · {confirmed}/{replicated} confirmed");
+    if disputed > 0 {
+        text.push_str(&format!(" · {disputed} disputed"));
+    }
+    text
+}
+
 pub fn percent(done: u64, total: u64) -> f64 {
     if total == 0 || done >= total {
         return 100.0;
@@ -68,6 +79,15 @@ pub fn percent(done: u64, total: u64) -> f64 {
 mod tests {
     use super::*;
     use shared_protocol::ErrorCode;
+
+    #[test]
+    fn credibility_reads_as_a_status_and_counts() {
+        assert_eq!(credibility(false, 3, 4, 0), "new · 3/4 confirmed");
+        assert_eq!(
+            credibility(true, 110, 111, 1),
+            "trusted · 110/111 confirmed · 1 disputed"
+        );
+    }
 
     #[test]
     fn ages_read_naturally() {

@@ -128,6 +128,21 @@ pub fn summary(job: &JobView) -> String {
     }
 }
 
+/// How much of a job's work went to verification, and how much still waits for a second
+/// device; `None` before anything was computed.
+pub fn verification(job: &JobView) -> Option<String> {
+    if job.done_units == 0 && job.verify_units == 0 {
+        return None;
+    }
+    let again = job.verify_units as f64 / job.total_units.max(1) as f64 * 100.0;
+    let mut text = format!("{again:.0} % of the work computed again to verify it");
+    if job.unverified_units > 0 {
+        let waiting = format::percent(job.unverified_units, job.total_units);
+        text.push_str(&format!(" · {waiting:.1} % waits for a second device"));
+    }
+    Some(text)
+}
+
 /// The unit a job's rate is counted in.
 pub fn unit(spec: &JobSpec) -> &'static str {
     match spec {
@@ -213,6 +228,15 @@ mod tests {
             unverified_units: 0,
         };
         assert_eq!(summary(&job), "50.0 % · nonces 4, 9 so far");
+        let verified = JobView {
+            verify_units: 25,
+            unverified_units: 10,
+            ..job.clone()
+        };
+        assert_eq!(
+            verification(&verified).as_deref(),
+            Some("25 % of the work computed again to verify it · 10.0 % waits for a second device")
+        );
         assert!(title(&job.spec).contains("9 zero bits"));
         assert_eq!(unit(&job.spec), "hashes");
     }

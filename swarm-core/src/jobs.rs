@@ -372,6 +372,9 @@ impl SwarmCore {
             .meta
             .as_ref()
             .is_some_and(|m| m.run_state == RunState::Running);
+        if running && self.settle_stranded(now) {
+            self.finish_if_done(now);
+        }
         let Some(active) = self.jobs.active.as_mut().filter(|_| running) else {
             return;
         };
@@ -542,30 +545,60 @@ impl SwarmCore {
         let mut involved = vec![device_id.to_owned()];
         if let Verdict::Decided { winners, losers } = &verdict {
             involved.extend(winners.iter().cloned());
-            if let Some(active) = self.jobs.active.as_mut() {
-                if let Some(part) = active.parts.get_mut(&range) {
-                    if winners.contains(&part.device) {
-                        part.open = false;
-                        for winner in winners {
-                            if *winner != part.device && !part.confirmed_by.contains(winner) {
-                                part.confirmed_by.push(winner.clone());
-                            }
-                        }
-                        let record = part.record(&active.job_id, range);
-                        self.persist(StoreOp::PutPart(record));
-                    }
-                }
-            }
-            for loser in losers {
-                self.quarantine(
-                    now,
-                    loser,
-                    "its result disagreed with the results of other devices for the same work",
-                );
-            }
+            self.apply_decision(now, range, winners, losers);
         }
         self.follow(verdict, range);
         self.sync_credibility(&involved);
+    }
+
+    /// A range was decided: its part records who confirmed it (or, when its first answer lost,
+    /// is computed again with the rest of that device's parts), and every loser is quarantined.
+    fn apply_decision(&mut self, now: Millis, range: Range, winners: &[String], losers: &[String]) {
+        if let Some(active) = self.jobs.active.as_mut() {
+            if let Some(part) = active.parts.get_mut(&range) {
+                if winners.contains(&part.device) {
+                    part.open = false;
+                    for winner in winners {
+                        if *winner != part.device && !part.confirmed_by.contains(winner) {
+                            part.confirmed_by.push(winner.clone());
+                        }
+                    }
+                    let record = part.record(&active.job_id, range);
+                    self.persist(StoreOp::PutPart(record));
+                }
+            }
+        }
+        for loser in losers {
+            self.quarantine(
+                now,
+                loser,
+                "its result disagreed with the results of other devices for the same work",
+            );
+        }
+    }
+
+    /// Ranges whose replica no device can take (every device that could has answered) are
+    /// decided with the answers they have, by a lead of one; a tie waits for another device.
+    fn settle_stranded(&mut self, now: Millis) -> bool {
+        let stranded = self
+            .jobs
+            .active
+            .as_ref()
+            .map(|a| a.sched.stranded())
+            .unwrap_or_default();
+        let mut decided = false;
+        for range in stranded {
+            if let Verdict::Decided { winners, losers } = self.jobs.verifier.settle(range) {
+                decided = true;
+                if let Some(active) = self.jobs.active.as_mut() {
+                    active.sched.drop_replica(range.0, range.1);
+                }
+                self.apply_decision(now, range, &winners, &losers);
+                let involved: Vec<String> = winners.into_iter().chain(losers).collect();
+                self.sync_credibility(&involved);
+            }
+        }
+        decided
     }
 
     /// Queues the replica a verdict asks for.

@@ -219,15 +219,17 @@ impl PartialEq for Place {
 
 impl Eq for Place {}
 
-/// A completed range waiting for a replica, and the devices that may not take it (those that
-/// answered it, and those that let a replica of it expire). It is for one device drawn at
-/// random (`pick`) among the others — trusted ones, while any is there — so that whoever asks
-/// first (a fast liar) cannot choose which results it confirms.
+/// A completed range waiting for a replica, the devices that may not take it (those that
+/// answered it), and those passed over while others can take it (they let a replica of it
+/// expire). It is for one device drawn at random (`pick`) among the others — trusted ones,
+/// while any is there — so that whoever asks first (a fast liar) cannot choose which results
+/// it confirms.
 #[derive(Debug, Clone)]
 struct Replica {
     lo: u64,
     hi: u64,
     exclude: Vec<String>,
+    skipped: Vec<String>,
     pick: u64,
 }
 
@@ -394,6 +396,7 @@ impl Scheduler {
             lo,
             hi,
             exclude,
+            skipped: Vec::new(),
             pick,
         });
     }
@@ -409,7 +412,12 @@ impl Scheduler {
             }
             replica = queued;
         }
-        let device = self.designated(&replica).map(str::to_owned);
+        let mut device = self.designated(&replica).map(str::to_owned);
+        if device.is_none() && !replica.skipped.is_empty() {
+            // Nobody else can take it: those that let it expire get another chance.
+            replica.skipped.clear();
+            device = self.designated(&replica).map(str::to_owned);
+        }
         self.replica_for
             .insert((replica.lo, replica.hi), device.clone());
         self.replicas.entry(device).or_default().push_back(replica);
@@ -443,7 +451,10 @@ impl Scheduler {
     fn designated(&self, replica: &Replica) -> Option<&str> {
         let eligible = || {
             self.devices.iter().filter(|(name, d)| {
-                d.enabled && d.workers > 0 && !replica.exclude.iter().any(|x| x == *name)
+                d.enabled
+                    && d.workers > 0
+                    && !replica.exclude.iter().any(|x| x == *name)
+                    && !replica.skipped.iter().any(|x| x == *name)
             })
         };
         // Trusted devices with an idle worker (the replica starts at once), else trusted ones,
@@ -462,6 +473,20 @@ impl Scheduler {
             .filter(|(_, d)| tier(d))
             .nth(at)
             .map(|(name, _)| name.as_str())
+    }
+
+    /// Ranges whose replica no device can take now (every device that could has answered
+    /// them).
+    pub fn stranded(&self) -> Vec<(u64, u64)> {
+        self.replicas
+            .get(&None)
+            .map(|queue| queue.iter().map(|r| (r.lo, r.hi)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Drops a range's queued replica (its question was settled otherwise).
+    pub fn drop_replica(&mut self, lo: u64, hi: u64) {
+        self.take_queued_replica((lo, hi));
     }
 
     /// Replicas queued or out.
@@ -951,7 +976,7 @@ impl Scheduler {
         let range = (lease.lo, lease.hi);
         if let Some(mut replica) = self.replicas_out.remove(&id) {
             if exclude_holder {
-                replica.exclude.push(lease.device.clone());
+                replica.skipped.push(lease.device.clone());
             }
             if self.completed.contains(&range) {
                 self.place(replica);
@@ -1157,10 +1182,14 @@ mod tests {
             (r.device.as_str(), r.lo, r.hi, r.replica),
             ("b", lease.lo, lease.hi, true)
         );
-        // It expires: back in the queue, and b may not take it again.
-        assert_eq!(s.expire(r.deadline_ms).len(), 1);
-        assert!(s.poll_leases(r.deadline_ms).is_empty());
+        // It expires: back in the queue, for another device while there is one (b alone would
+        // get it again).
         s.set_device("c", 1, 1.0);
+        assert!(
+            s.poll_leases(r.deadline_ms - 1).is_empty(),
+            "c has nothing to do yet"
+        );
+        assert_eq!(s.expire(r.deadline_ms).len(), 1);
         let again = s.poll_leases(r.deadline_ms);
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].device, "c");
@@ -1359,7 +1388,10 @@ mod tests {
                 if let Some(device) = device {
                     let d = &s.devices[device];
                     assert!(
-                        d.enabled && d.workers > 0 && !r.exclude.contains(device),
+                        d.enabled
+                            && d.workers > 0
+                            && !r.exclude.contains(device)
+                            && !r.skipped.contains(device),
                         "a replica waits for a device that may take it"
                     );
                 }

@@ -308,6 +308,26 @@ impl Verifier {
         }
     }
 
+    /// Decides an open range with the answers it has, because no other device can be asked: a
+    /// lead of one is enough (a tie, or a single answer, stays open).
+    pub fn settle(&mut self, range: Range) -> Verdict {
+        let Some(open) = self.open.get_mut(&range) else {
+            return Verdict::Settled;
+        };
+        // The last answer is given again as if it had just arrived, with nobody left to ask.
+        let Some((device, digest)) = open.answers.pop() else {
+            return Verdict::Settled;
+        };
+        if open.answers.is_empty() {
+            open.answers.push((device, digest));
+            return Verdict::Settled;
+        }
+        match self.replica(&device, range, digest, false) {
+            Verdict::Decided { winners, losers } => Verdict::Decided { winners, losers },
+            _ => Verdict::Settled,
+        }
+    }
+
     /// A device let a lease expire: its streak starts again.
     pub fn expired(&mut self, device: &str) {
         let cred = self.credibility.entry(device.to_owned()).or_default();

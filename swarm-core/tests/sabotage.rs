@@ -328,10 +328,10 @@ fn run(model: Option<Model>, n: usize, bad: usize, jobs: u64, seed: u64, owned: 
 /// Prints the table for these shares of saboteurs (out of 20 devices) with `jobs` jobs per
 /// row, and checks that no final answer was wrong and that honest devices that have earned
 /// trust cost at most 10 % extra work.
-fn table(shares: &[usize], jobs: u64) {
+fn table(shares: &[(usize, u64)], baseline_jobs: u64) {
     const DEVICES: usize = 20;
     println!(
-        "\nVerification against saboteurs: prime-count jobs of {JOB_HI} numbers, {DEVICES} devices of {WORKERS} workers, {jobs} jobs per row (a caught saboteur comes back as a new identity)"
+        "\nVerification against saboteurs: prime-count jobs of {JOB_HI} numbers, {DEVICES} devices of {WORKERS} workers (a caught saboteur comes back as a new identity); overhead = units computed ÷ job units, makespan ÷ ideal (job units ÷ capacity), steady = the second half of each row's jobs"
     );
     println!(
         "{:<15} {:>6} {:>7} {:>6} {:>11} {:>9} {:>9} {:>10} {:>10}",
@@ -339,14 +339,17 @@ fn table(shares: &[usize], jobs: u64) {
     );
     // The first row is the same swarm without verification (the owner's own devices, whose
     // results are not replicated): what the scheduler alone achieves.
-    let mut rows = vec![(None, 0, true), (None, 0, false)];
+    let mut rows = vec![
+        (None, 0, true, baseline_jobs),
+        (None, 0, false, baseline_jobs),
+    ];
     for model in MODELS {
-        for &bad in shares {
-            rows.push((Some(model), bad, false));
+        for &(bad, jobs) in shares {
+            rows.push((Some(model), bad, false, jobs));
         }
     }
     let mut wrong = Vec::new();
-    for (i, (model, bad, owned)) in rows.into_iter().enumerate() {
+    for (i, (model, bad, owned, jobs)) in rows.into_iter().enumerate() {
         let t = run(model, DEVICES, bad, jobs, i as u64 + 1, owned);
         let name = match (model, owned) {
             (Some(m), _) => format!("{m:?}"),
@@ -384,17 +387,19 @@ fn table(shares: &[usize], jobs: u64) {
 
 #[test]
 fn a_fifth_of_saboteurs_of_any_model_never_spoil_a_final_answer() {
-    table(&[4], 3);
+    table(&[(4, 3)], 3);
 }
 
 /// The table of `cargo xtask bench`: shares of 5, 20 and 35 %, `OSTRICH_SABOTAGE_JOBS` jobs
-/// per row (default 200).
+/// per 20 % row (default 1,700: over 10,000 jobs at 20 % in all), an eighth of that for the
+/// others.
 #[test]
 #[ignore = "a benchmark table (minutes in release); cargo xtask bench runs it"]
 fn sabotage_table() {
-    let jobs = std::env::var("OSTRICH_SABOTAGE_JOBS")
+    let jobs: u64 = std::env::var("OSTRICH_SABOTAGE_JOBS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
-    table(&[1, 4, 7], jobs);
+        .unwrap_or(1_700);
+    let others = (jobs / 8).max(8);
+    table(&[(1, others), (4, jobs), (7, others)], others);
 }

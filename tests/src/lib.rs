@@ -4,6 +4,9 @@
 //! [`Wrangler`] is also what `cargo xtask` uses to run the system, so the tests start it exactly
 //! the way a person does.
 
+pub mod agents;
+pub mod cheat;
+
 use std::io::{BufRead, BufReader, Read};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

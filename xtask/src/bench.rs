@@ -16,7 +16,7 @@ pub fn all() -> anyhow::Result<()> {
     crate::kernels_bench::table()
 }
 
-/// Jobs per row of the saboteur table (the 20 % rows alone then total over 10,000).
+/// Jobs per 20 % row of the saboteur table (six rows: over 10,000 jobs at 20 %).
 const SABOTAGE_JOBS: &str = "1700";
 
 /// Verification against saboteurs (`swarm-core/tests/sabotage.rs`), release build.
