@@ -1258,3 +1258,84 @@ fn storage_writes_per_device_day_of_ten_active_devices() {
     assert!(results > 10_000, "the devices kept working: {results}");
     assert!(writes <= results, "at most one write per answered result");
 }
+
+/// Two of the owner's devices of the same real speed (half a reference core per worker); one
+/// claims to have computed its benchmark and every chunk in 1 ms. The coordinator measures
+/// both the same way, so the forger gets no larger share of the job.
+#[test]
+fn a_device_that_forges_its_timing_gets_no_larger_share_than_an_honest_one() {
+    let mut sim = Sim::new();
+    let honest = join_unbenchmarked(&mut sim, "honest");
+    let forger = join_unbenchmarked(&mut sim, "forger");
+    let (h_bench, h_lo, h_hi) = sim.take_benchmark(honest);
+    let (f_bench, f_lo, f_hi) = sim.take_benchmark(forger);
+    // 2^22 benchmark numbers at half of 2 × 10^6 per ms: 4 ms for both.
+    sim.advance(4);
+    for (conn, lease, lo, hi, claim) in [
+        (honest, h_bench, h_lo, h_hi, 4),
+        (forger, f_bench, f_lo, f_hi, 1),
+    ] {
+        let count = kernels::primes::count_primes(lo, hi);
+        answer(
+            &mut sim,
+            conn,
+            lease,
+            WorkResult::PrimeCount { count },
+            claim,
+        );
+    }
+    submit(&mut sim, 0, 1 << 44);
+    // Both sieve 500,000 numbers per ms per worker (half a reference core), one lease per
+    // worker at a time, and heartbeat every 10 s; the forger claims 1 ms for each lease.
+    // (when it is done, socket, lease, the time it claims)
+    let mut due: Vec<(u64, ConnId, u64, u64)> = Vec::new();
+    let mut free: std::collections::BTreeMap<ConnId, Vec<u64>> = Default::default();
+    for _ in 0..400 {
+        for conn in [honest, forger] {
+            for (lease_id, work) in leases(&mut sim, conn) {
+                let workers = free.entry(conn).or_insert_with(|| vec![sim.now; 4]);
+                let worker = workers.iter_mut().min().unwrap();
+                let start = (*worker).max(sim.now);
+                let took = client::work::units(&work) / 500_000;
+                *worker = start + took;
+                let claim = if conn == forger { 1 } else { took };
+                due.push((*worker, conn, lease_id, claim));
+            }
+        }
+        due.sort_unstable();
+        let Some(&(at, ..)) = due.first() else { break };
+        let before = sim.now;
+        sim.advance(at.saturating_sub(sim.now));
+        if sim.now / 10_000 != before / 10_000 {
+            for conn in [honest, forger] {
+                sim.send(conn, &ToCoordinator::Heartbeat { seen: None });
+            }
+        }
+        while due.first().is_some_and(|d| d.0 <= sim.now) {
+            let (_, conn, lease_id, claim) = due.remove(0);
+            answer(
+                &mut sim,
+                conn,
+                lease_id,
+                WorkResult::PrimeCount { count: 0 },
+                claim,
+            );
+        }
+    }
+    let snapshot = sim.snapshot();
+    let share = |name: &str| {
+        snapshot
+            .devices
+            .iter()
+            .find(|d| d.name == name)
+            .map(|d| d.weight_percent)
+            .unwrap()
+    };
+    let (h, f) = (share("honest"), share("forger"));
+    assert!(h > 0.0 && f > 0.0, "{h} {f}");
+    println!("shares: honest {h:.1} %, forger {f:.1} %");
+    assert!(
+        f <= h * 1.05,
+        "the forger's share {f:.1} % against the honest {h:.1} %"
+    );
+}

@@ -5,6 +5,11 @@
 //! exact, and a cheat that lied must end quarantined and disconnected (4005).
 //!
 //! `OSTRICH_CHEAT_ROUNDS` repeats every model that many times (default 1).
+//!
+//! A measurement instead of the cases: `OSTRICH_OVERHEAD_JOBS=N` runs N jobs π(10⁹) on three
+//! honest agents and prints, for each, the work computed ÷ the job's work (`1 +
+//! verify_units ÷ total_units`); `OSTRICH_TRUST_AFTER` sets the coordinator's `TRUST_AFTER` for
+//! that run, to reach the trusted state in a few jobs.
 
 // ureq's error type is large; in test code that costs nothing worth boxing for.
 #![allow(clippy::result_large_err)]
@@ -257,6 +262,49 @@ fn model_case(w: &Wrangler, bin: &Path, dir: &Path, model: Model, round: u64) ->
     Ok(())
 }
 
+/// The overhead measurement (see the module docs).
+fn overhead(w: &Wrangler, bin: &Path, dir: &Path, jobs: u64) -> Result<()> {
+    let swarm = new_swarm(w, "overhead")?;
+    let link = format!("{}/join/{}#t={}", w.base, swarm.id, swarm.token);
+    let mut honest = Vec::new();
+    for i in 0..3 {
+        let args = [
+            link.clone(),
+            "--cores".into(),
+            "1".into(),
+            "--name".into(),
+            format!("honest {i}"),
+            "--state".into(),
+            dir.join(format!("overhead-{i}.json")).display().to_string(),
+        ];
+        honest.push(AgentProcess::spawn(bin, &format!("honest {i}"), &args)?);
+    }
+    for agent in &mut honest {
+        agent.wait_for_line(30 * SECOND, |l| l.starts_with("benchmark done"))?;
+    }
+    let (mut computed, mut total) = (0u64, 0u64);
+    for job in 0..jobs {
+        let (job_id, result) = compute(
+            w,
+            &swarm,
+            serde_json::json!({"kind": "prime_count", "lo": 0, "hi": 1_000_000_000u64}),
+        )?;
+        ensure!(result == JobResult::PrimeCount { count: 50_847_534 });
+        let view = await_job(&w.base, &swarm.id, &job_id, Duration::ZERO)?;
+        computed += view.total_units + view.verify_units;
+        total += view.total_units;
+        println!(
+            "overhead: job {job}: {:.3} (work computed ÷ job work)",
+            (view.total_units + view.verify_units) as f64 / view.total_units as f64
+        );
+    }
+    println!(
+        "overhead: {jobs} jobs: {:.3} in all",
+        computed as f64 / total as f64
+    );
+    Ok(())
+}
+
 fn main() {
     let started = Instant::now();
     let root = repo_root();
@@ -272,10 +320,17 @@ fn main() {
         .join("target/tmp")
         .join(format!("cheats-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
+    let overhead_jobs: Option<u64> = std::env::var("OSTRICH_OVERHEAD_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let mut vars = short_timeouts();
+    if let (Some(_), Ok(trust_after)) = (overhead_jobs, std::env::var("OSTRICH_TRUST_AFTER")) {
+        vars.push(("TRUST_AFTER".into(), trust_after));
+    }
     let spec = WranglerCommand {
         port: runtime_tests::free_port().expect("a free port"),
         persist_dir: dir.join("persist"),
-        vars: short_timeouts(),
+        vars,
     };
     let mut wrangler = match Wrangler::start(&spec) {
         Ok(w) => w,
@@ -285,6 +340,16 @@ fn main() {
             std::process::exit(1);
         }
     };
+    if let Some(jobs) = overhead_jobs {
+        let outcome = overhead(&wrangler, &bin, &dir, jobs);
+        wrangler.stop();
+        let _ = std::fs::remove_dir_all(&dir);
+        if let Err(err) = outcome {
+            println!("overhead measurement failed: {err:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let rounds: u64 = std::env::var("OSTRICH_CHEAT_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
