@@ -4,7 +4,7 @@
 //! same code runs in browser workers (compiled to WASM), in the native agent, and in the
 //! coordinator, which uses them to verify returned results cheaply instead of trusting them:
 //!
-//! - [`bench`]: the known-answer benchmark ranges a device is measured on when it connects.
+//! - [`bench`]: the reference core that device speeds are measured in.
 //! - [`primes`]: count the primes in `[lo, hi)` with a segmented sieve. Counts of adjacent
 //!   ranges add up, so a job is split into chunks; the coordinator counts a device's benchmark
 //!   range itself (chunks are verified by replication on other devices).

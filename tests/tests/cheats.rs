@@ -124,9 +124,14 @@ fn compute(w: &Wrangler, swarm: &Swarm, job: serde_json::Value) -> Result<(Strin
     Ok((job_id, view.result))
 }
 
-/// One model, one round: three honest agents and the cheat(s) on three jobs.
-fn model_case(w: &Wrangler, bin: &Path, dir: &Path, model: Model, round: u64) -> Result<()> {
-    let swarm = new_swarm(w, &format!("{model:?} {round}"))?;
+/// Three honest agents (one core each) joined by the swarm's invite, once benchmarked.
+fn honest_agents(
+    w: &Wrangler,
+    swarm: &Swarm,
+    bin: &Path,
+    dir: &Path,
+    tag: &str,
+) -> Result<Vec<AgentProcess>> {
     let link = format!("{}/join/{}#t={}", w.base, swarm.id, swarm.token);
     let mut honest = Vec::new();
     for i in 0..3 {
@@ -137,15 +142,20 @@ fn model_case(w: &Wrangler, bin: &Path, dir: &Path, model: Model, round: u64) ->
             "--name".into(),
             format!("honest {i}"),
             "--state".into(),
-            dir.join(format!("{model:?}-{round}-{i}.json"))
-                .display()
-                .to_string(),
+            dir.join(format!("{tag}-{i}.json")).display().to_string(),
         ];
         honest.push(AgentProcess::spawn(bin, &format!("honest {i}"), &args)?);
     }
     for agent in &mut honest {
         agent.wait_for_line(30 * SECOND, |l| l.starts_with("benchmark done"))?;
     }
+    Ok(honest)
+}
+
+/// One model, one round: three honest agents and the cheat(s) on three jobs.
+fn model_case(w: &Wrangler, bin: &Path, dir: &Path, model: Model, round: u64) -> Result<()> {
+    let swarm = new_swarm(w, &format!("{model:?} {round}"))?;
+    let _honest = honest_agents(w, &swarm, bin, dir, &format!("{model:?}-{round}"))?;
     let stop = AtomicBool::new(false);
     let url = w.ws_url(&swarm.id);
     let cheats = if model == Model::Colluding { 2 } else { 1 };
@@ -265,23 +275,7 @@ fn model_case(w: &Wrangler, bin: &Path, dir: &Path, model: Model, round: u64) ->
 /// The overhead measurement (see the module docs).
 fn overhead(w: &Wrangler, bin: &Path, dir: &Path, jobs: u64) -> Result<()> {
     let swarm = new_swarm(w, "overhead")?;
-    let link = format!("{}/join/{}#t={}", w.base, swarm.id, swarm.token);
-    let mut honest = Vec::new();
-    for i in 0..3 {
-        let args = [
-            link.clone(),
-            "--cores".into(),
-            "1".into(),
-            "--name".into(),
-            format!("honest {i}"),
-            "--state".into(),
-            dir.join(format!("overhead-{i}.json")).display().to_string(),
-        ];
-        honest.push(AgentProcess::spawn(bin, &format!("honest {i}"), &args)?);
-    }
-    for agent in &mut honest {
-        agent.wait_for_line(30 * SECOND, |l| l.starts_with("benchmark done"))?;
-    }
+    let _honest = honest_agents(w, &swarm, bin, dir, "overhead")?;
     let (mut computed, mut total) = (0u64, 0u64);
     for job in 0..jobs {
         let (job_id, result) = compute(
