@@ -41,7 +41,8 @@ const WORKERS: usize = 4;
 /// How a saboteur behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Model {
-    /// Adds one to every count.
+    /// Every count wrong, each naive liar in its own way (plus one to a thousand, at random),
+    /// so naive liars do not agree with each other.
     Naive,
     /// Honest on what it guesses are checks (leases smaller than its usual ones, or sent right
     /// after it answered), lies on the rest.
@@ -52,7 +53,7 @@ enum Model {
     FastLiar,
     /// Lies on one lease in ten, at random.
     Random10,
-    /// Two devices that agree on the same wrong answer (count + 1) for every lease.
+    /// Saboteurs that agree on the same wrong answer (count + 1) for every lease.
     Colluding,
 }
 
@@ -228,7 +229,8 @@ fn run(model: Option<Model>, n: usize, bad: usize, jobs: u64, seed: u64, owned: 
                     d.usual = d.usual.max(units);
                     let count = match d.saboteur {
                         None => Some(truth),
-                        Some(Model::Naive) | Some(Model::Colluding) => Some(truth + 1),
+                        Some(Model::Naive) => Some(truth + 1 + d.random() % 1_000),
+                        Some(Model::Colluding) => Some(truth + 1),
                         Some(Model::Smart) => {
                             Some(if looks_like_check { truth } else { truth + 1 })
                         }
