@@ -36,7 +36,7 @@ use crate::{ConnId, Millis};
 
 /// A device that is not trusted gets no new lease while this many of its results per worker
 /// wait for a replica: a fast liar cannot take a job before anyone checks it.
-const OPEN_PER_WORKER: usize = 2;
+const OPEN_PER_WORKER: usize = 1;
 
 /// The speed factor of a device that has not been measured (see [`crate::kinds`]): a slow
 /// phone's, so that its first chunk is small and the rate adapts from the first result.
