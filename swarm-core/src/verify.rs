@@ -7,15 +7,16 @@
 //! A result of a device that is not trusted is always replicated; one of a trusted device with
 //! probability 1 / [`VerifyPolicy::audit_one_in`]. A device that joined with the owner key is
 //! the owner's own machine: the owner vouches for it, and its results are not replicated (its
-//! replicas of others' results count like anyone's). A replica is computed by another device and compared by
-//! the canonical digest of the whole result ([`crate::kinds::digest`]). Two equal digests from
-//! two devices settle a range. After a disagreement, more replicas are asked for (from trusted
-//! devices while there are any) until one digest leads every other by
+//! replicas of others' results count like anyone's). A replica is computed by another device
+//! and compared by the canonical digest of the whole result ([`crate::kinds::digest`]). Two
+//! equal digests from two devices settle a range. After a disagreement, more replicas are
+//! asked for (from trusted devices while there are any) until one digest leads every other by
 //! [`VerifyPolicy::dispute_lead`] votes (so that a few accomplices cannot outvote honest
 //! devices), or two trusted devices agree on it and no trusted device answered otherwise, or
-//! it is the answer of a device the owner vouches for; every device that answered otherwise
-//! loses. A device contradicted in an open disagreement gathers no streak meanwhile. An expired lease breaks a device's
-//! streak.
+//! it is the answer of a device the owner vouches for; when nobody else can be asked, a lead
+//! of one decides ([`Verifier::settle`]). Every device that answered otherwise loses. A device
+//! contradicted in an open disagreement gathers no streak meanwhile; an expired lease breaks a
+//! device's streak.
 //!
 //! This is a state machine of its own: the job board ([`crate::jobs`]) tells it what arrived
 //! and does what its [`Verdict`]s say (queue a replica, quarantine a loser); it knows nothing of
