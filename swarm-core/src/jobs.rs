@@ -644,8 +644,7 @@ impl SwarmCore {
         let Some(job) = self.jobs.jobs.get_mut(&active.job_id) else {
             return;
         };
-        let settled =
-            active.sched.replicas_pending() == 0 && !active.parts.values().any(|p| p.open);
+        let settled = active.sched.replicas_pending() == 0 && self.jobs.verifier.is_settled();
         let complete = active.sched.progress().0 >= active.sched.progress().1
             || kinds::satisfied(&job.spec, &job.result, &job.done_ranges);
         if !(settled && complete) {
@@ -843,12 +842,7 @@ impl SwarmCore {
         };
         let total = job.spec.units();
         let unverified_units = match &self.jobs.active {
-            Some(active) if active.job_id == job.job_id => active
-                .parts
-                .iter()
-                .filter(|(_, p)| p.open)
-                .map(|((lo, hi), _)| hi.saturating_sub(*lo))
-                .fold(0u64, u64::saturating_add),
+            Some(active) if active.job_id == job.job_id => self.jobs.verifier.open_units(),
             _ => 0,
         };
         let eta_ms = (per_ms > 0.0 && job.state == JobState::Running)

@@ -808,6 +808,10 @@ impl Scheduler {
 
     /// A queued replica drawn for this device, if any.
     fn next_replica(&mut self, now: Millis, device: &str) -> Option<Lease> {
+        // Most polls find no replica queued: no key is built for them.
+        if self.replica_for.is_empty() {
+            return None;
+        }
         let key = Some(device.to_owned());
         let replica = self.replicas.get_mut(&key)?.pop_front()?;
         if self.replicas.get(&key).is_some_and(VecDeque::is_empty) {

@@ -170,6 +170,19 @@ impl Verifier {
             .count()
     }
 
+    /// Whether no range waits for a replica.
+    pub fn is_settled(&self) -> bool {
+        self.open.is_empty()
+    }
+
+    /// Units of the ranges that wait for a replica (only they are visited, not every part).
+    pub fn open_units(&self) -> u64 {
+        self.open
+            .keys()
+            .map(|(lo, hi)| hi.saturating_sub(*lo))
+            .fold(0, u64::saturating_add)
+    }
+
     /// Whether a range waits for a replica.
     pub fn is_open(&self, range: Range) -> bool {
         self.open.contains_key(&range)

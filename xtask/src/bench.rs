@@ -21,22 +21,15 @@ const SABOTAGE_JOBS: &str = "1700";
 
 /// Verification against saboteurs (`swarm-core/tests/sabotage.rs`), release build.
 fn sabotage_table() -> anyhow::Result<()> {
-    crate::run(
-        crate::cargo()
-            .args([
-                "test",
-                "--release",
-                "--quiet",
-                "-p",
-                "swarm-core",
-                "--test",
-                "sabotage",
-                "sabotage_table",
-                "--",
-                "--ignored",
-                "--nocapture",
-            ])
-            .env("OSTRICH_SABOTAGE_JOBS", SABOTAGE_JOBS),
+    core_test_in_release(
+        &[
+            "sabotage",
+            "sabotage_table",
+            "--",
+            "--ignored",
+            "--nocapture",
+        ],
+        ("OSTRICH_SABOTAGE_JOBS", SABOTAGE_JOBS),
     )
 }
 
@@ -47,20 +40,20 @@ const FUZZ_INPUTS: &str = "500000";
 /// the inputs it executed and the rate.
 fn fuzz_rate() -> anyhow::Result<()> {
     println!("\nCore fuzzer, release build, {FUZZ_INPUTS} inputs or more:\n");
+    core_test_in_release(
+        &["fuzz", "--", "--nocapture"],
+        ("OSTRICH_FUZZ_INPUTS", FUZZ_INPUTS),
+    )
+}
+
+/// Runs one of `swarm-core`'s test binaries in release (`args` name it, then its own
+/// arguments), with one setting from the environment.
+fn core_test_in_release(args: &[&str], (key, value): (&str, &str)) -> anyhow::Result<()> {
     crate::run(
         crate::cargo()
-            .args([
-                "test",
-                "--release",
-                "--quiet",
-                "-p",
-                "swarm-core",
-                "--test",
-                "fuzz",
-                "--",
-                "--nocapture",
-            ])
-            .env("OSTRICH_FUZZ_INPUTS", FUZZ_INPUTS),
+            .args(["test", "--release", "--quiet", "-p", "swarm-core", "--test"])
+            .args(args)
+            .env(key, value),
     )
 }
 
