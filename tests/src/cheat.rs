@@ -47,6 +47,9 @@ pub const MODELS: [Model; 6] = [
 pub struct Report {
     pub answered: usize,
     pub lies: usize,
+    /// Lies about leases the coordinator cancelled before it read them (another device's
+    /// answer came first, or the job ended): the coordinator ignored those.
+    pub void: usize,
     /// The close code, when the coordinator closed it.
     pub closed: Option<u16>,
 }
@@ -120,6 +123,8 @@ pub fn run(
         "{name} was not welcomed"
     );
     let mut report = Report::default();
+    // Leases it lied about: a `cancel_lease` for one of them makes that lie void.
+    let mut lied_on = std::collections::BTreeSet::new();
     let mut rng = seed | 1;
     let mut random = move || {
         rng ^= rng << 13;
@@ -130,7 +135,15 @@ pub fn run(
     let mut usual = 0u64;
     let mut last_answer: Option<Instant> = None;
     let mut beat = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
+    // After the stop, it reads what is left for a moment (the cancellations of a finished job).
+    let mut draining: Option<Instant> = None;
+    loop {
+        if draining.is_none() && stop.load(Ordering::Relaxed) {
+            draining = Some(Instant::now());
+        }
+        if draining.is_some_and(|at| at.elapsed() > Duration::from_millis(500)) {
+            break;
+        }
         if beat.elapsed() >= Duration::from_secs(1) {
             ws.send(&ToCoordinator::Heartbeat { seen: None })?;
             beat = Instant::now();
@@ -142,12 +155,19 @@ pub fn run(
                 work,
                 ..
             })) => (lease_id, job_id, work),
+            Ok(Received::Message(ToClient::CancelLease { lease_id })) => {
+                report.void += usize::from(lied_on.remove(&lease_id));
+                continue;
+            }
             Ok(Received::Closed(code)) => {
                 report.closed = code;
                 return Ok(report);
             }
             Ok(Received::Message(_)) | Err(_) => continue,
         };
+        if draining.is_some() {
+            continue;
+        }
         let units = client::work::units(&work);
         let looks_like_check = units * 2 < usual
             || last_answer.is_some_and(|at| at.elapsed() < Duration::from_millis(50));
@@ -181,6 +201,9 @@ pub fn run(
         if !honest {
             report.answered += 1;
             report.lies += usize::from(lied);
+            if lied {
+                lied_on.insert(lease_id);
+            }
         }
         ws.send(&ToCoordinator::ChunkResult {
             lease_id,

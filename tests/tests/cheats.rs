@@ -242,8 +242,8 @@ fn model_case(w: &Wrangler, bin: &Path, dir: &Path, model: Model, round: u64) ->
     for (i, report) in reports.into_iter().enumerate() {
         let report = report?;
         println!("    cheat {i} ({model:?}): {report:?}");
-        lied += report.lies;
-        if report.lies > 0 {
+        lied += report.lies.saturating_sub(report.void);
+        if report.lies > report.void {
             ensure!(
                 report.closed == Some(close_code::BAD_RESULT),
                 "a cheat that lied was not disconnected: {report:?}"
