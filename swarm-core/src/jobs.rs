@@ -378,7 +378,43 @@ impl SwarmCore {
         let Some(active) = self.jobs.active.as_mut().filter(|_| running) else {
             return;
         };
-        let leases = active.sched.poll_leases(now);
+        let mut batch = active.sched.poll_leases(now);
+        let mut leases = Vec::new();
+        // Replicas are drawn as leases go out, and leased at once alongside them (to another
+        // device): served before new work, they can only be issued by another poll. That poll
+        // issues replicas and new work, whose replicas are drawn in turn, until one issues
+        // nothing.
+        while !batch.is_empty() {
+            let audit_one_in = self.jobs.verifier.policy().audit_one_in;
+            let mut drawn = Vec::new();
+            // A speculative copy is drawn for when it answers (see `handle_chunk_result`).
+            let fresh = |l: &&Lease| !l.replica && !l.speculative;
+            for lease in batch.iter().filter(fresh) {
+                let draw = self.rng.below(audit_one_in);
+                if self.jobs.verifier.replicate_on_issue(&lease.device, draw) {
+                    drawn.push((lease.lo, lease.hi, lease.device.clone()));
+                }
+            }
+            let Some(active) = self.jobs.active.as_mut() else {
+                return;
+            };
+            for lease in batch.iter().filter(fresh) {
+                active.sched.mark_drawn(lease.id);
+            }
+            leases.append(&mut batch);
+            if drawn.is_empty() {
+                break;
+            }
+            for (lo, hi, device) in drawn {
+                active
+                    .sched
+                    .replicate(lo, hi, vec![device], self.rng.below(u64::MAX));
+            }
+            batch = active.sched.poll_leases(now);
+        }
+        let Some(active) = self.jobs.active.as_ref() else {
+            return;
+        };
         let messages: Vec<(String, ToClient)> = leases
             .into_iter()
             .map(|lease| {
@@ -462,6 +498,25 @@ impl SwarmCore {
             return;
         };
         let job_id = active.job_id.clone();
+        // An untrusted device's first answer is replicated; a trusted device's when its lease
+        // was not drawn for as it went out (a speculative copy, or a lease restored after a
+        // restart) and the draw says so now. A twin of it that another device still computes
+        // then becomes the replica.
+        let audit = !lease.replica && {
+            let draw = self.rng.below(self.jobs.verifier.policy().audit_one_in);
+            self.jobs
+                .verifier
+                .replicate_on_answer(device_id, lease.drawn, draw)
+        };
+        let pick = self.rng.below(u64::MAX);
+        let Some(active) = self.jobs.active.as_mut() else {
+            return;
+        };
+        if audit {
+            active
+                .sched
+                .adopt_twin((lease.lo, lease.hi), device_id, pick);
+        }
         let completion = active.sched.complete(now, device_id, lease_id);
         self.touch_leases(device_id);
         match completion {
@@ -473,7 +528,7 @@ impl SwarmCore {
                     .entry(device_id.to_owned())
                     .or_default();
                 *chunks = chunks.saturating_add(1);
-                self.accept_part(device_id, &job_id, (lo, hi), checked, digest);
+                self.accept_part(device_id, &job_id, (lo, hi), checked, digest, audit);
             }
             Completion::Replica { lo, hi } => {
                 if let Some(job) = self.jobs.jobs.get_mut(&job_id) {
@@ -496,6 +551,7 @@ impl SwarmCore {
         (lo, hi): Range,
         mut checked: Checked,
         digest: Digest,
+        audit: bool,
     ) {
         let Some(job) = self.jobs.jobs.get_mut(job_id) else {
             return;
@@ -511,8 +567,17 @@ impl SwarmCore {
                 counts,
             });
         }
-        let draw = self.rng.below(self.jobs.verifier.policy().audit_one_in);
-        let verdict = self.jobs.verifier.first(device_id, (lo, hi), digest, draw);
+        // Audited: a replica was drawn when the lease went out, or when it answered (`audit`).
+        let audited = audit
+            || self
+                .jobs
+                .active
+                .as_ref()
+                .is_some_and(|a| a.sched.is_replicated((lo, hi), &[device_id.to_owned()]));
+        let verdict = self
+            .jobs
+            .verifier
+            .first(device_id, (lo, hi), digest, audited);
         let open = matches!(verdict, Verdict::Replicate { .. });
         let part = Part {
             device: device_id.to_owned(),
@@ -548,6 +613,15 @@ impl SwarmCore {
             self.apply_decision(now, range, winners, losers);
         }
         self.follow(verdict, range);
+        // Whatever the answer was (one from a device that answered the range already changes
+        // nothing), a range still open has a replica on its way to a device that has not.
+        let answered = self.jobs.verifier.answerers(range);
+        let pick = self.rng.below(u64::MAX);
+        if let Some(active) = self.jobs.active.as_mut() {
+            if self.jobs.verifier.is_open(range) && !active.sched.is_replicated(range, &answered) {
+                active.sched.replicate(range.0, range.1, answered, pick);
+            }
+        }
         self.sync_credibility(&involved);
     }
 
@@ -831,6 +905,24 @@ impl SwarmCore {
             .collect()
     }
 
+    /// Ranges of the running job that wait for a replica but have none on its way to a device
+    /// that has not answered them (out to one, queued for one, or queued for none because no
+    /// such device is there): a job that could never finish. Always empty; the fuzzer and the
+    /// saboteur runs check it after every step.
+    pub fn stalled_ranges(&self) -> Vec<(u64, u64)> {
+        let Some(active) = self.jobs.active.as_ref() else {
+            return Vec::new();
+        };
+        self.jobs
+            .verifier
+            .open_ranges()
+            .filter(|range| {
+                let answered = self.jobs.verifier.answerers(*range);
+                !active.sched.replica_on_its_way(*range, &answered)
+            })
+            .collect()
+    }
+
     pub fn job(&self, job_id: &str) -> Option<JobView> {
         self.jobs.jobs.get(job_id).map(|j| self.job_view(j))
     }
@@ -909,6 +1001,8 @@ impl SwarmCore {
         let spec = job.spec.clone();
         let mut sched = Scheduler::new(SchedConfig {
             max_chunk_units: spec.max_chunk_units(),
+            // Four fifths of the socket's limit: heartbeats and the rest need room too.
+            results_per_second: f64::from(self.config.messages_per_second) * 0.8,
             ..SchedConfig::default()
         });
         sched.add_work(spec.units());

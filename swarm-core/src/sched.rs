@@ -12,11 +12,15 @@
 //! queue is empty, idle devices take speculative copies of the outstanding leases expected to
 //! finish last; the first completion wins and the twin is cancelled.
 //!
-//! A completed range can be queued again as a *replica* ([`Scheduler::replicate`]), for the
-//! verifier ([`crate::verify`]): an ordinary lease of the same range, served before new work,
-//! never to a device that already answered it. A replica's completion does not count as
-//! progress ([`Completion::Replica`]); the job is finished only when no replica is queued or
-//! out.
+//! A range can be queued again as a *replica* ([`Scheduler::replicate`]), for the verifier
+//! ([`crate::verify`]): an ordinary lease of the same range, served before new work, never to
+//! a device that already answered it. A replica may be queued as soon as the range's first
+//! lease goes out, and then runs alongside it: whichever answers first completes the range,
+//! and the other answer is the replica's ([`Completion::Replica`]), which does not count as
+//! progress. The job is finished only when no replica of a completed range is queued or out.
+//!
+//! A device's chunks take at least its workers ÷ [`SchedConfig::results_per_second`] seconds,
+//! so that its results stay within its socket's message limit however many cores it lends.
 //!
 //! A device's rate is what the scheduler sees, never what the device says: the time from the
 //! moment a lease could start (it was issued, and one of the device's workers was free) to its
@@ -47,6 +51,9 @@ pub struct SchedConfig {
     pub ewma_alpha: f64,
     /// Whether idle devices take speculative copies of the last outstanding leases.
     pub speculate: bool,
+    /// Results a device may send per second (each worker's chunks take at least workers ÷
+    /// this many seconds): below its socket's message limit.
+    pub results_per_second: f64,
 }
 
 impl Default for SchedConfig {
@@ -60,6 +67,7 @@ impl Default for SchedConfig {
             min_deadline_ms: 10_000,
             ewma_alpha: 0.3,
             speculate: true,
+            results_per_second: 16.0,
         }
     }
 }
@@ -70,6 +78,9 @@ pub type LeaseId = u64;
 /// of an observation capped at [`OBSERVATION_CAP`] × the estimate): a device that answers
 /// instantly gains speed, and with it larger chunks, only step by step.
 pub const MAX_RATE_GROWTH: f64 = 1.0 + 0.3 * (OBSERVATION_CAP - 1.0);
+
+/// The tail's chunks are at least this fraction (1 / it) of a chunk-time.
+const TAIL_FLOOR: f64 = 8.0;
 
 /// An observed rate counts for at most this many times the current estimate.
 const OBSERVATION_CAP: f64 = 2.0;
@@ -85,8 +96,11 @@ pub struct Lease {
     pub deadline_ms: Millis,
     /// A copy of a lease another device still holds.
     pub speculative: bool,
-    /// A replica of a completed range (see [`Scheduler::replicate`]).
+    /// A replica of a range (see [`Scheduler::replicate`]).
     pub replica: bool,
+    /// The caller drew whether to replicate it when it went out
+    /// ([`Scheduler::mark_drawn`]); a lease restored after a restart was not.
+    pub drawn: bool,
 }
 
 impl Lease {
@@ -297,6 +311,8 @@ pub struct Scheduler {
     replicas: BTreeMap<Option<String>, VecDeque<Replica>>,
     replica_for: BTreeMap<(u64, u64), Option<String>>,
     replicas_out: BTreeMap<LeaseId, Replica>,
+    /// The replicas out, by `(lo, hi, id)`.
+    out_by_range: BTreeSet<(u64, u64, LeaseId)>,
     total_units: u64,
     done_units: u64,
     next_lease: LeaseId,
@@ -319,6 +335,7 @@ impl Scheduler {
             replicas: BTreeMap::new(),
             replica_for: BTreeMap::new(),
             replicas_out: BTreeMap::new(),
+            out_by_range: BTreeSet::new(),
             total_units: 0,
             done_units: 0,
             next_lease: 1,
@@ -388,26 +405,64 @@ impl Scheduler {
         }
     }
 
-    /// Queues a replica of the completed range `[lo, hi)`: an ordinary lease of it for a device
-    /// not in `exclude`, drawn with the random number `pick`. A range already waiting for a
-    /// replica only gains the exclusions.
+    /// Queues a replica of the range `[lo, hi)`, completed or still leased: an ordinary lease
+    /// of it for a device not in `exclude` (the devices whose answers for it stand), drawn
+    /// with the random number `pick`. `exclude` replaces what a replica of the range already
+    /// queued or out excluded: answers dropped since (their range was computed again) no
+    /// longer bar their devices. A replica out to a device not in `exclude` is kept, and none
+    /// is queued.
+    ///
+    /// A replica of a range not completed yet runs alongside its first lease: whichever
+    /// answers first completes the range ([`Completion::Accepted`]) and the other becomes its
+    /// replica ([`Completion::Replica`]).
     pub fn replicate(&mut self, lo: u64, hi: u64, exclude: Vec<String>, pick: u64) {
-        self.place(Replica {
-            lo,
-            hi,
-            exclude,
-            skipped: Vec::new(),
-            pick,
-        });
+        let out: Vec<LeaseId> = self
+            .out_by_range
+            .range((lo, hi, LeaseId::MIN)..=(lo, hi, LeaseId::MAX))
+            .map(|(_, _, id)| *id)
+            .collect();
+        for id in out {
+            if let Some(replica) = self.replicas_out.get_mut(&id) {
+                replica.exclude.clone_from(&exclude);
+            }
+        }
+        if self
+            .replicas_out_of((lo, hi))
+            .any(|holder| !exclude.iter().any(|x| x == holder))
+        {
+            return;
+        }
+        let same = |r: &Replica| {
+            r.exclude.len() == exclude.len() && exclude.iter().all(|x| r.exclude.contains(x))
+        };
+        let queued = self
+            .replica_for
+            .get(&(lo, hi))
+            .and_then(|device| self.replicas.get(device))
+            .and_then(|queue| queue.iter().find(|r| (r.lo, r.hi) == (lo, hi)));
+        if queued.is_some_and(same) {
+            return; // it keeps its place in the queue
+        }
+        let replica = match self.take_queued_replica((lo, hi)) {
+            Some(queued) => Replica { exclude, ..queued },
+            None => Replica {
+                lo,
+                hi,
+                exclude,
+                skipped: Vec::new(),
+                pick,
+            },
+        };
+        self.place(replica);
     }
 
-    /// Queues a replica for the device drawn for it now (or for none); one already queued for
-    /// the same range only gains the exclusions.
+    /// Queues a replica for the device drawn for it now (or for none). If one is queued for
+    /// the same range already, that one stays (with both lists of devices that let it expire).
     fn place(&mut self, mut replica: Replica) {
         if let Some(mut queued) = self.take_queued_replica((replica.lo, replica.hi)) {
-            for device in replica.exclude {
-                if !queued.exclude.contains(&device) {
-                    queued.exclude.push(device);
+            for device in replica.skipped {
+                if !queued.skipped.contains(&device) {
+                    queued.skipped.push(device);
                 }
             }
             replica = queued;
@@ -446,6 +501,30 @@ impl Scheduler {
         }
     }
 
+    /// In the tail (nothing new to lease), replicas waiting for a device without an idle
+    /// worker are drawn again, so that a trusted device with an idle worker may take them now
+    /// rather than they wait behind another device's leases.
+    fn replan_waiting(&mut self) {
+        let idle = |d: &DeviceState| d.trusted && (d.leases.len() as u64) < u64::from(d.workers);
+        if !self.devices.values().any(idle) {
+            return;
+        }
+        let waiting: Vec<Option<String>> = self
+            .replicas
+            .keys()
+            .filter(|device| {
+                device
+                    .as_ref()
+                    .and_then(|d| self.devices.get(d))
+                    .is_some_and(|d| !idle(d))
+            })
+            .cloned()
+            .collect();
+        for device in waiting {
+            self.replan(device);
+        }
+    }
+
     /// The device a replica is for: drawn by its `pick` among the devices that may take it (not
     /// excluded, enabled, lending workers), the trusted ones while there are any.
     fn designated(&self, replica: &Replica) -> Option<&str> {
@@ -475,12 +554,99 @@ impl Scheduler {
             .map(|(name, _)| name.as_str())
     }
 
+    /// Records that the caller drew, as the lease went out, whether to replicate it.
+    pub fn mark_drawn(&mut self, id: LeaseId) {
+        if let Some(lease) = self.leases.get_mut(&id) {
+            lease.drawn = true;
+        }
+    }
+
+    /// The holders of a range's replicas out.
+    fn replicas_out_of(&self, (lo, hi): (u64, u64)) -> impl Iterator<Item = &str> + '_ {
+        self.out_by_range
+            .range((lo, hi, LeaseId::MIN)..=(lo, hi, LeaseId::MAX))
+            .filter_map(|(_, _, id)| self.leases.get(id))
+            .map(|lease| lease.device.as_str())
+    }
+
+    /// Whether a replica of the range is queued, or out to a device other than those that
+    /// `answered` it: their answers will be compared with another.
+    pub fn is_replicated(&self, range: (u64, u64), answered: &[String]) -> bool {
+        self.replica_for.contains_key(&range)
+            || self
+                .replicas_out_of(range)
+                .any(|holder| !answered.iter().any(|a| a == holder))
+    }
+
+    /// Before `device` completes a range it holds: another device's twin of it (a lease of the
+    /// same range, still running) becomes the range's replica instead of being cancelled, so
+    /// that the answer is compared without a new lease. `false` if there is none.
+    pub fn adopt_twin(&mut self, (lo, hi): (u64, u64), device: &str, pick: u64) -> bool {
+        let twin = self
+            .twins((lo, hi))
+            .find(|id| self.leases.get(id).is_some_and(|l| l.device != device));
+        let Some(id) = twin else {
+            return false;
+        };
+        self.by_range.remove(&(lo, hi, id));
+        if let Some(lease) = self.leases.get_mut(&id) {
+            lease.replica = true;
+        }
+        self.send_out(
+            id,
+            Replica {
+                lo,
+                hi,
+                exclude: vec![device.to_owned()],
+                skipped: Vec::new(),
+                pick,
+            },
+        );
+        true
+    }
+
+    /// Whether a replica of the range is on its way to a device that has not `answered` it:
+    /// out to one, queued for one, or queued for none because no such device could take it.
+    pub fn replica_on_its_way(&self, range: (u64, u64), answered: &[String]) -> bool {
+        let fresh = |device: &str| !answered.iter().any(|a| a == device);
+        if self.replicas_out_of(range).any(fresh) {
+            return true;
+        }
+        match self.replica_for.get(&range) {
+            Some(Some(device)) => fresh(device),
+            Some(None) => !self
+                .devices
+                .iter()
+                .any(|(name, d)| d.enabled && d.workers > 0 && fresh(name)),
+            None => false,
+        }
+    }
+
+    /// Records a replica as out under this lease.
+    fn send_out(&mut self, id: LeaseId, replica: Replica) {
+        self.out_by_range.insert((replica.lo, replica.hi, id));
+        self.replicas_out.insert(id, replica);
+    }
+
+    /// Takes the replica out under this lease, if it is one.
+    fn take_out(&mut self, id: LeaseId) -> Option<Replica> {
+        let replica = self.replicas_out.remove(&id)?;
+        self.out_by_range.remove(&(replica.lo, replica.hi, id));
+        Some(replica)
+    }
+
     /// Ranges whose replica no device can take now (every device that could has answered
-    /// them).
+    /// them), among the completed ones.
     pub fn stranded(&self) -> Vec<(u64, u64)> {
         self.replicas
             .get(&None)
-            .map(|queue| queue.iter().map(|r| (r.lo, r.hi)).collect())
+            .map(|queue| {
+                queue
+                    .iter()
+                    .map(|r| (r.lo, r.hi))
+                    .filter(|range| self.completed.contains(range))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -489,11 +655,19 @@ impl Scheduler {
         self.take_queued_replica((lo, hi));
     }
 
-    /// Replicas queued or out.
+    /// Replicas of completed ranges, queued or out: answers that wait for comparison.
+    /// (Replicas of ranges not completed yet are work like any lease; a job that needs no
+    /// more of its units does not wait for them.)
     pub fn replicas_pending(&self) -> usize {
-        self.replica_for
-            .len()
-            .saturating_add(self.replicas_out.len())
+        let queued = self
+            .replica_for
+            .keys()
+            .filter(|range| self.completed.contains(range));
+        let out = self
+            .out_by_range
+            .iter()
+            .filter(|(lo, hi, _)| self.completed.contains(&(*lo, *hi)));
+        queued.count().saturating_add(out.count())
     }
 
     /// The device left (disconnect, OFFLINE, removal): its leases are withdrawn and their ranges
@@ -556,8 +730,7 @@ impl Scheduler {
         if !self.completed.remove(&(lo, hi)) {
             return false;
         }
-        // A queued replica of it is moot now; one already out still completes as a
-        // `Replica`, which the caller no longer has an answer to compare with.
+        // A queued replica of it is moot now; one already out may answer it first again.
         self.take_queued_replica((lo, hi));
         self.done_units = self.done_units.saturating_sub(hi.saturating_sub(lo));
         self.pending.push_front((lo, hi));
@@ -683,6 +856,9 @@ impl Scheduler {
     /// every device with room, least loaded first (the fastest among equals); passes repeat
     /// until one grants nothing.
     pub fn poll_leases(&mut self, now: Millis) -> Vec<Lease> {
+        if self.pending.is_empty() && !self.replicas.is_empty() {
+            self.replan_waiting();
+        }
         let mut issued = Vec::new();
         loop {
             let before = issued.len();
@@ -737,17 +913,40 @@ impl Scheduler {
             self.recount(change);
         }
         let range = (lease.lo, lease.hi);
-        if self.replicas_out.remove(&lease_id).is_some() {
-            return Completion::Replica {
-                lo: range.0,
-                hi: range.1,
-            };
+        let mut twins: Vec<LeaseId> = self.twins(range).collect();
+        if let Some(replica) = self.take_out(lease_id) {
+            if self.completed.contains(&range) {
+                return Completion::Replica {
+                    lo: range.0,
+                    hi: range.1,
+                };
+            }
+            // A replica that answers before its range's first lease completes the range, if
+            // the range is still whole: queued, or leased as exactly this range (a range split
+            // since is in other hands). That first lease becomes the replica.
+            if !self.take_queued(range.0, range.1) && twins.is_empty() {
+                return Completion::Duplicate;
+            }
+            if !twins.is_empty() {
+                let first = twins.remove(0);
+                self.by_range.remove(&(range.0, range.1, first));
+                if let Some(l) = self.leases.get_mut(&first) {
+                    l.replica = true;
+                }
+                self.send_out(
+                    first,
+                    Replica {
+                        exclude: vec![device.to_owned()],
+                        skipped: Vec::new(),
+                        ..replica
+                    },
+                );
+            }
         }
         if !self.completed.insert(range) {
             return Completion::Duplicate;
         }
         self.done_units = self.done_units.saturating_add(lease.units());
-        let twins: Vec<LeaseId> = self.twins(range).collect();
         let cancelled = twins
             .into_iter()
             .filter_map(|id| self.drop_lease(id))
@@ -818,6 +1017,16 @@ impl Scheduler {
             self.replicas.remove(&key);
         }
         self.replica_for.remove(&(replica.lo, replica.hi));
+        let holds_first = self
+            .twins((replica.lo, replica.hi))
+            .any(|id| self.leases.get(&id).is_some_and(|l| l.device == device));
+        if holds_first {
+            // It computes that range already (leased again after the first holder left).
+            let mut replica = replica;
+            replica.exclude.push(device.to_owned());
+            self.place(replica);
+            return None;
+        }
         let Some(lease) = self.issue(now, device, replica.lo, replica.hi, false) else {
             self.place(replica);
             return None;
@@ -826,7 +1035,7 @@ impl Scheduler {
         if let Some(l) = self.leases.get_mut(&lease.id) {
             l.replica = true;
         }
-        self.replicas_out.insert(lease.id, replica);
+        self.send_out(lease.id, replica);
         Some(Lease {
             replica: true,
             ..lease
@@ -840,15 +1049,22 @@ impl Scheduler {
         let state = self.devices.get(device).filter(|d| !d.held)?;
         let remaining = self.pending.units;
         let (lo, hi) = self.pending.pop_front()?;
-        let share = state.rate * f64::from(state.workers) / self.throughput.max(f64::MIN_POSITIVE);
+        let workers = f64::from(state.workers.max(1));
+        let share = state.rate * workers / self.throughput.max(f64::MIN_POSITIVE);
+        // A device of many workers gets longer chunks, so that its results stay within its
+        // socket's message budget.
+        let least_ms = workers * 1_000.0 / self.config.results_per_second.max(f64::MIN_POSITIVE);
         // About target_chunk_ms of this device's work. In the tail (less than two chunk-times
-        // of the whole swarm left) no more than its share of what is left, spread over its
-        // workers, so the last chunks end together — but never below a quarter of a chunk-time,
-        // so that one device's stale rate cannot shrink everyone's chunks to nothing.
-        let by_time = state.rate * self.config.target_chunk_ms;
+        // of the whole swarm left) no more than its share of what is left, spread over the
+        // leases it holds at once (a new one waits behind the others), so the last chunks end
+        // together — but never below an eighth of a chunk-time, so that one device's stale
+        // rate cannot shrink everyone's chunks to nothing.
+        let by_time = state.rate * self.config.target_chunk_ms.max(least_ms);
         let tail = (remaining as f64) < self.throughput * self.config.target_chunk_ms * 2.0;
         let by_tail = if tail {
-            (remaining as f64 * share / f64::from(state.workers.max(1))).max(by_time / 4.0)
+            let held_at_once = workers + f64::from(self.config.prefetch);
+            let floor = state.rate * (self.config.target_chunk_ms / TAIL_FLOOR).max(least_ms);
+            (remaining as f64 * share / held_at_once).max(floor)
         } else {
             f64::INFINITY
         };
@@ -890,6 +1106,7 @@ impl Scheduler {
                     && !l.replica
                     && l.device != device
                     && !twinned.contains(&(l.lo, l.hi))
+                    && self.replicas_out_of((l.lo, l.hi)).next().is_none()
             })
             .map(|l| {
                 let holder_rate = self
@@ -951,6 +1168,7 @@ impl Scheduler {
             deadline_ms,
             speculative,
             replica: false,
+            drawn: false,
         };
         state.leases.insert(id);
         self.by_range.insert((lo, hi, id));
@@ -978,13 +1196,11 @@ impl Scheduler {
     fn withdraw_as(&mut self, id: LeaseId, exclude_holder: bool) -> Option<Lease> {
         let lease = self.drop_lease(id)?;
         let range = (lease.lo, lease.hi);
-        if let Some(mut replica) = self.replicas_out.remove(&id) {
+        if let Some(mut replica) = self.take_out(id) {
             if exclude_holder {
                 replica.skipped.push(lease.device.clone());
             }
-            if self.completed.contains(&range) {
-                self.place(replica);
-            }
+            self.place(replica);
             return Some(lease);
         }
         let twin_running = self.twins(range).next().is_some();
@@ -1020,6 +1236,15 @@ mod tests {
     fn sched() -> Scheduler {
         Scheduler::new(SchedConfig {
             min_deadline_ms: 1_000,
+            ..SchedConfig::default()
+        })
+    }
+
+    /// Without prefetch: a small job goes out as one lease per worker.
+    fn sched_without_prefetch() -> Scheduler {
+        Scheduler::new(SchedConfig {
+            min_deadline_ms: 1_000,
+            prefetch: 0,
             ..SchedConfig::default()
         })
     }
@@ -1124,7 +1349,7 @@ mod tests {
     fn expired_and_orphaned_leases_return_to_the_queue() {
         let mut s = sched();
         s.set_device("a", 1, 1.0);
-        s.add_work(4_000);
+        s.add_work(8_000);
         let first = s.poll_leases(0);
         assert_eq!(first.len(), 2);
         let deadline = s.next_deadline().unwrap();
@@ -1158,12 +1383,12 @@ mod tests {
             assert_eq!(lo, next, "no gap and no overlap");
             next = hi;
         }
-        assert_eq!(next, 4_000);
+        assert_eq!(next, 8_000);
     }
 
     #[test]
     fn a_replica_goes_to_another_device_and_holds_the_job_open_until_answered() {
-        let mut s = sched();
+        let mut s = sched_without_prefetch();
         s.set_device("a", 1, 1.0);
         s.add_work(1_000);
         let first = s.poll_leases(0);
@@ -1230,6 +1455,126 @@ mod tests {
     }
 
     #[test]
+    fn a_replica_drawn_as_its_lease_goes_out_runs_alongside_and_either_answer_completes_it() {
+        for replica_first in [false, true] {
+            let mut s = sched_without_prefetch();
+            s.set_device("a", 1, 1.0);
+            s.add_work(1_000);
+            let first = s.poll_leases(0).remove(0);
+            s.replicate(first.lo, first.hi, vec!["a".into()], 0);
+            assert!(s.is_replicated((first.lo, first.hi), &["a".to_owned()]));
+            assert_eq!(s.replicas_pending(), 0, "not an answer waiting yet");
+            s.set_device("b", 1, 1.0);
+            let replica = s.poll_leases(0).remove(0);
+            assert!(replica.replica && replica.device == "b");
+            assert_eq!((replica.lo, replica.hi), (first.lo, first.hi));
+            s.replicate(first.lo, first.hi, vec!["a".into()], 7);
+            assert!(s.poll_leases(1).is_empty(), "the replica out is kept");
+            let (early, late) = if replica_first {
+                (&replica, &first)
+            } else {
+                (&first, &replica)
+            };
+            assert!(matches!(
+                s.complete(500, &early.device, early.id),
+                Completion::Accepted { ref cancelled, .. } if cancelled.is_empty()
+            ));
+            assert_eq!(s.progress(), (1_000, 1_000));
+            assert!(!s.is_finished(), "the other answer is awaited");
+            assert_eq!(s.replicas_pending(), 1);
+            assert_eq!(
+                s.complete(900, &late.device, late.id),
+                Completion::Replica { lo: 0, hi: 1_000 }
+            );
+            assert!(s.is_finished());
+        }
+    }
+
+    #[test]
+    fn a_replica_out_never_goes_back_to_a_device_that_answered_its_range_since() {
+        let mut s = sched_without_prefetch();
+        s.set_device("a", 1, 1.0);
+        s.add_work(1_000);
+        let first = s.poll_leases(0).remove(0);
+        s.replicate(first.lo, first.hi, vec!["a".into()], 0);
+        s.set_device("b", 1, 1.0);
+        let replica = s.poll_leases(0).remove(0);
+        assert!(replica.replica && replica.device == "b");
+        s.complete(500, "a", first.id);
+        // a is caught: its range is computed again, by c, while b's replica is still out (b,
+        // disabled meanwhile, keeps it).
+        s.remove_device("a");
+        assert!(s.redo(first.lo, first.hi));
+        s.set_enabled("b", false);
+        s.set_device("c", 1, 1.0);
+        let again = s.poll_leases(600).remove(0);
+        assert_eq!((again.device.as_str(), again.lo), ("c", first.lo));
+        s.replicate(first.lo, first.hi, vec!["c".into()], 0);
+        s.complete(900, "c", again.id);
+        // b leaves: its replica goes back to the queue, but not to c, which answered.
+        s.remove_device("b");
+        assert!(s.poll_leases(1_000).is_empty());
+        assert_eq!(s.stranded(), vec![(first.lo, first.hi)]);
+        assert_indexes_agree(&s);
+    }
+
+    #[test]
+    fn a_replica_excludes_only_the_devices_whose_answers_stand() {
+        let mut s = sched_without_prefetch();
+        s.set_device("a", 1, 1.0);
+        s.add_work(1_000);
+        let first = s.poll_leases(0).remove(0);
+        s.complete(500, "a", first.id);
+        s.set_device("b", 1, 1.0);
+        // a and b answered; nobody else may take the replica.
+        s.replicate(first.lo, first.hi, vec!["a".into(), "b".into()], 0);
+        assert!(s.poll_leases(600).is_empty());
+        assert!(s.replica_on_its_way((first.lo, first.hi), &["a".into(), "b".into()]));
+        // The range was computed again and only b's new answer stands: a may take it now.
+        s.replicate(first.lo, first.hi, vec!["b".into()], 0);
+        let replica = s.poll_leases(700).remove(0);
+        assert_eq!((replica.device.as_str(), replica.replica), ("a", true));
+        assert_indexes_agree(&s);
+    }
+
+    #[test]
+    fn a_replica_of_a_range_split_since_completes_nothing() {
+        let mut s = sched_without_prefetch();
+        s.set_device("a", 1, 1.0);
+        s.add_work(4_000);
+        let first = s.poll_leases(0).remove(0);
+        s.replicate(first.lo, first.hi, vec!["a".into()], 0);
+        s.set_device("b", 1, 1.0);
+        let replica = s
+            .poll_leases(0)
+            .into_iter()
+            .find(|l| l.replica)
+            .expect("the replica");
+        // a leaves: its range goes back to the queue and is leased again in smaller parts.
+        s.remove_device("a");
+        s.set_device("c", 4, 1.0);
+        let parts = s.poll_leases(10);
+        assert!(parts.iter().any(|l| l.lo == first.lo && l.hi < first.hi));
+        let before = s.progress();
+        assert_eq!(s.complete(2_000, "b", replica.id), Completion::Duplicate);
+        assert_eq!(s.progress(), before, "no unit counted twice");
+        assert_indexes_agree(&s);
+    }
+
+    #[test]
+    fn a_device_of_many_workers_gets_chunks_that_keep_its_results_within_its_message_budget() {
+        let mut s = sched();
+        s.set_device("big", 64, 1.0);
+        s.set_device("small", 4, 1.0);
+        s.add_work(u64::MAX / 4);
+        let leases = s.poll_leases(0);
+        let size = |d: &str| leases.iter().find(|l| l.device == d).unwrap().units();
+        assert_eq!(size("small"), 2_000, "the target time");
+        // 64 workers at 16 results per second: each chunk takes at least 4 s.
+        assert_eq!(size("big"), 4_000);
+    }
+
+    #[test]
     fn a_held_device_gets_no_new_work_but_takes_replicas() {
         let mut s = sched();
         s.set_device("a", 2, 1.0);
@@ -1279,7 +1624,7 @@ mod tests {
 
     #[test]
     fn idle_fast_devices_copy_the_last_straggling_lease_and_the_first_result_wins() {
-        let mut s = sched();
+        let mut s = sched_without_prefetch();
         s.set_device("slow", 1, 0.1);
         s.add_work(200);
         let slow = s.poll_leases(0);
@@ -1316,7 +1661,7 @@ mod tests {
 
     #[test]
     fn a_departed_twin_does_not_requeue_a_range_still_running() {
-        let mut s = sched();
+        let mut s = sched_without_prefetch();
         s.set_device("slow", 1, 0.1);
         s.add_work(200);
         s.poll_leases(0);
@@ -1378,16 +1723,18 @@ mod tests {
             replicas,
             s.replicas_out.keys().copied().collect::<BTreeSet<_>>()
         );
+        let out: BTreeSet<_> = s
+            .replicas_out
+            .iter()
+            .map(|(id, r)| (r.lo, r.hi, *id))
+            .collect();
+        assert_eq!(s.out_by_range, out);
         // (One out may outlive its range's redo: its result then finds nothing to compare.)
         let mut queued = 0;
         for (device, queue) in &s.replicas {
             assert!(!queue.is_empty(), "no empty queue is kept");
             for r in queue {
                 queued += 1;
-                assert!(
-                    s.completed.contains(&(r.lo, r.hi)),
-                    "a replica of a completed range"
-                );
                 assert_eq!(s.replica_for.get(&(r.lo, r.hi)), Some(device));
                 if let Some(device) = device {
                     let d = &s.devices[device];

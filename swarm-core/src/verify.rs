@@ -5,7 +5,8 @@
 //! Every device has a [`Credibility`]. A device is *trusted* once its last
 //! [`VerifyPolicy::trust_after`] replicated results in a row were confirmed by other devices.
 //! A result of a device that is not trusted is always replicated; one of a trusted device with
-//! probability 1 / [`VerifyPolicy::audit_one_in`]. A device that joined with the owner key is
+//! probability 1 / [`VerifyPolicy::audit_one_in`], drawn when its lease is issued so that the
+//! replica (an *audit*) can run alongside it. A device that joined with the owner key is
 //! the owner's own machine: the owner vouches for it, and its results are not replicated (its
 //! replicas of others' results count like anyone's). A replica is computed by another device
 //! and compared by the canonical digest of the whole result ([`crate::kinds::digest`]). Two
@@ -170,6 +171,11 @@ impl Verifier {
             .count()
     }
 
+    /// The ranges that wait for a replica.
+    pub fn open_ranges(&self) -> impl Iterator<Item = Range> + '_ {
+        self.open.keys().copied()
+    }
+
     /// Whether no range waits for a replica.
     pub fn is_settled(&self) -> bool {
         self.open.is_empty()
@@ -188,11 +194,33 @@ impl Verifier {
         self.open.contains_key(&range)
     }
 
-    /// The first result for a range, merged into the job by the caller. `draw` is a uniform
-    /// random number below [`VerifyPolicy::audit_one_in`]: a trusted device's result is
-    /// replicated when it is 0.
-    pub fn first(&mut self, device: &str, range: Range, digest: Digest, draw: u64) -> Verdict {
-        if self.credibility(device).vouched || (self.trusted(device) && draw != 0) {
+    /// Whether a lease about to be issued to `device` gets a replica leased alongside it, to
+    /// another device: a trusted device's when `draw` (uniform below
+    /// [`VerifyPolicy::audit_one_in`]) is 0. Drawn when the lease is issued rather than when
+    /// its result arrives, so that the audit runs at the same time and a job does not wait
+    /// for its last audits after its last results. (An untrusted device's results are all
+    /// replicated once they arrive: a device caught lying wastes no replicas of work it had
+    /// not yet returned.)
+    pub fn replicate_on_issue(&self, device: &str, draw: u64) -> bool {
+        let cred = self.credibility(device);
+        !cred.vouched && cred.trusted(&self.policy) && draw == 0
+    }
+
+    /// Whether a first answer from `device` is replicated, given whether its lease was drawn
+    /// for when it was issued (`drawn`, [`Verifier::replicate_on_issue`]): an untrusted
+    /// device's always, a trusted device's when it was not drawn for then and `draw` is 0
+    /// now, a vouched device's never. A replica drawn at issue is the caller's to know of.
+    pub fn replicate_on_answer(&self, device: &str, drawn: bool, draw: u64) -> bool {
+        let cred = self.credibility(device);
+        !cred.vouched && (!cred.trusted(&self.policy) || (!drawn && draw == 0))
+    }
+
+    /// The first result for a range, merged into the job by the caller. `audited` says that a
+    /// replica was drawn for it ([`Verifier::replicate_on_issue`]) and is still to answer: a
+    /// trusted device's result is replicated only then, an untrusted device's always, a
+    /// vouched device's never.
+    pub fn first(&mut self, device: &str, range: Range, digest: Digest, audited: bool) -> Verdict {
+        if self.credibility(device).vouched || (self.trusted(device) && !audited) {
             return Verdict::Settled;
         }
         let cred = self.credibility.entry(device.to_owned()).or_default();
@@ -400,7 +428,7 @@ mod tests {
             let range = (round * 10, round * 10 + 10);
             assert!(!v.trusted("a"));
             assert_eq!(
-                v.first("a", range, RIGHT, 5),
+                v.first("a", range, RIGHT, false),
                 Verdict::Replicate {
                     exclude: vec!["a".into()]
                 }
@@ -414,8 +442,25 @@ mod tests {
             );
         }
         assert!(v.trusted("a"));
-        assert_eq!(v.first("a", (50, 60), RIGHT, 5), Verdict::Settled);
-        assert_ne!(v.first("a", (60, 70), RIGHT, 0), Verdict::Settled, "drawn");
+        assert!(!v.replicate_on_issue("a", 5));
+        assert!(v.replicate_on_issue("a", 0), "drawn");
+        assert!(
+            !v.replicate_on_issue("c", 0),
+            "c is not trusted: replicated on answer"
+        );
+        assert!(v.replicate_on_answer("c", true, 5));
+        assert!(
+            !v.replicate_on_answer("a", true, 0),
+            "drawn for at issue already"
+        );
+        assert!(v.replicate_on_answer("a", false, 0));
+        assert!(!v.replicate_on_answer("a", false, 5));
+        assert_eq!(v.first("a", (50, 60), RIGHT, false), Verdict::Settled);
+        assert_ne!(
+            v.first("a", (60, 70), RIGHT, true),
+            Verdict::Settled,
+            "drawn"
+        );
         let cred = v.credibility("a");
         assert_eq!((cred.confirmed, cred.replicated), (2, 3));
     }
@@ -426,7 +471,7 @@ mod tests {
             dispute_lead: 2,
             ..VerifyPolicy::default()
         });
-        v.first("liar", (0, 10), WRONG, 0);
+        v.first("liar", (0, 10), WRONG, true);
         assert_eq!(
             v.replica("honest", (0, 10), RIGHT, true),
             Verdict::Replicate {
@@ -465,7 +510,7 @@ mod tests {
                 ..Credibility::default()
             },
         );
-        assert_eq!(v.first("mine", (0, 10), RIGHT, 0), Verdict::Settled);
+        assert_eq!(v.first("mine", (0, 10), RIGHT, true), Verdict::Settled);
     }
 
     #[test]
@@ -478,7 +523,7 @@ mod tests {
                 ..Credibility::default()
             },
         );
-        v.first("liar", (0, 10), WRONG, 0);
+        v.first("liar", (0, 10), WRONG, true);
         assert_eq!(
             v.replica("mine", (0, 10), RIGHT, true),
             Verdict::Decided {
@@ -494,7 +539,7 @@ mod tests {
             dispute_lead: 2,
             ..VerifyPolicy::default()
         });
-        v.first("liar", (0, 10), WRONG, 0);
+        v.first("liar", (0, 10), WRONG, true);
         v.replica("honest", (0, 10), RIGHT, true);
         // The accomplice agrees with the liar: 2 against 1, undecided.
         assert!(matches!(
@@ -524,7 +569,7 @@ mod tests {
     #[test]
     fn with_nobody_else_to_ask_a_majority_of_one_decides() {
         let mut v = Verifier::new(VerifyPolicy::default());
-        v.first("liar", (0, 10), WRONG, 0);
+        v.first("liar", (0, 10), WRONG, true);
         v.replica("honest", (0, 10), RIGHT, false);
         assert_eq!(
             v.replica("third", (0, 10), RIGHT, false),
@@ -538,10 +583,10 @@ mod tests {
     #[test]
     fn a_device_contradicted_elsewhere_gathers_no_streak() {
         let mut v = Verifier::new(VerifyPolicy::default());
-        v.first("liar", (0, 10), WRONG, 0);
+        v.first("liar", (0, 10), WRONG, true);
         v.replica("honest", (0, 10), RIGHT, true);
         // Meanwhile an accomplice confirms another of the liar's results.
-        v.first("liar", (10, 20), WRONG, 0);
+        v.first("liar", (10, 20), WRONG, true);
         v.replica("accomplice", (10, 20), WRONG, true);
         assert_eq!(v.credibility("liar").streak, 0, "frozen while disputed");
         assert_eq!(v.credibility("accomplice").streak, 1);
@@ -552,7 +597,7 @@ mod tests {
         let mut v = Verifier::new(VerifyPolicy::default());
         trusted(&mut v, "t1");
         trusted(&mut v, "t2");
-        v.first("liar", (0, 10), WRONG, 0);
+        v.first("liar", (0, 10), WRONG, true);
         assert!(matches!(
             v.replica("t1", (0, 10), RIGHT, true),
             Verdict::Replicate { .. }
@@ -579,9 +624,9 @@ mod tests {
     #[test]
     fn a_caught_device_leaves_every_open_range() {
         let mut v = Verifier::new(VerifyPolicy::default());
-        v.first("cheat", (0, 10), WRONG, 0);
-        v.first("a", (10, 20), RIGHT, 0);
-        v.first("b", (20, 30), RIGHT, 0);
+        v.first("cheat", (0, 10), WRONG, true);
+        v.first("a", (10, 20), RIGHT, true);
+        v.first("b", (20, 30), RIGHT, true);
         v.replica("cheat", (10, 20), WRONG, true);
         let again = v.caught("cheat");
         assert!(!v.is_open((0, 10)), "its own first answers are closed");

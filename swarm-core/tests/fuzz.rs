@@ -2990,6 +2990,11 @@ impl<'t> Fuzzer<'t> {
     /// progress goes back only with a quarantine; finished jobs are frozen; results are sane,
     /// and right unless a wrong answer could have got past replication.
     fn check_jobs(&mut self, before: &Obs, after: &Obs) {
+        let stalled = self.sim.core.stalled_ranges();
+        assert!(
+            stalled.is_empty(),
+            "ranges wait for a replica that nobody will compute: {stalled:?}"
+        );
         // A device that loses a vote is quarantined and its parts are taken out, also when the
         // owner has removed it meanwhile (then no row shows the quarantine).
         let quarantine =
