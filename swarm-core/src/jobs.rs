@@ -387,9 +387,22 @@ impl SwarmCore {
         while !batch.is_empty() {
             let audit_one_in = self.jobs.verifier.policy().audit_one_in;
             let mut drawn = Vec::new();
-            // A speculative copy is drawn for when it answers (see `handle_chunk_result`).
-            let fresh = |l: &&Lease| !l.replica && !l.speculative;
-            for lease in batch.iter().filter(fresh) {
+            let mut marked = Vec::new();
+            for lease in batch.iter().filter(|l| !l.replica) {
+                if lease.speculative {
+                    // A copy shares its original's draw when the original was drawn for (a
+                    // trusted device's); otherwise it is drawn for when it answers.
+                    let holder = self
+                        .jobs
+                        .active
+                        .as_ref()
+                        .and_then(|a| a.sched.first_holder((lease.lo, lease.hi)));
+                    if holder.is_some_and(|h| self.jobs.verifier.audited_on_issue(h)) {
+                        marked.push(lease.id);
+                    }
+                    continue;
+                }
+                marked.push(lease.id);
                 let draw = self.rng.below(audit_one_in);
                 if self.jobs.verifier.replicate_on_issue(&lease.device, draw) {
                     drawn.push((lease.lo, lease.hi, lease.device.clone()));
@@ -398,8 +411,8 @@ impl SwarmCore {
             let Some(active) = self.jobs.active.as_mut() else {
                 return;
             };
-            for lease in batch.iter().filter(fresh) {
-                active.sched.mark_drawn(lease.id);
+            for id in marked {
+                active.sched.mark_drawn(id);
             }
             leases.append(&mut batch);
             if drawn.is_empty() {
@@ -512,10 +525,9 @@ impl SwarmCore {
         let Some(active) = self.jobs.active.as_mut() else {
             return;
         };
-        if audit {
-            active
-                .sched
-                .adopt_twin((lease.lo, lease.hi), device_id, pick);
+        let range = (lease.lo, lease.hi);
+        if audit && !active.sched.is_replicated(range, &[device_id.to_owned()]) {
+            active.sched.adopt_twin(range, device_id, pick);
         }
         let completion = active.sched.complete(now, device_id, lease_id);
         self.touch_leases(device_id);

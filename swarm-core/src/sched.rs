@@ -554,6 +554,15 @@ impl Scheduler {
             .map(|(name, _)| name.as_str())
     }
 
+    /// The holder of the oldest lease of exactly this range (for a speculative copy: the
+    /// device it copies).
+    pub fn first_holder(&self, range: (u64, u64)) -> Option<&str> {
+        self.twins(range)
+            .next()
+            .and_then(|id| self.leases.get(&id))
+            .map(|lease| lease.device.as_str())
+    }
+
     /// Records that the caller drew, as the lease went out, whether to replicate it.
     pub fn mark_drawn(&mut self, id: LeaseId) {
         if let Some(lease) = self.leases.get_mut(&id) {

@@ -202,8 +202,14 @@ impl Verifier {
     /// replicated once they arrive: a device caught lying wastes no replicas of work it had
     /// not yet returned.)
     pub fn replicate_on_issue(&self, device: &str, draw: u64) -> bool {
+        self.audited_on_issue(device) && draw == 0
+    }
+
+    /// Whether `device`'s leases are drawn for when they go out (it is trusted, and not
+    /// vouched for).
+    pub fn audited_on_issue(&self, device: &str) -> bool {
         let cred = self.credibility(device);
-        !cred.vouched && cred.trusted(&self.policy) && draw == 0
+        !cred.vouched && cred.trusted(&self.policy)
     }
 
     /// Whether a first answer from `device` is replicated, given whether its lease was drawn
