@@ -421,15 +421,17 @@ impl Scheduler {
             .range((lo, hi, LeaseId::MIN)..=(lo, hi, LeaseId::MAX))
             .map(|(_, _, id)| *id)
             .collect();
+        let mut kept = false;
         for id in out {
             if let Some(replica) = self.replicas_out.get_mut(&id) {
                 replica.exclude.clone_from(&exclude);
             }
+            kept |= self
+                .leases
+                .get(&id)
+                .is_some_and(|lease| !exclude.contains(&lease.device));
         }
-        if self
-            .replicas_out_of((lo, hi))
-            .any(|holder| !exclude.iter().any(|x| x == holder))
-        {
+        if kept {
             return;
         }
         let same = |r: &Replica| {
@@ -597,6 +599,13 @@ impl Scheduler {
         let Some(id) = twin else {
             return false;
         };
+        self.turn_into_replica(id, (lo, hi), device, pick);
+        true
+    }
+
+    /// A lease of `range` still running becomes the range's replica, answering `device`'s
+    /// answer: it leaves the twins and is recorded as a replica out.
+    fn turn_into_replica(&mut self, id: LeaseId, (lo, hi): (u64, u64), device: &str, pick: u64) {
         self.by_range.remove(&(lo, hi, id));
         if let Some(lease) = self.leases.get_mut(&id) {
             lease.replica = true;
@@ -611,7 +620,6 @@ impl Scheduler {
                 pick,
             },
         );
-        true
     }
 
     /// Whether a replica of the range is on its way to a device that has not `answered` it:
@@ -938,18 +946,7 @@ impl Scheduler {
             }
             if !twins.is_empty() {
                 let first = twins.remove(0);
-                self.by_range.remove(&(range.0, range.1, first));
-                if let Some(l) = self.leases.get_mut(&first) {
-                    l.replica = true;
-                }
-                self.send_out(
-                    first,
-                    Replica {
-                        exclude: vec![device.to_owned()],
-                        skipped: Vec::new(),
-                        ..replica
-                    },
-                );
+                self.turn_into_replica(first, range, device, replica.pick);
             }
         }
         if !self.completed.insert(range) {
