@@ -432,7 +432,8 @@ impl Agent {
                     let what = client::work::describe(&work);
                     println!("lease {lease_id} received: {what}");
                 }
-                self.pool.push(lease_id, work);
+                let bench = job_id == client::work::BENCH_JOB_ID;
+                self.pool.push(lease_id, work, bench);
             }
             LinkEvent::CancelLease { lease_id } => match self.pool.cancel(lease_id) {
                 Cancelled::Queued => println!("lease {lease_id} cancelled before it started"),
@@ -443,6 +444,11 @@ impl Agent {
                 }
                 Cancelled::Unknown => {}
             },
+            LinkEvent::Share(share) => {
+                println!("computing with {}", client::format::share(&share));
+                self.pool
+                    .set_share(usize::from(share.workers), share.duty_percent);
+            }
             LinkEvent::Refused => println!("the coordinator refused this device"),
             LinkEvent::Snapshot(_)
             | LinkEvent::Ack { .. }

@@ -1,5 +1,6 @@
 //! The agent's work: a queue of leases ([`Queue`], plain bookkeeping) and the worker threads
-//! that compute them with the shared kernels ([`Pool`]).
+//! that compute them with the shared kernels ([`Pool`]). Which thread may start a lease when is
+//! the shared [`Pacer`]'s to say (the coordinator's share: workers and duty-cycle rests).
 //!
 //! Every connection is an *epoch*. A reconnect starts a new one and forgets the old one's
 //! queued and running leases (the coordinator re-queues them), so a result computed for an
@@ -12,6 +13,7 @@ use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use client::pace::Pacer;
 use shared_protocol::{Work, WorkResult};
 
 /// A lease handed to a worker.
@@ -20,6 +22,8 @@ pub struct Task {
     pub epoch: u64,
     pub lease_id: u64,
     pub work: Work,
+    /// The benchmark lease: it runs at once and leaves no rest.
+    pub bench: bool,
 }
 
 /// What `cancel_lease` found.
@@ -37,7 +41,7 @@ pub enum Cancelled {
 #[derive(Debug, Default)]
 pub struct Queue {
     epoch: u64,
-    pending: VecDeque<(u64, Work)>,
+    pending: VecDeque<(u64, Work, bool)>,
     running: HashSet<u64>,
     cancelled: HashSet<u64>,
 }
@@ -53,29 +57,37 @@ impl Queue {
         self.running.len() - self.cancelled.len()
     }
 
-    /// Queues a lease. A lease already held is not queued twice (returns false).
-    pub fn push(&mut self, lease_id: u64, work: Work) -> bool {
-        if self.running.contains(&lease_id) || self.pending.iter().any(|(id, _)| *id == lease_id) {
+    /// Queues a lease (`bench`: the benchmark). A lease already held is not queued twice
+    /// (returns false).
+    pub fn push(&mut self, lease_id: u64, work: Work, bench: bool) -> bool {
+        if self.running.contains(&lease_id) || self.pending.iter().any(|(id, _, _)| *id == lease_id)
+        {
             return false;
         }
-        self.pending.push_back((lease_id, work));
+        self.pending.push_back((lease_id, work, bench));
         true
+    }
+
+    /// Whether the oldest waiting lease is the benchmark (`None`: nothing waits).
+    pub fn next_is_bench(&self) -> Option<bool> {
+        self.pending.front().map(|(_, _, bench)| *bench)
     }
 
     /// The oldest waiting lease, now running.
     pub fn take(&mut self) -> Option<Task> {
-        let (lease_id, work) = self.pending.pop_front()?;
+        let (lease_id, work, bench) = self.pending.pop_front()?;
         self.running.insert(lease_id);
         Some(Task {
             epoch: self.epoch,
             lease_id,
             work,
+            bench,
         })
     }
 
     /// The coordinator withdrew a lease.
     pub fn cancel(&mut self, lease_id: u64) -> Cancelled {
-        if let Some(at) = self.pending.iter().position(|(id, _)| *id == lease_id) {
+        if let Some(at) = self.pending.iter().position(|(id, _, _)| *id == lease_id) {
             self.pending.remove(at);
             Cancelled::Queued
         } else if self.running.contains(&lease_id) && self.cancelled.insert(lease_id) {
@@ -125,10 +137,19 @@ pub struct Done {
 
 struct Shared {
     queue: Queue,
+    pacer: Pacer,
+    /// The pacer's clock: milliseconds since the pool started.
+    epoch: Instant,
     shutdown: bool,
 }
 
-/// Worker threads fed from one [`Queue`].
+impl Shared {
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// Worker threads fed from one [`Queue`]; thread `i` is the pacer's worker `i`.
 pub struct Pool {
     shared: Arc<(Mutex<Shared>, Condvar)>,
     workers: Vec<JoinHandle<()>>,
@@ -137,33 +158,44 @@ pub struct Pool {
 impl Pool {
     /// Starts `workers` threads; each computed lease is sent on `done`.
     pub fn start(workers: usize, done: mpsc::Sender<Done>) -> Self {
+        let workers = workers.max(1);
         let shared = Arc::new((
             Mutex::new(Shared {
                 queue: Queue::default(),
+                pacer: Pacer::new(workers),
+                epoch: Instant::now(),
                 shutdown: false,
             }),
             Condvar::new(),
         ));
-        let workers = (0..workers.max(1))
+        let workers = (0..workers)
             .map(|i| {
                 let shared = Arc::clone(&shared);
                 let done = done.clone();
                 std::thread::Builder::new()
                     .name(format!("worker-{i}"))
-                    .spawn(move || work_loop(&shared, &done))
+                    .spawn(move || work_loop(i, &shared, &done))
                     .expect("spawning a worker thread")
             })
             .collect();
         Self { shared, workers }
     }
 
+    /// The coordinator's share changed: at most `workers` threads compute, each `duty_percent`
+    /// of the time.
+    pub fn set_share(&self, workers: usize, duty_percent: u8) {
+        self.lock().pacer.set_share(workers, duty_percent);
+        self.shared.1.notify_all();
+    }
+
     fn lock(&self) -> MutexGuard<'_, Shared> {
         self.shared.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub fn push(&self, lease_id: u64, work: Work) -> bool {
-        let queued = self.lock().queue.push(lease_id, work);
-        self.shared.1.notify_one();
+    pub fn push(&self, lease_id: u64, work: Work, bench: bool) -> bool {
+        let queued = self.lock().queue.push(lease_id, work, bench);
+        // Only the pacer's chosen worker may take it: wake them all to ask.
+        self.shared.1.notify_all();
         queued
     }
 
@@ -196,7 +228,7 @@ impl Drop for Pool {
     }
 }
 
-fn work_loop(shared: &(Mutex<Shared>, Condvar), done: &mpsc::Sender<Done>) {
+fn work_loop(index: usize, shared: &(Mutex<Shared>, Condvar), done: &mpsc::Sender<Done>) {
     let (lock, wake) = shared;
     loop {
         let task = {
@@ -205,15 +237,38 @@ fn work_loop(shared: &(Mutex<Shared>, Condvar), done: &mpsc::Sender<Done>) {
                 if state.shutdown {
                     return;
                 }
-                if let Some(task) = state.queue.take() {
-                    break task;
+                let now = state.now();
+                let ready = state
+                    .queue
+                    .next_is_bench()
+                    .is_some_and(|bench| state.pacer.may_start(index, now, bench));
+                if ready {
+                    if let Some(task) = state.queue.take() {
+                        state.pacer.start(index);
+                        break task;
+                    }
                 }
-                state = wake.wait(state).unwrap_or_else(PoisonError::into_inner);
+                // Asleep until a lease arrives or the share changes, or a rest ends.
+                state = match state.pacer.wake_at(now) {
+                    Some(at) => {
+                        let rest = std::time::Duration::from_millis(at.saturating_sub(now));
+                        wake.wait_timeout(state, rest)
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .0
+                    }
+                    None => wake.wait(state).unwrap_or_else(PoisonError::into_inner),
+                };
             }
         };
         let started = Instant::now();
         let result = compute(&task.work);
         let compute_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        {
+            let mut state = lock.lock().unwrap_or_else(PoisonError::into_inner);
+            let now = state.now();
+            state.pacer.finish(index, now, compute_ms, task.bench);
+        }
+        wake.notify_all();
         let sent = done.send(Done {
             epoch: task.epoch,
             lease_id: task.lease_id,
@@ -239,12 +294,12 @@ mod tests {
     #[test]
     fn leases_run_in_order_and_are_answered_once() {
         let mut q = Queue::default();
-        assert!(q.push(1, primes(0, 10)));
-        assert!(q.push(2, primes(10, 20)));
-        assert!(!q.push(1, primes(0, 10)), "a lease is held once");
+        assert!(q.push(1, primes(0, 10), false));
+        assert!(q.push(2, primes(10, 20), false));
+        assert!(!q.push(1, primes(0, 10), false), "a lease is held once");
         let task = q.take().unwrap();
         assert_eq!((task.lease_id, task.epoch), (1, 0));
-        assert!(!q.push(1, primes(0, 10)), "nor while it runs");
+        assert!(!q.push(1, primes(0, 10), false), "nor while it runs");
         assert_eq!((q.pending(), q.running()), (1, 1));
         assert!(q.finish(0, 1));
         assert!(!q.finish(0, 1), "only once");
@@ -255,8 +310,8 @@ mod tests {
     #[test]
     fn a_cancelled_lease_is_dropped_or_its_result_withheld() {
         let mut q = Queue::default();
-        q.push(1, primes(0, 10));
-        q.push(2, primes(10, 20));
+        q.push(1, primes(0, 10), false);
+        q.push(2, primes(10, 20), false);
         q.take();
         assert_eq!(q.cancel(2), Cancelled::Queued);
         assert_eq!(q.take(), None, "the queued lease is gone");
@@ -271,16 +326,16 @@ mod tests {
     #[test]
     fn a_reconnect_forgets_the_old_connections_work() {
         let mut q = Queue::default();
-        q.push(1, primes(0, 10));
-        q.push(2, primes(10, 20));
-        q.push(3, primes(20, 30));
+        q.push(1, primes(0, 10), false);
+        q.push(2, primes(10, 20), false);
+        q.push(3, primes(20, 30), false);
         let old = q.take().unwrap();
         q.cancel(3);
         assert_eq!(q.reset(), 2);
         assert_eq!(q.take(), None);
         assert!(!q.finish(old.epoch, old.lease_id), "stale result dropped");
         // The same lease may be handed out again on the new connection.
-        assert!(q.push(1, primes(0, 10)));
+        assert!(q.push(1, primes(0, 10), false));
         let again = q.take().unwrap();
         assert_eq!(again.epoch, 1);
         assert!(!q.finish(old.epoch, 1));
@@ -301,7 +356,7 @@ mod tests {
         let (tx, rx) = mpsc::channel();
         let pool = Pool::start(2, tx);
         for (id, (lo, hi)) in [(1, (0, 1000)), (2, (1000, 2000)), (3, (2000, 3000))] {
-            assert!(pool.push(id, primes(lo, hi)));
+            assert!(pool.push(id, primes(lo, hi), false));
         }
         let mut total = 0;
         for _ in 0..3 {
@@ -315,5 +370,26 @@ mod tests {
         assert_eq!(total, 430, "π(3000)");
         assert_eq!(pool.load(), (0, 0));
         drop(pool);
+    }
+
+    #[test]
+    fn the_pool_computes_only_what_its_share_allows_but_always_the_benchmark() {
+        let (tx, rx) = mpsc::channel();
+        let pool = Pool::start(2, tx);
+        pool.set_share(0, 100);
+        assert!(pool.push(1, primes(0, 100), true));
+        let bench = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        assert_eq!(bench.lease_id, 1, "the benchmark runs whatever the share");
+        assert!(pool.finish(bench.epoch, 1));
+        assert!(pool.push(2, primes(0, 1000), false));
+        assert!(
+            rx.recv_timeout(Duration::from_millis(300)).is_err(),
+            "a share of nothing starts no job lease"
+        );
+        assert_eq!(pool.load(), (1, 0));
+        pool.set_share(1, 100);
+        let job = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        assert_eq!(job.lease_id, 2);
+        assert!(pool.finish(job.epoch, 2));
     }
 }

@@ -713,6 +713,7 @@ fn DevicePage(swarm_id: String, proof: Option<JoinProof>) -> impl IntoView {
     let swarm_name = RwSignal::new(String::new());
     let rtt = RwSignal::new(None::<u64>);
     let tally = RwSignal::new(crate::work::Tally::default());
+    let share = RwSignal::new(None::<shared_protocol::DeviceShare>);
     let missing = RwSignal::new(false);
     let cores = capabilities.cores;
     let identity = Identity::Device {
@@ -755,6 +756,12 @@ fn DevicePage(swarm_id: String, proof: Option<JoinProof>) -> impl IntoView {
                 Some(lend_rx),
                 move |link, event| {
                     state.set(link.state().clone());
+                    if *link.state() != LinkState::Online
+                        && tally.with_untracked(|t| t.current().is_some())
+                    {
+                        // The coordinator withdraws a dropped connection's leases.
+                        tally.update(|t| t.withdrawn(None));
+                    }
                     match event {
                         Some(LinkEvent::Welcomed {
                             swarm_name: n,
@@ -782,6 +789,10 @@ fn DevicePage(swarm_id: String, proof: Option<JoinProof>) -> impl IntoView {
                             lease_id,
                             compute_ms,
                         }) => tally.update(|t| t.computed(lease_id, compute_ms)),
+                        Some(LinkEvent::CancelLease { lease_id }) => {
+                            tally.update(|t| t.withdrawn(Some(lease_id)))
+                        }
+                        Some(LinkEvent::Share(given)) => share.set(Some(given)),
                         Some(LinkEvent::Refused) => {
                             if let LinkState::Refused {
                                 code: ErrorCode::BadCredential,
@@ -836,6 +847,9 @@ fn DevicePage(swarm_id: String, proof: Option<JoinProof>) -> impl IntoView {
         <section class="card" class:hidden=move || missing.get() || needs_invite || refusal().is_some()>
             <h1>"This device"</h1>
             <p class="muted">{move || if swarm_name.get().is_empty() { String::new() } else { format!("in swarm “{}”", swarm_name.get()) }}</p>
+            <p class="notice" role="status" data-testid="device-notice">
+                {move || share.get().and_then(|s| format::idle_reason(&s, lend.get())).unwrap_or_default()}
+            </p>
             <dl class="facts">
                 <dt>"Status"</dt><dd data-testid="device-state">{move || format::link_state(&state.get(), now_ms())}</dd>
                 <dt>"Name"</dt><dd data-testid="device-name">{name}</dd>
@@ -862,8 +876,9 @@ fn DevicePage(swarm_id: String, proof: Option<JoinProof>) -> impl IntoView {
                         }
                     }>{move || if lend.get() == 0 { "Resume" } else { "Pause" }}</button>
                 </dd>
+                <dt>"Computing with"</dt><dd data-testid="device-share">{move || share.get().map_or("—".into(), |s| format::share(&s))}</dd>
                 <dt>"Benchmark"</dt><dd data-testid="bench-score">{move || tally.with(|t| t.bench_score.map_or("—".into(), |s| format!("{s:.2}× a reference core")))}</dd>
-                <dt>"Current chunk"</dt><dd data-testid="current-chunk">{move || tally.with(|t| t.current.clone().unwrap_or_else(|| "—".into()))}</dd>
+                <dt>"Current chunk"</dt><dd data-testid="current-chunk">{move || tally.with(|t| t.current().unwrap_or("—").to_owned())}</dd>
                 <dt>"Chunks"</dt><dd data-testid="chunks-done">{move || tally.with(|t| t.chunks_done)}</dd>
                 <dt>"Throughput"</dt><dd>{move || tally.with(|t| t.units_per_second.map_or("—".into(), |r| format!("{} units/s per core", format::rate(r))))}</dd>
             </dl>

@@ -1,6 +1,6 @@
 //! Browser glue: clock, randomness, timers, localStorage, `navigator`, the coordinator's
 //! address, and the socket loop that drives a [`Link`]. No decisions are made here; they are
-//! the link's.
+//! the link's and the [`Pacer`]'s.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -16,6 +16,8 @@ use web_sys::{MessageEvent, WorkerOptions, WorkerType};
 
 use crate::device_info::Navigator;
 use crate::link::{Link, LinkEvent};
+use crate::pace::Pacer;
+use crate::work::BENCH_JOB_ID;
 
 pub fn now_ms() -> u64 {
     js_sys::Date::now() as u64
@@ -186,14 +188,15 @@ pub fn ws_url(origin: &str, swarm_id: &str) -> String {
     format!("{ws_origin}/api/swarms/{swarm_id}/ws")
 }
 
-/// A pool of module Web Workers (`/worker.js`), one per lent core, each running one lease at a
-/// time with the shared kernels, so the page stays responsive.
+/// A pool of module Web Workers (`/worker.js`), one per core, each running one lease at a time
+/// with the shared kernels, so the page stays responsive. Which worker may start a lease when
+/// is the [`Pacer`]'s to say (lent cores, the swarm's share, duty-cycle rests).
 pub struct WorkerPool {
     workers: Vec<web_sys::Worker>,
-    idle: Vec<usize>,
-    queue: VecDeque<(u64, Work)>,
-    running: HashMap<usize, u64>,
-    limit: usize,
+    pacer: Pacer,
+    /// Leases waiting for a worker, oldest first; `true` marks the benchmark.
+    queue: VecDeque<(u64, Work, bool)>,
+    running: HashMap<usize, (u64, bool)>,
     /// Leases whose results no longer count (withdrawn while disconnected, or cancelled).
     stale: HashSet<u64>,
     results: UnboundedReceiver<(usize, u64, String, f64)>,
@@ -224,33 +227,38 @@ impl WorkerPool {
             workers.push(worker);
             handlers.push(handler);
         }
-        let idle = (0..workers.len()).collect();
+        let pacer = Pacer::new(workers.len());
         Some(Self {
             workers,
-            idle,
+            pacer,
             queue: VecDeque::new(),
             running: HashMap::new(),
-            limit: size.max(1),
             stale: HashSet::new(),
             results,
             _handlers: handlers,
         })
     }
 
-    /// At most this many workers run at once (the cores the user lends).
+    /// The user lends this many cores.
     pub fn set_limit(&mut self, limit: usize) {
-        self.limit = limit;
+        self.pacer.set_lend(limit);
         self.pump();
     }
 
-    pub fn submit(&mut self, lease_id: u64, work: Work) {
-        self.queue.push_back((lease_id, work));
+    /// The coordinator's share changed.
+    pub fn set_share(&mut self, workers: usize, duty_percent: u8) {
+        self.pacer.set_share(workers, duty_percent);
+        self.pump();
+    }
+
+    pub fn submit(&mut self, lease_id: u64, work: Work, bench: bool) {
+        self.queue.push_back((lease_id, work, bench));
         self.pump();
     }
 
     pub fn cancel(&mut self, lease_id: u64) {
-        self.queue.retain(|(id, _)| *id != lease_id);
-        if self.running.values().any(|id| *id == lease_id) {
+        self.queue.retain(|(id, _, _)| *id != lease_id);
+        if self.running.values().any(|(id, _)| *id == lease_id) {
             self.stale.insert(lease_id);
         }
     }
@@ -258,18 +266,25 @@ impl WorkerPool {
     /// Forgets all work (the connection dropped: the coordinator has withdrawn the leases).
     pub fn clear(&mut self) {
         self.queue.clear();
-        self.stale.extend(self.running.values().copied());
+        self.stale.extend(self.running.values().map(|(id, _)| *id));
     }
 
-    fn pump(&mut self) {
-        while self.running.len() < self.limit {
-            let (Some(&index), Some((lease_id, work))) =
-                (self.idle.last(), self.queue.front().cloned())
-            else {
+    /// When a resting worker may take the next waiting lease ([`Self::pump`] then).
+    pub fn wake_at(&self) -> Option<u64> {
+        if self.queue.is_empty() {
+            return None;
+        }
+        self.pacer.wake_at(now_ms())
+    }
+
+    /// Starts waiting leases on the workers the pacer allows.
+    pub fn pump(&mut self) {
+        let now = now_ms();
+        while let Some((lease_id, work, bench)) = self.queue.front().cloned() {
+            let Some(index) = self.pacer.free_slot(now, bench) else {
                 break;
             };
             self.queue.pop_front();
-            self.idle.pop();
             let message = js_sys::Object::new();
             let _ = Reflect::set(
                 &message,
@@ -278,7 +293,8 @@ impl WorkerPool {
             );
             let _ = Reflect::set(&message, &"work".into(), &encode(&work).into());
             let _ = self.workers[index].post_message(&message);
-            self.running.insert(index, lease_id);
+            self.pacer.start(index);
+            self.running.insert(index, (lease_id, bench));
         }
     }
 
@@ -288,8 +304,9 @@ impl WorkerPool {
             let Some((index, lease_id, result, ms)) = self.results.next().await else {
                 return futures::future::pending().await;
             };
-            self.running.remove(&index);
-            self.idle.push(index);
+            let ms = ms.max(0.0) as u64;
+            let bench = self.running.remove(&index).is_some_and(|(_, bench)| bench);
+            self.pacer.finish(index, now_ms(), ms, bench);
             self.pump();
             if self.stale.remove(&lease_id) {
                 continue;
@@ -297,7 +314,7 @@ impl WorkerPool {
             let Ok(result) = serde_json::from_str::<WorkResult>(&result) else {
                 continue;
             };
-            return (lease_id, result, ms.max(0.0) as u64);
+            return (lease_id, result, ms);
         }
     }
 }
@@ -331,9 +348,14 @@ pub async fn drive(
             update(&link, None);
             if tx.send(Message::Text(encode(&hello))).await.is_ok() {
                 loop {
-                    let wait = link
-                        .next_heartbeat_at()
-                        .map_or(60_000, |at| at.saturating_sub(now_ms()));
+                    let wake_at = [
+                        link.next_heartbeat_at(),
+                        pool.as_ref().and_then(WorkerPool::wake_at),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .min();
+                    let wait = wake_at.map_or(60_000, |at| at.saturating_sub(now_ms()));
                     // Decide what woke us inside the select; act after it, when no future
                     // borrows the pool any more.
                     let wake = {
@@ -373,9 +395,15 @@ pub async fn drive(
                                 .flatten();
                             if let Some(pool) = pool.as_mut() {
                                 match &event {
-                                    LinkEvent::Lease { lease_id, work, .. } => {
-                                        pool.submit(*lease_id, work.clone())
+                                    LinkEvent::Lease {
+                                        lease_id,
+                                        work,
+                                        job_id,
+                                    } => {
+                                        pool.submit(*lease_id, work.clone(), job_id == BENCH_JOB_ID)
                                     }
+                                    LinkEvent::Share(share) => pool
+                                        .set_share(usize::from(share.workers), share.duty_percent),
                                     LinkEvent::CancelLease { lease_id } => pool.cancel(*lease_id),
                                     _ => {}
                                 }
@@ -402,7 +430,12 @@ pub async fn drive(
                             );
                             Some(link.chunk_result(lease_id, result, ms))
                         }
-                        Wake::Timer => link.poll_heartbeat(now_ms()),
+                        Wake::Timer => {
+                            if let Some(pool) = pool.as_mut() {
+                                pool.pump();
+                            }
+                            link.poll_heartbeat(now_ms())
+                        }
                     };
                     if let Some(message) = outgoing {
                         if tx.send(Message::Text(encode(&message))).await.is_err() {

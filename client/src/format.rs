@@ -1,5 +1,7 @@
 //! Human-readable text for the views: ages, sizes and link states.
 
+use shared_protocol::{DeviceShare as Share, RunState};
+
 use crate::link::LinkState;
 
 /// "just now", "12 s ago", "5 min ago", "3 h ago", "2 d ago".
@@ -34,6 +36,56 @@ pub fn link_state(state: &LinkState, now_ms: u64) -> String {
             format!("disconnected — retrying in {secs} s")
         }
         LinkState::Refused { message, .. } => format!("refused: {message}"),
+    }
+}
+
+/// How much of this device the swarm uses: "2 workers, all the time", "1 worker, 20 % of the
+/// time — 0.2 of 2 lent cores at a 10 % throttle".
+pub fn share(share: &Share) -> String {
+    if share.workers == 0 {
+        return "nothing".to_owned();
+    }
+    let workers = match share.workers {
+        1 => "1 worker".to_owned(),
+        n => format!("{n} workers"),
+    };
+    let time = if share.duty_percent >= 100 {
+        "all the time".to_owned()
+    } else {
+        format!("{} % of the time", share.duty_percent)
+    };
+    let hundredths = share.cores_hundredths();
+    let cores = if hundredths.is_multiple_of(100) {
+        format!("{}", hundredths / 100)
+    } else {
+        format!("{}.{:02}", hundredths / 100, hundredths % 100)
+            .trim_end_matches('0')
+            .to_owned()
+    };
+    let lent = match share.lent_cores {
+        1 => "1 lent core".to_owned(),
+        n => format!("{n} lent cores"),
+    };
+    format!(
+        "{workers}, {time} — {cores} of {lent} at a {} % throttle",
+        share.throttle_percent
+    )
+}
+
+/// Why a device is not computing, if it is not: the owner's choices first, then the user's.
+pub fn idle_reason(share: &Share, lent: u16) -> Option<&'static str> {
+    if !share.enabled {
+        Some("The swarm's owner disabled this device: it gets no work until they enable it.")
+    } else if share.run_state == RunState::Stopped {
+        Some("The swarm is stopped: no work until its owner runs it again.")
+    } else if share.run_state == RunState::Paused {
+        Some("The swarm is paused: chunks in progress finish, new work waits until its owner runs it again.")
+    } else if lent == 0 {
+        Some("You paused this device: lend it a core to compute again.")
+    } else if share.throttle_percent == 0 {
+        Some("The swarm's throttle is at 0 %: it uses none of this device.")
+    } else {
+        None
     }
 }
 
@@ -77,6 +129,57 @@ pub fn percent(done: u64, total: u64) -> f64 {
 
 #[cfg(test)]
 mod tests {
+    fn a_share(workers: u16, duty_percent: u8, lent_cores: u16, throttle_percent: u8) -> Share {
+        Share {
+            workers,
+            duty_percent,
+            lent_cores,
+            throttle_percent,
+            run_state: RunState::Running,
+            enabled: true,
+        }
+    }
+
+    #[test]
+    fn a_share_says_how_much_of_the_device_computes() {
+        assert_eq!(
+            share(&a_share(2, 100, 2, 100)),
+            "2 workers, all the time — 2 of 2 lent cores at a 100 % throttle"
+        );
+        assert_eq!(
+            share(&a_share(1, 20, 2, 10)),
+            "1 worker, 20 % of the time — 0.2 of 2 lent cores at a 10 % throttle"
+        );
+        assert_eq!(
+            share(&a_share(3, 77, 7, 33)),
+            "3 workers, 77 % of the time — 2.31 of 7 lent cores at a 33 % throttle"
+        );
+        assert_eq!(
+            share(&a_share(1, 5, 1, 5)),
+            "1 worker, 5 % of the time — 0.05 of 1 lent core at a 5 % throttle"
+        );
+        assert_eq!(share(&a_share(0, 100, 2, 0)), "nothing");
+    }
+
+    #[test]
+    fn an_idle_device_is_told_why_owner_first() {
+        let mut s = a_share(2, 100, 2, 100);
+        assert_eq!(idle_reason(&s, 2), None);
+        assert!(idle_reason(&s, 0).unwrap().starts_with("You paused"));
+        s.throttle_percent = 0;
+        assert!(idle_reason(&s, 2).unwrap().contains("throttle is at 0 %"));
+        s.run_state = RunState::Paused;
+        assert!(idle_reason(&s, 0)
+            .unwrap()
+            .starts_with("The swarm is paused"));
+        s.run_state = RunState::Stopped;
+        assert!(idle_reason(&s, 2)
+            .unwrap()
+            .starts_with("The swarm is stopped"));
+        s.enabled = false;
+        assert!(idle_reason(&s, 2).unwrap().contains("disabled this device"));
+    }
+
     use super::*;
     use shared_protocol::ErrorCode;
 

@@ -7,6 +7,7 @@ pub mod format;
 pub mod forms;
 pub mod jobs;
 pub mod link;
+pub mod pace;
 pub mod qr;
 pub mod route;
 pub mod work;

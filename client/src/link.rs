@@ -108,6 +108,8 @@ pub enum LinkEvent {
         job_id: String,
         work: shared_protocol::Work,
     },
+    /// How much to compute from now on.
+    Share(shared_protocol::DeviceShare),
     /// Stop working on this lease (its result would be ignored).
     CancelLease {
         lease_id: u64,
@@ -249,6 +251,7 @@ impl Link {
                 work,
             },
             ToClient::CancelLease { lease_id } => LinkEvent::CancelLease { lease_id },
+            ToClient::Share(share) => LinkEvent::Share(share),
             ToClient::Error { code, message, .. } => {
                 if is_final(code) {
                     self.refusal = Some((code, message));

@@ -81,44 +81,71 @@ pub fn describe(work: &Work) -> String {
     }
 }
 
-/// What a device knows about its own work: its benchmark, the lease it works on, how many it
+/// A lease the device holds: its id, whether it is the benchmark, its units, and what it is.
+#[derive(Debug, Clone, PartialEq)]
+struct Held {
+    lease_id: u64,
+    bench: bool,
+    units: u64,
+    what: String,
+}
+
+/// What a device knows about its own work: its benchmark, the leases it holds, how many it
 /// finished and how fast.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Tally {
     /// Its benchmark in reference cores per worker (see `kernels::bench`), once run.
     pub bench_score: Option<f64>,
-    /// The most recently received lease, described.
-    pub current: Option<String>,
     /// Job chunks finished (the benchmark not counted).
     pub chunks_done: u64,
     /// Work units per second of the last finished chunk, on one worker.
     pub units_per_second: Option<f64>,
-    leases: Vec<(u64, bool, u64)>,
+    leases: Vec<Held>,
 }
 
 impl Tally {
     /// A lease arrived.
     pub fn leased(&mut self, lease_id: u64, job_id: &str, work: &Work) {
         let bench = job_id == BENCH_JOB_ID;
-        self.current = Some(if bench {
+        let what = if bench {
             "benchmark".to_owned()
         } else {
             describe(work)
+        };
+        self.leases.retain(|held| held.lease_id != lease_id);
+        self.leases.push(Held {
+            lease_id,
+            bench,
+            units: units(work),
+            what,
         });
-        self.leases.retain(|(id, _, _)| *id != lease_id);
-        self.leases.push((lease_id, bench, units(work)));
-        // Leases that never come back (cancelled) must not pile up.
+        // A device holds a few leases at a time; a bound keeps a confused stream from piling up.
         if self.leases.len() > 256 {
             self.leases.remove(0);
         }
     }
 
+    /// The oldest lease the device still holds, described (the one its first worker is on).
+    pub fn current(&self) -> Option<&str> {
+        self.leases.first().map(|held| held.what.as_str())
+    }
+
+    /// The coordinator withdrew a lease, or the connection dropped (`None`: all of them).
+    pub fn withdrawn(&mut self, lease_id: Option<u64>) {
+        self.leases
+            .retain(|held| lease_id.is_some_and(|id| id != held.lease_id));
+    }
+
     /// A lease's result was sent after `compute_ms` of work.
     pub fn computed(&mut self, lease_id: u64, compute_ms: u64) {
-        let Some(at) = self.leases.iter().position(|(id, _, _)| *id == lease_id) else {
+        let Some(at) = self
+            .leases
+            .iter()
+            .position(|held| held.lease_id == lease_id)
+        else {
             return;
         };
-        let (_, bench, units) = self.leases.remove(at);
+        let Held { bench, units, .. } = self.leases.remove(at);
         if bench {
             self.bench_score = Some(kernels::bench::speed_factor(units, compute_ms));
         } else {
@@ -184,15 +211,27 @@ mod tests {
                 hi: 4_000_000,
             },
         );
-        assert_eq!(tally.current.as_deref(), Some("benchmark"));
+        assert_eq!(tally.current(), Some("benchmark"));
         tally.computed(7, 2);
         assert_eq!(tally.bench_score, Some(1.0));
         assert_eq!(tally.chunks_done, 0);
+        assert_eq!(tally.current(), None, "nothing held, nothing shown");
         tally.leased(8, "job", &Work::PrimeCount { lo: 0, hi: 1000 });
+        tally.leased(9, "job", &Work::PrimeCount { lo: 1000, hi: 2000 });
+        assert_eq!(tally.current(), Some("primes in [0, 1000)"));
         tally.computed(8, 4);
         tally.computed(8, 4);
         assert_eq!(tally.chunks_done, 1);
         assert_eq!(tally.units_per_second, Some(250_000.0));
-        assert_eq!(tally.current.as_deref(), Some("primes in [0, 1000)"));
+        assert_eq!(tally.current(), Some("primes in [1000, 2000)"));
+        tally.leased(10, "job", &Work::PrimeCount { lo: 2000, hi: 3000 });
+        tally.withdrawn(Some(9));
+        assert_eq!(tally.current(), Some("primes in [2000, 3000)"));
+        tally.withdrawn(None);
+        assert_eq!(
+            tally.current(),
+            None,
+            "a dropped connection withdraws everything"
+        );
     }
 }

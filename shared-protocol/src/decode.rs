@@ -262,7 +262,7 @@ mod tests {
         let text = encode(&device_hello("a", 2));
         assert_eq!(
             text,
-            r#"{"type":"hello","protocol":1,"role":{"kind":"device","name":"a","capabilities":{"cores":2,"memory_mb":8192,"gpu":false,"agent":"browser_desktop"},"credential":null,"invite":null}}"#
+            r#"{"type":"hello","protocol":2,"role":{"kind":"device","name":"a","capabilities":{"cores":2,"memory_mb":8192,"gpu":false,"agent":"browser_desktop"},"credential":null,"invite":null}}"#
         );
         let ack = encode(&ToClient::HeartbeatAck {
             server_time_ms: Some(5),
@@ -301,7 +301,7 @@ mod tests {
                 },
             },
             ToClient::Welcome {
-                protocol: 1,
+                protocol: 2,
                 swarm_id: "s".into(),
                 swarm_name: "n".into(),
                 role: WelcomeRole::Device {
@@ -395,29 +395,29 @@ mod tests {
             ("{}", ErrorCode::Malformed),
             (r#"{"type":"launch_missiles"}"#, ErrorCode::UnknownType),
             (r#"{"type":"heartbeat","extra":1}"#, ErrorCode::Malformed),
-            (r#"{"type":"hello","protocol":1}"#, ErrorCode::Malformed),
+            (r#"{"type":"hello","protocol":2}"#, ErrorCode::Malformed),
             (
-                r#"{"type":"hello","protocol":1,"role":{"kind":"device","name":"","capabilities":{"cores":2,"memory_mb":null,"gpu":false,"agent":"native"},"credential":null,"invite":null}}"#,
+                r#"{"type":"hello","protocol":2,"role":{"kind":"device","name":"","capabilities":{"cores":2,"memory_mb":null,"gpu":false,"agent":"native"},"credential":null,"invite":null}}"#,
                 ErrorCode::Invalid,
             ),
             (
-                r#"{"type":"hello","protocol":1,"role":{"kind":"device","name":"a","capabilities":{"cores":0,"memory_mb":null,"gpu":false,"agent":"native"},"credential":null,"invite":null}}"#,
+                r#"{"type":"hello","protocol":2,"role":{"kind":"device","name":"a","capabilities":{"cores":0,"memory_mb":null,"gpu":false,"agent":"native"},"credential":null,"invite":null}}"#,
                 ErrorCode::Invalid,
             ),
             (
-                r#"{"type":"hello","protocol":1,"role":{"kind":"device","name":"a","capabilities":{"cores":70000,"memory_mb":null,"gpu":false,"agent":"native"},"credential":null,"invite":null}}"#,
+                r#"{"type":"hello","protocol":2,"role":{"kind":"device","name":"a","capabilities":{"cores":70000,"memory_mb":null,"gpu":false,"agent":"native"},"credential":null,"invite":null}}"#,
                 ErrorCode::Malformed,
             ),
             (
-                r#"{"type":"hello","protocol":1,"role":{"kind":"device","name":"a","capabilities":{"cores":2,"memory_mb":null,"gpu":false,"agent":"native"},"credential":{"device_id":"XYZ","secret":"short"},"invite":null}}"#,
+                r#"{"type":"hello","protocol":2,"role":{"kind":"device","name":"a","capabilities":{"cores":2,"memory_mb":null,"gpu":false,"agent":"native"},"credential":{"device_id":"XYZ","secret":"short"},"invite":null}}"#,
                 ErrorCode::Invalid,
             ),
             (
-                r#"{"type":"hello","protocol":1,"role":{"kind":"dashboard","owner_key":"bad key"}}"#,
+                r#"{"type":"hello","protocol":2,"role":{"kind":"dashboard","owner_key":"bad key"}}"#,
                 ErrorCode::Invalid,
             ),
             (
-                r#"{"type":"hello","protocol":1,"role":{"kind":"admin"}}"#,
+                r#"{"type":"hello","protocol":2,"role":{"kind":"admin"}}"#,
                 ErrorCode::Malformed,
             ),
         ];
@@ -537,7 +537,7 @@ mod tests {
     #[test]
     fn long_unknown_variant_in_error_text_is_cut_between_characters() {
         check_echoed_name_is_cut_between_characters(|name| {
-            format!(r#"{{"type":"hello","protocol":1,"role":{{"kind":"{name}"}}}}"#)
+            format!(r#"{{"type":"hello","protocol":2,"role":{{"kind":"{name}"}}}}"#)
         });
     }
 

@@ -42,9 +42,9 @@ pub use jobs::{
 };
 pub use messages::{request_of, HEARTBEAT, HEARTBEAT_ACK};
 pub use messages::{
-    AgentClass, Capabilities, Counters, DeviceCredential, DeviceStatus, DeviceView, ErrorCode,
-    Hello, HelloRole, InviteView, JoinProof, LogEntry, LogLevel, OwnerCommand, OwnerReply,
-    RunState, SwarmSnapshot, ToClient, ToCoordinator, WelcomeRole,
+    AgentClass, Capabilities, Counters, DeviceCredential, DeviceShare, DeviceStatus, DeviceView,
+    ErrorCode, Hello, HelloRole, InviteView, JoinProof, LogEntry, LogLevel, OwnerCommand,
+    OwnerReply, RunState, SwarmSnapshot, ToClient, ToCoordinator, WelcomeRole,
 };
 pub use text::{
     display_code, is_code, is_id, is_label, is_secret, normalize_code, CODE_ALPHABET, CODE_DIGITS,
@@ -53,7 +53,7 @@ pub use text::{
 
 /// The protocol version this build speaks. It travels in [`Hello`] and [`ToClient::Welcome`];
 /// a coordinator answers a different version with [`ErrorCode::ProtocolMismatch`].
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// WebSocket close codes the coordinator uses. 1008 and 1009 are the standard "policy
 /// violation" and "message too big"; the 4xxx range is the application's own.

@@ -277,6 +277,9 @@ pub enum ToClient {
     },
     /// The swarm's live state, sent to dashboards every broadcast interval (2 s).
     Snapshot(SwarmSnapshot),
+    /// How much a device computes: sent to a device right after its welcome and again whenever
+    /// its lent cores, the swarm's throttle, the run state or its enabled flag change.
+    Share(DeviceShare),
     /// Work for a device: compute it and answer with [`ToCoordinator::ChunkResult`] before
     /// `deadline_ms`, after which the lease may go to another device. A device holds at most
     /// its lent workers plus one prefetched lease.
@@ -302,6 +305,33 @@ pub enum ToClient {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         retry_after_ms: Option<u64>,
     },
+}
+
+/// How much of a device the swarm uses ([`ToClient::Share`]): `lent_cores × throttle_percent ÷
+/// 100` cores' worth. The device runs at most `workers` leases at once, and a worker that took
+/// `t` ms over a lease rests `t × (100 − duty_percent) ÷ duty_percent` ms before its next one (a
+/// resting worker counts toward `workers`). The benchmark lease is exempt: it runs at once, at
+/// full speed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceShare {
+    /// ⌈lent cores × throttle ÷ 100⌉; 0 when either is 0.
+    pub workers: u16,
+    /// 1–100: the share spread evenly over those workers, rounded down (100 when `workers` is 0).
+    pub duty_percent: u8,
+    /// The cores the device lends (`set_lend`, else all of them).
+    pub lent_cores: u16,
+    pub throttle_percent: u8,
+    pub run_state: RunState,
+    /// `false` when the owner disabled the device: it gets no work.
+    pub enabled: bool,
+}
+
+impl DeviceShare {
+    /// The average number of cores this share keeps busy, in hundredths.
+    pub fn cores_hundredths(&self) -> u32 {
+        u32::from(self.workers).saturating_mul(u32::from(self.duty_percent))
+    }
 }
 
 /// The role the coordinator granted.

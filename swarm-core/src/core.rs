@@ -497,6 +497,7 @@ impl SwarmCore {
                     return self.reject(now, conn, refusal, None);
                 }
                 self.update_link(conn, |link| link.lend = Some(cores));
+                self.send_share(&device_id);
                 self.device_available(&device_id);
                 self.dispatch(now);
             }

@@ -23,8 +23,8 @@
 use std::collections::BTreeMap;
 
 use shared_protocol::{
-    close_code, ErrorCode, JobSpec, JobState, JobView, LogLevel, OwnerReply, RunState, ToClient,
-    WorkResult,
+    close_code, DeviceShare, ErrorCode, JobSpec, JobState, JobView, LogLevel, OwnerReply, RunState,
+    ToClient, WorkResult,
 };
 
 use crate::core::{short, Refusal, SwarmCore};
@@ -344,13 +344,7 @@ impl SwarmCore {
 
     /// Throttle, run state or a device's enabled flag changed.
     pub(crate) fn capacity_changed(&mut self, now: Millis) {
-        let online: Vec<String> = self
-            .devices
-            .values()
-            .filter(|d| d.conn.is_some())
-            .map(|d| d.record.device_id.clone())
-            .collect();
-        for device_id in online {
+        for device_id in self.connected_devices() {
             self.device_available(&device_id);
         }
         let stopped = self
@@ -1207,22 +1201,124 @@ impl SwarmCore {
         self.devices.get(device_id).and_then(|d| d.conn)
     }
 
-    /// Workers a device lends: the cores it lends (all unless it said otherwise) scaled by the
-    /// swarm throttle (at least one while both are above zero).
-    fn workers_of(&self, device_id: &str) -> u32 {
+    /// The cores a device lends: all of them unless it said otherwise (`set_lend`).
+    fn lent_of(&self, device_id: &str) -> u16 {
         let lend = self.link_of(device_id).and_then(|link| link.lend);
-        let cores = self.devices.get(device_id).map_or(0, |d| {
+        self.devices.get(device_id).map_or(0, |d| {
             let cores = d.record.capabilities.cores;
-            u32::from(lend.map_or(cores, |lend| lend.min(cores)))
+            lend.map_or(cores, |lend| lend.min(cores))
+        })
+    }
+
+    fn throttle_percent(&self) -> u8 {
+        self.meta.as_ref().map_or(100, |m| m.throttle_percent)
+    }
+
+    /// Workers a device computes with: its lent cores scaled by the swarm throttle, rounded up
+    /// (each of them then duty-cycled, see [`Share`]).
+    fn workers_of(&self, device_id: &str) -> u32 {
+        u32::from(Share::of(self.lent_of(device_id), self.throttle_percent()).workers)
+    }
+
+    /// Tells a connected device how much to compute ([`ToClient::Share`]).
+    pub(crate) fn send_share(&mut self, device_id: &str) {
+        let (Some(conn), Some(meta)) = (self.conn_of(device_id), self.meta.as_ref()) else {
+            return;
+        };
+        let lent_cores = self.lent_of(device_id);
+        let share = Share::of(lent_cores, meta.throttle_percent);
+        let message = ToClient::Share(DeviceShare {
+            workers: share.workers,
+            duty_percent: share.duty_percent,
+            lent_cores,
+            throttle_percent: meta.throttle_percent,
+            run_state: meta.run_state,
+            enabled: self
+                .devices
+                .get(device_id)
+                .is_some_and(|d| d.record.enabled),
         });
-        let throttle = self
-            .meta
-            .as_ref()
-            .map_or(100, |m| u32::from(m.throttle_percent));
-        if throttle == 0 || cores == 0 {
-            0
-        } else {
-            (cores.saturating_mul(throttle) / 100).max(1)
+        self.send(conn, &message);
+    }
+
+    /// [`Self::send_share`] to every connected device (the throttle or the run state changed).
+    pub(crate) fn send_shares(&mut self) {
+        for device_id in self.connected_devices() {
+            self.send_share(&device_id);
+        }
+    }
+
+    /// The ids of the devices with a connected socket.
+    fn connected_devices(&self) -> Vec<String> {
+        self.devices
+            .values()
+            .filter(|d| d.conn.is_some())
+            .map(|d| d.record.device_id.clone())
+            .collect()
+    }
+}
+
+/// How much a device computes: at most `workers` leases at once, each worker busy
+/// `duty_percent` of the time (after a lease of `t` ms it rests `t × (100 − duty) ÷ duty` ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Share {
+    pub workers: u16,
+    pub duty_percent: u8,
+}
+
+impl Share {
+    /// `lent` cores at `throttle` percent: ⌈lent × throttle ÷ 100⌉ workers with the share spread
+    /// evenly over them, never more than asked (2 cores at 10 % is one worker busy 20 % of the
+    /// time; 3 cores at 50 %, two workers at 75 %).
+    pub fn of(lent: u16, throttle: u8) -> Self {
+        // In hundredths of a core.
+        let capacity = u32::from(lent).saturating_mul(u32::from(throttle.min(100)));
+        let workers = capacity.div_ceil(100);
+        let duty = capacity.checked_div(workers).unwrap_or(100);
+        Self {
+            workers: u16::try_from(workers).unwrap_or(u16::MAX),
+            duty_percent: u8::try_from(duty).unwrap_or(100),
+        }
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::Share;
+
+    fn share(lent: u16, throttle: u8) -> (u16, u8) {
+        let s = Share::of(lent, throttle);
+        (s.workers, s.duty_percent)
+    }
+
+    #[test]
+    fn a_share_is_the_lent_cores_times_the_throttle_in_as_few_workers_as_fit() {
+        assert_eq!(share(2, 100), (2, 100));
+        assert_eq!(share(2, 50), (1, 100));
+        assert_eq!(share(2, 10), (1, 20), "below one worker: duty-cycled");
+        assert_eq!(share(1, 5), (1, 5));
+        assert_eq!(share(3, 50), (2, 75));
+        assert_eq!(share(4, 30), (2, 60));
+        assert_eq!(share(7, 33), (3, 77), "never more than asked (2.31 cores)");
+        assert_eq!(share(0, 100), (0, 100));
+        assert_eq!(share(8, 0), (0, 100));
+        assert_eq!(share(1024, 100), (1024, 100));
+        assert_eq!(
+            share(2, 255),
+            (2, 100),
+            "a throttle over 100 % counts as 100 %"
+        );
+        for lent in 0..=64 {
+            for throttle in 0..=100 {
+                let (workers, duty) = share(lent, throttle);
+                let asked = u32::from(lent) * u32::from(throttle);
+                let given = u32::from(workers) * u32::from(duty);
+                assert!(given <= asked || workers == 0, "{lent} × {throttle} %");
+                assert!(
+                    asked - given.min(asked) < u32::from(workers.max(1)),
+                    "{lent} × {throttle} %: gives {given} of {asked}"
+                );
+                assert!((1..=100).contains(&duty));
+            }
         }
     }
 }

@@ -41,6 +41,7 @@ impl SwarmCore {
                 );
                 // After the welcome, a device is benchmarked; work follows its answer.
                 if let Some(device_id) = device {
+                    self.send_share(&device_id);
                     self.start_benchmark(now, conn, &device_id);
                     // Its first OFFLINE check may come before the alarm now armed.
                     let due = self.offline_due(now);

@@ -50,6 +50,7 @@ impl SwarmCore {
                     format!("device '{}' {verb}", record.name),
                 );
                 self.persist(StoreOp::PutDevice(record));
+                self.send_share(&device_id);
                 self.capacity_changed(now);
                 Ok(OwnerReply::Done {})
             }
@@ -95,6 +96,7 @@ impl SwarmCore {
                     ),
                 );
                 self.persist(StoreOp::PutSwarm(meta));
+                self.send_shares();
                 self.capacity_changed(now);
                 Ok(OwnerReply::Done {})
             }
@@ -104,6 +106,7 @@ impl SwarmCore {
                 let meta = meta.clone();
                 self.log(now, LogLevel::Info, format!("throttle set to {percent} %"));
                 self.persist(StoreOp::PutSwarm(meta));
+                self.send_shares();
                 self.capacity_changed(now);
                 Ok(OwnerReply::Done {})
             }

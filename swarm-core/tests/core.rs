@@ -6,8 +6,8 @@ mod sim;
 use sim::*;
 
 use shared_protocol::{
-    close_code, DeviceCredential, DeviceStatus, ErrorCode, ToClient, ToCoordinator, WelcomeRole,
-    PROTOCOL_VERSION,
+    close_code, DeviceCredential, DeviceStatus, ErrorCode, OwnerCommand, RunState, ToClient,
+    ToCoordinator, WelcomeRole, PROTOCOL_VERSION,
 };
 use swarm_core::{hash_secret, Config, ConnId, CreateError, SwarmMeta};
 
@@ -239,7 +239,10 @@ fn a_protocol_mismatch_is_refused_clearly() {
             message,
             ..
         }] => {
-            assert!(message.contains("speaks 1"), "{message}")
+            assert!(
+                message.contains(&format!("speaks {PROTOCOL_VERSION}")),
+                "{message}"
+            )
         }
         other => panic!("{other:?}"),
     }
@@ -508,4 +511,60 @@ fn heartbeats_the_platform_answered_keep_a_device_online() {
         sim.closed.get(&silent),
         Some(&close_code::HEARTBEAT_TIMEOUT)
     );
+}
+
+/// The share a device socket was last told: `(workers, duty, lent, throttle, run state, enabled)`.
+fn share_of(sim: &Sim, conn: ConnId) -> (u16, u8, u16, u8, RunState, bool) {
+    let Some(ToClient::Share(s)) = sim.shares.get(&conn) else {
+        panic!("no share for {conn:?}");
+    };
+    (
+        s.workers,
+        s.duty_percent,
+        s.lent_cores,
+        s.throttle_percent,
+        s.run_state,
+        s.enabled,
+    )
+}
+
+#[test]
+fn a_device_is_told_its_share_at_its_welcome_and_whenever_it_changes() {
+    let mut sim = Sim::new();
+    let dash = sim.join_dashboard(Some(OWNER_KEY));
+    let (conn, cred) = sim.join_device("laptop");
+    use RunState::*;
+    assert_eq!(share_of(&sim, conn), (4, 100, 4, 100, Running, true));
+    sim.owner(OwnerCommand::SetThrottle { percent: 10 })
+        .unwrap();
+    assert_eq!(
+        share_of(&sim, conn),
+        (1, 40, 4, 10, Running, true),
+        "0.4 cores: one worker, 40 % of the time"
+    );
+    sim.send(conn, &ToCoordinator::SetLend { cores: 1 });
+    assert_eq!(share_of(&sim, conn), (1, 10, 1, 10, Running, true));
+    sim.owner(OwnerCommand::SetThrottle { percent: 0 }).unwrap();
+    assert_eq!(share_of(&sim, conn), (0, 100, 1, 0, Running, true));
+    sim.owner(OwnerCommand::SetThrottle { percent: 75 })
+        .unwrap();
+    sim.send(conn, &ToCoordinator::SetLend { cores: 3 });
+    assert_eq!(share_of(&sim, conn), (3, 75, 3, 75, Running, true));
+    sim.owner(OwnerCommand::SetRunState { state: Paused })
+        .unwrap();
+    assert_eq!(share_of(&sim, conn), (3, 75, 3, 75, Paused, true));
+    sim.owner(OwnerCommand::SetDeviceEnabled {
+        device_id: cred.device_id.clone(),
+        enabled: false,
+    })
+    .unwrap();
+    assert_eq!(share_of(&sim, conn), (3, 75, 3, 75, Paused, false));
+    assert!(
+        !sim.shares.contains_key(&dash),
+        "dashboards are not told a share"
+    );
+    // A new connection starts lending everything again, at the swarm's throttle.
+    let again = sim.connect();
+    sim.send(again, &device_hello("laptop", Some(cred)));
+    assert_eq!(share_of(&sim, again), (3, 100, 4, 75, Paused, false));
 }

@@ -35,9 +35,10 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 use shared_protocol::{
     close_code, decode, decode_counts, encode, encode_counts, normalize_code, request_of,
-    AgentClass, Capabilities, DeviceCredential, ErrorCode, Hello, HelloRole, JobResult, JobSpec,
-    JobState, JobView, JoinProof, OwnerCommand, OwnerReply, RunState, SwarmSnapshot, ToClient,
-    ToCoordinator, WelcomeRole, Work, WorkResult, MAX_NONCE_END, MAX_PRIME_END, PROTOCOL_VERSION,
+    AgentClass, Capabilities, DeviceCredential, DeviceShare, ErrorCode, Hello, HelloRole,
+    JobResult, JobSpec, JobState, JobView, JoinProof, OwnerCommand, OwnerReply, RunState,
+    SwarmSnapshot, ToClient, ToCoordinator, WelcomeRole, Work, WorkResult, MAX_NONCE_END,
+    MAX_PRIME_END, PROTOCOL_VERSION,
 };
 use swarm_core::{hash_secret, Config, ConnId, DeviceRecord, InviteRecord, Session, BENCH_JOB_ID};
 
@@ -716,7 +717,9 @@ impl<'t> Fuzzer<'t> {
     fn new(seq_seed: u64, hostile: &'t [String], trace: bool) -> Self {
         let mut g = Gen(ChaCha8Rng::seed_from_u64(seq_seed));
         let config = gen_config(&mut g);
-        let sim = Sim::with_config(config);
+        let mut sim = Sim::with_config(config);
+        // Every message counts here, shares included.
+        sim.shares_in_inbox = true;
         let mut m = Model::default();
         let first = sim.store.invites.keys().next().cloned().unwrap_or_default();
         m.invites.push(KnownInvite {
@@ -2393,6 +2396,23 @@ impl<'t> Fuzzer<'t> {
             }
             ToClient::HeartbeatAck { server_time_ms } => {
                 assert_eq!(server_time_ms, Some(now));
+            }
+            ToClient::Share(DeviceShare {
+                workers,
+                duty_percent,
+                lent_cores,
+                throttle_percent,
+                ..
+            }) => {
+                assert_eq!(role, Role::Device, "a share for a {role:?} socket");
+                assert!((1..=100).contains(&duty_percent), "duty {duty_percent} %");
+                assert!(throttle_percent <= 100);
+                let asked = u32::from(lent_cores) * u32::from(throttle_percent);
+                let given = u32::from(workers) * u32::from(duty_percent);
+                assert!(
+                    given <= asked && (workers == 0) == (asked == 0),
+                    "{workers} workers at {duty_percent} % for {lent_cores} cores at {throttle_percent} %"
+                );
             }
         }
     }

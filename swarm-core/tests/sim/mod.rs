@@ -24,6 +24,10 @@ pub struct Sim {
     pub now: Millis,
     pub alarm: Option<Millis>,
     pub inbox: BTreeMap<ConnId, Vec<ToClient>>,
+    /// The last share ([`ToClient::Share`]) each device socket was sent, kept out of its inbox
+    /// unless `shares_in_inbox`.
+    pub shares: BTreeMap<ConnId, ToClient>,
+    pub shares_in_inbox: bool,
     pub closed: BTreeMap<ConnId, u16>,
     pub attachments: BTreeMap<ConnId, SocketAttachment>,
     /// The object's storage, as the glue's SQL would hold it.
@@ -48,6 +52,8 @@ impl Sim {
             now: 1_700_000_000_000,
             alarm: None,
             inbox: BTreeMap::new(),
+            shares: BTreeMap::new(),
+            shares_in_inbox: false,
             closed: BTreeMap::new(),
             attachments: BTreeMap::new(),
             store: MemoryStore::default(),
@@ -145,7 +151,11 @@ impl Sim {
                 Output::Send { conn, text } => {
                     assert!(!self.closed.contains_key(&conn), "sent on a closed socket");
                     let msg: ToClient = serde_json::from_str(&text).unwrap();
-                    self.inbox.entry(conn).or_default().push(msg);
+                    if matches!(msg, ToClient::Share { .. }) && !self.shares_in_inbox {
+                        self.shares.insert(conn, msg);
+                    } else {
+                        self.inbox.entry(conn).or_default().push(msg);
+                    }
                 }
                 Output::Close { conn, code, .. } => {
                     self.closed.insert(conn, code);
