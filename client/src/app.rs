@@ -380,39 +380,72 @@ fn JobsPanel(
                 {move || error.get().map(|e| view! { <p class="error" data-testid="job-error">{e}</p> })}
             </Show>
             <ul class="jobs">
-                <For each=jobs key=|j| (j.job_id.clone(), j.state, j.done_units) children=move |job| {
+                // One row per job for its whole life (its canvas keeps what it drew); the
+                // values in it follow the snapshots.
+                <For each=jobs key=|j| j.job_id.clone() children=move |job| {
                     let cancel = cancel.clone();
                     let id = job.job_id.clone();
-                    let percent = format::percent(job.done_units, job.total_units);
-                    let state = match job.state {
+                    let spec = job.spec.clone();
+                    let title = crate::jobs::title(&job.spec);
+                    let current = Memo::new({
+                        let id = id.clone();
+                        move |_| {
+                            snapshot.with(|s| s.as_ref().and_then(|s| s.jobs.iter().find(|j| j.job_id == id).cloned()))
+                                .unwrap_or_else(|| job.clone())
+                        }
+                    });
+                    let state = move || match current.with(|j| j.state) {
                         JobState::Queued => "queued",
                         JobState::Running => "running",
                         JobState::Done => "done",
                         JobState::Cancelled => "cancelled",
                     };
-                    let live = matches!(job.state, JobState::Queued | JobState::Running);
+                    let live = move || current.with(|j| matches!(j.state, JobState::Queued | JobState::Running));
                     // Reactive, so that links drawn before the coordinator is known follow it.
                     let result_url = {
                         let (sid, jid) = (swarm_id.clone(), id.clone());
-                        move || route::job_url(&coordinator.get(), &sid, &jid)
+                        Signal::derive(move || {
+                            let origin = coordinator.get();
+                            if origin.is_empty() { String::new() } else { route::job_url(&origin, &sid, &jid) }
+                        })
                     };
-                    let summary = crate::jobs::summary(&job);
-                    let verification = crate::jobs::verification(&job);
-                    let title = crate::jobs::title(&job.spec);
-                    let speed = (job.state == JobState::Running).then(|| {
-                        let eta = job.eta_ms.map(|ms| format!(" · ETA {}", format::duration(ms))).unwrap_or_default();
-                        format!("{} {}{eta}", format::rate(job.units_per_second), crate::jobs::unit(&job.spec))
-                    });
-                    // The image as far as it is computed, fetched again at each whole percent
-                    // (so at most about a hundred times a job, however many chunks it has).
-                    let image = matches!(job.spec, JobSpec::Mandelbrot { .. }).then(|| {
-                        let at = percent.floor();
-                        let (png, src) = (result_url.clone(), result_url.clone());
-                        view! {
-                            <a href=move || format!("{}/image.png", png()) target="_blank" data-testid="job-png">"PNG"</a>
-                            <img class="job-image" data-testid="job-image" src=move || format!("{}/image.png?at={at}", src()) alt="Mandelbrot image so far"/>
+                    // Rate and ETA over the last half minute of snapshots, so they do not swing.
+                    let progress = StoredValue::new(crate::jobs::Progress::default());
+                    let speed = move || {
+                        let (now, run_state, online) = snapshot.with(|s| {
+                            s.as_ref().map_or((0, RunState::Running, 0), |s| (s.now_ms, s.run_state, s.online))
+                        });
+                        current.with(|job| {
+                            progress.update_value(|p| p.observe(now, job.done_units));
+                            (job.state == JobState::Running).then(|| match run_state {
+                                RunState::Paused => "paused: no new work until the owner runs the swarm".to_owned(),
+                                RunState::Stopped => "stopped: no work until the owner runs the swarm".to_owned(),
+                                RunState::Running if online == 0 => "waiting for devices: invite one".to_owned(),
+                                RunState::Running => {
+                                    let rate = progress.with_value(|p| p.rate()).unwrap_or(job.units_per_second);
+                                    let eta = progress
+                                        .with_value(|p| p.eta_ms(job.total_units))
+                                        .or(job.eta_ms)
+                                        .map(|ms| format!(" · ETA {}", format::duration(ms)))
+                                        .unwrap_or_default();
+                                    format!("{}{eta}", format::rate(rate, crate::jobs::unit(&job.spec)))
+                                }
+                            })
+                        })
+                    };
+                    let image = match spec {
+                        JobSpec::Mandelbrot { width, height, .. } => {
+                            // Bands are stored when accepted, or when verified for a device not
+                            // trusted yet: any of these moving may bring new ones.
+                            let progress = Signal::derive(move || current.with(|j| (j.done_units, j.unverified_units, j.state)));
+                            let file = format!("mandelbrot-{}.png", id.get(..8).unwrap_or(&id));
+                            Some(view! {
+                                <a href=move || format!("{}/image.png", result_url.get()) download=file data-testid="job-png">"PNG"</a>
+                                <LiveImage job_url=result_url width height progress/>
+                            })
                         }
-                    });
+                        _ => None,
+                    };
                     view! {
                         <li data-testid="job-row" data-job-id=id.clone() data-state=state>
                             <div class="row">
@@ -420,14 +453,14 @@ fn JobsPanel(
                                 <span class="muted">{state}</span>
                                 <span class="muted">{speed}</span>
                             </div>
-                            <div class="bar"><div class="fill" style=format!("width: {percent}%")></div></div>
+                            <div class="bar"><div class="fill" style=move || format!("width: {}%", current.with(|j| format::percent(j.done_units, j.total_units)))></div></div>
                             <div class="row">
-                                <span data-testid="job-result">{summary}</span>
-                                <span class="muted" data-testid="job-verification">{verification}</span>
+                                <span data-testid="job-result">{move || current.with(crate::jobs::summary)}</span>
+                                <span class="muted" data-testid="job-verification">{move || current.with(crate::jobs::verification)}</span>
                                 <a href=result_url target="_blank">"JSON"</a>
                                 {image}
-                                {(live && owner.get_untracked()).then(|| {
-                                    let id = id.clone();
+                                {let id = id.clone(); move || (live() && owner.get()).then(|| {
+                                    let (cancel, id) = (cancel.clone(), id.clone());
                                     view! {
                                         <button class="small danger" data-testid="job-cancel" on:click=move |_| cancel(id.clone())>"Cancel"</button>
                                     }
@@ -438,6 +471,82 @@ fn JobsPanel(
                 }/>
             </ul>
         </section>
+    }
+}
+
+/// A Mandelbrot job's image on a canvas, drawn band by band as the coordinator stores them
+/// (`…/bands?after=N`, see [`crate::jobs::ImageFollower`]): whenever the job's progress moves,
+/// only the new bands are fetched; the whole PNG is never downloaded again.
+#[component]
+fn LiveImage(
+    job_url: Signal<String>,
+    width: u32,
+    height: u32,
+    progress: Signal<(u64, u64, JobState)>,
+) -> impl IntoView {
+    let canvas = NodeRef::<leptos::html::Canvas>::new();
+    let follower = StoredValue::new(crate::jobs::ImageFollower::default());
+    // One fetch at a time; progress seen meanwhile asks for one more round.
+    let busy = StoredValue::new(false);
+    let again = StoredValue::new(false);
+    let filled = StoredValue::new(false);
+    Effect::new(move |_| {
+        let _ = progress.get();
+        let url = job_url.get();
+        let Some(canvas) = canvas.get() else { return };
+        if url.is_empty() {
+            return;
+        }
+        let Some(ctx) = browser::canvas_2d(&canvas) else {
+            return;
+        };
+        let element: web_sys::Element = (*canvas).clone().into();
+        if !filled.get_value() {
+            filled.set_value(true);
+            browser::clear_rows(&ctx, width, 0, height);
+        }
+        if busy.get_value() {
+            again.set_value(true);
+            return;
+        }
+        busy.set_value(true);
+        spawn_local(async move {
+            loop {
+                again.set_value(false);
+                let next = follower.with_value(|f| f.url(&url));
+                let Some(answer) = browser::get_json::<shared_protocol::ImageBands>(&next).await
+                else {
+                    break;
+                };
+                let more = answer.more;
+                let paint = follower
+                    .try_update_value(|f| f.absorb(answer))
+                    .unwrap_or_default();
+                for step in paint {
+                    match step {
+                        crate::jobs::Paint::Band { first_row, png } => {
+                            if let Some(rows) = browser::draw_png(&ctx, &png, first_row).await {
+                                follower.update_value(|f| f.drew(first_row, rows));
+                            }
+                        }
+                        crate::jobs::Paint::Clear { first_row, rows } => {
+                            browser::clear_rows(&ctx, width, first_row, rows)
+                        }
+                    }
+                }
+                let rows = follower.with_value(|f| f.rows_drawn());
+                let _ = element.set_attribute("data-rows-drawn", &rows.to_string());
+                if !more && !again.get_value() {
+                    break;
+                }
+            }
+            busy.set_value(false);
+        });
+    });
+    view! {
+        <canvas class="job-image" node_ref=canvas width=width height=height data-testid="job-canvas"
+            data-rows-drawn="0" role="img" aria-label="Mandelbrot image so far"
+            style=format!("aspect-ratio: {width} / {height}")></canvas>
     }
 }
 
@@ -880,7 +989,7 @@ fn DevicePage(swarm_id: String, proof: Option<JoinProof>) -> impl IntoView {
                 <dt>"Benchmark"</dt><dd data-testid="bench-score">{move || tally.with(|t| t.bench_score.map_or("—".into(), |s| format!("{s:.2}× a reference core")))}</dd>
                 <dt>"Current chunk"</dt><dd data-testid="current-chunk">{move || tally.with(|t| t.current().unwrap_or("—").to_owned())}</dd>
                 <dt>"Chunks"</dt><dd data-testid="chunks-done">{move || tally.with(|t| t.chunks_done)}</dd>
-                <dt>"Throughput"</dt><dd>{move || tally.with(|t| t.units_per_second.map_or("—".into(), |r| format!("{} units/s per core", format::rate(r))))}</dd>
+                <dt>"Throughput"</dt><dd>{move || tally.with(|t| t.units_per_second.map_or("—".into(), |r| format!("{} per worker", format::rate(r, t.unit))))}</dd>
             </dl>
         </section>
     }

@@ -188,6 +188,45 @@ pub fn ws_url(origin: &str, swarm_id: &str) -> String {
     format!("{ws_origin}/api/swarms/{swarm_id}/ws")
 }
 
+/// A GET answered with JSON, or `None` on any failure (the caller tries again later).
+pub async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> Option<T> {
+    let resp = gloo_net::http::Request::get(url).send().await.ok()?;
+    if !resp.ok() {
+        return None;
+    }
+    resp.json::<T>().await.ok()
+}
+
+/// A canvas's 2D context.
+pub fn canvas_2d(canvas: &web_sys::HtmlCanvasElement) -> Option<web_sys::CanvasRenderingContext2d> {
+    canvas.get_context("2d").ok()??.dyn_into().ok()
+}
+
+/// The grey of rows not computed yet (the coordinator's PNGs use the same).
+const PENDING: &str = "rgb(48, 48, 48)";
+
+/// Paints `rows` rows from `first_row` as not computed yet.
+pub fn clear_rows(ctx: &web_sys::CanvasRenderingContext2d, width: u32, first_row: u32, rows: u32) {
+    ctx.set_fill_style_str(PENDING);
+    ctx.fill_rect(0.0, f64::from(first_row), f64::from(width), f64::from(rows));
+}
+
+/// Draws a PNG (base64) with its top-left corner at row `first_row`; the rows it covered.
+pub async fn draw_png(
+    ctx: &web_sys::CanvasRenderingContext2d,
+    png: &str,
+    first_row: u32,
+) -> Option<u32> {
+    let img = web_sys::HtmlImageElement::new().ok()?;
+    img.set_src(&format!("data:image/png;base64,{png}"));
+    wasm_bindgen_futures::JsFuture::from(img.decode())
+        .await
+        .ok()?;
+    ctx.draw_image_with_html_image_element(&img, 0.0, f64::from(first_row))
+        .ok()?;
+    Some(img.natural_height())
+}
+
 /// A pool of module Web Workers (`/worker.js`), one per core, each running one lease at a time
 /// with the shared kernels, so the page stays responsive. Which worker may start a lease when
 /// is the [`Pacer`]'s to say (lent cores, the swarm's share, duty-cycle rests).
@@ -315,6 +354,17 @@ impl WorkerPool {
                 continue;
             };
             return (lease_id, result, ms);
+        }
+    }
+}
+
+impl Drop for WorkerPool {
+    /// Stops the workers with the pool: a worker still computing would otherwise post its
+    /// result to a handler that no longer exists ("closure invoked … after being dropped").
+    fn drop(&mut self) {
+        for worker in &self.workers {
+            worker.set_onmessage(None);
+            worker.terminate();
         }
     }
 }

@@ -89,13 +89,37 @@ pub fn idle_reason(share: &Share, lent: u16) -> Option<&'static str> {
     }
 }
 
-/// A rate with an SI prefix: "950 /s", "1.2 k/s", "3.4 G/s".
-pub fn rate(per_second: f64) -> String {
-    let units = [(1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")];
-    match units.iter().find(|(scale, _)| per_second >= *scale) {
-        Some((scale, prefix)) => format!("{:.1} {prefix}/s", per_second / scale),
-        None => format!("{per_second:.0} /s"),
+/// A rate with an SI prefix and its unit, three significant digits: "950 numbers/s",
+/// "1.23 k pixels/s", "1.26 G numbers/s", "303 M hashes/s".
+pub fn rate(per_second: f64, unit: &str) -> String {
+    let prefixes = [(1e12, "T "), (1e9, "G "), (1e6, "M "), (1e3, "k ")];
+    let (value, prefix) = prefixes
+        .iter()
+        .find(|(scale, _)| per_second >= *scale)
+        .map_or((per_second, ""), |(scale, prefix)| {
+            (per_second / scale, *prefix)
+        });
+    let digits = if prefix.is_empty() || value >= 100.0 {
+        0
+    } else if value >= 10.0 {
+        1
+    } else {
+        2
+    };
+    format!("{value:.digits$} {prefix}{unit}/s")
+}
+
+/// A whole number with thousands separators: "50,847,534".
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
     }
+    out
 }
 
 /// A duration for an ETA: "45 s", "3 min 20 s", "2 h 5 min".
@@ -208,9 +232,16 @@ mod tests {
 
     #[test]
     fn rates_durations_and_progress() {
-        assert_eq!(rate(950.0), "950 /s");
-        assert_eq!(rate(1_234.0), "1.2 k/s");
-        assert_eq!(rate(3.4e9), "3.4 G/s");
+        assert_eq!(rate(950.0, "numbers"), "950 numbers/s");
+        assert_eq!(rate(1_234.0, "pixels"), "1.23 k pixels/s");
+        assert_eq!(rate(1.2649e9, "numbers"), "1.26 G numbers/s");
+        assert_eq!(rate(303.5e6, "hashes"), "304 M hashes/s");
+        assert_eq!(rate(45.67e3, "numbers"), "45.7 k numbers/s");
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(50_847_534), "50,847,534");
+        assert_eq!(thousands(u64::MAX), "18,446,744,073,709,551,615");
         assert_eq!(duration(45_000), "45 s");
         assert_eq!(duration(200_000), "3 min 20 s");
         assert_eq!(duration(7_500_000), "2 h 5 min");

@@ -2,7 +2,9 @@
 //! has, how typed text becomes a [`JobSpec`] (checked by the protocol's own rule, so the user
 //! sees the coordinator's limits before submitting), and how a job is described.
 
-use shared_protocol::{valid_job, JobResult, JobSpec, JobState, JobView};
+use std::collections::BTreeMap;
+
+use shared_protocol::{valid_job, ImageBands, JobResult, JobSpec, JobState, JobView};
 
 use crate::format;
 
@@ -109,8 +111,13 @@ pub fn title(spec: &JobSpec) -> String {
 pub fn summary(job: &JobView) -> String {
     let percent = format::percent(job.done_units, job.total_units);
     let result = match &job.result {
-        JobResult::PrimeCount { count } => format!("{count} primes"),
-        JobResult::Mandelbrot { inside_pixels } => format!("{inside_pixels} pixels inside the set"),
+        JobResult::PrimeCount { count } => format!("{} primes", format::thousands(*count)),
+        JobResult::Mandelbrot { inside_pixels } => {
+            format!(
+                "{} pixels inside the set",
+                format::thousands(*inside_pixels)
+            )
+        }
         JobResult::Sha256Search { nonces } if nonces.is_empty() => "no nonce yet".to_owned(),
         JobResult::Sha256Search { nonces } => format!(
             "nonces {}",
@@ -152,8 +159,215 @@ pub fn unit(spec: &JobSpec) -> &'static str {
     }
 }
 
+/// A job's progress as the dashboard saw it, snapshot by snapshot: its rate and ETA over the
+/// last [`Progress::WINDOW_MS`] rather than from one snapshot, so that they do not swing with
+/// every result that lands.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Progress {
+    /// `(coordinator time, done units)`, oldest first, within the window.
+    samples: std::collections::VecDeque<(u64, u64)>,
+}
+
+impl Progress {
+    /// How far back the rate looks.
+    pub const WINDOW_MS: u64 = 30_000;
+
+    /// A snapshot showed `done` units at coordinator time `now_ms`.
+    pub fn observe(&mut self, now_ms: u64, done: u64) {
+        if let Some(&(_, last)) = self.samples.back() {
+            if done < last {
+                // Work taken back (a liar's parts): the old samples no longer add up.
+                self.samples.clear();
+            }
+        }
+        if self.samples.back().is_some_and(|&(at, _)| at >= now_ms) {
+            return;
+        }
+        self.samples.push_back((now_ms, done));
+        while self
+            .samples
+            .front()
+            .is_some_and(|&(at, _)| at + Self::WINDOW_MS < now_ms)
+            && self.samples.len() > 2
+        {
+            self.samples.pop_front();
+        }
+    }
+
+    /// Units per second over the window; `None` until two snapshots at least 4 s apart.
+    pub fn rate(&self) -> Option<f64> {
+        let (&(t0, d0), &(t1, d1)) = (self.samples.front()?, self.samples.back()?);
+        if t1 < t0 + 4_000 {
+            return None;
+        }
+        Some((d1 - d0) as f64 * 1000.0 / (t1 - t0) as f64)
+    }
+
+    /// Time left for `total` units at that rate; `None` while the rate is unknown or zero.
+    pub fn eta_ms(&self, total: u64) -> Option<u64> {
+        let rate = self.rate().filter(|r| *r > 0.0)?;
+        let (_, done) = self.samples.back()?;
+        Some((total.saturating_sub(*done) as f64 / rate * 1000.0) as u64)
+    }
+}
+
+/// What to do on a live image's canvas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Paint {
+    /// Draw this PNG (base64) with its top-left corner at row `first_row`.
+    Band { first_row: u32, png: String },
+    /// Paint rows `first_row .. first_row + rows` as pending again (a band taken back).
+    Clear { first_row: u32, rows: u32 },
+}
+
+/// Follows a Mandelbrot job's image band by band (`…/bands?after=N`): which answer to ask for
+/// next and what each answer means for the canvas. Knows how many rows it drew from each first
+/// row, to clear them when their band is taken back.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ImageFollower {
+    next: u64,
+    drawn: BTreeMap<u32, u32>,
+}
+
+impl ImageFollower {
+    /// The bands endpoint's address for the next answer, under the job's URL.
+    pub fn url(&self, job_url: &str) -> String {
+        format!("{job_url}/bands?after={}", self.next)
+    }
+
+    /// An answer arrived: what to paint, in order. Call [`Self::drew`] for each band drawn.
+    pub fn absorb(&mut self, answer: ImageBands) -> Vec<Paint> {
+        self.next = self.next.max(answer.next);
+        answer
+            .bands
+            .into_iter()
+            .filter_map(|band| match band.png {
+                Some(png) => Some(Paint::Band {
+                    first_row: band.first_row,
+                    png,
+                }),
+                None => self.drawn.remove(&band.first_row).map(|rows| Paint::Clear {
+                    first_row: band.first_row,
+                    rows,
+                }),
+            })
+            .collect()
+    }
+
+    /// A band of `rows` rows was drawn at `first_row`.
+    pub fn drew(&mut self, first_row: u32, rows: u32) {
+        self.drawn.insert(first_row, rows);
+    }
+
+    /// Rows drawn so far.
+    pub fn rows_drawn(&self) -> u32 {
+        self.drawn.values().sum()
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_jobs_rate_and_eta_follow_the_window_not_the_last_snapshot() {
+        let mut p = Progress::default();
+        p.observe(0, 0);
+        p.observe(2_000, 5_000);
+        assert_eq!(p.rate(), None, "too soon to tell");
+        // Results land in bursts: 0, 20k, 20k, 40k ... every 2 s → 5,000 units/s on average.
+        for (i, done) in [10_000, 10_000, 20_000, 20_000, 30_000, 30_000, 40_000]
+            .iter()
+            .enumerate()
+        {
+            p.observe(4_000 + 2_000 * i as u64, *done);
+        }
+        let rate = p.rate().unwrap();
+        assert!((rate - 2_500.0).abs() < 1.0, "{rate}");
+        assert_eq!(p.eta_ms(50_000), Some(4_000));
+        // Old samples leave the window.
+        for i in 0..30u64 {
+            p.observe(20_000 + 2_000 * i, 40_000 + 4_000 * i);
+        }
+        let rate = p.rate().unwrap();
+        assert!((rate - 2_000.0).abs() < 1.0, "{rate}");
+        // Work taken back starts the measure again.
+        p.observe(100_000, 10_000);
+        assert_eq!(p.rate(), None);
+        assert_eq!(p.eta_ms(20_000), None);
+    }
+
+    use shared_protocol::ImageBand;
+
+    #[test]
+    fn an_image_follower_asks_for_what_is_new_and_clears_what_was_taken_back() {
+        let mut f = ImageFollower::default();
+        assert_eq!(
+            f.url("https://c/api/swarms/s/jobs/j"),
+            "https://c/api/swarms/s/jobs/j/bands?after=0"
+        );
+        let paint = f.absorb(ImageBands {
+            next: 7,
+            more: false,
+            bands: vec![
+                ImageBand {
+                    first_row: 0,
+                    png: Some("AAA".into()),
+                },
+                ImageBand {
+                    first_row: 32,
+                    png: Some("BBB".into()),
+                },
+            ],
+        });
+        assert_eq!(
+            paint,
+            vec![
+                Paint::Band {
+                    first_row: 0,
+                    png: "AAA".into()
+                },
+                Paint::Band {
+                    first_row: 32,
+                    png: "BBB".into()
+                },
+            ]
+        );
+        f.drew(0, 32);
+        f.drew(32, 16);
+        assert_eq!(f.rows_drawn(), 48);
+        assert!(f.url("u").ends_with("after=7"));
+        // The band at 32 is taken back, then computed again; one never drawn is ignored.
+        let paint = f.absorb(ImageBands {
+            next: 9,
+            more: false,
+            bands: vec![
+                ImageBand {
+                    first_row: 32,
+                    png: None,
+                },
+                ImageBand {
+                    first_row: 64,
+                    png: None,
+                },
+            ],
+        });
+        assert_eq!(
+            paint,
+            vec![Paint::Clear {
+                first_row: 32,
+                rows: 16
+            }]
+        );
+        assert_eq!(f.rows_drawn(), 32);
+        // An answer never moves the cursor back.
+        f.absorb(ImageBands {
+            next: 3,
+            more: false,
+            bands: vec![],
+        });
+        assert!(f.url("u").ends_with("after=9"));
+    }
+
     use super::*;
 
     fn form<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> String + 'a {

@@ -70,6 +70,15 @@ pub fn units(work: &Work) -> u64 {
     }
 }
 
+/// What a lease's units are.
+pub fn unit(work: &Work) -> &'static str {
+    match work {
+        Work::PrimeCount { .. } => "numbers",
+        Work::Mandelbrot { .. } => "pixels",
+        Work::Sha256Search { .. } => "hashes",
+    }
+}
+
 /// One line about a lease, for the device page and the agent's output.
 pub fn describe(work: &Work) -> String {
     match work {
@@ -87,6 +96,7 @@ struct Held {
     lease_id: u64,
     bench: bool,
     units: u64,
+    unit: &'static str,
     what: String,
 }
 
@@ -98,8 +108,10 @@ pub struct Tally {
     pub bench_score: Option<f64>,
     /// Job chunks finished (the benchmark not counted).
     pub chunks_done: u64,
-    /// Work units per second of the last finished chunk, on one worker.
+    /// Work units per second of the last finished chunk, on one worker...
     pub units_per_second: Option<f64>,
+    /// ...and what its units were ("numbers", "pixels", "hashes").
+    pub unit: &'static str,
     leases: Vec<Held>,
 }
 
@@ -117,6 +129,7 @@ impl Tally {
             lease_id,
             bench,
             units: units(work),
+            unit: unit(work),
             what,
         });
         // A device holds a few leases at a time; a bound keeps a confused stream from piling up.
@@ -145,12 +158,15 @@ impl Tally {
         else {
             return;
         };
-        let Held { bench, units, .. } = self.leases.remove(at);
+        let Held {
+            bench, units, unit, ..
+        } = self.leases.remove(at);
         if bench {
             self.bench_score = Some(kernels::bench::speed_factor(units, compute_ms));
         } else {
             self.chunks_done += 1;
             self.units_per_second = Some(units as f64 * 1000.0 / compute_ms.max(1) as f64);
+            self.unit = unit;
         }
     }
 }
@@ -223,6 +239,7 @@ mod tests {
         tally.computed(8, 4);
         assert_eq!(tally.chunks_done, 1);
         assert_eq!(tally.units_per_second, Some(250_000.0));
+        assert_eq!(tally.unit, "numbers");
         assert_eq!(tally.current(), Some("primes in [1000, 2000)"));
         tally.leased(10, "job", &Work::PrimeCount { lo: 2000, hi: 3000 });
         tally.withdrawn(Some(9));

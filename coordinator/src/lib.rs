@@ -11,6 +11,7 @@
 //! - `POST /api/swarms/{id}/owner` — an owner command (owner only)
 //! - `GET  /api/swarms/{id}/jobs/{job_id}` — a job's progress and result (JSON)
 //! - `GET  /api/swarms/{id}/jobs/{job_id}/image.png` — a Mandelbrot job's image so far (PNG)
+//! - `GET  /api/swarms/{id}/jobs/{job_id}/bands?after=N` — its bands stored since (JSON)
 //! - `GET  /api/swarms/{id}/ws` — WebSocket upgrade, forwarded to the swarm's object
 //!
 //! Requests from a browser page on a foreign origin are refused; listed origins
@@ -94,6 +95,12 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
             if is_id(job_id, &()).is_ok() =>
         {
             let route = format!("/image/{job_id}");
+            forward(req, &env, id, &route).await
+        }
+        (Method::Get, ["api", "swarms", id, "jobs", job_id, "bands"])
+            if is_id(job_id, &()).is_ok() =>
+        {
+            let route = format!("/bands/{job_id}");
             forward(req, &env, id, &route).await
         }
         // WebSocket answers carry no CORS headers: browsers check Origin, which is done above.

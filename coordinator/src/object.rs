@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 use shared_protocol::{
-    ErrorCode, OwnerCommand, RunState, SwarmInfo, SwarmStats, HEARTBEAT, HEARTBEAT_ACK,
+    ErrorCode, JobSpec, OwnerCommand, RunState, SwarmInfo, SwarmStats, HEARTBEAT, HEARTBEAT_ACK,
 };
 use swarm_core::directory::CodeEntry;
 use swarm_core::{
@@ -113,6 +113,9 @@ impl DurableObject for SwarmObject {
             path => {
                 if let Some(job_id) = path.strip_prefix("/image/") {
                     return self.image(job_id);
+                }
+                if let Some(job_id) = path.strip_prefix("/bands/") {
+                    return self.bands(&req, job_id);
                 }
                 if let Some(job_id) = path.strip_prefix("/jobs/") {
                     return match self.with_core(|core| core.job(job_id)) {
@@ -272,6 +275,56 @@ impl SwarmObject {
         };
         *self.last_image.borrow_mut() = Some((job_id.to_owned(), job.done_units, png.clone()));
         png_response(png, job_id)
+    }
+
+    /// The bands of a Mandelbrot job's image stored after `?after=` (a band's rowid: rows are
+    /// never deleted, a band taken back is stored empty, so rowids only grow).
+    fn bands(&self, req: &Request, job_id: &str) -> Result<Response> {
+        let Some(job) = self.with_core(|core| core.job(job_id)) else {
+            return error_response(ErrorCode::NotFound, "no such job");
+        };
+        if !matches!(job.spec, JobSpec::Mandelbrot { .. }) {
+            return error_response(ErrorCode::NotFound, "this job has no image");
+        }
+        let url = req.url()?;
+        let after = match url.query_pairs().find(|(name, _)| name == "after") {
+            None => 0,
+            Some((_, value)) => match value.parse::<u64>() {
+                Ok(after) => after,
+                Err(_) => {
+                    return error_response(
+                        ErrorCode::Invalid,
+                        "after: a band sequence number (a whole number from an earlier answer)",
+                    )
+                }
+            },
+        };
+        let limit = i64::try_from(swarm_core::kinds::BANDS_PER_ANSWER).unwrap_or(64);
+        let rows = self.state.storage().sql().exec(
+            "SELECT rowid, first_row, counts FROM pixels WHERE job_id = ? AND rowid > ? \
+             ORDER BY rowid LIMIT ?",
+            vec![
+                job_id.into(),
+                sql_int(after).into(),
+                limit.saturating_add(1).into(),
+            ],
+        )?;
+        let mut stored = Vec::new();
+        for row in rows.raw() {
+            if let [SqlStorageValue::Integer(seq), SqlStorageValue::Integer(first_row), SqlStorageValue::Blob(counts)] =
+                row?.as_slice()
+            {
+                stored.push((
+                    u64::try_from(*seq).unwrap_or(0),
+                    u32::try_from(*first_row).unwrap_or(u32::MAX),
+                    counts.clone(),
+                ));
+            }
+        }
+        json_response(
+            200,
+            &swarm_core::kinds::image_bands(&job.spec, after, &stored),
+        )
     }
 
     async fn stats(&self, req: &Request) -> Result<Response> {
@@ -495,9 +548,12 @@ impl SwarmObject {
                     vec![job_id.into(), i64::from(first_row).into(), counts.into()],
                 )
                 .map(drop),
+            // Stored empty rather than deleted: a new row takes a rowid above every other, so
+            // a viewer following the bands by rowid learns of the retraction (and a deleted
+            // newest row would let the next band reuse its rowid, unseen).
             StoreOp::DeletePixels { job_id, first_row } => sql
                 .exec(
-                    "DELETE FROM pixels WHERE job_id = ? AND first_row = ?",
+                    "INSERT OR REPLACE INTO pixels (job_id, first_row, counts) VALUES (?, ?, x'')",
                     vec![job_id.into(), i64::from(first_row).into()],
                 )
                 .map(drop),

@@ -287,6 +287,30 @@ pub enum JobResult {
     },
 }
 
+/// The bands of a Mandelbrot job's image stored after a point
+/// (`GET /api/swarms/{id}/jobs/{job_id}/bands?after=N`), oldest first, so that a viewer can
+/// draw the image as it fills in without downloading it whole again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageBands {
+    /// Ask with `after=next` for the bands stored since this answer.
+    pub next: u64,
+    /// Whether more bands were stored after `next` already (ask again at once).
+    pub more: bool,
+    pub bands: Vec<ImageBand>,
+}
+
+/// A band of rows of a Mandelbrot image, drawn as the full image draws it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageBand {
+    pub first_row: u32,
+    /// The PNG of rows `first_row ..`, as wide as the image, standard padded base64; `null`
+    /// when the band was taken back (its device was caught lying): the rows drawn from this
+    /// `first_row` are pending again until a new band for it comes.
+    pub png: Option<String>,
+}
+
 /// A job as dashboards and the results endpoint show it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

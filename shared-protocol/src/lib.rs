@@ -36,9 +36,9 @@ pub use http::{
     ResolveCodeResponse, SwarmInfo, SwarmStats,
 };
 pub use jobs::{
-    decode_counts, encode_counts, valid_job, JobResult, JobSpec, JobState, JobView, Work,
-    WorkResult, MAX_CHUNK_PIXELS, MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, MAX_ITERATIONS, MAX_NONCE_END,
-    MAX_PREFIX_BYTES, MAX_PRIME_END, MAX_WANTED_NONCES,
+    decode_counts, encode_counts, valid_job, ImageBand, ImageBands, JobResult, JobSpec, JobState,
+    JobView, Work, WorkResult, MAX_CHUNK_PIXELS, MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, MAX_ITERATIONS,
+    MAX_NONCE_END, MAX_PREFIX_BYTES, MAX_PRIME_END, MAX_WANTED_NONCES,
 };
 pub use messages::{request_of, HEARTBEAT, HEARTBEAT_ACK};
 pub use messages::{

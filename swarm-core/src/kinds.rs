@@ -1,5 +1,5 @@
 //! What differs between job kinds: the rate a reference core reaches, how a returned result is
-//! checked and merged, and how a Mandelbrot job becomes a PNG.
+//! checked and merged, and how a Mandelbrot job becomes a PNG (whole, or band by band).
 //!
 //! Device speeds are kept as a factor of a *reference core*: 1.0 is a core that counts the
 //! benchmark's primes at [`kernels::bench::BENCH_REFERENCE_RATE`] numbers per millisecond (a
@@ -7,8 +7,9 @@
 //! times the kind's reference rate ([`reference_rate`]); after that, the scheduler follows the
 //! rate observed on real chunks.
 
+use base64::Engine as _;
 use kernels::mandelbrot::{colorize, pixel_escape_count, try_encode_png, View};
-use shared_protocol::{decode_counts, JobResult, JobSpec, WorkResult};
+use shared_protocol::{decode_counts, ImageBand, ImageBands, JobResult, JobSpec, WorkResult};
 
 use crate::secrets::Rng;
 use crate::verify::Digest;
@@ -319,28 +320,87 @@ pub fn describe_result(result: &JobResult) -> String {
 /// The PNG of a Mandelbrot job from its stored bands (first row, 2 bytes per count); rows no
 /// band covers yet are grey. `None` for other kinds.
 pub fn render_png(spec: &JobSpec, bands: &[(u32, Vec<u8>)]) -> Option<Vec<u8>> {
+    let JobSpec::Mandelbrot { height, .. } = spec else {
+        return None;
+    };
+    render_rows(spec, 0, *height, bands)
+}
+
+/// The PNG of one stored band alone (as wide as the image, as tall as the band), for a
+/// client that draws the image band by band: `(rows, png)`. `None` for other kinds, or a band
+/// that holds no whole row.
+pub fn render_band_png(spec: &JobSpec, first_row: u32, counts: &[u8]) -> Option<(u32, Vec<u8>)> {
+    let JobSpec::Mandelbrot { width, height, .. } = spec else {
+        return None;
+    };
+    let row_bytes = (*width as usize).saturating_mul(2);
+    let rows = counts.len().checked_div(row_bytes)?;
+    let rows = u32::try_from(rows)
+        .ok()?
+        .min(height.saturating_sub(first_row));
+    if rows == 0 {
+        return None;
+    }
+    let band = [(first_row, counts.to_vec())];
+    Some((rows, render_rows(spec, first_row, rows, &band)?))
+}
+
+/// Bands in one answer of the bands endpoint, at most.
+pub const BANDS_PER_ANSWER: usize = 64;
+
+/// PNG bytes in one answer of the bands endpoint, about at most (a band's PNG is at most about
+/// 200 KB: 65,536 pixels of 3 bytes, compressed).
+const BAND_BYTES_PER_ANSWER: usize = 1 << 20;
+
+/// The answer of the bands endpoint from the bands stored after `after`: `(sequence, first
+/// row, counts)` in sequence order, at most [`BANDS_PER_ANSWER`] + 1 of them (one more tells
+/// that there are more). A band stored without counts was taken back (`png: null`).
+pub fn image_bands(spec: &JobSpec, after: u64, stored: &[(u64, u32, Vec<u8>)]) -> ImageBands {
+    let mut answer = ImageBands {
+        next: after,
+        more: false,
+        bands: Vec::new(),
+    };
+    let mut bytes = 0usize;
+    for (seq, first_row, counts) in stored {
+        if answer.bands.len() >= BANDS_PER_ANSWER || bytes >= BAND_BYTES_PER_ANSWER {
+            answer.more = true;
+            break;
+        }
+        let png = render_band_png(spec, *first_row, counts).map(|(_, png)| png);
+        bytes = bytes.saturating_add(png.as_ref().map_or(0, Vec::len));
+        answer.bands.push(ImageBand {
+            first_row: *first_row,
+            png: png.map(|png| base64::engine::general_purpose::STANDARD.encode(png)),
+        });
+        answer.next = answer.next.max(*seq);
+    }
+    answer
+}
+
+/// The PNG of rows `top .. top + rows` of a Mandelbrot job with these bands (none above
+/// `top`) drawn in.
+fn render_rows(spec: &JobSpec, top: u32, rows: u32, bands: &[(u32, Vec<u8>)]) -> Option<Vec<u8>> {
     let JobSpec::Mandelbrot {
-        width,
-        height,
-        max_iter,
-        ..
+        width, max_iter, ..
     } = spec
     else {
         return None;
     };
-    let (width, height) = (*width as usize, *height as usize);
-    let mut rgb = vec![PENDING_GREY; width.saturating_mul(height).saturating_mul(3)];
+    let width = *width as usize;
+    let mut rgb = vec![PENDING_GREY; width.saturating_mul(rows as usize).saturating_mul(3)];
     for (first_row, bytes) in bands {
         let counts: Vec<u32> = bytes
             .chunks_exact(2)
             .filter_map(|pair| <[u8; 2]>::try_from(pair).ok())
             .map(|pair| u32::from(u16::from_le_bytes(pair)))
             .collect();
-        let start = (*first_row as usize)
+        // Bands start at or below `top` (the whole image, or the band itself).
+        let start = (first_row.saturating_sub(top) as usize)
             .saturating_mul(width)
             .saturating_mul(3);
         let colours = colorize(&counts, *max_iter);
-        // A band reaching past the image's end is cut off there.
+        // A band reaching past the last row is cut off there.
         if let Some(rest) = rgb.get_mut(start..) {
             for (dst, src) in rest.iter_mut().zip(&colours) {
                 *dst = *src;
@@ -349,5 +409,5 @@ pub fn render_png(spec: &JobSpec, bands: &[(u32, Vec<u8>)]) -> Option<Vec<u8>> {
     }
     // The spec's sides are validated (at most 4096), so the encoder accepts them; should it
     // not, there is no image rather than a panic.
-    try_encode_png(width as u32, height as u32, &rgb).ok()
+    try_encode_png(width as u32, rows, &rgb).ok()
 }

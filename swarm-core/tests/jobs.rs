@@ -725,6 +725,99 @@ fn a_mandelbrot_job_renders_the_same_png_as_a_native_render() {
     );
 }
 
+/// A PNG's size and RGB bytes, decoded with an independent decoder.
+fn decode_png(bytes: &[u8]) -> (u32, u32, Vec<u8>) {
+    let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+    let mut reader = decoder.read_info().unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut pixels).unwrap();
+    pixels.truncate(info.buffer_size());
+    (info.width, info.height, pixels)
+}
+
+#[test]
+fn image_bands_draw_the_whole_image_band_by_band_and_tell_a_band_taken_back() {
+    use base64::Engine as _;
+    use swarm_core::kinds::{image_bands, render_png, BANDS_PER_ANSWER};
+    let mut sim = Sim::new();
+    let devices: Vec<ConnId> = (0..3)
+        .map(|i| sim.join_device(&format!("d{i}")).0)
+        .collect();
+    let (width, height) = (300u32, 220u32);
+    let spec = JobSpec::Mandelbrot {
+        center_re: -0.75,
+        center_im: 0.1,
+        scale: 2.5,
+        width,
+        height,
+        max_iter: 300,
+    };
+    let job = submit_spec(&mut sim, spec.clone());
+    work_until_done(&mut sim, &devices, &job, 400);
+    // As the object stores them: each band with a sequence number, in the order stored.
+    let stored: Vec<(u64, u32, Vec<u8>)> = sim
+        .store
+        .pixels
+        .iter()
+        .filter(|((id, _), _)| *id == job)
+        .enumerate()
+        .map(|(i, ((_, row), counts))| (i as u64 + 1, *row, counts.clone()))
+        .collect();
+    assert!(stored.len() > 1, "more than one band");
+    // A viewer asks for what came after its last answer until nothing more came, and draws
+    // each band at its first row.
+    let row_bytes = width as usize * 3;
+    let mut canvas = vec![0u8; row_bytes * height as usize];
+    let mut after = 0;
+    loop {
+        let page: Vec<_> = stored
+            .iter()
+            .filter(|(seq, _, _)| *seq > after)
+            .take(BANDS_PER_ANSWER + 1)
+            .cloned()
+            .collect();
+        let answer = image_bands(&spec, after, &page);
+        for band in &answer.bands {
+            let png = base64::engine::general_purpose::STANDARD
+                .decode(band.png.as_ref().unwrap())
+                .unwrap();
+            let (w, rows, rgb) = decode_png(&png);
+            assert_eq!(w, width);
+            let at = band.first_row as usize * row_bytes;
+            canvas[at..at + rows as usize * row_bytes].copy_from_slice(&rgb);
+        }
+        assert!(answer.next > after || answer.bands.is_empty());
+        after = answer.next;
+        if !answer.more {
+            break;
+        }
+    }
+    assert_eq!(after, stored.len() as u64, "every band once");
+    let bands: Vec<(u32, Vec<u8>)> = stored.iter().map(|(_, r, c)| (*r, c.clone())).collect();
+    let (_, _, whole) = decode_png(&render_png(&spec, &bands).unwrap());
+    assert!(canvas == whole, "the bands drawn make the whole image");
+    assert!(image_bands(&spec, after, &[]).bands.is_empty());
+
+    // A band taken back is stored empty: it comes as a band without a picture.
+    let taken = image_bands(&spec, after, &[(after + 1, 40, Vec::new())]);
+    assert_eq!(taken.bands.len(), 1);
+    assert_eq!((taken.bands[0].first_row, &taken.bands[0].png), (40, &None));
+    assert_eq!(taken.next, after + 1);
+    // An answer holds at most BANDS_PER_ANSWER bands and says there are more.
+    let many: Vec<_> = (0..=BANDS_PER_ANSWER as u64)
+        .map(|i| (i + 1, i as u32, vec![0; row_bytes / 3 * 2]))
+        .collect();
+    let first = image_bands(&spec, 0, &many);
+    assert_eq!((first.bands.len(), first.more), (BANDS_PER_ANSWER, true));
+    assert_eq!(first.next, BANDS_PER_ANSWER as u64);
+    // Other kinds have no image.
+    let primes = JobSpec::PrimeCount { lo: 0, hi: 10 };
+    assert_eq!(
+        swarm_core::kinds::render_band_png(&primes, 0, &[0, 0]),
+        None
+    );
+}
+
 #[test]
 fn a_tampered_band_is_refused_and_recomputed_by_an_honest_device() {
     let mut sim = Sim::new();

@@ -3,6 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
+import { PNG } from "pngjs";
 import { BASE, REFERENCE, launchProfile, LandingPage, DevicePage } from "./harness.mjs";
 
 test("an invite's QR code brings a second browser into the swarm, live", async () => {
@@ -60,7 +61,7 @@ test("an invite's QR code brings a second browser into the swarm, live", async (
   await ownerPage.getByTestId("submit-job").click();
   const done = ownerPage.locator('[data-testid="job-row"][data-state="done"]');
   await done.waitFor({ timeout: 60000 });
-  assert.equal(await done.getByTestId("job-result").textContent(), "5761455 primes", "π(10^8) computed in the browser");
+  assert.equal(await done.getByTestId("job-result").textContent(), "5,761,455 primes", "π(10^8) computed in the browser");
   const jobId = await done.getAttribute("data-job-id");
   const job = await (await fetch(`${BASE}/api/swarms/${dashboard.swarmId()}/jobs/${jobId}`)).json();
   assert.deepEqual(job.result, { kind: "prime_count", count: 5761455 });
@@ -76,12 +77,14 @@ test("an invite's QR code brings a second browser into the swarm, live", async (
   await ownerPage.getByTestId("submit-job").click();
   const picture = ownerPage.locator('[data-testid="job-row"][data-state="done"]').filter({ hasText: "Mandelbrot" });
   await picture.waitFor({ timeout: 60000 });
-  const shown = picture.getByTestId("job-image");
-  await ownerPage.waitForFunction((img) => img.complete && img.naturalWidth > 0, await shown.elementHandle());
-  assert.equal(await shown.evaluate((img) => img.naturalWidth), image.width);
+  const shown = picture.getByTestId("job-canvas");
+  await ownerPage.waitForFunction(([el, rows]) => el.getAttribute("data-rows-drawn") === String(rows), [await shown.elementHandle(), image.height]);
   const pictureId = await picture.getAttribute("data-job-id");
   const served = Buffer.from(await (await fetch(`${BASE}/api/swarms/${dashboard.swarmId()}/jobs/${pictureId}/image.png`)).arrayBuffer());
   assert.ok(served.equals(readFileSync(REFERENCE.png)), "the swarm's PNG equals the native render");
+  const dataUrl = await shown.evaluate((el) => el.toDataURL("image/png"));
+  const drawn = PNG.sync.read(Buffer.from(dataUrl.slice(dataUrl.indexOf(",") + 1), "base64"));
+  assert.ok(drawn.data.equals(PNG.sync.read(served).data), "the dashboard's canvas shows the native render");
   await ownerPage.getByTestId("job-kind").selectOption("prime_count");
 
   // Pausing on the device page stops its work (the laptop is closed meanwhile); resuming
@@ -99,7 +102,7 @@ test("an invite's QR code brings a second browser into the swarm, live", async (
   await again.page.getByTestId("pause-device").click();
   laptopPage = new DevicePage(await laptop.context.newPage());
   await laptopPage.open(`${BASE}/s/${dashboard.swarmId()}/device`);
-  await ownerPage.locator('[data-testid="job-row"][data-state="done"]').filter({ hasText: "1270607 primes" }).waitFor({ timeout: 60000 });
+  await ownerPage.locator('[data-testid="job-row"][data-state="done"]').filter({ hasText: "1,270,607 primes" }).waitFor({ timeout: 60000 });
 
   // The owner removes the device: its page says so and it cannot come back.
   await row.getByTestId("device-remove").click();

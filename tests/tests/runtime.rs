@@ -1243,6 +1243,44 @@ fn mandelbrot_job(w: &Wrangler) -> Result<()> {
             },
         "{job:?}"
     );
+    // The bands endpoint hands out every stored band once, in order, then nothing new.
+    let bands_url = |after: &str| {
+        format!(
+            "{}/api/swarms/{}/jobs/{}/bands?after={after}",
+            w.base, swarm.swarm_id, job.job_id
+        )
+    };
+    let mut after = 0u64;
+    let mut rows = std::collections::BTreeSet::new();
+    loop {
+        let answer: shared_protocol::ImageBands =
+            serde_json::from_slice(&get_bytes(&bands_url(&after.to_string()))?)?;
+        for band in &answer.bands {
+            ensure!(band.png.is_some(), "no band was taken back here: {band:?}");
+            ensure!(
+                rows.insert(band.first_row),
+                "band {} came twice",
+                band.first_row
+            );
+        }
+        ensure!(answer.next >= after);
+        after = answer.next;
+        if !answer.more {
+            break;
+        }
+    }
+    ensure!(
+        rows.first() == Some(&0) && rows.len() > 1,
+        "bands from the top: {rows:?}"
+    );
+    let rest: shared_protocol::ImageBands =
+        serde_json::from_slice(&get_bytes(&bands_url(&after.to_string()))?)?;
+    ensure!(
+        rest.bands.is_empty() && rest.next == after && !rest.more,
+        "{rest:?}"
+    );
+    let (status, code) = http_error(http_agent().get(&bands_url("soon")).call())?;
+    ensure!(status == 400 && code == ErrorCode::Invalid);
     // A job of another kind has no image.
     let (status, code) = http_error(
         http_agent()
