@@ -214,9 +214,11 @@ pub fn origin_of(req: &Request, allowed: &[String]) -> Origin {
 }
 
 /// Adds CORS headers for a listed cross origin; same-origin and non-browser answers need none.
-pub fn with_cors(mut resp: Response, origin: &Origin) -> Result<Response> {
+/// They go on a copy of the headers: those of a response forwarded from a Durable Object are
+/// immutable (setting them threw, and every cross-origin API call was a 500).
+pub fn with_cors(resp: Response, origin: &Origin) -> Result<Response> {
     if let Origin::Allowed(origin) = origin {
-        let headers = resp.headers_mut();
+        let headers = resp.headers().clone();
         headers.set("access-control-allow-origin", origin)?;
         headers.set(
             "access-control-allow-headers",
@@ -225,6 +227,7 @@ pub fn with_cors(mut resp: Response, origin: &Origin) -> Result<Response> {
         headers.set("access-control-allow-methods", "GET, POST, OPTIONS")?;
         headers.set("access-control-expose-headers", "retry-after")?;
         headers.set("vary", "origin")?;
+        return Ok(resp.with_headers(headers));
     }
     Ok(resp)
 }

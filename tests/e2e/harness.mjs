@@ -41,8 +41,9 @@ export async function launchProfile({ init } = {}) {
 }
 
 export class LandingPage {
-  constructor(page) { this.page = page; }
-  async open() { await this.page.goto(`${BASE}/`); }
+  /** `base`: where the client is served (the coordinator's origin unless a Pages origin). */
+  constructor(page, base = BASE) { this.page = page; this.base = base; }
+  async open() { await this.page.goto(`${this.base}/`); }
   async createSwarm(name) {
     await this.page.getByTestId("swarm-name").fill(name);
     await this.page.getByTestId("create-swarm").click();

@@ -4,7 +4,7 @@
 //! - `build`  — build the client into `pages/pkg` and the coordinator into `coordinator/build`
 //! - `dev`    — setup + build, then run the system locally with `wrangler dev`
 //! - `test`   — setup + build + every check and test (what CI runs)
-//! - `deploy` — setup + build, then `wrangler deploy`
+//! - `deploy [--env staging|production]` — setup + build, then `wrangler deploy`
 //! - `bench`  — benchmark tables (scheduling simulator, scheduler throughput, kernels native
 //!   vs WASM in Chromium), measured on a release build
 
@@ -20,7 +20,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use runtime_tests::{free_port, short_timeouts, Wrangler, WranglerCommand};
 
-const USAGE: &str = "usage: cargo xtask <setup|build|dev [--port N]|test|deploy|bench>";
+const USAGE: &str =
+    "usage: cargo xtask <setup|build|dev [--port N]|test|deploy [--env staging|production]|bench>";
 
 fn main() -> ExitCode {
     match real_main() {
@@ -51,12 +52,24 @@ fn real_main() -> Result<()> {
         ])),
         Some("bench") => bench::all(),
         Some("deploy") => {
+            // `--env staging|production` picks one of wrangler.toml's environments.
+            let env = match &args[1..] {
+                [] => None,
+                [flag, env]
+                    if flag == "--env" && ["staging", "production"].contains(&env.as_str()) =>
+                {
+                    Some(env.clone())
+                }
+                _ => bail!("usage: cargo xtask deploy [--env staging|production]"),
+            };
             let tools = tools::setup(false)?;
             build::all(&tools)?;
-            run(Command::new("node")
-                .arg(wrangler_js())
-                .arg("deploy")
-                .current_dir(root()))
+            let mut deploy = Command::new("node");
+            deploy.arg(wrangler_js()).arg("deploy").current_dir(root());
+            if let Some(env) = env {
+                deploy.args(["--env", &env]);
+            }
+            run(&mut deploy)
         }
         _ => bail!("{USAGE}"),
     }
@@ -184,12 +197,20 @@ fn step(name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
 }
 
 /// Runs the Playwright tests in `tests/e2e` against a fresh system with shortened timeouts.
+/// The coordinator also allows the origin of a second port, where `pages.test.mjs` serves the
+/// client as Cloudflare Pages would.
 fn browser_tests() -> Result<()> {
     let persist = tempdir("e2e")?;
+    let pages_port = free_port()?;
+    let mut vars = short_timeouts();
+    vars.push((
+        "ALLOWED_ORIGINS".to_owned(),
+        format!("http://127.0.0.1:{pages_port}"),
+    ));
     let spec = WranglerCommand {
         port: free_port()?,
         persist_dir: persist.clone(),
-        vars: short_timeouts(),
+        vars,
     };
     let reference = mandelbrot_reference(&persist)?;
     let mut wrangler = Wrangler::start(&spec)?;
@@ -198,6 +219,7 @@ fn browser_tests() -> Result<()> {
         .arg(root().join("tests/e2e"))
         .env("OSTRICH_BASE_URL", &wrangler.base)
         .env("OSTRICH_MANDELBROT_REFERENCE", &reference)
+        .env("OSTRICH_PAGES_PORT", pages_port.to_string())
         .env("CHROMIUM_PATH", "/usr/bin/chromium")
         .current_dir(root()));
     if result.is_err() {
