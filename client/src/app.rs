@@ -259,11 +259,11 @@ fn Dashboard(swarm_id: String) -> impl IntoView {
         <Show when=move || missing.get()><SwarmMissing/></Show>
         <section class="card" class:hidden=move || missing.get()>
             <h1 data-testid="swarm-title">{move || snapshot.get().map(|s| s.swarm_name).unwrap_or_else(|| "Swarm".into())}</h1>
-            <p class="muted">
+            <p class="muted" role="status" aria-live="polite">
                 <span data-testid="link-state">{move || format::link_state(&state.get(), now_ms())}</span>
                 {move || owner.get().then(|| view! { <span class="badge" data-testid="owner-badge">"owner"</span> })}
             </p>
-            <div class="stats">
+            <div class="stats" role="status" aria-live="polite">
                 <div><b data-testid="online-count">{move || snapshot.get().map_or(0, |s| s.online)}</b>" online"</div>
                 <div><b data-testid="device-count">{move || snapshot.get().map_or(0, |s| s.device_total)}</b>" devices"</div>
                 <div><b data-testid="run-state">{move || snapshot.get().map_or(String::new(), |s| run_state_text(s.run_state).into())}</b></div>
@@ -273,13 +273,13 @@ fn Dashboard(swarm_id: String) -> impl IntoView {
         {owner_panel}
         <section class="card" class:hidden=move || missing.get()>
             <h2>"Devices"</h2>
-            <div class="table-wrap">
+            // Focusable, so that a keyboard can scroll a table wider than the screen.
+            <div class="table-wrap" tabindex="0" role="region" aria-label="Devices">
             <table data-testid="devices">
                 <thead><tr><th>"Name"</th><th>"Status"</th><th>"Cores"</th><th>"Memory"</th><th>"GPU"</th><th>"Score"</th><th>"Speed"</th><th>"Weight"</th><th>"In flight"</th><th>"Done"</th><th>"Trust"</th><th>"Last seen"</th><th></th></tr></thead>
                 <tbody>
-                    <For each=devices key=|d| (d.id.clone(), d.status, d.enabled, d.last_seen_ms) children=move |d| {
-                        let now = snapshot.get_untracked().map_or(0, |s| s.now_ms);
-                        view! { <DeviceRow device=d now owner=owner swarm_id=id_for_rows.clone() owner_key=key_for_rows.clone()/> }
+                    <For each=devices key=|d| d.id.clone() children=move |d| {
+                        view! { <DeviceRow device=d snapshot owner=owner swarm_id=id_for_rows.clone() owner_key=key_for_rows.clone()/> }
                     }/>
                 </tbody>
             </table>
@@ -287,10 +287,10 @@ fn Dashboard(swarm_id: String) -> impl IntoView {
         </section>
         <section class="card" class:hidden=move || missing.get()>
             <h2>"System log"</h2>
-            <ol class="log" data-testid="log">
+            <ol class="log" data-testid="log" tabindex="0" aria-label="System log">
                 <For each=log_entries key=|e| (e.at_ms, e.text.clone()) children=|e| {
                     let class = match e.level { LogLevel::Info => "info", LogLevel::Warn => "warn", LogLevel::Security => "security" };
-                    view! { <li class=class>{e.text}</li> }
+                    view! { <li class=class><time>{browser::clock(e.at_ms)}</time>" "{e.text}</li> }
                 }/>
             </ol>
         </section>
@@ -363,7 +363,7 @@ fn JobsPanel(
             <h2>"Jobs"</h2>
             <Show when=move || owner.get()>
                 <form class="row" on:submit=submit.clone()>
-                    <select data-testid="job-kind" on:change=move |ev| { values.set(Default::default()); kind.set(event_target_value(&ev)); }>
+                    <select data-testid="job-kind" aria-label="Job kind" on:change=move |ev| { values.set(Default::default()); kind.set(event_target_value(&ev)); }>
                         {crate::jobs::KINDS.iter().map(|(value, label)| view! { <option value=*value>{*label}</option> }).collect_view()}
                     </select>
                     {move || crate::jobs::fields(&kind.get()).iter().map(|(name, label, default)| {
@@ -559,66 +559,84 @@ fn run_state_text(state: RunState) -> &'static str {
 }
 
 /// One row of the devices table; the owner gets enable/disable and remove buttons.
+/// One row of the devices table, for as long as the device is listed; every value follows
+/// the snapshots (and "last seen" the coordinator's clock in them).
 #[component]
 fn DeviceRow(
     device: DeviceView,
-    now: u64,
+    snapshot: RwSignal<Option<SwarmSnapshot>>,
     owner: RwSignal<bool>,
     swarm_id: String,
     owner_key: String,
 ) -> impl IntoView {
-    let online = device.status == DeviceStatus::Online;
-    let enabled = device.enabled;
+    let id = device.id.clone();
+    let current = Memo::new({
+        let id = id.clone();
+        move |_| {
+            snapshot
+                .with(|s| {
+                    s.as_ref()
+                        .and_then(|s| s.devices.iter().find(|d| d.id == id).cloned())
+                })
+                .unwrap_or_else(|| device.clone())
+        }
+    });
+    let now = move || snapshot.with(|s| s.as_ref().map_or(0, |s| s.now_ms));
+    let online = move || current.with(|d| d.status == DeviceStatus::Online);
+    let enabled = move || current.with(|d| d.enabled);
+    let name = move || current.with(|d| d.name.clone());
     let act = {
-        let (swarm_id, owner_key, device_id) =
-            (swarm_id.clone(), owner_key.clone(), device.id.clone());
-        move |command: fn(String) -> OwnerCommand| {
-            let (swarm_id, owner_key, device_id) =
-                (swarm_id.clone(), owner_key.clone(), device_id.clone());
+        let (swarm_id, owner_key) = (swarm_id.clone(), owner_key.clone());
+        move |command: OwnerCommand| {
+            let (swarm_id, owner_key) = (swarm_id.clone(), owner_key.clone());
             spawn_local(async move {
-                let _ = owner_call(&swarm_id, &owner_key, command(device_id)).await;
+                let _ = owner_call(&swarm_id, &owner_key, command).await;
             });
         }
     };
     let toggle = {
-        let act = act.clone();
+        let (act, device_id) = (act.clone(), id.clone());
         move |_| {
-            act(if enabled {
-                |device_id| OwnerCommand::SetDeviceEnabled {
-                    device_id,
-                    enabled: false,
-                }
-            } else {
-                |device_id| OwnerCommand::SetDeviceEnabled {
-                    device_id,
-                    enabled: true,
-                }
+            act(OwnerCommand::SetDeviceEnabled {
+                device_id: device_id.clone(),
+                enabled: !enabled(),
             })
         }
     };
-    let remove = move |_| act(|device_id| OwnerCommand::RemoveDevice { device_id });
+    let remove = {
+        let device_id = id.clone();
+        move |_| {
+            act(OwnerCommand::RemoveDevice {
+                device_id: device_id.clone(),
+            })
+        }
+    };
+    let field = move |f: fn(&DeviceView) -> String| move || current.with(f);
     view! {
-        <tr data-testid="device-row" data-device-id=device.id.clone()>
-            <td>{device.name.clone()}{(!enabled).then(|| {
-                let why = if device.quarantined { " (quarantined: a wrong result)" } else { " (disabled)" };
+        <tr data-testid="device-row" data-device-id=id.clone()>
+            <td>{name}{move || current.with(|d| (!d.enabled).then(|| {
+                let why = if d.quarantined { " (quarantined: a wrong result)" } else { " (disabled)" };
                 view! { <span class="muted" data-testid="device-disabled">{why}</span> }
-            })}</td>
-            <td><span class=if online { "status online" } else { "status offline" } data-testid="device-status">
-                {if online { "ONLINE" } else { "OFFLINE" }}</span></td>
-            <td>{device.capabilities.cores}</td>
-            <td>{format::memory(device.capabilities.memory_mb)}</td>
-            <td>{if device.capabilities.gpu { "yes" } else { "—" }}</td>
-            <td data-testid="device-score">{device.score.map_or("—".into(), |s| format!("{s:.2}×"))}</td>
-            <td>{device.speed.map_or("—".into(), |s| format!("{s:.2}×"))}</td>
-            <td>{format!("{:.0} %", device.weight_percent)}</td>
-            <td>{device.in_flight}</td>
-            <td data-testid="device-done">{device.chunks_done}</td>
-            <td data-testid="device-trust">{format::credibility(device.trusted, device.confirmed, device.replicated, device.disputed)}</td>
-            <td>{format::ago(now, device.last_seen_ms)}</td>
+            }))}<br/><code class="muted">{format!("#{}", id.get(..8).unwrap_or(&id))}</code></td>
+            <td><span class=move || if online() { "status online" } else { "status offline" } data-testid="device-status">
+                {move || if online() { "ONLINE" } else { "OFFLINE" }}</span></td>
+            <td>{field(|d| d.capabilities.cores.to_string())}</td>
+            <td>{field(|d| format::memory(d.capabilities.memory_mb))}</td>
+            <td>{field(|d| if d.capabilities.gpu { "yes".into() } else { "—".into() })}</td>
+            <td data-testid="device-score">{field(|d| d.score.map_or("—".into(), |s| format!("{s:.2}×")))}</td>
+            <td data-testid="device-speed">{field(|d| d.speed.map_or("—".into(), |s| format!("{s:.2}×")))}</td>
+            <td>{field(|d| format!("{:.0} %", d.weight_percent))}</td>
+            <td data-testid="device-in-flight">{field(|d| d.in_flight.to_string())}</td>
+            <td data-testid="device-done">{field(|d| format::thousands(d.chunks_done))}</td>
+            <td data-testid="device-trust">{field(|d| format::credibility(d.trusted, d.confirmed, d.replicated, d.disputed))}</td>
+            <td data-testid="device-seen">{move || current.with(|d| format::ago(now(), d.last_seen_ms))}</td>
             <td class="actions">
                 <Show when=move || owner.get()>
-                    <button class="small" data-testid="device-toggle" on:click=toggle.clone()>{if enabled { "Disable" } else { "Enable" }}</button>
-                    <button class="small danger" data-testid="device-remove" on:click=remove.clone()>"Remove"</button>
+                    <button class="small" data-testid="device-toggle" on:click=toggle.clone()
+                        aria-label=move || format!("{} {}", if enabled() { "Disable" } else { "Enable" }, name())>
+                        {move || if enabled() { "Disable" } else { "Enable" }}</button>
+                    <button class="small danger" data-testid="device-remove" on:click=remove.clone()
+                        aria-label=move || format!("Remove {}", name())>"Remove"</button>
                 </Show>
             </td>
         </tr>
@@ -960,14 +978,14 @@ fn DevicePage(swarm_id: String, proof: Option<JoinProof>) -> impl IntoView {
                 {move || share.get().and_then(|s| format::idle_reason(&s, lend.get())).unwrap_or_default()}
             </p>
             <dl class="facts">
-                <dt>"Status"</dt><dd data-testid="device-state">{move || format::link_state(&state.get(), now_ms())}</dd>
+                <dt>"Status"</dt><dd data-testid="device-state" aria-live="polite">{move || format::link_state(&state.get(), now_ms())}</dd>
                 <dt>"Name"</dt><dd data-testid="device-name">{name}</dd>
                 <dt>"Device id"</dt><dd data-testid="device-id">{move || device_id.get().unwrap_or_else(|| "—".into())}</dd>
                 <dt>"Cores"</dt><dd>{cores}</dd>
                 <dt>"Round trip"</dt><dd>{move || rtt.get().map_or("—".into(), |ms| format!("{ms} ms"))}</dd>
                 <dt>"Cores to lend"</dt>
                 <dd>
-                    <input type="range" min="0" max=cores data-testid="lend-cores" prop:value=move || lend.get()
+                    <input type="range" min="0" max=cores data-testid="lend-cores" aria-label="Cores to lend" prop:value=move || lend.get()
                         on:change={
                             let set_lend = set_lend.clone();
                             move |ev| if let Ok(n) = event_target_value(&ev).parse::<u16>() { set_lend(n) }

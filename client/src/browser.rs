@@ -188,6 +188,17 @@ pub fn ws_url(origin: &str, swarm_id: &str) -> String {
     format!("{ws_origin}/api/swarms/{swarm_id}/ws")
 }
 
+/// A wall-clock time as this browser's local "HH:MM:SS".
+pub fn clock(ms: u64) -> String {
+    let date = js_sys::Date::new(&JsValue::from_f64(ms as f64));
+    format!(
+        "{:02}:{:02}:{:02}",
+        date.get_hours(),
+        date.get_minutes(),
+        date.get_seconds()
+    )
+}
+
 /// A GET answered with JSON, or `None` on any failure (the caller tries again later).
 pub async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> Option<T> {
     let resp = gloo_net::http::Request::get(url).send().await.ok()?;

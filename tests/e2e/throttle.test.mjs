@@ -56,6 +56,13 @@ test("the swarm throttle slows a device down in proportion, and its page says ho
     command: "submit_job", job: { kind: "prime_count", lo: 0, hi: 1e13 },
   });
 
+  // The dashboard's devices table follows every tick, not only status changes.
+  const doneCell = ownerPage.getByTestId("device-done").first();
+  await doneCell.filter({ hasNotText: /^0$/ }).waitFor({ timeout: 15000 });
+  const before = await doneCell.textContent();
+  await ownerPage.waitForTimeout(4500);
+  assert.notEqual(await doneCell.textContent(), before, "chunks done on the dashboard moved within two ticks");
+
   const rates = {};
   for (const [percent, text, settleMs, measureMs] of [
     [100, "2 workers, all the time — 2 of 2 lent cores at a 100 % throttle", 10000, 20000],

@@ -137,7 +137,7 @@ fn npm_packages(root: &Path) -> Result<()> {
     });
     if !all_present {
         eprintln!(
-            "xtask: installing npm packages (wrangler, binaryen, playwright-core, jsqr, pngjs)"
+            "xtask: installing npm packages (wrangler, binaryen, playwright-core, jsqr, pngjs, axe-core)"
         );
         run(Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund"])

@@ -1,0 +1,66 @@
+// Accessibility: axe-core (WCAG 2.1 A and AA rules) over every page a user sees — landing,
+// the owner's dashboard, a viewer's dashboard and a device page — at desktop and phone sizes,
+// with a job and an invite on screen. Each page is also saved as a screenshot in
+// tests/e2e/output/ (ignored), which the README's pictures come from.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdirSync, readFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { BASE, REFERENCE, launchProfile, LandingPage, DevicePage, ownerCommand } from "./harness.mjs";
+
+const AXE = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
+const OUTPUT = new URL("./output/", import.meta.url);
+const SIZES = { desktop: { width: 1366, height: 900 }, phone: { width: 390, height: 844 } };
+
+/** axe-core's WCAG 2.1 AA violations on the page as it is, one line each; saves a screenshot. */
+async function audit(page, name) {
+  // Evaluated in the page: nothing is added to its document.
+  await page.evaluate(AXE);
+  const result = await page.evaluate(() =>
+    globalThis.axe.run(document, { runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"] } }));
+  mkdirSync(OUTPUT, { recursive: true });
+  await page.screenshot({ path: new URL(`${name}.png`, OUTPUT).pathname, fullPage: true });
+  return result.violations.map((v) =>
+    `${name}: ${v.id} (${v.impact}) ${v.help}: ${v.nodes.slice(0, 3).map((n) => n.target.join(" ")).join(" | ")}`);
+}
+
+test("every page passes axe-core's WCAG 2.1 AA rules on a desktop and a phone", async () => {
+  const owner = await launchProfile();
+  const ownerPage = await owner.context.newPage();
+  const landing = new LandingPage(ownerPage);
+  const violations = [];
+  for (const [size, viewport] of Object.entries(SIZES)) {
+    await ownerPage.setViewportSize(viewport);
+    await landing.open();
+    await ownerPage.getByTestId("swarm-name").waitFor();
+    violations.push(...await audit(ownerPage, `landing-${size}`));
+  }
+  await ownerPage.setViewportSize(SIZES.desktop);
+  const dashboard = await landing.createSwarm("Lab");
+  const swarmId = dashboard.swarmId();
+  const ownerKey = await ownerPage.evaluate((id) => localStorage.getItem(`ostrich.owner.${id}`), swarmId);
+  const invite = await dashboard.createInvite();
+  const phone = await launchProfile();
+  const devicePage = new DevicePage(await phone.context.newPage());
+  await devicePage.open(invite.link);
+  await devicePage.page.getByTestId("bench-score").filter({ hasText: "reference core" }).waitFor({ timeout: 20000 });
+  const own = await owner.context.newPage();
+  await own.goto(`${BASE}/s/${swarmId}/device`);
+  await own.getByTestId("bench-score").filter({ hasText: "reference core" }).waitFor({ timeout: 20000 });
+  await ownerCommand(swarmId, ownerKey, { command: "submit_job", job: { kind: "prime_count", lo: 0, hi: 200000000 } });
+  await ownerCommand(swarmId, ownerKey, { command: "submit_job", job: { kind: "mandelbrot", ...REFERENCE.job } });
+  await ownerPage.locator('[data-testid="job-row"][data-state="done"]').filter({ hasText: "Mandelbrot" }).waitFor({ timeout: 90000 });
+  await ownerPage.bringToFront();
+  const viewer = await launchProfile();
+  const viewerPage = await viewer.context.newPage();
+  await viewerPage.goto(`${BASE}/s/${swarmId}`);
+  await viewerPage.getByTestId("device-row").first().waitFor({ timeout: 10000 });
+  for (const [size, viewport] of Object.entries(SIZES)) {
+    for (const [name, page] of [["dashboard-owner", ownerPage], ["dashboard-viewer", viewerPage], ["device", devicePage.page]]) {
+      await page.setViewportSize(viewport);
+      await page.waitForTimeout(300);
+      violations.push(...await audit(page, `${name}-${size}`));
+    }
+  }
+  assert.deepEqual(violations, [], `WCAG 2.1 AA violations:\n${violations.join("\n")}`);
+});
