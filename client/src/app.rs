@@ -208,6 +208,7 @@ fn Dashboard(swarm_id: String) -> impl IntoView {
     }
     let owner_key = browser::storage_get(&storage_key);
     let snapshot = RwSignal::new(None::<SwarmSnapshot>);
+    let velocity = RwSignal::new(crate::chart::Velocity::default());
     let state = RwSignal::new(LinkState::Connecting { attempt: 0 });
     let owner = RwSignal::new(false);
     let missing = RwSignal::new(false);
@@ -228,7 +229,10 @@ fn Dashboard(swarm_id: String) -> impl IntoView {
             move |link, event| {
                 state.set(link.state().clone());
                 match event {
-                    Some(LinkEvent::Snapshot(snap)) => snapshot.set(Some(*snap)),
+                    Some(LinkEvent::Snapshot(snap)) => {
+                        velocity.update(|v| v.observe(&snap));
+                        snapshot.set(Some(*snap));
+                    }
                     Some(LinkEvent::Welcomed {
                         owner: is_owner, ..
                     }) => owner.set(is_owner),
@@ -269,6 +273,7 @@ fn Dashboard(swarm_id: String) -> impl IntoView {
                 <div><b data-testid="run-state">{move || snapshot.get().map_or(String::new(), |s| run_state_text(s.run_state).into())}</b></div>
             </div>
         </section>
+        <VelocityPanel velocity hidden=missing/>
         <JobsPanel swarm_id=swarm_id.clone() owner_key=owner_key_for_jobs owner snapshot hidden=missing/>
         {owner_panel}
         <section class="card" class:hidden=move || missing.get()>
@@ -279,7 +284,7 @@ fn Dashboard(swarm_id: String) -> impl IntoView {
                 <thead><tr><th>"Name"</th><th>"Status"</th><th>"Cores"</th><th>"Memory"</th><th>"GPU"</th><th>"Score"</th><th>"Speed"</th><th>"Weight"</th><th>"In flight"</th><th>"Done"</th><th>"Trust"</th><th>"Last seen"</th><th></th></tr></thead>
                 <tbody>
                     <For each=devices key=|d| d.id.clone() children=move |d| {
-                        view! { <DeviceRow device=d snapshot owner=owner swarm_id=id_for_rows.clone() owner_key=key_for_rows.clone()/> }
+                        view! { <DeviceRow device=d snapshot velocity owner=owner swarm_id=id_for_rows.clone() owner_key=key_for_rows.clone()/> }
                     }/>
                 </tbody>
             </table>
@@ -293,6 +298,51 @@ fn Dashboard(swarm_id: String) -> impl IntoView {
                     view! { <li class=class><time>{browser::clock(e.at_ms)}</time>" "{e.text}</li> }
                 }/>
             </ol>
+        </section>
+    }
+}
+
+/// The swarm's throughput over the last ten minutes, drawn from the snapshots it already
+/// receives (see [`crate::chart`]): work units per second for each kind of job that ran, and
+/// chunks per second.
+#[component]
+fn VelocityPanel(
+    velocity: RwSignal<crate::chart::Velocity>,
+    hidden: RwSignal<bool>,
+) -> impl IntoView {
+    const WIDTH: f64 = 600.0;
+    const HEIGHT: f64 = 60.0;
+    let charts = move || {
+        velocity.with(|v| {
+            let now = v.now_ms().unwrap_or(0);
+            let mut charts: Vec<(String, String, String)> = v
+                .units_per_second()
+                .into_iter()
+                .map(|((name, unit), points)| {
+                    let last = points.last().map_or(0.0, |(_, rate)| *rate);
+                    let line = crate::chart::polyline(&points, now, WIDTH, HEIGHT);
+                    (name.to_owned(), format::rate(last, unit), line)
+                })
+                .collect();
+            let chunks = v.chunks_per_second();
+            let last = chunks.last().map_or(0.0, |(_, rate)| *rate);
+            let line = crate::chart::polyline(&chunks, now, WIDTH, HEIGHT);
+            charts.push(("Chunks".to_owned(), format!("{last:.1} chunks/s"), line));
+            charts
+        })
+    };
+    view! {
+        <section class="card" class:hidden=move || hidden.get() data-testid="velocity">
+            <h2>"Throughput, last 10 minutes"</h2>
+            {move || charts().into_iter().map(|(name, now, line)| view! {
+                <figure class="chart" data-testid="chart" data-kind=name.clone()>
+                    <figcaption><b>{name.clone()}</b>" "<span data-testid="chart-now">{now.clone()}</span></figcaption>
+                    <svg viewBox=format!("0 0 {WIDTH} {HEIGHT}") preserveAspectRatio="none" role="img"
+                        aria-label=format!("{name}: {now} now, over the last 10 minutes")>
+                        <polyline fill="none" stroke="currentColor" stroke-width="2" vector-effect="non-scaling-stroke" points=line/>
+                    </svg>
+                </figure>
+            }).collect_view()}
         </section>
     }
 }
@@ -565,6 +615,7 @@ fn run_state_text(state: RunState) -> &'static str {
 fn DeviceRow(
     device: DeviceView,
     snapshot: RwSignal<Option<SwarmSnapshot>>,
+    velocity: RwSignal<crate::chart::Velocity>,
     owner: RwSignal<bool>,
     swarm_id: String,
     owner_key: String,
@@ -624,7 +675,11 @@ fn DeviceRow(
             <td>{field(|d| format::memory(d.capabilities.memory_mb))}</td>
             <td>{field(|d| if d.capabilities.gpu { "yes".into() } else { "—".into() })}</td>
             <td data-testid="device-score">{field(|d| d.score.map_or("—".into(), |s| format!("{s:.2}×")))}</td>
-            <td data-testid="device-speed">{field(|d| d.speed.map_or("—".into(), |s| format!("{s:.2}×")))}</td>
+            <td data-testid="device-speed">{field(|d| d.speed.map_or("—".into(), |s| format!("{s:.2}×")))}
+                <svg class="spark" viewBox="0 0 60 16" preserveAspectRatio="none" aria-hidden="true">
+                    <polyline fill="none" stroke="currentColor" stroke-width="1.5"
+                        points={let id = id.clone(); move || velocity.with(|v| crate::chart::sparkline(&v.speeds_of(&id), 60.0, 16.0))}/>
+                </svg></td>
             <td>{field(|d| format!("{:.0} %", d.weight_percent))}</td>
             <td data-testid="device-in-flight">{field(|d| d.in_flight.to_string())}</td>
             <td data-testid="device-done">{field(|d| format::thousands(d.chunks_done))}</td>

@@ -2,6 +2,7 @@
 //! device facts — tested with `cargo test`; on wasm32 it adds the Leptos views and browser
 //! glue in [`app`] that only read and drive that core.
 
+pub mod chart;
 pub mod device_info;
 pub mod format;
 pub mod forms;

@@ -63,6 +63,17 @@ test("the swarm throttle slows a device down in proportion, and its page says ho
   await ownerPage.waitForTimeout(4500);
   assert.notEqual(await doneCell.textContent(), before, "chunks done on the dashboard moved within two ticks");
 
+  // The throughput chart draws that work, and moves.
+  const chart = ownerPage.locator('[data-testid="chart"][data-kind="Count primes"]');
+  await chart.waitFor({ timeout: 10000 });
+  const line = async () => chart.locator("polyline").getAttribute("points");
+  const drawn = await line();
+  assert.ok(drawn.split(" ").length >= 2, `a line: ${drawn}`);
+  assert.match(await chart.getByTestId("chart-now").textContent(), /numbers\/s$/);
+  await ownerPage.waitForTimeout(2500);
+  assert.notEqual(await line(), drawn, "the chart moved with the next snapshot");
+  assert.ok(await ownerPage.locator('[data-testid="device-speed"] svg polyline').count() >= 1, "a speed sparkline per device");
+
   const rates = {};
   for (const [percent, text, settleMs, measureMs] of [
     [100, "2 workers, all the time — 2 of 2 lent cores at a 100 % throttle", 10000, 20000],
