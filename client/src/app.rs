@@ -399,7 +399,9 @@ fn JobsPanel(
             });
         }
     };
-    let jobs = move || {
+    // Newest first, a page at a time; finished jobs but the newest are folded to one line.
+    let show_all = RwSignal::new(false);
+    let all_jobs = move || {
         snapshot
             .get()
             .map(|s| s.jobs)
@@ -408,6 +410,25 @@ fn JobsPanel(
             .rev()
             .collect::<Vec<_>>()
     };
+    let jobs = move || {
+        let mut jobs = all_jobs();
+        if !show_all.get() {
+            jobs.truncate(JOBS_PER_PAGE);
+        }
+        jobs
+    };
+    let hidden_jobs = move || all_jobs().len().saturating_sub(JOBS_PER_PAGE);
+    let newest_finished = Memo::new(move |_| {
+        snapshot.with(|s| {
+            s.as_ref().and_then(|s| {
+                s.jobs
+                    .iter()
+                    .rev()
+                    .find(|j| matches!(j.state, JobState::Done | JobState::Cancelled))
+                    .map(|j| j.job_id.clone())
+            })
+        })
+    });
     view! {
         <section class="card" class:hidden=move || hidden.get()>
             <h2>"Jobs"</h2>
@@ -451,6 +472,15 @@ fn JobsPanel(
                         JobState::Cancelled => "cancelled",
                     };
                     let live = move || current.with(|j| matches!(j.state, JobState::Queued | JobState::Running));
+                    // Finished jobs but the newest are folded to their title, result and times.
+                    // The user's Show / Hide, once they chose.
+                    let chosen = RwSignal::new(None::<bool>);
+                    let folded = {
+                        let id = id.clone();
+                        Signal::derive(move || {
+                            !live() && chosen.get().unwrap_or_else(|| newest_finished.with(|n| n.as_deref() != Some(id.as_str())))
+                        })
+                    };
                     // Reactive, so that links drawn before the coordinator is known follow it.
                     let result_url = {
                         let (sid, jid) = (swarm_id.clone(), id.clone());
@@ -497,12 +527,18 @@ fn JobsPanel(
                         _ => None,
                     };
                     view! {
-                        <li data-testid="job-row" data-job-id=id.clone() data-state=state>
+                        <li data-testid="job-row" data-job-id=id.clone() data-state=state class:folded=folded>
                             <div class="row">
                                 <b>{title}</b>
                                 <span class="muted">{state}</span>
                                 <span class="muted">{speed}</span>
+                                {move || (!live()).then(|| view! {
+                                    <button class="small" data-testid="job-fold" aria-expanded=move || (!folded.get()).to_string()
+                                        on:click=move |_| chosen.set(Some(!folded.get_untracked()))>
+                                        {move || if folded.get() { "Show" } else { "Hide" }}</button>
+                                })}
                             </div>
+                            <div class="muted small" data-testid="job-times">{move || current.with(|j| crate::jobs::timeline(j, browser::clock))}</div>
                             <div class="bar"><div class="fill" style=move || format!("width: {}%", current.with(|j| format::percent(j.done_units, j.total_units)))></div></div>
                             <div class="row">
                                 <span data-testid="job-result">{move || current.with(crate::jobs::summary)}</span>
@@ -520,9 +556,16 @@ fn JobsPanel(
                     }
                 }/>
             </ul>
+            {move || (hidden_jobs() > 0 || show_all.get()).then(|| view! {
+                <button class="small" data-testid="jobs-more" on:click=move |_| show_all.update(|s| *s = !*s)>
+                    {move || if show_all.get() { "Show fewer jobs".to_owned() } else { format!("Show {} older jobs", hidden_jobs()) }}</button>
+            })}
         </section>
     }
 }
+
+/// Jobs shown before *Show older jobs*.
+const JOBS_PER_PAGE: usize = 5;
 
 /// A Mandelbrot job's image on a canvas, drawn band by band as the coordinator stores them
 /// (`…/bands?after=N`, see [`crate::jobs::ImageFollower`]): whenever the job's progress moves,

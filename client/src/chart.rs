@@ -193,6 +193,7 @@ mod tests {
             units_per_second: 0.0,
             eta_ms: None,
             created_ms: 0,
+            started_ms: None,
             finished_ms: None,
             result: JobResult::PrimeCount { count: 0 },
             verify_units: 0,

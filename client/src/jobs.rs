@@ -135,6 +135,29 @@ pub fn summary(job: &JobView) -> String {
     }
 }
 
+/// When a job was submitted, started and finished, and how long it ran: "submitted 12:01:03 ·
+/// started 12:01:04 · finished 12:03:10 · took 2 min 6 s", with `clock` writing a time.
+pub fn timeline(job: &JobView, clock: impl Fn(u64) -> String) -> String {
+    let mut parts = vec![format!("submitted {}", clock(job.created_ms))];
+    if let Some(started) = job.started_ms {
+        parts.push(format!("started {}", clock(started)));
+    }
+    if let Some(finished) = job.finished_ms {
+        let verb = if job.state == JobState::Cancelled {
+            "cancelled"
+        } else {
+            "finished"
+        };
+        parts.push(format!("{verb} {}", clock(finished)));
+        let from = job.started_ms.unwrap_or(job.created_ms);
+        parts.push(format!(
+            "took {}",
+            format::duration(finished.saturating_sub(from))
+        ));
+    }
+    parts.join(" · ")
+}
+
 /// How much of a job's work went to verification, and how much still waits for a second
 /// device; `None` before anything was computed.
 pub fn verification(job: &JobView) -> Option<String> {
@@ -267,6 +290,42 @@ impl ImageFollower {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_timeline_says_when_a_job_ran_and_for_how_long() {
+        let clock = |ms: u64| format!("t{}", ms / 1000);
+        let mut job = JobView {
+            job_id: "j".into(),
+            spec: JobSpec::PrimeCount { lo: 0, hi: 10 },
+            state: JobState::Queued,
+            done_units: 0,
+            total_units: 10,
+            units_per_second: 0.0,
+            eta_ms: None,
+            created_ms: 1_000,
+            started_ms: None,
+            finished_ms: None,
+            result: JobResult::PrimeCount { count: 0 },
+            verify_units: 0,
+            unverified_units: 0,
+        };
+        assert_eq!(timeline(&job, clock), "submitted t1");
+        job.state = JobState::Running;
+        job.started_ms = Some(61_000);
+        assert_eq!(timeline(&job, clock), "submitted t1 · started t61");
+        job.state = JobState::Done;
+        job.finished_ms = Some(187_000);
+        assert_eq!(
+            timeline(&job, clock),
+            "submitted t1 · started t61 · finished t187 · took 2 min 6 s"
+        );
+        job.state = JobState::Cancelled;
+        job.started_ms = None;
+        assert_eq!(
+            timeline(&job, clock),
+            "submitted t1 · cancelled t187 · took 3 min 6 s"
+        );
+    }
 
     #[test]
     fn a_jobs_rate_and_eta_follow_the_window_not_the_last_snapshot() {
@@ -436,6 +495,7 @@ mod tests {
             units_per_second: 0.0,
             eta_ms: None,
             created_ms: 0,
+            started_ms: None,
             finished_ms: None,
             result: JobResult::Sha256Search { nonces: vec![4, 9] },
             verify_units: 0,

@@ -324,7 +324,9 @@ pub struct JobView {
     pub units_per_second: f64,
     /// Estimated time to completion at that rate.
     pub eta_ms: Option<u64>,
+    /// When it was submitted, began to run, and ended (done or cancelled).
     pub created_ms: u64,
+    pub started_ms: Option<u64>,
     pub finished_ms: Option<u64>,
     /// The merged result so far (partial while running; final when done).
     pub result: JobResult,

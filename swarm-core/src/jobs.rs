@@ -227,6 +227,7 @@ impl SwarmCore {
             spec,
             state: JobState::Queued,
             created_ms: now,
+            started_ms: None,
             finished_ms: None,
             done_units: 0,
             done_ranges: Vec::new(),
@@ -954,6 +955,7 @@ impl SwarmCore {
             units_per_second: per_ms * 1000.0,
             eta_ms,
             created_ms: job.created_ms,
+            started_ms: job.started_ms,
             finished_ms: job.finished_ms,
             result: job.result.clone(),
             verify_units: job.replica_units,
@@ -965,6 +967,7 @@ impl SwarmCore {
         if let Some(job_id) = self.jobs.queued_first() {
             if let Some(job) = self.jobs.jobs.get_mut(&job_id) {
                 job.state = JobState::Running;
+                job.started_ms = Some(now);
                 let record = job.clone();
                 self.persist(StoreOp::PutJob(record));
             }

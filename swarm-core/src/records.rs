@@ -89,6 +89,9 @@ pub struct JobRecord {
     pub spec: JobSpec,
     pub state: JobState,
     pub created_ms: Millis,
+    /// When it began to run (rows stored before this was kept have none).
+    #[serde(default)]
+    pub started_ms: Option<Millis>,
     pub finished_ms: Option<Millis>,
     pub done_units: u64,
     pub result: JobResult,

@@ -51,6 +51,21 @@ test("every page passes axe-core's WCAG 2.1 AA rules on a desktop and a phone", 
   await ownerCommand(swarmId, ownerKey, { command: "submit_job", job: { kind: "mandelbrot", ...REFERENCE.job } });
   await ownerPage.locator('[data-testid="job-row"][data-state="done"]').filter({ hasText: "Mandelbrot" }).waitFor({ timeout: 90000 });
   await ownerPage.bringToFront();
+  // Finished jobs but the newest fold to a line with their times; Show unfolds one.
+  const older = ownerPage.locator('[data-testid="job-row"]').filter({ hasText: "π in" });
+  await older.locator(".bar").waitFor({ state: "hidden", timeout: 5000 });
+  assert.match(await older.getByTestId("job-times").textContent(),
+    /^submitted \d\d:\d\d:\d\d · started \d\d:\d\d:\d\d · finished \d\d:\d\d:\d\d · took \d+ s$/);
+  await older.getByTestId("job-fold").click();
+  await older.locator(".bar").waitFor({ state: "visible", timeout: 5000 });
+  // The list shows five jobs at a time.
+  for (let i = 0; i < 4; i++) {
+    await ownerCommand(swarmId, ownerKey, { command: "submit_job", job: { kind: "prime_count", lo: 0, hi: 1000 + i } });
+  }
+  await ownerPage.getByTestId("jobs-more").filter({ hasText: "Show 1 older jobs" }).waitFor({ timeout: 30000 });
+  assert.equal(await ownerPage.getByTestId("job-row").count(), 5);
+  await ownerPage.getByTestId("jobs-more").click();
+  await ownerPage.getByTestId("job-row").nth(5).waitFor({ timeout: 5000 });
   const viewer = await launchProfile();
   const viewerPage = await viewer.context.newPage();
   await viewerPage.goto(`${BASE}/s/${swarmId}`);
