@@ -372,6 +372,8 @@ fn JobsPanel(
         })
     };
     let error = RwSignal::new(None::<String>);
+    // What happened to the last submission, at once: "Submitting…", then "Job … submitted".
+    let submitted = RwSignal::new(None::<String>);
     let submit = {
         let (swarm_id, owner_key) = (swarm_id.clone(), owner_key.clone());
         move |ev: leptos::ev::SubmitEvent| {
@@ -381,11 +383,20 @@ fn JobsPanel(
                 Ok(job) => job,
                 Err(message) => return error.set(Some(message)),
             };
+            submitted.set(Some("Submitting…".to_owned()));
             let (swarm_id, owner_key) = (swarm_id.clone(), owner_key.clone());
             spawn_local(async move {
                 let command = OwnerCommand::SubmitJob { job };
-                if let Err(message) = owner_call(&swarm_id, &owner_key, command).await {
-                    error.set(Some(message));
+                match owner_call(&swarm_id, &owner_key, command).await {
+                    Ok(OwnerReply::JobSubmitted { job_id }) => submitted.set(Some(format!(
+                        "Job {} submitted: it appears below with the next update.",
+                        job_id.get(..8).unwrap_or(&job_id)
+                    ))),
+                    Ok(_) => submitted.set(None),
+                    Err(message) => {
+                        submitted.set(None);
+                        error.set(Some(message));
+                    }
                 }
             });
         }
@@ -446,9 +457,10 @@ fn JobsPanel(
                             </label>
                         }
                     }).collect_view()}
-                    <button type="submit" data-testid="submit-job">"Submit job"</button>
+                    <button type="submit" data-testid="submit-job" disabled=move || submitted.with(|s| s.as_deref() == Some("Submitting…"))>"Submit job"</button>
                 </form>
                 {move || error.get().map(|e| view! { <p class="error" data-testid="job-error">{e}</p> })}
+                <p class="muted" role="status" data-testid="job-submitted">{move || submitted.get()}</p>
             </Show>
             <ul class="jobs">
                 // One row per job for its whole life (its canvas keeps what it drew); the
@@ -770,12 +782,42 @@ fn OwnerPanel(
                 if let Ok(OwnerReply::Invites { invites: live }) =
                     call(OwnerCommand::ListInvites {}).await
                 {
+                    // The QR code of an invite that can no longer be used goes away.
+                    let gone = created.with_untracked(|c| {
+                        c.as_ref()
+                            .is_some_and(|(id, _, _)| !live.iter().any(|i| i.invite_id == *id))
+                    });
+                    if gone {
+                        created.set(None);
+                    }
                     invites.set(live);
                 }
             });
         }
     };
     refresh();
+    // Use counts change when a device joins: list the invites again when the count of devices
+    // does (not every tick).
+    Effect::new({
+        let refresh = refresh.clone();
+        move |seen: Option<Option<u32>>| {
+            let total = snapshot.with(|s| s.as_ref().map(|s| s.device_total));
+            if seen.is_some_and(|seen| seen != total) {
+                refresh();
+            }
+            total
+        }
+    });
+    // "Copied" after a copy button, for two seconds.
+    let copied = RwSignal::new(None::<&'static str>);
+    let copy = move |what: &'static str, text: &str| {
+        browser::copy_text(text);
+        copied.set(Some(what));
+        spawn_local(async move {
+            browser::sleep(2_000).await;
+            copied.set(None);
+        });
+    };
 
     let create = {
         let (call, refresh, swarm_id, origin) = (
@@ -836,6 +878,7 @@ fn OwnerPanel(
     };
     let owner_link = route::owner_link(&origin, &swarm_id, &owner_key);
     let throttle = move || snapshot.get().map_or(100, |s| s.throttle_percent);
+    let run_state = move || snapshot.with(|s| s.as_ref().map(|s| s.run_state));
     let (run, pause, stop) = (set_state.clone(), set_state.clone(), set_state);
     let revoke = move |invite_id: String| {
         let (call, refresh) = (call.clone(), refresh.clone());
@@ -848,9 +891,16 @@ fn OwnerPanel(
         <section class="card" data-testid="owner-panel">
             <h2>"Controls"</h2>
             <div class="row">
-                <button data-testid="run" on:click=move |_| run(RunState::Running)>"Run"</button>
-                <button data-testid="pause" on:click=move |_| pause(RunState::Paused)>"Pause"</button>
-                <button data-testid="stop" on:click=move |_| stop(RunState::Stopped)>"Stop"</button>
+                // The swarm's current state is the pressed button.
+                <button data-testid="run" class:active=move || run_state() == Some(RunState::Running)
+                    aria-pressed=move || (run_state() == Some(RunState::Running)).to_string()
+                    on:click=move |_| run(RunState::Running)>"Run"</button>
+                <button data-testid="pause" class:active=move || run_state() == Some(RunState::Paused)
+                    aria-pressed=move || (run_state() == Some(RunState::Paused)).to_string()
+                    on:click=move |_| pause(RunState::Paused)>"Pause"</button>
+                <button data-testid="stop" class:active=move || run_state() == Some(RunState::Stopped)
+                    aria-pressed=move || (run_state() == Some(RunState::Stopped)).to_string()
+                    on:click=move |_| stop(RunState::Stopped)>"Stop"</button>
             </div>
             <label>"Throttle: " {throttle} " %"
                 <input type="range" min="0" max="100" step="5" data-testid="throttle" prop:value=throttle on:change=set_throttle/>
@@ -875,7 +925,7 @@ fn OwnerPanel(
             {move || error.get().map(|e| view! { <p class="error" data-testid="invite-error">{e}</p> })}
             {move || created.get().map(|(invite_id, link, code)| {
                 let svg = qr_svg(&link).unwrap_or_default();
-                let (copy_link, share_link) = (link.clone(), link.clone());
+                let (copy_link, share_link, copy_code) = (link.clone(), link.clone(), code.clone());
                 view! {
                     <div class="invite" data-testid="invite-created" data-invite-id=invite_id>
                         <div class="qr" data-testid="invite-qr" inner_html=svg></div>
@@ -884,10 +934,12 @@ fn OwnerPanel(
                             <p><a data-testid="invite-link" href=link.clone() target="_blank">{link.clone()}</a></p>
                             <p class="code" data-testid="invite-code">{code}</p>
                             <div class="row">
-                                <button class="small" on:click=move |_| browser::copy_text(&copy_link)>"Copy link"</button>
+                                <button class="small" data-testid="copy-link" on:click=move |_| copy("Link copied", &copy_link)>"Copy link"</button>
+                                <button class="small" data-testid="copy-code" on:click=move |_| copy("Code copied", &copy_code)>"Copy code"</button>
                                 {browser::can_share().then(|| view! {
                                     <button class="small" on:click=move |_| browser::share("Join my Ostrich Legs swarm", &share_link)>"Share"</button>
                                 })}
+                                <span class="muted" role="status" data-testid="copied">{move || copied.get()}</span>
                             </div>
                         </div>
                     </div>
@@ -909,7 +961,8 @@ fn OwnerPanel(
                 }/>
             </ul>
             <p class="muted">"Owner link (opens this dashboard with owner rights on another device — keep it secret): "
-                <button class="small" data-testid="copy-owner-link" on:click=move |_| browser::copy_text(&owner_link)>"Copy owner link"</button>
+                <button class="small" data-testid="copy-owner-link" on:click=move |_| copy("Owner link copied", &owner_link)>"Copy owner link"</button>
+                " "<span role="status">{move || (copied.get() == Some("Owner link copied")).then_some("Copied")}</span>
             </p>
         </section>
     }

@@ -38,8 +38,17 @@ test("every page passes axe-core's WCAG 2.1 AA rules on a desktop and a phone", 
   await ownerPage.setViewportSize(SIZES.desktop);
   const dashboard = await landing.createSwarm("Lab");
   const swarmId = dashboard.swarmId();
-  const ownerKey = await ownerPage.evaluate((id) => localStorage.getItem(`ostrich.owner.${id}`), swarmId);
+  const ownerKey = await dashboard.ownerKey();
   const invite = await dashboard.createInvite();
+  // Feedback: the copy buttons say so, and the run state's button is the pressed one.
+  await ownerPage.getByTestId("copy-code").click();
+  await ownerPage.getByTestId("copied").filter({ hasText: "Code copied" }).waitFor({ timeout: 2000 });
+  await ownerPage.getByTestId("run").and(ownerPage.locator('[aria-pressed="true"]')).waitFor({ timeout: 5000 });
+  await ownerPage.getByTestId("pause").click();
+  await ownerPage.getByTestId("pause").and(ownerPage.locator('[aria-pressed="true"]')).waitFor({ timeout: 5000 });
+  assert.equal(await ownerPage.getByTestId("run").getAttribute("aria-pressed"), "false");
+  await ownerPage.getByTestId("run").click();
+  await ownerPage.getByTestId("run").and(ownerPage.locator('[aria-pressed="true"]')).waitFor({ timeout: 5000 });
   const phone = await launchProfile();
   const devicePage = new DevicePage(await phone.context.newPage());
   await devicePage.open(invite.link);

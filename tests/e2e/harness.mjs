@@ -61,6 +61,10 @@ export class LandingPage {
 export class DashboardPage {
   constructor(page) { this.page = page; }
   swarmId() { return new URL(this.page.url()).pathname.split("/")[2]; }
+  /** The owner key this browser keeps for the swarm. */
+  async ownerKey() {
+    return this.page.evaluate((id) => localStorage.getItem(`ostrich.owner.${id}`), this.swarmId());
+  }
   rows() { return this.page.getByTestId("device-row"); }
   row(deviceId) { return this.page.locator(`[data-testid="device-row"][data-device-id="${deviceId}"]`); }
   async createInvite({ uses } = {}) {
@@ -106,6 +110,12 @@ export class DevicePage {
     await card.waitFor({ timeout: 10000 });
     return card.getAttribute("data-code");
   }
+}
+
+/** A canvas's pixels (RGBA), as the page drew them. */
+export async function canvasPixels(canvas) {
+  const dataUrl = await canvas.evaluate((el) => el.toDataURL("image/png"));
+  return PNG.sync.read(Buffer.from(dataUrl.slice(dataUrl.indexOf(",") + 1), "base64")).data;
 }
 
 /** Closes every profile launched so far. */

@@ -4,7 +4,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { PNG } from "pngjs";
-import { BASE, REFERENCE, launchProfile, LandingPage, DevicePage } from "./harness.mjs";
+import { BASE, REFERENCE, canvasPixels, launchProfile, LandingPage, DevicePage } from "./harness.mjs";
 
 test("an invite's QR code brings a second browser into the swarm, live", async () => {
   const owner = await launchProfile();
@@ -59,6 +59,7 @@ test("an invite's QR code brings a second browser into the swarm, live", async (
   await ownerPage.getByTestId("job-lo").fill("0");
   await ownerPage.getByTestId("job-hi").fill("100000000");
   await ownerPage.getByTestId("submit-job").click();
+  await ownerPage.getByTestId("job-submitted").filter({ hasText: /^Job [0-9a-f]{8} submitted/ }).waitFor({ timeout: 5000 });
   const done = ownerPage.locator('[data-testid="job-row"][data-state="done"]');
   await done.waitFor({ timeout: 60000 });
   assert.equal(await done.getByTestId("job-result").textContent(), "5,761,455 primes", "π(10^8) computed in the browser");
@@ -82,9 +83,7 @@ test("an invite's QR code brings a second browser into the swarm, live", async (
   const pictureId = await picture.getAttribute("data-job-id");
   const served = Buffer.from(await (await fetch(`${BASE}/api/swarms/${dashboard.swarmId()}/jobs/${pictureId}/image.png`)).arrayBuffer());
   assert.ok(served.equals(readFileSync(REFERENCE.png)), "the swarm's PNG equals the native render");
-  const dataUrl = await shown.evaluate((el) => el.toDataURL("image/png"));
-  const drawn = PNG.sync.read(Buffer.from(dataUrl.slice(dataUrl.indexOf(",") + 1), "base64"));
-  assert.ok(drawn.data.equals(PNG.sync.read(served).data), "the dashboard's canvas shows the native render");
+  assert.ok((await canvasPixels(shown)).equals(PNG.sync.read(served).data), "the dashboard's canvas shows the native render");
   await ownerPage.getByTestId("job-kind").selectOption("prime_count");
 
   // Pausing on the device page stops its work (the laptop is closed meanwhile); resuming
@@ -134,6 +133,9 @@ test("a short code typed on the start page joins; used-up and revoked invites ar
   const device = new DevicePage(landing.page);
   const deviceId = await device.deviceId();
   await dashboard.row(deviceId).waitFor({ timeout: 8000 });
+  // Its one use taken, the invite leaves the live list and its QR code leaves the page.
+  await dashboard.inviteRow(single.id).waitFor({ state: "detached", timeout: 8000 });
+  await ownerPage.getByTestId("invite-created").waitFor({ state: "detached", timeout: 2000 });
 
   const late = await launchProfile();
   const latePage = new DevicePage(await late.context.newPage());
@@ -172,7 +174,7 @@ test("an owner link opens the owner's dashboard on another device", async () => 
   const landing = new LandingPage(ownerPage);
   await landing.open();
   const dashboard = await landing.createSwarm("portable");
-  const key = await ownerPage.evaluate((id) => localStorage.getItem(`ostrich.owner.${id}`), dashboard.swarmId());
+  const key = await dashboard.ownerKey();
   const tablet = await launchProfile();
   const tabletPage = await tablet.context.newPage();
   await tabletPage.goto(`${BASE}/s/${dashboard.swarmId()}#owner=${key}`);

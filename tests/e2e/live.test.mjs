@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { PNG } from "pngjs";
-import { BASE, launchProfile, LandingPage, ownerCommand } from "./harness.mjs";
+import { BASE, canvasPixels, launchProfile, LandingPage, ownerCommand } from "./harness.mjs";
 
 test("a 2048² Mandelbrot job fills the dashboard's canvas as it runs, fetching only new bands", async () => {
   const owner = await launchProfile();
@@ -12,7 +12,7 @@ test("a 2048² Mandelbrot job fills the dashboard's canvas as it runs, fetching 
   await landing.open();
   const dashboard = await landing.createSwarm("live image");
   const swarmId = dashboard.swarmId();
-  const ownerKey = await dashboardPage.evaluate((id) => localStorage.getItem(`ostrich.owner.${id}`), swarmId);
+  const ownerKey = await dashboard.ownerKey();
 
   // What the dashboard downloads: every image request, and the bands' bytes.
   const pngRequests = [];
@@ -50,8 +50,7 @@ test("a 2048² Mandelbrot job fills the dashboard's canvas as it runs, fetching 
   // The canvas shows exactly the PNG the coordinator serves.
   const served = await (await fetch(`${BASE}/api/swarms/${swarmId}/jobs/${jobId}/image.png`)).arrayBuffer();
   const png = PNG.sync.read(Buffer.from(served));
-  const dataUrl = await canvas.evaluate((el) => el.toDataURL("image/png"));
-  const drawn = PNG.sync.read(Buffer.from(dataUrl.slice(dataUrl.indexOf(",") + 1), "base64")).data;
+  const drawn = await canvasPixels(canvas);
   assert.equal(drawn.length, png.data.length);
   let differing = 0;
   for (let i = 0; i < drawn.length; i++) if (drawn[i] !== png.data[i]) differing++;

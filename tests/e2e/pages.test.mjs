@@ -8,7 +8,7 @@ import http from "node:http";
 import { readFile } from "node:fs/promises";
 import { extname } from "node:path";
 import { PNG } from "pngjs";
-import { BASE, REFERENCE, launchProfile, LandingPage, DevicePage } from "./harness.mjs";
+import { BASE, REFERENCE, canvasPixels, launchProfile, LandingPage, DevicePage } from "./harness.mjs";
 
 const PORT = Number(process.env.OSTRICH_PAGES_PORT);
 const PAGES = `http://127.0.0.1:${PORT}`;
@@ -91,9 +91,7 @@ test("served from a second origin, the client creates, invites, joins, computes 
   const pngLink = await row.getByTestId("job-png").getAttribute("href");
   assert.equal(pngLink, `${BASE}/api/swarms/${swarmId}/jobs/${jobId}/image.png`);
   const served = Buffer.from(await (await fetch(pngLink)).arrayBuffer());
-  const dataUrl = await canvas.evaluate((el) => el.toDataURL("image/png"));
-  const drawn = PNG.sync.read(Buffer.from(dataUrl.slice(dataUrl.indexOf(",") + 1), "base64"));
-  assert.ok(drawn.data.equals(PNG.sync.read(served).data), "the canvas shows the served PNG");
+  assert.ok((await canvasPixels(canvas)).equals(PNG.sync.read(served).data), "the canvas shows the served PNG");
   // The browser itself may read the coordinator's answers from this origin (CORS).
   const fromPage = await ownerPage.evaluate(async (url) => (await fetch(url)).status, jsonLink);
   assert.equal(fromPage, 200);

@@ -42,7 +42,7 @@ test("the swarm throttle slows a device down in proportion, and its page says ho
   await landing.open();
   const dashboard = await landing.createSwarm("throttle");
   const swarmId = dashboard.swarmId();
-  const ownerKey = await ownerPage.evaluate((id) => localStorage.getItem(`ostrich.owner.${id}`), swarmId);
+  const ownerKey = await dashboard.ownerKey();
   assert.match(ownerKey, /^[A-Za-z0-9_-]{43}$/);
 
   // The owner's own browser as the device: trusted, so no result waits for a replica.
