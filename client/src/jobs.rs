@@ -37,8 +37,37 @@ pub fn fields(kind: &str) -> &'static [(&'static str, &'static str, &'static str
     }
 }
 
-/// The job the form describes, or what is wrong with it. `value` gives a field's text.
+/// The job the form describes, or what is wrong with it in the form's own words (its labels,
+/// not the protocol's field names). `value` gives a field's text.
 pub fn parse(kind: &str, value: impl Fn(&str) -> String) -> Result<JobSpec, String> {
+    parse_fields(kind, value).map_err(|message| in_form_words(kind, &message))
+}
+
+/// A message about a job's fields with each field name that is a whole word replaced by its
+/// label in the form: "hi must be greater than lo" → "“to” must be greater than “from”".
+pub fn in_form_words(kind: &str, message: &str) -> String {
+    let label = |word: &str| {
+        fields(kind)
+            .iter()
+            .find(|(name, _, _)| *name == word)
+            .map(|(_, label, _)| format!("“{label}”"))
+    };
+    let mut out = String::with_capacity(message.len());
+    let mut word = String::new();
+    for c in message.chars().chain(std::iter::once(' ')) {
+        if c.is_ascii_alphanumeric() || c == '_' {
+            word.push(c);
+            continue;
+        }
+        out.push_str(&label(&word).unwrap_or_else(|| word.clone()));
+        word.clear();
+        out.push(c);
+    }
+    out.pop();
+    out
+}
+
+fn parse_fields(kind: &str, value: impl Fn(&str) -> String) -> Result<JobSpec, String> {
     let whole = |name: &str| -> Result<u64, String> {
         value(name)
             .trim()
@@ -292,6 +321,38 @@ impl ImageFollower {
 mod tests {
 
     #[test]
+    fn errors_use_the_forms_labels() {
+        let values = |lo: &'static str, hi: &'static str| {
+            move |name: &str| match name {
+                "lo" => lo.to_owned(),
+                "hi" => hi.to_owned(),
+                _ => String::new(),
+            }
+        };
+        assert_eq!(
+            parse("prime_count", values("10", "5")),
+            Err("“to” must be greater than “from”".to_owned())
+        );
+        assert_eq!(
+            parse("prime_count", values("ten", "5")),
+            Err("“from” must be a whole number".to_owned())
+        );
+        assert_eq!(
+            in_form_words("mandelbrot", "max_iter must be 1 to 65535; width too"),
+            "“iterations” must be 1 to 65535; “width px” too"
+        );
+        assert_eq!(
+            in_form_words("sha256_search", "hi must be greater than lo"),
+            "“to” must be greater than “nonces from”"
+        );
+        assert_eq!(
+            in_form_words("prime_count", "highly local"),
+            "highly local",
+            "whole words only"
+        );
+    }
+
+    #[test]
     fn a_timeline_says_when_a_job_ran_and_for_how_long() {
         let clock = |ms: u64| format!("t{}", ms / 1000);
         let mut job = JobView {
@@ -460,9 +521,9 @@ mod tests {
             Ok(JobSpec::PrimeCount { lo: 1000, hi: 2000 })
         );
         let err = parse("prime_count", form(&[("lo", "x"), ("hi", "5")])).unwrap_err();
-        assert!(err.contains("lo must be a whole number"), "{err}");
+        assert!(err.contains("“from” must be a whole number"), "{err}");
         let err = parse("prime_count", form(&[("lo", "9"), ("hi", "5")])).unwrap_err();
-        assert!(err.contains("greater than lo"), "{err}");
+        assert!(err.contains("greater than “from”"), "{err}");
         let image = [
             ("width", "5000"),
             ("height", "10"),
@@ -472,7 +533,7 @@ mod tests {
             ("scale", "3"),
         ];
         let err = parse("mandelbrot", form(&image)).unwrap_err();
-        assert!(err.contains("width and height"), "{err}");
+        assert!(err.contains("“width px” and “height px”"), "{err}");
         let err = parse("mandelbrot", form(&[("center_re", "NaN")])).unwrap_err();
         assert!(err.contains("must be a number"), "{err}");
         assert!(parse("launch", form(&[])).is_err());
