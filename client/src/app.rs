@@ -509,20 +509,7 @@ fn JobsPanel(
                         });
                         current.with(|job| {
                             progress.update_value(|p| p.observe(now, job.done_units));
-                            (job.state == JobState::Running).then(|| match run_state {
-                                RunState::Paused => "paused: no new work until the owner runs the swarm".to_owned(),
-                                RunState::Stopped => "stopped: no work until the owner runs the swarm".to_owned(),
-                                RunState::Running if online == 0 => "waiting for devices: invite one".to_owned(),
-                                RunState::Running => {
-                                    let rate = progress.with_value(|p| p.rate()).unwrap_or(job.units_per_second);
-                                    let eta = progress
-                                        .with_value(|p| p.eta_ms(job.total_units))
-                                        .or(job.eta_ms)
-                                        .map(|ms| format!(" · ETA {}", format::duration(ms)))
-                                        .unwrap_or_default();
-                                    format!("{}{eta}", format::rate(rate, crate::jobs::unit(&job.spec)))
-                                }
-                            })
+                            progress.with_value(|p| crate::jobs::status_line(job, run_state, online, p))
                         })
                     };
                     let image = match spec {

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use shared_protocol::{valid_job, ImageBands, JobResult, JobSpec, JobState, JobView};
+use shared_protocol::{valid_job, ImageBands, JobResult, JobSpec, JobState, JobView, RunState};
 
 use crate::format;
 
@@ -263,6 +263,32 @@ impl Progress {
     }
 }
 
+/// What a running job's row says beside its state: why it does not progress (the swarm is
+/// paused or stopped, no device is online), else its rate and ETA over the window of
+/// `progress` (the coordinator's own estimate until the window has two snapshots). `None` for a
+/// job that is not running.
+pub fn status_line(
+    job: &JobView,
+    run_state: RunState,
+    online: u32,
+    progress: &Progress,
+) -> Option<String> {
+    (job.state == JobState::Running).then(|| match run_state {
+        RunState::Paused => "paused: no new work until the owner runs the swarm".to_owned(),
+        RunState::Stopped => "stopped: no work until the owner runs the swarm".to_owned(),
+        RunState::Running if online == 0 => "waiting for devices: invite one".to_owned(),
+        RunState::Running => {
+            let rate = progress.rate().unwrap_or(job.units_per_second);
+            let eta = progress
+                .eta_ms(job.total_units)
+                .or(job.eta_ms)
+                .map(|ms| format!(" · ETA {}", format::duration(ms)))
+                .unwrap_or_default();
+            format!("{}{eta}", format::rate(rate, unit(&job.spec)))
+        }
+    })
+}
+
 /// What to do on a live image's canvas.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Paint {
@@ -319,6 +345,50 @@ impl ImageFollower {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_running_jobs_status_says_why_it_waits_or_how_fast_it_goes() {
+        let mut job = JobView {
+            job_id: "j".into(),
+            spec: JobSpec::PrimeCount { lo: 0, hi: 100_000 },
+            state: JobState::Running,
+            done_units: 0,
+            total_units: 100_000,
+            units_per_second: 1_000.0,
+            eta_ms: Some(100_000),
+            created_ms: 0,
+            started_ms: Some(0),
+            finished_ms: None,
+            result: JobResult::PrimeCount { count: 0 },
+            verify_units: 0,
+            unverified_units: 0,
+        };
+        let mut p = Progress::default();
+        let line = |job: &JobView, run, online, p: &Progress| status_line(job, run, online, p);
+        assert_eq!(
+            line(&job, RunState::Running, 1, &p).as_deref(),
+            Some("1.00 k numbers/s · ETA 1 min 40 s"),
+            "the coordinator's figures first"
+        );
+        p.observe(0, 0);
+        p.observe(10_000, 50_000);
+        assert_eq!(
+            line(&job, RunState::Running, 1, &p).as_deref(),
+            Some("5.00 k numbers/s · ETA 10 s")
+        );
+        assert!(line(&job, RunState::Paused, 1, &p)
+            .unwrap()
+            .starts_with("paused"));
+        assert!(line(&job, RunState::Stopped, 1, &p)
+            .unwrap()
+            .starts_with("stopped"));
+        assert_eq!(
+            line(&job, RunState::Running, 0, &p).as_deref(),
+            Some("waiting for devices: invite one")
+        );
+        job.state = JobState::Done;
+        assert_eq!(line(&job, RunState::Running, 1, &p), None);
+    }
 
     #[test]
     fn errors_use_the_forms_labels() {
