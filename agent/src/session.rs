@@ -14,7 +14,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
 use client::link::{Identity, Link, LinkEvent, LinkState};
-use shared_protocol::{encode, ErrorCode, HttpError, ToClient, ToCoordinator, Work, WorkResult};
+use shared_protocol::{
+    encode, ErrorCode, HttpError, ToClient, ToCoordinator, ToDevice, Work, WorkResult,
+};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::handshake::client::Request;
 use tungstenite::stream::MaybeTlsStream;
@@ -272,7 +274,7 @@ pub fn run(config: Config) -> Result<Refusal> {
                 // The link decides whether this refusal is final, as for one in the session.
                 link.on_message(
                     now_ms(),
-                    ToClient::Error {
+                    ToDevice::Error {
                         code: error.code,
                         message: error.message,
                         request: None,
@@ -353,7 +355,7 @@ impl Agent {
         send(ws, &link.on_open())?;
         loop {
             match ws.read() {
-                Ok(Message::Text(text)) => match serde_json::from_str::<ToClient>(&text) {
+                Ok(Message::Text(text)) => match serde_json::from_str::<ToDevice>(&text) {
                     Ok(message) => self.on_message(link, message)?,
                     Err(err) => println!("ignoring an unreadable message ({err}): {text}"),
                 },
@@ -393,7 +395,7 @@ impl Agent {
         }
     }
 
-    fn on_message(&mut self, link: &mut Link, message: ToClient) -> Result<()> {
+    fn on_message(&mut self, link: &mut Link, message: ToDevice) -> Result<()> {
         if let ToClient::Error { code, message, .. } = &message {
             println!("coordinator error {code:?}: {message}");
         }
@@ -709,7 +711,7 @@ mod tests {
 
     #[test]
     fn signals_during_a_session_keep_the_connection_and_its_leases() {
-        let lease = ToClient::Lease {
+        let lease: ToClient = ToClient::Lease {
             lease_id: 7,
             job_id: "job".into(),
             work: Work::PrimeCount { lo: 0, hi: 100 },

@@ -121,7 +121,7 @@ impl Queue {
 /// Computes one lease with the shared kernels. `None` for work they refuse (a range beyond
 /// their limit), which the coordinator never hands out.
 pub fn compute(work: &Work) -> Option<WorkResult> {
-    client::work::compute(work).ok()
+    client_compute::compute(work).ok()
 }
 
 /// A computed lease, on its way to the socket thread.

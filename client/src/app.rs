@@ -10,7 +10,6 @@ use shared_protocol::{
     DeviceView, ErrorCode, HttpError, InviteView, JobSpec, JobState, JoinProof, LogLevel,
     OwnerCommand, OwnerReply, ResolveCodeRequest, ResolveCodeResponse, RunState, SwarmSnapshot,
 };
-use wasm_bindgen::prelude::wasm_bindgen;
 
 use crate::browser::{self, coordinator_origin, drive, now_ms, ws_url};
 use crate::device_info;
@@ -19,32 +18,46 @@ use crate::link::{Identity, Link, LinkEvent, LinkState};
 use crate::qr::qr_svg;
 use crate::route::{self, keys, Route};
 
-/// Entry point: mounts the app when loaded in a window (not in a worker).
-#[wasm_bindgen(start)]
-pub fn start() {
-    if web_sys::window().is_some() {
-        leptos::mount::mount_to_body(App);
-    }
-}
-
+/// The dashboard bundle's app: the landing page and the dashboard (owner's or viewer's).
+/// `client-dashboard` mounts it; the device page is not linked in, so this bundle carries none
+/// of it.
 #[component]
-fn App() -> impl IntoView {
+pub fn DashboardApp() -> impl IntoView {
     let page = match Route::parse(&browser::location_path()) {
         Route::Landing => view! { <Landing/> }.into_any(),
         Route::Dashboard { swarm_id } => view! { <Dashboard swarm_id/> }.into_any(),
+        _ => view! { <PageNotFound/> }.into_any(),
+    };
+    view! { <Frame>{page}</Frame> }
+}
+
+/// The device bundle's app: joining through an invite and the device page. `client-device`
+/// mounts it; a phone opening an invite loads none of the dashboard.
+#[component]
+pub fn DeviceApp() -> impl IntoView {
+    let page = match Route::parse(&browser::location_path()) {
         Route::Device { swarm_id } => view! { <DevicePage swarm_id proof=None/> }.into_any(),
         Route::Join { swarm_id } => {
             let proof = route::join_proof(&browser::location_hash());
             view! { <DevicePage swarm_id proof/> }.into_any()
         }
-        Route::NotFound => view! {
-            <section class="card"><h2>"Page not found"</h2><p><a href="/">"Start page"</a></p></section>
-        }
-        .into_any(),
+        _ => view! { <PageNotFound/> }.into_any(),
     };
+    view! { <Frame>{page}</Frame> }
+}
+
+#[component]
+fn Frame(children: Children) -> impl IntoView {
     view! {
         <header class="top"><a href="/" class="brand">"Ostrich Legs"</a></header>
-        <main>{page}</main>
+        <main>{children()}</main>
+    }
+}
+
+#[component]
+fn PageNotFound() -> impl IntoView {
+    view! {
+        <section class="card"><h2>"Page not found"</h2><p><a href="/">"Start page"</a></p></section>
     }
 }
 
@@ -221,7 +234,7 @@ fn Dashboard(swarm_id: String) -> impl IntoView {
         if !swarm_exists(&origin, &id).await {
             return missing.set(true);
         }
-        drive(
+        drive::<SwarmSnapshot>(
             link,
             ws_url(&origin, &id),
             None,
@@ -1014,7 +1027,8 @@ fn DevicePage(swarm_id: String, proof: Option<JoinProof>) -> impl IntoView {
             }
             let device_path = Route::device_path(&swarm_id);
             let pool = browser::WorkerPool::new(usize::from(cores));
-            drive(
+            // A device skips the dashboard's snapshots unread.
+            drive::<serde::de::IgnoredAny>(
                 Link::new(identity),
                 ws_url(&origin, &swarm_id),
                 pool,

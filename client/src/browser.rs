@@ -8,6 +8,7 @@ use futures::channel::mpsc::{unbounded, UnboundedReceiver};
 use futures::{select, FutureExt, SinkExt, StreamExt};
 use gloo_net::websocket::{futures::WebSocket, Message};
 use js_sys::Reflect;
+use serde::de::IgnoredAny;
 use serde::Deserialize;
 use shared_protocol::{encode, ToClient, Work, WorkResult};
 use wasm_bindgen::closure::Closure;
@@ -15,7 +16,7 @@ use wasm_bindgen::{JsCast, JsValue};
 use web_sys::{MessageEvent, WorkerOptions, WorkerType};
 
 use crate::device_info::Navigator;
-use crate::link::{Link, LinkEvent};
+use crate::link::{Link, LinkEvent, SnapshotPayload};
 use crate::pace::Pacer;
 use crate::work::BENCH_JOB_ID;
 
@@ -390,8 +391,11 @@ enum Wake {
 
 /// Drives `link` over real sockets until the coordinator refuses its identity, computing
 /// leases on `pool` (devices). Calls `update` after every change with the link and the event
-/// (if any) that caused it.
-pub async fn drive(
+/// (if any) that caused it. `S` is how snapshots are decoded: [`SwarmSnapshot`] on a dashboard,
+/// skipped unread on a device; owners' replies come over HTTP, so they are skipped here.
+///
+/// [`SwarmSnapshot`]: shared_protocol::SwarmSnapshot
+pub async fn drive<S: SnapshotPayload + serde::de::DeserializeOwned>(
     mut link: Link,
     url: String,
     mut pool: Option<WorkerPool>,
@@ -447,7 +451,9 @@ pub async fn drive(
                     };
                     let outgoing = match wake {
                         Wake::Incoming(Some(Ok(Message::Text(text)))) => {
-                            let Ok(message) = serde_json::from_str::<ToClient>(&text) else {
+                            let Ok(message) =
+                                serde_json::from_str::<ToClient<S, IgnoredAny>>(&text)
+                            else {
                                 continue;
                             };
                             let event = link.on_message(now_ms(), message);

@@ -4,9 +4,10 @@
 //! [`Link`] is driven by the browser glue (or a test) with `now` and random numbers it is
 //! handed; it never touches a socket or a timer itself.
 
+use serde::de::IgnoredAny;
 use shared_protocol::{
-    DeviceCredential, ErrorCode, Hello, HelloRole, ToClient, ToCoordinator, WelcomeRole,
-    PROTOCOL_VERSION,
+    DeviceCredential, ErrorCode, Hello, HelloRole, SwarmSnapshot, ToClient, ToCoordinator,
+    WelcomeRole, PROTOCOL_VERSION,
 };
 
 /// Exponential backoff with "equal jitter": the n-th retry waits between half and all of
@@ -77,6 +78,35 @@ pub enum LinkState {
     /// The coordinator refused this identity for good (unknown device, wrong owner key, other
     /// protocol version); reconnecting would not help.
     Refused { code: ErrorCode, message: String },
+}
+
+/// A snapshot as a link decodes it: a dashboard reads [`SwarmSnapshot`]; a device skips it unread
+/// ([`IgnoredAny`], as in [`shared_protocol::ToDevice`]), so its wasm carries no decoder for it.
+pub trait SnapshotPayload {
+    /// The snapshot's `seq`, if it was read.
+    fn seq(&self) -> Option<u64>;
+    /// What receiving it means to the glue.
+    fn event(self) -> LinkEvent;
+}
+
+impl SnapshotPayload for SwarmSnapshot {
+    fn seq(&self) -> Option<u64> {
+        Some(self.seq)
+    }
+
+    fn event(self) -> LinkEvent {
+        LinkEvent::Snapshot(Box::new(self))
+    }
+}
+
+impl SnapshotPayload for IgnoredAny {
+    fn seq(&self) -> Option<u64> {
+        None
+    }
+
+    fn event(self) -> LinkEvent {
+        LinkEvent::Nothing
+    }
 }
 
 /// What a coordinator message means to the glue.
@@ -187,7 +217,11 @@ impl Link {
     }
 
     /// A message from the coordinator.
-    pub fn on_message(&mut self, now: u64, message: ToClient) -> LinkEvent {
+    pub fn on_message<S: SnapshotPayload, R>(
+        &mut self,
+        now: u64,
+        message: ToClient<S, R>,
+    ) -> LinkEvent {
         match message {
             ToClient::Welcome {
                 swarm_name,
@@ -235,8 +269,8 @@ impl Link {
                 None => LinkEvent::Nothing,
             },
             ToClient::Snapshot(snapshot) => {
-                self.seen_seq = Some(snapshot.seq);
-                LinkEvent::Snapshot(Box::new(snapshot))
+                self.seen_seq = snapshot.seq().or(self.seen_seq);
+                snapshot.event()
             }
             // Owner commands go over HTTP from this client; a reply here is not ours to handle.
             ToClient::OwnerResult { .. } => LinkEvent::Nothing,
@@ -480,7 +514,7 @@ mod tests {
         assert_eq!(
             link.on_message(
                 11_042,
-                ToClient::HeartbeatAck {
+                ToClient::<SwarmSnapshot>::HeartbeatAck {
                     server_time_ms: None
                 }
             ),
@@ -501,7 +535,7 @@ mod tests {
         link.on_open();
         link.on_message(
             0,
-            ToClient::Welcome {
+            ToClient::<SwarmSnapshot>::Welcome {
                 protocol: PROTOCOL_VERSION,
                 swarm_id: "s".into(),
                 swarm_name: "n".into(),
@@ -524,11 +558,60 @@ mod tests {
             log: vec![],
             counters: shared_protocol::Counters::default(),
         };
-        link.on_message(5_000, ToClient::Snapshot(snapshot));
+        let wire = shared_protocol::encode::<ToClient>(&ToClient::Snapshot(snapshot.clone()));
+        link.on_message(5_000, ToClient::<SwarmSnapshot>::Snapshot(snapshot));
         assert_eq!(
             link.poll_heartbeat(10_000),
             Some(ToCoordinator::Heartbeat { seen: Some(41) })
         );
+
+        // A device decodes the same text as `ToDevice`: the snapshot is skipped unread.
+        let mut device = device(None);
+        device.on_open();
+        device.on_message(0, welcome(None));
+        let skipped: shared_protocol::ToDevice = serde_json::from_str(&wire).unwrap();
+        assert_eq!(device.on_message(5_000, skipped), LinkEvent::Nothing);
+        assert_eq!(
+            device.poll_heartbeat(10_000),
+            Some(ToCoordinator::Heartbeat { seen: None })
+        );
+    }
+
+    #[test]
+    fn a_device_reads_its_messages_as_a_dashboard_would() {
+        let messages: Vec<ToClient> = vec![
+            welcome(None),
+            ToClient::Lease {
+                lease_id: 7,
+                job_id: "job".into(),
+                work: shared_protocol::Work::PrimeCount { lo: 0, hi: 100 },
+                deadline_ms: 60_000,
+            },
+            ToClient::CancelLease { lease_id: 7 },
+            ToClient::OwnerResult {
+                request: 3,
+                result: shared_protocol::OwnerReply::Done {},
+            },
+            ToClient::Error {
+                code: ErrorCode::RateLimited,
+                message: "slow down".into(),
+                request: None,
+                retry_after_ms: Some(500),
+            },
+        ];
+        let (mut full, mut skipping) = (device(None), device(None));
+        full.on_open();
+        skipping.on_open();
+        for message in messages {
+            let wire = shared_protocol::encode(&message);
+            let as_device: shared_protocol::ToDevice = serde_json::from_str(&wire).unwrap();
+            assert_eq!(
+                skipping.on_message(1, as_device),
+                full.on_message(1, message),
+                "{wire}"
+            );
+        }
+        assert_eq!(full.state(), skipping.state());
     }
 
     #[test]
@@ -576,7 +659,7 @@ mod tests {
         link.on_open();
         let event = link.on_message(
             0,
-            ToClient::Error {
+            ToClient::<SwarmSnapshot>::Error {
                 code: ErrorCode::BadCredential,
                 message: "no".into(),
                 request: None,
@@ -617,7 +700,7 @@ mod tests {
         ] {
             let mut link = device(None);
             link.on_open();
-            let error = ToClient::Error {
+            let error: ToClient = ToClient::Error {
                 code,
                 message: "no".into(),
                 request: None,
@@ -628,7 +711,7 @@ mod tests {
         }
         let mut link = device(None);
         link.on_open();
-        let error = ToClient::Error {
+        let error: ToClient = ToClient::Error {
             code: ErrorCode::RateLimited,
             message: "later".into(),
             request: None,
@@ -645,7 +728,7 @@ mod tests {
         link.on_message(0, welcome(None));
         let event = link.on_message(
             1,
-            ToClient::Error {
+            ToClient::<SwarmSnapshot>::Error {
                 code: ErrorCode::Malformed,
                 message: "x".into(),
                 request: None,

@@ -264,7 +264,7 @@ mod tests {
             text,
             r#"{"type":"hello","protocol":2,"role":{"kind":"device","name":"a","capabilities":{"cores":2,"memory_mb":8192,"gpu":false,"agent":"browser_desktop"},"credential":null,"invite":null}}"#
         );
-        let ack = encode(&ToClient::HeartbeatAck {
+        let ack = encode::<ToClient>(&ToClient::HeartbeatAck {
             server_time_ms: Some(5),
         });
         assert_eq!(ack, r#"{"type":"heartbeat_ack","server_time_ms":5}"#);

@@ -44,7 +44,7 @@ pub use messages::{request_of, HEARTBEAT, HEARTBEAT_ACK};
 pub use messages::{
     AgentClass, Capabilities, Counters, DeviceCredential, DeviceShare, DeviceStatus, DeviceView,
     ErrorCode, Hello, HelloRole, InviteView, JoinProof, LogEntry, LogLevel, OwnerCommand,
-    OwnerReply, RunState, SwarmSnapshot, ToClient, ToCoordinator, WelcomeRole,
+    OwnerReply, RunState, SwarmSnapshot, ToClient, ToCoordinator, ToDevice, WelcomeRole,
 };
 pub use text::{
     display_code, is_code, is_id, is_label, is_secret, normalize_code, CODE_ALPHABET, CODE_DIGITS,

@@ -253,10 +253,12 @@ pub struct DeviceCredential {
     pub secret: String,
 }
 
-/// A message from the coordinator to a client.
+/// A message from the coordinator to a client. The two dashboard payloads are type parameters
+/// only so that a device can decode the same messages as [`ToDevice`], skipping them unread;
+/// everything else names the plain `ToClient`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum ToClient {
+pub enum ToClient<Snapshot = SwarmSnapshot, Reply = OwnerReply> {
     /// The answer to a good hello; always the first message a client receives.
     Welcome {
         protocol: u16,
@@ -276,7 +278,7 @@ pub enum ToClient {
         server_time_ms: Option<u64>,
     },
     /// The swarm's live state, sent to dashboards every broadcast interval (2 s).
-    Snapshot(SwarmSnapshot),
+    Snapshot(Snapshot),
     /// How much a device computes: sent to a device right after its welcome and again whenever
     /// its lent cores, the swarm's throttle, the run state or its enabled flag change.
     Share(DeviceShare),
@@ -292,7 +294,7 @@ pub enum ToClient {
     /// Stop working on a lease: another device finished it, or the job was cancelled or stopped.
     CancelLease { lease_id: u64 },
     /// The answer to [`ToCoordinator::Owner`] with the same `request`.
-    OwnerResult { request: u32, result: OwnerReply },
+    OwnerResult { request: u32, result: Reply },
     /// A refused message or connection. The state of the swarm is unchanged by the message
     /// that caused it. Errors during the hello are followed by a close. `request` is set when
     /// the refused message was an owner command; `retry_after_ms` when the code is
@@ -306,6 +308,11 @@ pub enum ToClient {
         retry_after_ms: Option<u64>,
     },
 }
+
+/// [`ToClient`] as a device reads it: the same wire form, with a dashboard's snapshot and an
+/// owner's reply skipped unread. A device's wasm then carries no decoder for the dashboard's
+/// types.
+pub type ToDevice = ToClient<serde::de::IgnoredAny, serde::de::IgnoredAny>;
 
 /// How much of a device the swarm uses ([`ToClient::Share`]): `lent_cores × throttle_percent ÷
 /// 100` cores' worth. The device runs at most `workers` leases at once, and a worker that took

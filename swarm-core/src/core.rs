@@ -957,7 +957,7 @@ impl SwarmCore {
             .counters
             .messages_out
             .saturating_add(dashboards.len() as u64);
-        let text: Rc<str> = encode(&ToClient::Snapshot(self.snapshot(now))).into();
+        let text: Rc<str> = encode::<ToClient>(&ToClient::Snapshot(self.snapshot(now))).into();
         for conn in dashboards {
             self.outputs.push_back(Output::Send {
                 conn,

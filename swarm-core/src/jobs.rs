@@ -426,7 +426,7 @@ impl SwarmCore {
         let messages: Vec<(String, ToClient)> = leases
             .into_iter()
             .map(|lease| {
-                let message = ToClient::Lease {
+                let message: ToClient = ToClient::Lease {
                     lease_id: active.wire_id(lease.id),
                     job_id: active.job_id.clone(),
                     work: active.spec.work(lease.lo, lease.hi),
@@ -1230,7 +1230,7 @@ impl SwarmCore {
         };
         let lent_cores = self.lent_of(device_id);
         let share = Share::of(lent_cores, meta.throttle_percent);
-        let message = ToClient::Share(DeviceShare {
+        let message: ToClient = ToClient::Share(DeviceShare {
             workers: share.workers,
             duty_percent: share.duty_percent,
             lent_cores,

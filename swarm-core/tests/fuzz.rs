@@ -3397,7 +3397,7 @@ fn right_answer(work: &Work) -> Option<WorkResult> {
         } => u64::from(*width) * u64::from(*rows) * u64::from(*max_iter) <= 4_000_000,
         Work::Sha256Search { lo, hi, .. } => hi - lo <= 50_000,
     };
-    cheap.then(|| client::work::compute(work).ok()).flatten()
+    cheap.then(|| client_compute::compute(work).ok()).flatten()
 }
 
 /// A result as the core's digest of it covers it (`kinds::digest`): the count, the decoded

@@ -24,7 +24,7 @@ fn leases(sim: &mut Sim, conn: ConnId) -> Vec<(u64, Work)> {
 }
 
 fn compute(work: &Work) -> WorkResult {
-    client::work::compute(work).expect("computable work")
+    client_compute::compute(work).expect("computable work")
 }
 
 fn answer(sim: &mut Sim, conn: ConnId, lease_id: u64, result: WorkResult, compute_ms: u64) {

@@ -143,7 +143,7 @@ fn restarts_at_random_points_change_no_outcome() {
                     match message {
                         ToClient::Lease { lease_id, work, .. } if below(&mut rng, 2) == 0 => {
                             let result: WorkResult =
-                                client::work::compute(&work).expect("computable work");
+                                client_compute::compute(&work).expect("computable work");
                             sim.send(
                                 *conn,
                                 &ToCoordinator::ChunkResult {

@@ -174,12 +174,12 @@ pub fn run(
         usual = usual.max(units);
         let honest = job_id == "benchmark";
         let (result, lied) = if honest {
-            let truth = client::work::compute(&work).map_err(anyhow::Error::msg)?;
+            let truth = client_compute::compute(&work).map_err(anyhow::Error::msg)?;
             (Some(truth), false)
         } else if model == Model::FastLiar {
             (Some(made_up(&work)), true)
         } else {
-            let truth = client::work::compute(&work).map_err(anyhow::Error::msg)?;
+            let truth = client_compute::compute(&work).map_err(anyhow::Error::msg)?;
             let lie = match model {
                 Model::Naive | Model::Colluding | Model::IgnoresChecks | Model::FastLiar => true,
                 Model::Smart => !looks_like_check,

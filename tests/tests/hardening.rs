@@ -249,7 +249,7 @@ fn work(
         };
         let result = match lie(&work) {
             Some(made_up) => made_up,
-            None => client::work::compute(&work).map_err(anyhow::Error::msg)?,
+            None => client_compute::compute(&work).map_err(anyhow::Error::msg)?,
         };
         ws.send(&ToCoordinator::ChunkResult {
             lease_id,

@@ -241,7 +241,7 @@ fn join_device(
 ) -> Result<(WsClient, DeviceCredential)> {
     let (mut ws, credential) = join_unbenchmarked(w, swarm, name)?;
     let (lease_id, work) = next_benchmark(&mut ws)?;
-    let result = client::work::compute(&work).map_err(anyhow::Error::msg)?;
+    let result = client_compute::compute(&work).map_err(anyhow::Error::msg)?;
     ws.send(&ToCoordinator::ChunkResult {
         lease_id,
         result,
@@ -265,7 +265,7 @@ fn join_owned_device(w: &Wrangler, swarm: &TestSwarm, name: &str) -> Result<WsCl
         "{name} was not welcomed"
     );
     let (lease_id, work) = next_benchmark(&mut ws)?;
-    let result = client::work::compute(&work).map_err(anyhow::Error::msg)?;
+    let result = client_compute::compute(&work).map_err(anyhow::Error::msg)?;
     ws.send(&ToCoordinator::ChunkResult {
         lease_id,
         result,
@@ -441,9 +441,17 @@ fn http_api(w: &Wrangler) -> Result<()> {
     // The static client is served on the same origin, with client routes falling back to it.
     let page = get(&format!("/s/{}", swarm.swarm_id))?.into_string()?;
     ensure!(
-        page.contains("/pkg/client.js"),
-        "the SPA fallback serves index.html"
+        page.contains("client_dashboard") && page.contains("client_device"),
+        "the SPA fallback serves index.html, which picks the page's bundle"
     );
+    for bundle in ["client_dashboard", "client_device", "client_compute"] {
+        let wasm = get(&format!("/pkg/{bundle}_bg.wasm"))?;
+        ensure!(
+            wasm.content_type() == "application/wasm",
+            "{bundle} is served as wasm, not {}",
+            wasm.content_type()
+        );
+    }
     Ok(())
 }
 
@@ -1094,7 +1102,7 @@ fn compute_device(
                 return Ok(0);
             }
             let started = Instant::now();
-            let result = client::work::compute(&work).map_err(anyhow::Error::msg)?;
+            let result = client_compute::compute(&work).map_err(anyhow::Error::msg)?;
             let compute_ms = started.elapsed().as_millis() as u64;
             ws.send(&ToCoordinator::ChunkResult {
                 lease_id,

@@ -1,5 +1,6 @@
-//! Builds the two wasm artefacts: the browser client into `pages/pkg/` (cargo, wasm-bindgen,
-//! wasm-opt) and the coordinator into `coordinator/build/` (worker-build).
+//! Builds the wasm artefacts: the browser client's three bundles into `pages/pkg/` (cargo,
+//! wasm-bindgen, wasm-opt) and the coordinator into `coordinator/build/` (worker-build), then
+//! reports their sizes and what each page loads first.
 
 use std::path::Path;
 use std::process::Command;
@@ -30,54 +31,84 @@ pub fn all(tools: &Tools) -> Result<()> {
     report()
 }
 
+/// The browser bundles, each a cdylib under `client/`: the dashboard (landing page and
+/// dashboard), the device page, and the kernels the Web Workers run.
+const CLIENT_BUNDLES: &[&str] = &["client-dashboard", "client-device", "client-compute"];
+
 pub fn client(tools: &Tools) -> Result<()> {
     let out = root().join("pages/pkg");
     let inputs = Inputs::of(&["client"]);
-    let wasm = out.join("client_bg.wasm");
-    if inputs.built_into(&wasm) {
+    // The last bundle written stands for all of them.
+    let last = out.join(format!("{}_bg.wasm", crate_name(CLIENT_BUNDLES[2])));
+    if inputs.built_into(&last) {
         println!("xtask: client is up to date");
         return Ok(());
     }
-    web_wasm(tools, "client", &out)?;
-    inputs.record(&wasm)
+    // Start from an empty folder, so that no bundle of an older build is deployed with it.
+    if out.exists() {
+        std::fs::remove_dir_all(&out)?;
+    }
+    web_wasm(tools, CLIENT_BUNDLES, &out)?;
+    inputs.record(&last)
 }
 
-/// Builds a workspace cdylib for the browser as the product ships it: cargo release for
-/// wasm32, wasm-bindgen `--target web` into `out` (as `<crate>.js` and `<crate>_bg.wasm`),
-/// then `wasm-opt -Oz`.
-pub fn web_wasm(tools: &Tools, package: &str, out: &Path) -> Result<()> {
-    run(cargo().args([
+fn crate_name(package: &str) -> String {
+    package.replace('-', "_")
+}
+
+/// Builds workspace cdylibs for the browser as the product ships them: one cargo release build
+/// for wasm32, then for each wasm-bindgen `--target web` into `out` (as `<crate>.js` and
+/// `<crate>_bg.wasm`), `wasm-opt -Oz` and the JS glue minified by esbuild (a quarter smaller
+/// gzipped).
+pub fn web_wasm(tools: &Tools, packages: &[&str], out: &Path) -> Result<()> {
+    let mut build = cargo();
+    build.args([
         "build",
-        "-p",
-        package,
         "--lib",
         "--release",
         "--target",
         "wasm32-unknown-unknown",
-    ]))?;
-    let name = package.replace('-', "_");
-    run(Command::new(&tools.wasm_bindgen)
-        .args([
-            "--target",
-            "web",
-            "--no-typescript",
-            "--out-name",
-            &name,
-            "--out-dir",
-        ])
-        .arg(out)
-        .arg(
-            root()
-                .join("target/wasm32-unknown-unknown/release")
-                .join(format!("{name}.wasm")),
-        ))?;
-    let wasm = out.join(format!("{name}_bg.wasm"));
-    run(Command::new(&tools.wasm_opt)
-        .arg("-Oz")
-        .args(WASM_FEATURES)
-        .arg(&wasm)
-        .arg("-o")
-        .arg(&wasm))
+    ]);
+    for package in packages {
+        build.args(["-p", package]);
+    }
+    run(&mut build)?;
+    for package in packages {
+        let name = crate_name(package);
+        run(Command::new(&tools.wasm_bindgen)
+            .args([
+                "--target",
+                "web",
+                "--no-typescript",
+                "--out-name",
+                &name,
+                "--out-dir",
+            ])
+            .arg(out)
+            .arg(
+                root()
+                    .join("target/wasm32-unknown-unknown/release")
+                    .join(format!("{name}.wasm")),
+            ))?;
+        let wasm = out.join(format!("{name}_bg.wasm"));
+        run(Command::new(&tools.wasm_opt)
+            .arg("-Oz")
+            .args(WASM_FEATURES)
+            .arg(&wasm)
+            .arg("-o")
+            .arg(&wasm))?;
+        let glue = out.join(format!("{name}.js"));
+        run(Command::new(&tools.esbuild)
+            .arg(&glue)
+            .args([
+                "--minify",
+                "--format=esm",
+                "--log-level=warning",
+                "--allow-overwrite",
+            ])
+            .arg(format!("--outfile={}", glue.display())))?;
+    }
+    Ok(())
 }
 
 pub fn coordinator(tools: &Tools) -> Result<()> {
@@ -94,20 +125,57 @@ pub fn coordinator(tools: &Tools) -> Result<()> {
     inputs.record(&built)
 }
 
+/// What a page makes the browser fetch before it works, beside its bundle's JS and wasm.
+const PAGE_SHELL: &[&str] = &["pages/index.html", "pages/style.css"];
+
 fn report() -> Result<()> {
     println!("\nxtask: wasm sizes (raw / gzip -9)");
-    for (name, path) in [
-        ("client", "pages/pkg/client_bg.wasm"),
-        ("coordinator", "coordinator/build/index_bg.wasm"),
-    ] {
+    let mut artefacts: Vec<(String, String)> = CLIENT_BUNDLES
+        .iter()
+        .map(|package| {
+            let name = crate_name(package);
+            (name.clone(), format!("pages/pkg/{name}_bg.wasm"))
+        })
+        .collect();
+    artefacts.push((
+        "coordinator".into(),
+        "coordinator/build/index_bg.wasm".into(),
+    ));
+    for (name, path) in &artefacts {
         let (raw, gz) = sizes(&root().join(path))?;
-        println!(
-            "  {name:<12} {:>8.1} KiB / {:>7.1} KiB",
-            raw as f64 / 1024.0,
-            gz as f64 / 1024.0
-        );
+        println!("  {name:<17} {:>8.1} KiB / {:>7.1} KiB", kib(raw), kib(gz));
+    }
+    println!("\nxtask: first load, gzip -9 (HTML, CSS, the bundle's JS and wasm)");
+    println!("  {:<32} {:>9} {:>6}", "page", "bytes", "goal");
+    let device = first_load(&["client_device"])?;
+    let workers = first_load(&["client_device", "client_compute"])?
+        + sizes(&root().join("pages/worker.js"))?.1;
+    let dashboard = first_load(&["client_dashboard"])?;
+    for (page, bytes, goal) in [
+        ("device page", device, "120 KB"),
+        ("device page + its compute worker", workers, ""),
+        ("landing page and dashboard", dashboard, "200 KB"),
+    ] {
+        println!("  {page:<32} {bytes:>9} {goal:>6}");
     }
     Ok(())
+}
+
+/// Bytes (gzip) of the page shell and these bundles' JS and wasm.
+fn first_load(bundles: &[&str]) -> Result<u64> {
+    let mut files: Vec<String> = PAGE_SHELL.iter().map(|f| f.to_string()).collect();
+    for bundle in bundles {
+        files.push(format!("pages/pkg/{bundle}.js"));
+        files.push(format!("pages/pkg/{bundle}_bg.wasm"));
+    }
+    files
+        .iter()
+        .map(|file| sizes(&root().join(file)).map(|(_, gz)| gz))
+        .sum()
+}
+
+fn kib(bytes: u64) -> f64 {
+    bytes as f64 / 1024.0
 }
 
 /// What an artefact is built from, as of the start of its build: the newest modification
