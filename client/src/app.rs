@@ -340,7 +340,11 @@ fn VelocityPanel(
             let chunks = v.chunks_per_second();
             let last = chunks.last().map_or(0.0, |(_, rate)| *rate);
             let line = crate::chart::polyline(&chunks, now, WIDTH, HEIGHT);
-            charts.push(("Chunks".to_owned(), format!("{last:.1} chunks/s"), line));
+            charts.push((
+                "Chunks".to_owned(),
+                format!("{} chunks/s", format::fixed(last, 1)),
+                line,
+            ));
             charts
         })
     };
@@ -350,7 +354,7 @@ fn VelocityPanel(
             {move || charts().into_iter().map(|(name, now, line)| view! {
                 <figure class="chart" data-testid="chart" data-kind=name.clone()>
                     <figcaption><b>{name.clone()}</b>" "<span data-testid="chart-now">{now.clone()}</span></figcaption>
-                    <svg viewBox=format!("0 0 {WIDTH} {HEIGHT}") preserveAspectRatio="none" role="img"
+                    <svg viewBox=format!("0 0 {} {}", WIDTH as u32, HEIGHT as u32) preserveAspectRatio="none" role="img"
                         aria-label=format!("{name}: {now} now, over the last 10 minutes")>
                         <polyline fill="none" stroke="currentColor" stroke-width="2" vector-effect="non-scaling-stroke" points=line/>
                     </svg>
@@ -551,7 +555,7 @@ fn JobsPanel(
                                 })}
                             </div>
                             <div class="muted small" data-testid="job-times">{move || current.with(|j| crate::jobs::timeline(j, browser::clock))}</div>
-                            <div class="bar"><div class="fill" style=move || format!("width: {}%", current.with(|j| format::percent(j.done_units, j.total_units)))></div></div>
+                            <div class="bar"><div class="fill" style=move || format!("width: {}%", current.with(|j| format::fixed(format::percent(j.done_units, j.total_units), 1)))></div></div>
                             <div class="row">
                                 <span data-testid="job-result">{move || current.with(crate::jobs::summary)}</span>
                                 <span class="muted" data-testid="job-verification">{move || current.with(crate::jobs::verification)}</span>
@@ -729,13 +733,13 @@ fn DeviceRow(
             <td>{field(|d| d.capabilities.cores.to_string())}</td>
             <td>{field(|d| format::memory(d.capabilities.memory_mb))}</td>
             <td>{field(|d| if d.capabilities.gpu { "yes".into() } else { "—".into() })}</td>
-            <td data-testid="device-score">{field(|d| d.score.map_or("—".into(), |s| format!("{s:.2}×")))}</td>
-            <td data-testid="device-speed">{field(|d| d.speed.map_or("—".into(), |s| format!("{s:.2}×")))}
+            <td data-testid="device-score">{field(|d| d.score.map_or("—".into(), |s| format!("{}×", format::fixed(s, 2))))}</td>
+            <td data-testid="device-speed">{field(|d| d.speed.map_or("—".into(), |s| format!("{}×", format::fixed(s, 2))))}
                 <svg class="spark" viewBox="0 0 60 16" preserveAspectRatio="none" aria-hidden="true">
                     <polyline fill="none" stroke="currentColor" stroke-width="1.5"
                         points={let id = id.clone(); move || velocity.with(|v| crate::chart::sparkline(&v.speeds_of(&id), 60.0, 16.0))}/>
                 </svg></td>
-            <td>{field(|d| format!("{:.0} %", d.weight_percent))}</td>
+            <td>{field(|d| format!("{} %", format::fixed(d.weight_percent, 0)))}</td>
             <td data-testid="device-in-flight">{field(|d| d.in_flight.to_string())}</td>
             <td data-testid="device-done">{field(|d| format::thousands(d.chunks_done))}</td>
             <td data-testid="device-trust">{field(|d| format::credibility(d.trusted, d.confirmed, d.replicated, d.disputed))}</td>
@@ -1156,7 +1160,7 @@ fn DevicePage(swarm_id: String, proof: Option<JoinProof>) -> impl IntoView {
                     }>{move || if lend.get() == 0 { "Resume" } else { "Pause" }}</button>
                 </dd>
                 <dt>"Computing with"</dt><dd data-testid="device-share">{move || share.get().map_or("—".into(), |s| format::share(&s))}</dd>
-                <dt>"Benchmark"</dt><dd data-testid="bench-score">{move || tally.with(|t| t.bench_score.map_or("—".into(), |s| format!("{s:.2}× a reference core")))}</dd>
+                <dt>"Benchmark"</dt><dd data-testid="bench-score">{move || tally.with(|t| t.bench_score.map_or("—".into(), |s| format!("{}× a reference core", format::fixed(s, 2))))}</dd>
                 <dt>"Current chunk"</dt><dd data-testid="current-chunk">{move || tally.with(|t| t.current().unwrap_or("—").to_owned())}</dd>
                 <dt>"Chunks"</dt><dd data-testid="chunks-done">{move || tally.with(|t| t.chunks_done)}</dd>
                 <dt>"Throughput"</dt><dd>{move || tally.with(|t| t.units_per_second.map_or("—".into(), |r| format!("{} per worker", format::rate(r, t.unit))))}</dd>

@@ -7,6 +7,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 use shared_protocol::{JobSpec, SwarmSnapshot};
 
+use crate::format::fixed;
+
 /// How far back the charts look.
 pub const WINDOW_MS: u64 = 10 * 60 * 1000;
 
@@ -149,7 +151,7 @@ pub fn polyline(points: &[Point], now_ms: u64, width: f64, height: f64) -> Strin
             } else {
                 height
             };
-            format!("{x:.1},{y:.1}")
+            format!("{},{}", fixed(x, 1), fixed(y, 1))
         })
         .collect::<Vec<_>>()
         .join(" ")
@@ -169,7 +171,7 @@ pub fn sparkline(values: &[f64], width: f64, height: f64) -> String {
             } else {
                 height
             };
-            format!("{:.1},{y:.1}", offset + step * i as f64)
+            format!("{},{}", fixed(offset + step * i as f64, 1), fixed(y, 1))
         })
         .collect::<Vec<_>>()
         .join(" ")

@@ -21,7 +21,7 @@ pub fn memory(mb: Option<u32>) -> String {
     match mb {
         None => "—".to_owned(),
         Some(mb) if mb < 1024 => format!("{mb} MiB"),
-        Some(mb) => format!("{:.0} GiB", f64::from(mb) / 1024.0),
+        Some(mb) => format!("{} GiB", fixed(f64::from(mb) / 1024.0, 0)),
     }
 }
 
@@ -99,14 +99,39 @@ pub fn rate(per_second: f64, unit: &str) -> String {
         .map_or((per_second, ""), |(scale, prefix)| {
             (per_second / scale, *prefix)
         });
-    let digits = if prefix.is_empty() || value >= 100.0 {
+    let digits: u32 = if prefix.is_empty() || value >= 100.0 {
         0
     } else if value >= 10.0 {
         1
     } else {
         2
     };
-    format!("{value:.digits$} {prefix}{unit}/s")
+    format!("{} {prefix}{unit}/s", fixed(value, digits))
+}
+
+/// A number as typed, in its shortest exact form ("-0.75", "2.75", "1e-7"): the form JSON uses,
+/// written by serde_json's float printer, which the page links anyway.
+pub fn number(value: f64) -> String {
+    serde_json::to_string(&value).unwrap_or_default()
+}
+
+/// `value` with `decimals` digits after the point ("1.26"), rounded half away from zero.
+/// Written out because `f64`'s own formatting is one of the largest pieces of a page's wasm.
+pub fn fixed(value: f64, decimals: u32) -> String {
+    let scale = 10u64.pow(decimals.min(9));
+    let scaled = (value.abs() * scale as f64).round();
+    if !scaled.is_finite() || scaled >= 1e18 {
+        return "—".to_owned();
+    }
+    let n = scaled as u64;
+    let sign = if value < 0.0 && n > 0 { "-" } else { "" };
+    let whole = n / scale;
+    if scale == 1 {
+        format!("{sign}{whole}")
+    } else {
+        let width = decimals.min(9) as usize;
+        format!("{sign}{whole}.{:0width$}", n % scale)
+    }
 }
 
 /// A whole number with thousands separators: "50,847,534".
@@ -228,6 +253,24 @@ mod tests {
         assert_eq!(ago(12_000, 0), "12 s ago");
         assert_eq!(ago(7_200_000, 0), "2 h ago");
         assert_eq!(ago(3 * 86_400_000, 0), "3 d ago");
+    }
+
+    #[test]
+    fn fixed_point_numbers_round_half_away_from_zero() {
+        use super::fixed;
+        assert_eq!(fixed(1.264_9, 2), "1.26");
+        assert_eq!(fixed(1.265_1, 2), "1.27");
+        assert_eq!(fixed(0.05, 1), "0.1");
+        assert_eq!(fixed(2.5, 0), "3");
+        assert_eq!(fixed(3.0, 2), "3.00");
+        assert_eq!(fixed(0.004, 2), "0.00");
+        assert_eq!(fixed(-0.004, 2), "0.00", "no negative zero");
+        assert_eq!(fixed(-12.345_6, 1), "-12.3");
+        assert_eq!(fixed(1_234_567.0, 1), "1234567.0");
+        assert_eq!(fixed(f64::NAN, 1), "—");
+        assert_eq!(fixed(f64::INFINITY, 0), "—");
+        assert_eq!(super::number(-0.75), "-0.75");
+        assert_eq!(super::number(2.0), "2.0");
     }
 
     #[test]

@@ -124,7 +124,15 @@ pub fn title(spec: &JobSpec) -> String {
             center_im,
             scale,
         } => format!(
-            "Mandelbrot {width}×{height}, {max_iter} iterations at {center_re}{center_im:+}i, width {scale}"
+            "Mandelbrot {width}×{height}, {max_iter} iterations at {}{}{}i, width {}",
+            format::number(*center_re),
+            if center_im.is_sign_negative() {
+                ""
+            } else {
+                "+"
+            },
+            format::number(*center_im),
+            format::number(*scale)
         ),
         JobSpec::Sha256Search {
             prefix,
@@ -132,7 +140,9 @@ pub fn title(spec: &JobSpec) -> String {
             lo,
             hi,
             ..
-        } => format!("SHA-256(“{prefix}” ‖ nonce) with {difficulty_bits} zero bits, nonces [{lo}, {hi})"),
+        } => format!(
+            "SHA-256(“{prefix}” ‖ nonce) with {difficulty_bits} zero bits, nonces [{lo}, {hi})"
+        ),
     }
 }
 
@@ -160,7 +170,7 @@ pub fn summary(job: &JobView) -> String {
     if job.state == JobState::Done {
         result
     } else {
-        format!("{percent:.1} % · {result} so far")
+        format!("{} % · {result} so far", format::fixed(percent, 1))
     }
 }
 
@@ -194,10 +204,16 @@ pub fn verification(job: &JobView) -> Option<String> {
         return None;
     }
     let again = job.verify_units as f64 / job.total_units.max(1) as f64 * 100.0;
-    let mut text = format!("{again:.0} % of the work computed again to verify it");
+    let mut text = format!(
+        "{} % of the work computed again to verify it",
+        format::fixed(again, 0)
+    );
     if job.unverified_units > 0 {
         let waiting = format::percent(job.unverified_units, job.total_units);
-        text.push_str(&format!(" · {waiting:.1} % waits for a second device"));
+        text.push_str(&format!(
+            " · {} % waits for a second device",
+            format::fixed(waiting, 1)
+        ));
     }
     Some(text)
 }
