@@ -25,10 +25,13 @@ use crate::route::{self, keys, Route};
 pub fn DashboardApp() -> impl IntoView {
     let page = match Route::parse(&browser::location_path()) {
         Route::Landing => view! { <Landing/> }.into_any(),
-        Route::Dashboard { swarm_id } => view! { <Dashboard swarm_id/> }.into_any(),
+        // The dashboard's tables and charts use the width of a laptop screen.
+        Route::Dashboard { swarm_id } => {
+            return view! { <Frame wide=true><Dashboard swarm_id/></Frame> }.into_any()
+        }
         _ => view! { <PageNotFound/> }.into_any(),
     };
-    view! { <Frame>{page}</Frame> }
+    view! { <Frame>{page}</Frame> }.into_any()
 }
 
 /// The device bundle's app: joining through an invite and the device page. `client-device`
@@ -47,10 +50,10 @@ pub fn DeviceApp() -> impl IntoView {
 }
 
 #[component]
-fn Frame(children: Children) -> impl IntoView {
+fn Frame(children: Children, #[prop(optional)] wide: bool) -> impl IntoView {
     view! {
         <header class="top"><a href="/" class="brand">"Ostrich Legs"</a></header>
-        <main>{children()}</main>
+        <main class:wide=wide>{children()}</main>
     }
 }
 
@@ -65,7 +68,7 @@ fn PageNotFound() -> impl IntoView {
 
 async fn read_error(resp: gloo_net::http::Response) -> String {
     match resp.json::<HttpError>().await {
-        Ok(err) => err.message,
+        Ok(err) => format::error_sentence(err.code, &err.message),
         Err(_) => format!("HTTP {}", resp.status()),
     }
 }
@@ -293,8 +296,8 @@ fn Dashboard(swarm_id: String) -> impl IntoView {
             <h2>"Devices"</h2>
             // Focusable, so that a keyboard can scroll a table wider than the screen.
             <div class="table-wrap" tabindex="0" role="region" aria-label="Devices">
-            <table data-testid="devices">
-                <thead><tr><th>"Name"</th><th>"Status"</th><th>"Cores"</th><th>"Memory"</th><th>"GPU"</th><th>"Score"</th><th>"Speed"</th><th>"Weight"</th><th>"In flight"</th><th>"Done"</th><th>"Trust"</th><th>"Last seen"</th><th></th></tr></thead>
+            <table class="cards" data-testid="devices">
+                <thead><tr><th>"Name"</th><th>"Status"</th><th>"Hardware"</th><th>"Speed"</th><th>"Share"</th><th>"In flight"</th><th>"Done"</th><th>"Trust"</th><th><span class="visually-hidden">"Actions"</span></th></tr></thead>
                 <tbody>
                     <For each=devices key=|d| d.id.clone() children=move |d| {
                         view! { <DeviceRow device=d snapshot velocity owner=owner swarm_id=id_for_rows.clone() owner_key=key_for_rows.clone()/> }
@@ -722,28 +725,89 @@ fn DeviceRow(
         }
     };
     let field = move |f: fn(&DeviceView) -> String| move || current.with(f);
+    // Renaming: the name cell becomes a small form until it is saved or cancelled.
+    let editing = RwSignal::new(false);
+    let draft = RwSignal::new(String::new());
+    let rename_error = RwSignal::new(None::<String>);
+    let rename = {
+        let (swarm_id, owner_key, device_id) = (swarm_id.clone(), owner_key.clone(), id.clone());
+        move |ev: leptos::ev::SubmitEvent| {
+            ev.prevent_default();
+            let name = draft.get_untracked().trim().to_owned();
+            if let Err(err) = shared_protocol::is_label(&name, &()) {
+                let rule = if name.is_empty() {
+                    "must not be blank".to_owned()
+                } else {
+                    err.to_string()
+                };
+                return rename_error.set(Some(format!("A device name {rule}.")));
+            }
+            let command = OwnerCommand::RenameDevice {
+                device_id: device_id.clone(),
+                name,
+            };
+            let (swarm_id, owner_key) = (swarm_id.clone(), owner_key.clone());
+            spawn_local(async move {
+                match owner_call(&swarm_id, &owner_key, command).await {
+                    Ok(_) => {
+                        rename_error.set(None);
+                        editing.set(false);
+                    }
+                    Err(message) => rename_error.set(Some(message)),
+                }
+            });
+        }
+    };
+    let start_rename = move |_| {
+        draft.set(name());
+        rename_error.set(None);
+        editing.set(true);
+    };
     view! {
         <tr data-testid="device-row" data-device-id=id.clone()>
-            <td>{name}{move || current.with(|d| (!d.enabled).then(|| {
-                let why = if d.quarantined { " (quarantined: a wrong result)" } else { " (disabled)" };
-                view! { <span class="muted" data-testid="device-disabled">{why}</span> }
-            }))}<br/><code class="muted">{format!("#{}", id.get(..8).unwrap_or(&id))}</code></td>
-            <td><span class=move || if online() { "status online" } else { "status offline" } data-testid="device-status">
-                {move || if online() { "ONLINE" } else { "OFFLINE" }}</span></td>
-            <td>{field(|d| d.capabilities.cores.to_string())}</td>
-            <td>{field(|d| format::memory(d.capabilities.memory_mb))}</td>
-            <td>{field(|d| if d.capabilities.gpu { "yes".into() } else { "—".into() })}</td>
-            <td data-testid="device-score">{field(|d| d.score.map_or("—".into(), |s| format!("{}×", format::fixed(s, 2))))}</td>
-            <td data-testid="device-speed">{field(|d| d.speed.map_or("—".into(), |s| format!("{}×", format::fixed(s, 2))))}
+            <td data-label="Name">
+                <div>
+                    <Show when=move || editing.get() fallback=move || view! {
+                        <span data-testid="device-name">{name}</span>
+                        <Show when=move || owner.get()>
+                            " "<button class="link" data-testid="device-rename" on:click=start_rename
+                                aria-label=move || format!("Rename {}", name())>"Rename"</button>
+                        </Show>
+                    }>
+                        <form class="rename" on:submit=rename.clone()>
+                            <input data-testid="device-rename-input" maxlength="64"
+                                aria-label=move || format!("New name for {}", name())
+                                prop:value=move || draft.get() on:input=move |ev| draft.set(event_target_value(&ev))/>
+                            <button type="submit" class="small" data-testid="device-rename-save">"Save"</button>
+                            <button type="button" class="small secondary" on:click=move |_| editing.set(false)>"Cancel"</button>
+                        </form>
+                    </Show>
+                    {move || current.with(|d| (!d.enabled).then(|| {
+                        let why = if d.quarantined { " (quarantined: a wrong result)" } else { " (disabled)" };
+                        view! { <span class="muted" data-testid="device-disabled">{why}</span> }
+                    }))}
+                    <br/><code class="muted">{format!("#{}", id.get(..8).unwrap_or(&id))}</code>
+                    {move || rename_error.get().map(|e| view! { <p class="error" role="alert" data-testid="device-rename-error">{e}</p> })}
+                </div>
+            </td>
+            <td data-label="Status"><div>
+                <span class=move || if online() { "status online" } else { "status offline" } data-testid="device-status">
+                    {move || if online() { "ONLINE" } else { "OFFLINE" }}</span>
+                <br/><span class="muted" data-testid="device-seen">{move || current.with(|d| format::ago(now(), d.last_seen_ms))}</span>
+            </div></td>
+            <td data-label="Hardware" class="wrap">{field(|d| format::hardware(&d.capabilities))}</td>
+            <td data-label="Speed"><div>
+                <span data-testid="device-speed">{field(|d| d.speed.map_or("—".into(), |s| format!("{}×", format::fixed(s, 2))))}</span>
                 <svg class="spark" viewBox="0 0 60 16" preserveAspectRatio="none" aria-hidden="true">
                     <polyline fill="none" stroke="currentColor" stroke-width="1.5"
                         points={let id = id.clone(); move || velocity.with(|v| crate::chart::sparkline(&v.speeds_of(&id), 60.0, 16.0))}/>
-                </svg></td>
-            <td>{field(|d| format!("{} %", format::fixed(d.weight_percent, 0)))}</td>
-            <td data-testid="device-in-flight">{field(|d| d.in_flight.to_string())}</td>
-            <td data-testid="device-done">{field(|d| format::thousands(d.chunks_done))}</td>
-            <td data-testid="device-trust">{field(|d| format::credibility(d.trusted, d.confirmed, d.replicated, d.disputed))}</td>
-            <td data-testid="device-seen">{move || current.with(|d| format::ago(now(), d.last_seen_ms))}</td>
+                </svg>
+                <br/><span class="muted">"benchmark "<span data-testid="device-score">{field(|d| d.score.map_or("—".into(), |s| format!("{}×", format::fixed(s, 2))))}</span></span>
+            </div></td>
+            <td data-label="Share">{field(|d| format!("{} %", format::fixed(d.weight_percent, 0)))}</td>
+            <td data-label="In flight" data-testid="device-in-flight">{field(|d| d.in_flight.to_string())}</td>
+            <td data-label="Done" data-testid="device-done">{field(|d| format::thousands(d.chunks_done))}</td>
+            <td data-label="Trust" class="wrap" data-testid="device-trust">{field(|d| format::credibility(d.trusted, d.confirmed, d.replicated, d.disputed))}</td>
             <td class="actions">
                 <Show when=move || owner.get()>
                     <button class="small" data-testid="device-toggle" on:click=toggle.clone()
@@ -954,7 +1018,7 @@ fn OwnerPanel(
                 <For each=move || invites.get() key=|i| (i.invite_id.clone(), i.uses) children=move |i| {
                     let revoke = revoke.clone();
                     let id = i.invite_id.clone();
-                    let uses = match i.max_uses { Some(max) => format!("{} of {max} uses", i.uses), None => format!("{} uses", i.uses) };
+                    let uses = match (i.max_uses, i.uses) { (Some(max), n) => format!("{n} of {max} used"), (None, 0) => "not used yet".to_owned(), (None, 1) => "used once".to_owned(), (None, n) => format!("used {n} times") };
                     let left = format::ago(i.expires_ms, now_ms()).replace(" ago", "");
                     view! {
                         <li data-testid="invite-row" data-invite-id=i.invite_id.clone()>
@@ -1114,16 +1178,13 @@ fn DevicePage(swarm_id: String, proof: Option<JoinProof>) -> impl IntoView {
                 ErrorCode::BadResult => "This device returned a wrong result",
                 _ => "The swarm refused this device",
             };
-            let next = if code == ErrorCode::BadResult {
-                "It is quarantined: it gets no work until the swarm's owner enables it again. Reload this page after that."
-            } else {
-                "Ask the swarm's owner for a new invite."
-            };
+            let sentence = format::error_sentence(code, &message);
+            let next = (code == ErrorCode::BadResult).then_some("Reload this page after that.");
             view! {
                 <section class="card" data-testid="join-refused" data-code=shared_protocol::encode(&code).trim_matches('"').to_owned()>
                     <h2>{title}</h2>
-                    <p>{message}</p>
-                    <p>{next}</p>
+                    <p>{sentence}</p>
+                    {next.map(|next| view! { <p>{next}</p> })}
                 </section>
             }
         })}

@@ -1,6 +1,6 @@
 //! Human-readable text for the views: ages, sizes and link states.
 
-use shared_protocol::{DeviceShare as Share, RunState};
+use shared_protocol::{DeviceShare as Share, ErrorCode, RunState};
 
 use crate::link::LinkState;
 
@@ -25,6 +25,70 @@ pub fn memory(mb: Option<u32>) -> String {
     }
 }
 
+/// A device's hardware in one line: "2 cores · 16 GiB · GPU", "1 core · 512 MiB".
+pub fn hardware(capabilities: &shared_protocol::Capabilities) -> String {
+    let cores = match capabilities.cores {
+        1 => "1 core".to_owned(),
+        n => format!("{n} cores"),
+    };
+    let mut parts = vec![cores];
+    if capabilities.memory_mb.is_some() {
+        parts.push(memory(capabilities.memory_mb));
+    }
+    if capabilities.gpu {
+        parts.push("GPU".to_owned());
+    }
+    parts.join(" · ")
+}
+
+/// What a refusal means, as a sentence for the person who caused it. `detail` is the
+/// coordinator's own text, used where only it can say what was wrong (which field broke which
+/// rule). Every code has its sentence: a new code does not compile until it gets one.
+pub fn error_sentence(code: ErrorCode, detail: &str) -> String {
+    let sentence = match code {
+        ErrorCode::Invalid | ErrorCode::Malformed if !detail.trim().is_empty() => {
+            let detail = detail.trim().trim_end_matches('.');
+            // ASCII only: the coordinator's details are English, and Unicode case tables
+            // would weigh more than every sentence here.
+            let mut chars = detail.chars();
+            let first = chars.next().map(|c| c.to_ascii_uppercase());
+            return format!(
+                "{}{}.",
+                first.map(String::from).unwrap_or_default(),
+                chars.as_str()
+            );
+        }
+        ErrorCode::Invalid => "A value was not accepted.",
+        ErrorCode::TooLarge => "That is more than the coordinator accepts at once.",
+        ErrorCode::Malformed | ErrorCode::UnknownType | ErrorCode::ProtocolMismatch => {
+            "This page and the coordinator are different versions: reload the page."
+        }
+        ErrorCode::HelloRequired | ErrorCode::AlreadyIntroduced => {
+            "The connection got out of step; it reconnects by itself."
+        }
+        ErrorCode::BadCredential => {
+            "This device is no longer part of the swarm: join again with a new invite."
+        }
+        ErrorCode::BadOwnerKey | ErrorCode::Forbidden => {
+            "Only the swarm's owner can do that, and this page does not hold the owner key."
+        }
+        ErrorCode::InviteRequired => "A new device needs an invite to join.",
+        ErrorCode::InviteInvalid => "No invite has this code or link: check it for typos.",
+        ErrorCode::InviteExpired => "This invite has expired: ask the owner for a new one.",
+        ErrorCode::InviteRevoked => "The owner revoked this invite: ask for a new one.",
+        ErrorCode::InviteExhausted => "This invite has been used up: ask the owner for a new one.",
+        ErrorCode::DeviceNotFound => "That device is no longer in the swarm.",
+        ErrorCode::SwarmNotFound => "This swarm does not exist: the link may be mistyped.",
+        ErrorCode::NotFound => "The coordinator does not know this request: reload the page.",
+        ErrorCode::RateLimited => "Too many requests at once: try again in a moment.",
+        ErrorCode::BadResult => {
+            "This device returned a wrong result: it gets no work until the owner enables it."
+        }
+        ErrorCode::Internal => "Something failed inside the coordinator: try again.",
+    };
+    sentence.to_owned()
+}
+
 /// A short status line for a link, given the current time.
 pub fn link_state(state: &LinkState, now_ms: u64) -> String {
     match state {
@@ -35,7 +99,9 @@ pub fn link_state(state: &LinkState, now_ms: u64) -> String {
             let secs = retry_at.saturating_sub(now_ms).div_ceil(1000);
             format!("disconnected — retrying in {secs} s")
         }
-        LinkState::Refused { message, .. } => format!("refused: {message}"),
+        LinkState::Refused { code, message } => {
+            format!("refused: {}", error_sentence(*code, message))
+        }
     }
 }
 
@@ -274,6 +340,66 @@ mod tests {
     }
 
     #[test]
+    fn hardware_in_one_line() {
+        use shared_protocol::{AgentClass, Capabilities};
+        let mut caps = Capabilities {
+            cores: 2,
+            memory_mb: Some(16_384),
+            gpu: true,
+            agent: AgentClass::BrowserDesktop,
+        };
+        assert_eq!(super::hardware(&caps), "2 cores · 16 GiB · GPU");
+        caps.cores = 1;
+        caps.memory_mb = None;
+        caps.gpu = false;
+        assert_eq!(super::hardware(&caps), "1 core");
+    }
+
+    #[test]
+    fn error_codes_read_as_sentences() {
+        use super::error_sentence;
+        assert_eq!(
+            error_sentence(ErrorCode::Invalid, "name must be 1 to 64 characters"),
+            "Name must be 1 to 64 characters."
+        );
+        assert_eq!(
+            error_sentence(ErrorCode::InviteRevoked, "invite_revoked"),
+            "The owner revoked this invite: ask for a new one."
+        );
+        let codes = [
+            "too_large",
+            "malformed",
+            "unknown_type",
+            "invalid",
+            "protocol_mismatch",
+            "hello_required",
+            "already_introduced",
+            "bad_credential",
+            "bad_owner_key",
+            "forbidden",
+            "invite_required",
+            "invite_invalid",
+            "invite_expired",
+            "invite_revoked",
+            "invite_exhausted",
+            "device_not_found",
+            "swarm_not_found",
+            "not_found",
+            "rate_limited",
+            "bad_result",
+            "internal",
+        ];
+        for name in codes {
+            let code: ErrorCode = serde_json::from_str(&format!("\"{name}\"")).unwrap();
+            let sentence = error_sentence(code, "");
+            assert!(
+                sentence.ends_with('.') && !sentence.contains('_'),
+                "{name}: {sentence}"
+            );
+        }
+    }
+
+    #[test]
     fn rates_durations_and_progress() {
         assert_eq!(rate(950.0, "numbers"), "950 numbers/s");
         assert_eq!(rate(1_234.0, "pixels"), "1.23 k pixels/s");
@@ -320,6 +446,9 @@ mod tests {
             code: ErrorCode::BadCredential,
             message: "unknown device".into(),
         };
-        assert_eq!(link_state(&refused, 0), "refused: unknown device");
+        assert_eq!(
+            link_state(&refused, 0),
+            "refused: This device is no longer part of the swarm: join again with a new invite."
+        );
     }
 }

@@ -81,6 +81,14 @@ pub enum OwnerCommand {
         #[garde(skip)]
         enabled: bool,
     },
+    /// Gives a device the name the dashboard shows. It sticks: the name the device sends in
+    /// later hellos no longer replaces it.
+    RenameDevice {
+        #[garde(custom(is_id))]
+        device_id: String,
+        #[garde(custom(is_label))]
+        name: String,
+    },
     /// Forgets the device and invalidates its credential; its socket is closed.
     RemoveDevice {
         #[garde(custom(is_id))]

@@ -209,6 +209,7 @@ impl SwarmCore {
         let record = DeviceRecord {
             device_id: device_id.clone(),
             name,
+            named_by_owner: false,
             capabilities,
             secret_hash: hash_secret(&secret),
             registered_ms: now,
@@ -266,7 +267,9 @@ impl SwarmCore {
         // link starts empty).
         let previous = device.conn.replace(conn);
         device.record.last_seen_ms = now;
-        device.record.name = name;
+        if !device.record.named_by_owner {
+            device.record.name = name;
+        }
         device.record.capabilities = capabilities;
         let record = device.record.clone();
         if let Some(old) = previous {

@@ -54,6 +54,19 @@ impl SwarmCore {
                 self.capacity_changed(now);
                 Ok(OwnerReply::Done {})
             }
+            OwnerCommand::RenameDevice { device_id, name } => {
+                let device = self.devices.get_mut(&device_id).ok_or_else(no_device)?;
+                let old = std::mem::replace(&mut device.record.name, name);
+                device.record.named_by_owner = true;
+                let record = device.record.clone();
+                self.log(
+                    now,
+                    LogLevel::Info,
+                    format!("device '{old}' renamed to '{}'", record.name),
+                );
+                self.persist(StoreOp::PutDevice(record));
+                Ok(OwnerReply::Done {})
+            }
             OwnerCommand::RemoveDevice { device_id } => {
                 let device = self.devices.remove(&device_id).ok_or_else(no_device)?;
                 self.jobs.verifier.forget_device(&device_id);

@@ -44,6 +44,9 @@ fn yes() -> bool {
 pub struct DeviceRecord {
     pub device_id: String,
     pub name: String,
+    /// The owner renamed it: the name in its hellos no longer replaces `name`.
+    #[serde(default)]
+    pub named_by_owner: bool,
     pub capabilities: Capabilities,
     /// [`crate::hash_secret`] of the device secret.
     pub secret_hash: String,

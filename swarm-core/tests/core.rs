@@ -568,3 +568,47 @@ fn a_device_is_told_its_share_at_its_welcome_and_whenever_it_changes() {
     sim.send(again, &device_hello("laptop", Some(cred)));
     assert_eq!(share_of(&sim, again), (3, 100, 4, 75, Paused, false));
 }
+
+#[test]
+fn an_owners_name_for_a_device_outlives_its_hellos_and_a_restart() {
+    let mut sim = Sim::new();
+    let (conn, cred) = sim.join_device("Chrome on Linux");
+    let device_id = cred.device_id.clone();
+    let name_of = |sim: &Sim| {
+        sim.snapshot()
+            .devices
+            .iter()
+            .find(|d| d.id == device_id)
+            .map(|d| d.name.clone())
+    };
+    let rename = |name: &str| OwnerCommand::RenameDevice {
+        device_id: cred.device_id.clone(),
+        name: name.into(),
+    };
+    assert_eq!(sim.owner(rename("")), Err(ErrorCode::Invalid));
+    assert_eq!(sim.owner(rename("tab\there")), Err(ErrorCode::Invalid));
+    assert_eq!(sim.owner(rename(&"x".repeat(65))), Err(ErrorCode::Invalid));
+    assert_eq!(
+        sim.owner(OwnerCommand::RenameDevice {
+            device_id: "0".repeat(32),
+            name: "lab 3".into(),
+        }),
+        Err(ErrorCode::DeviceNotFound)
+    );
+    assert_eq!(name_of(&sim).as_deref(), Some("Chrome on Linux"));
+
+    sim.owner(rename("Lab bench 3")).unwrap();
+    assert_eq!(name_of(&sim).as_deref(), Some("Lab bench 3"));
+    assert!(sim
+        .snapshot()
+        .log
+        .iter()
+        .any(|e| e.text == "device 'Chrome on Linux' renamed to 'Lab bench 3'"));
+    // The device reconnects with the name it chose for itself: the owner's stays.
+    sim.disconnect(conn);
+    let again = sim.connect();
+    sim.send(again, &device_hello("Chrome on Linux", Some(cred.clone())));
+    assert_eq!(name_of(&sim).as_deref(), Some("Lab bench 3"));
+    sim.restart();
+    assert_eq!(name_of(&sim).as_deref(), Some("Lab bench 3"));
+}

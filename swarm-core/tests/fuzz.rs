@@ -1495,9 +1495,19 @@ impl<'t> Fuzzer<'t> {
             .jobs
             .values()
             .any(|j| matches!(j.state, JobState::Running | JobState::Queued));
-        let which = self
-            .g
-            .weighted(&[12, 4, 6, 10, 3, 8, 8, 3, if running { 10 } else { 30 }, 5]);
+        let which = self.g.weighted(&[
+            12,
+            4,
+            6,
+            10,
+            3,
+            8,
+            8,
+            3,
+            if running { 10 } else { 30 },
+            5,
+            4,
+        ]);
         match which {
             0 => OwnerCommand::CreateInvite {
                 ttl_ms: self.g.pick(&[
@@ -1555,6 +1565,14 @@ impl<'t> Fuzzer<'t> {
             7 => OwnerCommand::AuditLog {},
             8 => OwnerCommand::SubmitJob {
                 job: self.gen_job(),
+            },
+            10 => OwnerCommand::RenameDevice {
+                device_id: self.pick_device_id(),
+                name: if self.g.chance(50) {
+                    self.hostile()
+                } else {
+                    format!("renamed {}", self.g.below(100))
+                },
             },
             _ => {
                 let known: Vec<String> = self.sim.store.jobs.keys().cloned().collect();
@@ -3264,6 +3282,11 @@ impl<'t> Fuzzer<'t> {
                     !(row.quarantined && *enabled),
                     "enabled but still quarantined"
                 );
+            }
+            (OwnerCommand::RenameDevice { device_id, name }, OwnerReply::Done {}) => {
+                let row = &store.devices[device_id];
+                assert!(row.name == *name && row.named_by_owner, "{row:?}");
+                assert!(shared_protocol::is_label(name, &()).is_ok(), "{name:?}");
             }
             (OwnerCommand::RemoveDevice { device_id }, OwnerReply::Done {}) => {
                 assert!(before.devices.contains_key(device_id));

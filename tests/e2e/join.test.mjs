@@ -47,6 +47,16 @@ test("an invite's QR code brings a second browser into the swarm, live", async (
   await again.page.getByTestId("bench-score").filter({ hasText: "reference core" }).waitFor({ timeout: 15000 });
   await row.getByTestId("device-score").filter({ hasText: "×" }).waitFor({ timeout: 8000 });
 
+  // The owner renames the device; a name that breaks the rule is refused in words.
+  await row.getByTestId("device-rename").click();
+  await row.getByTestId("device-rename-input").fill("   ");
+  await row.getByTestId("device-rename-save").click();
+  assert.equal(await row.getByTestId("device-rename-error").textContent(), "A device name must not be blank.");
+  await row.getByTestId("device-rename-input").fill("Phone on the shelf");
+  await row.getByTestId("device-rename-save").click();
+  await row.getByTestId("device-name").filter({ hasText: "Phone on the shelf" }).waitFor({ timeout: 8000 });
+  await ownerPage.getByTestId("log").filter({ hasText: "renamed to 'Phone on the shelf'" }).waitFor({ timeout: 8000 });
+
   // A second invited browser joins: devices that joined by invite are not trusted, so each
   // one's results are computed again by the other before they count.
   const laptop = await launchProfile();
@@ -141,6 +151,10 @@ test("a short code typed on the start page joins; used-up and revoked invites ar
   const latePage = new DevicePage(await late.context.newPage());
   await latePage.open(single.link);
   assert.equal(await latePage.refusal(), "invite_exhausted");
+  // Refusals are sentences, never the protocol's codes.
+  const exhausted = await latePage.page.getByTestId("join-refused").textContent();
+  assert.match(exhausted, /used up: ask the owner for a new one\./);
+  assert.doesNotMatch(exhausted, /_/);
 
   const revoked = await dashboard.createInvite();
   await dashboard.revokeInvite(revoked.id);
@@ -152,6 +166,7 @@ test("a short code typed on the start page joins; used-up and revoked invites ar
   await bad.open();
   await bad.joinWithCode("ZZZZZ-ZZZZZ");
   await bad.page.getByTestId("code-error").waitFor({ timeout: 5000 });
+  assert.equal(await bad.page.getByTestId("code-error").textContent(), "No invite has this code or link: check it for typos.");
 });
 
 test("without an invite a browser is told to get one; unknown pages and swarms are explained", async () => {
