@@ -331,13 +331,24 @@ fn VelocityPanel(
     let charts = move || {
         velocity.with(|v| {
             let now = v.now_ms().unwrap_or(0);
+            let chunks_of = v.kind_chunks_per_second();
             let mut charts: Vec<(String, String, String)> = v
                 .units_per_second()
                 .into_iter()
-                .map(|((name, unit), points)| {
+                .map(|(kind, points)| {
                     let last = points.last().map_or(0.0, |(_, rate)| *rate);
+                    let chunks = chunks_of
+                        .get(&kind)
+                        .and_then(|points| points.last())
+                        .map_or(0.0, |(_, rate)| *rate);
                     let line = crate::chart::polyline(&points, now, WIDTH, HEIGHT);
-                    (name.to_owned(), format::rate(last, unit), line)
+                    let (name, unit) = kind;
+                    let now = format!(
+                        "{} · {} chunks/s",
+                        format::rate(last, unit),
+                        format::fixed(chunks, 1)
+                    );
+                    (name.to_owned(), now, line)
                 })
                 .collect();
             let chunks = v.chunks_per_second();

@@ -1,5 +1,6 @@
 //! The dashboard's velocity history, as plain data: what each snapshot adds, the rates between
-//! snapshots per job kind (work units per second) and for the whole swarm (chunks per second),
+//! snapshots per job kind (work units and chunks per second) and for the whole swarm (chunks
+//! per second),
 //! each device's speed over time, and the SVG polylines that draw them. Clock-free: the
 //! coordinator's time comes in each snapshot.
 
@@ -19,9 +20,17 @@ pub const SPARK_POINTS: usize = 60;
 #[derive(Debug, Clone, PartialEq)]
 struct Sample {
     at_ms: u64,
-    /// Done units per job, with the job's kind.
-    jobs: BTreeMap<String, (Kind, u64)>,
+    /// Each job's kind and progress.
+    jobs: BTreeMap<String, JobSample>,
     /// Chunks accepted from the listed devices.
+    chunks: u64,
+}
+
+/// A job's kind, done units and accepted chunks in one snapshot.
+#[derive(Debug, Clone, PartialEq)]
+struct JobSample {
+    kind: Kind,
+    units: u64,
     chunks: u64,
 }
 
@@ -63,7 +72,14 @@ impl Velocity {
             jobs: snapshot
                 .jobs
                 .iter()
-                .map(|job| (job.job_id.clone(), (kind_of(&job.spec), job.done_units)))
+                .map(|job| {
+                    let sample = JobSample {
+                        kind: kind_of(&job.spec),
+                        units: job.done_units,
+                        chunks: job.chunks_done,
+                    };
+                    (job.job_id.clone(), sample)
+                })
                 .collect(),
             chunks: snapshot.devices.iter().map(|d| d.chunks_done).sum(),
         });
@@ -96,19 +112,28 @@ impl Velocity {
     /// Work units per second of each job kind that did any work in the window, between
     /// consecutive snapshots (a job counts only while it is in both).
     pub fn units_per_second(&self) -> BTreeMap<Kind, Vec<Point>> {
+        self.per_kind(|job| job.units)
+    }
+
+    /// Accepted chunks per second of each job kind, as [`Self::units_per_second`].
+    pub fn kind_chunks_per_second(&self) -> BTreeMap<Kind, Vec<Point>> {
+        self.per_kind(|job| job.chunks)
+    }
+
+    fn per_kind(&self, count: impl Fn(&JobSample) -> u64) -> BTreeMap<Kind, Vec<Point>> {
         let mut kinds: BTreeMap<Kind, Vec<Point>> = BTreeMap::new();
         for (a, b, secs) in self.steps() {
             let mut step: BTreeMap<Kind, u64> = BTreeMap::new();
-            for (id, (kind, done)) in &b.jobs {
-                if let Some((_, before)) = a.jobs.get(id) {
-                    *step.entry(*kind).or_default() += done.saturating_sub(*before);
+            for (id, job) in &b.jobs {
+                if let Some(before) = a.jobs.get(id) {
+                    *step.entry(job.kind).or_default() += count(job).saturating_sub(count(before));
                 }
             }
-            for (kind, units) in step {
+            for (kind, done) in step {
                 kinds
                     .entry(kind)
                     .or_default()
-                    .push((b.at_ms, units as f64 / secs));
+                    .push((b.at_ms, done as f64 / secs));
             }
         }
         kinds.retain(|_, points| points.iter().any(|(_, rate)| *rate > 0.0));
@@ -200,6 +225,7 @@ mod tests {
             result: JobResult::PrimeCount { count: 0 },
             verify_units: 0,
             unverified_units: 0,
+            chunks_done: done / 1_000,
         }
     }
 
@@ -276,6 +302,10 @@ mod tests {
             units[&("Count primes", "numbers")],
             vec![(2_000, 5_000.0), (4_000, 10_000.0)],
             "b was not in the snapshot before"
+        );
+        assert_eq!(
+            v.kind_chunks_per_second()[&("Count primes", "numbers")],
+            vec![(2_000, 5.0), (4_000, 10.0)]
         );
         assert_eq!(v.chunks_per_second(), vec![(2_000, 2.0), (4_000, 1.0)]);
         assert_eq!(v.speeds_of("d"), vec![1.0, 1.5, 2.0]);

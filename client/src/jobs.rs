@@ -378,6 +378,7 @@ mod tests {
             result: JobResult::PrimeCount { count: 0 },
             verify_units: 0,
             unverified_units: 0,
+            chunks_done: 0,
         };
         let mut p = Progress::default();
         let line = |job: &JobView, run, online, p: &Progress| status_line(job, run, online, p);
@@ -455,6 +456,7 @@ mod tests {
             result: JobResult::PrimeCount { count: 0 },
             verify_units: 0,
             unverified_units: 0,
+            chunks_done: 0,
         };
         assert_eq!(timeline(&job, clock), "submitted t1");
         job.state = JobState::Running;
@@ -647,6 +649,7 @@ mod tests {
             result: JobResult::Sha256Search { nonces: vec![4, 9] },
             verify_units: 0,
             unverified_units: 0,
+            chunks_done: 5,
         };
         assert_eq!(summary(&job), "50.0 % · nonces 4, 9 so far");
         let verified = JobView {

@@ -334,6 +334,9 @@ pub struct JobView {
     pub verify_units: u64,
     /// Done units whose result still waits for a replica to agree.
     pub unverified_units: u64,
+    /// Accepted chunk results that make up `done_units`.
+    #[serde(default)]
+    pub chunks_done: u64,
 }
 
 #[cfg(test)]

@@ -189,6 +189,7 @@ impl SwarmCore {
             if !mine.is_empty() {
                 job.result = kinds::empty_result(&job.spec);
                 job.done_units = 0;
+                job.chunks_done = 0;
                 job.done_ranges.clear();
             }
             for part in mine {
@@ -232,6 +233,7 @@ impl SwarmCore {
             done_units: 0,
             done_ranges: Vec::new(),
             replica_units: 0,
+            chunks_done: 0,
         };
         self.log(
             now,
@@ -960,6 +962,7 @@ impl SwarmCore {
             result: job.result.clone(),
             verify_units: job.replica_units,
             unverified_units,
+            chunks_done: job.chunks_done,
         }
     }
 

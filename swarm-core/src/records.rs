@@ -102,11 +102,16 @@ pub struct JobRecord {
     /// Units computed again as replicas, to verify results (see [`crate::verify`]).
     #[serde(default)]
     pub replica_units: u64,
+    /// Accepted chunk results that count toward `done_units` (one per [`Self::add_done`], less
+    /// those taken back).
+    #[serde(default)]
+    pub chunks_done: u64,
 }
 
 impl JobRecord {
     /// Records units `[lo, hi)` as done, merging with neighbours.
     pub fn add_done(&mut self, lo: u64, hi: u64) {
+        self.chunks_done = self.chunks_done.saturating_add(1);
         self.done_units = self.done_units.saturating_add(hi.saturating_sub(lo));
         let at = self.done_ranges.partition_point(|r| r.0 < lo);
         self.done_ranges.insert(at, (lo, hi));
@@ -124,6 +129,7 @@ impl JobRecord {
 impl JobRecord {
     /// Records units `[lo, hi)` as not done any more (the part of a quarantined device).
     pub fn remove_done(&mut self, lo: u64, hi: u64) {
+        self.chunks_done = self.chunks_done.saturating_sub(1);
         let mut kept = Vec::with_capacity(self.done_ranges.len().saturating_add(1));
         for (a, b) in self.done_ranges.drain(..) {
             let (cut_lo, cut_hi) = (a.max(lo), b.min(hi));

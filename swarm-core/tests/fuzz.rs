@@ -3088,6 +3088,10 @@ impl<'t> Fuzzer<'t> {
                 a.unverified_units <= a.done_units,
                 "job {id} has more units waiting for a replica than done: {a:?}"
             );
+            assert!(
+                a.chunks_done <= a.done_units && (a.chunks_done == 0) == (a.done_units == 0),
+                "job {id}'s chunks do not match its done units: {a:?}"
+            );
             check_job_result(a);
             match a.state {
                 JobState::Queued => assert_eq!(a.done_units, 0, "queued job {id} has progress"),
@@ -3115,8 +3119,20 @@ impl<'t> Fuzzer<'t> {
             };
             if matches!(b.state, JobState::Done | JobState::Cancelled) {
                 assert_eq!(
-                    (a.state, a.done_units, &a.result, a.verify_units),
-                    (b.state, b.done_units, &b.result, b.verify_units),
+                    (
+                        a.state,
+                        a.done_units,
+                        &a.result,
+                        a.verify_units,
+                        a.chunks_done
+                    ),
+                    (
+                        b.state,
+                        b.done_units,
+                        &b.result,
+                        b.verify_units,
+                        b.chunks_done
+                    ),
                     "finished job {id} changed"
                 );
                 continue;
@@ -3254,8 +3270,8 @@ impl<'t> Fuzzer<'t> {
                 .job(&job.job_id)
                 .unwrap_or_else(|| panic!("job {} lost in a restart", job.job_id));
             assert_eq!(
-                (now.state, now.done_units, &now.result),
-                (job.state, job.done_units, &job.result),
+                (now.state, now.done_units, &now.result, now.chunks_done),
+                (job.state, job.done_units, &job.result, job.chunks_done),
                 "job {} across a restart",
                 job.job_id
             );

@@ -69,10 +69,10 @@ test("the swarm throttle slows a device down in proportion, and its page says ho
   const line = async () => chart.locator("polyline").getAttribute("points");
   const drawn = await line();
   assert.ok(drawn.split(" ").length >= 2, `a line: ${drawn}`);
-  assert.match(await chart.getByTestId("chart-now").textContent(), /numbers\/s$/);
+  assert.match(await chart.getByTestId("chart-now").textContent(), /numbers\/s · [0-9]+\.[0-9] chunks\/s$/, "units and chunks per second of the kind");
   await ownerPage.waitForTimeout(2500);
   assert.notEqual(await line(), drawn, "the chart moved with the next snapshot");
-  assert.ok(await ownerPage.locator('[data-testid="device-speed"] svg polyline').count() >= 1, "a speed sparkline per device");
+  assert.ok(await ownerPage.locator('[data-testid="device-row"] svg.spark polyline').count() >= 1, "a speed sparkline per device");
 
   const rates = {};
   for (const [percent, text, settleMs, measureMs] of [
