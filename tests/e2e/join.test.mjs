@@ -198,3 +198,31 @@ test("an owner link opens the owner's dashboard on another device", async () => 
   await tabletPage.getByTestId("pause").click();
   await ownerPage.getByTestId("run-state").filter({ hasText: "paused" }).waitFor({ timeout: 8000 });
 });
+
+test("a device page logs no errors through joining, pausing, resuming, going offline, reloading and removal", async () => {
+  const owner = await launchProfile();
+  const landing = new LandingPage(await owner.context.newPage());
+  await landing.open();
+  const dashboard = await landing.createSwarm("quiet");
+  const invite = await dashboard.createInvite();
+  const phone = await launchProfile();
+  const device = new DevicePage(await phone.context.newPage());
+  await device.open(invite.link);
+  const deviceId = await device.deviceId();
+  await device.page.getByTestId("bench-score").filter({ hasText: "reference core" }).waitFor({ timeout: 15000 });
+  const pause = device.page.getByTestId("pause-device");
+  await pause.click();
+  await pause.filter({ hasText: "Resume" }).waitFor();
+  await pause.click();
+  await pause.filter({ hasText: "Pause" }).waitFor();
+  await phone.context.setOffline(true);
+  await device.page.waitForTimeout(3000);
+  await phone.context.setOffline(false);
+  await device.page.reload();
+  await device.page.getByTestId("device-state").filter({ hasText: "connected" }).waitFor({ timeout: 15000 });
+  await dashboard.row(deviceId).getByTestId("device-remove").click();
+  assert.equal(await device.refusal(), "bad_credential");
+  await device.page.waitForTimeout(2000);
+  assert.deepEqual(phone.errors, [], "no errors on the device page");
+  assert.deepEqual(owner.errors, [], "no errors on the dashboard");
+});
