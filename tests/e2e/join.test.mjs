@@ -199,17 +199,30 @@ test("an owner link opens the owner's dashboard on another device", async () => 
   await ownerPage.getByTestId("run-state").filter({ hasText: "paused" }).waitFor({ timeout: 8000 });
 });
 
-test("a device page logs no errors through joining, pausing, resuming, going offline, reloading and removal", async () => {
+test("each page loads only its own bundle; a device page logs no errors through joining, pausing, resuming, going offline, reloading and removal", async () => {
+  // Which wasm each profile fetched: a page loads only its own bundle, its workers only the kernels.
+  const fetched = (profile) => {
+    const names = new Set();
+    profile.context.on("request", (request) => {
+      const name = new URL(request.url()).pathname.match(/^\/pkg\/(\w+)_bg\.wasm$/)?.[1];
+      if (name) names.add(name);
+    });
+    return names;
+  };
   const owner = await launchProfile();
+  const ownerWasm = fetched(owner);
   const landing = new LandingPage(await owner.context.newPage());
   await landing.open();
   const dashboard = await landing.createSwarm("quiet");
   const invite = await dashboard.createInvite();
   const phone = await launchProfile();
+  const phoneWasm = fetched(phone);
   const device = new DevicePage(await phone.context.newPage());
   await device.open(invite.link);
   const deviceId = await device.deviceId();
   await device.page.getByTestId("bench-score").filter({ hasText: "reference core" }).waitFor({ timeout: 15000 });
+  assert.deepEqual([...phoneWasm].sort(), ["client_compute", "client_device"], "the device page and its workers");
+  assert.deepEqual([...ownerWasm], ["client_dashboard"], "the landing page and the dashboard");
   const pause = device.page.getByTestId("pause-device");
   await pause.click();
   await pause.filter({ hasText: "Resume" }).waitFor();
