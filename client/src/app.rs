@@ -744,15 +744,10 @@ fn DeviceRow(
         let (swarm_id, owner_key, device_id) = (swarm_id.clone(), owner_key.clone(), id.clone());
         move |ev: leptos::ev::SubmitEvent| {
             ev.prevent_default();
-            let name = draft.get_untracked().trim().to_owned();
-            if let Err(err) = shared_protocol::is_label(&name, &()) {
-                let rule = if name.is_empty() {
-                    "must not be blank".to_owned()
-                } else {
-                    err.to_string()
-                };
-                return rename_error.set(Some(format!("A device name {rule}.")));
-            }
+            let name = match crate::forms::device_name(&draft.get_untracked()) {
+                Ok(name) => name,
+                Err(message) => return rename_error.set(Some(message)),
+            };
             let command = OwnerCommand::RenameDevice {
                 device_id: device_id.clone(),
                 name,
@@ -1029,7 +1024,7 @@ fn OwnerPanel(
                 <For each=move || invites.get() key=|i| (i.invite_id.clone(), i.uses) children=move |i| {
                     let revoke = revoke.clone();
                     let id = i.invite_id.clone();
-                    let uses = match (i.max_uses, i.uses) { (Some(max), n) => format!("{n} of {max} used"), (None, 0) => "not used yet".to_owned(), (None, 1) => "used once".to_owned(), (None, n) => format!("used {n} times") };
+                    let uses = crate::forms::invite_uses(i.uses, i.max_uses);
                     let left = format::ago(i.expires_ms, now_ms()).replace(" ago", "");
                     view! {
                         <li data-testid="invite-row" data-invite-id=i.invite_id.clone()>

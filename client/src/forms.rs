@@ -1,6 +1,6 @@
 //! Reading what the owner typed into the dashboard's small forms (the job form has its own
 //! module, [`crate::jobs`]). A field that does not read is an error shown to the owner, never a
-//! silent default.
+//! silent default. Also how an invite's uses read in the live list.
 
 /// The most uses an invite may have (the protocol's rule for `max_uses`).
 const MAX_USES: u32 = 10_000;
@@ -20,6 +20,27 @@ pub fn use_limit(typed: &str) -> Result<Option<u32>, String> {
     }
 }
 
+/// A device's new name as the owner typed it, trimmed, by the protocol's rule for names.
+pub fn device_name(typed: &str) -> Result<String, String> {
+    let name = typed.trim();
+    if name.is_empty() {
+        return Err("A device name must not be blank.".to_owned());
+    }
+    shared_protocol::is_label(name, &())
+        .map(|()| name.to_owned())
+        .map_err(|rule| format!("A device name {rule}."))
+}
+
+/// How much of an invite is used, for its row in the live list.
+pub fn invite_uses(uses: u32, max_uses: Option<u32>) -> String {
+    match (max_uses, uses) {
+        (Some(max), n) => format!("{n} of {max} used"),
+        (None, 0) => "not used yet".to_owned(),
+        (None, 1) => "used once".to_owned(),
+        (None, n) => format!("used {n} times"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -33,5 +54,30 @@ mod tests {
         for bad in ["five", "5x", "-1", "0", "10001", "1.5", "99999999999"] {
             assert!(use_limit(bad).is_err(), "{bad} was accepted");
         }
+    }
+
+    #[test]
+    fn a_device_name_follows_the_protocols_rule_in_words() {
+        assert_eq!(device_name("  Lab bench 3 "), Ok("Lab bench 3".to_owned()));
+        assert_eq!(
+            device_name("   "),
+            Err("A device name must not be blank.".to_owned())
+        );
+        assert_eq!(
+            device_name(&"x".repeat(65)),
+            Err("A device name must be 1 to 64 characters.".to_owned())
+        );
+        assert_eq!(
+            device_name("a\u{7}b"),
+            Err("A device name must not contain control characters.".to_owned())
+        );
+    }
+
+    #[test]
+    fn invite_uses_read_as_words() {
+        assert_eq!(invite_uses(0, None), "not used yet");
+        assert_eq!(invite_uses(1, None), "used once");
+        assert_eq!(invite_uses(7, None), "used 7 times");
+        assert_eq!(invite_uses(1, Some(5)), "1 of 5 used");
     }
 }
