@@ -514,8 +514,11 @@ pub struct Counters {
     pub messages_in: u64,
     /// WebSocket messages sent.
     pub messages_out: u64,
-    /// Rows written to storage.
+    /// Storage writes: rows written, and the alarm armed or cleared (a write on the platform).
     pub storage_writes: u64,
+    /// Of `storage_writes`, those that armed or cleared the alarm.
+    #[serde(default)]
+    pub alarm_writes: u64,
     /// Alarms handled.
     pub alarms: u64,
     /// Inbound messages refused.

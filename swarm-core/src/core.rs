@@ -701,7 +701,7 @@ impl SwarmCore {
         if self.conns.is_empty() {
             self.next_tick_ms = None;
             if self.alarm_at.take().is_some() {
-                self.outputs.push_back(Output::ClearAlarm);
+                self.write_alarm(Output::ClearAlarm);
             }
             return;
         }
@@ -722,8 +722,15 @@ impl SwarmCore {
         };
         if self.alarm_at.is_none_or(|armed| due < armed) {
             self.alarm_at = Some(due);
-            self.outputs.push_back(Output::SetAlarm { at: due });
+            self.write_alarm(Output::SetAlarm { at: due });
         }
+    }
+
+    /// Arming or clearing the platform alarm is a storage write there, and counts as one.
+    fn write_alarm(&mut self, output: Output) {
+        self.counters.storage_writes = self.counters.storage_writes.saturating_add(1);
+        self.counters.alarm_writes = self.counters.alarm_writes.saturating_add(1);
+        self.outputs.push_back(output);
     }
 
     /// The snapshot dashboards receive, as of `now`.

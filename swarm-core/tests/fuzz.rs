@@ -709,6 +709,7 @@ struct Fuzzer<'t> {
     core_out: u64,
     core_http: u64,
     base_writes: usize,
+    base_alarm_writes: usize,
     step: usize,
     recent: VecDeque<String>,
 }
@@ -741,6 +742,7 @@ impl<'t> Fuzzer<'t> {
             core_out: 0,
             core_http: 1,
             base_writes: 0,
+            base_alarm_writes: 0,
             step: 0,
             recent: VecDeque::new(),
         };
@@ -860,7 +862,7 @@ impl<'t> Fuzzer<'t> {
             };
             sock.leases.retain(|id, _| kept.contains(id));
         }
-        let base = self.sim.writes;
+        let (base, base_alarm) = (self.sim.writes, self.sim.alarm_writes);
         self.sim.restart_with_seed(seed);
         self.inputs += 1;
         self.core_in = 0;
@@ -868,6 +870,7 @@ impl<'t> Fuzzer<'t> {
         self.core_out = 0;
         self.core_http = 0;
         self.base_writes = base;
+        self.base_alarm_writes = base_alarm;
         self.tally.restarts += 1;
     }
 
@@ -2607,6 +2610,11 @@ impl<'t> Fuzzer<'t> {
             c.storage_writes as usize,
             self.sim.writes - self.base_writes,
             "storage writes counted vs carried out"
+        );
+        assert_eq!(
+            c.alarm_writes as usize,
+            self.sim.alarm_writes - self.base_alarm_writes,
+            "alarm writes counted vs carried out"
         );
         assert_eq!(c.messages_in, self.core_in, "messages in");
         assert_eq!(c.alarms, self.core_alarms, "alarms");

@@ -35,7 +35,10 @@ pub struct Sim {
     pub registered_codes: Vec<String>,
     /// The config the core was built with (a restart keeps it).
     pub config: Config,
+    /// Storage writes carried out: rows, and the alarm armed or cleared...
     pub writes: usize,
+    /// ...of which the alarm.
+    pub alarm_writes: usize,
     pub next_conn: u64,
     /// A link token of an unlimited invite, for devices joining in tests.
     pub token: String,
@@ -60,6 +63,7 @@ impl Sim {
             registered_codes: Vec::new(),
             config,
             writes: 0,
+            alarm_writes: 0,
             next_conn: 0,
             token: String::new(),
         };
@@ -167,8 +171,17 @@ impl Sim {
                     self.writes += 1;
                     self.store.apply(op);
                 }
-                Output::SetAlarm { at } => self.alarm = Some(at),
-                Output::ClearAlarm => self.alarm = None,
+                // Arming and clearing the alarm are storage writes on the platform.
+                Output::SetAlarm { at } => {
+                    self.writes += 1;
+                    self.alarm_writes += 1;
+                    self.alarm = Some(at);
+                }
+                Output::ClearAlarm => {
+                    self.writes += 1;
+                    self.alarm_writes += 1;
+                    self.alarm = None;
+                }
                 Output::RegisterCode {
                     code_hash,
                     swarm_id,
