@@ -328,44 +328,11 @@ fn VelocityPanel(
 ) -> impl IntoView {
     const WIDTH: f64 = 600.0;
     const HEIGHT: f64 = 60.0;
-    let charts = move || {
-        velocity.with(|v| {
-            let now = v.now_ms().unwrap_or(0);
-            let chunks_of = v.kind_chunks_per_second();
-            let mut charts: Vec<(String, String, String)> = v
-                .units_per_second()
-                .into_iter()
-                .map(|(kind, points)| {
-                    let last = points.last().map_or(0.0, |(_, rate)| *rate);
-                    let chunks = chunks_of
-                        .get(&kind)
-                        .and_then(|points| points.last())
-                        .map_or(0.0, |(_, rate)| *rate);
-                    let line = crate::chart::polyline(&points, now, WIDTH, HEIGHT);
-                    let (name, unit) = kind;
-                    let now = format!(
-                        "{} · {} chunks/s",
-                        format::rate(last, unit),
-                        format::fixed(chunks, 1)
-                    );
-                    (name.to_owned(), now, line)
-                })
-                .collect();
-            let chunks = v.chunks_per_second();
-            let last = chunks.last().map_or(0.0, |(_, rate)| *rate);
-            let line = crate::chart::polyline(&chunks, now, WIDTH, HEIGHT);
-            charts.push((
-                "Chunks".to_owned(),
-                format!("{} chunks/s", format::fixed(last, 1)),
-                line,
-            ));
-            charts
-        })
-    };
+    let charts = move || velocity.with(|v| v.charts(WIDTH, HEIGHT));
     view! {
         <section class="card" class:hidden=move || hidden.get() data-testid="velocity">
             <h2>"Throughput, last 10 minutes"</h2>
-            {move || charts().into_iter().map(|(name, now, line)| view! {
+            {move || charts().into_iter().map(|crate::chart::Chart { name, now, line }| view! {
                 <figure class="chart" data-testid="chart" data-kind=name.clone()>
                     <figcaption><b>{name.clone()}</b>" "<span data-testid="chart-now">{now.clone()}</span></figcaption>
                     <svg viewBox=format!("0 0 {} {}", WIDTH as u32, HEIGHT as u32) preserveAspectRatio="none" role="img"

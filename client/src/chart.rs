@@ -34,6 +34,14 @@ struct JobSample {
     chunks: u64,
 }
 
+/// One line of the throughput panel: what it counts, its rate now, and its polyline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chart {
+    pub name: String,
+    pub now: String,
+    pub line: String,
+}
+
 /// A rate at a moment: `(coordinator time, per second)`.
 pub type Point = (u64, f64);
 
@@ -145,6 +153,41 @@ impl Velocity {
         self.steps()
             .map(|(a, b, secs)| (b.at_ms, b.chunks.saturating_sub(a.chunks) as f64 / secs))
             .collect()
+    }
+
+    /// What the throughput panel draws: a line per job kind (units per second, labelled with
+    /// its units/s and chunks/s now), then one for all chunks, in a `width` × `height` box.
+    pub fn charts(&self, width: f64, height: f64) -> Vec<Chart> {
+        let now = self.now_ms().unwrap_or(0);
+        let last = |points: Option<&Vec<Point>>| {
+            points
+                .and_then(|points| points.last())
+                .map_or(0.0, |(_, rate)| *rate)
+        };
+        let chunks_of = self.kind_chunks_per_second();
+        let mut charts: Vec<Chart> = self
+            .units_per_second()
+            .into_iter()
+            .map(|(kind, points)| {
+                let (name, unit) = kind;
+                Chart {
+                    name: name.to_owned(),
+                    now: format!(
+                        "{} · {} chunks/s",
+                        crate::format::rate(last(Some(&points)), unit),
+                        fixed(last(chunks_of.get(&kind)), 1)
+                    ),
+                    line: polyline(&points, now, width, height),
+                }
+            })
+            .collect();
+        let chunks = self.chunks_per_second();
+        charts.push(Chart {
+            name: "Chunks".to_owned(),
+            now: format!("{} chunks/s", fixed(last(Some(&chunks)), 1)),
+            line: polyline(&chunks, now, width, height),
+        });
+        charts
     }
 
     /// A device's recent speeds (0 while it held no lease), oldest first.
@@ -308,6 +351,17 @@ mod tests {
             vec![(2_000, 5.0), (4_000, 10.0)]
         );
         assert_eq!(v.chunks_per_second(), vec![(2_000, 2.0), (4_000, 1.0)]);
+        let charts = v.charts(100.0, 10.0);
+        assert_eq!(
+            charts
+                .iter()
+                .map(|c| (c.name.as_str(), c.now.as_str()))
+                .collect::<Vec<_>>(),
+            vec![
+                ("Count primes", "10.0 k numbers/s · 10.0 chunks/s"),
+                ("Chunks", "1.0 chunks/s")
+            ]
+        );
         assert_eq!(v.speeds_of("d"), vec![1.0, 1.5, 2.0]);
         assert_eq!(v.now_ms(), Some(4_000));
         // Ten minutes later the old samples are gone, and so is a device no longer listed.
