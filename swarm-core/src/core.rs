@@ -618,51 +618,23 @@ impl SwarmCore {
         self.rearm(now, true);
     }
 
-    /// The next time the core needs the alarm, or `None` when nothing will be due (nobody
-    /// connected). While a dashboard watches or a job runs, that is the next 2 s tick (or a
-    /// socket's hello deadline, if sooner); otherwise only the deadlines: hellos, and devices'
-    /// OFFLINE timeouts (rounded up to whole multiples of the timeout). So an idle swarm of
-    /// connected devices wakes once per OFFLINE timeout, not every 2 s.
+    /// The next time the core needs the alarm, or `None` when nothing will be due. While a
+    /// dashboard watches or a job runs, that is the next 2 s tick (or a socket's hello
+    /// deadline, if sooner); otherwise only the hello deadlines. Devices' OFFLINE timeouts
+    /// alone never wake the object: nobody is waiting on an idle device, so its check is put
+    /// off until ticks start again, and the first tick (with the heartbeats the platform
+    /// answered meanwhile, [`Self::handle_pongs`]) closes whoever fell silent. So an idle
+    /// swarm of connected devices arms no alarm at all and the object can hibernate.
     pub fn poll_timeout(&self) -> Option<Millis> {
-        let mut due = self.next_tick_ms;
         let hello = self.config.hello_timeout_ms;
-        let ticking = self.next_tick_ms.is_some();
-        for entry in self.conns.values() {
-            let at = match &entry.session {
-                Session::AwaitingHello { since_ms, .. } => since_ms.saturating_add(hello),
-                // While ticking, every tick checks the OFFLINE timeouts anyway. Otherwise nobody
-                // watches: the check is put off to the next whole multiple of the timeout, so
-                // that every device's falls on the same few instants — one alarm per timeout
-                // however many devices heartbeat at whatever phase (a silent one is closed
-                // between one and two timeouts after its last heartbeat).
-                Session::Device { device_id, .. } if !ticking => {
-                    match self.devices.get(device_id) {
-                        Some(device) => self.offline_due(device.record.last_seen_ms),
-                        None => continue,
-                    }
-                }
-                _ => continue,
-            };
-            due = Some(due.map_or(at, |d| d.min(at)));
-        }
-        due
-    }
-
-    /// When the OFFLINE check of a device last seen at `last_seen` runs while nobody watches:
-    /// its timeout, rounded up to a whole multiple of the timeout past this swarm's own phase
-    /// (so that every device's check falls on the same instants, and swarms do not all wake
-    /// on the same ones).
-    pub(crate) fn offline_due(&self, last_seen: Millis) -> Millis {
-        let period = self.config.offline_after_ms.max(1);
-        let phase = self
-            .meta
-            .as_ref()
-            .and_then(|m| m.created_ms.checked_rem(period))
-            .unwrap_or(0);
-        let at = last_seen.saturating_add(period).saturating_sub(phase);
-        at.div_ceil(period)
-            .saturating_mul(period)
-            .saturating_add(phase)
+        self.conns
+            .values()
+            .filter_map(|entry| match &entry.session {
+                Session::AwaitingHello { since_ms, .. } => Some(since_ms.saturating_add(hello)),
+                _ => None,
+            })
+            .chain(self.next_tick_ms)
+            .min()
     }
 
     /// Whether snapshots must go out every broadcast interval: a dashboard is watching or a
@@ -684,8 +656,7 @@ impl SwarmCore {
             .max(3)
     }
 
-    /// A deadline was just created (a socket's hello, a device's first OFFLINE check): the
-    /// next [`Self::rearm`] arms the alarm for it if it comes before the armed one.
+    /// A deadline was just created (a socket's hello): the next [`Self::rearm`] arms the alarm for it if it comes before the armed one.
     pub(crate) fn deadline_at(&mut self, at: Millis) {
         self.new_deadline = Some(self.new_deadline.map_or(at, |d| d.min(at)));
     }

@@ -43,9 +43,6 @@ impl SwarmCore {
                 if let Some(device_id) = device {
                     self.send_share(&device_id);
                     self.start_benchmark(now, conn, &device_id);
-                    // Its first OFFLINE check may come before the alarm now armed.
-                    let due = self.offline_due(now);
-                    self.deadline_at(due);
                 }
             }
             Err(refusal) => {

@@ -495,7 +495,8 @@ fn flood_locks_no_one_out(w: &Wrangler) -> Result<()> {
 
 /// The tests run with OFFLINE_AFTER_MS = 4000: a device that heartbeats for three times that
 /// (answered by the platform, never reaching the object) stays online, and one that stops is
-/// closed.
+/// closed — at the latest by the first tick once a dashboard watches (the object does not
+/// wake for an idle device's timeout while nobody waits on it).
 fn heartbeats_without_waking(w: &Wrangler) -> Result<()> {
     let swarm = create(w)?;
     let (mut beating, _) = join(w, &swarm, "beating")?;
@@ -523,8 +524,9 @@ fn heartbeats_without_waking(w: &Wrangler) -> Result<()> {
         before.counters,
         after.counters
     );
+    let (_viewer, _) = welcomed(w, &swarm, &dashboard(None))?;
     ensure!(
-        silent.recv_close(2 * SECOND)? == Some(close_code::HEARTBEAT_TIMEOUT),
+        silent.recv_close(4 * SECOND)? == Some(close_code::HEARTBEAT_TIMEOUT),
         "the silent device was not closed"
     );
     beating.send(&ToCoordinator::Heartbeat { seen: None })?;

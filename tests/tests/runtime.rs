@@ -57,6 +57,10 @@ fn main() {
             "the alarm stops when the last socket leaves",
             no_alarm_when_idle,
         ),
+        (
+            "connected idle devices with no dashboard and no job arm no alarm for a minute",
+            idle_devices_let_the_object_sleep,
+        ),
         ("a socket from a foreign origin is refused", origin_check),
         ("an unknown swarm refuses the upgrade", unknown_swarm),
         (
@@ -781,6 +785,58 @@ fn no_alarm_when_idle(w: &Wrangler) -> Result<()> {
         later.counters.alarms <= alarms,
         "alarms fired while idle: {alarms} → {}",
         later.counters.alarms
+    );
+    Ok(())
+}
+
+/// Three devices stay connected and heartbeat (answered by the platform) for a minute, with no
+/// dashboard and no job: nobody waits on the swarm, so the object arms no alarm and the runtime
+/// evicts it while its sockets hibernate; woken by a request, it has written nothing, and the
+/// devices are still connected.
+fn idle_devices_let_the_object_sleep(w: &Wrangler) -> Result<()> {
+    let swarm = new_swarm(w, "sleeper")?;
+    let mut devices = Vec::new();
+    for name in ["idle phone", "idle laptop", "idle tablet"] {
+        devices.push(join_device(w, &swarm, name)?.0);
+    }
+    // The hello deadlines (4 s here) armed the alarm; it fires once and is not re-armed.
+    let deadline = Instant::now() + 10 * SECOND;
+    let before = loop {
+        let s = stats(w, &swarm)?;
+        if s.alarm_at_ms.is_none() || Instant::now() > deadline {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    ensure!(before.alarm_at_ms.is_none(), "still armed: {before:?}");
+    let start = Instant::now();
+    while start.elapsed() < 61 * SECOND {
+        for device in &mut devices {
+            device.send_text(shared_protocol::HEARTBEAT)?;
+            device.recv_until(2 * SECOND, |m| {
+                matches!(m, ToClient::HeartbeatAck { .. }).then_some(())
+            })?;
+        }
+        std::thread::sleep(SECOND);
+    }
+    let after = stats(w, &swarm)?;
+    ensure!(after.alarm_at_ms.is_none(), "armed: {after:?}");
+    ensure!(after.connections == 3, "devices were closed: {after:?}");
+    // With nothing to do, the runtime evicts the object (its sockets hibernate); this request
+    // woke it, so its counters count from that restart.
+    ensure!(
+        after.started_ms > before.started_ms,
+        "the object never slept: started at {} both times",
+        after.started_ms
+    );
+    ensure!(
+        (
+            after.counters.alarms,
+            after.counters.storage_writes,
+            after.counters.messages_in
+        ) == (0, 0, 0),
+        "the woken object armed, wrote or was sent something: {:?}",
+        after.counters
     );
     Ok(())
 }
