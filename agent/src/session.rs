@@ -453,6 +453,7 @@ impl Agent {
             }
             LinkEvent::Refused => println!("the coordinator refused this device"),
             LinkEvent::Snapshot(_)
+            | LinkEvent::SnapshotDelta(_)
             | LinkEvent::Ack { .. }
             | LinkEvent::Error { .. }
             | LinkEvent::Computed { .. }

@@ -249,6 +249,17 @@ fn Dashboard(swarm_id: String) -> impl IntoView {
                         velocity.update(|v| v.observe(&snap));
                         snapshot.set(Some(*snap));
                     }
+                    Some(LinkEvent::SnapshotDelta(delta)) => {
+                        snapshot.update(|held| {
+                            let Some(held) = held else { return };
+                            match held.apply(*delta) {
+                                Ok(()) => velocity.update(|v| v.observe(held)),
+                                Err(gap) => leptos::logging::warn!(
+                                    "a snapshot delta did not follow the snapshot held: {gap:?}"
+                                ),
+                            }
+                        });
+                    }
                     Some(LinkEvent::Welcomed {
                         owner: is_owner, ..
                     }) => owner.set(is_owner),
@@ -766,7 +777,7 @@ fn DeviceRow(
             <td data-label="Status"><div>
                 <span class=move || if online() { "status online" } else { "status offline" } data-testid="device-status">
                     {move || if online() { "ONLINE" } else { "OFFLINE" }}</span>
-                <br/><span class="muted" data-testid="device-seen">{move || current.with(|d| format::ago(now(), d.last_seen_ms))}</span>
+                <br/><span class="muted" data-testid="device-seen">{move || current.with(|d| format::seen(d.status == DeviceStatus::Online, now(), d.last_seen_ms))}</span>
             </div></td>
             <td data-label="Hardware" class="wrap">{field(|d| format::hardware(&d.capabilities))}</td>
             <td data-label="Speed"><div>

@@ -395,13 +395,17 @@ enum Wake {
 /// skipped unread on a device; owners' replies come over HTTP, so they are skipped here.
 ///
 /// [`SwarmSnapshot`]: shared_protocol::SwarmSnapshot
-pub async fn drive<S: SnapshotPayload + serde::de::DeserializeOwned>(
+pub async fn drive<S>(
     mut link: Link,
     url: String,
     mut pool: Option<WorkerPool>,
     mut lend: Option<UnboundedReceiver<u16>>,
     mut update: impl FnMut(&Link, Option<LinkEvent>),
-) -> Link {
+) -> Link
+where
+    S: SnapshotPayload + serde::de::DeserializeOwned,
+    S::Delta: serde::de::DeserializeOwned,
+{
     // The cores the user chose to lend, re-sent after every welcome.
     let mut lending: Option<u16> = None;
     loop {
@@ -452,7 +456,7 @@ pub async fn drive<S: SnapshotPayload + serde::de::DeserializeOwned>(
                     let outgoing = match wake {
                         Wake::Incoming(Some(Ok(Message::Text(text)))) => {
                             let Ok(message) =
-                                serde_json::from_str::<ToClient<S, IgnoredAny>>(&text)
+                                serde_json::from_str::<ToClient<S, IgnoredAny, S::Delta>>(&text)
                             else {
                                 continue;
                             };

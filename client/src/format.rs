@@ -4,6 +4,17 @@ use shared_protocol::{DeviceShare as Share, ErrorCode, RunState};
 
 use crate::link::LinkState;
 
+/// When a device was last seen, as its row says. An online device's time may be held up to
+/// `SEEN_LAG_MS` (25 s) behind (snapshot deltas raise it only that far), so anything within
+/// that reads "within 25 s"; past it, the device missed heartbeats and its time is exact.
+pub fn seen(online: bool, now_ms: u64, last_seen_ms: u64) -> String {
+    if online && now_ms.saturating_sub(last_seen_ms) <= 27_000 {
+        "seen within 25 s".to_owned()
+    } else {
+        format!("seen {}", ago(now_ms, last_seen_ms))
+    }
+}
+
 /// "just now", "12 s ago", "5 min ago", "3 h ago", "2 d ago".
 pub fn ago(now_ms: u64, then_ms: u64) -> String {
     let secs = now_ms.saturating_sub(then_ms) / 1000;
@@ -310,6 +321,9 @@ mod tests {
     #[test]
     fn ages_read_naturally() {
         assert_eq!(ago(10_000, 9_500), "just now");
+        assert_eq!(seen(true, 30_000, 5_000), "seen within 25 s");
+        assert_eq!(seen(true, 40_000, 5_000), "seen 35 s ago");
+        assert_eq!(seen(false, 30_000, 5_000), "seen 25 s ago");
         assert_eq!(
             ago(10_000, 20_000),
             "just now",

@@ -6,8 +6,8 @@
 
 use serde::de::IgnoredAny;
 use shared_protocol::{
-    DeviceCredential, ErrorCode, Hello, HelloRole, SwarmSnapshot, ToClient, ToCoordinator,
-    WelcomeRole, PROTOCOL_VERSION,
+    DeviceCredential, ErrorCode, Hello, HelloRole, SnapshotDelta, SwarmSnapshot, ToClient,
+    ToCoordinator, WelcomeRole, PROTOCOL_VERSION,
 };
 
 /// Exponential backoff with "equal jitter": the n-th retry waits between half and all of
@@ -83,13 +83,19 @@ pub enum LinkState {
 /// A snapshot as a link decodes it: a dashboard reads [`SwarmSnapshot`]; a device skips it unread
 /// ([`IgnoredAny`], as in [`shared_protocol::ToDevice`]), so its wasm carries no decoder for it.
 pub trait SnapshotPayload {
+    /// How the changes that follow a first snapshot are decoded.
+    type Delta;
     /// The snapshot's `seq`, if it was read.
     fn seq(&self) -> Option<u64>;
     /// What receiving it means to the glue.
     fn event(self) -> LinkEvent;
+    /// A delta's `seq`, if it was read, and what receiving it means to the glue.
+    fn delta_event(delta: Self::Delta) -> (Option<u64>, LinkEvent);
 }
 
 impl SnapshotPayload for SwarmSnapshot {
+    type Delta = Box<SnapshotDelta>;
+
     fn seq(&self) -> Option<u64> {
         Some(self.seq)
     }
@@ -97,15 +103,25 @@ impl SnapshotPayload for SwarmSnapshot {
     fn event(self) -> LinkEvent {
         LinkEvent::Snapshot(Box::new(self))
     }
+
+    fn delta_event(delta: Box<SnapshotDelta>) -> (Option<u64>, LinkEvent) {
+        (Some(delta.seq), LinkEvent::SnapshotDelta(delta))
+    }
 }
 
 impl SnapshotPayload for IgnoredAny {
+    type Delta = IgnoredAny;
+
     fn seq(&self) -> Option<u64> {
         None
     }
 
     fn event(self) -> LinkEvent {
         LinkEvent::Nothing
+    }
+
+    fn delta_event(_: IgnoredAny) -> (Option<u64>, LinkEvent) {
+        (None, LinkEvent::Nothing)
     }
 }
 
@@ -121,6 +137,9 @@ pub enum LinkEvent {
     },
     /// A snapshot for the dashboard.
     Snapshot(Box<shared_protocol::SwarmSnapshot>),
+    /// What changed since the last snapshot or delta: apply it to the snapshot held
+    /// ([`SwarmSnapshot::apply`]).
+    SnapshotDelta(Box<SnapshotDelta>),
     /// A heartbeat round trip completed.
     Ack {
         rtt_ms: u64,
@@ -220,7 +239,7 @@ impl Link {
     pub fn on_message<S: SnapshotPayload, R>(
         &mut self,
         now: u64,
-        message: ToClient<S, R>,
+        message: ToClient<S, R, S::Delta>,
     ) -> LinkEvent {
         match message {
             ToClient::Welcome {
@@ -271,6 +290,11 @@ impl Link {
             ToClient::Snapshot(snapshot) => {
                 self.seen_seq = snapshot.seq().or(self.seen_seq);
                 snapshot.event()
+            }
+            ToClient::SnapshotDelta(delta) => {
+                let (seq, event) = S::delta_event(delta);
+                self.seen_seq = seq.or(self.seen_seq);
+                event
             }
             // Owner commands go over HTTP from this client; a reply here is not ours to handle.
             ToClient::OwnerResult { .. } => LinkEvent::Nothing,

@@ -262,7 +262,7 @@ mod tests {
         let text = encode(&device_hello("a", 2));
         assert_eq!(
             text,
-            r#"{"type":"hello","protocol":2,"role":{"kind":"device","name":"a","capabilities":{"cores":2,"memory_mb":8192,"gpu":false,"agent":"browser_desktop"},"credential":null,"invite":null}}"#
+            r#"{"type":"hello","protocol":3,"role":{"kind":"device","name":"a","capabilities":{"cores":2,"memory_mb":8192,"gpu":false,"agent":"browser_desktop"},"credential":null,"invite":null}}"#
         );
         let ack = encode::<ToClient>(&ToClient::HeartbeatAck {
             server_time_ms: Some(5),

@@ -25,12 +25,14 @@
 )]
 
 mod decode;
+mod delta;
 mod http;
 mod jobs;
 mod messages;
 mod text;
 
 pub use decode::{decode, encode, DecodeError, Limits, Validated, WireMessage};
+pub use delta::{sort_rows, DeltaGap, SnapshotDelta};
 pub use http::{
     CreateSwarmRequest, CreateSwarmResponse, HealthResponse, HttpError, ResolveCodeRequest,
     ResolveCodeResponse, SwarmInfo, SwarmStats,
@@ -52,8 +54,14 @@ pub use text::{
 };
 
 /// The protocol version this build speaks. It travels in [`Hello`] and [`ToClient::Welcome`];
-/// a coordinator answers a different version with [`ErrorCode::ProtocolMismatch`].
-pub const PROTOCOL_VERSION: u16 = 2;
+/// a coordinator answers a version outside [`OLDEST_PROTOCOL_VERSION`]..=this one with
+/// [`ErrorCode::ProtocolMismatch`]. Version 3 sends a dashboard [`SnapshotDelta`]s after its
+/// first snapshot; everything else is as in version 2.
+pub const PROTOCOL_VERSION: u16 = 3;
+
+/// The oldest protocol version a coordinator still speaks: a version 2 dashboard gets a full
+/// snapshot every time.
+pub const OLDEST_PROTOCOL_VERSION: u16 = 2;
 
 /// WebSocket close codes the coordinator uses. 1008 and 1009 are the standard "policy
 /// violation" and "message too big"; the 4xxx range is the application's own.

@@ -8,6 +8,7 @@
 use garde::Validate;
 use serde::{Deserialize, Serialize};
 
+use crate::delta::SnapshotDelta;
 use crate::jobs::{valid_job, JobSpec, JobView, Work, WorkResult};
 use crate::text::{is_code, is_id, is_label, is_secret};
 
@@ -261,12 +262,12 @@ pub struct DeviceCredential {
     pub secret: String,
 }
 
-/// A message from the coordinator to a client. The two dashboard payloads are type parameters
+/// A message from the coordinator to a client. The three dashboard payloads are type parameters
 /// only so that a device can decode the same messages as [`ToDevice`], skipping them unread;
 /// everything else names the plain `ToClient`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum ToClient<Snapshot = SwarmSnapshot, Reply = OwnerReply> {
+pub enum ToClient<Snapshot = SwarmSnapshot, Reply = OwnerReply, Delta = Box<SnapshotDelta>> {
     /// The answer to a good hello; always the first message a client receives.
     Welcome {
         protocol: u16,
@@ -285,8 +286,12 @@ pub enum ToClient<Snapshot = SwarmSnapshot, Reply = OwnerReply> {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         server_time_ms: Option<u64>,
     },
-    /// The swarm's live state, sent to dashboards every broadcast interval (2 s).
+    /// The swarm's live state, sent to dashboards every broadcast interval (2 s); to a dashboard
+    /// speaking protocol 3, only the first time, and then [`ToClient::SnapshotDelta`].
     Snapshot(Snapshot),
+    /// What changed since the previous snapshot or delta on this socket
+    /// ([`SwarmSnapshot::apply`]).
+    SnapshotDelta(Delta),
     /// How much a device computes: sent to a device right after its welcome and again whenever
     /// its lent cores, the swarm's throttle, the run state or its enabled flag change.
     Share(DeviceShare),
@@ -317,10 +322,10 @@ pub enum ToClient<Snapshot = SwarmSnapshot, Reply = OwnerReply> {
     },
 }
 
-/// [`ToClient`] as a device reads it: the same wire form, with a dashboard's snapshot and an
+/// [`ToClient`] as a device reads it: the same wire form, with a dashboard's snapshots and an
 /// owner's reply skipped unread. A device's wasm then carries no decoder for the dashboard's
 /// types.
-pub type ToDevice = ToClient<serde::de::IgnoredAny, serde::de::IgnoredAny>;
+pub type ToDevice = ToClient<serde::de::IgnoredAny, serde::de::IgnoredAny, serde::de::IgnoredAny>;
 
 /// How much of a device the swarm uses ([`ToClient::Share`]): `lent_cores × throttle_percent ÷
 /// 100` cores' worth. The device runs at most `workers` leases at once, and a worker that took

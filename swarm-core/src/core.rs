@@ -176,6 +176,9 @@ pub(crate) struct Conn {
     /// For a dashboard: the newest snapshot it has said it read (heartbeat `seen`), or the one
     /// before it said hello.
     read_seq: u64,
+    /// For a dashboard: it has been sent a full snapshot on this socket by this core, so it
+    /// holds the base the next delta is made from.
+    has_base: bool,
 }
 
 /// One swarm's coordinator state. See the crate docs for how to drive it.
@@ -193,6 +196,11 @@ pub struct SwarmCore {
     /// a job running); `None` otherwise.
     next_tick_ms: Option<Millis>,
     log: VecDeque<LogEntry>,
+    /// Entries ever logged by this core, so a delta knows which are new.
+    log_count: u64,
+    /// What the dashboards that hold a base hold: the last broadcast as they applied it, and
+    /// `log_count` then. `None` while no dashboard watches.
+    dashboard_base: Option<(SwarmSnapshot, u64)>,
     pub(crate) audit: Audit,
     pub(crate) jobs: JobBoard,
     counters: Counters,
@@ -223,6 +231,8 @@ impl SwarmCore {
             alarm_at: None,
             next_tick_ms: None,
             log: VecDeque::new(),
+            log_count: 0,
+            dashboard_base: None,
             counters: Counters::default(),
             snapshot_seq: 0,
             started_ms: 0,
@@ -509,7 +519,7 @@ impl SwarmCore {
                 let refusal = Refusal::new(ErrorCode::Forbidden, "only devices return results");
                 self.reject(now, conn, refusal, None);
             }
-            (Session::Dashboard { owner: true }, ToCoordinator::Owner { request, command }) => {
+            (Session::Dashboard { owner: true, .. }, ToCoordinator::Owner { request, command }) => {
                 match self.owner_command(now, command) {
                     Ok(result) => self.send(conn, &ToClient::OwnerResult { request, result }),
                     Err(refusal) => self.reject(now, conn, refusal, Some(request)),
@@ -776,6 +786,7 @@ impl SwarmCore {
                 session,
                 bucket,
                 read_seq,
+                has_base: false,
             },
         );
     }
@@ -927,6 +938,7 @@ impl SwarmCore {
             self.close(now, conn, close_code::NOT_READING, "not reading");
         }
         if dashboards.is_empty() {
+            self.dashboard_base = None;
             return;
         }
         self.snapshot_seq = seq;
@@ -935,13 +947,54 @@ impl SwarmCore {
             .counters
             .messages_out
             .saturating_add(dashboards.len() as u64);
-        let text: Rc<str> = encode::<ToClient>(&ToClient::Snapshot(self.snapshot(now))).into();
-        for conn in dashboards {
-            self.outputs.push_back(Output::Send {
-                conn,
-                text: Rc::clone(&text),
+        let snapshot = self.snapshot(now);
+        let (deltas, fulls): (Vec<ConnId>, Vec<ConnId>) =
+            dashboards.into_iter().partition(|conn| {
+                self.conns.get(conn).is_some_and(|c| {
+                    c.has_base && matches!(c.session, Session::Dashboard { deltas: true, .. })
+                })
             });
+        let mut fulls = fulls;
+        let base = match self.dashboard_base.take() {
+            Some((mut base, logged)) if !deltas.is_empty() => {
+                let added = self.log_count.saturating_sub(logged);
+                // The log ring always keeps its newest entry (`push_bounded`).
+                let kept = self.config.log_capacity.max(1);
+                let delta = crate::delta::diff(&base, &snapshot, added, kept);
+                let text: Rc<str> =
+                    encode::<ToClient>(&ToClient::SnapshotDelta(Box::new(delta.clone()))).into();
+                // The base becomes what those dashboards hold once they apply it.
+                if base.apply(delta).is_ok() {
+                    for conn in deltas {
+                        self.outputs.push_back(Output::Send {
+                            conn,
+                            text: Rc::clone(&text),
+                        });
+                    }
+                    base
+                } else {
+                    fulls.extend(deltas);
+                    snapshot.clone()
+                }
+            }
+            _ => {
+                fulls.extend(deltas);
+                snapshot.clone()
+            }
+        };
+        if !fulls.is_empty() {
+            let text: Rc<str> = encode::<ToClient>(&ToClient::Snapshot(snapshot)).into();
+            for conn in fulls {
+                if let Some(entry) = self.conns.get_mut(&conn) {
+                    entry.has_base = true;
+                }
+                self.outputs.push_back(Output::Send {
+                    conn,
+                    text: Rc::clone(&text),
+                });
+            }
         }
+        self.dashboard_base = Some((base, self.log_count));
     }
 
     fn reject_decode(
@@ -986,10 +1039,10 @@ impl SwarmCore {
                 "message from a device",
                 format!("device {}", short(device_id)),
             ),
-            Some(Session::Dashboard { owner: true }) => {
+            Some(Session::Dashboard { owner: true, .. }) => {
                 ("message from the owner", "the owner's dashboard".to_owned())
             }
-            Some(Session::Dashboard { owner: false }) => {
+            Some(Session::Dashboard { owner: false, .. }) => {
                 ("message from a viewer", "a viewer".to_owned())
             }
             _ => ("hello", "a new connection".to_owned()),
@@ -1040,6 +1093,7 @@ impl SwarmCore {
     }
 
     pub(crate) fn log(&mut self, now: Millis, level: LogLevel, text: String) {
+        self.log_count = self.log_count.saturating_add(1);
         push_bounded(
             &mut self.log,
             self.config.log_capacity,
@@ -1060,6 +1114,7 @@ impl SwarmCore {
             text,
         };
         self.audit.record(kind, entry.clone());
+        self.log_count = self.log_count.saturating_add(1);
         push_bounded(&mut self.log, self.config.log_capacity, entry);
     }
 }

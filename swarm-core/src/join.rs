@@ -3,7 +3,7 @@
 
 use shared_protocol::{
     close_code, normalize_code, Capabilities, DeviceCredential, ErrorCode, Hello, HelloRole,
-    JoinProof, LogLevel, ToClient, WelcomeRole, PROTOCOL_VERSION,
+    JoinProof, LogLevel, ToClient, WelcomeRole, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 
 use crate::core::{Device, Refusal, SwarmCore};
@@ -18,6 +18,7 @@ const VOUCHED: &str = "with the owner key";
 
 impl SwarmCore {
     pub(crate) fn handle_hello(&mut self, now: Millis, conn: ConnId, hello: Hello) {
+        let protocol = hello.protocol;
         match self.admit(now, conn, hello) {
             Ok((session, role)) => {
                 let device = match &session {
@@ -31,7 +32,7 @@ impl SwarmCore {
                 self.send(
                     conn,
                     &ToClient::Welcome {
-                        protocol: PROTOCOL_VERSION,
+                        protocol,
                         swarm_id: meta.swarm_id,
                         swarm_name: meta.name,
                         role,
@@ -58,10 +59,14 @@ impl SwarmCore {
         conn: ConnId,
         hello: Hello,
     ) -> Result<(Session, WelcomeRole), Refusal> {
-        if hello.protocol != PROTOCOL_VERSION {
+        if !(OLDEST_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&hello.protocol) {
             return Err(Refusal::new(
                 ErrorCode::ProtocolMismatch,
-                format!("protocol version {} is not supported; this coordinator speaks {PROTOCOL_VERSION}", hello.protocol),
+                format!(
+                    "protocol version {} is not supported; this coordinator speaks \
+                     {OLDEST_PROTOCOL_VERSION} to {PROTOCOL_VERSION}",
+                    hello.protocol
+                ),
             ));
         }
         if self.meta.is_none() {
@@ -75,7 +80,10 @@ impl SwarmCore {
                     Some(_) => return Err(Refusal::new(ErrorCode::BadOwnerKey, "wrong owner key")),
                 };
                 Ok((
-                    Session::Dashboard { owner },
+                    Session::Dashboard {
+                        owner,
+                        deltas: hello.protocol >= 3,
+                    },
                     WelcomeRole::Dashboard { owner },
                 ))
             }

@@ -29,6 +29,7 @@
 mod audit;
 mod bench;
 mod core;
+pub mod delta;
 pub mod directory;
 mod invites;
 mod jobs;

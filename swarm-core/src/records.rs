@@ -252,8 +252,13 @@ pub enum Session {
         #[serde(default)]
         link: DeviceLink,
     },
-    /// A dashboard socket; `owner` if it presented the owner key.
-    Dashboard { owner: bool },
+    /// A dashboard socket; `owner` if it presented the owner key, `deltas` if it speaks
+    /// protocol 3 (it gets [`shared_protocol::SnapshotDelta`]s after its first snapshot).
+    Dashboard {
+        owner: bool,
+        #[serde(default)]
+        deltas: bool,
+    },
 }
 
 /// What belongs to one device connection and must outlive a restart of the object as long as

@@ -6,8 +6,8 @@ mod sim;
 use sim::*;
 
 use shared_protocol::{
-    close_code, DeviceCredential, DeviceStatus, ErrorCode, OwnerCommand, RunState, ToClient,
-    ToCoordinator, WelcomeRole, PROTOCOL_VERSION,
+    close_code, encode, DeviceCredential, DeviceStatus, ErrorCode, OwnerCommand, RunState,
+    SwarmSnapshot, ToClient, ToCoordinator, WelcomeRole, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 use swarm_core::{hash_secret, Config, ConnId, CreateError, SwarmMeta};
 
@@ -250,7 +250,9 @@ fn a_protocol_mismatch_is_refused_clearly() {
             ..
         }] => {
             assert!(
-                message.contains(&format!("speaks {PROTOCOL_VERSION}")),
+                message.contains(&format!(
+                    "speaks {OLDEST_PROTOCOL_VERSION} to {PROTOCOL_VERSION}"
+                )),
                 "{message}"
             )
         }
@@ -620,4 +622,92 @@ fn an_owners_name_for_a_device_outlives_its_hellos_and_a_restart() {
     assert_eq!(name_of(&sim).as_deref(), Some("Lab bench 3"));
     sim.restart();
     assert_eq!(name_of(&sim).as_deref(), Some("Lab bench 3"));
+}
+
+/// `n` devices join and heartbeat for five minutes, each at its own phase of the 10 s
+/// interval, with a dashboard that confirms what it reads. Returns the sim, the devices, the
+/// dashboard, the size of its first (whole) snapshot and of every delta after it.
+fn idle_swarm_watched(n: usize) -> (Sim, Vec<(ConnId, DeviceCredential)>, ConnId, usize) {
+    let mut sim = Sim::new();
+    let joined: Vec<(ConnId, DeviceCredential)> = (0..n)
+        .map(|i| sim.join_device(&format!("idle {i}")))
+        .collect();
+    let dash = sim.join_dashboard(None);
+    sim.advance(2_000);
+    let full = snapshots(&sim.take(dash))
+        .last()
+        .map(|s| encode::<ToClient>(&ToClient::Snapshot((*s).clone())).len())
+        .expect("a first, whole snapshot");
+    for second in 0..300u64 {
+        for (i, (conn, _)) in joined.iter().enumerate() {
+            if (second + i as u64).is_multiple_of(10) {
+                sim.send(*conn, &ToCoordinator::Heartbeat { seen: None });
+            }
+        }
+        sim.advance(1_000);
+        let seen = snapshots(&sim.take(dash)).last().map(|s| s.seq);
+        if seen.is_some() {
+            sim.send(dash, &ToCoordinator::Heartbeat { seen });
+            let _ = sim.take(dash);
+        }
+    }
+    (sim, joined, dash, full)
+}
+
+#[test]
+fn a_dashboard_watching_200_idle_devices_is_sent_at_most_2_kb_a_tick() {
+    let (mut sim, joined, dash, full) = idle_swarm_watched(200);
+    let devices: Vec<ConnId> = joined.iter().map(|(conn, _)| *conn).collect();
+    let sizes = &sim.delta_bytes;
+    assert_eq!(
+        sizes.len(),
+        150,
+        "a delta every 2 s after the first snapshot"
+    );
+    let largest = sizes.iter().copied().max().unwrap_or(0);
+    assert!(
+        full > 50_000,
+        "the whole snapshot holds every row: {full} bytes"
+    );
+    assert!(largest <= 2_048, "a delta of {largest} bytes");
+    // What the dashboard holds is what a whole snapshot says, last-seen times within 25 s.
+    let held = sim.held[&dash].clone();
+    let exact = sim.snapshot();
+    assert_eq!(held.devices.len(), 200);
+    for row in &held.devices {
+        let now = exact.devices.iter().find(|d| d.id == row.id).unwrap();
+        assert!(now.last_seen_ms - row.last_seen_ms <= 25_000);
+    }
+    // A device that misses its heartbeats is held at its exact last-seen time.
+    let quiet = &joined[0].1.device_id;
+    for _ in 0..20 {
+        for conn in &devices[1..] {
+            sim.send(*conn, &ToCoordinator::Heartbeat { seen: None });
+        }
+        sim.advance(2_000);
+    }
+    let _ = sim.take(dash);
+    let exact = sim.snapshot();
+    let row = |s: &SwarmSnapshot| s.devices.iter().find(|d| &d.id == quiet).unwrap().clone();
+    assert_eq!(row(&exact).status, DeviceStatus::Online);
+    assert!(exact.now_ms - row(&exact).last_seen_ms > 30_000);
+    assert_eq!(row(&sim.held[&dash]), row(&exact));
+}
+
+/// The table in docs/BENCHMARKS.md: `cargo xtask bench` runs it (release build).
+#[test]
+#[ignore = "a benchmark table; run by cargo xtask bench"]
+fn dashboard_bytes_per_tick_table() {
+    println!("\nDashboard bytes per 2 s tick, idle devices heartbeating every 10 s (5 minutes):\n");
+    println!(
+        "| devices | whole snapshot (protocol 2, every tick) | delta, mean | delta, largest |"
+    );
+    println!("| ---: | ---: | ---: | ---: |");
+    for n in [10, 50, 200] {
+        let (sim, _, _, full) = idle_swarm_watched(n);
+        let sizes = &sim.delta_bytes;
+        let mean = sizes.iter().sum::<usize>() / sizes.len().max(1);
+        let largest = sizes.iter().copied().max().unwrap_or(0);
+        println!("| {n} | {full} | {mean} | {largest} |");
+    }
 }

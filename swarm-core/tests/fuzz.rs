@@ -35,11 +35,12 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 use shared_protocol::{
     close_code, decode, decode_counts, encode, encode_counts, normalize_code, request_of,
-    AgentClass, Capabilities, DeviceCredential, DeviceShare, ErrorCode, Hello, HelloRole,
-    JobResult, JobSpec, JobState, JobView, JoinProof, OwnerCommand, OwnerReply, RunState,
-    SwarmSnapshot, ToClient, ToCoordinator, WelcomeRole, Work, WorkResult, MAX_NONCE_END,
-    MAX_PRIME_END, PROTOCOL_VERSION,
+    AgentClass, Capabilities, DeviceCredential, DeviceShare, DeviceStatus, DeviceView, ErrorCode,
+    Hello, HelloRole, JobResult, JobSpec, JobState, JobView, JoinProof, OwnerCommand, OwnerReply,
+    RunState, SwarmSnapshot, ToClient, ToCoordinator, WelcomeRole, Work, WorkResult, MAX_NONCE_END,
+    MAX_PRIME_END, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
+use swarm_core::delta::SEEN_LAG_MS;
 use swarm_core::{hash_secret, Config, ConnId, DeviceRecord, InviteRecord, Session, BENCH_JOB_ID};
 
 use sim::{caps, Sim, OWNER_KEY};
@@ -120,6 +121,11 @@ fn fuzz() {
         );
         assert!(tally.restarts > 20, "restarts: {}", tally.restarts);
         assert!(
+            tally.deltas_compared > 100,
+            "dashboard states from deltas compared: {}",
+            tally.deltas_compared
+        );
+        assert!(
             tally.replicas > 20,
             "replica answers taken: {}",
             tally.replicas
@@ -159,6 +165,8 @@ struct Tally {
     /// Jobs done with the right result although handed a wrong answer the cheap check passes.
     healed: u64,
     restarts: u64,
+    /// Checks in which a dashboard's deltas were compared with a full snapshot of that `seq`.
+    deltas_compared: u64,
     closes: BTreeMap<u16, u64>,
     /// Results handed to the core on device sockets, by what they answered and how well.
     answers: BTreeMap<String, u64>,
@@ -180,8 +188,8 @@ impl Tally {
             "{} steps, {} registrations, {} resumes, {} job leases, {} replica answers taken, \
              {} owner commands done and {} refused, \
              {} results accepted, {} jobs done ({} right despite a wrong answer), \
-             {} quarantines ({} outvoted), {} times progress taken back, {} restarts; \
-             answers {}; closes {}",
+             {} quarantines ({} outvoted), {} times progress taken back, {} restarts, \
+             {} delta states compared; answers {}; closes {}",
             thousands(self.steps),
             self.registered,
             self.resumed,
@@ -196,6 +204,7 @@ impl Tally {
             self.outvoted,
             self.caught_later,
             self.restarts,
+            self.deltas_compared,
             answers.join(" "),
             closes.join(" ")
         )
@@ -236,6 +245,7 @@ fn run_sequence(seq_seed: u64, hostile: &[String], tally: &mut Tally, trace: boo
     tally.caught_later += fuzzer.tally.caught_later;
     tally.healed += fuzzer.tally.healed;
     tally.restarts += fuzzer.tally.restarts;
+    tally.deltas_compared += fuzzer.tally.deltas_compared;
     for (code, n) in &fuzzer.tally.closes {
         *tally.closes.entry(*code).or_default() += n;
     }
@@ -568,6 +578,10 @@ struct Sock {
     last_snapshot: Option<u64>,
     last_seq_this_core: Option<u64>,
     leases: BTreeMap<u64, Held>,
+    /// A dashboard speaking protocol 3: the snapshot it holds, its first one with every delta
+    /// since applied.
+    deltas: bool,
+    held: Option<SwarmSnapshot>,
 }
 
 /// An invite whose secrets the oracle saw.
@@ -712,6 +726,9 @@ struct Fuzzer<'t> {
     base_alarm_writes: usize,
     step: usize,
     recent: VecDeque<String>,
+    /// The full snapshots this core sent, by `seq`, to compare with what dashboards hold
+    /// after applying deltas.
+    fulls: BTreeMap<u64, SwarmSnapshot>,
     /// Since when someone has been waiting on the swarm without a break (a socket's hello, a
     /// dashboard or a running job), as seen at the checks: the 2 s ticks run meanwhile.
     waited_since: Option<u64>,
@@ -724,6 +741,7 @@ impl<'t> Fuzzer<'t> {
         let mut sim = Sim::with_config(config);
         // Every message counts here, shares included.
         sim.shares_in_inbox = true;
+        sim.deltas_in_inbox = true;
         let mut m = Model::default();
         let first = sim.store.invites.keys().next().cloned().unwrap_or_default();
         m.invites.push(KnownInvite {
@@ -749,6 +767,7 @@ impl<'t> Fuzzer<'t> {
             step: 0,
             recent: VecDeque::new(),
             waited_since: None,
+            fulls: BTreeMap::new(),
         };
         // Every sequence starts from its own core seed (ids, secrets, epochs differ).
         let seed = fuzzer.g.seed32();
@@ -799,6 +818,8 @@ impl<'t> Fuzzer<'t> {
             last_snapshot: None,
             last_seq_this_core: None,
             leases: BTreeMap::new(),
+            deltas: false,
+            held: None,
         });
         self.m.by_conn.insert(conn, idx);
         idx
@@ -857,6 +878,7 @@ impl<'t> Fuzzer<'t> {
     fn restart(&mut self, seed: [u8; 32]) {
         // Leases beyond the attachment's cap are forgotten by a restart (the device is not
         // told); the oracle forgets them too.
+        self.fulls.clear();
         for sock in self.m.socks.iter_mut().filter(|s| s.open) {
             sock.last_seq_this_core = None;
             let kept: BTreeSet<u64> = match self.sim.attachments.get(&sock.conn).map(|a| &a.session)
@@ -1081,9 +1103,14 @@ impl<'t> Fuzzer<'t> {
 
     fn gen_protocol(&mut self) -> u16 {
         if self.g.chance(94) {
-            PROTOCOL_VERSION
+            self.g.pick(&[OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION])
         } else {
-            self.g.pick(&[0, PROTOCOL_VERSION + 1, u16::MAX])
+            self.g.pick(&[
+                0,
+                OLDEST_PROTOCOL_VERSION - 1,
+                PROTOCOL_VERSION + 1,
+                u16::MAX,
+            ])
         }
     }
 
@@ -2070,7 +2097,7 @@ impl<'t> Fuzzer<'t> {
                 !r.revoked && now < r.expires_ms && r.max_uses.is_none_or(|max| r.uses < max)
             })
         };
-        let fresh = hello.protocol == PROTOCOL_VERSION;
+        let fresh = (OLDEST_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&hello.protocol);
         match proof {
             JoinProof::OwnerKey { owner_key } => {
                 sent.may_register = owner_key == OWNER_KEY;
@@ -2299,7 +2326,6 @@ impl<'t> Fuzzer<'t> {
                 role: granted,
                 ..
             } => {
-                assert_eq!(protocol, PROTOCOL_VERSION);
                 assert!(
                     role == Role::Awaiting && !welcomed,
                     "a second welcome on socket {idx}"
@@ -2311,10 +2337,13 @@ impl<'t> Fuzzer<'t> {
                     .find(|h| h.sock == idx)
                     .unwrap_or_else(|| panic!("a welcome on socket {idx} without a hello"))
                     .clone();
-                assert_eq!(
-                    hello.hello.protocol, PROTOCOL_VERSION,
-                    "welcomed another version"
+                assert!(
+                    (OLDEST_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&hello.hello.protocol),
+                    "welcomed version {}",
+                    hello.hello.protocol
                 );
+                assert_eq!(protocol, hello.hello.protocol, "the welcome's version");
+                self.m.socks[idx].deltas = hello.hello.protocol >= 3;
                 self.welcome(idx, &hello, granted);
             }
             ToClient::Lease {
@@ -2394,9 +2423,39 @@ impl<'t> Fuzzer<'t> {
                         .is_none_or(|last| last < snapshot.seq),
                     "snapshot seq went back on socket {idx}"
                 );
+                if sock.deltas {
+                    assert_eq!(
+                        sock.last_seq_this_core, None,
+                        "a second full snapshot for a delta dashboard on socket {idx}"
+                    );
+                    sock.held = Some(snapshot.clone());
+                }
                 sock.last_snapshot = Some(snapshot.seq);
                 sock.last_seq_this_core = Some(snapshot.seq);
                 self.check_no_secrets(snapshot.log.iter().map(|e| e.text.as_str()));
+                self.fulls.insert(snapshot.seq, snapshot);
+            }
+            ToClient::SnapshotDelta(delta) => {
+                let sock = &mut self.m.socks[idx];
+                assert!(
+                    sock.deltas && matches!(role, Role::Viewer | Role::Owner),
+                    "a delta for socket {idx}, a {role:?} that did not ask for deltas"
+                );
+                assert_eq!(
+                    sock.last_seq_this_core,
+                    delta.seq.checked_sub(1),
+                    "a delta that does not follow the last snapshot on socket {idx}"
+                );
+                let texts: Vec<String> = delta.log.iter().map(|e| e.text.clone()).collect();
+                let held = sock
+                    .held
+                    .as_mut()
+                    .unwrap_or_else(|| panic!("a delta before any snapshot on socket {idx}"));
+                held.apply((*delta).clone())
+                    .unwrap_or_else(|gap| panic!("socket {idx}: {gap:?}"));
+                sock.last_snapshot = Some(delta.seq);
+                sock.last_seq_this_core = Some(delta.seq);
+                self.check_no_secrets(texts.iter().map(String::as_str));
             }
             ToClient::OwnerResult { request, result } => {
                 assert_eq!(role, Role::Owner, "an owner result on a {role:?} socket");
@@ -2601,6 +2660,7 @@ impl<'t> Fuzzer<'t> {
             None
         };
         self.check_counters();
+        self.check_deltas();
         self.check_sockets(&after);
         self.check_registry(before, &after);
         self.check_owner_state(before, &after);
@@ -2632,6 +2692,54 @@ impl<'t> Fuzzer<'t> {
             c.rejected <= self.core_in + self.core_http,
             "more refusals than inputs"
         );
+    }
+
+    /// A dashboard that applied deltas holds what a full snapshot of the same `seq` says,
+    /// except that an online device's last-seen time may lag by up to
+    /// [`SEEN_LAG_MS`].
+    fn check_deltas(&mut self) {
+        for (idx, sock) in self.m.socks.iter().enumerate().filter(|(_, s)| s.open) {
+            let Some(held) = &sock.held else { continue };
+            let Some(full) = self.fulls.get(&held.seq) else {
+                continue;
+            };
+            self.tally.deltas_compared += 1;
+            let mut rows: BTreeMap<&str, DeviceView> = BTreeMap::new();
+            for row in &held.devices {
+                let exact = full
+                    .devices
+                    .iter()
+                    .find(|d| d.id == row.id)
+                    .unwrap_or_else(|| {
+                        panic!("socket {idx} holds device {} not in {}", row.id, full.seq)
+                    });
+                let lag = exact.last_seen_ms.checked_sub(row.last_seen_ms);
+                let ok = match exact.status {
+                    DeviceStatus::Online => lag.is_some_and(|l| l <= SEEN_LAG_MS),
+                    DeviceStatus::Offline => lag == Some(0),
+                };
+                assert!(
+                    ok,
+                    "socket {idx}: device {} last seen {} held, {} exact",
+                    row.id, row.last_seen_ms, exact.last_seen_ms
+                );
+                let mut row = row.clone();
+                row.last_seen_ms = exact.last_seen_ms;
+                rows.insert(&exact.id, row);
+            }
+            let exact: BTreeMap<&str, DeviceView> = full
+                .devices
+                .iter()
+                .map(|d| (d.id.as_str(), d.clone()))
+                .collect();
+            assert_eq!(rows, exact, "socket {idx}: device rows at seq {}", full.seq);
+            let mut same = held.clone();
+            same.devices = full.devices.clone();
+            assert_eq!(&same, full, "socket {idx}: snapshot at seq {}", full.seq);
+        }
+        // Only the newest snapshots can still be compared.
+        let newest = self.fulls.keys().next_back().copied().unwrap_or(0);
+        self.fulls.retain(|seq, _| seq + 4 >= newest);
     }
 
     /// Whether anyone waits on the swarm: a socket that has not said hello yet, a dashboard, or
@@ -2707,8 +2815,8 @@ impl<'t> Fuzzer<'t> {
                         );
                     }
                 }
-                (Session::Dashboard { owner: false }, Role::Viewer)
-                | (Session::Dashboard { owner: true }, Role::Owner) => {}
+                (Session::Dashboard { owner: false, .. }, Role::Viewer)
+                | (Session::Dashboard { owner: true, .. }, Role::Owner) => {}
                 (session, role) => {
                     panic!("socket {idx} is {role:?} but its session is {session:?}")
                 }

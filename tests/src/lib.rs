@@ -15,7 +15,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use shared_protocol::{encode, CreateSwarmResponse, ToClient, ToCoordinator};
+use shared_protocol::{encode, CreateSwarmResponse, SwarmSnapshot, ToClient, ToCoordinator};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
@@ -280,6 +280,12 @@ pub fn http_agent() -> ureq::Agent {
 /// A raw protocol client over a real WebSocket.
 pub struct WsClient {
     ws: WebSocket<MaybeTlsStream<TcpStream>>,
+    /// A dashboard's snapshot: the first one with every delta since applied. Reads show a
+    /// delta as the snapshot it makes (the raw deltas are counted in `deltas`).
+    held: Option<SwarmSnapshot>,
+    /// Deltas received, and their bytes.
+    pub deltas: u64,
+    pub delta_bytes: u64,
 }
 
 /// What a read produced.
@@ -321,7 +327,12 @@ impl WsClient {
         if let MaybeTlsStream::Plain(stream) = ws.get_ref() {
             stream.set_read_timeout(Some(Duration::from_millis(200)))?;
         }
-        Ok(Self { ws })
+        Ok(Self {
+            ws,
+            held: None,
+            deltas: 0,
+            delta_bytes: 0,
+        })
     }
 
     pub fn send(&mut self, message: &ToCoordinator) -> Result<()> {
@@ -344,8 +355,26 @@ impl WsClient {
         loop {
             match self.ws.read() {
                 Ok(Message::Text(text)) => {
-                    let msg = serde_json::from_str(&text)
+                    let msg: ToClient = serde_json::from_str(&text)
                         .with_context(|| format!("undecodable message from coordinator: {text}"))?;
+                    let msg = match msg {
+                        ToClient::Snapshot(snapshot) => {
+                            self.held = Some(snapshot.clone());
+                            ToClient::Snapshot(snapshot)
+                        }
+                        ToClient::SnapshotDelta(delta) => {
+                            self.deltas += 1;
+                            self.delta_bytes += text.len() as u64;
+                            let held = self
+                                .held
+                                .as_mut()
+                                .context("a snapshot delta before any snapshot")?;
+                            held.apply(*delta)
+                                .map_err(|gap| anyhow!("a delta out of order: {gap:?}"))?;
+                            ToClient::Snapshot(held.clone())
+                        }
+                        msg => msg,
+                    };
                     return Ok(Received::Message(msg));
                 }
                 Ok(Message::Close(frame)) => {

@@ -8,6 +8,7 @@
 // ureq's error type is large; in test code that costs nothing worth boxing for.
 #![allow(clippy::result_large_err)]
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
@@ -19,7 +20,7 @@ use shared_protocol::{
     close_code, AgentClass, Capabilities, Counters, DeviceCredential, DeviceStatus, ErrorCode,
     Hello, HelloRole, HttpError, JobResult, JobSpec, JobState, JobView, JoinProof, OwnerCommand,
     OwnerReply, SwarmInfo, SwarmSnapshot, SwarmStats, ToClient, ToCoordinator, WelcomeRole, Work,
-    WorkResult, PROTOCOL_VERSION,
+    WorkResult, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -36,6 +37,10 @@ fn main() {
         (
             "snapshots arrive every 2 s, driven by the alarm",
             snapshot_cadence,
+        ),
+        (
+            "a protocol 3 dashboard gets deltas that rebuild what a protocol 2 dashboard is sent",
+            deltas_rebuild_the_snapshot,
         ),
         (
             "a silent device goes OFFLINE and is closed",
@@ -534,6 +539,79 @@ fn snapshot_cadence(w: &Wrangler) -> Result<()> {
             "arrived {gap:?} apart"
         );
     }
+    Ok(())
+}
+
+fn deltas_rebuild_the_snapshot(w: &Wrangler) -> Result<()> {
+    let swarm = new_swarm(w, "deltas")?;
+    let mut devices = Vec::new();
+    for name in ["one", "two", "three"] {
+        devices.push(join_device(w, &swarm, name)?.0);
+    }
+    let mut v3 = join_dashboard(w, &swarm)?;
+    let mut v2 = WsClient::connect(&w.ws_url(&swarm.swarm_id))?;
+    v2.send(&ToCoordinator::Hello(Hello {
+        protocol: OLDEST_PROTOCOL_VERSION,
+        role: HelloRole::Dashboard { owner_key: None },
+    }))?;
+    ensure!(
+        matches!(
+            v2.recv_message(5 * SECOND)?,
+            ToClient::Welcome { protocol: 2, .. }
+        ),
+        "a protocol 2 dashboard is welcomed in protocol 2"
+    );
+    let mut held = BTreeMap::new();
+    let mut full = BTreeMap::new();
+    for round in 0..6 {
+        // Something changes between ticks: a device leaves, another heartbeats.
+        if round == 3 {
+            devices.pop().context("a device")?.close();
+        }
+        devices[0].send(&ToCoordinator::Heartbeat { seen: None })?;
+        let snap = next_snapshot(&mut v3, 4 * SECOND)?;
+        v3.send(&ToCoordinator::Heartbeat {
+            seen: Some(snap.seq),
+        })?;
+        held.insert(snap.seq, snap);
+        let snap = next_snapshot(&mut v2, 4 * SECOND)?;
+        v2.send(&ToCoordinator::Heartbeat {
+            seen: Some(snap.seq),
+        })?;
+        full.insert(snap.seq, snap);
+    }
+    ensure!(
+        v3.deltas >= 4 && v2.deltas == 0,
+        "deltas: {} to the protocol 3 dashboard, {} to the protocol 2 one",
+        v3.deltas,
+        v2.deltas
+    );
+    let mut compared = 0;
+    for (seq, mine) in &held {
+        let Some(exact) = full.get(seq) else { continue };
+        compared += 1;
+        for row in &exact.devices {
+            let kept = mine
+                .devices
+                .iter()
+                .find(|d| d.id == row.id)
+                .with_context(|| format!("seq {seq}: row {} missing", row.id))?;
+            let lag = row.last_seen_ms.saturating_sub(kept.last_seen_ms);
+            ensure!(lag <= 25_000, "seq {seq}: last seen {lag} ms behind");
+            let mut same = kept.clone();
+            same.last_seen_ms = row.last_seen_ms;
+            ensure!(&same == row, "seq {seq}: {same:?} != {row:?}");
+        }
+        let mut same = mine.clone();
+        same.devices = exact.devices.clone();
+        ensure!(&same == exact, "seq {seq}: {same:?} != {exact:?}");
+    }
+    ensure!(compared >= 4, "only {compared} snapshots in common");
+    println!(
+        "    {} deltas, {} bytes each on average",
+        v3.deltas,
+        v3.delta_bytes / v3.deltas.max(1)
+    );
     Ok(())
 }
 

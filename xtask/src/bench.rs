@@ -12,6 +12,7 @@ pub fn all() -> anyhow::Result<()> {
     simulator_table();
     scheduler_throughput();
     sabotage_table()?;
+    dashboard_table()?;
     fuzz_rate()?;
     crate::kernels_bench::table()
 }
@@ -29,7 +30,21 @@ fn sabotage_table() -> anyhow::Result<()> {
             "--ignored",
             "--nocapture",
         ],
-        ("OSTRICH_SABOTAGE_JOBS", SABOTAGE_JOBS),
+        Some(("OSTRICH_SABOTAGE_JOBS", SABOTAGE_JOBS)),
+    )
+}
+
+/// What a dashboard is sent per tick (`swarm-core/tests/core.rs`), release build.
+fn dashboard_table() -> anyhow::Result<()> {
+    core_test_in_release(
+        &[
+            "core",
+            "dashboard_bytes_per_tick_table",
+            "--",
+            "--ignored",
+            "--nocapture",
+        ],
+        None,
     )
 }
 
@@ -42,19 +57,21 @@ fn fuzz_rate() -> anyhow::Result<()> {
     println!("\nCore fuzzer, release build, {FUZZ_INPUTS} inputs or more:\n");
     core_test_in_release(
         &["fuzz", "--", "--nocapture"],
-        ("OSTRICH_FUZZ_INPUTS", FUZZ_INPUTS),
+        Some(("OSTRICH_FUZZ_INPUTS", FUZZ_INPUTS)),
     )
 }
 
 /// Runs one of `swarm-core`'s test binaries in release (`args` name it, then its own
-/// arguments), with one setting from the environment.
-fn core_test_in_release(args: &[&str], (key, value): (&str, &str)) -> anyhow::Result<()> {
-    crate::run(
-        crate::cargo()
-            .args(["test", "--release", "--quiet", "-p", "swarm-core", "--test"])
-            .args(args)
-            .env(key, value),
-    )
+/// arguments), with at most one setting from the environment.
+fn core_test_in_release(args: &[&str], setting: Option<(&str, &str)>) -> anyhow::Result<()> {
+    let mut command = crate::cargo();
+    command
+        .args(["test", "--release", "--quiet", "-p", "swarm-core", "--test"])
+        .args(args);
+    if let Some((key, value)) = setting {
+        command.env(key, value);
+    }
+    crate::run(&mut command)
 }
 
 fn secs(ms: Option<u64>) -> String {

@@ -28,6 +28,12 @@ pub struct Sim {
     /// unless `shares_in_inbox`.
     pub shares: BTreeMap<ConnId, ToClient>,
     pub shares_in_inbox: bool,
+    /// What each dashboard holds: its first snapshot with every delta since applied. Unless
+    /// `deltas_in_inbox`, a delta shows in the inbox as the snapshot it makes.
+    pub held: BTreeMap<ConnId, SwarmSnapshot>,
+    pub deltas_in_inbox: bool,
+    /// Bytes of every delta sent, in order.
+    pub delta_bytes: Vec<usize>,
     pub closed: BTreeMap<ConnId, u16>,
     pub attachments: BTreeMap<ConnId, SocketAttachment>,
     /// The object's storage, as the glue's SQL would hold it.
@@ -57,6 +63,9 @@ impl Sim {
             inbox: BTreeMap::new(),
             shares: BTreeMap::new(),
             shares_in_inbox: false,
+            held: BTreeMap::new(),
+            deltas_in_inbox: false,
+            delta_bytes: Vec::new(),
             closed: BTreeMap::new(),
             attachments: BTreeMap::new(),
             store: MemoryStore::default(),
@@ -155,10 +164,26 @@ impl Sim {
                 Output::Send { conn, text } => {
                     assert!(!self.closed.contains_key(&conn), "sent on a closed socket");
                     let msg: ToClient = serde_json::from_str(&text).unwrap();
-                    if matches!(msg, ToClient::Share { .. }) && !self.shares_in_inbox {
-                        self.shares.insert(conn, msg);
-                    } else {
-                        self.inbox.entry(conn).or_default().push(msg);
+                    match msg {
+                        ToClient::Share { .. } if !self.shares_in_inbox => {
+                            self.shares.insert(conn, msg);
+                        }
+                        ToClient::Snapshot(ref snapshot) => {
+                            self.held.insert(conn, snapshot.clone());
+                            self.inbox.entry(conn).or_default().push(msg);
+                        }
+                        ToClient::SnapshotDelta(delta) => {
+                            self.delta_bytes.push(text.len());
+                            let held = self.held.get_mut(&conn).expect("a delta before a snapshot");
+                            held.apply((*delta).clone()).expect("a delta that follows");
+                            let shown = if self.deltas_in_inbox {
+                                ToClient::SnapshotDelta(delta)
+                            } else {
+                                ToClient::Snapshot(held.clone())
+                            };
+                            self.inbox.entry(conn).or_default().push(shown);
+                        }
+                        msg => self.inbox.entry(conn).or_default().push(msg),
                     }
                 }
                 Output::Close { conn, code, .. } => {
