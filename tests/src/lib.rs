@@ -180,6 +180,11 @@ impl Wrangler {
         }
     }
 
+    /// The wrangler process's id, which is also its process group's (workerd runs in it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything wrangler printed so far.
     pub fn log(&mut self) -> String {
         self.collect_output();

@@ -5,12 +5,14 @@
 //! - `dev`    — setup + build, then run the system locally with `wrangler dev`
 //! - `test`   — setup + build + every check and test (what CI runs)
 //! - `deploy [--env staging|production]` — setup + build, then `wrangler deploy`
-//! - `bench`  — benchmark tables (scheduling simulator, scheduler throughput, kernels native
-//!   vs WASM in Chromium), measured on a release build
+//! - `bench`  — benchmark tables (scheduling simulator, scheduler throughput, verification,
+//!   dashboard traffic, kernels native vs WASM in Chromium), measured on a release build;
+//!   `bench load [N …]` — the load table alone: N simulated devices against workerd
 
 mod bench;
 mod build;
 mod kernels_bench;
+mod load;
 mod tools;
 
 use std::path::{Path, PathBuf};
@@ -21,7 +23,7 @@ use anyhow::{bail, Context, Result};
 use runtime_tests::{free_port, short_timeouts, Wrangler, WranglerCommand};
 
 const USAGE: &str =
-    "usage: cargo xtask <setup|build|dev [--port N]|test|deploy [--env staging|production]|bench>";
+    "usage: cargo xtask <setup|build|dev [--port N]|test|deploy [--env staging|production]|bench [load [N …]]>";
 
 fn main() -> ExitCode {
     match real_main() {
@@ -41,16 +43,26 @@ fn real_main() -> Result<()> {
         Some("dev") => dev(&args[1..]),
         Some("test") => test(),
         // Benchmarks measure the release build: a debug xtask runs its release self.
-        Some("bench") if cfg!(debug_assertions) => run(cargo().args([
-            "run",
-            "--release",
-            "--quiet",
-            "--package",
-            "xtask",
-            "--",
-            "bench",
-        ])),
-        Some("bench") => bench::all(),
+        Some("bench") if cfg!(debug_assertions) => run(cargo()
+            .args(["run", "--release", "--quiet", "--package", "xtask", "--"])
+            .args(&args)),
+        // `bench load [N …]` runs only the load table, for those device counts.
+        Some("bench") => match args.get(1).map(String::as_str) {
+            Some("load") => {
+                let counts = args[2..]
+                    .iter()
+                    .map(|n| n.parse::<usize>())
+                    .collect::<Result<Vec<_>, _>>()
+                    .context("device counts are whole numbers")?;
+                let counts = if counts.is_empty() {
+                    load::DEFAULT_COUNTS.to_vec()
+                } else {
+                    counts
+                };
+                load::table(&counts)
+            }
+            _ => bench::all(),
+        },
         Some("deploy") => {
             // `--env staging|production` picks one of wrangler.toml's environments.
             let env = match &args[1..] {

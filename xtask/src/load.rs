@@ -1,0 +1,442 @@
+//! The load table of `cargo xtask bench`: N simulated devices over real WebSockets against the
+//! built coordinator in `wrangler dev` (workerd), one swarm per row, one prime-count job.
+//!
+//! A simulated device is the owner's own (it joins with the owner key, so its results are not
+//! replicated) and lends [`CORES`] cores that each count [`NUMBERS_PER_MS`] numbers per
+//! millisecond: it computes every lease's answer for real with the kernels (`client_compute`),
+//! then holds it until that rate says it would have finished, and reports that time as its
+//! `compute_ms`. It runs at most as many leases at once as its `share` says, answers the
+//! known-answer benchmark the same way, and heartbeats as a browser does. Nothing is taken on
+//! trust: the coordinator checks every answer as it checks a browser's.
+//!
+//! What a row measures, over a window after every device is connected and warmed up:
+//! completions/s (the job's accepted chunks), workerd's CPU time per completion (from
+//! `/proc`, the whole workerd process), bytes and messages pushed per completion, storage
+//! writes per completion and per device-hour and alarms per minute (from the object's own
+//! counters), workerd's peak resident memory (the process, an upper bound for the object),
+//! the time until all N were welcomed, devices that never got a job lease, results sent but
+//! not accepted, and the close codes devices saw.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use runtime_tests::{free_port, http_agent, Wrangler, WranglerCommand};
+use shared_protocol::{
+    encode, AgentClass, Capabilities, Hello, HelloRole, JobSpec, JobView, JoinProof,
+    OwnerCommand, OwnerReply, SwarmStats, ToClient, ToCoordinator, Work, HEARTBEAT,
+    PROTOCOL_VERSION,
+};
+use swarm_core::BENCH_JOB_ID;
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Message, WebSocket};
+
+/// Cores each simulated device lends.
+const CORES: u16 = 4;
+
+/// What one simulated core counts per millisecond: a ten-thousandth of the reference core
+/// (2 × 10^6), so that computing every answer for real stays a small part of this machine's
+/// two cores at a thousand devices. The benchmark lease (2^22 numbers) then takes 21 s.
+const NUMBERS_PER_MS: u64 = 200;
+
+/// After every device is welcomed: time for the benchmark and the first chunk sizes.
+const WARM_UP: Duration = Duration::from_secs(35);
+
+/// The measured window.
+const WINDOW: Duration = Duration::from_secs(30);
+
+/// The device counts measured by default (`cargo xtask bench load 10 100 …` picks others).
+pub const DEFAULT_COUNTS: &[usize] = &[10, 100, 1_000];
+
+/// What the devices of one row saw, shared between their threads.
+#[derive(Default)]
+struct Seen {
+    welcomed: AtomicU64,
+    /// Job results sent (not benchmark answers).
+    results: AtomicU64,
+    bytes_in: AtomicU64,
+    messages_in: AtomicU64,
+    /// Devices that got at least one job lease.
+    worked: AtomicU64,
+    closes: Mutex<BTreeMap<String, u64>>,
+    stop: AtomicBool,
+}
+
+/// One row of the table.
+struct Row {
+    devices: usize,
+    connect_s: Option<f64>,
+    completions_per_s: f64,
+    cpu_ms: f64,
+    bytes: f64,
+    messages: f64,
+    writes: f64,
+    writes_per_device_hour: f64,
+    alarms_per_min: f64,
+    peak_mb: f64,
+    idle: u64,
+    discarded: i64,
+    closes: String,
+    restarted: bool,
+}
+
+pub fn table(counts: &[usize]) -> Result<()> {
+    let root = runtime_tests::repo_root();
+    let persist = root
+        .join("target/tmp")
+        .join(format!("load-{}", std::process::id()));
+    let mut wrangler = Wrangler::start(&WranglerCommand {
+        port: free_port()?,
+        persist_dir: persist.clone(),
+        vars: Vec::new(),
+    })?;
+    let mut rows = Vec::new();
+    for &n in counts {
+        eprintln!("xtask: load with {n} devices");
+        match row(&wrangler, n) {
+            Ok(row) => rows.push(row),
+            Err(err) => eprintln!("xtask: the row with {n} devices failed: {err:#}"),
+        }
+    }
+    wrangler.stop();
+    let _ = std::fs::remove_dir_all(persist);
+    print_table(&rows);
+    Ok(())
+}
+
+fn print_table(rows: &[Row]) {
+    println!(
+        "\nLoad over workerd: devices lending {CORES} cores of {NUMBERS_PER_MS} numbers/ms each, \
+         one prime-count job, {} s measured after {} s of warm-up:\n",
+        WINDOW.as_secs(),
+        WARM_UP.as_secs()
+    );
+    println!(
+        "| devices | all connected (s) | completions/s | workerd CPU ms / completion | bytes pushed / completion | messages pushed / completion | writes / completion | writes / device-hour | alarms / min | workerd peak RSS (MB) | devices without work | results not accepted | closes seen |"
+    );
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+    for r in rows {
+        println!(
+            "| {} | {} | {:.0} | {:.2} | {:.0} | {:.2} | {:.3} | {:.0} | {:.1} | {:.0} | {} | {} | {}{} |",
+            r.devices,
+            r.connect_s.map_or("not all".into(), |s| format!("{s:.1}")),
+            r.completions_per_s,
+            r.cpu_ms,
+            r.bytes,
+            r.messages,
+            r.writes,
+            r.writes_per_device_hour,
+            r.alarms_per_min,
+            r.peak_mb,
+            r.idle,
+            r.discarded,
+            if r.closes.is_empty() { "none" } else { &r.closes },
+            if r.restarted { " (object restarted: counters partial)" } else { "" },
+        );
+    }
+}
+
+fn row(wrangler: &Wrangler, n: usize) -> Result<Row> {
+    let swarm = wrangler.create_swarm(&format!("load {n}"))?;
+    let base = format!("{}/api/swarms/{}", wrangler.base, swarm.swarm_id);
+    // Far more work than the run can do; cancelled at the end.
+    let hi = 2 + n as u64 * u64::from(CORES) * NUMBERS_PER_MS * 1_000 * 600;
+    let job_id = match owner(&base, &swarm.owner_key, &OwnerCommand::SubmitJob {
+        job: JobSpec::PrimeCount { lo: 2, hi },
+    })? {
+        OwnerReply::JobSubmitted { job_id } => job_id,
+        other => bail!("expected a job id, got {other:?}"),
+    };
+    let seen = Arc::new(Seen::default());
+    let url = wrangler.ws_url(&swarm.swarm_id);
+    let started = Instant::now();
+    let threads: Vec<_> = (0..n)
+        .map(|i| {
+            let (url, key, seen) = (url.clone(), swarm.owner_key.clone(), Arc::clone(&seen));
+            std::thread::Builder::new()
+                .stack_size(512 * 1024)
+                .spawn(move || device(i, &url, &key, &seen))
+        })
+        .collect::<std::io::Result<_>>()?;
+    let connect_deadline = started + Duration::from_secs(120);
+    while seen.welcomed.load(Ordering::Relaxed) < n as u64 && Instant::now() < connect_deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let connect_s = (seen.welcomed.load(Ordering::Relaxed) == n as u64)
+        .then(|| started.elapsed().as_secs_f64());
+    std::thread::sleep(WARM_UP);
+    let before = Sample::take(&base, &swarm.owner_key, &job_id, wrangler, &seen)?;
+    std::thread::sleep(WINDOW);
+    let after = Sample::take(&base, &swarm.owner_key, &job_id, wrangler, &seen)?;
+    // Devices stop sending; what is in flight lands; then the totals are compared.
+    seen.stop.store(true, Ordering::Relaxed);
+    for thread in threads {
+        let _ = thread.join();
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let done = job(&base, &swarm.owner_key, &job_id)?.chunks_done;
+    let sent = seen.results.load(Ordering::Relaxed);
+    let _ = owner(&base, &swarm.owner_key, &OwnerCommand::CancelJob { job_id });
+    let completions = after.chunks.saturating_sub(before.chunks).max(1) as f64;
+    let secs = WINDOW.as_secs_f64();
+    let counter = |f: fn(&SwarmStats) -> u64| f(&after.stats).saturating_sub(f(&before.stats)) as f64;
+    let closes = seen
+        .closes
+        .lock()
+        .map(|c| {
+            c.iter()
+                .map(|(code, count)| format!("{code}×{count}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default();
+    Ok(Row {
+        devices: n,
+        connect_s,
+        completions_per_s: (after.chunks.saturating_sub(before.chunks)) as f64 / secs,
+        cpu_ms: after.cpu_ms.saturating_sub(before.cpu_ms) as f64 / completions,
+        bytes: after.bytes_in.saturating_sub(before.bytes_in) as f64 / completions,
+        messages: counter(|s| s.counters.messages_out) / completions,
+        writes: counter(|s| s.counters.storage_writes) / completions,
+        writes_per_device_hour: counter(|s| s.counters.storage_writes) * 3_600.0
+            / (secs * n as f64),
+        alarms_per_min: counter(|s| s.counters.alarms) * 60.0 / secs,
+        peak_mb: after.peak_kb as f64 / 1024.0,
+        idle: (n as u64).saturating_sub(seen.worked.load(Ordering::Relaxed)),
+        discarded: i64::try_from(sent).unwrap_or(i64::MAX)
+            - i64::try_from(done).unwrap_or(i64::MAX),
+        closes,
+        restarted: after.stats.started_ms != before.stats.started_ms,
+    })
+}
+
+/// The counters at one instant of a row.
+struct Sample {
+    stats: SwarmStats,
+    chunks: u64,
+    cpu_ms: u64,
+    peak_kb: u64,
+    bytes_in: u64,
+}
+
+impl Sample {
+    fn take(base: &str, key: &str, job_id: &str, w: &Wrangler, seen: &Seen) -> Result<Self> {
+        let stats: SwarmStats = http_agent()
+            .get(&format!("{base}/stats"))
+            .set("authorization", &format!("Bearer {key}"))
+            .call()?
+            .into_json()?;
+        let (cpu_ms, peak_kb) = workerd_usage(w.pid())?;
+        Ok(Self {
+            stats,
+            chunks: job(base, key, job_id)?.chunks_done,
+            cpu_ms,
+            peak_kb,
+            bytes_in: seen.bytes_in.load(Ordering::Relaxed),
+        })
+    }
+}
+
+fn job(base: &str, key: &str, job_id: &str) -> Result<JobView> {
+    Ok(http_agent()
+        .get(&format!("{base}/jobs/{job_id}"))
+        .set("authorization", &format!("Bearer {key}"))
+        .call()?
+        .into_json()?)
+}
+
+fn owner(base: &str, key: &str, command: &OwnerCommand) -> Result<OwnerReply> {
+    let resp = http_agent()
+        .post(&format!("{base}/owner"))
+        .set("authorization", &format!("Bearer {key}"))
+        .send_string(&encode(command))?;
+    Ok(resp.into_json()?)
+}
+
+/// CPU time (user + system, ms) and peak resident memory (KiB) of the workerd processes in
+/// wrangler's process group.
+fn workerd_usage(group: u32) -> Result<(u64, u64)> {
+    let ticks_per_s = 100; // USER_HZ on Linux
+    let (mut cpu, mut peak) = (0, 0);
+    for entry in std::fs::read_dir("/proc")? {
+        let path = entry?.path();
+        let Ok(stat) = std::fs::read_to_string(path.join("stat")) else {
+            continue;
+        };
+        // The command name is in parentheses and may hold spaces; fields follow it.
+        let Some((name, rest)) = stat.split_once(") ") else {
+            continue;
+        };
+        if !name.ends_with("(workerd") {
+            continue;
+        }
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // After the name: state(0) ppid(1) pgrp(2) … utime(11) stime(12).
+        let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        if field(2) != u64::from(group) {
+            continue;
+        }
+        cpu += (field(11) + field(12)) * 1_000 / ticks_per_s;
+        let status = std::fs::read_to_string(path.join("status")).unwrap_or_default();
+        peak += status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    if cpu == 0 {
+        bail!("no workerd process found in process group {group}");
+    }
+    Ok((cpu, peak))
+}
+
+/// A lease being "computed": its real answer, held until the simulated time is up.
+struct Running {
+    lease_id: u64,
+    bench: bool,
+    result: shared_protocol::WorkResult,
+    compute_ms: u64,
+    ready_at: Instant,
+}
+
+/// One simulated device, until `seen.stop`.
+fn device(i: usize, url: &str, owner_key: &str, seen: &Seen) {
+    let close = |why: String| {
+        if let Ok(mut closes) = seen.closes.lock() {
+            *closes.entry(why).or_default() += 1;
+        }
+    };
+    let mut ws = match connect(url) {
+        Ok(ws) => ws,
+        Err(err) => return close(format!("connect failed ({err})")),
+    };
+    let hello = ToCoordinator::Hello(Hello {
+        protocol: PROTOCOL_VERSION,
+        role: HelloRole::Device {
+            name: format!("load {i}"),
+            capabilities: Capabilities {
+                cores: CORES,
+                memory_mb: None,
+                gpu: false,
+                agent: AgentClass::Native,
+            },
+            credential: None,
+            invite: Some(JoinProof::OwnerKey {
+                owner_key: owner_key.to_owned(),
+            }),
+        },
+    });
+    if ws.send(Message::text(encode(&hello))).is_err() {
+        return close("send failed".into());
+    }
+    let mut workers = usize::from(CORES);
+    let mut queue: VecDeque<(u64, Work, bool)> = VecDeque::new();
+    let mut running: Vec<Running> = Vec::new();
+    let mut worked = false;
+    let mut next_heartbeat = Instant::now() + Duration::from_secs(10);
+    while !seen.stop.load(Ordering::Relaxed) {
+        match ws.read() {
+            Ok(Message::Text(text)) => {
+                seen.bytes_in.fetch_add(text.len() as u64, Ordering::Relaxed);
+                seen.messages_in.fetch_add(1, Ordering::Relaxed);
+                match serde_json::from_str::<shared_protocol::ToDevice>(&text) {
+                    Ok(ToClient::Welcome { .. }) => {
+                        seen.welcomed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(ToClient::Share(share)) => workers = usize::from(share.workers).max(1),
+                    Ok(ToClient::Lease {
+                        lease_id,
+                        job_id,
+                        work,
+                        ..
+                    }) => {
+                        if job_id == BENCH_JOB_ID {
+                            queue.push_front((lease_id, work, true));
+                        } else {
+                            if !worked {
+                                worked = true;
+                                seen.worked.fetch_add(1, Ordering::Relaxed);
+                            }
+                            queue.push_back((lease_id, work, false));
+                        }
+                    }
+                    Ok(ToClient::CancelLease { lease_id }) => {
+                        queue.retain(|(id, _, _)| *id != lease_id);
+                        running.retain(|r| r.lease_id != lease_id);
+                    }
+                    _ => {}
+                }
+            }
+            Ok(Message::Close(frame)) => {
+                let code = frame.map_or("closed".into(), |f| u16::from(f.code).to_string());
+                return close(code);
+            }
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(err))
+                if matches!(
+                    err.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(err) => return close(format!("socket error ({err})")),
+        }
+        let now = Instant::now();
+        while running.len() < workers {
+            let Some((lease_id, work, bench)) = queue.pop_front() else {
+                break;
+            };
+            let Ok(result) = client_compute::compute(&work) else {
+                continue;
+            };
+            let compute_ms = (units(&work) / NUMBERS_PER_MS).max(1);
+            running.push(Running {
+                lease_id,
+                bench,
+                result,
+                compute_ms,
+                ready_at: now + Duration::from_millis(compute_ms),
+            });
+        }
+        let (ready, busy): (Vec<Running>, Vec<Running>) =
+            running.drain(..).partition(|r| r.ready_at <= now);
+        running = busy;
+        for r in ready {
+            let message = ToCoordinator::ChunkResult {
+                lease_id: r.lease_id,
+                result: r.result,
+                compute_ms: r.compute_ms,
+            };
+            if ws.send(Message::text(encode(&message))).is_err() {
+                return close("send failed".into());
+            }
+            if !r.bench {
+                seen.results.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if now >= next_heartbeat {
+            next_heartbeat = now + Duration::from_secs(10);
+            if ws.send(Message::text(HEARTBEAT)).is_err() {
+                return close("send failed".into());
+            }
+        }
+    }
+    let _ = ws.close(None);
+    let _ = ws.flush();
+}
+
+fn units(work: &Work) -> u64 {
+    match work {
+        Work::PrimeCount { lo, hi } => hi.saturating_sub(*lo),
+        _ => 1,
+    }
+}
+
+fn connect(url: &str) -> Result<WebSocket<MaybeTlsStream<TcpStream>>> {
+    let (ws, _) = tungstenite::connect(url).context("connecting")?;
+    if let MaybeTlsStream::Plain(stream) = ws.get_ref() {
+        stream.set_read_timeout(Some(Duration::from_millis(20)))?;
+    }
+    Ok(ws)
+}
