@@ -666,7 +666,8 @@ impl SwarmCore {
             .max(3)
     }
 
-    /// A deadline was just created (a socket's hello): the next [`Self::rearm`] arms the alarm for it if it comes before the armed one.
+    /// A deadline was just created (a socket's hello): the next [`Self::rearm`] arms the alarm
+    /// for it if it comes before the armed one.
     pub(crate) fn deadline_at(&mut self, at: Millis) {
         self.new_deadline = Some(self.new_deadline.map_or(at, |d| d.min(at)));
     }
@@ -948,13 +949,12 @@ impl SwarmCore {
             .messages_out
             .saturating_add(dashboards.len() as u64);
         let snapshot = self.snapshot(now);
-        let (deltas, fulls): (Vec<ConnId>, Vec<ConnId>) =
+        let (deltas, mut fulls): (Vec<ConnId>, Vec<ConnId>) =
             dashboards.into_iter().partition(|conn| {
                 self.conns.get(conn).is_some_and(|c| {
                     c.has_base && matches!(c.session, Session::Dashboard { deltas: true, .. })
                 })
             });
-        let mut fulls = fulls;
         let base = match self.dashboard_base.take() {
             Some((mut base, logged)) if !deltas.is_empty() => {
                 let added = self.log_count.saturating_sub(logged);

@@ -24,11 +24,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use runtime_tests::{free_port, http_agent, Wrangler, WranglerCommand};
+use runtime_tests::{free_port, Wrangler, WranglerCommand};
 use shared_protocol::{
-    encode, AgentClass, Capabilities, Hello, HelloRole, JobSpec, JobView, JoinProof,
-    OwnerCommand, OwnerReply, SwarmStats, ToClient, ToCoordinator, Work, HEARTBEAT,
-    PROTOCOL_VERSION,
+    encode, AgentClass, Capabilities, Hello, HelloRole, JobSpec, JobView, JoinProof, OwnerCommand,
+    OwnerReply, SwarmStats, ToClient, ToCoordinator, Work, HEARTBEAT, PROTOCOL_VERSION,
 };
 use swarm_core::BENCH_JOB_ID;
 use tungstenite::stream::MaybeTlsStream;
@@ -55,6 +54,8 @@ pub const DEFAULT_COUNTS: &[usize] = &[10, 100, 1_000];
 #[derive(Default)]
 struct Seen {
     welcomed: AtomicU64,
+    /// Milliseconds from each device's start to its welcome.
+    welcome_ms: Mutex<Vec<u64>>,
     /// Job results sent (not benchmark answers).
     results: AtomicU64,
     bytes_in: AtomicU64,
@@ -69,6 +70,10 @@ struct Seen {
 struct Row {
     devices: usize,
     connect_s: Option<f64>,
+    /// Devices welcomed, and the median and largest time from a device's start to its welcome.
+    welcomed: u64,
+    welcome_p50_s: f64,
+    welcome_max_s: f64,
     completions_per_s: f64,
     cpu_ms: f64,
     bytes: f64,
@@ -93,21 +98,20 @@ pub fn table(counts: &[usize]) -> Result<()> {
         persist_dir: persist.clone(),
         vars: Vec::new(),
     })?;
-    let mut rows = Vec::new();
+    print_header();
     for &n in counts {
         eprintln!("xtask: load with {n} devices");
         match row(&wrangler, n) {
-            Ok(row) => rows.push(row),
-            Err(err) => eprintln!("xtask: the row with {n} devices failed: {err:#}"),
+            Ok(row) => print_row(&row),
+            Err(err) => println!("| {n} | the row failed: {err:#} |"),
         }
     }
     wrangler.stop();
     let _ = std::fs::remove_dir_all(persist);
-    print_table(&rows);
     Ok(())
 }
 
-fn print_table(rows: &[Row]) {
+fn print_header() {
     println!(
         "\nLoad over workerd: devices lending {CORES} cores of {NUMBERS_PER_MS} numbers/ms each, \
          one prime-count job, {} s measured after {} s of warm-up:\n",
@@ -115,28 +119,32 @@ fn print_table(rows: &[Row]) {
         WARM_UP.as_secs()
     );
     println!(
-        "| devices | all connected (s) | completions/s | workerd CPU ms / completion | bytes pushed / completion | messages pushed / completion | writes / completion | writes / device-hour | alarms / min | workerd peak RSS (MB) | devices without work | results not accepted | closes seen |"
+        "| devices | all connected (s) | welcomed | time to welcome, median / largest (s) | completions/s | workerd CPU ms / completion | bytes pushed / completion | messages pushed / completion | writes / completion | writes / device-hour | alarms / min | workerd peak RSS (MB) | devices without work | results not accepted | closes seen |"
     );
-    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
-    for r in rows {
-        println!(
-            "| {} | {} | {:.0} | {:.2} | {:.0} | {:.2} | {:.3} | {:.0} | {:.1} | {:.0} | {} | {} | {}{} |",
-            r.devices,
-            r.connect_s.map_or("not all".into(), |s| format!("{s:.1}")),
-            r.completions_per_s,
-            r.cpu_ms,
-            r.bytes,
-            r.messages,
-            r.writes,
-            r.writes_per_device_hour,
-            r.alarms_per_min,
-            r.peak_mb,
-            r.idle,
-            r.discarded,
-            if r.closes.is_empty() { "none" } else { &r.closes },
-            if r.restarted { " (object restarted: counters partial)" } else { "" },
-        );
-    }
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+}
+
+fn print_row(r: &Row) {
+    println!(
+        "| {} | {} | {} | {:.1} / {:.1} | {:.0} | {:.2} | {:.0} | {:.2} | {:.3} | {:.0} | {:.1} | {:.0} | {} | {} | {}{} |",
+        r.devices,
+        r.connect_s.map_or("not all".into(), |s| format!("{s:.1}")),
+        r.welcomed,
+        r.welcome_p50_s,
+        r.welcome_max_s,
+        r.completions_per_s,
+        r.cpu_ms,
+        r.bytes,
+        r.messages,
+        r.writes,
+        r.writes_per_device_hour,
+        r.alarms_per_min,
+        r.peak_mb,
+        r.idle,
+        r.discarded,
+        if r.closes.is_empty() { "none" } else { &r.closes },
+        if r.restarted { " (object restarted: counters partial)" } else { "" },
+    );
 }
 
 fn row(wrangler: &Wrangler, n: usize) -> Result<Row> {
@@ -144,9 +152,13 @@ fn row(wrangler: &Wrangler, n: usize) -> Result<Row> {
     let base = format!("{}/api/swarms/{}", wrangler.base, swarm.swarm_id);
     // Far more work than the run can do; cancelled at the end.
     let hi = 2 + n as u64 * u64::from(CORES) * NUMBERS_PER_MS * 1_000 * 600;
-    let job_id = match owner(&base, &swarm.owner_key, &OwnerCommand::SubmitJob {
-        job: JobSpec::PrimeCount { lo: 2, hi },
-    })? {
+    let job_id = match owner(
+        &base,
+        &swarm.owner_key,
+        &OwnerCommand::SubmitJob {
+            job: JobSpec::PrimeCount { lo: 2, hi },
+        },
+    )? {
         OwnerReply::JobSubmitted { job_id } => job_id,
         other => bail!("expected a job id, got {other:?}"),
     };
@@ -167,22 +179,42 @@ fn row(wrangler: &Wrangler, n: usize) -> Result<Row> {
     }
     let connect_s = (seen.welcomed.load(Ordering::Relaxed) == n as u64)
         .then(|| started.elapsed().as_secs_f64());
-    std::thread::sleep(WARM_UP);
-    let before = Sample::take(&base, &swarm.owner_key, &job_id, wrangler, &seen)?;
-    std::thread::sleep(WINDOW);
-    let after = Sample::take(&base, &swarm.owner_key, &job_id, wrangler, &seen)?;
-    // Devices stop sending; what is in flight lands; then the totals are compared.
+    let mut times = seen
+        .welcome_ms
+        .lock()
+        .map(|t| t.clone())
+        .unwrap_or_default();
+    times.sort_unstable();
+    let welcome_p50_s = times.get(times.len() / 2).copied().unwrap_or(0) as f64 / 1000.0;
+    let welcome_max_s = times.last().copied().unwrap_or(0) as f64 / 1000.0;
+    let measured = (|| -> Result<(Sample, Sample)> {
+        std::thread::sleep(WARM_UP);
+        let before = Sample::take(&base, &swarm.owner_key, &job_id, wrangler, &seen)?;
+        std::thread::sleep(WINDOW);
+        let after = Sample::take(&base, &swarm.owner_key, &job_id, wrangler, &seen)?;
+        Ok((before, after))
+    })();
+    // Devices stop sending (also when the object did not answer); what is in flight lands;
+    // then the totals are compared.
     seen.stop.store(true, Ordering::Relaxed);
     for thread in threads {
         let _ = thread.join();
     }
+    let (before, after) = measured.with_context(|| {
+        format!(
+            "{} of {n} devices welcomed; closes seen: {:?}",
+            seen.welcomed.load(Ordering::Relaxed),
+            seen.closes.lock().map(|c| c.clone()).unwrap_or_default()
+        )
+    })?;
     std::thread::sleep(Duration::from_secs(3));
     let done = job(&base, &swarm.owner_key, &job_id)?.chunks_done;
     let sent = seen.results.load(Ordering::Relaxed);
     let _ = owner(&base, &swarm.owner_key, &OwnerCommand::CancelJob { job_id });
     let completions = after.chunks.saturating_sub(before.chunks).max(1) as f64;
     let secs = WINDOW.as_secs_f64();
-    let counter = |f: fn(&SwarmStats) -> u64| f(&after.stats).saturating_sub(f(&before.stats)) as f64;
+    let counter =
+        |f: fn(&SwarmStats) -> u64| f(&after.stats).saturating_sub(f(&before.stats)) as f64;
     let closes = seen
         .closes
         .lock()
@@ -196,6 +228,9 @@ fn row(wrangler: &Wrangler, n: usize) -> Result<Row> {
     Ok(Row {
         devices: n,
         connect_s,
+        welcomed: times.len() as u64,
+        welcome_p50_s,
+        welcome_max_s,
         completions_per_s: (after.chunks.saturating_sub(before.chunks)) as f64 / secs,
         cpu_ms: after.cpu_ms.saturating_sub(before.cpu_ms) as f64 / completions,
         bytes: after.bytes_in.saturating_sub(before.bytes_in) as f64 / completions,
@@ -213,6 +248,13 @@ fn row(wrangler: &Wrangler, n: usize) -> Result<Row> {
     })
 }
 
+/// HTTP to an object under load may wait long; a minute is where the row gives up.
+fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(60))
+        .build()
+}
+
 /// The counters at one instant of a row.
 struct Sample {
     stats: SwarmStats,
@@ -224,7 +266,7 @@ struct Sample {
 
 impl Sample {
     fn take(base: &str, key: &str, job_id: &str, w: &Wrangler, seen: &Seen) -> Result<Self> {
-        let stats: SwarmStats = http_agent()
+        let stats: SwarmStats = agent()
             .get(&format!("{base}/stats"))
             .set("authorization", &format!("Bearer {key}"))
             .call()?
@@ -241,7 +283,7 @@ impl Sample {
 }
 
 fn job(base: &str, key: &str, job_id: &str) -> Result<JobView> {
-    Ok(http_agent()
+    Ok(agent()
         .get(&format!("{base}/jobs/{job_id}"))
         .set("authorization", &format!("Bearer {key}"))
         .call()?
@@ -249,7 +291,7 @@ fn job(base: &str, key: &str, job_id: &str) -> Result<JobView> {
 }
 
 fn owner(base: &str, key: &str, command: &OwnerCommand) -> Result<OwnerReply> {
-    let resp = http_agent()
+    let resp = agent()
         .post(&format!("{base}/owner"))
         .set("authorization", &format!("Bearer {key}"))
         .send_string(&encode(command))?;
@@ -275,7 +317,12 @@ fn workerd_usage(group: u32) -> Result<(u64, u64)> {
         }
         let fields: Vec<&str> = rest.split_whitespace().collect();
         // After the name: state(0) ppid(1) pgrp(2) … utime(11) stime(12).
-        let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        let field = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
         if field(2) != u64::from(group) {
             continue;
         }
@@ -304,6 +351,7 @@ struct Running {
 
 /// One simulated device, until `seen.stop`.
 fn device(i: usize, url: &str, owner_key: &str, seen: &Seen) {
+    let started = Instant::now();
     let close = |why: String| {
         if let Ok(mut closes) = seen.closes.lock() {
             *closes.entry(why).or_default() += 1;
@@ -340,11 +388,15 @@ fn device(i: usize, url: &str, owner_key: &str, seen: &Seen) {
     while !seen.stop.load(Ordering::Relaxed) {
         match ws.read() {
             Ok(Message::Text(text)) => {
-                seen.bytes_in.fetch_add(text.len() as u64, Ordering::Relaxed);
+                seen.bytes_in
+                    .fetch_add(text.len() as u64, Ordering::Relaxed);
                 seen.messages_in.fetch_add(1, Ordering::Relaxed);
                 match serde_json::from_str::<shared_protocol::ToDevice>(&text) {
                     Ok(ToClient::Welcome { .. }) => {
                         seen.welcomed.fetch_add(1, Ordering::Relaxed);
+                        if let Ok(mut times) = seen.welcome_ms.lock() {
+                            times.push(started.elapsed().as_millis() as u64);
+                        }
                     }
                     Ok(ToClient::Share(share)) => workers = usize::from(share.workers).max(1),
                     Ok(ToClient::Lease {
@@ -433,8 +485,19 @@ fn units(work: &Work) -> u64 {
     }
 }
 
+/// Opens the socket, giving up after 30 s (a saturated runtime may never answer).
 fn connect(url: &str) -> Result<WebSocket<MaybeTlsStream<TcpStream>>> {
-    let (ws, _) = tungstenite::connect(url).context("connecting")?;
+    let address = url
+        .strip_prefix("ws://")
+        .and_then(|rest| rest.split('/').next())
+        .context("a ws:// URL")?
+        .parse()?;
+    let limit = Duration::from_secs(30);
+    let stream = TcpStream::connect_timeout(&address, limit)?;
+    stream.set_read_timeout(Some(limit))?;
+    stream.set_write_timeout(Some(limit))?;
+    let (ws, _) = tungstenite::client(url, MaybeTlsStream::Plain(stream))
+        .map_err(|err| anyhow::anyhow!("handshake: {err}"))?;
     if let MaybeTlsStream::Plain(stream) = ws.get_ref() {
         stream.set_read_timeout(Some(Duration::from_millis(20)))?;
     }
