@@ -1,14 +1,15 @@
 //! Human-readable text for the views: ages, sizes and link states.
 
-use shared_protocol::{DeviceShare as Share, ErrorCode, RunState};
+use shared_protocol::{DeviceShare as Share, ErrorCode, RunState, SEEN_LAG_MS};
 
 use crate::link::LinkState;
 
 /// When a device was last seen, as its row says. An online device's time may be held up to
-/// `SEEN_LAG_MS` (25 s) behind (snapshot deltas raise it only that far), so anything within
-/// that reads "within 25 s"; past it, the device missed heartbeats and its time is exact.
+/// [`SEEN_LAG_MS`] (25 s) behind (snapshot deltas raise it only that far), so anything within
+/// that (and a tick's worth of this clock running ahead) reads "within 25 s"; past it, the
+/// device missed heartbeats and its time is exact.
 pub fn seen(online: bool, now_ms: u64, last_seen_ms: u64) -> String {
-    if online && now_ms.saturating_sub(last_seen_ms) <= 27_000 {
+    if online && now_ms.saturating_sub(last_seen_ms) <= SEEN_LAG_MS + 2_000 {
         "seen within 25 s".to_owned()
     } else {
         format!("seen {}", ago(now_ms, last_seen_ms))

@@ -8,6 +8,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Counters, DeviceView, JobView, LogEntry, RunState, SwarmSnapshot};
 
+/// How far behind an online device's last-seen time a dashboard may hold it after a delta:
+/// `seen_since_ms` is the delta's `now_ms` minus this. More than two heartbeat intervals
+/// (10 s each), so that a device that keeps its heartbeats is never listed in `seen`.
+pub const SEEN_LAG_MS: u64 = 25_000;
+
 /// The changes between two consecutive broadcasts. Every field is always present.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

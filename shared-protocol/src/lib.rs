@@ -32,7 +32,7 @@ mod messages;
 mod text;
 
 pub use decode::{decode, encode, DecodeError, Limits, Validated, WireMessage};
-pub use delta::{sort_rows, DeltaGap, SnapshotDelta};
+pub use delta::{sort_rows, DeltaGap, SnapshotDelta, SEEN_LAG_MS};
 pub use http::{
     CreateSwarmRequest, CreateSwarmResponse, HealthResponse, HttpError, ResolveCodeRequest,
     ResolveCodeResponse, SwarmInfo, SwarmStats,

@@ -11,11 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use shared_protocol::{DeviceStatus, SnapshotDelta, SwarmSnapshot};
 
-use crate::Millis;
-
-/// How far behind an online device's last-seen time a dashboard may hold it: more than two
-/// heartbeat intervals (10 s each), so that a device that keeps its heartbeats is never listed.
-pub const SEEN_LAG_MS: Millis = 25_000;
+pub use shared_protocol::SEEN_LAG_MS;
 
 /// The delta from `base` (what the dashboards hold, the previous broadcast) to `new`, given
 /// that `log_added` entries were logged in between and dashboards keep `log_kept`.
