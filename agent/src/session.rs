@@ -381,6 +381,15 @@ impl Agent {
             while let Ok(done) = self.done.try_recv() {
                 self.on_done(ws, link, done)?;
             }
+            // Results the coordinator has not acknowledged: all of them after a welcome, and
+            // any left unacknowledged for a minute (it lost them in a restart).
+            let resends = link.poll_resends(now_ms());
+            if !resends.is_empty() {
+                println!("sending {} unacknowledged result(s) again", resends.len());
+            }
+            for message in &resends {
+                send(ws, message)?;
+            }
             if let Some(heartbeat) = link.poll_heartbeat(now_ms()) {
                 send(ws, &heartbeat)?;
             }
@@ -465,7 +474,7 @@ impl Agent {
     fn on_done<S: Read + Write>(
         &mut self,
         ws: &mut WebSocket<S>,
-        link: &Link,
+        link: &mut Link,
         done: Done,
     ) -> Result<()> {
         if !self.pool.finish(done.epoch, done.lease_id) {
@@ -480,7 +489,7 @@ impl Agent {
         };
         send(
             ws,
-            &link.chunk_result(done.lease_id, result.clone(), done.compute_ms),
+            &link.chunk_result(now_ms(), done.lease_id, result.clone(), done.compute_ms),
         )?;
         if self.bench_lease == Some(done.lease_id) {
             self.bench_lease = None;
@@ -717,6 +726,7 @@ mod tests {
             job_id: "job".into(),
             work: Work::PrimeCount { lo: 0, hi: 100 },
             deadline_ms: 60_000,
+            ticket: None,
         };
         let coordinator = FakeCoordinator::new([
             Step::Interrupt,

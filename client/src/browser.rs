@@ -499,7 +499,7 @@ where
                                     compute_ms: ms,
                                 }),
                             );
-                            Some(link.chunk_result(lease_id, result, ms))
+                            Some(link.chunk_result(now_ms(), lease_id, result, ms))
                         }
                         Wake::Timer => {
                             if let Some(pool) = pool.as_mut() {
@@ -508,10 +508,17 @@ where
                             link.poll_heartbeat(now_ms())
                         }
                     };
-                    if let Some(message) = outgoing {
+                    // Results not acknowledged go again after a welcome and after a minute.
+                    let resends = link.poll_resends(now_ms());
+                    let mut lost = false;
+                    for message in outgoing.into_iter().chain(resends) {
                         if tx.send(Message::Text(encode(&message))).await.is_err() {
+                            lost = true;
                             break;
                         }
+                    }
+                    if lost {
+                        break;
                     }
                 }
             }

@@ -5,10 +5,26 @@
 //! handed; it never touches a socket or a timer itself.
 
 use serde::de::IgnoredAny;
+use std::collections::VecDeque;
+
 use shared_protocol::{
     DeviceCredential, ErrorCode, Hello, HelloRole, SnapshotDelta, SwarmSnapshot, ToClient,
-    ToCoordinator, WelcomeRole, PROTOCOL_VERSION,
+    ToCoordinator, WelcomeRole, PROTOCOL_VERSION, RESEND_AFTER_MS,
 };
+
+/// Results kept until the coordinator acknowledges them, and tickets of leases being computed:
+/// at most this many of each (the oldest go first; the coordinator computes a lost result's
+/// work again). Ample: a 16-core device returns about 240 results in a 30 s commit interval.
+pub const MAX_KEPT: usize = 1_024;
+
+/// A result sent but not yet acknowledged ([`ToClient::Committed`]): sent again, with its
+/// lease's ticket, after every welcome and every [`RESEND_AFTER_MS`].
+#[derive(Debug, Clone)]
+struct Kept {
+    lease_id: u64,
+    message: ToCoordinator,
+    resend_at: u64,
+}
 
 /// Exponential backoff with "equal jitter": the n-th retry waits between half and all of
 /// `min(max, base · 2ⁿ)`. It never gives up; a successful welcome resets it.
@@ -184,6 +200,10 @@ pub struct Link {
     /// The `seq` of the last snapshot received on this connection (dashboards).
     seen_seq: Option<u64>,
     refusal: Option<(ErrorCode, String)>,
+    /// Tickets of the leases being computed, by lease id (protocol 4).
+    tickets: VecDeque<(u64, String)>,
+    /// Results sent and not yet acknowledged, oldest first.
+    kept: VecDeque<Kept>,
 }
 
 impl Link {
@@ -197,6 +217,8 @@ impl Link {
             heartbeat_sent_at: None,
             seen_seq: None,
             refusal: None,
+            tickets: VecDeque::new(),
+            kept: VecDeque::new(),
         }
     }
 
@@ -252,6 +274,10 @@ impl Link {
                 self.state = LinkState::Online;
                 self.heartbeat_interval_ms = heartbeat_interval_ms.max(100);
                 self.next_heartbeat_at = Some(now + self.heartbeat_interval_ms);
+                // Whatever was not acknowledged goes again on this connection.
+                for kept in &mut self.kept {
+                    kept.resend_at = now;
+                }
                 match role {
                     WelcomeRole::Device {
                         device_id,
@@ -302,13 +328,29 @@ impl Link {
                 lease_id,
                 job_id,
                 work,
+                ticket,
                 ..
-            } => LinkEvent::Lease {
-                lease_id,
-                job_id,
-                work,
-            },
-            ToClient::CancelLease { lease_id } => LinkEvent::CancelLease { lease_id },
+            } => {
+                if let Some(ticket) = ticket {
+                    if self.tickets.len() >= MAX_KEPT {
+                        self.tickets.pop_front();
+                    }
+                    self.tickets.push_back((lease_id, ticket));
+                }
+                LinkEvent::Lease {
+                    lease_id,
+                    job_id,
+                    work,
+                }
+            }
+            ToClient::CancelLease { lease_id } => {
+                self.tickets.retain(|(id, _)| *id != lease_id);
+                LinkEvent::CancelLease { lease_id }
+            }
+            ToClient::Committed { lease_ids } => {
+                self.kept.retain(|kept| !lease_ids.contains(&kept.lease_id));
+                LinkEvent::Nothing
+            }
             ToClient::Share(share) => LinkEvent::Share(share),
             ToClient::Error { code, message, .. } => {
                 if is_final(code) {
@@ -328,18 +370,60 @@ impl Link {
         ToCoordinator::SetLend { cores }
     }
 
-    /// The message that reports a computed lease.
+    /// The message that reports a computed lease. A result of a lease that came with a
+    /// ticket is kept until the coordinator acknowledges it ([`Self::poll_resends`]).
     pub fn chunk_result(
-        &self,
+        &mut self,
+        now: u64,
         lease_id: u64,
         result: shared_protocol::WorkResult,
         compute_ms: u64,
     ) -> ToCoordinator {
+        let compute_ms = compute_ms.min(86_400_000);
+        if let Some(at) = self.tickets.iter().position(|(id, _)| *id == lease_id) {
+            if let Some((_, ticket)) = self.tickets.remove(at) {
+                if self.kept.len() >= MAX_KEPT {
+                    self.kept.pop_front();
+                }
+                self.kept.push_back(Kept {
+                    lease_id,
+                    message: ToCoordinator::ChunkResult {
+                        lease_id,
+                        result: result.clone(),
+                        compute_ms,
+                        ticket: Some(ticket),
+                    },
+                    resend_at: now.saturating_add(RESEND_AFTER_MS),
+                });
+            }
+        }
         ToCoordinator::ChunkResult {
             lease_id,
             result,
-            compute_ms: compute_ms.min(86_400_000),
+            compute_ms,
+            ticket: None,
         }
+    }
+
+    /// The results to send again now, while online: all that are not acknowledged after a
+    /// welcome, and then each one [`RESEND_AFTER_MS`] after it was last sent.
+    pub fn poll_resends(&mut self, now: u64) -> Vec<ToCoordinator> {
+        if self.state != LinkState::Online {
+            return Vec::new();
+        }
+        self.kept
+            .iter_mut()
+            .filter(|kept| kept.resend_at <= now)
+            .map(|kept| {
+                kept.resend_at = now.saturating_add(RESEND_AFTER_MS);
+                kept.message.clone()
+            })
+            .collect()
+    }
+
+    /// Results sent and not yet acknowledged.
+    pub fn unacknowledged(&self) -> usize {
+        self.kept.len()
     }
 
     /// When the next heartbeat is due, while online.
@@ -610,8 +694,10 @@ mod tests {
                 job_id: "job".into(),
                 work: shared_protocol::Work::PrimeCount { lo: 0, hi: 100 },
                 deadline_ms: 60_000,
+                ticket: Some("t".into()),
             },
             ToClient::CancelLease { lease_id: 7 },
+            ToClient::Committed { lease_ids: vec![7] },
             ToClient::OwnerResult {
                 request: 3,
                 result: shared_protocol::OwnerReply::Done {},
@@ -636,6 +722,84 @@ mod tests {
             );
         }
         assert_eq!(full.state(), skipping.state());
+    }
+
+    fn lease(lease_id: u64, ticket: Option<&str>) -> ToClient {
+        ToClient::Lease {
+            lease_id,
+            job_id: "job".into(),
+            work: shared_protocol::Work::PrimeCount { lo: 0, hi: 100 },
+            deadline_ms: 60_000,
+            ticket: ticket.map(str::to_owned),
+        }
+    }
+
+    fn result_of(message: &ToCoordinator) -> (u64, Option<&str>) {
+        match message {
+            ToCoordinator::ChunkResult {
+                lease_id, ticket, ..
+            } => (*lease_id, ticket.as_deref()),
+            other => panic!("not a result: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn results_are_kept_until_acknowledged_and_sent_again_with_their_ticket() {
+        let mut link = device(None);
+        link.on_open();
+        link.on_message(0, welcome(None));
+        // Lease 1 and 2 come with tickets; 3 (a benchmark, or an older coordinator) without.
+        link.on_message(0, lease(1, Some("t1")));
+        link.on_message(0, lease(2, Some("t2")));
+        link.on_message(0, lease(3, None));
+        let count = shared_protocol::WorkResult::PrimeCount { count: 25 };
+        for id in [1, 2, 3] {
+            let sent = link.chunk_result(1_000, id, count.clone(), 5);
+            assert_eq!(result_of(&sent), (id, None), "the first send has no ticket");
+        }
+        assert_eq!(
+            link.unacknowledged(),
+            2,
+            "only results of leases with a ticket"
+        );
+        assert!(link.poll_resends(1_000).is_empty());
+        // Lease 1 is stored; lease 2 is not acknowledged for a minute: it goes again, once.
+        link.on_message(
+            2_000,
+            ToClient::<SwarmSnapshot>::Committed { lease_ids: vec![1] },
+        );
+        assert_eq!(link.unacknowledged(), 1);
+        assert!(link.poll_resends(1_000 + RESEND_AFTER_MS - 1).is_empty());
+        let again = link.poll_resends(1_000 + RESEND_AFTER_MS);
+        assert_eq!(
+            again.iter().map(result_of).collect::<Vec<_>>(),
+            [(2, Some("t2"))]
+        );
+        assert!(
+            link.poll_resends(1_000 + RESEND_AFTER_MS).is_empty(),
+            "not twice at once"
+        );
+        // Disconnected: nothing goes out; after the next welcome everything kept goes at once.
+        link.on_close(70_000, 0.5);
+        assert!(link.poll_resends(200_000).is_empty(), "offline");
+        link.on_open();
+        link.on_message(80_000, welcome(None));
+        let again = link.poll_resends(80_000);
+        assert_eq!(
+            again.iter().map(result_of).collect::<Vec<_>>(),
+            [(2, Some("t2"))]
+        );
+        link.on_message(
+            81_000,
+            ToClient::<SwarmSnapshot>::Committed { lease_ids: vec![2] },
+        );
+        assert_eq!(link.unacknowledged(), 0);
+        assert!(link.poll_resends(500_000).is_empty());
+        // A cancelled lease's ticket is forgotten: its result (ignored anyway) is not kept.
+        link.on_message(0, lease(4, Some("t4")));
+        link.on_message(0, ToClient::<SwarmSnapshot>::CancelLease { lease_id: 4 });
+        link.chunk_result(600_000, 4, count, 5);
+        assert_eq!(link.unacknowledged(), 0);
     }
 
     #[test]

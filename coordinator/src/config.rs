@@ -27,6 +27,7 @@ impl Config {
                 defaults.broadcast_interval_ms,
             ),
             hello_timeout_ms: millis(env, "HELLO_TIMEOUT_MS", defaults.hello_timeout_ms),
+            commit_interval_ms: millis(env, "COMMIT_INTERVAL_MS", defaults.commit_interval_ms),
             dashboard_read_timeout_ms: millis(
                 env,
                 "DASHBOARD_READ_TIMEOUT_MS",

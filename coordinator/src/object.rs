@@ -14,8 +14,8 @@ use shared_protocol::{
 };
 use swarm_core::directory::CodeEntry;
 use swarm_core::{
-    ConnId, GuessRecord, Millis, Output, PartRecord, SocketAttachment, StoreOp, Stored, SwarmCore,
-    SwarmMeta,
+    CommitRecord, ConnId, GuessRecord, Millis, Output, PartRecord, SocketAttachment, StoreOp,
+    Stored, SwarmCore, SwarmMeta,
 };
 use worker::{
     durable_object, wasm_bindgen, DurableObject, Env, Headers, Request, Response, Result,
@@ -46,6 +46,8 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS parts (job_id TEXT NOT NULL, lo INTEGER NOT NULL, \
      record TEXT NOT NULL, PRIMARY KEY (job_id, lo))",
     "CREATE TABLE IF NOT EXISTS guesses (at_ms INTEGER NOT NULL, source TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS commits (job_id TEXT NOT NULL, seq INTEGER NOT NULL, \
+     record TEXT NOT NULL, PRIMARY KEY (job_id, seq))",
 ];
 
 #[derive(Deserialize)]
@@ -89,6 +91,7 @@ impl DurableObject for SwarmObject {
                     created_ms: now(),
                     run_state: RunState::Running,
                     throttle_percent: 100,
+                    lease_key: String::new(),
                 };
                 let created = self.with_core(|core| core.create(now(), meta).is_ok());
                 self.drain().await?;
@@ -411,6 +414,7 @@ impl SwarmObject {
             invites: load_records(&sql, "invites")?,
             jobs: load_records(&sql, "jobs")?,
             parts: load_records::<PartRecord>(&sql, "parts")?,
+            commits: load_records::<CommitRecord>(&sql, "commits")?,
             guesses: load_guesses(&sql)?,
         };
         let alarm_at = self
@@ -579,8 +583,23 @@ impl SwarmObject {
                     vec![job_id.into(), sql_int(lo).into()],
                 )
                 .map(drop),
-            StoreOp::DeleteParts { job_id } => sql
-                .exec("DELETE FROM parts WHERE job_id = ?", vec![job_id.into()])
+            StoreOp::DeleteParts { job_id } => {
+                sql.exec(
+                    "DELETE FROM parts WHERE job_id = ?",
+                    vec![job_id.clone().into()],
+                )?;
+                sql.exec("DELETE FROM commits WHERE job_id = ?", vec![job_id.into()])
+                    .map(drop)
+            }
+            StoreOp::PutCommit(commit) => sql
+                .exec(
+                    "INSERT OR REPLACE INTO commits (job_id, seq, record) VALUES (?, ?, ?)",
+                    vec![
+                        commit.job_id.clone().into(),
+                        sql_int(commit.seq).into(),
+                        serde_json::to_string(&commit)?.into(),
+                    ],
+                )
                 .map(drop),
             StoreOp::PutGuess(guess) => put_guess(&sql, &guess),
             StoreOp::PruneGuesses { before_ms } => prune_guesses(&sql, before_ms),

@@ -262,12 +262,36 @@ mod tests {
         let text = encode(&device_hello("a", 2));
         assert_eq!(
             text,
-            r#"{"type":"hello","protocol":3,"role":{"kind":"device","name":"a","capabilities":{"cores":2,"memory_mb":8192,"gpu":false,"agent":"browser_desktop"},"credential":null,"invite":null}}"#
+            r#"{"type":"hello","protocol":4,"role":{"kind":"device","name":"a","capabilities":{"cores":2,"memory_mb":8192,"gpu":false,"agent":"browser_desktop"},"credential":null,"invite":null}}"#
         );
         let ack = encode::<ToClient>(&ToClient::HeartbeatAck {
             server_time_ms: Some(5),
         });
         assert_eq!(ack, r#"{"type":"heartbeat_ack","server_time_ms":5}"#);
+        let committed = encode::<ToClient>(&ToClient::Committed {
+            lease_ids: vec![4294967297, 7],
+        });
+        assert_eq!(
+            committed,
+            r#"{"type":"committed","lease_ids":[4294967297,7]}"#
+        );
+        // A result sent the first time has no ticket; one sent again carries it.
+        let result = |ticket: Option<&str>| {
+            encode(&ToCoordinator::ChunkResult {
+                lease_id: 9,
+                result: crate::WorkResult::PrimeCount { count: 4 },
+                compute_ms: 10,
+                ticket: ticket.map(str::to_owned),
+            })
+        };
+        assert_eq!(
+            result(None),
+            r#"{"type":"chunk_result","lease_id":9,"result":{"kind":"prime_count","count":4},"compute_ms":10}"#
+        );
+        assert_eq!(
+            result(Some("T")),
+            r#"{"type":"chunk_result","lease_id":9,"result":{"kind":"prime_count","count":4},"compute_ms":10,"ticket":"T"}"#
+        );
     }
 
     #[test]

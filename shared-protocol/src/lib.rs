@@ -56,12 +56,20 @@ pub use text::{
 /// The protocol version this build speaks. It travels in [`Hello`] and [`ToClient::Welcome`];
 /// a coordinator answers a version outside [`OLDEST_PROTOCOL_VERSION`]..=this one with
 /// [`ErrorCode::ProtocolMismatch`]. Version 3 sends a dashboard [`SnapshotDelta`]s after its
-/// first snapshot; everything else is as in version 2.
-pub const PROTOCOL_VERSION: u16 = 3;
+/// first snapshot. Version 4 tells a device when its results are stored
+/// ([`ToClient::Committed`]) and gives each lease a `ticket` that a device sends back with a
+/// result it sends again ([`RESEND_AFTER_MS`]); everything else is as in version 2.
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// The oldest protocol version a coordinator still speaks: a version 2 dashboard gets a full
-/// snapshot every time.
+/// snapshot every time, a version 2 or 3 device no acknowledgements and no tickets.
 pub const OLDEST_PROTOCOL_VERSION: u16 = 2;
+
+/// A device speaking version 4 keeps each result it sent until [`ToClient::Committed`] names
+/// its lease, sends all it keeps again after every welcome, and any not acknowledged this long
+/// after it was sent again then. The coordinator commits at least every 30 s, so a result
+/// waits this long only when the coordinator lost it (it restarted before committing).
+pub const RESEND_AFTER_MS: u64 = 60_000;
 
 /// WebSocket close codes the coordinator uses. 1008 and 1009 are the standard "policy
 /// violation" and "message too big"; the 4xxx range is the application's own.

@@ -29,7 +29,10 @@ pub enum ToCoordinator {
         seen: Option<u64>,
     },
     /// A device's result for a lease ([`ToClient::Lease`]). Accepted only from the lease's
-    /// holder, once; `compute_ms` is the device's own measure of the work's duration.
+    /// holder, once; `compute_ms` is the device's own measure of the work's duration. A result
+    /// sent again (protocol 4: after a reconnect, or unacknowledged for
+    /// [`crate::RESEND_AFTER_MS`]) carries the lease's `ticket`: the coordinator then takes it
+    /// even if it no longer knows the lease, provided its work is still to be done.
     ChunkResult {
         #[garde(skip)]
         lease_id: u64,
@@ -37,6 +40,9 @@ pub enum ToCoordinator {
         result: WorkResult,
         #[garde(range(max = 86_400_000))]
         compute_ms: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[garde(inner(length(max = 64)))]
+        ticket: Option<String>,
     },
     /// From a device: how many of its cores it lends from now on (0 pauses it). Without it a
     /// device lends all its cores. The swarm's throttle applies on top.
@@ -298,14 +304,21 @@ pub enum ToClient<Snapshot = SwarmSnapshot, Reply = OwnerReply, Delta = Box<Snap
     /// Work for a device: compute it and answer with [`ToCoordinator::ChunkResult`] before
     /// `deadline_ms`, after which the lease may go to another device. A device holds at most
     /// its lent workers plus one prefetched lease.
+    /// To a device speaking protocol 4, `ticket` is the coordinator's signature of the lease's
+    /// work for this device, to send back with the result if it is sent again.
     Lease {
         lease_id: u64,
         job_id: String,
         work: Work,
         deadline_ms: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ticket: Option<String>,
     },
     /// Stop working on a lease: another device finished it, or the job was cancelled or stopped.
     CancelLease { lease_id: u64 },
+    /// To a device speaking protocol 4: the results it sent for these leases are stored, or
+    /// were not needed (late, repeated, of a job that ended); it may forget them.
+    Committed { lease_ids: Vec<u64> },
     /// The answer to [`ToCoordinator::Owner`] with the same `request`.
     OwnerResult { request: u32, result: Reply },
     /// A refused message or connection. The state of the swarm is unchanged by the message

@@ -77,6 +77,7 @@ impl SwarmCore {
                 job_id: BENCH_JOB_ID.to_owned(),
                 work: Work::PrimeCount { lo, hi },
                 deadline_ms: now.saturating_add(BENCH_DEADLINE_MS),
+                ticket: None,
             },
         );
     }

@@ -28,8 +28,11 @@ pub struct Config {
     pub heartbeat_interval_ms: Millis,
     /// A device without a heartbeat for this long is OFFLINE and its socket is closed.
     pub offline_after_ms: Millis,
-    /// Snapshot broadcast period while any socket is connected.
+    /// Snapshot broadcast period while a dashboard watches.
     pub broadcast_interval_ms: Millis,
+    /// How often a running job's accepted results are committed (one row each time), and how
+    /// often a running job wakes the object when no dashboard watches ([`crate::commit`]).
+    pub commit_interval_ms: Millis,
     /// A socket that has not said hello after this long is closed.
     pub hello_timeout_ms: Millis,
     /// Inbound size caps.
@@ -73,6 +76,7 @@ impl Default for Config {
             heartbeat_interval_ms: 10_000,
             offline_after_ms: 60_000,
             broadcast_interval_ms: 2_000,
+            commit_interval_ms: 30_000,
             hello_timeout_ms: 10_000,
             limits: Limits::default(),
             dashboard_read_timeout_ms: 150_000,
@@ -192,9 +196,15 @@ pub struct SwarmCore {
     pub(crate) invite_window: SlidingWindow,
     pub(crate) code_guesses: GuessLimiter,
     alarm_at: Option<Millis>,
-    /// When the next snapshot broadcast is due, while ticks are needed (a dashboard watching or
-    /// a job running); `None` otherwise.
+    /// When the next snapshot broadcast is due, while a dashboard watches; `None` otherwise.
     next_tick_ms: Option<Millis>,
+    /// When the next commit and job wake-up are due, while a job runs or changes wait to be
+    /// committed; `None` otherwise.
+    pub(crate) next_commit_ms: Option<Millis>,
+    /// The running job's changes not yet committed.
+    pub(crate) pending: crate::commit::Pending,
+    /// Commit numbers and the devices whose credibility commits hold.
+    pub(crate) commits: crate::commit::Commits,
     log: VecDeque<LogEntry>,
     /// Entries ever logged by this core, so a delta knows which are new.
     log_count: u64,
@@ -203,7 +213,7 @@ pub struct SwarmCore {
     dashboard_base: Option<(SwarmSnapshot, u64)>,
     pub(crate) audit: Audit,
     pub(crate) jobs: JobBoard,
-    counters: Counters,
+    pub(crate) counters: Counters,
     snapshot_seq: u64,
     /// When this core was built (the object's last start).
     started_ms: Millis,
@@ -230,6 +240,9 @@ impl SwarmCore {
             invites: Invites::default(),
             alarm_at: None,
             next_tick_ms: None,
+            next_commit_ms: None,
+            pending: crate::commit::Pending::default(),
+            commits: crate::commit::Commits::default(),
             log: VecDeque::new(),
             log_count: 0,
             dashboard_base: None,
@@ -254,16 +267,25 @@ impl SwarmCore {
         sockets: Vec<SocketAttachment>,
         alarm_at: Option<Millis>,
     ) {
+        let mut stored = stored;
+        let folded = stored.fold_commits();
+        self.restore_commits(folded);
         let Stored {
             meta,
             devices,
             invites,
             jobs,
             parts,
+            commits: _,
             guesses,
         } = stored;
         self.started_ms = now;
         self.meta = meta;
+        if let Some(meta) = self.meta.as_mut().filter(|m| m.lease_key.is_empty()) {
+            meta.lease_key = self.rng.secret();
+            let meta = meta.clone();
+            self.persist(StoreOp::PutSwarm(meta));
+        }
         self.alarm_at = alarm_at;
         for record in &devices {
             self.jobs
@@ -323,10 +345,14 @@ impl SwarmCore {
         self.rearm(now, true);
     }
 
-    /// Creates the swarm this object holds.
+    /// Creates the swarm this object holds (drawing its lease key if `meta` has none).
     pub fn create(&mut self, now: Millis, meta: SwarmMeta) -> Result<(), CreateError> {
         if self.meta.is_some() {
             return Err(CreateError::AlreadyExists);
+        }
+        let mut meta = meta;
+        if meta.lease_key.is_empty() {
+            meta.lease_key = self.rng.secret();
         }
         self.log(
             now,
@@ -417,7 +443,19 @@ impl SwarmCore {
     /// A message arrived on a socket.
     pub fn handle_message(&mut self, now: Millis, conn: ConnId, bytes: &[u8]) {
         self.handle_message_inner(now, conn, bytes);
+        self.catch_up(now);
         self.rearm(now, false);
+    }
+
+    /// What time-based work a busy object does without waiting for its alarm: leases past
+    /// their deadline go back to the queue as soon as any message arrives, and a commit that
+    /// came due is made (the alarm then finds nothing to do).
+    fn catch_up(&mut self, now: Millis) {
+        if self.commit_due(now, 0) {
+            self.job_tick(now);
+        } else if self.lease_deadline_passed(now) {
+            self.expire_leases(now);
+        }
     }
 
     fn handle_message_inner(&mut self, now: Millis, conn: ConnId, bytes: &[u8]) {
@@ -492,8 +530,9 @@ impl SwarmCore {
                     // The device's own timing is not believed: speeds are what the coordinator
                     // measures (see `sched.rs`).
                     compute_ms: _,
+                    ticket,
                 },
-            ) => self.handle_chunk_result(now, conn, &device_id, lease_id, result),
+            ) => self.handle_chunk_result(now, conn, &device_id, lease_id, result, ticket),
             (Session::Device { device_id, .. }, ToCoordinator::SetLend { cores }) => {
                 let has = self
                     .devices
@@ -620,7 +659,17 @@ impl SwarmCore {
         self.counters.alarms = self.counters.alarms.saturating_add(1);
         self.alarm_at = None;
         self.expire_silent(now);
-        self.expire_leases(now);
+        // A commit due before the next broadcast is made now, on this alarm.
+        let slack = if self.next_tick_ms.is_some() {
+            self.config.broadcast_interval_ms
+        } else {
+            0
+        };
+        if self.commit_due(now, slack) {
+            self.job_tick(now);
+        } else {
+            self.expire_leases(now);
+        }
         if self.next_tick_ms.is_some_and(|due| due <= now) {
             self.next_tick_ms = None;
             self.broadcast_snapshot(now);
@@ -628,9 +677,9 @@ impl SwarmCore {
         self.rearm(now, true);
     }
 
-    /// The next time the core needs the alarm, or `None` when nothing will be due. While a
-    /// dashboard watches or a job runs, that is the next 2 s tick (or a socket's hello
-    /// deadline, if sooner); otherwise only the hello deadlines. Devices' OFFLINE timeouts
+    /// The next time the core needs the alarm, or `None` when nothing will be due: the next
+    /// 2 s broadcast while a dashboard watches, the next commit (every 30 s) while a job runs
+    /// or changes wait to be committed, and the sockets' hello deadlines. Devices' OFFLINE timeouts
     /// alone never wake the object: nobody is waiting on an idle device, so its check is put
     /// off until ticks start again, and the first tick (with the heartbeats the platform
     /// answered meanwhile, [`Self::handle_pongs`]) closes whoever fell silent. So an idle
@@ -644,17 +693,23 @@ impl SwarmCore {
                 _ => None,
             })
             .chain(self.next_tick_ms)
+            .chain(self.next_commit_ms)
             .min()
     }
 
-    /// Whether snapshots must go out every broadcast interval: a dashboard is watching or a
-    /// job is running (its leases expire and its progress moves).
+    /// Whether snapshots must go out every broadcast interval: a dashboard is watching.
     fn needs_ticks(&self) -> bool {
-        self.jobs_running()
-            || self
-                .conns
-                .values()
-                .any(|c| matches!(c.session, Session::Dashboard { .. }))
+        self.conns
+            .values()
+            .any(|c| matches!(c.session, Session::Dashboard { .. }))
+    }
+
+    /// Whether the job's wake-up must run every commit interval: changes wait to be
+    /// committed, or, with someone connected, a job runs (its leases expire) or results wait
+    /// to be acknowledged.
+    fn needs_commits(&self) -> bool {
+        self.uncommitted() > 0
+            || (!self.conns.is_empty() && (self.jobs_running() || !self.pending.is_empty()))
     }
 
     /// Snapshots a dashboard may leave unconfirmed before it counts as not reading.
@@ -680,7 +735,14 @@ impl SwarmCore {
     /// per heartbeat).
     fn rearm(&mut self, now: Millis, full: bool) {
         let created = self.new_deadline.take();
-        if self.conns.is_empty() {
+        if self.needs_commits() {
+            if self.next_commit_ms.is_none() {
+                self.next_commit_ms = Some(now.saturating_add(self.config.commit_interval_ms));
+            }
+        } else {
+            self.next_commit_ms = None;
+        }
+        if self.conns.is_empty() && self.next_commit_ms.is_none() {
             self.next_tick_ms = None;
             if self.alarm_at.take().is_some() {
                 self.write_alarm(Output::ClearAlarm);
@@ -697,7 +759,10 @@ impl SwarmCore {
         let due = if full || self.alarm_at.is_none() {
             self.poll_timeout()
         } else {
-            [self.next_tick_ms, created].into_iter().flatten().min()
+            [self.next_tick_ms, self.next_commit_ms, created]
+                .into_iter()
+                .flatten()
+                .min()
         };
         let Some(due) = due.map(|at| at.max(now)) else {
             return;
@@ -724,6 +789,7 @@ impl SwarmCore {
             created_ms: 0,
             run_state: shared_protocol::RunState::Running,
             throttle_percent: 100,
+            lease_key: String::new(),
         });
         let mut rows: Vec<&Device> = self.devices.values().collect();
         rows.sort_by(|a, b| {

@@ -29,7 +29,7 @@ use shared_protocol::{
 
 use crate::core::{short, Refusal, SwarmCore};
 use crate::kinds::{self, reference_rate, Checked};
-use crate::records::{HeldLease, JobRecord, PartRecord, StoreOp, MAX_ATTACHED_LEASES};
+use crate::records::{CommitEntry, HeldLease, JobRecord, PartRecord, StoreOp, MAX_ATTACHED_LEASES};
 use crate::sched::{Completion, Lease, LeaseId, SchedConfig, Scheduler};
 use crate::verify::{Digest, Range, Verdict, Verifier};
 use crate::{ConnId, Millis};
@@ -41,6 +41,16 @@ const OPEN_PER_WORKER: usize = 1;
 /// The speed factor of a device that has not been measured (see [`crate::kinds`]): a slow
 /// phone's, so that its first chunk is small and the rate adapts from the first result.
 pub const UNMEASURED_SPEED: f64 = 0.1;
+
+/// What a result did.
+enum Taken {
+    /// It changed the job: it is durable once the next commit is written.
+    Changed,
+    /// It changed nothing (late, repeated, moot).
+    Nothing,
+    /// It was refused (and its device told why).
+    Refused,
+}
 
 /// Jobs kept in snapshots.
 const JOBS_IN_SNAPSHOT: usize = 20;
@@ -425,14 +435,29 @@ impl SwarmCore {
         let Some(active) = self.jobs.active.as_ref() else {
             return;
         };
+        let key = self.meta.as_ref().map_or("", |m| m.lease_key.as_str());
         let messages: Vec<(String, ToClient)> = leases
             .into_iter()
             .map(|lease| {
+                // A device speaking protocol 4 gets the lease's ticket.
+                let ticket = self
+                    .link_of(&lease.device)
+                    .is_some_and(|link| link.acks)
+                    .then(|| {
+                        crate::secrets::lease_ticket(
+                            key,
+                            &active.job_id,
+                            &lease.device,
+                            lease.lo,
+                            lease.hi,
+                        )
+                    });
                 let message: ToClient = ToClient::Lease {
                     lease_id: active.wire_id(lease.id),
                     job_id: active.job_id.clone(),
                     work: active.spec.work(lease.lo, lease.hi),
                     deadline_ms: lease.deadline_ms,
+                    ticket,
                 };
                 (lease.device, message)
             })
@@ -443,6 +468,15 @@ impl SwarmCore {
             }
             self.touch_leases(&device);
         }
+    }
+
+    /// A lease of the running job is past its deadline.
+    pub(crate) fn lease_deadline_passed(&self, now: Millis) -> bool {
+        self.jobs
+            .active
+            .as_ref()
+            .and_then(|a| a.sched.next_deadline())
+            .is_some_and(|due| due <= now)
     }
 
     /// On each alarm: leases past their deadline go back to the queue (their holders are told
@@ -470,6 +504,9 @@ impl SwarmCore {
         self.dispatch(now);
     }
 
+    /// A device's result. A device speaking protocol 4 is told when it may forget it
+    /// ([`ToClient::Committed`]): once the commit holding what it changed is written, or at
+    /// once when it changes nothing (late, repeated, of a job that ended).
     pub(crate) fn handle_chunk_result(
         &mut self,
         now: Millis,
@@ -477,35 +514,80 @@ impl SwarmCore {
         device_id: &str,
         wire_id: u64,
         result: WorkResult,
+        ticket: Option<String>,
     ) {
         if wire_id >> EPOCH_SHIFT == 0 {
             let answer = crate::bench::known_answer(&result);
             self.handle_bench_result(now, conn, device_id, wire_id, answer);
             return;
         }
-        let Some(active) = self.jobs.active.as_mut() else {
+        let job = self.running_job_id().map(str::to_owned);
+        let taken = self.take_result(now, conn, device_id, wire_id, result, ticket);
+        if !self.link(conn).is_some_and(|link| link.acks) {
             return;
+        }
+        // A result that finished its job is durable at once: the job's row holds it.
+        let finished = self.running_job_id() != job.as_deref();
+        match taken {
+            Taken::Changed if !finished => self.ack_on_commit(device_id, wire_id),
+            Taken::Changed => self.send(
+                conn,
+                &ToClient::Committed {
+                    lease_ids: vec![wire_id],
+                },
+            ),
+            Taken::Nothing if !self.acked_on_commit(device_id, wire_id) => {
+                self.send(
+                    conn,
+                    &ToClient::Committed {
+                        lease_ids: vec![wire_id],
+                    },
+                );
+            }
+            Taken::Nothing | Taken::Refused => {}
+        }
+    }
+
+    fn take_result(
+        &mut self,
+        now: Millis,
+        conn: ConnId,
+        device_id: &str,
+        wire_id: u64,
+        result: WorkResult,
+        ticket: Option<String>,
+    ) -> Taken {
+        let Some(active) = self.jobs.active.as_mut() else {
+            return Taken::Nothing;
         };
         // A late result of an earlier activation, an expired or cancelled lease, or a repeat:
-        // nothing to do.
-        let Some(lease_id) = active.own_id(wire_id) else {
-            return;
+        // nothing to do, unless its ticket shows work still to do ([`Self::take_resent`]).
+        let Some(lease) = active
+            .own_id(wire_id)
+            .and_then(|id| active.sched.lease(id).cloned())
+        else {
+            return match ticket {
+                Some(ticket) => self.take_resent(now, conn, device_id, result, &ticket),
+                None => Taken::Nothing,
+            };
         };
-        let Some(lease) = active.sched.lease(lease_id).cloned() else {
-            return;
-        };
+        let lease_id = lease.id;
         if lease.device != device_id {
             let refusal =
                 Refusal::new(ErrorCode::Forbidden, "this lease belongs to another device");
-            return self.reject(now, conn, refusal, None);
+            self.reject(now, conn, refusal, None);
+            return Taken::Refused;
         }
         let checked = match kinds::check(&active.spec, lease.lo, lease.hi, result, &mut self.rng) {
             Ok(checked) => checked,
-            Err(why) => return self.refuse_result(now, conn, device_id, &why),
+            Err(why) => {
+                self.refuse_result(now, conn, device_id, &why);
+                return Taken::Refused;
+            }
         };
         let digest = kinds::digest(&checked);
         let Some(active) = self.jobs.active.as_mut() else {
-            return;
+            return Taken::Nothing;
         };
         let job_id = active.job_id.clone();
         // An untrusted device's first answer is replicated; a trusted device's when its lease
@@ -520,7 +602,7 @@ impl SwarmCore {
         };
         let pick = self.rng.below(u64::MAX);
         let Some(active) = self.jobs.active.as_mut() else {
-            return;
+            return Taken::Nothing;
         };
         let range = (lease.lo, lease.hi);
         if audit && !active.sched.is_replicated(range, &[device_id.to_owned()]) {
@@ -531,12 +613,7 @@ impl SwarmCore {
         match completion {
             Completion::Accepted { lo, hi, cancelled } => {
                 self.cancel_leases(&cancelled);
-                let chunks = self
-                    .jobs
-                    .chunks_done
-                    .entry(device_id.to_owned())
-                    .or_default();
-                *chunks = chunks.saturating_add(1);
+                self.count_chunk(device_id);
                 self.accept_part(device_id, &job_id, (lo, hi), checked, digest, audit);
             }
             Completion::Replica { lo, hi } => {
@@ -545,10 +622,87 @@ impl SwarmCore {
                 }
                 self.replica_answer(now, device_id, (lo, hi), digest);
             }
-            Completion::Duplicate | Completion::NotHolder | Completion::Unknown => return,
+            Completion::Duplicate | Completion::NotHolder | Completion::Unknown => {
+                return Taken::Nothing
+            }
         }
         self.finish_if_done(now);
         self.dispatch(now);
+        Taken::Changed
+    }
+
+    /// A result sent again for a lease the coordinator no longer knows (it restarted before
+    /// committing the result, or the device reconnected): taken as the lease's first answer
+    /// when its ticket shows that this device was given exactly this work of the running job,
+    /// the device may compute, and nobody holds or has done the work since. It is checked and
+    /// verified like any result (a trusted device's is drawn for an audit as it answers).
+    fn take_resent(
+        &mut self,
+        now: Millis,
+        conn: ConnId,
+        device_id: &str,
+        result: WorkResult,
+        ticket: &str,
+    ) -> Taken {
+        let key = self
+            .meta
+            .as_ref()
+            .map(|m| m.lease_key.clone())
+            .unwrap_or_default();
+        let may_compute = self
+            .devices
+            .get(device_id)
+            .is_some_and(|d| d.record.enabled && !d.record.quarantined);
+        let Some(active) = self.jobs.active.as_mut() else {
+            return Taken::Nothing;
+        };
+        let Some((lo, hi)) = crate::secrets::check_ticket(&key, &active.job_id, device_id, ticket)
+        else {
+            return Taken::Nothing;
+        };
+        if !may_compute || !active.sched.claim(lo, hi) {
+            return Taken::Nothing;
+        }
+        let job_id = active.job_id.clone();
+        let checked = match kinds::check(&active.spec, lo, hi, result, &mut self.rng) {
+            Ok(checked) => checked,
+            Err(why) => {
+                // Nothing of it is kept: the units go back to the queue.
+                if let Some(active) = self.jobs.active.as_mut() {
+                    active.sched.redo(lo, hi);
+                }
+                self.refuse_result(now, conn, device_id, &why);
+                return Taken::Refused;
+            }
+        };
+        let digest = kinds::digest(&checked);
+        let draw = self.rng.below(self.jobs.verifier.policy().audit_one_in);
+        let audit = self
+            .jobs
+            .verifier
+            .replicate_on_answer(device_id, false, draw);
+        self.log(
+            now,
+            LogLevel::Info,
+            format!(
+                "a result sent again after a restart was taken for units {lo}–{hi} of job {}",
+                short(&job_id)
+            ),
+        );
+        self.count_chunk(device_id);
+        self.accept_part(device_id, &job_id, (lo, hi), checked, digest, audit);
+        self.finish_if_done(now);
+        self.dispatch(now);
+        Taken::Changed
+    }
+
+    fn count_chunk(&mut self, device_id: &str) {
+        let chunks = self
+            .jobs
+            .chunks_done
+            .entry(device_id.to_owned())
+            .or_default();
+        *chunks = chunks.saturating_add(1);
     }
 
     /// Merges a device's accepted part into its job, stores it (the part, not the job row),
@@ -595,7 +749,7 @@ impl SwarmCore {
             confirmed_by: Vec::new(),
             open,
         };
-        self.persist(StoreOp::PutPart(part.record(job_id, (lo, hi))));
+        self.journal(job_id, CommitEntry::Part(part.record(job_id, (lo, hi))));
         if let Some(active) = self.jobs.active.as_mut() {
             active.parts.insert((lo, hi), part);
         }
@@ -646,8 +800,9 @@ impl SwarmCore {
                             part.confirmed_by.push(winner.clone());
                         }
                     }
-                    let record = part.record(&active.job_id, range);
-                    self.persist(StoreOp::PutPart(record));
+                    let (job_id, record) =
+                        (active.job_id.clone(), part.record(&active.job_id, range));
+                    self.journal(&job_id, CommitEntry::Part(record));
                 }
             }
         }
@@ -696,6 +851,7 @@ impl SwarmCore {
     /// Copies the verifier's view of these devices' credibility into their records (one write
     /// each when it changed), and holds back an untrusted device with too many open results.
     fn sync_credibility(&mut self, devices: &[String]) {
+        let running = self.running_job_id().map(str::to_owned);
         for device_id in devices {
             let credibility = self.jobs.verifier.credibility(device_id);
             let trusted = self.jobs.verifier.trusted(device_id);
@@ -711,8 +867,23 @@ impl SwarmCore {
             };
             if device.record.credibility != credibility {
                 device.record.credibility = credibility;
-                let record = device.record.clone();
-                self.persist(StoreOp::PutDevice(record));
+                device.record.credibility_rev = device.record.credibility_rev.saturating_add(1);
+                let rev = device.record.credibility_rev;
+                // With the running job's next commit; without a job, at once.
+                match &running {
+                    Some(job_id) => self.journal(
+                        job_id,
+                        CommitEntry::Credibility {
+                            device_id: device_id.clone(),
+                            rev,
+                            credibility,
+                        },
+                    ),
+                    None => {
+                        let record = device.record.clone();
+                        self.persist(StoreOp::PutDevice(record));
+                    }
+                }
             }
         }
     }
@@ -791,9 +962,12 @@ impl SwarmCore {
             ),
         );
         self.discard_parts(now, device_id);
+        // Taking a liar's parts out is committed at once, not with the next commit.
+        self.commit();
         let credibility = self.jobs.verifier.credibility(device_id);
         if let Some(device) = self.devices.get_mut(device_id) {
             device.record.credibility = credibility;
+            device.record.credibility_rev = device.record.credibility_rev.saturating_add(1);
             let record = device.record.clone();
             self.persist(StoreOp::PutDevice(record));
         }
@@ -869,7 +1043,7 @@ impl SwarmCore {
             })
             .unwrap_or_default();
         for record in records {
-            self.persist(StoreOp::PutPart(record));
+            self.journal(&job_id, CommitEntry::Part(record));
         }
         if let Some(job) = self.jobs.jobs.get_mut(&job_id) {
             for (lo, hi, part) in &redone {
@@ -884,10 +1058,7 @@ impl SwarmCore {
                     first_row: u32::try_from(*lo).unwrap_or(u32::MAX),
                 });
             }
-            self.persist(StoreOp::DeletePart {
-                job_id: job_id.clone(),
-                lo: *lo,
-            });
+            self.journal(&job_id, CommitEntry::Drop { lo: *lo });
         }
         if !redone.is_empty() || !reopened.is_empty() {
             self.log(
@@ -1128,6 +1299,7 @@ impl SwarmCore {
         let Some(mut active) = self.jobs.active.take() else {
             return;
         };
+        self.drop_pending();
         self.jobs.verifier.clear();
         for device_id in active.sched.devices() {
             self.touch_leases(&device_id);

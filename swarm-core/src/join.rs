@@ -72,6 +72,7 @@ impl SwarmCore {
         if self.meta.is_none() {
             return Err(Refusal::new(ErrorCode::SwarmNotFound, "no such swarm"));
         }
+        let hello_protocol = hello.protocol;
         match hello.role {
             HelloRole::Dashboard { owner_key } => {
                 let owner = match owner_key {
@@ -98,7 +99,10 @@ impl SwarmCore {
                 Ok((
                     Session::Device {
                         device_id: device_id.clone(),
-                        link: DeviceLink::default(),
+                        link: DeviceLink {
+                            acks: hello_protocol >= 4,
+                            ..DeviceLink::default()
+                        },
                     },
                     WelcomeRole::Device {
                         device_id,
@@ -118,7 +122,10 @@ impl SwarmCore {
                 Ok((
                     Session::Device {
                         device_id: device_id.clone(),
-                        link: DeviceLink::default(),
+                        link: DeviceLink {
+                            acks: hello_protocol >= 4,
+                            ..DeviceLink::default()
+                        },
                     },
                     WelcomeRole::Device {
                         device_id,
@@ -226,6 +233,7 @@ impl SwarmCore {
                 vouched: how == VOUCHED,
                 ..Credibility::default()
             },
+            credibility_rev: 0,
         };
         self.log(
             now,

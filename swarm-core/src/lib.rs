@@ -28,6 +28,7 @@
 
 mod audit;
 mod bench;
+pub mod commit;
 mod core;
 pub mod delta;
 pub mod directory;
@@ -56,9 +57,9 @@ pub use crate::bench::BENCH_JOB_ID;
 pub use crate::core::{Config, CreateError, Refusal, SwarmCore};
 pub use crate::jobs::UNMEASURED_SPEED;
 pub use crate::records::{
-    DeviceLink, DeviceRecord, GuessRecord, HeldLease, InviteRecord, JobRecord, MemoryStore,
-    PartRecord, PendingBench, Session, SocketAttachment, StoreOp, Stored, SwarmMeta,
-    MAX_ATTACHED_LEASES,
+    CommitEntry, CommitRecord, DeviceLink, DeviceRecord, GuessRecord, HeldLease, InviteRecord,
+    JobRecord, MemoryStore, PartRecord, PendingBench, Session, SocketAttachment, StoreOp, Stored,
+    SwarmMeta, MAX_ATTACHED_LEASES,
 };
 pub use crate::secrets::{hash_secret, Rng};
 

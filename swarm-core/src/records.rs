@@ -4,7 +4,7 @@
 //! [`crate::SwarmCore::restore`] when the object starts. A [`SocketAttachment`] travels with a
 //! hibernated WebSocket, so sessions survive eviction without a storage write.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use shared_protocol::{Capabilities, JobResult, JobSpec, JobState, RunState, WorkResult};
@@ -24,6 +24,10 @@ pub struct SwarmMeta {
     pub run_state: RunState,
     #[serde(default = "full_throttle")]
     pub throttle_percent: u8,
+    /// The key lease tickets are signed with ([`crate::SwarmCore::create`] draws it; a swarm
+    /// stored before tickets existed gets one when its object next starts). Never sent.
+    #[serde(default)]
+    pub lease_key: String,
 }
 
 fn running() -> RunState {
@@ -67,6 +71,10 @@ pub struct DeviceRecord {
     /// for it ([`crate::verify`]).
     #[serde(default)]
     pub credibility: Credibility,
+    /// Counts the changes of `credibility`: a commit's copy of it ([`CommitEntry::Credibility`])
+    /// counts only when it is newer than the row's.
+    #[serde(default)]
+    pub credibility_rev: u64,
 }
 
 /// An invite as stored: only hashes of its token and short code.
@@ -158,8 +166,11 @@ pub struct Stored {
     pub devices: Vec<DeviceRecord>,
     pub invites: Vec<InviteRecord>,
     pub jobs: Vec<JobRecord>,
-    /// Accepted parts of running jobs, by device.
+    /// Accepted parts of running jobs, by device, as written one row each (before commits
+    /// batched them).
     pub parts: Vec<PartRecord>,
+    /// Commits of running jobs' results, in any order ([`Stored::fold_commits`] orders them).
+    pub commits: Vec<CommitRecord>,
     /// Wrong invite-code guesses of the last minute or so.
     pub guesses: Vec<GuessRecord>,
 }
@@ -191,6 +202,82 @@ pub struct PartRecord {
     pub open: bool,
 }
 
+/// What a running job's results changed since the previous commit, written as one row however
+/// many results it holds: the writes of a job grow with time, not with completions (see
+/// ARCHITECTURE.md, "Commits"). Replayed in `seq` order over the parts table when the object
+/// starts ([`Stored::fold_commits`]); deleted with the job's parts when the job ends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommitRecord {
+    pub job_id: String,
+    /// 1, 2, 3 … within the job (across restarts of the object); with `job_id`, the row's key.
+    pub seq: u64,
+    pub entries: Vec<CommitEntry>,
+}
+
+/// One change a commit holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum CommitEntry {
+    /// A part was accepted or changed (confirmed by a replica, or reopened): it replaces the
+    /// part of the same job and first unit.
+    Part(PartRecord),
+    /// The part of the job starting at unit `lo` was taken out (its device was caught lying).
+    Drop { lo: u64 },
+    /// A device's credibility changed; it replaces the stored one when `rev` is newer.
+    Credibility {
+        device_id: String,
+        rev: u64,
+        credibility: Credibility,
+    },
+}
+
+impl Stored {
+    /// Applies the stored commits, oldest first, to the parts and device rows, and returns the
+    /// highest commit number of each job (the next commit of a job takes the one after) and
+    /// the devices whose credibility a commit holds (their rows must be written before the
+    /// job's commits are deleted).
+    pub fn fold_commits(&mut self) -> (BTreeMap<String, u64>, BTreeSet<String>) {
+        let mut commits = std::mem::take(&mut self.commits);
+        commits.sort_by(|a, b| (&a.job_id, a.seq).cmp(&(&b.job_id, b.seq)));
+        let mut parts: BTreeMap<(String, u64), PartRecord> = std::mem::take(&mut self.parts)
+            .into_iter()
+            .map(|p| ((p.job_id.clone(), p.lo), p))
+            .collect();
+        let mut last = BTreeMap::new();
+        let mut credible = BTreeSet::new();
+        for commit in commits {
+            last.insert(commit.job_id.clone(), commit.seq);
+            for entry in commit.entries {
+                match entry {
+                    CommitEntry::Part(part) => {
+                        parts.insert((part.job_id.clone(), part.lo), part);
+                    }
+                    CommitEntry::Drop { lo } => {
+                        parts.remove(&(commit.job_id.clone(), lo));
+                    }
+                    CommitEntry::Credibility {
+                        device_id,
+                        rev,
+                        credibility,
+                    } => {
+                        credible.insert(device_id.clone());
+                        if let Some(device) = self
+                            .devices
+                            .iter_mut()
+                            .find(|d| d.device_id == device_id && d.credibility_rev < rev)
+                        {
+                            device.credibility = credibility;
+                            device.credibility_rev = rev;
+                        }
+                    }
+                }
+            }
+        }
+        self.parts = parts.into_values().collect();
+        (last, credible)
+    }
+}
+
 /// A wrong invite-code guess: when, and from which (hashed) source address. Kept so that the
 /// guessing limits hold across a restart of the object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -217,8 +304,10 @@ pub enum StoreOp {
     PutPart(PartRecord),
     /// Delete one part (its device was caught lying; the units are computed again).
     DeletePart { job_id: String, lo: u64 },
-    /// Delete every part of a job (it ended; its result is in its row).
+    /// Delete every part and commit of a job (it ended; its result is in its row).
     DeleteParts { job_id: String },
+    /// Insert a commit of a running job's results.
+    PutCommit(CommitRecord),
     /// Insert a wrong code guess.
     PutGuess(GuessRecord),
     /// Delete the guesses older than this: they no longer count against any limit.
@@ -279,6 +368,10 @@ pub struct DeviceLink {
     /// The job those leases belong to (the first 8 characters of its id).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub lease_job: String,
+    /// It speaks protocol 4: its leases carry tickets and its results are acknowledged once
+    /// committed ([`shared_protocol::ToClient::Committed`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub acks: bool,
 }
 
 /// Leases kept in a socket's attachment: the platform caps an attachment at 2,048 bytes, and
@@ -308,6 +401,7 @@ pub struct MemoryStore {
     pub invites: BTreeMap<String, InviteRecord>,
     pub jobs: BTreeMap<String, JobRecord>,
     pub parts: BTreeMap<(String, u64), PartRecord>,
+    pub commits: BTreeMap<(String, u64), CommitRecord>,
     pub pixels: BTreeMap<(String, u32), Vec<u8>>,
     pub guesses: Vec<GuessRecord>,
     /// Write operations applied.
@@ -337,7 +431,14 @@ impl MemoryStore {
             StoreOp::DeletePart { job_id, lo } => {
                 self.parts.remove(&(job_id, lo));
             }
-            StoreOp::DeleteParts { job_id } => self.parts.retain(|(job, _), _| *job != job_id),
+            StoreOp::DeleteParts { job_id } => {
+                self.parts.retain(|(job, _), _| *job != job_id);
+                self.commits.retain(|(job, _), _| *job != job_id);
+            }
+            StoreOp::PutCommit(commit) => {
+                self.commits
+                    .insert((commit.job_id.clone(), commit.seq), commit);
+            }
             StoreOp::PutPixels {
                 job_id,
                 first_row,
@@ -361,6 +462,7 @@ impl MemoryStore {
             invites: self.invites.values().cloned().collect(),
             jobs: self.jobs.values().cloned().collect(),
             parts: self.parts.values().cloned().collect(),
+            commits: self.commits.values().cloned().collect(),
             guesses: self.guesses.clone(),
         }
     }

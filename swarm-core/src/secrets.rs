@@ -58,6 +58,63 @@ pub fn hash_secret(secret: &str) -> String {
     hex(&Sha256::digest(secret.as_bytes()))
 }
 
+type HmacSha256 = hmac::Hmac<Sha256>;
+
+/// Bytes of the HMAC-SHA256 tag a lease ticket keeps.
+const TICKET_TAG: usize = 16;
+
+/// The MAC over what a ticket vouches for: this job's units `[lo, hi)`, leased to this device.
+fn ticket_mac(key: &str, job_id: &str, device_id: &str, lo: u64, hi: u64) -> Option<HmacSha256> {
+    use hmac::Mac as _;
+    let mut mac = HmacSha256::new_from_slice(key.as_bytes()).ok()?;
+    for part in [
+        b"ostrich lease ticket 1".as_slice(),
+        job_id.as_bytes(),
+        device_id.as_bytes(),
+    ] {
+        mac.update(&(part.len() as u64).to_le_bytes());
+        mac.update(part);
+    }
+    mac.update(&lo.to_le_bytes());
+    mac.update(&hi.to_le_bytes());
+    Some(mac)
+}
+
+/// A lease's ticket: its units and a MAC of them, the job and the device under the swarm's
+/// lease key, as 43 base64url characters. A device sends it back with a result it sends again
+/// after the coordinator forgot the lease (a restart), and [`check_ticket`] tells that the
+/// coordinator issued exactly this work to exactly this device.
+pub(crate) fn lease_ticket(key: &str, job_id: &str, device_id: &str, lo: u64, hi: u64) -> String {
+    use hmac::Mac as _;
+    let mut bytes = Vec::with_capacity(16 + TICKET_TAG);
+    bytes.extend_from_slice(&lo.to_le_bytes());
+    bytes.extend_from_slice(&hi.to_le_bytes());
+    if let Some(mac) = ticket_mac(key, job_id, device_id, lo, hi) {
+        bytes.extend_from_slice(mac.finalize().into_bytes().get(..TICKET_TAG).unwrap_or(&[]));
+    }
+    base64url(&bytes)
+}
+
+/// The units `[lo, hi)` a ticket vouches for, if it is one this key issued for this job and
+/// device (the tag is compared in constant time).
+pub(crate) fn check_ticket(
+    key: &str,
+    job_id: &str,
+    device_id: &str,
+    ticket: &str,
+) -> Option<(u64, u64)> {
+    use hmac::Mac as _;
+    let bytes = URL_SAFE_NO_PAD.decode(ticket).ok()?;
+    if bytes.len() != 16 + TICKET_TAG || key.is_empty() {
+        return None;
+    }
+    let lo = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    let hi = u64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?);
+    let mac = ticket_mac(key, job_id, device_id, lo, hi)?;
+    mac.verify_truncated_left(bytes.get(16..)?).ok()?;
+    Some((lo, hi))
+}
+
 fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len().saturating_mul(2));
@@ -105,6 +162,34 @@ mod tests {
         assert_eq!(base64url(b"foo"), "Zm9v");
         assert_eq!(base64url(b"foobar"), "Zm9vYmFy");
         assert_eq!(base64url(&[0xfb, 0xff]), "-_8");
+    }
+
+    #[test]
+    fn a_ticket_vouches_only_for_its_own_work_job_device_and_key() {
+        let ticket = lease_ticket("key", "job", "dev", 100, 200);
+        assert_eq!(ticket.len(), 43);
+        assert_eq!(check_ticket("key", "job", "dev", &ticket), Some((100, 200)));
+        assert_eq!(check_ticket("other", "job", "dev", &ticket), None);
+        assert_eq!(check_ticket("key", "job2", "dev", &ticket), None);
+        assert_eq!(check_ticket("key", "job", "dev2", &ticket), None);
+        assert_eq!(
+            check_ticket("", "job", "dev", &ticket),
+            None,
+            "no key, no tickets"
+        );
+        // Other units under the same tag.
+        let mut bytes = URL_SAFE_NO_PAD.decode(&ticket).unwrap();
+        bytes[8] ^= 1;
+        assert_eq!(check_ticket("key", "job", "dev", &base64url(&bytes)), None);
+        // Truncated, padded, not base64.
+        assert_eq!(check_ticket("key", "job", "dev", &ticket[..42]), None);
+        assert_eq!(
+            check_ticket("key", "job", "dev", &format!("{ticket}A")),
+            None
+        );
+        assert_eq!(check_ticket("key", "job", "dev", "not a ticket!"), None);
+        // The fields are length-prefixed: moving a boundary changes the tag.
+        assert_eq!(check_ticket("key", "jobd", "ev", &ticket), None);
     }
 
     #[test]

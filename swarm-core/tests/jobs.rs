@@ -34,6 +34,7 @@ fn answer(sim: &mut Sim, conn: ConnId, lease_id: u64, result: WorkResult, comput
             lease_id,
             result,
             compute_ms,
+            ticket: None,
         },
     );
 }
@@ -181,8 +182,15 @@ fn only_the_holder_may_answer_and_only_once() {
     let (b, _) = sim.join_device("b");
     let dash = sim.join_dashboard(None);
     let job = submit(&mut sim, 0, 100_000_000);
-    let (lease_id, work) = leases(&mut sim, a).remove(0);
-    let _ = leases(&mut sim, b);
+    // Whichever device the first lease went to holds it; the other may not answer it.
+    let (mut a_leases, mut b_leases) = (leases(&mut sim, a), leases(&mut sim, b));
+    let (a, b) = if a_leases.is_empty() {
+        std::mem::swap(&mut a_leases, &mut b_leases);
+        (b, a)
+    } else {
+        (a, b)
+    };
+    let (lease_id, work) = a_leases.remove(0);
     let wrong = WorkResult::PrimeCount { count: 1 };
     answer(&mut sim, b, lease_id, wrong.clone(), 10);
     assert_eq!(sim.last_error(b), ErrorCode::Forbidden);
@@ -192,6 +200,7 @@ fn only_the_holder_may_answer_and_only_once() {
             lease_id,
             result: wrong,
             compute_ms: 10,
+            ticket: None,
         },
     );
     assert_eq!(
@@ -468,6 +477,9 @@ fn a_liars_parts_from_before_a_restart_are_taken_out_when_it_is_caught_after() {
         view.unverified_units, view.done_units,
         "nothing of it is verified"
     );
+    // Its parts are committed with the next commit; then the object restarts.
+    sim.advance(sim.config.commit_interval_ms);
+    assert_eq!(sim.core.uncommitted(), 0);
     sim.restart();
     assert_eq!(
         sim.core.job(&job).unwrap().result,
@@ -1303,13 +1315,12 @@ fn a_quarantined_devices_bands_are_deleted_and_rendered_again() {
     assert!(stored == native, "the stored image equals a native render");
 }
 
-/// A measurement, not a check of speed: storage writes (rows and alarm re-arms) of ten active
-/// 4-core devices over one simulated hour (each lease answered after 2 s, heartbeats every
-/// 10 s), per device-day. Run: `cargo test --release -p swarm-core --test jobs storage_writes --
-/// --ignored --nocapture`.
+/// The storage writes (rows and alarm re-arms) of ten active 4-core devices over half a
+/// simulated hour (each lease answered after 2 s, heartbeats every 10 s) stay within #11's goal
+/// of 6,500 a day — 5 % of the predecessor's 129,600 — because results are committed in
+/// batches, one row per commit interval, and the job wakes the object only to commit.
 #[test]
-#[ignore = "a measurement (about a minute); run it by name"]
-fn storage_writes_per_device_day_of_ten_active_devices() {
+fn ten_active_devices_write_at_most_6500_rows_a_day() {
     let mut sim = Sim::new();
     let devices: Vec<ConnId> = (0..10)
         .map(|i| {
@@ -1320,10 +1331,11 @@ fn storage_writes_per_device_day_of_ten_active_devices() {
         .collect();
     submit(&mut sim, 0, 1 << 47);
     let (start, writes_before, alarm_writes_before) = (sim.now, sim.writes, sim.alarm_writes);
+    let span_ms = 1_800_000;
     let mut results = 0usize;
     // Leases received in the last step, answered 2 s later.
     let mut computing: Vec<(ConnId, u64)> = Vec::new();
-    while sim.now < start + 3_600_000 {
+    while sim.now < start + span_ms {
         for (conn, lease_id) in computing.drain(..) {
             // The large chunks are not computed, to stay fast (the owner's devices are not
             // replicated, so nothing compares them).
@@ -1360,15 +1372,16 @@ fn storage_writes_per_device_day_of_ten_active_devices() {
     }
     let writes = sim.writes - writes_before;
     let alarm_writes = sim.alarm_writes - alarm_writes_before;
+    let per_day = writes * (86_400_000 / span_ms) as usize;
     println!(
-        "storage: {results} results answered, {writes} writes in an hour ({alarm_writes} of them \
-         the alarm), {} per device-day",
-        writes * 24 / devices.len()
+        "storage: {results} results answered, {writes} writes in half an hour ({alarm_writes} of \
+         them the alarm): {per_day} a day"
     );
     assert!(results > 10_000, "the devices kept working: {results}");
+    assert!(per_day <= 6_500, "{per_day} writes a day");
     assert!(
-        writes - alarm_writes <= results,
-        "at most one row write per answered result"
+        alarm_writes > 0 && writes > alarm_writes,
+        "the job committed its results"
     );
 }
 

@@ -150,6 +150,7 @@ fn restarts_at_random_points_change_no_outcome() {
                                     lease_id,
                                     result,
                                     compute_ms: 2_000,
+                                    ticket: None,
                                 },
                             );
                         }

@@ -290,6 +290,7 @@ fn run(model: Option<Model>, n: usize, bad: usize, jobs: u64, seed: u64, owned: 
                                 lease_id,
                                 result: WorkResult::PrimeCount { count },
                                 compute_ms: 1,
+                                ticket: None,
                             },
                         );
                     }

@@ -209,6 +209,7 @@ pub fn run(
             lease_id,
             result,
             compute_ms: 1,
+            ticket: None,
         })
         .context("sending a result")?;
         last_answer = Some(Instant::now());

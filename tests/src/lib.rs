@@ -40,6 +40,7 @@ pub fn short_timeouts() -> Vec<(String, String)> {
         ("HEARTBEAT_INTERVAL_MS", "1000"),
         ("OFFLINE_AFTER_MS", "4000"),
         ("HELLO_TIMEOUT_MS", "4000"),
+        ("COMMIT_INTERVAL_MS", "2000"),
         ("RATE_WINDOW_MS", "6000"),
         ("DEFAULT_INVITE_TTL_MS", "5000"),
     ]
@@ -97,7 +98,10 @@ impl WranglerCommand {
         }
         let state = root.join(".state");
         std::fs::create_dir_all(state.join("xdg"))?;
-        let inspector = free_port()?;
+        let mut inspector = free_port()?;
+        while inspector == self.port {
+            inspector = free_port()?;
+        }
         let mut cmd = Command::new("node");
         cmd.current_dir(&root)
             .arg(entry)
@@ -129,6 +133,31 @@ pub struct Wrangler {
 }
 
 impl Wrangler {
+    /// Starts wrangler on a free loopback port. A port found free can be taken by another
+    /// process before workerd binds it: then it tries again on another, up to three times.
+    pub fn start_anywhere(persist_dir: &Path, vars: Vec<(String, String)>) -> Result<Self> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let spec = WranglerCommand {
+                port: free_port()?,
+                persist_dir: persist_dir.to_owned(),
+                vars: vars.clone(),
+            };
+            match Self::start(&spec) {
+                Err(err)
+                    if attempt < 3 && format!("{err:#}").contains("Address already in use") =>
+                {
+                    eprintln!(
+                        "port {} was taken before workerd bound it; trying another",
+                        spec.port
+                    );
+                }
+                started => return started,
+            }
+        }
+    }
+
     /// Starts wrangler and waits until the health endpoint answers.
     pub fn start(spec: &WranglerCommand) -> Result<Self> {
         let mut cmd = spec.command()?;

@@ -17,8 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use runtime_tests::agents::{build_agent, AgentProcess};
 use runtime_tests::{
-    free_port, get_bytes, http_agent, repo_root, run_case, short_timeouts, Wrangler,
-    WranglerCommand, WsClient,
+    get_bytes, http_agent, repo_root, run_case, short_timeouts, Wrangler, WsClient,
 };
 use shared_protocol::{
     Hello, HelloRole, JobResult, JobState, JobView, SwarmSnapshot, ToClient, ToCoordinator,
@@ -151,34 +150,30 @@ fn main() {
         .join("target/tmp")
         .join(format!("agent-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let spec = WranglerCommand {
-        port: free_port().expect("a free port"),
-        persist_dir: dir.join("persist"),
-        vars: short_timeouts(),
-    };
-    let world = Wrangler::start(&spec).and_then(|wrangler| {
-        std::fs::create_dir_all(&dir)?;
-        let created = wrangler.create_swarm("agents")?;
-        let mut world = World {
-            wrangler,
-            bin,
-            dir: dir.clone(),
-            swarm_id: created.swarm_id,
-            owner_key: created.owner_key,
-            token: String::new(),
-            survivor: None,
-            resumed: None,
-            others: Vec::new(),
-        };
-        let invite = world.owner(serde_json::json!({
-            "command": "create_invite", "ttl_ms": 3_600_000, "max_uses": null
-        }))?;
-        world.token = invite["token"]
-            .as_str()
-            .context("no token in the invite")?
-            .to_owned();
-        Ok(world)
-    });
+    let world =
+        Wrangler::start_anywhere(&dir.join("persist"), short_timeouts()).and_then(|wrangler| {
+            std::fs::create_dir_all(&dir)?;
+            let created = wrangler.create_swarm("agents")?;
+            let mut world = World {
+                wrangler,
+                bin,
+                dir: dir.clone(),
+                swarm_id: created.swarm_id,
+                owner_key: created.owner_key,
+                token: String::new(),
+                survivor: None,
+                resumed: None,
+                others: Vec::new(),
+            };
+            let invite = world.owner(serde_json::json!({
+                "command": "create_invite", "ttl_ms": 3_600_000, "max_uses": null
+            }))?;
+            world.token = invite["token"]
+                .as_str()
+                .context("no token in the invite")?
+                .to_owned();
+            Ok(world)
+        });
     let mut world = match world {
         Ok(world) => world,
         Err(err) => {

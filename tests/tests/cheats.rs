@@ -22,8 +22,7 @@ use anyhow::{ensure, Context, Result};
 use runtime_tests::agents::{build_agent, AgentProcess};
 use runtime_tests::cheat::{self, Model, Report, MODELS};
 use runtime_tests::{
-    await_job, get_bytes, http_agent, repo_root, run_case, short_timeouts, Wrangler,
-    WranglerCommand, WsClient,
+    await_job, get_bytes, http_agent, repo_root, run_case, short_timeouts, Wrangler, WsClient,
 };
 use shared_protocol::{
     close_code, Hello, HelloRole, JobResult, JobState, SwarmSnapshot, ToClient, ToCoordinator,
@@ -321,12 +320,7 @@ fn main() {
     if let (Some(_), Ok(trust_after)) = (overhead_jobs, std::env::var("OSTRICH_TRUST_AFTER")) {
         vars.push(("TRUST_AFTER".into(), trust_after));
     }
-    let spec = WranglerCommand {
-        port: runtime_tests::free_port().expect("a free port"),
-        persist_dir: dir.join("persist"),
-        vars,
-    };
-    let mut wrangler = match Wrangler::start(&spec) {
+    let mut wrangler = match Wrangler::start_anywhere(&dir.join("persist"), vars) {
         Ok(w) => w,
         Err(err) => {
             eprintln!("could not start the runtime: {err:#}");

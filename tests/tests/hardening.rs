@@ -10,9 +10,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use runtime_tests::{
-    await_job, free_port, http_agent, run_case, short_timeouts, Wrangler, WranglerCommand, WsClient,
-};
+use client::link::{Identity, Link, LinkEvent};
+use runtime_tests::{await_job, http_agent, run_case, short_timeouts, Wrangler, WsClient};
 use shared_protocol::{
     close_code, encode, AgentClass, Capabilities, DeviceCredential, ErrorCode, Hello, HelloRole,
     HttpError, JobResult, JobSpec, JoinProof, OwnerCommand, OwnerReply, SwarmStats, ToClient,
@@ -40,12 +39,7 @@ fn main() {
     // Dashboards here that do not confirm snapshots are closed after 8 s (4 snapshots).
     let mut vars = short_timeouts();
     vars.push(("DASHBOARD_READ_TIMEOUT_MS".into(), "8000".into()));
-    let shared = WranglerCommand {
-        port: free_port().expect("a free port"),
-        persist_dir: persist("shared"),
-        vars,
-    };
-    match Wrangler::start(&shared) {
+    match Wrangler::start_anywhere(&persist("shared"), vars) {
         Ok(mut w) => {
             let cases: &[Case] = &[
                 (
@@ -91,7 +85,12 @@ fn main() {
         "kill -9 between a cheat's lies and its detection: every lie is taken out",
         || lies_across_kill9(&persist("lies")),
     ));
-    for name in ["shared", "guesses", "lies"] {
+    tally(run_case(
+        "kill -9 before a commit: a device that reconnects sends its unacknowledged results \
+         again, and none is lost or counted twice",
+        || results_across_kill9(&persist("results")),
+    ));
+    for name in ["shared", "guesses", "lies", "results"] {
         let _ = std::fs::remove_dir_all(persist(name));
     }
     println!("\n{passed} passed, {failed} failed");
@@ -157,17 +156,36 @@ fn stats(w: &Wrangler, swarm: &Swarm) -> Result<SwarmStats> {
         .into_json()?)
 }
 
+/// What the test devices here say they are: a 2-core native agent.
+fn two_cores() -> Capabilities {
+    Capabilities {
+        cores: 2,
+        memory_mb: None,
+        gpu: false,
+        agent: AgentClass::Native,
+    }
+}
+
+/// Submits π(10⁸) as the owner.
+fn submit_primes(w: &Wrangler, swarm: &Swarm) -> Result<String> {
+    let submit = OwnerCommand::SubmitJob {
+        job: JobSpec::PrimeCount {
+            lo: 0,
+            hi: 100_000_000,
+        },
+    };
+    match owner(w, swarm, &submit)? {
+        OwnerReply::JobSubmitted { job_id } => Ok(job_id),
+        other => bail!("expected a job id, got {other:?}"),
+    }
+}
+
 fn device(name: &str, credential: Option<DeviceCredential>, invite: Option<JoinProof>) -> String {
     encode(&ToCoordinator::Hello(Hello {
         protocol: PROTOCOL_VERSION,
         role: HelloRole::Device {
             name: name.into(),
-            capabilities: Capabilities {
-                cores: 2,
-                memory_mb: None,
-                gpu: false,
-                agent: AgentClass::Native,
-            },
+            capabilities: two_cores(),
             credential,
             invite,
         },
@@ -255,6 +273,7 @@ fn work(
             lease_id,
             result,
             compute_ms: 2_000,
+            ticket: None,
         })?;
         answered += 1;
     }
@@ -579,11 +598,7 @@ fn viewer_that_stops_reading(w: &Wrangler) -> Result<()> {
 }
 
 fn start(persist: &std::path::Path, vars: Vec<(String, String)>) -> Result<Wrangler> {
-    Wrangler::start(&WranglerCommand {
-        port: free_port()?,
-        persist_dir: persist.to_owned(),
-        vars,
-    })
+    Wrangler::start_anywhere(persist, vars)
 }
 
 /// Ten wrong codes from one address, `kill -9`, and the eleventh is still refused.
@@ -648,15 +663,7 @@ fn lies_across_kill9(persist: &std::path::Path) -> Result<()> {
     let mut w = start(persist, vars.clone())?;
     let swarm = create(&w)?;
     let (mut cheat, cred) = join(&w, &swarm, "cheat")?;
-    let submit = OwnerCommand::SubmitJob {
-        job: JobSpec::PrimeCount {
-            lo: 0,
-            hi: 100_000_000,
-        },
-    };
-    let OwnerReply::JobSubmitted { job_id } = owner(&w, &swarm, &submit)? else {
-        bail!("expected a job id")
-    };
+    let job_id = submit_primes(&w, &swarm)?;
     // Benchmarks count numbers from 2³⁰ on, beyond the job.
     let is_benchmark =
         |work: &Work| matches!(work, Work::PrimeCount { lo, .. } if *lo >= 100_000_000);
@@ -681,6 +688,9 @@ fn lies_across_kill9(persist: &std::path::Path) -> Result<()> {
         before.done_units > 0 && before.unverified_units == before.done_units,
         "its lies were merged, unverified: {before:?}"
     );
+    // Accepted results are durable once committed (every 2 s here); this cheat does not send
+    // them again after the crash, so the crash comes after the commit.
+    std::thread::sleep(3 * SECOND);
     w.kill9();
 
     let w = start(persist, vars)?;
@@ -730,5 +740,177 @@ fn lies_across_kill9(persist: &std::path::Path) -> Result<()> {
         .find(|d| d.id == cred.device_id)
         .context("the cheat's row")?;
     ensure!(row.quarantined && row.disputed > 0, "{row:?}");
+    Ok(())
+}
+
+/// A device as the browser and the agent run it: the client's [`Link`] over a real socket,
+/// keeping each result until the coordinator acknowledges it.
+struct LinkedDevice {
+    link: Link,
+    ws: WsClient,
+    leases: Vec<(u64, Work)>,
+    acked: usize,
+}
+
+impl LinkedDevice {
+    fn connect(w: &Wrangler, swarm: &Swarm, link: Link) -> Result<Self> {
+        let mut device = Self {
+            ws: WsClient::connect(&w.ws_url(&swarm.id))?,
+            link,
+            leases: Vec::new(),
+            acked: 0,
+        };
+        let hello = device.link.on_open();
+        device.ws.send(&hello)?;
+        Ok(device)
+    }
+
+    /// Reads for `wait`, then sends whatever the link wants sent again.
+    fn pump(&mut self, wait: Duration) -> Result<()> {
+        let until = Instant::now() + wait;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.ws.recv(left.max(Duration::from_millis(1))) {
+                Ok(runtime_tests::Received::Message(message)) => {
+                    if let ToClient::Committed { lease_ids } = &message {
+                        self.acked += lease_ids.len();
+                    }
+                    if let LinkEvent::Lease { lease_id, work, .. } =
+                        self.link.on_message(now_ms(), message)
+                    {
+                        self.leases.push((lease_id, work));
+                    }
+                }
+                Ok(runtime_tests::Received::Closed(code)) => bail!("closed: {code:?}"),
+                Err(_) => break, // nothing more within `wait`
+            }
+            if Instant::now() >= until {
+                break;
+            }
+        }
+        for message in self.link.poll_resends(now_ms()) {
+            self.ws.send(&message)?;
+        }
+        if let Some(heartbeat) = self.link.poll_heartbeat(now_ms()) {
+            self.ws.send(&heartbeat)?;
+        }
+        Ok(())
+    }
+
+    /// Computes and answers the leases it holds (at most `n`).
+    fn compute(&mut self, n: usize) -> Result<usize> {
+        let take = n.min(self.leases.len());
+        let leases: Vec<(u64, Work)> = self.leases.drain(..take).collect();
+        for (lease_id, work) in &leases {
+            let result = client_compute::compute(work).map_err(anyhow::Error::msg)?;
+            let message = self.link.chunk_result(now_ms(), *lease_id, result, 1_000);
+            self.ws.send(&message)?;
+        }
+        Ok(take)
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// One of the owner's devices (the client's own `Link`, protocol 4) computes prime chunks of
+/// π(10⁸); the coordinator commits every 10 s here. Within that interval workerd is killed with
+/// `kill -9`, losing what it had accepted but not committed. The device reconnects and, after
+/// the welcome, sends its unacknowledged results again with their tickets: the job is back to
+/// exactly where it was before the crash without computing them again, they are acknowledged
+/// once committed, and π(10⁸) comes out exact.
+fn results_across_kill9(persist: &std::path::Path) -> Result<()> {
+    let _ = std::fs::remove_dir_all(persist);
+    let mut vars = short_timeouts();
+    // This device computes between reads, as one worker would: it may be silent for a while.
+    vars.retain(|(name, _)| name != "COMMIT_INTERVAL_MS" && name != "OFFLINE_AFTER_MS");
+    vars.push(("COMMIT_INTERVAL_MS".into(), "10000".into()));
+    vars.push(("OFFLINE_AFTER_MS".into(), "60000".into()));
+    let mut w = start(persist, vars.clone())?;
+    let swarm = create(&w)?;
+    let link = Link::new(Identity::Device {
+        name: "keeper".into(),
+        capabilities: two_cores(),
+        credential: None,
+        invite: Some(JoinProof::OwnerKey {
+            owner_key: swarm.owner_key.clone(),
+        }),
+    });
+    let mut device = LinkedDevice::connect(&w, &swarm, link)?;
+    device.pump(SECOND)?;
+    ensure!(device.compute(1)? == 1, "no benchmark lease");
+    let job_id = submit_primes(&w, &swarm)?;
+    // Well within the first commit interval: two results sent, none committed.
+    device.pump(SECOND)?;
+    let answered = device.compute(2)?;
+    ensure!(answered == 2, "two leases to answer: {:?}", device.leases);
+    device.pump(Duration::from_millis(500))?;
+    let before = await_job(&w.base, &swarm.id, &job_id, Duration::ZERO)?;
+    let kept = device.link.unacknowledged();
+    ensure!(
+        before.done_units > 0 && kept == 2 && device.acked == 0,
+        "two results accepted and kept, none acknowledged yet: {before:?}, {kept} kept, {} acked",
+        device.acked
+    );
+    w.kill9();
+
+    let w = start(persist, vars)?;
+    let lost = await_job(&w.base, &swarm.id, &job_id, Duration::ZERO)?;
+    ensure!(
+        lost.done_units < before.done_units,
+        "the crash took back what was not committed: {lost:?}"
+    );
+    // The same link reconnects with the credential it was given; after the welcome it sends
+    // the two results again.
+    let link = device.link;
+    let mut device = LinkedDevice::connect(&w, &swarm, link)?;
+    device.pump(SECOND)?;
+    let deadline = Instant::now() + 10 * SECOND;
+    let again = loop {
+        let job = await_job(&w.base, &swarm.id, &job_id, Duration::ZERO)?;
+        if job.done_units >= before.done_units || Instant::now() > deadline {
+            break job;
+        }
+        device.pump(Duration::from_millis(200))?;
+    };
+    ensure!(
+        (again.done_units, again.chunks_done, &again.result)
+            == (before.done_units, before.chunks_done, &before.result),
+        "the results sent again restored exactly what was accepted: {before:?} → {again:?}"
+    );
+    // Acknowledged with the next commit; then the device computes the rest.
+    let deadline = Instant::now() + 30 * SECOND;
+    while device.acked < 2 && Instant::now() < deadline {
+        device.compute(1)?;
+        device.pump(Duration::from_millis(500))?;
+    }
+    ensure!(
+        device.acked >= 2,
+        "the results sent again were acknowledged"
+    );
+    let deadline = Instant::now() + 180 * SECOND;
+    let done = loop {
+        device.compute(usize::MAX)?;
+        device.pump(Duration::from_millis(200))?;
+        let job = await_job(&w.base, &swarm.id, &job_id, Duration::ZERO)?;
+        if job.state == shared_protocol::JobState::Done {
+            break job;
+        }
+        ensure!(Instant::now() < deadline, "the job did not finish: {job:?}");
+    };
+    ensure!(
+        done.result == JobResult::PrimeCount { count: 5_761_455 },
+        "π(10^8) came out as {:?}: something was lost or counted twice",
+        done.result
+    );
+    device.pump(SECOND)?;
+    ensure!(
+        device.link.unacknowledged() == 0,
+        "{} results never acknowledged",
+        device.link.unacknowledged()
+    );
     Ok(())
 }

@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use runtime_tests::{
-    await_job, free_port, get_bytes, http_agent, run_case, short_timeouts, Received, Wrangler,
-    WranglerCommand, WsClient,
+    await_job, get_bytes, http_agent, run_case, short_timeouts, Received, Wrangler, WsClient,
 };
 use shared_protocol::{
     close_code, AgentClass, Capabilities, Counters, DeviceCredential, DeviceStatus, ErrorCode,
@@ -113,12 +112,7 @@ fn main() {
     let persist = root
         .join("target/tmp")
         .join(format!("runtime-{}", std::process::id()));
-    let spec = WranglerCommand {
-        port: free_port().expect("a free port"),
-        persist_dir: persist.clone(),
-        vars: short_timeouts(),
-    };
-    let mut wrangler = match Wrangler::start(&spec) {
+    let mut wrangler = match Wrangler::start_anywhere(&persist, short_timeouts()) {
         Ok(w) => w,
         Err(err) => {
             eprintln!("could not start the runtime: {err:#}");
@@ -255,6 +249,7 @@ fn join_device(
         lease_id,
         result,
         compute_ms: 17,
+        ticket: None,
     })?;
     Ok((ws, credential))
 }
@@ -279,6 +274,7 @@ fn join_owned_device(w: &Wrangler, swarm: &TestSwarm, name: &str) -> Result<WsCl
         lease_id,
         result,
         compute_ms: 17,
+        ticket: None,
     })?;
     Ok(ws)
 }
@@ -1247,6 +1243,7 @@ fn compute_device(
                 lease_id,
                 result,
                 compute_ms,
+                ticket: None,
             })?;
             answered += 1;
         }
@@ -1506,6 +1503,7 @@ fn lease_rules(w: &Wrangler) -> Result<()> {
             lease_id,
             result: WorkResult::PrimeCount { count: 0 },
             compute_ms,
+            ticket: None,
         })
     };
     // The owner's own devices: the lease rules without replicas in between.
@@ -1624,6 +1622,7 @@ fn benchmark_is_checked(w: &Wrangler) -> Result<()> {
             count: kernels::primes::count_primes(lo, hi) + 7,
         },
         compute_ms: 1,
+        ticket: None,
     })?;
     expect_error(&mut ws, ErrorCode::BadResult)?;
     ensure!(ws.recv_close(5 * SECOND)? == Some(close_code::BAD_RESULT));
@@ -1692,23 +1691,14 @@ fn registry_survives_restart() -> Result<()> {
         .join("target/tmp")
         .join(format!("restart-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&persist);
-    let spec = WranglerCommand {
-        port: free_port()?,
-        persist_dir: persist.clone(),
-        vars: short_timeouts(),
-    };
     let (swarm, cred) = {
-        let w = Wrangler::start(&spec)?;
+        let w = Wrangler::start_anywhere(&persist, short_timeouts())?;
         let swarm = new_swarm(&w, "durable")?;
         let (device, cred) = join_device(&w, &swarm, "survivor")?;
         device.close();
         (swarm, cred)
     }; // dropped: workerd stopped
-    let spec = WranglerCommand {
-        port: free_port()?,
-        ..spec
-    };
-    let w = Wrangler::start(&spec)?;
+    let w = Wrangler::start_anywhere(&persist, short_timeouts())?;
     let mut dash = join_dashboard(&w, &swarm)?;
     let snap = next_snapshot(&mut dash, 4 * SECOND)?;
     ensure!(

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use runtime_tests::{free_port, Wrangler, WranglerCommand};
+use runtime_tests::Wrangler;
 use shared_protocol::{
     encode, AgentClass, Capabilities, Hello, HelloRole, JobSpec, JobView, JoinProof, OwnerCommand,
     OwnerReply, SwarmStats, ToClient, ToCoordinator, Work, HEARTBEAT, PROTOCOL_VERSION,
@@ -93,11 +93,7 @@ pub fn table(counts: &[usize]) -> Result<()> {
     let persist = root
         .join("target/tmp")
         .join(format!("load-{}", std::process::id()));
-    let mut wrangler = Wrangler::start(&WranglerCommand {
-        port: free_port()?,
-        persist_dir: persist.clone(),
-        vars: Vec::new(),
-    })?;
+    let mut wrangler = Wrangler::start_anywhere(&persist, Vec::new())?;
     print_header();
     for &n in counts {
         eprintln!("xtask: load with {n} devices");
@@ -459,6 +455,7 @@ fn device(i: usize, url: &str, owner_key: &str, seen: &Seen) {
                 lease_id: r.lease_id,
                 result: r.result,
                 compute_ms: r.compute_ms,
+                ticket: None,
             };
             if ws.send(Message::text(encode(&message))).is_err() {
                 return close("send failed".into());

@@ -225,13 +225,8 @@ fn browser_tests() -> Result<()> {
         "ALLOWED_ORIGINS".to_owned(),
         format!("http://127.0.0.1:{pages_port}"),
     ));
-    let spec = WranglerCommand {
-        port: free_port()?,
-        persist_dir: persist.clone(),
-        vars,
-    };
     let reference = mandelbrot_reference(&persist)?;
-    let mut wrangler = Wrangler::start(&spec)?;
+    let mut wrangler = Wrangler::start_anywhere(&persist, vars)?;
     let result = run(Command::new("node")
         .args(["--test", "--test-concurrency=1"])
         .arg(root().join("tests/e2e"))

@@ -309,6 +309,7 @@ impl Sim {
                 lease_id,
                 result: WorkResult::PrimeCount { count },
                 compute_ms,
+                ticket: None,
             },
         );
         (lease_id, lo, hi)
@@ -419,6 +420,7 @@ pub fn meta(now: Millis) -> SwarmMeta {
         created_ms: now,
         run_state: RunState::Running,
         throttle_percent: 100,
+        lease_key: String::new(),
     }
 }
 
