@@ -480,6 +480,11 @@ where
                                 }
                             }
                             update(&link, Some(event));
+                            if link.must_reconnect() {
+                                // Out of step with the deltas: a new connection starts with a
+                                // whole snapshot.
+                                break;
+                            }
                             resend_lend.map(|cores| link.lend_message(cores))
                         }
                         Wake::Lend(cores) => {

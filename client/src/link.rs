@@ -204,6 +204,9 @@ pub struct Link {
     tickets: VecDeque<(u64, String)>,
     /// Results sent and not yet acknowledged, oldest first.
     kept: VecDeque<Kept>,
+    /// A snapshot delta did not follow the snapshot held: this connection's state is lost,
+    /// and a new connection starts with a whole snapshot.
+    out_of_step: bool,
 }
 
 impl Link {
@@ -219,7 +222,14 @@ impl Link {
             refusal: None,
             tickets: VecDeque::new(),
             kept: VecDeque::new(),
+            out_of_step: false,
         }
+    }
+
+    /// The dashboard's snapshot fell out of step with the deltas (one was lost or came out of
+    /// order): close this connection and open a new one, which starts with a whole snapshot.
+    pub fn must_reconnect(&self) -> bool {
+        self.out_of_step
     }
 
     pub fn state(&self) -> &LinkState {
@@ -228,6 +238,7 @@ impl Link {
 
     /// The socket opened: the hello to send first.
     pub fn on_open(&mut self) -> ToCoordinator {
+        self.out_of_step = false;
         self.state = LinkState::Connecting {
             attempt: self.backoff.attempts(),
         };
@@ -319,6 +330,16 @@ impl Link {
             }
             ToClient::SnapshotDelta(delta) => {
                 let (seq, event) = S::delta_event(delta);
+                // A delta read (a dashboard's) must make the snapshot after the one held.
+                if let Some(seq) = seq {
+                    if self
+                        .seen_seq
+                        .is_none_or(|seen| seen.checked_add(1) != Some(seq))
+                    {
+                        self.out_of_step = true;
+                        return LinkEvent::Nothing;
+                    }
+                }
                 self.seen_seq = seq.or(self.seen_seq);
                 event
             }
@@ -637,6 +658,23 @@ mod tests {
         );
     }
 
+    fn snapshot(seq: u64) -> SwarmSnapshot {
+        SwarmSnapshot {
+            swarm_id: "s".into(),
+            swarm_name: "n".into(),
+            now_ms: 1,
+            seq,
+            device_total: 0,
+            online: 0,
+            run_state: shared_protocol::RunState::Running,
+            throttle_percent: 100,
+            jobs: vec![],
+            devices: vec![],
+            log: vec![],
+            counters: shared_protocol::Counters::default(),
+        }
+    }
+
     #[test]
     fn a_dashboards_heartbeat_says_which_snapshot_it_read() {
         let mut link = Link::new(Identity::Dashboard { owner_key: None });
@@ -652,20 +690,7 @@ mod tests {
                 offline_after_ms: 60_000,
             },
         );
-        let snapshot = shared_protocol::SwarmSnapshot {
-            swarm_id: "s".into(),
-            swarm_name: "n".into(),
-            now_ms: 1,
-            seq: 41,
-            device_total: 0,
-            online: 0,
-            run_state: shared_protocol::RunState::Running,
-            throttle_percent: 100,
-            jobs: vec![],
-            devices: vec![],
-            log: vec![],
-            counters: shared_protocol::Counters::default(),
-        };
+        let snapshot = snapshot(41);
         let wire = shared_protocol::encode::<ToClient>(&ToClient::Snapshot(snapshot.clone()));
         link.on_message(5_000, ToClient::<SwarmSnapshot>::Snapshot(snapshot));
         assert_eq!(
@@ -800,6 +825,57 @@ mod tests {
         link.on_message(0, ToClient::<SwarmSnapshot>::CancelLease { lease_id: 4 });
         link.chunk_result(600_000, 4, count, 5);
         assert_eq!(link.unacknowledged(), 0);
+    }
+
+    #[test]
+    fn a_delta_that_does_not_follow_the_snapshot_held_makes_the_dashboard_start_over() {
+        let mut link = Link::new(Identity::Dashboard { owner_key: None });
+        link.on_open();
+        let welcome = ToClient::<SwarmSnapshot>::Welcome {
+            protocol: PROTOCOL_VERSION,
+            swarm_id: "s".into(),
+            swarm_name: "lab".into(),
+            role: WelcomeRole::Dashboard { owner: false },
+            heartbeat_interval_ms: 10_000,
+            offline_after_ms: 60_000,
+        };
+        link.on_message(0, welcome.clone());
+        let delta = |seq: u64| {
+            ToClient::<SwarmSnapshot>::SnapshotDelta(Box::new(SnapshotDelta {
+                seq,
+                now_ms: seq,
+                device_total: 0,
+                online: 0,
+                run_state: shared_protocol::RunState::Running,
+                throttle_percent: 100,
+                jobs: None,
+                devices: vec![],
+                seen_since_ms: 0,
+                seen: Default::default(),
+                removed: vec![],
+                log: vec![],
+                log_kept: 40,
+                counters: shared_protocol::Counters::default(),
+            }))
+        };
+        // A delta before any snapshot, and one that skips a snapshot, are not applied.
+        assert_eq!(link.on_message(1, delta(5)), LinkEvent::Nothing);
+        assert!(link.must_reconnect());
+        link.on_open();
+        assert!(!link.must_reconnect(), "a new connection starts in step");
+        link.on_message(2, welcome);
+        link.on_message(3, ToClient::<SwarmSnapshot>::Snapshot(snapshot(7)));
+        assert!(matches!(
+            link.on_message(4, delta(8)),
+            LinkEvent::SnapshotDelta(_)
+        ));
+        assert!(!link.must_reconnect());
+        assert_eq!(
+            link.on_message(5, delta(10)),
+            LinkEvent::Nothing,
+            "9 is missing"
+        );
+        assert!(link.must_reconnect());
     }
 
     #[test]
