@@ -26,8 +26,6 @@ pub const MAX_COMMIT_ENTRIES: usize = 1_000;
 pub(crate) struct Pending {
     job_id: String,
     entries: Vec<CommitEntry>,
-    /// The job's last commit number.
-    seq: u64,
     /// Per device (speaking protocol 4): the leases whose results this commit makes durable,
     /// acknowledged once it is written.
     acks: BTreeMap<String, Vec<u64>>,
@@ -53,14 +51,10 @@ impl SwarmCore {
     /// A change to the running job `job_id` for the next commit.
     pub(crate) fn journal(&mut self, job_id: &str, entry: CommitEntry) {
         if self.pending.job_id != job_id {
-            // A job that was not the running one when its last commit was made: its entries
-            // (none, as a job's end clears them) start over.
-            self.pending = Pending {
-                job_id: job_id.to_owned(),
-                entries: Vec::new(),
-                seq: self.commits.seqs.get(job_id).copied().unwrap_or(0),
-                acks: std::mem::take(&mut self.pending.acks),
-            };
+            // Another job than the last one journalled: its entries (none, as a job's end
+            // clears them) start over.
+            self.pending.job_id = job_id.to_owned();
+            self.pending.entries.clear();
         }
         if let CommitEntry::Credibility { device_id, .. } = &entry {
             if !self.commits.credible.contains(device_id) {
@@ -108,10 +102,17 @@ impl SwarmCore {
             self.send_acks();
             return;
         }
-        self.pending.seq = self.pending.seq.saturating_add(1);
+        let job_id = self.pending.job_id.clone();
+        let seq = self
+            .commits
+            .seqs
+            .get(&job_id)
+            .copied()
+            .unwrap_or(0)
+            .saturating_add(1);
         let record = CommitRecord {
-            job_id: self.pending.job_id.clone(),
-            seq: self.pending.seq,
+            job_id,
+            seq,
             entries: std::mem::take(&mut self.pending.entries),
         };
         self.commits.seqs.insert(record.job_id.clone(), record.seq);

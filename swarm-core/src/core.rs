@@ -263,11 +263,10 @@ impl SwarmCore {
     pub fn restore(
         &mut self,
         now: Millis,
-        stored: Stored,
+        mut stored: Stored,
         sockets: Vec<SocketAttachment>,
         alarm_at: Option<Millis>,
     ) {
-        let mut stored = stored;
         let folded = stored.fold_commits();
         self.restore_commits(folded);
         let Stored {

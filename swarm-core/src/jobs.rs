@@ -528,23 +528,16 @@ impl SwarmCore {
         }
         // A result that finished its job is durable at once: the job's row holds it.
         let finished = self.running_job_id() != job.as_deref();
-        match taken {
-            Taken::Changed if !finished => self.ack_on_commit(device_id, wire_id),
-            Taken::Changed => self.send(
-                conn,
-                &ToClient::Committed {
-                    lease_ids: vec![wire_id],
-                },
-            ),
-            Taken::Nothing if !self.acked_on_commit(device_id, wire_id) => {
-                self.send(
-                    conn,
-                    &ToClient::Committed {
-                        lease_ids: vec![wire_id],
-                    },
-                );
-            }
-            Taken::Nothing | Taken::Refused => {}
+        let now_durable = match taken {
+            Taken::Changed => finished,
+            Taken::Nothing => !self.acked_on_commit(device_id, wire_id),
+            Taken::Refused => false,
+        };
+        if now_durable {
+            let lease_ids = vec![wire_id];
+            self.send(conn, &ToClient::Committed { lease_ids });
+        } else if matches!(taken, Taken::Changed) {
+            self.ack_on_commit(device_id, wire_id);
         }
     }
 
