@@ -1,6 +1,10 @@
 //! Builds the wasm artefacts: the browser client's three bundles into `pages/pkg/` (cargo,
 //! wasm-bindgen, wasm-opt) and the coordinator into `coordinator/build/` (worker-build), then
 //! reports their sizes and what each page loads first.
+//!
+//! Two kinds of build: [`Profile::Release`], what ships and what tests and benchmarks run, and
+//! [`Profile::Dev`] for `cargo xtask dev`, which compiles in parallel and incrementally and
+//! skips wasm-opt, so that a change reaches the running system in seconds.
 
 use std::path::Path;
 use std::process::Command;
@@ -25,47 +29,100 @@ const WASM_FEATURES: &[&str] = &[
 /// of them (by modification time) rebuilds it.
 const SHARED_INPUTS: &[&str] = &["Cargo.toml", "Cargo.lock", "shared-protocol", "kernels"];
 
+/// Which cargo profile the artefacts are built with.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Profile {
+    /// `release`: LTO, one codegen unit, wasm-opt. What ships, and what tests measure.
+    Release,
+    /// `dev-fast` (see Cargo.toml): the same optimisation level, without LTO, in 16 codegen
+    /// units, incremental, and no wasm-opt pass.
+    Dev,
+}
+
+impl Profile {
+    fn cargo_name(self) -> &'static str {
+        match self {
+            Profile::Release => "release",
+            Profile::Dev => "dev-fast",
+        }
+    }
+}
+
 pub fn all(tools: &Tools) -> Result<()> {
-    client(tools)?;
-    coordinator(tools)?;
+    client(tools, Profile::Release)?;
+    coordinator(tools, Profile::Release)?;
     report()
+}
+
+/// Builds what is out of date for `cargo xtask dev`; the sizes of such a build say nothing
+/// about what ships, so they are not reported.
+pub fn dev(tools: &Tools) -> Result<()> {
+    client(tools, Profile::Dev)?;
+    coordinator(tools, Profile::Dev)
+}
+
+/// The newest modification time of any file a build reads: which change a failed build saw.
+pub fn newest_source() -> Option<SystemTime> {
+    Inputs::of(&[CLIENT_INPUTS, COORDINATOR_INPUTS].concat()).0
+}
+
+/// Whether a dev build would rebuild anything: the inputs of an artefact changed since it was
+/// built, or it was built with the other profile.
+pub fn dev_is_stale() -> bool {
+    !Inputs::of(CLIENT_INPUTS).built_into(&client_artefact(), Profile::Dev)
+        || !Inputs::of(COORDINATOR_INPUTS).built_into(&coordinator_artefact(), Profile::Dev)
 }
 
 /// The browser bundles, each a cdylib under `client/`: the dashboard (landing page and
 /// dashboard), the device page, and the kernels the Web Workers run.
 const CLIENT_BUNDLES: &[&str] = &["client-dashboard", "client-device", "client-compute"];
 
-pub fn client(tools: &Tools) -> Result<()> {
+const CLIENT_INPUTS: &[&str] = &["client"];
+const COORDINATOR_INPUTS: &[&str] = &["coordinator", "swarm-core"];
+
+/// The last client bundle written, which stands for all of them.
+fn client_artefact() -> std::path::PathBuf {
+    root()
+        .join("pages/pkg")
+        .join(format!("{}_bg.wasm", crate_name(CLIENT_BUNDLES[2])))
+}
+
+fn coordinator_artefact() -> std::path::PathBuf {
+    root().join("coordinator/build/index.js")
+}
+
+pub fn client(tools: &Tools, profile: Profile) -> Result<()> {
     let out = root().join("pages/pkg");
-    let inputs = Inputs::of(&["client"]);
-    // The last bundle written stands for all of them.
-    let last = out.join(format!("{}_bg.wasm", crate_name(CLIENT_BUNDLES[2])));
-    if inputs.built_into(&last) {
+    let inputs = Inputs::of(CLIENT_INPUTS);
+    let last = client_artefact();
+    if inputs.built_into(&last, profile) {
         println!("xtask: client is up to date");
         return Ok(());
     }
+    Inputs::forget(&last)?;
     // Start from an empty folder, so that no bundle of an older build is deployed with it.
     if out.exists() {
         std::fs::remove_dir_all(&out)?;
     }
-    web_wasm(tools, CLIENT_BUNDLES, &out)?;
-    inputs.record(&last)
+    web_wasm(tools, CLIENT_BUNDLES, &out, profile)?;
+    inputs.record(&last, profile)
 }
 
 fn crate_name(package: &str) -> String {
     package.replace('-', "_")
 }
 
-/// Builds workspace cdylibs for the browser as the product ships them: one cargo release build
-/// for wasm32, then for each wasm-bindgen `--target web` into `out` (as `<crate>.js` and
-/// `<crate>_bg.wasm`), `wasm-opt -Oz` and the JS glue minified by esbuild (a quarter smaller
-/// gzipped).
-pub fn web_wasm(tools: &Tools, packages: &[&str], out: &Path) -> Result<()> {
+/// Builds workspace cdylibs for the browser as the product ships them: one cargo build for
+/// wasm32, then for each wasm-bindgen `--target web` into `out` (as `<crate>.js` and
+/// `<crate>_bg.wasm`), `wasm-opt -Oz` (release only) and the JS glue minified by esbuild (a
+/// quarter smaller gzipped).
+pub fn web_wasm(tools: &Tools, packages: &[&str], out: &Path, profile: Profile) -> Result<()> {
     let mut build = cargo();
     build.args([
         "build",
         "--lib",
-        "--release",
+        "--profile",
+        profile.cargo_name(),
         "--target",
         "wasm32-unknown-unknown",
     ]);
@@ -87,16 +144,19 @@ pub fn web_wasm(tools: &Tools, packages: &[&str], out: &Path) -> Result<()> {
             .arg(out)
             .arg(
                 root()
-                    .join("target/wasm32-unknown-unknown/release")
+                    .join("target/wasm32-unknown-unknown")
+                    .join(profile.cargo_name())
                     .join(format!("{name}.wasm")),
             ))?;
         let wasm = out.join(format!("{name}_bg.wasm"));
-        run(Command::new(&tools.wasm_opt)
-            .arg("-Oz")
-            .args(WASM_FEATURES)
-            .arg(&wasm)
-            .arg("-o")
-            .arg(&wasm))?;
+        if profile == Profile::Release {
+            run(Command::new(&tools.wasm_opt)
+                .arg("-Oz")
+                .args(WASM_FEATURES)
+                .arg(&wasm)
+                .arg("-o")
+                .arg(&wasm))?;
+        }
         let glue = out.join(format!("{name}.js"));
         run(Command::new(&tools.esbuild)
             .arg(&glue)
@@ -111,18 +171,23 @@ pub fn web_wasm(tools: &Tools, packages: &[&str], out: &Path) -> Result<()> {
     Ok(())
 }
 
-pub fn coordinator(tools: &Tools) -> Result<()> {
-    let inputs = Inputs::of(&["coordinator", "swarm-core"]);
-    let built = root().join("coordinator/build/index.js");
-    if inputs.built_into(&built) {
+pub fn coordinator(tools: &Tools, profile: Profile) -> Result<()> {
+    let inputs = Inputs::of(COORDINATOR_INPUTS);
+    let built = coordinator_artefact();
+    if inputs.built_into(&built, profile) {
         println!("xtask: coordinator is up to date");
         return Ok(());
     }
+    Inputs::forget(&built)?;
     let mut cmd = Command::new(&tools.worker_build);
-    cmd.arg("--release").current_dir(root().join("coordinator"));
+    match profile {
+        Profile::Release => cmd.arg("--release"),
+        Profile::Dev => cmd.args(["--profile", profile.cargo_name(), "--no-opt"]),
+    };
+    cmd.current_dir(root().join("coordinator"));
     tools.worker_build_env(&mut cmd);
     run(&mut cmd)?;
-    inputs.record(&built)
+    inputs.record(&built, profile)
 }
 
 /// What a page makes the browser fetch before it works, beside its bundle's JS and wasm.
@@ -179,9 +244,10 @@ fn kib(bytes: u64) -> f64 {
 }
 
 /// What an artefact is built from, as of the start of its build: the newest modification
-/// time of the files of these crates and of the shared inputs. It is recorded beside the
-/// artefact once the build succeeds, so a file changed while a build ran (newer than what was
-/// recorded) makes the next build run again. The build tools are pinned, so they do not count.
+/// time of the files of these crates and of the shared inputs. It is recorded with the profile
+/// beside the artefact once the build succeeds, so a file changed while a build ran (newer than
+/// what was recorded) makes the next build run again, and so does asking for the other profile
+/// (a test never runs a dev build). The build tools are pinned, so they do not count.
 struct Inputs(Option<SystemTime>);
 
 impl Inputs {
@@ -208,24 +274,39 @@ impl Inputs {
             .join(format!("{name}.inputs"))
     }
 
-    /// Whether `artefact` exists and was built from exactly these inputs.
-    fn built_into(&self, artefact: &Path) -> bool {
-        let Some(newest) = self.0 else {
+    /// What is recorded for an artefact built from these inputs with `profile`.
+    fn recorded(&self, profile: Profile) -> Option<String> {
+        self.0
+            .map(|newest| format!("{} {}", profile.cargo_name(), nanos(newest)))
+    }
+
+    /// Whether `artefact` exists and was built from exactly these inputs with `profile`.
+    fn built_into(&self, artefact: &Path, profile: Profile) -> bool {
+        let Some(expected) = self.recorded(profile) else {
             return false;
         };
         artefact.exists()
             && std::fs::read_to_string(Self::stamp(artefact))
-                .is_ok_and(|recorded| recorded.trim() == nanos(newest).to_string())
+                .is_ok_and(|recorded| recorded.trim() == expected)
     }
 
-    fn record(&self, artefact: &Path) -> Result<()> {
-        match self.0 {
-            Some(newest) => {
+    /// Drops what was recorded for `artefact`, before it is rebuilt: a build that fails half-way
+    /// must not leave its half-written artefact looking up to date.
+    fn forget(artefact: &Path) -> Result<()> {
+        match std::fs::remove_file(Self::stamp(artefact)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    fn record(&self, artefact: &Path, profile: Profile) -> Result<()> {
+        match self.recorded(profile) {
+            Some(recorded) => {
                 let stamp = Self::stamp(artefact);
                 if let Some(folder) = stamp.parent() {
                     std::fs::create_dir_all(folder)?;
                 }
-                Ok(std::fs::write(stamp, nanos(newest).to_string())?)
+                Ok(std::fs::write(stamp, recorded)?)
             }
             None => Ok(()),
         }
@@ -239,13 +320,22 @@ fn nanos(time: SystemTime) -> u128 {
 
 /// The newest modification time of a file or of any file below a folder (`target`-like build
 /// folders and hidden files excluded); `None` if something cannot be read, which counts as
-/// changed.
+/// changed. A folder's own time counts too (a file deleted from it changes it), except at the
+/// top: a crate's folder also changes when its build recreates `build/` or `pkg/` inside it.
 fn newest(path: &Path) -> Option<SystemTime> {
+    newest_below(path, false)
+}
+
+fn newest_below(path: &Path, count_folder: bool) -> Option<SystemTime> {
     let meta = std::fs::metadata(path).ok()?;
     if !meta.is_dir() {
         return meta.modified().ok();
     }
-    let mut latest = meta.modified().ok()?;
+    let mut latest = if count_folder {
+        meta.modified().ok()?
+    } else {
+        SystemTime::UNIX_EPOCH
+    };
     for entry in std::fs::read_dir(path).ok()? {
         let entry = entry.ok()?;
         let name = entry.file_name();
@@ -253,7 +343,7 @@ fn newest(path: &Path) -> Option<SystemTime> {
         if name.starts_with('.') || name == "target" || name == "build" || name == "pkg" {
             continue;
         }
-        latest = latest.max(newest(&entry.path())?);
+        latest = latest.max(newest_below(&entry.path(), true)?);
     }
     Some(latest)
 }

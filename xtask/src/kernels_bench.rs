@@ -20,7 +20,12 @@ const GOAL_RATIO: f64 = 1.3;
 /// Builds both sides, runs them and prints the table.
 pub fn table() -> Result<()> {
     let tools = crate::tools::setup(true)?;
-    crate::build::web_wasm(&tools, &["kernels-bench"], &pkg_dir())?;
+    crate::build::web_wasm(
+        &tools,
+        &["kernels-bench"],
+        &pkg_dir(),
+        crate::build::Profile::Release,
+    )?;
     eprintln!("xtask: timing the kernels natively (best of {REPS})");
     let native = native()?;
     eprintln!("xtask: timing the kernels as WASM in headless Chromium (best of {REPS})");

@@ -17,7 +17,7 @@ mod tools;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use runtime_tests::{free_port, short_timeouts, Wrangler, WranglerCommand};
@@ -120,14 +120,49 @@ fn dev(args: &[String]) -> Result<()> {
         _ => bail!("{USAGE}"),
     };
     let tools = tools::setup(false)?;
-    build::all(&tools)?;
+    build::dev(&tools)?;
     let spec = WranglerCommand {
         port,
         persist_dir: root().join(".state/dev"),
         vars: vec![],
     };
-    println!("\nOstrich Legs is starting on http://127.0.0.1:{port}/ — open it in a browser (Ctrl-C stops it)\n");
-    run(&mut spec.command()?)
+    println!("\nOstrich Legs is starting on http://127.0.0.1:{port}/ — open it in a browser (Ctrl-C stops it)");
+    println!("A change to the sources is rebuilt and reloaded by itself.\n");
+    let mut wrangler = spec
+        .command()?
+        .spawn()
+        .context("starting wrangler (is node on PATH?)")?;
+    // Watch the sources: whatever changed is rebuilt (the dev profile) and wrangler reloads the
+    // coordinator and serves the new client by itself. A build that fails is reported and
+    // tried again on the next change; the running system keeps the last good build.
+    let mut failed_at = None;
+    loop {
+        if let Some(status) = wrangler.try_wait()? {
+            bail!("wrangler stopped: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        if !build::dev_is_stale() {
+            continue;
+        }
+        let changed = build::newest_source();
+        if failed_at.is_some() && failed_at == changed {
+            continue;
+        }
+        let started = Instant::now();
+        match build::dev(&tools) {
+            Ok(()) => {
+                failed_at = None;
+                println!(
+                    "\nxtask: rebuilt in {:.1} s; wrangler reloads it\n",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            Err(err) => {
+                failed_at = changed;
+                eprintln!("\nxtask: the build failed ({err:#}); waiting for the next change\n");
+            }
+        }
+    }
 }
 
 fn test() -> Result<()> {
