@@ -39,6 +39,13 @@ impl Config {
                 defaults.default_invite_ttl_ms,
             ),
             rate_window_ms: millis(env, "RATE_WINDOW_MS", defaults.rate_window_ms),
+            results_per_second_budget: u32::try_from(count(
+                env,
+                "RESULTS_PER_SECOND",
+                u64::from(defaults.results_per_second_budget),
+            ))
+            .unwrap_or(defaults.results_per_second_budget)
+            .max(1),
             verify: VerifyPolicy {
                 trust_after: u32::try_from(count(
                     env,

@@ -33,7 +33,9 @@ pub struct Config {
     /// How often a running job's accepted results are committed (one row each time), and how
     /// often a running job wakes the object when no dashboard watches ([`crate::commit`]).
     pub commit_interval_ms: Millis,
-    /// A socket that has not said hello after this long is closed.
+    /// A socket that has not said hello after this long is closed, plus twice the time the
+    /// object itself keeps hellos waiting under load (at most 5 × this more; see
+    /// [`SwarmCore::hello_timeout`]).
     pub hello_timeout_ms: Millis,
     /// Inbound size caps.
     pub limits: Limits,
@@ -51,6 +53,11 @@ pub struct Config {
     /// Per socket: messages that may arrive at once, and the sustained rate per second.
     pub message_burst: u32,
     pub messages_per_second: u32,
+    /// The object's budget of results per second from all devices together. Each result
+    /// costs two messages (it in, the next lease out), and the platform gives an object about
+    /// a thousand a second: past this many, chunks grow instead of messages
+    /// ([`crate::sched::SchedConfig::swarm_results_per_second`]).
+    pub results_per_second_budget: u32,
     /// Invites the owner may create per minute.
     pub invites_per_minute: usize,
     /// Wrong invite codes per source address per minute; beyond it that address's code joins
@@ -85,6 +92,7 @@ impl Default for Config {
             audit_per_kind: 20,
             message_burst: 100,
             messages_per_second: 20,
+            results_per_second_budget: 500,
             invites_per_minute: 5,
             code_guesses_per_source: 10,
             code_guesses_per_minute: 30,
@@ -221,6 +229,10 @@ pub struct SwarmCore {
     new_deadline: Option<Millis>,
     /// Devices whose held leases changed since their attachment was last written.
     dirty_links: BTreeSet<String>,
+    /// How long the object kept recent hellos waiting, and the extra time it gives a socket to
+    /// say hello because of it (as of the last hello or alarm).
+    hello_waits: crate::limits::HelloWaits,
+    hello_grace_ms: Millis,
     outputs: VecDeque<Output>,
 }
 
@@ -251,6 +263,8 @@ impl SwarmCore {
             started_ms: 0,
             new_deadline: None,
             dirty_links: BTreeSet::new(),
+            hello_waits: crate::limits::HelloWaits::default(),
+            hello_grace_ms: 0,
             outputs: VecDeque::new(),
         }
     }
@@ -322,6 +336,15 @@ impl SwarmCore {
             self.persist(StoreOp::PruneGuesses {
                 before_ms: now.saturating_sub(window),
             });
+        }
+        // A restarted object does not know how long its queue keeps hellos waiting: sockets
+        // still waiting get the longest grace until the next alarm measures it afresh (and
+        // closes those past the timeout then in force).
+        if sockets
+            .iter()
+            .any(|s| matches!(s.session, Session::AwaitingHello { .. }))
+        {
+            self.hello_grace_ms = self.config.hello_timeout_ms.saturating_mul(5);
         }
         for SocketAttachment { conn, session } in sockets {
             self.add_conn(now, conn, session.clone());
@@ -481,7 +504,9 @@ impl SwarmCore {
             Err(err) => return self.reject_decode(now, conn, &session, &err, bytes),
         };
         match (session, message) {
-            (Session::AwaitingHello { .. }, ToCoordinator::Hello(hello)) => {
+            (Session::AwaitingHello { since_ms, .. }, ToCoordinator::Hello(hello)) => {
+                self.hello_waits.record(now, now.saturating_sub(since_ms));
+                self.update_hello_grace(now, false);
                 self.handle_hello(now, conn, hello)
             }
             (Session::AwaitingHello { .. }, _) => {
@@ -684,7 +709,7 @@ impl SwarmCore {
     /// answered meanwhile, [`Self::handle_pongs`]) closes whoever fell silent. So an idle
     /// swarm of connected devices arms no alarm at all and the object can hibernate.
     pub fn poll_timeout(&self) -> Option<Millis> {
-        let hello = self.config.hello_timeout_ms;
+        let hello = self.hello_timeout();
         self.conns
             .values()
             .filter_map(|entry| match &entry.session {
@@ -930,13 +955,37 @@ impl SwarmCore {
         }
     }
 
+    /// How long a socket may take to say hello: the configured timeout, plus twice how long
+    /// the object itself has recently kept hellos waiting (its input queue under load), at
+    /// most 5 × the timeout more. A join under load waits for its turn instead of being closed
+    /// with 4001; a socket that never says hello is still closed, within 6 × the timeout.
+    pub fn hello_timeout(&self) -> Millis {
+        self.config
+            .hello_timeout_ms
+            .saturating_add(self.hello_grace_ms)
+    }
+
+    /// The grace grows at once, but shrinks only at an alarm, which also closes whoever it
+    /// leaves past their deadline.
+    fn update_hello_grace(&mut self, now: Millis, may_shrink: bool) {
+        let cap = self.config.hello_timeout_ms.saturating_mul(5);
+        let grace = self.hello_waits.median(now).saturating_mul(2).min(cap);
+        self.hello_grace_ms = if may_shrink {
+            grace
+        } else {
+            grace.max(self.hello_grace_ms)
+        };
+    }
+
     /// Closes sockets that never said hello and devices whose heartbeats stopped.
     fn expire_silent(&mut self, now: Millis) {
+        self.update_hello_grace(now, true);
+        let timeout = self.hello_timeout();
         let mut silent = Vec::new();
         for (conn, entry) in &self.conns {
             match &entry.session {
                 Session::AwaitingHello { since_ms, .. }
-                    if now.saturating_sub(*since_ms) >= self.config.hello_timeout_ms =>
+                    if now.saturating_sub(*since_ms) >= timeout =>
                 {
                     silent.push((*conn, None));
                 }

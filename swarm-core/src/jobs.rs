@@ -1179,6 +1179,7 @@ impl SwarmCore {
             max_chunk_units: spec.max_chunk_units(),
             // Four fifths of the socket's limit: heartbeats and the rest need room too.
             results_per_second: f64::from(self.config.messages_per_second) * 0.8,
+            swarm_results_per_second: f64::from(self.config.results_per_second_budget),
             ..SchedConfig::default()
         });
         sched.add_work(spec.units());

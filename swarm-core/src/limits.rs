@@ -283,6 +283,42 @@ impl TokenBucket {
     }
 }
 
+/// How long the object itself keeps a joining device waiting: the time from accepting a
+/// socket to handling its hello, which a device sends as soon as the socket opens. Under load
+/// both the upgrade and the hello wait in the object's input queue, so this is the queue's
+/// delay as the object sees it. The median of the last [`HelloWaits::KEPT`] waits within
+/// [`HelloWaits::WINDOW_MS`]: a few devices that hold back their hello on purpose do not move
+/// it, and what they could move is capped by the caller.
+#[derive(Debug, Clone, Default)]
+pub struct HelloWaits {
+    /// `(when the hello was handled, how long it waited)`, oldest first.
+    waits: VecDeque<(Millis, Millis)>,
+}
+
+impl HelloWaits {
+    pub const KEPT: usize = 31;
+    pub const WINDOW_MS: Millis = 60_000;
+
+    pub fn record(&mut self, now: Millis, waited: Millis) {
+        if self.waits.len() == Self::KEPT {
+            self.waits.pop_front();
+        }
+        self.waits.push_back((now, waited));
+    }
+
+    /// The median wait of the recent hellos; 0 when none is recent.
+    pub fn median(&self, now: Millis) -> Millis {
+        let mut recent: Vec<Millis> = self
+            .waits
+            .iter()
+            .filter(|(at, _)| now.saturating_sub(*at) < Self::WINDOW_MS)
+            .map(|(_, waited)| *waited)
+            .collect();
+        recent.sort_unstable();
+        recent.get(recent.len() / 2).copied().unwrap_or(0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -369,5 +405,26 @@ mod tests {
         assert!(!b.take(500));
         assert!(b.take(10_000) && b.take(10_000) && b.take(10_000));
         assert!(!b.take(10_000), "capacity caps the refill");
+    }
+
+    #[test]
+    fn the_hello_wait_is_the_median_of_recent_hellos() {
+        let mut waits = HelloWaits::default();
+        assert_eq!(waits.median(0), 0, "nothing measured");
+        for i in 0..20 {
+            waits.record(1_000 + i, 8_000);
+        }
+        // A few hellos held back on purpose do not move it.
+        for i in 0..5 {
+            waits.record(2_000 + i, 60_000);
+        }
+        assert_eq!(waits.median(3_000), 8_000);
+        // Only the last KEPT count: newer quick hellos replace them.
+        for i in 0..30 {
+            waits.record(4_000 + i, 100);
+        }
+        assert_eq!(waits.median(5_000), 100);
+        // A minute later nothing recent is left.
+        assert_eq!(waits.median(4_029 + HelloWaits::WINDOW_MS), 0);
     }
 }

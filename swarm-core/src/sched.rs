@@ -20,7 +20,10 @@
 //! progress. The job is finished only when no replica of a completed range is queued or out.
 //!
 //! A device's chunks take at least its workers ÷ [`SchedConfig::results_per_second`] seconds,
-//! so that its results stay within its socket's message limit however many cores it lends.
+//! so that its results stay within its socket's message limit however many cores it lends; and
+//! every chunk takes at least all devices' workers ÷ [`SchedConfig::swarm_results_per_second`]
+//! seconds, so that the swarm's results stay within what the object can handle however many
+//! devices join: past that point chunks grow instead of messages.
 //!
 //! A device's rate is what the scheduler sees, never what the device says: the time from the
 //! moment a lease could start (it was issued, and one of the device's workers was free) to its
@@ -54,6 +57,9 @@ pub struct SchedConfig {
     /// Results a device may send per second (each worker's chunks take at least workers ÷
     /// this many seconds): below its socket's message limit.
     pub results_per_second: f64,
+    /// Results all devices together may send per second (each chunk takes at least the
+    /// workers of all devices ÷ this many seconds): the object's own message budget.
+    pub swarm_results_per_second: f64,
 }
 
 impl Default for SchedConfig {
@@ -68,6 +74,7 @@ impl Default for SchedConfig {
             ewma_alpha: 0.3,
             speculate: true,
             results_per_second: 16.0,
+            swarm_results_per_second: f64::INFINITY,
         }
     }
 }
@@ -316,6 +323,8 @@ pub struct Scheduler {
     total_units: u64,
     done_units: u64,
     next_lease: LeaseId,
+    /// Σ workers over the devices known, enabled or not.
+    total_workers: u64,
 }
 
 impl Scheduler {
@@ -339,6 +348,7 @@ impl Scheduler {
             total_units: 0,
             done_units: 0,
             next_lease: 1,
+            total_workers: 0,
         }
     }
 
@@ -346,6 +356,11 @@ impl Scheduler {
     /// per worker, from the benchmark) seeds the rate of a new device only.
     pub fn set_device(&mut self, device: &str, workers: u32, rate_hint: f64) {
         let rate = rate_hint.max(f64::MIN_POSITIVE);
+        let before = self.devices.get(device).map_or(0, |d| d.workers);
+        self.total_workers = self
+            .total_workers
+            .saturating_sub(u64::from(before))
+            .saturating_add(u64::from(workers));
         let state = self
             .devices
             .entry(device.to_owned())
@@ -693,6 +708,7 @@ impl Scheduler {
         let Some(state) = self.devices.remove(device) else {
             return Vec::new();
         };
+        self.total_workers = self.total_workers.saturating_sub(u64::from(state.workers));
         if let Some(place) = &state.place {
             self.room.remove(place);
         }
@@ -1072,8 +1088,12 @@ impl Scheduler {
         let workers = f64::from(state.workers.max(1));
         let share = state.rate * workers / self.throughput.max(f64::MIN_POSITIVE);
         // A device of many workers gets longer chunks, so that its results stay within its
-        // socket's message budget.
-        let least_ms = workers * 1_000.0 / self.config.results_per_second.max(f64::MIN_POSITIVE);
+        // socket's message budget; and everyone's chunks grow with the swarm's workers, so that
+        // all results together stay within the object's.
+        let least_ms = (workers * 1_000.0 / self.config.results_per_second.max(f64::MIN_POSITIVE))
+            .max(
+                self.total_workers as f64 * 1_000.0 / self.config.swarm_results_per_second.max(1.0),
+            );
         // About target_chunk_ms of this device's work. In the tail (less than two chunk-times
         // of the whole swarm left) no more than its share of what is left, spread over the
         // leases it holds at once (a new one waits behind the others), so the last chunks end
@@ -1592,6 +1612,72 @@ mod tests {
         assert_eq!(size("small"), 2_000, "the target time");
         // 64 workers at 16 results per second: each chunk takes at least 4 s.
         assert_eq!(size("big"), 4_000);
+    }
+
+    /// Devices of one worker at 1 unit/ms answer every lease as soon as they have computed it
+    /// (one at a time, in the order issued); the results per second the object receives over
+    /// simulated minutes 1 to 11, and the units per ms computed. The devices start together and
+    /// stay in step, so a window of 10 minutes keeps the count's rounding within 3 %.
+    fn steady_results_per_second(devices: usize, budget: f64) -> (f64, f64) {
+        let mut s = Scheduler::new(SchedConfig {
+            swarm_results_per_second: budget,
+            ..SchedConfig::default()
+        });
+        let names: Vec<String> = (0..devices).map(|i| format!("d{i}")).collect();
+        for name in &names {
+            s.set_device(name, 1, 1.0);
+        }
+        s.add_work(u64::MAX / 4);
+        // (finish time, device, lease), and when each device's worker is next free.
+        let mut running: BTreeSet<(Millis, String, LeaseId)> = BTreeSet::new();
+        let mut free_at: BTreeMap<String, Millis> = BTreeMap::new();
+        let (mut results, mut units) = (0u64, 0u64);
+        let mut now = 0;
+        while now < 660_000 {
+            for lease in s.poll_leases(now) {
+                let start = free_at.get(&lease.device).copied().unwrap_or(0).max(now);
+                let end = start + lease.units();
+                free_at.insert(lease.device.clone(), end);
+                running.insert((end, lease.device, lease.id));
+            }
+            let Some((end, device, id)) = running.pop_first() else {
+                break;
+            };
+            now = end;
+            let size = s.lease(id).map_or(0, Lease::units);
+            assert!(matches!(
+                s.complete(now, &device, id),
+                Completion::Accepted { .. }
+            ));
+            if now >= 60_000 {
+                results += 1;
+                units += size;
+            }
+        }
+        (results as f64 / 600.0, units as f64 / 600_000.0)
+    }
+
+    #[test]
+    fn past_the_objects_budget_chunks_grow_and_results_per_second_stay_within_it() {
+        // 2 s chunks: 10 devices send 5 results/s, 100 send 50; at 200 the budget of 50 is
+        // reached, and from there on chunks grow with the swarm.
+        let mut rows = Vec::new();
+        for devices in [10, 100, 200, 400, 800] {
+            let (results, work) = steady_results_per_second(devices, 50.0);
+            rows.push((devices, results, work));
+        }
+        for (devices, results, work) in rows {
+            let offered = devices as f64 / 2.0;
+            assert!(
+                results <= 50.0 * 1.04 && results >= offered.min(50.0) * 0.96,
+                "{devices} devices: {results:.1} results/s"
+            );
+            // Every worker stays busy: a unit per ms each.
+            assert!(
+                (work - devices as f64).abs() / (devices as f64) < 0.04,
+                "{devices} devices computed {work:.1} units/ms"
+            );
+        }
     }
 
     #[test]

@@ -6,8 +6,9 @@ mod sim;
 use sim::*;
 
 use shared_protocol::{
-    close_code, encode, DeviceCredential, DeviceStatus, ErrorCode, OwnerCommand, RunState,
-    SwarmSnapshot, ToClient, ToCoordinator, WelcomeRole, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION,
+    close_code, encode, DeviceCredential, DeviceStatus, ErrorCode, JoinProof, OwnerCommand,
+    RunState, SwarmSnapshot, ToClient, ToCoordinator, WelcomeRole, OLDEST_PROTOCOL_VERSION,
+    PROTOCOL_VERSION,
 };
 use swarm_core::{hash_secret, Config, ConnId, CreateError, SwarmMeta};
 
@@ -272,6 +273,66 @@ fn a_socket_that_never_says_hello_is_closed() {
     assert_eq!(sim.closed.get(&conn), Some(&close_code::HELLO_TIMEOUT));
     assert_eq!(sim.core.connection_count(), 0);
     assert_eq!(sim.alarm, None);
+}
+
+/// A new device's hello that joins with the owner key.
+fn owner_key_hello(name: &str) -> ToCoordinator {
+    new_device_hello(
+        name,
+        Some(JoinProof::OwnerKey {
+            owner_key: OWNER_KEY.to_owned(),
+        }),
+    )
+}
+
+#[test]
+fn a_join_under_load_waits_for_its_hello_and_a_silent_socket_is_still_closed() {
+    let mut sim = Sim::new();
+    let welcomed =
+        |messages: &[ToClient]| matches!(messages.first(), Some(ToClient::Welcome { .. }));
+    // The object falls behind: hellos reach it 8 s after their sockets were accepted.
+    for i in 0..5 {
+        let conn = sim.connect();
+        sim.advance(8_000);
+        sim.send(conn, &owner_key_hello(&format!("early {i}")));
+        assert!(welcomed(&sim.take(conn)), "early {i}");
+    }
+    // So it waits twice that longer for a hello: 26 s instead of the configured 10 s.
+    assert_eq!(sim.core.hello_timeout(), 10_000 + 2 * 8_000);
+    let late = sim.connect();
+    let silent = sim.connect();
+    sim.advance(20_000);
+    assert!(!sim.closed.contains_key(&late), "a join under load waits");
+    sim.send(late, &owner_key_hello("late"));
+    assert!(welcomed(&sim.take(late)));
+    assert!(!sim.closed.contains_key(&silent));
+    sim.advance(6_000);
+    assert_eq!(sim.closed.get(&silent), Some(&close_code::HELLO_TIMEOUT));
+    // A minute later, with no hello since, the grace ends at the next alarm: the one for the
+    // next silent socket's deadline, which it still had (nothing woke the object meanwhile).
+    sim.advance(60_000);
+    let idle = sim.connect();
+    sim.advance(26_000);
+    assert_eq!(sim.closed.get(&idle), Some(&close_code::HELLO_TIMEOUT));
+    assert_eq!(sim.core.hello_timeout(), 10_000);
+    let next = sim.connect();
+    sim.advance(10_000);
+    assert_eq!(sim.closed.get(&next), Some(&close_code::HELLO_TIMEOUT));
+}
+
+#[test]
+fn hellos_held_back_on_purpose_buy_at_most_six_times_the_timeout() {
+    let mut sim = Sim::new();
+    // Sockets that hold their hello back as long as they can, again and again.
+    for i in 0..40 {
+        let conn = sim.connect();
+        sim.advance(sim.core.hello_timeout() - 1);
+        sim.send(conn, &owner_key_hello(&format!("slow {i}")));
+    }
+    assert_eq!(sim.core.hello_timeout(), 60_000);
+    let silent = sim.connect();
+    sim.advance(60_000);
+    assert_eq!(sim.closed.get(&silent), Some(&close_code::HELLO_TIMEOUT));
 }
 
 #[test]

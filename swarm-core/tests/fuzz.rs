@@ -2929,8 +2929,14 @@ impl<'t> Fuzzer<'t> {
                 .unwrap_or_else(|| panic!("open socket {idx} has no attachment"));
             match (&attachment.session, sock.role) {
                 (Session::AwaitingHello { since_ms, .. }, Role::Awaiting) => {
+                    // The core's timeout grows with how long it kept hellos waiting, up to
+                    // 6 × the configured one.
+                    let timeout = self.sim.core.hello_timeout();
                     assert!(
-                        now < since_ms.saturating_add(config.hello_timeout_ms),
+                        (config.hello_timeout_ms..=config.hello_timeout_ms * 6).contains(&timeout)
+                    );
+                    assert!(
+                        now < since_ms.saturating_add(timeout),
                         "socket {idx} is still open past its hello timeout"
                     );
                 }
@@ -2985,10 +2991,11 @@ impl<'t> Fuzzer<'t> {
             assert_eq!(self.sim.alarm, None, "armed with no socket open");
         } else if let Some(at) = self.sim.alarm {
             // Nobody waits: what is left is an alarm armed earlier, which fires once and is
-            // not re-armed.
+            // not re-armed. A hello deadline may have been armed with the longest grace
+            // (6 × the timeout) by a core that was restarted since.
             let latest = config
                 .broadcast_interval_ms
-                .max(config.hello_timeout_ms)
+                .max(config.hello_timeout_ms * 6)
                 .max(config.commit_interval_ms);
             assert!(
                 at <= now.saturating_add(latest),
