@@ -392,7 +392,9 @@ impl Link {
     }
 
     /// The message that reports a computed lease. A result of a lease that came with a
-    /// ticket is kept until the coordinator acknowledges it ([`Self::poll_resends`]).
+    /// ticket carries it, so that the coordinator can still take it if it arrives after the
+    /// lease's deadline while its work waits in the queue, and is kept until the coordinator
+    /// acknowledges it ([`Self::poll_resends`]).
     pub fn chunk_result(
         &mut self,
         now: u64,
@@ -401,29 +403,30 @@ impl Link {
         compute_ms: u64,
     ) -> ToCoordinator {
         let compute_ms = compute_ms.min(86_400_000);
-        if let Some(at) = self.tickets.iter().position(|(id, _)| *id == lease_id) {
-            if let Some((_, ticket)) = self.tickets.remove(at) {
-                if self.kept.len() >= MAX_KEPT {
-                    self.kept.pop_front();
-                }
-                self.kept.push_back(Kept {
-                    lease_id,
-                    message: ToCoordinator::ChunkResult {
-                        lease_id,
-                        result: result.clone(),
-                        compute_ms,
-                        ticket: Some(ticket),
-                    },
-                    resend_at: now.saturating_add(RESEND_AFTER_MS),
-                });
-            }
-        }
-        ToCoordinator::ChunkResult {
+        let ticket = self
+            .tickets
+            .iter()
+            .position(|(id, _)| *id == lease_id)
+            .and_then(|at| self.tickets.remove(at))
+            .map(|(_, ticket)| ticket);
+        let keep = ticket.is_some();
+        let message = ToCoordinator::ChunkResult {
             lease_id,
             result,
             compute_ms,
-            ticket: None,
+            ticket,
+        };
+        if keep {
+            if self.kept.len() >= MAX_KEPT {
+                self.kept.pop_front();
+            }
+            self.kept.push_back(Kept {
+                lease_id,
+                message: message.clone(),
+                resend_at: now.saturating_add(RESEND_AFTER_MS),
+            });
         }
+        message
     }
 
     /// The results to send again now, while online: all that are not acknowledged after a
@@ -778,9 +781,13 @@ mod tests {
         link.on_message(0, lease(2, Some("t2")));
         link.on_message(0, lease(3, None));
         let count = shared_protocol::WorkResult::PrimeCount { count: 25 };
-        for id in [1, 2, 3] {
+        for (id, ticket) in [(1, Some("t1")), (2, Some("t2")), (3, None)] {
             let sent = link.chunk_result(1_000, id, count.clone(), 5);
-            assert_eq!(result_of(&sent), (id, None), "the first send has no ticket");
+            assert_eq!(
+                result_of(&sent),
+                (id, ticket),
+                "the first send carries the ticket"
+            );
         }
         assert_eq!(
             link.unacknowledged(),
