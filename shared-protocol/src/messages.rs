@@ -29,10 +29,11 @@ pub enum ToCoordinator {
         seen: Option<u64>,
     },
     /// A device's result for a lease ([`ToClient::Lease`]). Accepted only from the lease's
-    /// holder, once; `compute_ms` is the device's own measure of the work's duration. A result
-    /// sent again (protocol 4: after a reconnect, or unacknowledged for
-    /// [`crate::RESEND_AFTER_MS`]) carries the lease's `ticket`: the coordinator then takes it
-    /// even if it no longer knows the lease, provided its work is still to be done.
+    /// holder, once; `compute_ms` is the device's own measure of the work's duration. In
+    /// protocol 4 a result carries its lease's `ticket`, the first time and when sent again
+    /// (after a reconnect, or unacknowledged for [`crate::RESEND_AFTER_MS`]): the coordinator
+    /// then takes it even if it no longer knows the lease (it restarted, or the deadline
+    /// passed), provided its work is still to be done.
     ChunkResult {
         #[garde(skip)]
         lease_id: u64,

@@ -233,12 +233,16 @@ pub struct SwarmCore {
     /// say hello because of it (as of the last hello or alarm).
     hello_waits: crate::limits::HelloWaits,
     hello_grace_ms: Millis,
+    /// The sockets accepted and messages handled in the last second, up to the budget: when
+    /// full, the object is busy, and hellos may be waiting in its queue unseen.
+    recent_events: SlidingWindow,
     outputs: VecDeque<Output>,
 }
 
 impl SwarmCore {
     /// An empty object: no swarm yet, nothing connected. `seed` must come from a CSPRNG.
     pub fn new(config: Config, seed: [u8; 32]) -> Self {
+        let busy_events = usize::try_from(config.results_per_second_budget).unwrap_or(usize::MAX);
         Self {
             jobs: JobBoard::new(config.verify),
             invite_window: SlidingWindow::new(config.invites_per_minute, config.rate_window_ms),
@@ -265,6 +269,7 @@ impl SwarmCore {
             dirty_links: BTreeSet::new(),
             hello_waits: crate::limits::HelloWaits::default(),
             hello_grace_ms: 0,
+            recent_events: SlidingWindow::new(busy_events, 1_000),
             outputs: VecDeque::new(),
         }
     }
@@ -445,6 +450,7 @@ impl SwarmCore {
     /// A socket was accepted from `source` (the client's address as the platform reports it,
     /// `""` when unknown; only its hash is kept). It must say hello within the hello timeout.
     pub fn handle_connect(&mut self, now: Millis, conn: ConnId, source: &str) {
+        self.recent_events.record(now);
         let source = crate::limits::source_key(source);
         let session = Session::AwaitingHello {
             since_ms: now,
@@ -464,6 +470,7 @@ impl SwarmCore {
 
     /// A message arrived on a socket.
     pub fn handle_message(&mut self, now: Millis, conn: ConnId, bytes: &[u8]) {
+        self.recent_events.record(now);
         self.handle_message_inner(now, conn, bytes);
         self.catch_up(now);
         self.rearm(now, false);
@@ -956,8 +963,9 @@ impl SwarmCore {
     }
 
     /// How long a socket may take to say hello: the configured timeout, plus twice how long
-    /// the object itself has recently kept hellos waiting (its input queue under load), at
-    /// most 5 × the timeout more. A join under load waits for its turn instead of being closed
+    /// the object itself has recently kept hellos waiting (its input queue under load), or 5 ×
+    /// the timeout while it is busy (it handled as many events in the last second as its
+    /// budget of results), at most 5 × the timeout more. A join under load waits for its turn instead of being closed
     /// with 4001; a socket that never says hello is still closed, within 6 × the timeout.
     pub fn hello_timeout(&self) -> Millis {
         self.config
@@ -969,7 +977,14 @@ impl SwarmCore {
     /// leaves past their deadline.
     fn update_hello_grace(&mut self, now: Millis, may_shrink: bool) {
         let cap = self.config.hello_timeout_ms.saturating_mul(5);
-        let grace = self.hello_waits.median(now).saturating_mul(2).min(cap);
+        // Busy: as many events in the last second as the budget of results. Hellos may then
+        // wait in the queue behind the rest, unmeasured yet (a join storm: none handled so far).
+        let busy = self.recent_events.check(now).is_err();
+        let grace = if busy {
+            cap
+        } else {
+            self.hello_waits.median(now).saturating_mul(2).min(cap)
+        };
         self.hello_grace_ms = if may_shrink {
             grace
         } else {

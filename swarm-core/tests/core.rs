@@ -336,6 +336,26 @@ fn hellos_held_back_on_purpose_buy_at_most_six_times_the_timeout() {
 }
 
 #[test]
+fn while_the_object_is_busy_a_silent_socket_waits_the_longest_grace() {
+    let mut sim = Sim::with_config(Config {
+        results_per_second_budget: 50,
+        ..Config::default()
+    });
+    let (device, _) = sim.join_device("busy");
+    let silent = sim.connect();
+    sim.advance(9_500);
+    // 60 messages within the second before its deadline: the object is busy.
+    for _ in 0..60 {
+        sim.send(device, &ToCoordinator::Heartbeat { seen: None });
+    }
+    sim.advance(1_000);
+    assert!(!sim.closed.contains_key(&silent), "its hello may be queued");
+    assert_eq!(sim.core.hello_timeout(), 60_000);
+    sim.advance(50_000);
+    assert_eq!(sim.closed.get(&silent), Some(&close_code::HELLO_TIMEOUT));
+}
+
+#[test]
 fn owner_key_is_checked_and_viewers_are_allowed() {
     let mut sim = Sim::new();
     let conn = sim.connect();

@@ -342,6 +342,8 @@ fn workerd_usage(group: u32) -> Result<(u64, u64)> {
 /// A lease being "computed": its real answer, held until the simulated time is up.
 struct Running {
     lease_id: u64,
+    /// The lease's ticket, sent back with the result as the product's devices do.
+    ticket: Option<String>,
     bench: bool,
     result: shared_protocol::WorkResult,
     compute_ms: u64,
@@ -380,7 +382,7 @@ fn device(i: usize, url: &str, owner_key: &str, seen: &Seen) {
         return close("send failed".into());
     }
     let mut workers = usize::from(CORES);
-    let mut queue: VecDeque<(u64, Work, bool)> = VecDeque::new();
+    let mut queue: VecDeque<(u64, Work, Option<String>, bool)> = VecDeque::new();
     let mut running: Vec<Running> = Vec::new();
     let mut worked = false;
     let mut next_heartbeat = Instant::now() + Duration::from_secs(10);
@@ -402,20 +404,21 @@ fn device(i: usize, url: &str, owner_key: &str, seen: &Seen) {
                         lease_id,
                         job_id,
                         work,
+                        ticket,
                         ..
                     }) => {
                         if job_id == BENCH_JOB_ID {
-                            queue.push_front((lease_id, work, true));
+                            queue.push_front((lease_id, work, ticket, true));
                         } else {
                             if !worked {
                                 worked = true;
                                 seen.worked.fetch_add(1, Ordering::Relaxed);
                             }
-                            queue.push_back((lease_id, work, false));
+                            queue.push_back((lease_id, work, ticket, false));
                         }
                     }
                     Ok(ToClient::CancelLease { lease_id }) => {
-                        queue.retain(|(id, _, _)| *id != lease_id);
+                        queue.retain(|(id, ..)| *id != lease_id);
                         running.retain(|r| r.lease_id != lease_id);
                     }
                     _ => {}
@@ -435,7 +438,7 @@ fn device(i: usize, url: &str, owner_key: &str, seen: &Seen) {
         }
         let now = Instant::now();
         while running.len() < workers {
-            let Some((lease_id, work, bench)) = queue.pop_front() else {
+            let Some((lease_id, work, ticket, bench)) = queue.pop_front() else {
                 break;
             };
             let Ok(result) = client_compute::compute(&work) else {
@@ -444,6 +447,7 @@ fn device(i: usize, url: &str, owner_key: &str, seen: &Seen) {
             let compute_ms = (units(&work) / NUMBERS_PER_MS).max(1);
             running.push(Running {
                 lease_id,
+                ticket,
                 bench,
                 result,
                 compute_ms,
@@ -458,7 +462,7 @@ fn device(i: usize, url: &str, owner_key: &str, seen: &Seen) {
                 lease_id: r.lease_id,
                 result: r.result,
                 compute_ms: r.compute_ms,
-                ticket: None,
+                ticket: r.ticket,
             };
             if ws.send(Message::text(encode(&message))).is_err() {
                 return close("send failed".into());
