@@ -92,6 +92,8 @@ struct Row {
 }
 
 pub fn table(counts: &[usize]) -> Result<()> {
+    // What ships: a build left by `cargo xtask dev` (no LTO, no wasm-opt) is rebuilt first.
+    crate::build::all(&crate::tools::setup(false)?)?;
     let root = runtime_tests::repo_root();
     let persist = root
         .join("target/tmp")
