@@ -965,8 +965,9 @@ impl SwarmCore {
     /// How long a socket may take to say hello: the configured timeout, plus twice how long
     /// the object itself has recently kept hellos waiting (its input queue under load), or 5 ×
     /// the timeout while it is busy (it handled as many events in the last second as its
-    /// budget of results), at most 5 × the timeout more. A join under load waits for its turn instead of being closed
-    /// with 4001; a socket that never says hello is still closed, within 6 × the timeout.
+    /// budget of results), at most 5 × the timeout more. A join under load waits for its turn
+    /// instead of being closed with 4001; a socket that never says hello is still closed,
+    /// within 6 × the timeout.
     pub fn hello_timeout(&self) -> Millis {
         self.config
             .hello_timeout_ms
