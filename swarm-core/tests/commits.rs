@@ -226,3 +226,63 @@ fn after_a_crash_results_sent_again_restore_the_job_and_none_is_lost_or_counted_
         "everything acknowledged in the end"
     );
 }
+
+#[test]
+fn a_result_that_waited_in_the_objects_queue_past_its_deadline_still_counts() {
+    let (mut sim, mut device) = sim_with_device();
+    let job = submit(&mut sim, 1 << 40);
+    device.pump(&mut sim);
+    let held = std::mem::take(&mut device.leases);
+    assert!(held.len() >= 2, "{held:?}");
+    // The device computes every lease and sends the results at once, but the object is slow:
+    // they wait in its queue while the leases' deadlines pass (the device heartbeats).
+    let queued: Vec<(Work, ToCoordinator)> = held
+        .iter()
+        .map(|(lease_id, work)| {
+            let result = client_compute::compute(work).expect("computable work");
+            let message = device.link.chunk_result(sim.now, *lease_id, result, 1);
+            (work.clone(), message)
+        })
+        .collect();
+    // 30 s: past every deadline, before the device would send them again.
+    for _ in 0..3 {
+        sim.advance(10_000);
+        sim.send(device.conn, &ToCoordinator::Heartbeat { seen: None });
+    }
+    // The leases expired; the device, on probation, was given one lease again.
+    device.pump(&mut sim);
+    let range = |work: &Work| match work {
+        Work::PrimeCount { lo, hi } => (*lo, *hi),
+        other => panic!("{other:?}"),
+    };
+    let again: Vec<(u64, u64)> = device.leases.iter().map(|(_, w)| range(w)).collect();
+    // Out again: a lease overlaps it (a range goes out again whole or in part, as the
+    // device's halved rate now sizes it).
+    let out_again = |work: &Work| {
+        let (lo, hi) = range(work);
+        again.iter().any(|&(a, b)| a < hi && lo < b)
+    };
+    let units = |work: &Work| range(work).1 - range(work).0;
+    let before = sim.core.job(&job).unwrap();
+    assert_eq!(before.done_units, 0, "nothing counted yet");
+    let mut expected = (0, 0);
+    for (work, message) in queued {
+        sim.send(device.conn, &message);
+        if !out_again(&work) {
+            expected = (expected.0 + units(&work), expected.1 + 1);
+        }
+    }
+    let after = sim.core.job(&job).unwrap();
+    assert!(
+        expected.1 >= 1,
+        "some of that work still waited in the queue"
+    );
+    assert_eq!(
+        (after.done_units, after.chunks_done),
+        expected,
+        "each late result whose work nobody holds counts; the one out again does not"
+    );
+    sim.advance(2_000);
+    device.pump(&mut sim);
+    assert_eq!(device.link.unacknowledged(), 0, "all acknowledged");
+}
