@@ -1659,8 +1659,8 @@ mod tests {
 
     #[test]
     fn past_the_objects_budget_chunks_grow_and_results_per_second_stay_within_it() {
-        // 2 s chunks: 10 devices send 5 results/s, 100 send 50; at 200 the budget of 50 is
-        // reached, and from there on chunks grow with the swarm.
+        // 2 s chunks: 10 devices send 5 results/s, and 100 send 50, the budget; from there on
+        // chunks grow with the swarm.
         let mut rows = Vec::new();
         for devices in [10, 100, 200, 400, 800] {
             let (results, work) = steady_results_per_second(devices, 50.0);
