@@ -288,6 +288,26 @@ impl Queue {
     }
 }
 
+/// The leases a speculative copy may be made of, ranked for one poll (see
+/// `Scheduler::copyable`), and the fewest units among them.
+struct Copyable {
+    leases: Vec<Candidate>,
+    least_units: u64,
+}
+
+struct Candidate {
+    id: LeaseId,
+    lo: u64,
+    hi: u64,
+    expected_end: f64,
+}
+
+impl Candidate {
+    fn units(&self) -> u64 {
+        self.hi.saturating_sub(self.lo)
+    }
+}
+
 /// The scheduler of one job (or of a queue of jobs' units laid end to end).
 ///
 /// Besides the devices and leases it keeps what each operation would otherwise recompute from
@@ -860,6 +880,11 @@ impl Scheduler {
         (self.done_units, self.total_units)
     }
 
+    /// Units waiting to be leased (not counting replicas); none means the job is in its tail.
+    pub fn queued_units(&self) -> u64 {
+        self.pending.units
+    }
+
     /// Every unit completed, and no replica queued or out.
     pub fn is_finished(&self) -> bool {
         self.done_units == self.total_units && self.replicas_pending() == 0
@@ -907,15 +932,30 @@ impl Scheduler {
             self.replan_waiting();
         }
         let mut issued = Vec::new();
+        // What may be copied, ranked once for all the devices of this poll; a new lease or
+        // replica out changes it, and the ranking is made afresh.
+        let mut copyable = None;
         loop {
             let before = issued.len();
             // The order is fixed when the pass starts: a device served in it moves back in
             // `room` but waits for the next pass.
-            let pass: Vec<Arc<str>> = self.room.iter().map(|p| Arc::clone(&p.device)).collect();
+            // With nothing queued, only a device with an idle worker may get a lease (a
+            // speculative copy); `room` lists those first.
+            let nothing_queued = self.pending.is_empty() && self.replica_for.is_empty();
+            let pass: Vec<Arc<str>> = self
+                .room
+                .iter()
+                .filter(|p| !(nothing_queued && p.load >= 1.0))
+                .map(|p| Arc::clone(&p.device))
+                .collect();
             for device in pass {
-                let lease = self
-                    .next_chunk(now, &device)
-                    .or_else(|| self.speculative_copy(now, &device));
+                let lease = match self.next_chunk(now, &device) {
+                    Some(lease) => {
+                        copyable = None;
+                        Some(lease)
+                    }
+                    None => self.speculative_copy(now, &device, &mut copyable),
+                };
                 issued.extend(lease);
             }
             if issued.len() == before {
@@ -1122,8 +1162,16 @@ impl Scheduler {
     }
 
     /// When nothing is queued: a copy of the outstanding lease expected to finish last, if this
-    /// device would finish it sooner than its holder.
-    fn speculative_copy(&mut self, now: Millis, device: &str) -> Option<Lease> {
+    /// device would finish it sooner than its holder. `copyable` is the ranking of
+    /// [`Self::copyable`], made on first use and kept by the caller while no other lease is
+    /// issued, so that a poll in the tail costs one ranking rather than one scan of every lease
+    /// per idle device.
+    fn speculative_copy(
+        &mut self,
+        now: Millis,
+        device: &str,
+        copyable: &mut Option<Copyable>,
+    ) -> Option<Lease> {
         if !self.config.speculate || !self.pending.is_empty() {
             return None;
         }
@@ -1132,38 +1180,74 @@ impl Scheduler {
             return None; // no idle worker: speculation would only queue
         }
         let my_rate = state.rate;
+        let ranked = copyable.get_or_insert_with(|| self.copyable(now));
+        let mine = &state.leases;
+        // No lease ending sooner than this device would finish the smallest can qualify: the
+        // ranking is by expected end, latest first, so the search stops there.
+        let hopeless = now as f64 + ranked.least_units as f64 / my_rate;
+        let (lo, hi) = ranked
+            .leases
+            .iter()
+            .take_while(|c| c.expected_end > hopeless)
+            .find(|c| {
+                !mine.contains(&c.id) && now as f64 + c.units() as f64 / my_rate < c.expected_end
+            })
+            .map(|c| (c.lo, c.hi))?;
+        let copy = self.issue(now, device, lo, hi, true)?;
+        // The range has its copy now: none of its leases may be copied again.
+        ranked.leases.retain(|c| (c.lo, c.hi) != (lo, hi));
+        Some(copy)
+    }
+
+    /// The outstanding leases a speculative copy may be made of (first leases, not copies or
+    /// replicas, of ranges with no copy and no replica out), by expected end, latest first;
+    /// among equal ends, the newest lease first.
+    fn copyable(&self, now: Millis) -> Copyable {
         let twinned: BTreeSet<(u64, u64)> = self
             .leases
             .values()
             .filter(|l| l.speculative)
             .map(|l| (l.lo, l.hi))
             .collect();
-        let candidate = self
-            .leases
+        // By holder, so that each holder's rate is looked up once.
+        let mut leases: Vec<Candidate> = self
+            .devices
             .values()
-            .filter(|l| {
+            .flat_map(|holder| {
+                holder
+                    .leases
+                    .iter()
+                    .filter_map(|id| self.leases.get(id))
+                    .map(move |l| (holder.rate, l))
+            })
+            .filter(|(_, l)| {
                 !l.speculative
                     && !l.replica
-                    && l.device != device
                     && !twinned.contains(&(l.lo, l.hi))
                     && self.replicas_out_of((l.lo, l.hi)).next().is_none()
             })
-            .map(|l| {
-                let holder_rate = self
-                    .devices
-                    .get(&l.device)
-                    .map_or(f64::MIN_POSITIVE, |d| d.rate);
+            .map(|(holder_rate, l)| {
                 // A lease running longer than expected is assumed to need at least as long again.
                 let estimate = l.issued_ms as f64 + l.units() as f64 / holder_rate;
                 let running_for = now.saturating_sub(l.issued_ms) as f64;
-                let expected_end = estimate.max(now as f64 + running_for);
-                let mine = now as f64 + l.units() as f64 / my_rate;
-                (l.clone(), expected_end, mine)
+                Candidate {
+                    id: l.id,
+                    lo: l.lo,
+                    hi: l.hi,
+                    expected_end: estimate.max(now as f64 + running_for),
+                }
             })
-            .filter(|(_, theirs, mine)| mine < theirs)
-            .max_by(|a, b| a.1.total_cmp(&b.1))?;
-        let (original, _, _) = candidate;
-        self.issue(now, device, original.lo, original.hi, true)
+            .collect();
+        leases.sort_unstable_by(|a, b| {
+            b.expected_end
+                .total_cmp(&a.expected_end)
+                .then(b.id.cmp(&a.id))
+        });
+        let least_units = leases.iter().map(Candidate::units).min().unwrap_or(0);
+        Copyable {
+            leases,
+            least_units,
+        }
     }
 
     /// Leases `[lo, hi)` to a device; `None` (nothing changes) if the device is unknown, which
@@ -1750,6 +1834,85 @@ mod tests {
             Completion::Unknown,
             "the loser's lease is gone"
         );
+    }
+
+    /// The copy the rule names, found by scanning every lease: of the first leases not yet
+    /// copied (and with no replica out) held by others, the one expected to end last that
+    /// `device` would finish sooner; the newest among equal ends.
+    fn copy_by_scan(
+        s: &Scheduler,
+        now: Millis,
+        device: &str,
+        copied: &BTreeSet<(u64, u64)>,
+    ) -> Option<(u64, u64)> {
+        let my_rate = s.devices[device].rate;
+        s.leases
+            .values()
+            .filter(|l| {
+                !l.speculative
+                    && !l.replica
+                    && l.device != device
+                    && !copied.contains(&(l.lo, l.hi))
+                    && s.replicas_out_of((l.lo, l.hi)).next().is_none()
+            })
+            .map(|l| {
+                let holder = s.devices[&l.device].rate;
+                let end = (l.issued_ms as f64 + l.units() as f64 / holder)
+                    .max(now as f64 + now.saturating_sub(l.issued_ms) as f64);
+                (l, end)
+            })
+            .filter(|(l, end)| (now as f64 + l.units() as f64 / my_rate) < *end)
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(l, _)| (l.lo, l.hi))
+    }
+
+    #[test]
+    fn in_the_tail_each_copy_is_the_one_a_scan_of_every_lease_names() {
+        let mut s = sched();
+        let speed =
+            |d: u64| [0.05, 1.0, 3.0, 8.0][(d % 4) as usize] * (1.0 + (d % 7) as f64 / 10.0);
+        for d in 0..60 {
+            s.set_device(&format!("d{d}"), 1 + (d % 3) as u32, speed(d));
+        }
+        s.add_work(400_000);
+        let mut due = std::collections::BinaryHeap::new();
+        let mut now = 0;
+        let mut checked = 0;
+        while !s.is_finished() {
+            let nothing_queued = s.queued_units() == 0 && s.replica_for.is_empty();
+            let copied_before: BTreeSet<(u64, u64)> = s
+                .leases
+                .values()
+                .filter(|l| l.speculative)
+                .map(|l| (l.lo, l.hi))
+                .collect();
+            let before = s.clone();
+            let issued = s.poll_leases(now);
+            if nothing_queued {
+                // Replay the poll in the order it issued: each copy is what the scan names for
+                // its device, given the copies made before it.
+                let mut copied = copied_before;
+                for lease in &issued {
+                    assert!(lease.speculative, "nothing is queued: {lease:?}");
+                    assert_eq!(
+                        copy_by_scan(&before, now, &lease.device, &copied),
+                        Some((lease.lo, lease.hi)),
+                        "at {now} ms, {lease:?}"
+                    );
+                    copied.insert((lease.lo, lease.hi));
+                    checked += 1;
+                }
+            }
+            for lease in issued {
+                let d: u64 = lease.device[1..].parse().unwrap();
+                let took = (lease.units() as f64 / speed(d)).ceil() as u64;
+                due.push(std::cmp::Reverse((now + took, lease.id, lease.device)));
+            }
+            let std::cmp::Reverse((at, id, device)) = due.pop().expect("leases out");
+            now = at;
+            s.complete(now, &device, id);
+        }
+        assert!(checked >= 20, "only {checked} copies were made");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! - `deploy [--env staging|production]` — setup + build, then `wrangler deploy`
 //! - `bench`  — benchmark tables (scheduling simulator, scheduler throughput, verification,
 //!   dashboard traffic, kernels native vs WASM in Chromium), measured on a release build;
+//!   `bench sched` — the scheduler throughput table alone;
 //!   `bench load [N …]` — the load table alone: N simulated devices against workerd
 
 mod bench;
@@ -23,7 +24,7 @@ use anyhow::{bail, Context, Result};
 use runtime_tests::{free_port, short_timeouts, Wrangler, WranglerCommand};
 
 const USAGE: &str =
-    "usage: cargo xtask <setup|build|dev [--port N]|test|deploy [--env staging|production]|bench [load [N …]]>";
+    "usage: cargo xtask <setup|build|dev [--port N]|test|deploy [--env staging|production]|bench [load [N …] | sched]>";
 
 fn main() -> ExitCode {
     match real_main() {
@@ -60,6 +61,10 @@ fn real_main() -> Result<()> {
                     counts
                 };
                 load::table(&counts)
+            }
+            Some("sched") => {
+                bench::scheduler_throughput();
+                Ok(())
             }
             _ => bench::all(),
         },
