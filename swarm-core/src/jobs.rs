@@ -624,11 +624,13 @@ impl SwarmCore {
         Taken::Changed
     }
 
-    /// A result sent again for a lease the coordinator no longer knows (it restarted before
-    /// committing the result, or the device reconnected): taken as the lease's first answer
-    /// when its ticket shows that this device was given exactly this work of the running job,
-    /// the device may compute, and nobody holds or has done the work since. It is checked and
-    /// verified like any result (a trusted device's is drawn for an audit as it answers).
+    /// A result for a lease the coordinator no longer holds (it restarted before committing
+    /// the result, the device reconnected, or the lease passed its deadline while the result
+    /// waited): taken as the lease's first answer when its ticket shows that this device was
+    /// given exactly this work of the running job, the device may compute, and nobody has done
+    /// any of the work since. Leases of that work given out since are withdrawn, their holders
+    /// told to stop. It is checked and verified like any result (a trusted device's is drawn
+    /// for an audit as it answers).
     fn take_resent(
         &mut self,
         now: Millis,
@@ -653,21 +655,23 @@ impl SwarmCore {
         else {
             return Taken::Nothing;
         };
-        if !may_compute || !active.sched.claim(lo, hi) {
+        if !may_compute || !active.sched.can_claim(lo, hi) {
             return Taken::Nothing;
         }
         let job_id = active.job_id.clone();
+        // Checked before it is taken: a refused result must not stop the leases it would
+        // replace.
         let checked = match kinds::check(&active.spec, lo, hi, result, &mut self.rng) {
             Ok(checked) => checked,
             Err(why) => {
-                // Nothing of it is kept: the units go back to the queue.
-                if let Some(active) = self.jobs.active.as_mut() {
-                    active.sched.redo(lo, hi);
-                }
                 self.refuse_result(now, conn, device_id, &why);
                 return Taken::Refused;
             }
         };
+        let Some(cancelled) = active.sched.claim(lo, hi) else {
+            return Taken::Nothing;
+        };
+        self.cancel_leases(&cancelled);
         let digest = kinds::digest(&checked);
         let draw = self.rng.below(self.jobs.verifier.policy().audit_one_in);
         let audit = self
@@ -678,7 +682,7 @@ impl SwarmCore {
             now,
             LogLevel::Info,
             format!(
-                "a result sent again after a restart was taken for units {lo}–{hi} of job {}",
+                "a late result (its lease had expired, or the object restarted) was taken for units {lo}–{hi} of job {}",
                 short(&job_id)
             ),
         );

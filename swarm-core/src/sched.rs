@@ -817,18 +817,99 @@ impl Scheduler {
             .map(|lease| lease.id)
     }
 
-    /// Completes units `[lo, hi)` without a lease: a result sent again for a lease issued
-    /// before the object restarted, whose work nobody holds now (its ticket tells it was
-    /// issued). `false` (nothing changes) when the units are not all queued: done, or out with
-    /// another device, which then completes them. No rate is observed: nobody knows when it
-    /// started.
-    pub fn claim(&mut self, lo: u64, hi: u64) -> bool {
-        if lo >= hi || self.completed.contains(&(lo, hi)) || !self.take_queued(lo, hi) {
-            return false;
-        }
+    /// Completes units `[lo, hi)` without a lease: the result of a lease this scheduler no
+    /// longer holds — issued before the object restarted, or withdrawn at its deadline while
+    /// the result waited in the object's queue — whose issue the caller has checked (its
+    /// ticket). Taken when no unit of it is done: each is queued, or out in a lease lying
+    /// within it, which is withdrawn and returned, its holder to be told to stop (as when a
+    /// twin wins). `None` (nothing changes) otherwise. No rate is observed: nobody knows when
+    /// the work started.
+    pub fn claim(&mut self, lo: u64, hi: u64) -> Option<Vec<Lease>> {
+        let within = self.claimable(lo, hi)?;
+        self.take_queued_within(lo, hi);
+        let cancelled = within
+            .into_iter()
+            .filter_map(|id| self.drop_lease(id))
+            .collect();
         self.completed.insert((lo, hi));
         self.done_units = self.done_units.saturating_add(hi.saturating_sub(lo));
-        true
+        Some(cancelled)
+    }
+
+    /// Whether [`Self::claim`] would take `[lo, hi)` now.
+    pub fn can_claim(&self, lo: u64, hi: u64) -> bool {
+        self.claimable(lo, hi).is_some()
+    }
+
+    /// The leases out within `[lo, hi)`, if every unit of it is queued or in one of them.
+    /// Completed ranges are disjoint, and so are leases other than twins (which share their
+    /// range), so a range overlapping `lo` from below is the last one starting before it.
+    fn claimable(&self, lo: u64, hi: u64) -> Option<Vec<LeaseId>> {
+        if lo >= hi {
+            return None;
+        }
+        let overlaps_from_below = |set: &BTreeSet<(u64, u64)>| {
+            set.range(..(lo, 0))
+                .next_back()
+                .is_some_and(|&(_, end)| end > lo)
+        };
+        if overlaps_from_below(&self.completed)
+            || self.completed.range((lo, 0)..(hi, 0)).next().is_some()
+        {
+            return None;
+        }
+        if self
+            .by_range
+            .range(..(lo, 0, 0))
+            .next_back()
+            .is_some_and(|&(_, end, _)| end > lo)
+        {
+            return None;
+        }
+        let mut within = Vec::new();
+        let mut leased = 0u64;
+        let mut last = None;
+        for &(a, b, id) in self.by_range.range((lo, 0, 0)..(hi, 0, 0)) {
+            if b > hi {
+                return None;
+            }
+            if last != Some((a, b)) {
+                leased = leased.saturating_add(b.saturating_sub(a));
+                last = Some((a, b));
+            }
+            within.push(id);
+        }
+        let queued: u64 = self
+            .pending
+            .ranges
+            .iter()
+            .map(|&(a, b)| b.min(hi).saturating_sub(a.max(lo)))
+            .sum();
+        (leased.saturating_add(queued) == hi.saturating_sub(lo)).then_some(within)
+    }
+
+    /// Takes whatever of `[lo, hi)` is queued out of the queue, leaving the rest of each range.
+    fn take_queued_within(&mut self, lo: u64, hi: u64) {
+        let mut kept = VecDeque::with_capacity(self.pending.ranges.len().saturating_add(1));
+        for (a, b) in self.pending.ranges.drain(..) {
+            if b <= lo || hi <= a {
+                kept.push_back((a, b));
+                continue;
+            }
+            if a < lo {
+                kept.push_back((a, lo));
+            }
+            if hi < b {
+                kept.push_back((hi, b));
+            }
+        }
+        self.pending.ranges = kept;
+        self.pending.units = self
+            .pending
+            .ranges
+            .iter()
+            .map(|&(a, b)| b.saturating_sub(a))
+            .sum();
     }
 
     /// Takes units `[lo, hi)` out of the queue if one queued range holds them all.
@@ -1913,6 +1994,59 @@ mod tests {
             s.complete(now, &device, id);
         }
         assert!(checked >= 20, "only {checked} copies were made");
+    }
+
+    #[test]
+    fn a_late_result_takes_its_work_back_from_the_queue_and_from_leases_within_it_only() {
+        let mut s = sched_without_prefetch();
+        s.set_device("a", 1, 1.0);
+        s.add_work(10_000);
+        let first = s.poll_leases(0);
+        let (lo, hi) = (first[0].lo, first[0].hi);
+        assert_eq!(s.expire(100_000).len(), 1, "the lease expires");
+        // The expired range goes out again in part (the device's rate was halved); the rest
+        // of it is queued.
+        let again = s.poll_leases(100_000);
+        let within: Vec<&Lease> = again.iter().filter(|l| lo <= l.lo && l.hi <= hi).collect();
+        assert!(
+            within.len() == 1 && within[0].hi < hi,
+            "{first:?} then {again:?}"
+        );
+        let snapshot = format!("{s:?}");
+        // Not taken, and nothing changes: a range straddling a lease, or one partly done.
+        assert!(s.claim(lo + 1, hi + 1).is_none());
+        assert_eq!(format!("{s:?}"), snapshot);
+        let cancelled = s.claim(lo, hi).expect("queued or within leases");
+        let mut ids: Vec<LeaseId> = cancelled.iter().map(|l| l.id).collect();
+        ids.sort_unstable();
+        let mut expected: Vec<LeaseId> = within.iter().map(|l| l.id).collect();
+        expected.sort_unstable();
+        assert_eq!(ids, expected, "the leases within are withdrawn");
+        assert!(expected.iter().all(|id| s.lease(*id).is_none()));
+        assert_eq!(s.progress().0, hi - lo);
+        assert!(s.claim(lo, hi).is_none(), "once");
+        let snapshot = format!("{s:?}");
+        assert!(s.claim(lo, hi + 1).is_none(), "holds the work done");
+        assert!(s.claim(hi - 1, hi + 1).is_none(), "overlaps the work done");
+        assert_eq!(format!("{s:?}"), snapshot);
+        // The queue lost exactly that range: the job still completes, each unit once.
+        let mut now = 100_000;
+        while !s.is_finished() {
+            let leases = s.poll_leases(now);
+            now += 1;
+            for lease in s.leases.values().cloned().collect::<Vec<_>>() {
+                assert!(
+                    lease.hi <= lo || hi <= lease.lo,
+                    "{lease:?} overlaps the taken range"
+                );
+                assert!(matches!(
+                    s.complete(now, &lease.device, lease.id),
+                    Completion::Accepted { .. }
+                ));
+            }
+            assert!(!leases.is_empty() || s.is_finished(), "stuck");
+        }
+        assert_eq!(s.progress(), (10_000, 10_000));
     }
 
     #[test]

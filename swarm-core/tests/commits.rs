@@ -255,32 +255,56 @@ fn a_result_that_waited_in_the_objects_queue_past_its_deadline_still_counts() {
         Work::PrimeCount { lo, hi } => (*lo, *hi),
         other => panic!("{other:?}"),
     };
-    let again: Vec<(u64, u64)> = device.leases.iter().map(|(_, w)| range(w)).collect();
-    // Out again: a lease overlaps it (a range goes out again whole or in part, as the
-    // device's halved rate now sizes it).
-    let out_again = |work: &Work| {
+    // On probation it holds one lease at a time: the last one it was given (an earlier one
+    // given while the results waited expired too).
+    let again: Vec<(u64, (u64, u64))> = std::mem::take(&mut device.leases)
+        .last()
+        .map(|(id, w)| (*id, range(w)))
+        .into_iter()
+        .collect();
+    assert!(!again.is_empty(), "the device works again");
+    // Out again: a range goes out again whole or in part (from its start, as the device's
+    // halved rate now sizes it), so the new lease lies within one late result.
+    let within = |work: &Work| {
         let (lo, hi) = range(work);
-        again.iter().any(|&(a, b)| a < hi && lo < b)
+        again
+            .iter()
+            .filter(move |(_, (a, b))| lo <= *a && *b <= hi)
+            .map(|(id, _)| *id)
     };
+    let replaced: Vec<u64> = queued.iter().flat_map(|(w, _)| within(w)).collect();
+    assert_eq!(
+        replaced.len(),
+        again.len(),
+        "{again:?} lies within the late work"
+    );
     let units = |work: &Work| range(work).1 - range(work).0;
+    let expected = (
+        queued.iter().map(|(w, _)| units(w)).sum::<u64>(),
+        queued.len() as u64,
+    );
     let before = sim.core.job(&job).unwrap();
     assert_eq!(before.done_units, 0, "nothing counted yet");
-    let mut expected = (0, 0);
-    for (work, message) in queued {
-        sim.send(device.conn, &message);
-        if !out_again(&work) {
-            expected = (expected.0 + units(&work), expected.1 + 1);
-        }
+    for (_, message) in &queued {
+        sim.send(device.conn, message);
     }
     let after = sim.core.job(&job).unwrap();
-    assert!(
-        expected.1 >= 1,
-        "some of that work still waited in the queue"
-    );
     assert_eq!(
         (after.done_units, after.chunks_done),
         expected,
-        "each late result whose work nobody holds counts; the one out again does not"
+        "every late result counts, the one whose work went out again too"
+    );
+    let cancelled: Vec<u64> = sim
+        .take(device.conn)
+        .into_iter()
+        .filter_map(|m| match m {
+            ToClient::CancelLease { lease_id } => Some(lease_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        cancelled, replaced,
+        "the lease given out again is withdrawn"
     );
     sim.advance(2_000);
     device.pump(&mut sim);
