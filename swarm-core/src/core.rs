@@ -229,10 +229,11 @@ pub struct SwarmCore {
     new_deadline: Option<Millis>,
     /// Devices whose held leases changed since their attachment was last written.
     dirty_links: BTreeSet<String>,
-    /// How long the object kept recent hellos waiting, and the extra time it gives a socket to
-    /// say hello because of it (as of the last hello or alarm).
+    /// How long the object kept recent hellos waiting, and the extra time it gives because of
+    /// it (as of the last hello, alarm or lease expiry) to a socket to say hello and to a
+    /// lease's result to arrive.
     hello_waits: crate::limits::HelloWaits,
-    hello_grace_ms: Millis,
+    queue_grace_ms: Millis,
     /// The sockets accepted and messages handled in the last second, up to the budget: when
     /// full, the object is busy, and hellos may be waiting in its queue unseen.
     recent_events: SlidingWindow,
@@ -268,7 +269,7 @@ impl SwarmCore {
             new_deadline: None,
             dirty_links: BTreeSet::new(),
             hello_waits: crate::limits::HelloWaits::default(),
-            hello_grace_ms: 0,
+            queue_grace_ms: 0,
             recent_events: SlidingWindow::new(busy_events, 1_000),
             outputs: VecDeque::new(),
         }
@@ -349,7 +350,7 @@ impl SwarmCore {
             .iter()
             .any(|s| matches!(s.session, Session::AwaitingHello { .. }))
         {
-            self.hello_grace_ms = self.config.hello_timeout_ms.saturating_mul(5);
+            self.queue_grace_ms = self.config.hello_timeout_ms.saturating_mul(5);
         }
         for SocketAttachment { conn, session } in sockets {
             self.add_conn(now, conn, session.clone());
@@ -513,7 +514,7 @@ impl SwarmCore {
         match (session, message) {
             (Session::AwaitingHello { since_ms, .. }, ToCoordinator::Hello(hello)) => {
                 self.hello_waits.record(now, now.saturating_sub(since_ms));
-                self.update_hello_grace(now, false);
+                self.update_queue_grace(now, false);
                 self.handle_hello(now, conn, hello)
             }
             (Session::AwaitingHello { .. }, _) => {
@@ -971,12 +972,20 @@ impl SwarmCore {
     pub fn hello_timeout(&self) -> Millis {
         self.config
             .hello_timeout_ms
-            .saturating_add(self.hello_grace_ms)
+            .saturating_add(self.queue_grace_ms)
+    }
+
+    /// The extra time the object's own queueing buys a lease's result: the same as a hello's
+    /// ([`Self::hello_timeout`]). A lease expires only this long after its deadline, so that a
+    /// device whose result waited in the object's queue is not taken for a straggler (its
+    /// rate halved, its work given out again) because the object was slow.
+    pub fn queue_grace(&self) -> Millis {
+        self.queue_grace_ms
     }
 
     /// The grace grows at once, but shrinks only at an alarm, which also closes whoever it
     /// leaves past their deadline.
-    fn update_hello_grace(&mut self, now: Millis, may_shrink: bool) {
+    pub(crate) fn update_queue_grace(&mut self, now: Millis, may_shrink: bool) {
         let cap = self.config.hello_timeout_ms.saturating_mul(5);
         // Busy: as many events in the last second as the budget of results. Hellos may then
         // wait in the queue behind the rest, unmeasured yet (a join storm: none handled so far).
@@ -986,16 +995,16 @@ impl SwarmCore {
         } else {
             self.hello_waits.median(now).saturating_mul(2).min(cap)
         };
-        self.hello_grace_ms = if may_shrink {
+        self.queue_grace_ms = if may_shrink {
             grace
         } else {
-            grace.max(self.hello_grace_ms)
+            grace.max(self.queue_grace_ms)
         };
     }
 
     /// Closes sockets that never said hello and devices whose heartbeats stopped.
     fn expire_silent(&mut self, now: Millis) {
-        self.update_hello_grace(now, true);
+        self.update_queue_grace(now, true);
         let timeout = self.hello_timeout();
         let mut silent = Vec::new();
         for (conn, entry) in &self.conns {

@@ -470,20 +470,23 @@ impl SwarmCore {
         }
     }
 
-    /// A lease of the running job is past its deadline.
+    /// A lease of the running job is past its deadline and the object's queueing grace
+    /// ([`SwarmCore::queue_grace`]).
     pub(crate) fn lease_deadline_passed(&self, now: Millis) -> bool {
         self.jobs
             .active
             .as_ref()
             .and_then(|a| a.sched.next_deadline())
-            .is_some_and(|due| due <= now)
+            .is_some_and(|due| due.saturating_add(self.queue_grace()) <= now)
     }
 
-    /// On each alarm: leases past their deadline go back to the queue (their holders are told
-    /// to stop), then the freed work is handed out again.
+    /// On each alarm: leases past their deadline and the queueing grace go back to the queue
+    /// (their holders are told to stop), then the freed work is handed out again.
     pub(crate) fn expire_leases(&mut self, now: Millis) {
+        self.update_queue_grace(now, false);
+        let cutoff = now.saturating_sub(self.queue_grace());
         if let Some(active) = self.jobs.active.as_mut() {
-            let expired = active.sched.expire(now);
+            let expired = active.sched.expire(cutoff);
             if !expired.is_empty() {
                 self.log(
                     now,

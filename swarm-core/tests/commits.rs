@@ -310,3 +310,64 @@ fn a_result_that_waited_in_the_objects_queue_past_its_deadline_still_counts() {
     device.pump(&mut sim);
     assert_eq!(device.link.unacknowledged(), 0, "all acknowledged");
 }
+
+/// The lease ids a device was told to stop, from what it was sent since it last read.
+fn cancelled(sim: &mut Sim, device: &Device) -> Vec<u64> {
+    sim.take(device.conn)
+        .into_iter()
+        .filter_map(|m| match m {
+            ToClient::CancelLease { lease_id } => Some(lease_id),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn while_the_object_is_busy_a_lease_outlives_its_deadline_by_the_queueing_grace() {
+    for busy in [false, true] {
+        // Busy: as many messages in the last second as the budget (here 5).
+        let mut sim = Sim::with_config(Config {
+            commit_interval_ms: 2_000,
+            results_per_second_budget: 5,
+            ..Config::default()
+        });
+        let mut device = Device::join(&mut sim, "d");
+        sim.advance(20_000);
+        device.compute(&mut sim); // the benchmark
+        submit(&mut sim, 1 << 40);
+        device.pump(&mut sim);
+        let held: Vec<u64> = std::mem::take(&mut device.leases)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert!(!held.is_empty());
+        // 20 s, past every deadline (at most 12 s here), heartbeating: 6.7 a second while
+        // busy, every 5 s otherwise.
+        let step = if busy { 150 } else { 5_000 };
+        for _ in 0..20_000 / step {
+            sim.advance(step);
+            sim.send(device.conn, &ToCoordinator::Heartbeat { seen: None });
+        }
+        let stopped = cancelled(&mut sim, &device);
+        if !busy {
+            assert!(
+                held.iter().all(|id| stopped.contains(id)),
+                "a quiet object expires leases at their deadline: {held:?}, {stopped:?}"
+            );
+            continue;
+        }
+        assert!(stopped.is_empty(), "busy: {stopped:?}");
+        assert_eq!(sim.core.queue_grace(), 50_000);
+        // Quiet again: the grace shrinks at an alarm, and the leases, never answered, expire.
+        for _ in 0..7 {
+            sim.advance(10_000);
+            sim.send(device.conn, &ToCoordinator::Heartbeat { seen: None });
+        }
+        let stopped = cancelled(&mut sim, &device);
+        assert!(
+            held.iter().all(|id| stopped.contains(id)),
+            "{held:?}, {stopped:?}"
+        );
+        assert_eq!(sim.core.queue_grace(), 0);
+    }
+}
