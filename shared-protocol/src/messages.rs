@@ -542,6 +542,10 @@ pub struct Counters {
     pub alarms: u64,
     /// Inbound messages refused.
     pub rejected: u64,
+    /// Job results that changed nothing: repeats, and results that came after their work was
+    /// done or partly given out again.
+    #[serde(default)]
+    pub results_unused: u64,
 }
 
 /// A device's heartbeat, exactly as it must be sent for the platform to answer it without

@@ -526,6 +526,9 @@ impl SwarmCore {
         }
         let job = self.running_job_id().map(str::to_owned);
         let taken = self.take_result(now, conn, device_id, wire_id, result, ticket);
+        if matches!(taken, Taken::Nothing) {
+            self.counters.results_unused = self.counters.results_unused.saturating_add(1);
+        }
         if !self.link(conn).is_some_and(|link| link.acks) {
             return;
         }

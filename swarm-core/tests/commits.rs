@@ -294,18 +294,16 @@ fn a_result_that_waited_in_the_objects_queue_past_its_deadline_still_counts() {
         expected,
         "every late result counts, the one whose work went out again too"
     );
-    let cancelled: Vec<u64> = sim
-        .take(device.conn)
-        .into_iter()
-        .filter_map(|m| match m {
-            ToClient::CancelLease { lease_id } => Some(lease_id),
-            _ => None,
-        })
-        .collect();
+    let cancelled = cancelled(&mut sim, &device);
     assert_eq!(
         cancelled, replaced,
         "the lease given out again is withdrawn"
     );
+    assert_eq!(sim.core.counters().results_unused, 0);
+    // The same result again changes nothing, and is counted as unused.
+    sim.send(device.conn, &queued[0].1);
+    assert_eq!(sim.core.job(&job).unwrap().chunks_done, expected.1);
+    assert_eq!(sim.core.counters().results_unused, 1);
     sim.advance(2_000);
     device.pump(&mut sim);
     assert_eq!(device.link.unacknowledged(), 0, "all acknowledged");

@@ -322,8 +322,10 @@ pub struct WsClient {
     pub delta_bytes: u64,
 }
 
-/// What a read produced.
+/// What a read produced. Short-lived, one at a time: the size of a message inline does not
+/// matter.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Received {
     Message(ToClient),
     Closed(Option<u16>),

@@ -14,8 +14,9 @@
 //! `/proc`, the whole workerd process), bytes and messages pushed per completion, storage
 //! writes per completion and per device-hour and alarms per minute (from the object's own
 //! counters), workerd's peak resident memory (the process, an upper bound for the object),
-//! the time until all N were welcomed, devices that never got a job lease, results sent but
-//! not accepted, and the close codes devices saw.
+//! the time until all N were welcomed, devices that never got a job lease, results the object
+//! took no use of over the whole row (its `results_unused` counter), and the close codes
+//! devices saw.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::TcpStream;
@@ -59,8 +60,6 @@ struct Seen {
     welcomed: AtomicU64,
     /// Milliseconds from each device's start to its welcome.
     welcome_ms: Mutex<Vec<u64>>,
-    /// Job results sent (not benchmark answers).
-    results: AtomicU64,
     bytes_in: AtomicU64,
     messages_in: AtomicU64,
     /// Devices that got at least one job lease.
@@ -86,7 +85,8 @@ struct Row {
     alarms_per_min: f64,
     peak_mb: f64,
     idle: u64,
-    discarded: i64,
+    /// Results the object counted as changing nothing, over the whole row.
+    discarded: u64,
     closes: String,
     restarted: bool,
 }
@@ -209,8 +209,7 @@ fn row(wrangler: &Wrangler, n: usize) -> Result<Row> {
         )
     })?;
     std::thread::sleep(Duration::from_secs(3));
-    let done = job(&base, &swarm.owner_key, &job_id)?.chunks_done;
-    let sent = seen.results.load(Ordering::Relaxed);
+    let unused = stats(&base, &swarm.owner_key)?.counters.results_unused;
     let _ = owner(&base, &swarm.owner_key, &OwnerCommand::CancelJob { job_id });
     let completions = after.chunks.saturating_sub(before.chunks).max(1) as f64;
     let secs = WINDOW.as_secs_f64();
@@ -242,8 +241,7 @@ fn row(wrangler: &Wrangler, n: usize) -> Result<Row> {
         alarms_per_min: counter(|s| s.counters.alarms) * 60.0 / secs,
         peak_mb: after.peak_kb as f64 / 1024.0,
         idle: (n as u64).saturating_sub(seen.worked.load(Ordering::Relaxed)),
-        discarded: i64::try_from(sent).unwrap_or(i64::MAX)
-            - i64::try_from(done).unwrap_or(i64::MAX),
+        discarded: unused,
         closes,
         restarted: after.stats.started_ms != before.stats.started_ms,
     })
@@ -267,11 +265,7 @@ struct Sample {
 
 impl Sample {
     fn take(base: &str, key: &str, job_id: &str, w: &Wrangler, seen: &Seen) -> Result<Self> {
-        let stats: SwarmStats = agent()
-            .get(&format!("{base}/stats"))
-            .set("authorization", &format!("Bearer {key}"))
-            .call()?
-            .into_json()?;
+        let stats = stats(base, key)?;
         let (cpu_ms, peak_kb) = workerd_usage(w.pid())?;
         Ok(Self {
             stats,
@@ -281,6 +275,14 @@ impl Sample {
             bytes_in: seen.bytes_in.load(Ordering::Relaxed),
         })
     }
+}
+
+fn stats(base: &str, key: &str) -> Result<SwarmStats> {
+    Ok(agent()
+        .get(&format!("{base}/stats"))
+        .set("authorization", &format!("Bearer {key}"))
+        .call()?
+        .into_json()?)
 }
 
 fn job(base: &str, key: &str, job_id: &str) -> Result<JobView> {
@@ -346,7 +348,6 @@ struct Running {
     lease_id: u64,
     /// The lease's ticket, sent back with the result as the product's devices do.
     ticket: Option<String>,
-    bench: bool,
     result: shared_protocol::WorkResult,
     compute_ms: u64,
     ready_at: Instant,
@@ -384,7 +385,7 @@ fn device(i: usize, url: &str, owner_key: &str, seen: &Seen) {
         return close("send failed".into());
     }
     let mut workers = usize::from(CORES);
-    let mut queue: VecDeque<(u64, Work, Option<String>, bool)> = VecDeque::new();
+    let mut queue: VecDeque<(u64, Work, Option<String>)> = VecDeque::new();
     let mut running: Vec<Running> = Vec::new();
     let mut worked = false;
     let mut next_heartbeat = Instant::now() + Duration::from_secs(10);
@@ -410,13 +411,13 @@ fn device(i: usize, url: &str, owner_key: &str, seen: &Seen) {
                         ..
                     }) => {
                         if job_id == BENCH_JOB_ID {
-                            queue.push_front((lease_id, work, ticket, true));
+                            queue.push_front((lease_id, work, ticket));
                         } else {
                             if !worked {
                                 worked = true;
                                 seen.worked.fetch_add(1, Ordering::Relaxed);
                             }
-                            queue.push_back((lease_id, work, ticket, false));
+                            queue.push_back((lease_id, work, ticket));
                         }
                     }
                     Ok(ToClient::CancelLease { lease_id }) => {
@@ -440,7 +441,7 @@ fn device(i: usize, url: &str, owner_key: &str, seen: &Seen) {
         }
         let now = Instant::now();
         while running.len() < workers {
-            let Some((lease_id, work, ticket, bench)) = queue.pop_front() else {
+            let Some((lease_id, work, ticket)) = queue.pop_front() else {
                 break;
             };
             let Ok(result) = client_compute::compute(&work) else {
@@ -450,7 +451,6 @@ fn device(i: usize, url: &str, owner_key: &str, seen: &Seen) {
             running.push(Running {
                 lease_id,
                 ticket,
-                bench,
                 result,
                 compute_ms,
                 ready_at: now + Duration::from_millis(compute_ms),
@@ -468,9 +468,6 @@ fn device(i: usize, url: &str, owner_key: &str, seen: &Seen) {
             };
             if ws.send(Message::text(encode(&message))).is_err() {
                 return close("send failed".into());
-            }
-            if !r.bench {
-                seen.results.fetch_add(1, Ordering::Relaxed);
             }
         }
         if now >= next_heartbeat {
