@@ -85,8 +85,8 @@ struct Row {
     alarms_per_min: f64,
     peak_mb: f64,
     idle: u64,
-    /// Results the object counted as changing nothing, over the whole row.
-    discarded: u64,
+    /// Results the object counted as changing nothing, in the window and over the whole row.
+    discarded: (u64, u64),
     closes: String,
     restarted: bool,
 }
@@ -120,14 +120,14 @@ fn print_header() {
         WARM_UP.as_secs()
     );
     println!(
-        "| devices | all connected (s) | welcomed | time to welcome, median / largest (s) | completions/s | workerd CPU ms / completion | bytes pushed / completion | messages pushed / completion | writes / completion | writes / device-hour | alarms / min | workerd peak RSS (MB) | devices without work | results not accepted | closes seen |"
+        "| devices | all connected (s) | welcomed | time to welcome, median / largest (s) | completions/s | workerd CPU ms / completion | bytes pushed / completion | messages pushed / completion | writes / completion | writes / device-hour | alarms / min | workerd peak RSS (MB) | devices without work | results not accepted, window / whole row | closes seen |"
     );
     println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
 }
 
 fn print_row(r: &Row) {
     println!(
-        "| {} | {} | {} | {:.1} / {:.1} | {:.0} | {:.2} | {:.0} | {:.2} | {:.3} | {:.0} | {:.1} | {:.0} | {} | {} | {}{} |",
+        "| {} | {} | {} | {:.1} / {:.1} | {:.0} | {:.2} | {:.0} | {:.2} | {:.3} | {:.0} | {:.1} | {:.0} | {} | {} / {} | {}{} |",
         r.devices,
         r.connect_s.map_or("not all".into(), |s| format!("{s:.1}")),
         r.welcomed,
@@ -142,7 +142,8 @@ fn print_row(r: &Row) {
         r.alarms_per_min,
         r.peak_mb,
         r.idle,
-        r.discarded,
+        r.discarded.0,
+        r.discarded.1,
         if r.closes.is_empty() { "none" } else { &r.closes },
         if r.restarted { " (object restarted: counters partial)" } else { "" },
     );
@@ -241,7 +242,7 @@ fn row(wrangler: &Wrangler, n: usize) -> Result<Row> {
         alarms_per_min: counter(|s| s.counters.alarms) * 60.0 / secs,
         peak_mb: after.peak_kb as f64 / 1024.0,
         idle: (n as u64).saturating_sub(seen.worked.load(Ordering::Relaxed)),
-        discarded: unused,
+        discarded: (counter(|s| s.counters.results_unused) as u64, unused),
         closes,
         restarted: after.stats.started_ms != before.stats.started_ms,
     })
