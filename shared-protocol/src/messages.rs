@@ -546,6 +546,9 @@ pub struct Counters {
     /// done or partly given out again.
     #[serde(default)]
     pub results_unused: u64,
+    /// Leases taken back at their deadline (and the queueing grace) because no result came.
+    #[serde(default)]
+    pub leases_expired: u64,
 }
 
 /// A device's heartbeat, exactly as it must be sent for the platform to answer it without

@@ -487,6 +487,10 @@ impl SwarmCore {
         let cutoff = now.saturating_sub(self.queue_grace());
         if let Some(active) = self.jobs.active.as_mut() {
             let expired = active.sched.expire(cutoff);
+            self.counters.leases_expired = self
+                .counters
+                .leases_expired
+                .saturating_add(expired.len() as u64);
             if !expired.is_empty() {
                 self.log(
                     now,

@@ -347,14 +347,17 @@ fn while_the_object_is_busy_a_lease_outlives_its_deadline_by_the_queueing_grace(
             sim.send(device.conn, &ToCoordinator::Heartbeat { seen: None });
         }
         let stopped = cancelled(&mut sim, &device);
+        let expired = sim.core.counters().leases_expired;
         if !busy {
             assert!(
                 held.iter().all(|id| stopped.contains(id)),
                 "a quiet object expires leases at their deadline: {held:?}, {stopped:?}"
             );
+            assert!(expired >= held.len() as u64, "{expired} counted");
             continue;
         }
         assert!(stopped.is_empty(), "busy: {stopped:?}");
+        assert_eq!(expired, 0);
         assert_eq!(sim.core.queue_grace(), 50_000);
         // Quiet again: the grace shrinks at an alarm, and the leases, never answered, expire.
         for _ in 0..7 {

@@ -15,7 +15,8 @@
 //! writes per completion and per device-hour and alarms per minute (from the object's own
 //! counters), workerd's peak resident memory (the process, an upper bound for the object),
 //! the time until all N were welcomed, devices that never got a job lease, results the object
-//! took no use of over the whole row (its `results_unused` counter), and the close codes
+//! took no use of and leases it took back at their deadline (its `results_unused` and
+//! `leases_expired` counters, in the window and over the whole row), and the close codes
 //! devices saw.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -87,6 +88,8 @@ struct Row {
     idle: u64,
     /// Results the object counted as changing nothing, in the window and over the whole row.
     discarded: (u64, u64),
+    /// Leases the object took back at their deadline, in the window and over the whole row.
+    expired: (u64, u64),
     closes: String,
     restarted: bool,
 }
@@ -120,14 +123,14 @@ fn print_header() {
         WARM_UP.as_secs()
     );
     println!(
-        "| devices | all connected (s) | welcomed | time to welcome, median / largest (s) | completions/s | workerd CPU ms / completion | bytes pushed / completion | messages pushed / completion | writes / completion | writes / device-hour | alarms / min | workerd peak RSS (MB) | devices without work | results not accepted, window / whole row | closes seen |"
+        "| devices | all connected (s) | welcomed | time to welcome, median / largest (s) | completions/s | workerd CPU ms / completion | bytes pushed / completion | messages pushed / completion | writes / completion | writes / device-hour | alarms / min | workerd peak RSS (MB) | devices without work | results not accepted, window / whole row | leases expired, window / whole row | closes seen |"
     );
-    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
 }
 
 fn print_row(r: &Row) {
     println!(
-        "| {} | {} | {} | {:.1} / {:.1} | {:.0} | {:.2} | {:.0} | {:.2} | {:.3} | {:.0} | {:.1} | {:.0} | {} | {} / {} | {}{} |",
+        "| {} | {} | {} | {:.1} / {:.1} | {:.0} | {:.2} | {:.0} | {:.2} | {:.3} | {:.0} | {:.1} | {:.0} | {} | {} / {} | {} / {} | {}{} |",
         r.devices,
         r.connect_s.map_or("not all".into(), |s| format!("{s:.1}")),
         r.welcomed,
@@ -144,6 +147,8 @@ fn print_row(r: &Row) {
         r.idle,
         r.discarded.0,
         r.discarded.1,
+        r.expired.0,
+        r.expired.1,
         if r.closes.is_empty() { "none" } else { &r.closes },
         if r.restarted { " (object restarted: counters partial)" } else { "" },
     );
@@ -210,7 +215,7 @@ fn row(wrangler: &Wrangler, n: usize) -> Result<Row> {
         )
     })?;
     std::thread::sleep(Duration::from_secs(3));
-    let unused = stats(&base, &swarm.owner_key)?.counters.results_unused;
+    let totals = stats(&base, &swarm.owner_key)?.counters;
     let _ = owner(&base, &swarm.owner_key, &OwnerCommand::CancelJob { job_id });
     let completions = after.chunks.saturating_sub(before.chunks).max(1) as f64;
     let secs = WINDOW.as_secs_f64();
@@ -242,7 +247,14 @@ fn row(wrangler: &Wrangler, n: usize) -> Result<Row> {
         alarms_per_min: counter(|s| s.counters.alarms) * 60.0 / secs,
         peak_mb: after.peak_kb as f64 / 1024.0,
         idle: (n as u64).saturating_sub(seen.worked.load(Ordering::Relaxed)),
-        discarded: (counter(|s| s.counters.results_unused) as u64, unused),
+        discarded: (
+            counter(|s| s.counters.results_unused) as u64,
+            totals.results_unused,
+        ),
+        expired: (
+            counter(|s| s.counters.leases_expired) as u64,
+            totals.leases_expired,
+        ),
         closes,
         restarted: after.stats.started_ms != before.stats.started_ms,
     })
