@@ -1280,16 +1280,20 @@ impl Scheduler {
         Some(copy)
     }
 
+    /// The ranges a speculative copy is out for.
+    fn copied_ranges(&self) -> BTreeSet<(u64, u64)> {
+        self.leases
+            .values()
+            .filter(|l| l.speculative)
+            .map(|l| (l.lo, l.hi))
+            .collect()
+    }
+
     /// The outstanding leases a speculative copy may be made of (first leases, not copies or
     /// replicas, of ranges with no copy and no replica out), by expected end, latest first;
     /// among equal ends, the newest lease first.
     fn copyable(&self, now: Millis) -> Copyable {
-        let twinned: BTreeSet<(u64, u64)> = self
-            .leases
-            .values()
-            .filter(|l| l.speculative)
-            .map(|l| (l.lo, l.hi))
-            .collect();
+        let twinned = self.copied_ranges();
         // By holder, so that each holder's rate is looked up once.
         let mut leases: Vec<Candidate> = self
             .devices
@@ -1961,12 +1965,7 @@ mod tests {
         let mut checked = 0;
         while !s.is_finished() {
             let nothing_queued = s.queued_units() == 0 && s.replica_for.is_empty();
-            let copied_before: BTreeSet<(u64, u64)> = s
-                .leases
-                .values()
-                .filter(|l| l.speculative)
-                .map(|l| (l.lo, l.hi))
-                .collect();
+            let copied_before = s.copied_ranges();
             let before = s.clone();
             let issued = s.poll_leases(now);
             if nothing_queued {
