@@ -5,6 +5,7 @@
 //! - `dev`    — setup + build, then run the system locally with `wrangler dev`
 //! - `test`   — setup + build + every check and test (what CI runs)
 //! - `deploy [--env staging|production]` — setup + build, then `wrangler deploy`
+//! - `examples` — build the example workloads in `examples/` into `target/examples/*.wasm`
 //! - `bench`  — benchmark tables (scheduling simulator, scheduler throughput, verification,
 //!   dashboard traffic, kernels native vs WASM in Chromium), measured on a release build;
 //!   `bench sched` — the scheduler throughput table alone;
@@ -12,6 +13,7 @@
 
 mod bench;
 mod build;
+mod examples;
 mod kernels_bench;
 mod load;
 mod tools;
@@ -24,7 +26,7 @@ use anyhow::{bail, Context, Result};
 use runtime_tests::{free_port, short_timeouts, Wrangler, WranglerCommand};
 
 const USAGE: &str =
-    "usage: cargo xtask <setup|build|dev [--port N]|test|deploy [--env staging|production]|bench [load [N …] | sched]>";
+    "usage: cargo xtask <setup|build|dev [--port N]|test|deploy [--env staging|production]|examples|bench [load [N …] | sched]>";
 
 fn main() -> ExitCode {
     match real_main() {
@@ -43,6 +45,7 @@ fn real_main() -> Result<()> {
         Some("build") => build::all(&tools::setup(false)?),
         Some("dev") => dev(&args[1..]),
         Some("test") => test(),
+        Some("examples") => examples::build().map(drop),
         // Benchmarks measure the release build: a debug xtask runs its release self.
         Some("bench") if cfg!(debug_assertions) => run(cargo()
             .args(["run", "--release", "--quiet", "--package", "xtask", "--"])
@@ -202,6 +205,10 @@ fn test() -> Result<()> {
             "client-compute",
             "-p",
             "kernels-bench",
+            "-p",
+            "workload",
+            "-p",
+            "example-pi",
             "--target",
             "wasm32-unknown-unknown",
             "--",
@@ -224,6 +231,11 @@ fn test() -> Result<()> {
     let fuzz_test = "the_whole_core_keeps_its_invariants_under_a_seeded_fuzz";
     step("unit and core tests", || {
         run(cargo().args(["test", "--", "--skip", fuzz_test]))
+    })?;
+    // The native runner (wasmtime) is a feature only the agent needs; its tests run the
+    // example workloads.
+    step("workload runner (wasmtime)", || {
+        run(cargo().args(["test", "-p", "workload", "--features", "native"]))
     })?;
     step("core fuzzer (50,000 inputs)", || {
         run(cargo().args([

@@ -1,0 +1,189 @@
+//! The native runner: a module compiled once by wasmtime, each item in a fresh instance.
+//!
+//! The time limit is wall-clock, as in a browser worker: wasmtime's epoch interruption, with
+//! one thread per [`Runner`] advancing the epoch every [`TICK`]. Memory is bounded by the
+//! maximum [`crate::module::check`] gave the module (and by a store limit, in case an engine
+//! honoured a declared maximum differently); tables by the check.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::{
+    Config, Engine, Instance, Memory, Store, StoreLimits, StoreLimitsBuilder, Trap, TypedFunc,
+};
+
+use crate::module::{
+    self, ModuleError, EXPORT_ALLOC, EXPORT_MEMORY, EXPORT_RUN, MAX_INPUT_BYTES, MAX_MEMORY_PAGES,
+    MAX_OUTPUT_BYTES, MAX_TABLE_ELEMENTS, PAGE_BYTES,
+};
+use crate::outcome::{Failure, FailureKind, Outcome};
+
+/// How often the epoch advances: the granularity of the time limit.
+pub const TICK: Duration = Duration::from_millis(5);
+
+/// An engine and the thread that keeps its time.
+pub struct Runner {
+    engine: Engine,
+    stop: Arc<AtomicBool>,
+}
+
+/// A module compiled for this runner's engine.
+pub struct Compiled {
+    module: wasmtime::Module,
+}
+
+impl Runner {
+    pub fn new() -> Result<Self, String> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(|e| format!("wasmtime: {e}"))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (weak, stopped) = (engine.weak(), stop.clone());
+        std::thread::Builder::new()
+            .name("workload-epoch".to_owned())
+            .spawn(move || {
+                while !stopped.load(Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .map_err(|e| format!("epoch thread: {e}"))?;
+        Ok(Self { engine, stop })
+    }
+
+    /// Checks `bytes` against the ABI and compiles them.
+    pub fn compile(&self, bytes: &[u8]) -> Result<Compiled, ModuleError> {
+        let checked = module::check(bytes)?;
+        let module = wasmtime::Module::new(&self.engine, &checked.bytes)
+            .map_err(|e| ModuleError::Invalid(format!("{e:#}")))?;
+        Ok(Compiled { module })
+    }
+
+    /// Runs one item in a fresh instance. Never panics and never runs much past
+    /// `time_limit`, whatever the module does.
+    pub fn run(&self, compiled: &Compiled, input: &[u8], time_limit: Duration) -> Outcome {
+        match self.try_run(compiled, input, time_limit) {
+            Ok(outcome) => outcome,
+            Err(failure) => Outcome::Failed(failure),
+        }
+    }
+
+    fn try_run(
+        &self,
+        compiled: &Compiled,
+        input: &[u8],
+        time_limit: Duration,
+    ) -> Result<Outcome, Failure> {
+        if input.len() > MAX_INPUT_BYTES {
+            // The coordinator refuses such inputs; a device that meets one says so.
+            return Err(Failure::new(
+                FailureKind::Engine,
+                format!("the input is {} bytes, over the limit", input.len()),
+            ));
+        }
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(
+                usize::try_from(MAX_MEMORY_PAGES.saturating_mul(PAGE_BYTES)).unwrap_or(usize::MAX),
+            )
+            .table_elements(usize::try_from(MAX_TABLE_ELEMENTS).unwrap_or(usize::MAX))
+            .instances(1)
+            .build();
+        let mut store = Store::new(&self.engine, limits);
+        store.limiter(|limits: &mut StoreLimits| limits);
+        let ticks = time_limit
+            .as_micros()
+            .div_ceil(TICK.as_micros())
+            .saturating_add(1);
+        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+        store.epoch_deadline_trap();
+
+        let instance = Instance::new(&mut store, &compiled.module, &[]).map_err(failure)?;
+        let memory = instance
+            .get_memory(&mut store, EXPORT_MEMORY)
+            .ok_or_else(|| Failure::new(FailureKind::Engine, "no memory export"))?;
+        let alloc: TypedFunc<i32, i32> = instance
+            .get_typed_func(&mut store, EXPORT_ALLOC)
+            .map_err(failure)?;
+        let run: TypedFunc<(i32, i32), i64> = instance
+            .get_typed_func(&mut store, EXPORT_RUN)
+            .map_err(failure)?;
+
+        // `input.len()` ≤ 64 KiB, so it fits an i32.
+        let len = i32::try_from(input.len()).unwrap_or(i32::MAX);
+        let ptr = alloc.call(&mut store, len).map_err(failure)?;
+        if ptr == 0 && !input.is_empty() {
+            return Err(Failure::new(FailureKind::AllocRefused, "alloc returned 0"));
+        }
+        let at = u32::from_ne_bytes(ptr.to_ne_bytes()) as usize;
+        memory.write(&mut store, at, input).map_err(|_| {
+            Failure::new(
+                FailureKind::AllocRefused,
+                format!(
+                    "alloc returned {at}, and {} bytes there are out of bounds",
+                    input.len()
+                ),
+            )
+        })?;
+        let packed = run.call(&mut store, (ptr, len)).map_err(failure)?;
+        Ok(read_result(&store, memory, packed))
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Unpacks `run`'s result: the output, or the module's error message.
+fn read_result(store: &Store<StoreLimits>, memory: Memory, packed: i64) -> Outcome {
+    let bits = u64::from_ne_bytes(packed.to_ne_bytes());
+    let is_error = bits >> 63 == 1;
+    let at = usize::try_from((bits >> 32) & 0x7fff_ffff).unwrap_or(usize::MAX);
+    let len = usize::try_from(bits & 0xffff_ffff).unwrap_or(usize::MAX);
+    if !is_error && len > MAX_OUTPUT_BYTES {
+        return Outcome::Failed(Failure::new(
+            FailureKind::OutputTooLarge,
+            format!("the output is {len} bytes; the limit is {MAX_OUTPUT_BYTES}"),
+        ));
+    }
+    let data = memory.data(store);
+    let Some(bytes) = at.checked_add(len).and_then(|end| data.get(at..end)) else {
+        return Outcome::Failed(Failure::new(
+            FailureKind::OutputOutOfBounds,
+            format!(
+                "run returned {len} bytes at {at}, outside the memory of {} bytes",
+                data.len()
+            ),
+        ));
+    };
+    if is_error {
+        Outcome::Failed(Failure::module_error(bytes))
+    } else {
+        Outcome::Output(bytes.to_vec())
+    }
+}
+
+/// The failure an engine error stands for.
+fn failure(error: wasmtime::Error) -> Failure {
+    let kind = match error.downcast_ref::<Trap>() {
+        Some(Trap::UnreachableCodeReached) => FailureKind::Unreachable,
+        Some(Trap::MemoryOutOfBounds | Trap::HeapMisaligned) => FailureKind::MemoryOutOfBounds,
+        Some(Trap::TableOutOfBounds) => FailureKind::TableOutOfBounds,
+        Some(Trap::IndirectCallToNull | Trap::BadSignature) => FailureKind::IndirectCall,
+        Some(Trap::IntegerDivisionByZero) => FailureKind::DivideByZero,
+        Some(Trap::IntegerOverflow | Trap::BadConversionToInteger) => FailureKind::IntegerOverflow,
+        Some(Trap::Interrupt) => FailureKind::TimeLimit,
+        Some(Trap::StackOverflow) => FailureKind::StackOverflow,
+        _ => FailureKind::Engine,
+    };
+    let message = match kind {
+        FailureKind::TimeLimit => "the item ran past its time limit".to_owned(),
+        _ => format!("{error:#}"),
+    };
+    Failure::new(kind, message)
+}
