@@ -224,7 +224,10 @@ pub fn with_cors(resp: Response, origin: &Origin) -> Result<Response> {
             "access-control-allow-headers",
             "authorization, content-type",
         )?;
-        headers.set("access-control-allow-methods", "GET, POST, OPTIONS")?;
+        headers.set(
+            "access-control-allow-methods",
+            "GET, HEAD, POST, PUT, OPTIONS",
+        )?;
         headers.set("access-control-expose-headers", "retry-after")?;
         headers.set("vary", "origin")?;
         return Ok(resp.with_headers(headers));

@@ -12,6 +12,8 @@
 //! - `GET  /api/swarms/{id}/jobs/{job_id}` — a job's progress and result (JSON)
 //! - `GET  /api/swarms/{id}/jobs/{job_id}/image.png` — a Mandelbrot job's image so far (PNG)
 //! - `GET  /api/swarms/{id}/jobs/{job_id}/bands?after=N` — its bands stored since (JSON)
+//! - `PUT|GET|HEAD /api/swarms/{id}/modules/{sha256}` — a workload module (owner only; see
+//!   `modules`)
 //! - `GET  /api/swarms/{id}/ws` — WebSocket upgrade, forwarded to the swarm's object
 //!
 //! Requests from a browser page on a foreign origin are refused; listed origins
@@ -39,6 +41,7 @@
 mod config;
 mod directory;
 mod http;
+mod modules;
 mod object;
 
 use shared_protocol::{
@@ -56,7 +59,7 @@ pub use directory::CodeDirectoryObject;
 pub use object::SwarmObject;
 
 /// The Durable Object bindings in wrangler.toml.
-const SWARM_BINDING: &str = "SWARM";
+pub(crate) const SWARM_BINDING: &str = "SWARM";
 const CODES_BINDING: &str = "CODES";
 
 #[event(fetch)]
@@ -102,6 +105,18 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
         {
             let route = format!("/bands/{job_id}");
             forward(req, &env, id, &route).await
+        }
+        (Method::Put | Method::Get | Method::Head, ["api", "swarms", id, "modules", sha256]) => {
+            if is_id(id, &()).is_err() {
+                error_response(
+                    ErrorCode::SwarmNotFound,
+                    "swarm ids are 32 lowercase hex digits",
+                )
+            } else if req.method() == Method::Put {
+                modules::put(req, &env, id, sha256).await
+            } else {
+                modules::get(req, &env, id, sha256).await
+            }
         }
         // WebSocket answers carry no CORS headers: browsers check Origin, which is done above.
         (Method::Get, ["api", "swarms", id, "ws"]) => return forward(req, &env, id, "/ws").await,

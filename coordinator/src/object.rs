@@ -113,6 +113,20 @@ impl DurableObject for SwarmObject {
                 None => error_response(ErrorCode::SwarmNotFound, "no such swarm"),
             },
             "/stats" => self.stats(&req).await,
+            // Whether the bearer key is the owner's, for the Worker's module routes.
+            "/authorize" => {
+                if self.with_core(|core| core.meta().is_none()) {
+                    return error_response(ErrorCode::SwarmNotFound, "no such swarm");
+                }
+                if self.with_core(|core| core.is_owner_key(&bearer(&req))) {
+                    Response::empty().map(|r| r.with_status(204))
+                } else {
+                    error_response(
+                        ErrorCode::BadOwnerKey,
+                        "the owner key is required (Authorization: Bearer <owner key>)",
+                    )
+                }
+            }
             path => {
                 if let Some(job_id) = path.strip_prefix("/image/") {
                     return self.image(job_id);

@@ -82,3 +82,19 @@ pub struct HttpError {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<u64>,
 }
+
+/// A workload module as stored for a swarm: the answer to uploading one
+/// (`PUT /api/swarms/{id}/modules/{sha256}`: 201 when this upload stored it, 200 when it was
+/// stored already).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModuleInfo {
+    /// SHA-256 of the bytes uploaded, in lowercase hex: the module's name.
+    pub sha256: String,
+    /// Size of the bytes uploaded.
+    pub bytes: u64,
+    /// Size of the bytes devices run (the upload with the ABI's memory maximum written in).
+    pub prepared_bytes: u64,
+    /// The memory's initial and maximum size, in 64 KiB pages, as devices run it.
+    pub memory_pages: [u64; 2],
+}

@@ -34,8 +34,8 @@ mod text;
 pub use decode::{decode, encode, DecodeError, Limits, Validated, WireMessage};
 pub use delta::{sort_rows, DeltaGap, SnapshotDelta, SEEN_LAG_MS};
 pub use http::{
-    CreateSwarmRequest, CreateSwarmResponse, HealthResponse, HttpError, ResolveCodeRequest,
-    ResolveCodeResponse, SwarmInfo, SwarmStats,
+    CreateSwarmRequest, CreateSwarmResponse, HealthResponse, HttpError, ModuleInfo,
+    ResolveCodeRequest, ResolveCodeResponse, SwarmInfo, SwarmStats,
 };
 pub use jobs::{
     decode_counts, encode_counts, valid_job, ImageBand, ImageBands, JobResult, JobSpec, JobState,

@@ -107,6 +107,10 @@ fn main() {
             "guessing short codes is rate limited",
             code_guessing_is_rate_limited,
         ),
+        (
+            "workload modules: only the owner stores them, checked, once, in R2, and gets back what devices run",
+            workload_modules,
+        ),
     ];
     let root = runtime_tests::repo_root();
     let persist = root
@@ -1727,5 +1731,137 @@ fn registry_survives_restart() -> Result<()> {
     );
     drop(w);
     let _ = std::fs::remove_dir_all(persist);
+    Ok(())
+}
+
+/// `PUT`, `HEAD` and `GET /api/swarms/{id}/modules/{sha256}` against R2 in workerd.
+fn workload_modules(w: &Wrangler) -> Result<()> {
+    use sha2::{Digest, Sha256};
+    let swarm = new_swarm(w, "modules")?;
+    let other = new_swarm(w, "other")?;
+    let examples = runtime_tests::repo_root().join("examples");
+    let broken = wat::parse_file(examples.join("broken.wat"))?;
+    let collatz = wat::parse_file(examples.join("collatz.wat"))?;
+    let name = |bytes: &[u8]| workload::module::hex(&Sha256::digest(bytes).into());
+    let url = |swarm: &TestSwarm, sha: &str| {
+        format!("{}/api/swarms/{}/modules/{sha}", w.base, swarm.swarm_id)
+    };
+    let put = |swarm: &TestSwarm, key: &str, sha: &str, body: &[u8]| {
+        http_agent()
+            .put(&url(swarm, sha))
+            .set("authorization", &format!("Bearer {key}"))
+            .send_bytes(body)
+    };
+    // A HEAD answer has no body to carry an error code: its status is all there is.
+    let head = |swarm: &TestSwarm, key: &str, sha: &str| -> Result<u16> {
+        match http_agent()
+            .head(&url(swarm, sha))
+            .set("authorization", &format!("Bearer {key}"))
+            .call()
+        {
+            Ok(resp) => Ok(resp.status()),
+            Err(ureq::Error::Status(status, _)) => Ok(status),
+            Err(err) => Err(err.into()),
+        }
+    };
+    let (broken_sha, collatz_sha) = (name(&broken), name(&collatz));
+
+    // Refusals, each with its code, and none of them stores anything.
+    let refused = |result, status, code: ErrorCode| -> Result<()> {
+        let got = http_error(result)?;
+        ensure!(
+            got == (status, code),
+            "expected {status} {code:?}, got {got:?}"
+        );
+        Ok(())
+    };
+    refused(
+        put(&swarm, "wrong key", &broken_sha, &broken),
+        401,
+        ErrorCode::BadOwnerKey,
+    )?;
+    refused(
+        put(&swarm, &other.owner_key, &broken_sha, &broken),
+        401,
+        ErrorCode::BadOwnerKey,
+    )?;
+    refused(
+        put(&swarm, &swarm.owner_key, &collatz_sha, &broken),
+        400,
+        ErrorCode::Invalid,
+    )?;
+    refused(
+        put(&swarm, &swarm.owner_key, "not-a-sha", &broken),
+        404,
+        ErrorCode::NotFound,
+    )?;
+    let importing = wat::parse_str(
+        r#"(module (import "wasi" "clock" (func)) (memory (export "memory") 1)
+            (func (export "alloc") (param i32) (result i32) i32.const 0)
+            (func (export "run") (param i32 i32) (result i64) i64.const 0))"#,
+    )?;
+    match put(&swarm, &swarm.owner_key, &name(&importing), &importing) {
+        Err(ureq::Error::Status(400, resp)) => {
+            let error: HttpError = resp.into_json()?;
+            ensure!(
+                error.message.contains("imports `wasi.clock`"),
+                "{}",
+                error.message
+            );
+        }
+        other => bail!("an importing module was not refused: {other:?}"),
+    }
+    let too_large = vec![0u8; workload::module::MAX_MODULE_BYTES + 1];
+    refused(
+        put(&swarm, &swarm.owner_key, &name(&too_large), &too_large),
+        413,
+        ErrorCode::TooLarge,
+    )?;
+    ensure!(head(&swarm, &swarm.owner_key, &broken_sha)? == 404);
+
+    // Stored once: 201, then 200 with the same description.
+    let first = put(&swarm, &swarm.owner_key, &broken_sha, &broken)?;
+    ensure!(first.status() == 201, "first upload: {}", first.status());
+    let info: shared_protocol::ModuleInfo = first.into_json()?;
+    ensure!(
+        info == shared_protocol::ModuleInfo {
+            sha256: broken_sha.clone(),
+            bytes: broken.len() as u64,
+            prepared_bytes: info.prepared_bytes,
+            memory_pages: [5, workload::module::MAX_MEMORY_PAGES],
+        },
+        "{info:?}"
+    );
+    let again = put(&swarm, &swarm.owner_key, &broken_sha, &broken)?;
+    ensure!(again.status() == 200, "second upload: {}", again.status());
+    ensure!(again.into_json::<shared_protocol::ModuleInfo>()? == info);
+
+    // What comes back is what devices run: the module with the ABI's memory maximum.
+    ensure!(head(&swarm, &swarm.owner_key, &broken_sha)? == 200);
+    let resp = http_agent()
+        .get(&url(&swarm, &broken_sha))
+        .set("authorization", &format!("Bearer {}", swarm.owner_key))
+        .call()?;
+    ensure!(resp.header("content-type") == Some("application/wasm"));
+    let mut served = Vec::new();
+    std::io::Read::read_to_end(&mut resp.into_reader(), &mut served)?;
+    let prepared = workload::module::check(&broken)?.bytes;
+    ensure!(
+        served == prepared,
+        "served {} bytes, not the prepared {}",
+        served.len(),
+        prepared.len()
+    );
+    ensure!(info.prepared_bytes == prepared.len() as u64);
+
+    // A module that declares a maximum within the ABI's runs as uploaded.
+    let collatz_info: shared_protocol::ModuleInfo =
+        put(&swarm, &swarm.owner_key, &collatz_sha, &collatz)?.into_json()?;
+    ensure!(collatz_info.memory_pages == [2, 2], "{collatz_info:?}");
+    ensure!(collatz_info.prepared_bytes == collatz.len() as u64);
+
+    // Only the owner reads it, and only in its own swarm.
+    ensure!(head(&swarm, "wrong key", &broken_sha)? == 401);
+    ensure!(head(&other, &other.owner_key, &broken_sha)? == 404);
     Ok(())
 }

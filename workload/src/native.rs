@@ -9,15 +9,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime::{
-    Config, Engine, Instance, Memory, Store, StoreLimits, StoreLimitsBuilder, Trap, TypedFunc,
-};
+use wasmtime::{Config, Engine, Instance, Store, StoreLimits, StoreLimitsBuilder, Trap, TypedFunc};
 
 use crate::module::{
     self, ModuleError, EXPORT_ALLOC, EXPORT_MEMORY, EXPORT_RUN, MAX_INPUT_BYTES, MAX_MEMORY_PAGES,
-    MAX_OUTPUT_BYTES, MAX_TABLE_ELEMENTS, PAGE_BYTES,
+    MAX_TABLE_ELEMENTS, PAGE_BYTES,
 };
-use crate::outcome::{Failure, FailureKind, Outcome};
+use crate::outcome::{input_range, returned_range, Failure, FailureKind, Outcome};
 
 /// How often the epoch advances: the granularity of the time limit.
 pub const TICK: Duration = Duration::from_millis(5);
@@ -115,56 +113,21 @@ impl Runner {
         // `input.len()` ≤ 64 KiB, so it fits an i32.
         let len = i32::try_from(input.len()).unwrap_or(i32::MAX);
         let ptr = alloc.call(&mut store, len).map_err(failure)?;
-        if ptr == 0 && !input.is_empty() {
-            return Err(Failure::new(FailureKind::AllocRefused, "alloc returned 0"));
-        }
-        let at = u32::from_ne_bytes(ptr.to_ne_bytes()) as usize;
-        memory.write(&mut store, at, input).map_err(|_| {
-            Failure::new(
-                FailureKind::AllocRefused,
-                format!(
-                    "alloc returned {at}, and {} bytes there are out of bounds",
-                    input.len()
-                ),
-            )
-        })?;
+        let at = input_range(ptr, input.len(), memory.data_size(&store))?;
+        memory
+            .write(&mut store, at.start, input)
+            .map_err(|e| Failure::new(FailureKind::AllocRefused, e.to_string()))?;
         let packed = run.call(&mut store, (ptr, len)).map_err(failure)?;
-        Ok(read_result(&store, memory, packed))
+        let data = memory.data(&store);
+        let (range, is_error) = returned_range(packed, data.len())?;
+        let bytes = data.get(range).unwrap_or_default();
+        Ok(Outcome::returned(bytes, is_error))
     }
 }
 
 impl Drop for Runner {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-/// Unpacks `run`'s result: the output, or the module's error message.
-fn read_result(store: &Store<StoreLimits>, memory: Memory, packed: i64) -> Outcome {
-    let bits = u64::from_ne_bytes(packed.to_ne_bytes());
-    let is_error = bits >> 63 == 1;
-    let at = usize::try_from((bits >> 32) & 0x7fff_ffff).unwrap_or(usize::MAX);
-    let len = usize::try_from(bits & 0xffff_ffff).unwrap_or(usize::MAX);
-    if !is_error && len > MAX_OUTPUT_BYTES {
-        return Outcome::Failed(Failure::new(
-            FailureKind::OutputTooLarge,
-            format!("the output is {len} bytes; the limit is {MAX_OUTPUT_BYTES}"),
-        ));
-    }
-    let data = memory.data(store);
-    let Some(bytes) = at.checked_add(len).and_then(|end| data.get(at..end)) else {
-        return Outcome::Failed(Failure::new(
-            FailureKind::OutputOutOfBounds,
-            format!(
-                "run returned {len} bytes at {at}, outside the memory of {} bytes",
-                data.len()
-            ),
-        ));
-    };
-    if is_error {
-        Outcome::Failed(Failure::module_error(bytes))
-    } else {
-        Outcome::Output(bytes.to_vec())
     }
 }
 

@@ -9,7 +9,9 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::module::MAX_ERROR_BYTES;
+use std::ops::Range;
+
+use crate::module::{MAX_ERROR_BYTES, MAX_OUTPUT_BYTES};
 
 /// The result of one item.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,6 +132,85 @@ impl Outcome {
     }
 }
 
+/// Where the input goes: the range `alloc` gave, in a memory of `memory_len` bytes.
+pub fn input_range(ptr: i32, len: usize, memory_len: usize) -> Result<Range<usize>, Failure> {
+    let at = usize::try_from(u32::from_ne_bytes(ptr.to_ne_bytes())).unwrap_or(usize::MAX);
+    if at == 0 && len > 0 {
+        return Err(Failure::new(FailureKind::AllocRefused, "alloc returned 0"));
+    }
+    match at.checked_add(len) {
+        Some(end) if end <= memory_len => Ok(at..end),
+        _ => Err(Failure::new(
+            FailureKind::AllocRefused,
+            format!("alloc returned {at}; {len} bytes there run past the memory's {memory_len}"),
+        )),
+    }
+}
+
+/// What `run` returned, unpacked against a memory of `memory_len` bytes: the range to copy
+/// and whether it is an error message, or the failure it stands for.
+pub fn returned_range(packed: i64, memory_len: usize) -> Result<(Range<usize>, bool), Failure> {
+    let bits = u64::from_ne_bytes(packed.to_ne_bytes());
+    let is_error = bits >> 63 == 1;
+    let at = usize::try_from((bits >> 32) & 0x7fff_ffff).unwrap_or(usize::MAX);
+    let len = usize::try_from(bits & 0xffff_ffff).unwrap_or(usize::MAX);
+    if !is_error && len > MAX_OUTPUT_BYTES {
+        return Err(Failure::new(
+            FailureKind::OutputTooLarge,
+            format!("the output is {len} bytes; the limit is {MAX_OUTPUT_BYTES}"),
+        ));
+    }
+    match at.checked_add(len) {
+        Some(end) if end <= memory_len => Ok((at..end, is_error)),
+        _ => Err(Failure::new(
+            FailureKind::OutputOutOfBounds,
+            format!("run returned {len} bytes at {at}, outside the memory of {memory_len} bytes"),
+        )),
+    }
+}
+
+impl Outcome {
+    /// The outcome of the bytes copied from [`returned_range`]'s range.
+    pub fn returned(bytes: &[u8], is_error: bool) -> Self {
+        if is_error {
+            Outcome::Failed(Failure::module_error(bytes))
+        } else {
+            Outcome::Output(bytes.to_vec())
+        }
+    }
+}
+
+/// The failure a JavaScript engine's error stands for, from its constructor's name
+/// (`RuntimeError`, `RangeError`, …) and its message. Written against V8 (Chromium, where the
+/// browser tests check it), with SpiderMonkey's and JavaScriptCore's wordings where they
+/// differ; an error it does not know is [`FailureKind::Engine`], which is never compared, so
+/// a new wording costs a retry on another device, not a false disagreement.
+pub fn js_error_kind(name: &str, message: &str) -> FailureKind {
+    let m = message.to_ascii_lowercase();
+    let has = |words: &[&str]| words.iter().any(|w| m.contains(w));
+    if has(&["call stack", "too much recursion", "stack overflow"]) {
+        return FailureKind::StackOverflow;
+    }
+    if name != "RuntimeError" {
+        return FailureKind::Engine;
+    }
+    if has(&["unreachable"]) {
+        FailureKind::Unreachable
+    } else if has(&["null function", "signature mismatch", "indirect call"]) {
+        FailureKind::IndirectCall
+    } else if has(&["table index", "table out of bounds", "undefined element"]) {
+        FailureKind::TableOutOfBounds
+    } else if has(&["memory access", "index out of bounds", "data segment"]) {
+        FailureKind::MemoryOutOfBounds
+    } else if has(&["by zero"]) {
+        FailureKind::DivideByZero
+    } else if has(&["unrepresentable", "integer overflow", "invalid conversion"]) {
+        FailureKind::IntegerOverflow
+    } else {
+        FailureKind::Engine
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,6 +252,97 @@ mod tests {
         let long = vec![b'x'; MAX_ERROR_BYTES + 10];
         assert_eq!(Failure::module_error(&long).message.len(), MAX_ERROR_BYTES);
         assert_eq!(Failure::module_error(b"bad \xff").message, "bad \u{fffd}");
+    }
+
+    #[test]
+    fn the_returned_range_is_checked_against_the_memory_and_the_limits() {
+        let pack = |error: bool, at: u64, len: u64| {
+            i64::from_ne_bytes(((u64::from(error) << 63) | (at << 32) | len).to_ne_bytes())
+        };
+        assert_eq!(
+            returned_range(pack(false, 100, 5), 200),
+            Ok((100..105, false))
+        );
+        assert_eq!(
+            returned_range(pack(true, 100, 5), 200),
+            Ok((100..105, true))
+        );
+        assert_eq!(returned_range(pack(false, 0, 0), 0), Ok((0..0, false)));
+        fn kind<T: std::fmt::Debug>(r: Result<T, Failure>) -> FailureKind {
+            r.unwrap_err().kind
+        }
+        assert_eq!(
+            kind(returned_range(pack(false, 196, 5), 200)),
+            FailureKind::OutputOutOfBounds
+        );
+        assert_eq!(
+            kind(returned_range(pack(true, 196, 5), 200)),
+            FailureKind::OutputOutOfBounds
+        );
+        let over = MAX_OUTPUT_BYTES as u64 + 1;
+        assert_eq!(
+            kind(returned_range(pack(false, 0, over), 1 << 30)),
+            FailureKind::OutputTooLarge
+        );
+        // An error message may be long: it is cut, not refused.
+        assert_eq!(
+            returned_range(pack(true, 0, over), 1 << 30),
+            Ok((0..over as usize, true))
+        );
+        assert_eq!(input_range(1024, 8, 2048), Ok(1024..1032));
+        assert_eq!(input_range(0, 0, 2048), Ok(0..0));
+        assert_eq!(kind(input_range(0, 8, 2048)), FailureKind::AllocRefused);
+        assert_eq!(kind(input_range(2044, 8, 2048)), FailureKind::AllocRefused);
+        assert_eq!(kind(input_range(-8, 8, 2048)), FailureKind::AllocRefused);
+    }
+
+    #[test]
+    fn v8s_trap_messages_name_the_kinds_wasmtime_names() {
+        // V8's wordings (the browser tests check these against Chromium itself).
+        let cases = [
+            ("RuntimeError", "unreachable", FailureKind::Unreachable),
+            (
+                "RuntimeError",
+                "memory access out of bounds",
+                FailureKind::MemoryOutOfBounds,
+            ),
+            ("RuntimeError", "divide by zero", FailureKind::DivideByZero),
+            (
+                "RuntimeError",
+                "remainder by zero",
+                FailureKind::DivideByZero,
+            ),
+            (
+                "RuntimeError",
+                "divide result unrepresentable",
+                FailureKind::IntegerOverflow,
+            ),
+            (
+                "RuntimeError",
+                "float unrepresentable in integer range",
+                FailureKind::IntegerOverflow,
+            ),
+            (
+                "RuntimeError",
+                "table index is out of bounds",
+                FailureKind::TableOutOfBounds,
+            ),
+            (
+                "RuntimeError",
+                "null function or function signature mismatch",
+                FailureKind::IndirectCall,
+            ),
+            (
+                "RangeError",
+                "Maximum call stack size exceeded",
+                FailureKind::StackOverflow,
+            ),
+            ("RuntimeError", "something new", FailureKind::Engine),
+            ("TypeError", "unreachable", FailureKind::Engine),
+        ];
+        for (name, message, kind) in cases {
+            assert_eq!(js_error_kind(name, message), kind, "{name}: {message}");
+        }
     }
 
     #[test]

@@ -27,7 +27,13 @@ const WASM_FEATURES: &[&str] = &[
 
 /// The folders and files a wasm artefact is built from, besides its own crate: a change in any
 /// of them (by modification time) rebuilds it.
-const SHARED_INPUTS: &[&str] = &["Cargo.toml", "Cargo.lock", "shared-protocol", "kernels"];
+const SHARED_INPUTS: &[&str] = &[
+    "Cargo.toml",
+    "Cargo.lock",
+    "shared-protocol",
+    "kernels",
+    "workload",
+];
 
 /// Which cargo profile the artefacts are built with.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

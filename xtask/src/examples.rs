@@ -4,9 +4,11 @@
 //! assembled. Each module is checked against the workload ABI, and its size and name (the
 //! SHA-256 a job refers to it by) are printed.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Context, Result};
+use serde_json::json;
 
 use crate::{cargo, root, run};
 
@@ -44,4 +46,57 @@ pub fn build() -> Result<Vec<PathBuf>> {
         built.push(path);
     }
     Ok(built)
+}
+
+/// The items the browser test runs in Chromium, with the outcomes the native runner gives
+/// them: writes `{ "modules": {name: [prepared bytes]}, "cases": [{module, input, outcome,
+/// digest}] }` into `dir` and returns the file's path. Every breakage of `broken.wat` but the
+/// endless loop is there (a browser stops that by terminating the worker, which is the
+/// page's part, not the engine's).
+pub fn browser_reference(dir: &Path) -> Result<PathBuf> {
+    build()?;
+    let runner = workload::native::Runner::new().map_err(|e| anyhow!(e))?;
+    let limit = Duration::from_secs(10);
+    let mut modules = serde_json::Map::new();
+    let mut cases = Vec::new();
+    let mut inputs: Vec<(&str, Vec<Vec<u8>>)> = vec![
+        ("pi", (0u64..20).map(|s| s.to_le_bytes().to_vec()).collect()),
+        (
+            "collatz",
+            (0u64..300).map(|n| n.to_le_bytes().to_vec()).collect(),
+        ),
+        (
+            "broken",
+            (0u8..=12)
+                .filter(|&how| how != 1)
+                .map(|how| vec![how])
+                .collect(),
+        ),
+    ];
+    inputs[0].1.push(b"short".to_vec());
+    inputs[1]
+        .1
+        .extend([u64::MAX.to_le_bytes().to_vec(), b"seven".to_vec()]);
+    inputs[2]
+        .1
+        .extend([vec![1, 2, 3], vec![1, 2, 3, 4, 5], vec![99, 1]]);
+    for (name, items) in inputs {
+        let bytes = std::fs::read(root().join("target/examples").join(format!("{name}.wasm")))?;
+        let prepared = workload::module::check(&bytes)?.bytes;
+        let compiled = runner.compile(&bytes)?;
+        for input in items {
+            let outcome = runner.run(&compiled, &input, limit);
+            let digest = outcome.digest().map(|d| workload::module::hex(&d));
+            cases.push(
+                json!({ "module": name, "input": input, "outcome": outcome, "digest": digest }),
+            );
+        }
+        modules.insert(name.to_owned(), json!(prepared));
+    }
+    let path = dir.join("workload-reference.json");
+    std::fs::write(
+        &path,
+        json!({ "modules": modules, "cases": cases }).to_string(),
+    )?;
+    Ok(path)
 }

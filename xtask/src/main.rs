@@ -6,6 +6,7 @@
 //! - `test`   — setup + build + every check and test (what CI runs)
 //! - `deploy [--env staging|production]` — setup + build, then `wrangler deploy`
 //! - `examples` — build the example workloads in `examples/` into `target/examples/*.wasm`
+//! - `e2e [FILE …]` — setup + build, then the browser tests alone (or only the named files)
 //! - `bench`  — benchmark tables (scheduling simulator, scheduler throughput, verification,
 //!   dashboard traffic, kernels native vs WASM in Chromium), measured on a release build;
 //!   `bench sched` — the scheduler throughput table alone;
@@ -26,7 +27,7 @@ use anyhow::{bail, Context, Result};
 use runtime_tests::{free_port, short_timeouts, Wrangler, WranglerCommand};
 
 const USAGE: &str =
-    "usage: cargo xtask <setup|build|dev [--port N]|test|deploy [--env staging|production]|examples|bench [load [N …] | sched]>";
+    "usage: cargo xtask <setup|build|dev [--port N]|test|deploy [--env staging|production]|examples|e2e [FILE …]|bench [load [N …] | sched]>";
 
 fn main() -> ExitCode {
     match real_main() {
@@ -46,6 +47,11 @@ fn real_main() -> Result<()> {
         Some("dev") => dev(&args[1..]),
         Some("test") => test(),
         Some("examples") => examples::build().map(drop),
+        // `e2e [FILE …]`: the browser tests alone (all, or the named files of tests/e2e).
+        Some("e2e") => {
+            build::all(&tools::setup(true)?)?;
+            browser_tests(&args[1..])
+        }
         // Benchmarks measure the release build: a debug xtask runs its release self.
         Some("bench") if cfg!(debug_assertions) => run(cargo()
             .args(["run", "--release", "--quiet", "--package", "xtask", "--"])
@@ -253,7 +259,7 @@ fn test() -> Result<()> {
     step("runtime tests (workerd)", || {
         run(cargo().args(["test", "-p", "runtime-tests"]))
     })?;
-    step("browser tests (chromium)", browser_tests)?;
+    step("browser tests (chromium)", || browser_tests(&[]))?;
     println!("\nxtask: all checks passed in {:.0?}", started.elapsed());
     Ok(())
 }
@@ -269,7 +275,7 @@ fn step(name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
 /// Runs the Playwright tests in `tests/e2e` against a fresh system with shortened timeouts.
 /// The coordinator also allows the origin of a second port, where `pages.test.mjs` serves the
 /// client as Cloudflare Pages would.
-fn browser_tests() -> Result<()> {
+fn browser_tests(files: &[String]) -> Result<()> {
     let persist = tempdir("e2e")?;
     let pages_port = free_port()?;
     let mut vars = short_timeouts();
@@ -278,12 +284,19 @@ fn browser_tests() -> Result<()> {
         format!("http://127.0.0.1:{pages_port}"),
     ));
     let reference = mandelbrot_reference(&persist)?;
+    let workloads = examples::browser_reference(&persist)?;
     let mut wrangler = Wrangler::start_anywhere(&persist, vars)?;
-    let result = run(Command::new("node")
-        .args(["--test", "--test-concurrency=1"])
-        .arg(root().join("tests/e2e"))
+    let mut node = Command::new("node");
+    node.args(["--test", "--test-concurrency=1"]);
+    if files.is_empty() {
+        node.arg(root().join("tests/e2e"));
+    } else {
+        node.args(files.iter().map(|f| root().join("tests/e2e").join(f)));
+    }
+    let result = run(node
         .env("OSTRICH_BASE_URL", &wrangler.base)
         .env("OSTRICH_MANDELBROT_REFERENCE", &reference)
+        .env("OSTRICH_WORKLOAD_REFERENCE", &workloads)
         .env("OSTRICH_PAGES_PORT", pages_port.to_string())
         .env("CHROMIUM_PATH", "/usr/bin/chromium")
         .current_dir(root()));

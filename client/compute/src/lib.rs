@@ -73,6 +73,98 @@ pub fn compute_work(work: &str) -> String {
         .unwrap_or_default()
 }
 
+/// Runs one item of an own workload in a fresh instance of `module` (compiled from the
+/// module's prepared bytes, docs/WORKLOADS.md); returns the JSON of
+/// `{"outcome": <workload::Outcome>, "digest": <hex SHA-256, or null>}`. Never throws:
+/// every trap, bad export or bad range is an outcome. The time limit is not here: a worker
+/// running an item past it is terminated by the page.
+#[cfg(target_arch = "wasm32")]
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub fn run_workload_item(module: &js_sys::WebAssembly::Module, input: &[u8]) -> String {
+    let outcome =
+        browser_workload::run_item(module, input).unwrap_or_else(workload::Outcome::Failed);
+    let digest = outcome.digest().map(|d| workload::module::hex(&d));
+    serde_json::json!({ "outcome": outcome, "digest": digest }).to_string()
+}
+
+/// The host side of the workload ABI on the browser's own engine, through `js_sys`.
+#[cfg(target_arch = "wasm32")]
+mod browser_workload {
+    use js_sys::{ArrayBuffer, Function, Object, Reflect, Uint8Array, WebAssembly};
+    use wasm_bindgen::{JsCast, JsValue};
+    use workload::module::{EXPORT_ALLOC, EXPORT_MEMORY, EXPORT_RUN, MAX_INPUT_BYTES};
+    use workload::outcome::{input_range, js_error_kind, returned_range};
+    use workload::{Failure, FailureKind, Outcome};
+
+    pub fn run_item(module: &WebAssembly::Module, input: &[u8]) -> Result<Outcome, Failure> {
+        if input.len() > MAX_INPUT_BYTES {
+            return Err(engine(format!(
+                "the input is {} bytes, over the limit",
+                input.len()
+            )));
+        }
+        let instance = WebAssembly::Instance::new(module, &Object::new()).map_err(thrown)?;
+        let exports = instance.exports();
+        let memory: WebAssembly::Memory = export(&exports, EXPORT_MEMORY)?;
+        let alloc: Function = export(&exports, EXPORT_ALLOC)?;
+        let run: Function = export(&exports, EXPORT_RUN)?;
+
+        // At most 64 KiB: fits an i32.
+        let len = i32::try_from(input.len()).unwrap_or(i32::MAX);
+        let ptr = alloc
+            .call1(&JsValue::UNDEFINED, &len.into())
+            .map_err(thrown)?
+            .as_f64()
+            .ok_or_else(|| engine("alloc did not return a number"))? as i32;
+        let at = input_range(ptr, input.len(), buffer(&memory).byte_length() as usize)?;
+        bytes_at(&memory, at.start, input.len()).copy_from(input);
+        let packed = run
+            .call2(&JsValue::UNDEFINED, &ptr.into(), &len.into())
+            .map_err(thrown)?;
+        let packed = i64::try_from(packed).map_err(|_| engine("run did not return an i64"))?;
+        // Fetched again: `run` may have grown the memory, which replaces its buffer.
+        let (range, is_error) = returned_range(packed, buffer(&memory).byte_length() as usize)?;
+        let bytes = bytes_at(&memory, range.start, range.len()).to_vec();
+        Ok(Outcome::returned(&bytes, is_error))
+    }
+
+    fn buffer(memory: &WebAssembly::Memory) -> ArrayBuffer {
+        memory.buffer().unchecked_into()
+    }
+
+    /// A view of `len` bytes at `at`, a range already checked to lie in the memory.
+    fn bytes_at(memory: &WebAssembly::Memory, at: usize, len: usize) -> Uint8Array {
+        Uint8Array::new_with_byte_offset_and_length(&buffer(memory), at as u32, len as u32)
+    }
+
+    fn export<T: JsCast>(exports: &Object, name: &str) -> Result<T, Failure> {
+        Reflect::get(exports, &name.into())
+            .map_err(thrown)?
+            .dyn_into()
+            .map_err(|_| {
+                engine(format!(
+                    "the export `{name}` is missing or of the wrong kind"
+                ))
+            })
+    }
+
+    fn engine(message: impl Into<String>) -> Failure {
+        Failure::new(FailureKind::Engine, message)
+    }
+
+    /// The failure a thrown JavaScript error stands for.
+    fn thrown(error: JsValue) -> Failure {
+        let field = |name: &str| {
+            Reflect::get(&error, &name.into())
+                .ok()
+                .and_then(|v| v.as_string())
+                .unwrap_or_default()
+        };
+        let (name, message) = (field("name"), field("message"));
+        Failure::new(js_error_kind(&name, &message), format!("{name}: {message}"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,151 @@
+//! Workload modules (docs/WORKLOADS.md): uploaded by a swarm's owner, checked against the ABI,
+//! stored in R2 under the swarm.
+//!
+//! All of it runs in the stateless Worker, not in the swarm's object: hashing and validating
+//! up to 8 MiB would hold up every device of the swarm, while Workers run side by side. The
+//! object is asked only whether the bearer key is the owner's (`/authorize`).
+//!
+//! - `PUT  /api/swarms/{id}/modules/{sha256}` — the module's bytes; 201 with its
+//!   [`ModuleInfo`] when stored, 200 when it was stored already, 400 when the bytes do not
+//!   hash to the name or break the ABI (the message says how).
+//! - `GET  /api/swarms/{id}/modules/{sha256}` — the bytes devices run (`application/wasm`).
+//! - `HEAD /api/swarms/{id}/modules/{sha256}` — whether it is stored (200 or 404).
+
+use std::collections::HashMap;
+
+use sha2::{Digest, Sha256};
+use shared_protocol::{ErrorCode, Limits, ModuleInfo};
+use worker::{Env, Method, Request, RequestInit, Response, Result};
+use workload::module::{check, hex, MAX_MODULE_BYTES};
+
+use crate::http::{bearer, error_response, json_response, read_body};
+use crate::SWARM_BINDING;
+
+/// The R2 bucket binding in wrangler.toml.
+pub const BUCKET_BINDING: &str = "STORE";
+
+/// Where a swarm's module is kept in the bucket.
+fn key(swarm_id: &str, sha256: &str) -> String {
+    format!("swarms/{swarm_id}/modules/{sha256}")
+}
+
+/// Whether `name` is a SHA-256 in lowercase hex.
+fn is_sha256(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Stores the module in the request body under its name.
+pub async fn put(mut req: Request, env: &Env, swarm_id: &str, sha256: &str) -> Result<Response> {
+    if let Some(refusal) = refuse(&req, env, swarm_id, sha256).await? {
+        return Ok(refusal);
+    }
+    let limits = Limits {
+        max_message_bytes: MAX_MODULE_BYTES,
+        ..Limits::default()
+    };
+    let body = match read_body(&mut req, &limits).await {
+        Ok(body) => body,
+        Err(resp) => return resp,
+    };
+    let hashed = hex(&Sha256::digest(&body).into());
+    if hashed != sha256 {
+        return error_response(
+            ErrorCode::Invalid,
+            &format!("the body's SHA-256 is {hashed}, not the {sha256} the URL names"),
+        );
+    }
+    let module = match check(&body) {
+        Ok(module) => module,
+        Err(why) => return error_response(ErrorCode::Invalid, &why.to_string()),
+    };
+    let info = ModuleInfo {
+        sha256: sha256.to_owned(),
+        bytes: body.len() as u64,
+        prepared_bytes: module.bytes.len() as u64,
+        memory_pages: [module.memory_pages.0, module.memory_pages.1],
+    };
+    let bucket = env.bucket(BUCKET_BINDING)?;
+    let key = key(swarm_id, sha256);
+    // Content-addressed: a module stored already is the same module.
+    if bucket.head(key.clone()).await?.is_some() {
+        return json_response(200, &info);
+    }
+    let metadata: HashMap<String, String> =
+        HashMap::from([("info".to_owned(), serde_json::to_string(&info)?)]);
+    bucket
+        .put(key, module.bytes)
+        .custom_metadata(metadata)
+        .execute()
+        .await?;
+    json_response(201, &info)
+}
+
+/// The stored module's bytes (`GET`), or only whether it is stored (`HEAD`).
+pub async fn get(req: Request, env: &Env, swarm_id: &str, sha256: &str) -> Result<Response> {
+    if let Some(refusal) = refuse(&req, env, swarm_id, sha256).await? {
+        return Ok(refusal);
+    }
+    let bucket = env.bucket(BUCKET_BINDING)?;
+    let key = key(swarm_id, sha256);
+    let missing = || {
+        error_response(
+            ErrorCode::NotFound,
+            "no module with this SHA-256 is stored for this swarm",
+        )
+    };
+    if req.method() == Method::Head {
+        return match bucket.head(key).await? {
+            Some(object) => Ok(Response::empty()?
+                .with_status(200)
+                .with_headers(module_headers(object.size())?)),
+            None => missing(),
+        };
+    }
+    let Some(object) = bucket.get(key).execute().await? else {
+        return missing();
+    };
+    let Some(body) = object.body() else {
+        return missing();
+    };
+    let bytes = body.bytes().await?;
+    Ok(Response::from_bytes(bytes)?
+        .with_status(200)
+        .with_headers(module_headers(object.size())?))
+}
+
+fn module_headers(size: u64) -> Result<worker::Headers> {
+    let headers = worker::Headers::new();
+    headers.set("content-type", "application/wasm")?;
+    headers.set("content-length", &size.to_string())?;
+    // Named by its content: it never changes.
+    headers.set("cache-control", "private, max-age=31536000, immutable")?;
+    Ok(headers)
+}
+
+/// The answer that refuses the request, or `None` when the name is well formed and the
+/// bearer key is the swarm's owner key (asked of the swarm's object).
+async fn refuse(
+    req: &Request,
+    env: &Env,
+    swarm_id: &str,
+    sha256: &str,
+) -> Result<Option<Response>> {
+    if !is_sha256(sha256) {
+        return error_response(
+            ErrorCode::NotFound,
+            "modules are named by their SHA-256 in 64 lowercase hex digits",
+        )
+        .map(Some);
+    }
+    let headers = worker::Headers::new();
+    headers.set("authorization", &format!("Bearer {}", bearer(req)))?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Get).with_headers(headers);
+    let ask = Request::new_with_init("https://swarm/authorize", &init)?;
+    let stub = env
+        .durable_object(SWARM_BINDING)?
+        .id_from_name(swarm_id)?
+        .get_stub()?;
+    let answer = stub.fetch_with_request(ask).await?;
+    Ok((answer.status_code() != 204).then_some(answer))
+}
