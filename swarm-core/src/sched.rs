@@ -1788,6 +1788,13 @@ mod tests {
     /// simulated minutes 1 to 11, and the units per ms computed. The devices start together and
     /// stay in step, so a window of 10 minutes keeps the count's rounding within 3 %.
     fn steady_results_per_second(devices: usize, budget: f64) -> (f64, f64) {
+        queued_results_per_second(devices, budget, f64::INFINITY)
+    }
+
+    /// As [`steady_results_per_second`], with the object handling at most `capacity` results
+    /// per second, one after another in order of arrival: a result is handled (and its rate
+    /// measured) only once those before it are.
+    fn queued_results_per_second(devices: usize, budget: f64, capacity: f64) -> (f64, f64) {
         let mut s = Scheduler::new(SchedConfig {
             swarm_results_per_second: budget,
             ..SchedConfig::default()
@@ -1802,6 +1809,9 @@ mod tests {
         let mut free_at: BTreeMap<String, Millis> = BTreeMap::new();
         let (mut results, mut units) = (0u64, 0u64);
         let mut now = 0;
+        let service_ms = 1_000.0 / capacity;
+        let mut handled_until = 0.0f64;
+        let mut queued: BTreeSet<LeaseId> = BTreeSet::new();
         while now < 660_000 {
             for lease in s.poll_leases(now) {
                 let start = free_at.get(&lease.device).copied().unwrap_or(0).max(now);
@@ -1812,6 +1822,16 @@ mod tests {
             let Some((end, device, id)) = running.pop_first() else {
                 break;
             };
+            // Handled when the object is through the results that came before it.
+            if !queued.remove(&id) {
+                handled_until = handled_until.max(end as f64) + service_ms;
+                let handled = (handled_until as Millis).max(end);
+                if handled > end {
+                    queued.insert(id);
+                    running.insert((handled, device, id));
+                    continue;
+                }
+            }
             now = end;
             let size = s.lease(id).map_or(0, Lease::units);
             assert!(matches!(
@@ -1824,6 +1844,25 @@ mod tests {
             }
         }
         (results as f64 / 600.0, units as f64 / 600_000.0)
+    }
+
+    #[test]
+    fn rates_measured_through_a_busy_objects_queue_do_not_push_results_past_its_budget() {
+        // The object handles at most 52 to 60 results/s, one after another: a device's rate is
+        // measured when its result is handled, so queueing makes devices look slower. Their
+        // chunks must not shrink below the budget's length for it: results stay within 50/s,
+        // and every worker stays busy.
+        for (devices, capacity) in [(100, 60.0), (400, 60.0), (800, 52.0), (1600, 55.0)] {
+            let (results, work) = queued_results_per_second(devices, 50.0, capacity);
+            assert!(
+                results <= 50.0 * 1.04,
+                "{devices} devices: {results:.1} results/s"
+            );
+            assert!(
+                (work - devices as f64).abs() / (devices as f64) < 0.04,
+                "{devices} devices computed {work:.1} units/ms"
+            );
+        }
     }
 
     #[test]
