@@ -135,19 +135,29 @@ fn collect(stream: Option<impl Read + Send + 'static>, lines: &Arc<Mutex<Vec<Str
 
 /// Builds the agent with the cargo that runs this test; returns the binary's path.
 pub fn build_agent(root: &Path) -> Result<PathBuf> {
+    build_binary(root, "agent", "ostrich-agent")
+}
+
+/// Builds `package` (debug) with the cargo that runs this test; returns the path of its
+/// binary `bin`.
+pub fn build_binary(root: &Path, package: &str, bin: &str) -> Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
-        .args(["build", "-p", "agent"])
+        .args(["build", "-p", package])
         .current_dir(root)
         .status()
-        .context("running cargo build -p agent")?;
-    ensure!(status.success(), "cargo build -p agent: {status}");
+        .with_context(|| format!("running cargo build -p {package}"))?;
+    ensure!(status.success(), "cargo build -p {package}: {status}");
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .map_or_else(|| root.join("target"), |dir| root.join(dir));
-    let bin = target
+    let path = target
         .join("debug")
-        .join(format!("ostrich-agent{}", std::env::consts::EXE_SUFFIX));
-    ensure!(bin.exists(), "{} is missing after the build", bin.display());
-    Ok(bin)
+        .join(format!("{bin}{}", std::env::consts::EXE_SUFFIX));
+    ensure!(
+        path.exists(),
+        "{} is missing after the build",
+        path.display()
+    );
+    Ok(path)
 }

@@ -111,6 +111,10 @@ fn main() {
             "workload modules: only the owner stores them, checked, once, in R2, and gets back what devices run",
             workload_modules,
         ),
+        (
+            "the ostrich CLI checks a module, uploads it once, and says why the swarm refuses",
+            cli_uploads_a_module,
+        ),
     ];
     let root = runtime_tests::repo_root();
     let persist = root
@@ -1863,5 +1867,59 @@ fn workload_modules(w: &Wrangler) -> Result<()> {
     // Only the owner reads it, and only in its own swarm.
     ensure!(head(&swarm, "wrong key", &broken_sha)? == 401);
     ensure!(head(&other, &other.owner_key, &broken_sha)? == 404);
+    Ok(())
+}
+
+/// `ostrich upload` (the `cli` crate's binary) against the module routes.
+fn cli_uploads_a_module(w: &Wrangler) -> Result<()> {
+    let root = runtime_tests::repo_root();
+    let ostrich = runtime_tests::agents::build_binary(&root, "ostrich-cli", "ostrich")?;
+    let swarm = new_swarm(w, "cli")?;
+    let dir = root
+        .join("target/tmp")
+        .join(format!("cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let collatz = dir.join("collatz.wasm");
+    std::fs::write(
+        &collatz,
+        wat::parse_file(root.join("examples/collatz.wat"))?,
+    )?;
+    let importing = dir.join("importing.wasm");
+    std::fs::write(
+        &importing,
+        wat::parse_str(r#"(module (import "env" "now" (func)) (memory (export "memory") 1))"#)?,
+    )?;
+    let upload = |key: &str, file: &std::path::Path| -> Result<(bool, String, String)> {
+        let out = std::process::Command::new(&ostrich)
+            .arg("--swarm")
+            .arg(format!("{}/s/{}", w.base, swarm.swarm_id))
+            .arg("upload")
+            .arg(file)
+            .env("OSTRICH_OWNER_KEY", key)
+            .output()?;
+        Ok((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    };
+    let sha = workload::module::hex(&workload::module::check(&std::fs::read(&collatz)?)?.digest);
+
+    let (ok, out, err) = upload(&swarm.owner_key, &collatz)?;
+    ensure!(
+        ok && out.starts_with(&format!("{sha}  stored ")),
+        "{out}{err}"
+    );
+    let (ok, out, err) = upload(&swarm.owner_key, &collatz)?;
+    ensure!(
+        ok && out.starts_with(&format!("{sha}  already stored ")),
+        "{out}{err}"
+    );
+    let (ok, _, err) = upload("wrong key", &collatz)?;
+    ensure!(!ok && err.contains("bad_owner_key"), "{err}");
+    // Refused before anything is sent: the swarm never sees it.
+    let (ok, _, err) = upload(&swarm.owner_key, &importing)?;
+    ensure!(!ok && err.contains("imports `env.now`"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
     Ok(())
 }

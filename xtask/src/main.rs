@@ -212,8 +212,6 @@ fn test() -> Result<()> {
             "-p",
             "kernels-bench",
             "-p",
-            "workload",
-            "-p",
             "example-pi",
             "--target",
             "wasm32-unknown-unknown",
@@ -237,11 +235,6 @@ fn test() -> Result<()> {
     let fuzz_test = "the_whole_core_keeps_its_invariants_under_a_seeded_fuzz";
     step("unit and core tests", || {
         run(cargo().args(["test", "--", "--skip", fuzz_test]))
-    })?;
-    // The native runner (wasmtime) is a feature only the agent needs; its tests run the
-    // example workloads.
-    step("workload runner (wasmtime)", || {
-        run(cargo().args(["test", "-p", "workload", "--features", "native"]))
     })?;
     step("core fuzzer (50,000 inputs)", || {
         run(cargo().args([
