@@ -107,7 +107,17 @@ pub fn table(counts: &[usize]) -> Result<()> {
         eprintln!("xtask: load with {n} devices");
         match row(&wrangler, n) {
             Ok(row) => print_row(&row),
-            Err(err) => println!("| {n} | the row failed: {err:#} |"),
+            Err(err) => {
+                println!("| {n} | the row failed: {err:#} |");
+                // What workerd printed last (object errors, resets, limits), so that a failed
+                // row says why, not only that.
+                let log = wrangler.log();
+                let tail: Vec<&str> = log.lines().rev().take(80).collect();
+                eprintln!("--- the last {} lines workerd printed ---", tail.len());
+                for line in tail.iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
         }
     }
     wrangler.stop();
