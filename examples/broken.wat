@@ -8,6 +8,8 @@
 ;;    4  returns an output over 256 KiB     10  converts NaN to an integer
 ;;    5  recurses until the stack runs out  11  converts 1e10 to an i32
 ;;    6  divides by zero                    12  calls through a null table entry
+;;                                          13  asks table.grow past the ABI's maximum
+;;                                              and reports the refusal as its error
 ;;
 ;; And `alloc` refuses any 3-byte input (returns 0) and puts any 5-byte input where it does
 ;; not fit (2 bytes before the end of memory).
@@ -16,6 +18,7 @@
   (table 1 funcref)
   (type $nothing (func))
   (data (i32.const 16) "memory.grow refused")       ;; 19 bytes
+  (data (i32.const 48) "table.grow refused")        ;; 18 bytes
 
   (func (export "alloc") (param $len i32) (result i32)
     (if (i32.eq (local.get $len) (i32.const 3))
@@ -66,6 +69,10 @@
       (then (return (i64.extend_i32_s (i32.trunc_f64_s (f64.const 1e10))))))
     (if (i32.eq (local.get $how) (i32.const 12))
       (then (call_indirect (type $nothing) (i32.const 0))))
+    ;; table.grow fails: an error of 18 bytes at 48.
+    (if (i32.eq (local.get $how) (i32.const 13))
+      (then (if (i32.eq (table.grow 0 (ref.null func) (i32.const 100000)) (i32.const -1))
+        (then (return (i64.const 0x8000003000000012))))))
     ;; Anything else: echo the input where it lies.
     (i64.or
       (i64.shl (i64.extend_i32_u (local.get $ptr)) (i64.const 32))

@@ -38,7 +38,8 @@ pub const MAX_ERROR_BYTES: usize = 1 << 10;
 /// The most 64 KiB pages a module's memory may grow to (64 MiB): the memory's declared
 /// maximum, lowered to this if it is larger or absent.
 pub const MAX_MEMORY_PAGES: u64 = 1024;
-/// The most elements a table may start with.
+/// The most elements a table may have: its declared maximum, lowered to this if it is larger
+/// or absent, so that `table.grow` fails at the same size in every engine.
 pub const MAX_TABLE_ELEMENTS: u64 = 65_536;
 
 /// The name of the exported memory.
@@ -57,7 +58,8 @@ pub struct Module {
     /// SHA-256 of the bytes as uploaded: the module's name everywhere.
     pub digest: [u8; 32],
     /// The bytes an engine instantiates: as uploaded, except that the memory declares
-    /// [`MAX_MEMORY_PAGES`] as its maximum when it declared none or a larger one.
+    /// [`MAX_MEMORY_PAGES`] as its maximum, and every table [`MAX_TABLE_ELEMENTS`], where
+    /// they declared none or a larger one.
     pub bytes: Vec<u8>,
     /// The memory's initial and maximum size after that change, in pages.
     pub memory_pages: (u64, u64),
@@ -211,13 +213,15 @@ pub fn check(bytes: &[u8]) -> Result<Module, ModuleError> {
             });
         }
     }
+    let mut tables_unbounded = false;
     for table in 0..types.table_count() {
-        let initial = types.table_at(table).initial;
-        if initial > MAX_TABLE_ELEMENTS {
+        let table = types.table_at(table);
+        if table.initial > MAX_TABLE_ELEMENTS {
             return Err(ModuleError::TableTooLarge {
-                initial_elements: initial,
+                initial_elements: table.initial,
             });
         }
+        tables_unbounded |= table.maximum.is_none_or(|m| m > MAX_TABLE_ELEMENTS);
     }
     if memory_index >= types.memory_count() {
         return Err(ModuleError::MissingExport {
@@ -234,10 +238,10 @@ pub fn check(bytes: &[u8]) -> Result<Module, ModuleError> {
     let maximum = memory
         .maximum
         .map_or(MAX_MEMORY_PAGES, |m| m.min(MAX_MEMORY_PAGES));
-    let prepared = if memory.maximum == Some(maximum) {
+    let prepared = if memory.maximum == Some(maximum) && !tables_unbounded {
         bytes.to_vec()
     } else {
-        with_memory_maximum(bytes, memory.initial, maximum)?
+        with_maximums(bytes, memory.initial, maximum)?
     };
     Ok(Module {
         digest: Sha256::digest(bytes).into(),
@@ -246,28 +250,53 @@ pub fn check(bytes: &[u8]) -> Result<Module, ModuleError> {
     })
 }
 
-/// `bytes` with its memory section re-encoded to declare `maximum`; every other section is
-/// copied as it is. Only called on a module with no imports and one memory, which the
-/// validator and the export check above have established.
-fn with_memory_maximum(bytes: &[u8], initial: u64, maximum: u64) -> Result<Vec<u8>, ModuleError> {
+/// `bytes` with its memory section re-encoded to declare `maximum`, and its table section
+/// to declare at most [`MAX_TABLE_ELEMENTS`] for every table; every other section is copied
+/// as it is. Only called on a module with no imports and one memory, which the validator and
+/// the export check above have established.
+fn with_maximums(bytes: &[u8], initial: u64, maximum: u64) -> Result<Vec<u8>, ModuleError> {
+    let invalid = |e: &dyn fmt::Display| ModuleError::Invalid(e.to_string());
     let mut out = wasm_encoder::Module::new();
     for payload in Parser::new(0).parse_all(bytes) {
-        let payload = payload.map_err(|e| ModuleError::Invalid(e.to_string()))?;
-        if let Payload::MemorySection(_) = payload {
-            let mut memories = wasm_encoder::MemorySection::new();
-            memories.memory(wasm_encoder::MemoryType {
-                minimum: initial,
-                maximum: Some(maximum),
-                memory64: false,
-                shared: false,
-                page_size_log2: None,
-            });
-            out.section(&memories);
-        } else if let Some((id, range)) = payload.as_section() {
-            let data = bytes
-                .get(range)
-                .ok_or_else(|| ModuleError::Invalid("a section runs past the end".to_owned()))?;
-            out.section(&wasm_encoder::RawSection { id, data });
+        let payload = payload.map_err(|e| invalid(&e))?;
+        match payload {
+            Payload::MemorySection(_) => {
+                let mut memories = wasm_encoder::MemorySection::new();
+                memories.memory(wasm_encoder::MemoryType {
+                    minimum: initial,
+                    maximum: Some(maximum),
+                    memory64: false,
+                    shared: false,
+                    page_size_log2: None,
+                });
+                out.section(&memories);
+            }
+            Payload::TableSection(reader) => {
+                let mut tables = wasm_encoder::TableSection::new();
+                for table in reader {
+                    let table = table.map_err(|e| invalid(&e))?;
+                    // WebAssembly 2.0 tables start null: an initialiser is a later proposal.
+                    if !matches!(table.init, wasmparser::TableInit::RefNull) {
+                        return Err(invalid(&"a table initialiser needs a later proposal"));
+                    }
+                    let mut ty =
+                        wasm_encoder::TableType::try_from(table.ty).map_err(|e| invalid(&e))?;
+                    ty.maximum = Some(
+                        ty.maximum
+                            .map_or(MAX_TABLE_ELEMENTS, |m| m.min(MAX_TABLE_ELEMENTS)),
+                    );
+                    tables.table(ty);
+                }
+                out.section(&tables);
+            }
+            other => {
+                if let Some((id, range)) = other.as_section() {
+                    let data = bytes
+                        .get(range)
+                        .ok_or_else(|| invalid(&"a section runs past the end"))?;
+                    out.section(&wasm_encoder::RawSection { id, data });
+                }
+            }
         }
     }
     Ok(out.finish())
@@ -316,6 +345,36 @@ mod tests {
             r#"(module (memory (export "memory") 1 5000) {ABI})"#
         ));
         assert_eq!(check(&large).unwrap().memory_pages, (1, MAX_MEMORY_PAGES));
+    }
+
+    #[test]
+    fn tables_get_the_abis_maximum_when_theirs_is_missing_or_larger() {
+        let source = wat(&format!(
+            r#"(module (table 1 funcref) (table 2 70000 externref) (table 3 4 funcref)
+                (memory (export "memory") 1 1) {ABI})"#
+        ));
+        let module = check(&source).unwrap();
+        assert_ne!(module.bytes, source);
+        let owned = Validator::new_with_features(features())
+            .validate_all(&module.bytes)
+            .unwrap();
+        let types = owned.as_ref();
+        let maximums: Vec<_> = (0..types.table_count())
+            .map(|t| (types.table_at(t).initial, types.table_at(t).maximum))
+            .collect();
+        assert_eq!(
+            maximums,
+            [
+                (1, Some(MAX_TABLE_ELEMENTS)),
+                (2, Some(MAX_TABLE_ELEMENTS)),
+                (3, Some(4))
+            ]
+        );
+        // Bounded tables and memory: nothing to change.
+        let bounded = wat(&format!(
+            r#"(module (table 3 4 funcref) (memory (export "memory") 1 1) {ABI})"#
+        ));
+        assert_eq!(check(&bounded).unwrap().bytes, bounded);
     }
 
     #[test]

@@ -124,6 +124,7 @@ fn each_way_of_breaking_fails_its_item_with_a_named_kind_and_the_next_item_still
         (10, FailureKind::IntegerOverflow),
         (11, FailureKind::IntegerOverflow),
         (12, FailureKind::IndirectCall),
+        (13, FailureKind::ModuleError),
     ];
     for (how, kind) in cases {
         let started = Instant::now();
@@ -151,6 +152,10 @@ fn each_way_of_breaking_fails_its_item_with_a_named_kind_and_the_next_item_still
     }
     match runner.run(&compiled, &[7], LIMIT) {
         Outcome::Failed(f) => assert_eq!(f.message, "memory.grow refused"),
+        other => panic!("{other:?}"),
+    }
+    match runner.run(&compiled, &[13], LIMIT) {
+        Outcome::Failed(f) => assert_eq!(f.message, "table.grow refused"),
         other => panic!("{other:?}"),
     }
     match runner.run(&compiled, &[8], LIMIT) {

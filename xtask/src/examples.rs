@@ -67,7 +67,7 @@ pub fn browser_reference(dir: &Path) -> Result<PathBuf> {
         ),
         (
             "broken",
-            (0u8..=12)
+            (0u8..=13)
                 .filter(|&how| how != 1)
                 .map(|how| vec![how])
                 .collect(),
