@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
-use shared_protocol::{HttpError, ModuleInfo};
+use shared_protocol::{is_id, HttpError, ModuleInfo};
 use workload::module::{check, hex};
 
 #[derive(Parser, Debug)]
@@ -87,7 +87,7 @@ impl Swarm {
             .map(|s| s.collect::<Vec<_>>())
             .as_deref()
         {
-            Some(["s", id]) if id.len() == 32 => (*id).to_owned(),
+            Some(["s", id]) if is_id(id, &()).is_ok() => (*id).to_owned(),
             _ => bail!("--swarm must be a swarm's dashboard URL, http(s)://host/s/<swarm id>"),
         };
         if !matches!(url.scheme(), "http" | "https") {
@@ -128,13 +128,7 @@ impl Swarm {
             Err(err) => return Err(refused(err)),
         };
         if stored_already {
-            let info = ModuleInfo {
-                sha256,
-                bytes: bytes.len() as u64,
-                prepared_bytes: module.bytes.len() as u64,
-                memory_pages: [module.memory_pages.0, module.memory_pages.1],
-            };
-            return Ok((info, false));
+            return Ok((module.info(), false));
         }
         let resp = self
             .http

@@ -6,7 +6,7 @@
 //! object is asked only whether the bearer key is the owner's (`/authorize`).
 //!
 //! - `PUT  /api/swarms/{id}/modules/{sha256}` — the module's bytes; 201 with its
-//!   [`ModuleInfo`] when stored, 200 when it was stored already, 400 when the bytes do not
+//!   `ModuleInfo` when stored, 200 when it was stored already, 400 when the bytes do not
 //!   hash to the name or break the ABI (the message says how).
 //! - `GET  /api/swarms/{id}/modules/{sha256}` — the bytes devices run (`application/wasm`).
 //! - `HEAD /api/swarms/{id}/modules/{sha256}` — whether it is stored (200 or 404).
@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 
 use sha2::{Digest, Sha256};
-use shared_protocol::{ErrorCode, Limits, ModuleInfo};
+use shared_protocol::{is_sha256, ErrorCode, Limits};
 use worker::{Env, Method, Request, RequestInit, Response, Result};
 use workload::module::{check, hex, MAX_MODULE_BYTES};
 
@@ -27,11 +27,6 @@ pub const BUCKET_BINDING: &str = "STORE";
 /// Where a swarm's module is kept in the bucket.
 fn key(swarm_id: &str, sha256: &str) -> String {
     format!("swarms/{swarm_id}/modules/{sha256}")
-}
-
-/// Whether `name` is a SHA-256 in lowercase hex.
-fn is_sha256(name: &str) -> bool {
-    name.len() == 64 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// Stores the module in the request body under its name.
@@ -58,12 +53,7 @@ pub async fn put(mut req: Request, env: &Env, swarm_id: &str, sha256: &str) -> R
         Ok(module) => module,
         Err(why) => return error_response(ErrorCode::Invalid, &why.to_string()),
     };
-    let info = ModuleInfo {
-        sha256: sha256.to_owned(),
-        bytes: body.len() as u64,
-        prepared_bytes: module.bytes.len() as u64,
-        memory_pages: [module.memory_pages.0, module.memory_pages.1],
-    };
+    let info = module.info();
     let bucket = env.bucket(BUCKET_BINDING)?;
     let key = key(swarm_id, sha256);
     // Content-addressed: a module stored already is the same module.
@@ -130,7 +120,7 @@ async fn refuse(
     swarm_id: &str,
     sha256: &str,
 ) -> Result<Option<Response>> {
-    if !is_sha256(sha256) {
+    if is_sha256(sha256, &()).is_err() {
         return error_response(
             ErrorCode::NotFound,
             "modules are named by their SHA-256 in 64 lowercase hex digits",

@@ -49,8 +49,8 @@ pub use messages::{
     OwnerReply, RunState, SwarmSnapshot, ToClient, ToCoordinator, ToDevice, WelcomeRole,
 };
 pub use text::{
-    display_code, is_code, is_id, is_label, is_secret, normalize_code, CODE_ALPHABET, CODE_DIGITS,
-    ID_LEN,
+    display_code, is_code, is_id, is_label, is_secret, is_sha256, normalize_code, CODE_ALPHABET,
+    CODE_DIGITS, ID_LEN,
 };
 
 /// The protocol version this build speaks. It travels in [`Hello`] and [`ToClient::Welcome`];

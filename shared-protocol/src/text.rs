@@ -9,7 +9,17 @@ pub const ID_LEN: usize = 32;
 
 /// An identifier: exactly [`ID_LEN`] lowercase hex digits.
 pub fn is_id(value: &str, _ctx: &()) -> garde::Result {
-    if value.len() == ID_LEN
+    is_lower_hex(value, ID_LEN)
+}
+
+/// A SHA-256 as it names a workload module: 64 lowercase hex digits.
+pub fn is_sha256(value: &str, _ctx: &()) -> garde::Result {
+    is_lower_hex(value, 64)
+}
+
+/// Exactly `len` lowercase hex digits.
+fn is_lower_hex(value: &str, len: usize) -> garde::Result {
+    if value.len() == len
         && value
             .bytes()
             .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
@@ -17,7 +27,7 @@ pub fn is_id(value: &str, _ctx: &()) -> garde::Result {
         Ok(())
     } else {
         Err(garde::Error::new(format!(
-            "must be {ID_LEN} lowercase hex digits"
+            "must be {len} lowercase hex digits"
         )))
     }
 }

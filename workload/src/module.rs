@@ -57,6 +57,8 @@ pub const PAGE_BYTES: u64 = 64 << 10;
 pub struct Module {
     /// SHA-256 of the bytes as uploaded: the module's name everywhere.
     pub digest: [u8; 32],
+    /// Size of the bytes as uploaded.
+    pub uploaded_bytes: usize,
     /// The bytes an engine instantiates: as uploaded, except that the memory declares
     /// [`MAX_MEMORY_PAGES`] as its maximum, and every table [`MAX_TABLE_ELEMENTS`], where
     /// they declared none or a larger one.
@@ -245,9 +247,22 @@ pub fn check(bytes: &[u8]) -> Result<Module, ModuleError> {
     };
     Ok(Module {
         digest: Sha256::digest(bytes).into(),
+        uploaded_bytes: bytes.len(),
         bytes: prepared,
         memory_pages: (memory.initial, maximum),
     })
+}
+
+impl Module {
+    /// How the module is described on the wire (the answer to storing it).
+    pub fn info(&self) -> shared_protocol::ModuleInfo {
+        shared_protocol::ModuleInfo {
+            sha256: hex(&self.digest),
+            bytes: self.uploaded_bytes as u64,
+            prepared_bytes: self.bytes.len() as u64,
+            memory_pages: [self.memory_pages.0, self.memory_pages.1],
+        }
+    }
 }
 
 /// `bytes` with its memory section re-encoded to declare `maximum`, and its table section

@@ -12,10 +12,10 @@ use std::time::Duration;
 use wasmtime::{Config, Engine, Instance, Store, StoreLimits, StoreLimitsBuilder, Trap, TypedFunc};
 
 use crate::module::{
-    self, ModuleError, EXPORT_ALLOC, EXPORT_MEMORY, EXPORT_RUN, MAX_INPUT_BYTES, MAX_MEMORY_PAGES,
+    self, ModuleError, EXPORT_ALLOC, EXPORT_MEMORY, EXPORT_RUN, MAX_MEMORY_PAGES,
     MAX_TABLE_ELEMENTS, PAGE_BYTES,
 };
-use crate::outcome::{input_range, returned_range, Failure, FailureKind, Outcome};
+use crate::outcome::{check_input, input_range, returned_range, Failure, FailureKind, Outcome};
 
 /// How often the epoch advances: the granularity of the time limit.
 pub const TICK: Duration = Duration::from_millis(5);
@@ -76,13 +76,7 @@ impl Runner {
         input: &[u8],
         time_limit: Duration,
     ) -> Result<Outcome, Failure> {
-        if input.len() > MAX_INPUT_BYTES {
-            // The coordinator refuses such inputs; a device that meets one says so.
-            return Err(Failure::new(
-                FailureKind::Engine,
-                format!("the input is {} bytes, over the limit", input.len()),
-            ));
-        }
+        check_input(input.len())?;
         let limits = StoreLimitsBuilder::new()
             .memory_size(
                 usize::try_from(MAX_MEMORY_PAGES.saturating_mul(PAGE_BYTES)).unwrap_or(usize::MAX),

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use std::ops::Range;
 
-use crate::module::{MAX_ERROR_BYTES, MAX_OUTPUT_BYTES};
+use crate::module::{MAX_ERROR_BYTES, MAX_INPUT_BYTES, MAX_OUTPUT_BYTES};
 
 /// The result of one item.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,6 +130,18 @@ impl Outcome {
         }
         Some(hash.finalize().into())
     }
+}
+
+/// Refuses an input over [`MAX_INPUT_BYTES`] before any instance is made. Jobs never lease
+/// one; a device that meets one says so as an engine failure, which is never compared.
+pub fn check_input(len: usize) -> Result<(), Failure> {
+    if len > MAX_INPUT_BYTES {
+        return Err(Failure::new(
+            FailureKind::Engine,
+            format!("the input is {len} bytes; the limit is {MAX_INPUT_BYTES}"),
+        ));
+    }
+    Ok(())
 }
 
 /// Where the input goes: the range `alloc` gave, in a memory of `memory_len` bytes.
@@ -289,6 +301,8 @@ mod tests {
             returned_range(pack(true, 0, over), 1 << 30),
             Ok((0..over as usize, true))
         );
+        assert_eq!(check_input(MAX_INPUT_BYTES), Ok(()));
+        assert_eq!(kind(check_input(MAX_INPUT_BYTES + 1)), FailureKind::Engine);
         assert_eq!(input_range(1024, 8, 2048), Ok(1024..1032));
         assert_eq!(input_range(0, 0, 2048), Ok(0..0));
         assert_eq!(kind(input_range(0, 8, 2048)), FailureKind::AllocRefused);

@@ -61,13 +61,10 @@ fn the_rust_example_gives_what_its_function_gives_natively() {
             "seed {seed}"
         );
     }
-    match runner.run(&compiled, b"short", LIMIT) {
-        Outcome::Failed(f) => {
-            assert_eq!(f.kind, FailureKind::ModuleError);
-            assert_eq!(f.message, "the input must be 8 bytes");
-        }
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(
+        module_error(&runner, &compiled, b"short"),
+        "the input must be 8 bytes"
+    );
 }
 
 /// The Collatz step count, computed in Rust: what the hand-written module must agree with.
@@ -96,10 +93,7 @@ fn the_hand_written_example_agrees_with_rust_and_reports_its_own_errors() {
             "n = {n}"
         );
     }
-    let error = |input: &[u8]| match runner.run(&compiled, input, LIMIT) {
-        Outcome::Failed(f) if f.kind == FailureKind::ModuleError => f.message,
-        other => panic!("{other:?}"),
-    };
+    let error = |input: &[u8]| module_error(&runner, &compiled, input);
     assert_eq!(error(&0u64.to_le_bytes()), "n must be at least 1");
     assert_eq!(error(b"seven"), "the input must be 8 bytes");
     assert_eq!(collatz_steps(u64::MAX), None);
@@ -150,16 +144,24 @@ fn each_way_of_breaking_fails_its_item_with_a_named_kind_and_the_next_item_still
         let outcome = runner.run(&compiled, refused, LIMIT);
         assert_eq!(failure_kind(&outcome), Some(FailureKind::AllocRefused));
     }
-    match runner.run(&compiled, &[7], LIMIT) {
-        Outcome::Failed(f) => assert_eq!(f.message, "memory.grow refused"),
-        other => panic!("{other:?}"),
-    }
-    match runner.run(&compiled, &[13], LIMIT) {
-        Outcome::Failed(f) => assert_eq!(f.message, "table.grow refused"),
-        other => panic!("{other:?}"),
-    }
-    match runner.run(&compiled, &[8], LIMIT) {
-        Outcome::Failed(f) => assert_eq!(f.message.len(), MAX_ERROR_BYTES),
+    assert_eq!(
+        module_error(&runner, &compiled, &[7]),
+        "memory.grow refused"
+    );
+    assert_eq!(
+        module_error(&runner, &compiled, &[13]),
+        "table.grow refused"
+    );
+    assert_eq!(
+        module_error(&runner, &compiled, &[8]).len(),
+        MAX_ERROR_BYTES
+    );
+}
+
+/// The message of the module's own error for `input`; panics on any other outcome.
+fn module_error(runner: &Runner, compiled: &Compiled, input: &[u8]) -> String {
+    match runner.run(compiled, input, LIMIT) {
+        Outcome::Failed(f) if f.kind == FailureKind::ModuleError => f.message,
         other => panic!("{other:?}"),
     }
 }

@@ -92,17 +92,12 @@ pub fn run_workload_item(module: &js_sys::WebAssembly::Module, input: &[u8]) -> 
 mod browser_workload {
     use js_sys::{ArrayBuffer, Function, Object, Reflect, Uint8Array, WebAssembly};
     use wasm_bindgen::{JsCast, JsValue};
-    use workload::module::{EXPORT_ALLOC, EXPORT_MEMORY, EXPORT_RUN, MAX_INPUT_BYTES};
-    use workload::outcome::{input_range, js_error_kind, returned_range};
+    use workload::module::{EXPORT_ALLOC, EXPORT_MEMORY, EXPORT_RUN};
+    use workload::outcome::{check_input, input_range, js_error_kind, returned_range};
     use workload::{Failure, FailureKind, Outcome};
 
     pub fn run_item(module: &WebAssembly::Module, input: &[u8]) -> Result<Outcome, Failure> {
-        if input.len() > MAX_INPUT_BYTES {
-            return Err(engine(format!(
-                "the input is {} bytes, over the limit",
-                input.len()
-            )));
-        }
+        check_input(input.len())?;
         let instance = WebAssembly::Instance::new(module, &Object::new()).map_err(thrown)?;
         let exports = instance.exports();
         let memory: WebAssembly::Memory = export(&exports, EXPORT_MEMORY)?;
