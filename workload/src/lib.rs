@@ -8,6 +8,8 @@
 //!   ABI's maximum, so that `memory.grow` fails at the same size in every engine).
 //! - [`outcome`]: what running one item gives: an output, or a failure of a named kind; and
 //!   the digest that replicas of an item are compared by.
+//! - [`outputs`]: the file a device uploads with the outcomes of a lease's items, whose
+//!   SHA-256 replicas are compared by.
 //! - `native` (feature `native`): the runner of the native agent, on wasmtime.
 //!
 //! docs/WORKLOADS.md is the ABI's reference for people writing modules.
@@ -33,6 +35,7 @@ pub mod module;
 #[cfg(feature = "native")]
 pub mod native;
 pub mod outcome;
+pub mod outputs;
 
 pub use module::{Module, ModuleError};
 pub use outcome::{Failure, FailureKind, Outcome};

@@ -64,6 +64,23 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
+    /// Every kind.
+    pub const ALL: [FailureKind; 13] = [
+        Self::ModuleError,
+        Self::AllocRefused,
+        Self::OutputOutOfBounds,
+        Self::OutputTooLarge,
+        Self::Unreachable,
+        Self::MemoryOutOfBounds,
+        Self::TableOutOfBounds,
+        Self::IndirectCall,
+        Self::DivideByZero,
+        Self::IntegerOverflow,
+        Self::TimeLimit,
+        Self::StackOverflow,
+        Self::Engine,
+    ];
+
     /// Whether another device or engine could get a different outcome for the same item.
     pub fn depends_on_device(self) -> bool {
         matches!(self, Self::TimeLimit | Self::StackOverflow | Self::Engine)
@@ -361,10 +378,11 @@ mod tests {
 
     #[test]
     fn kinds_are_named_on_the_wire_as_name_says() {
-        let json = serde_json::to_string(&FailureKind::OutputOutOfBounds).unwrap();
-        assert_eq!(
-            json,
-            format!("\"{}\"", FailureKind::OutputOutOfBounds.name())
-        );
+        let mut names = std::collections::BTreeSet::new();
+        for kind in FailureKind::ALL {
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{}\"", kind.name()));
+            assert!(names.insert(kind.name()), "{kind:?} is listed twice");
+        }
     }
 }
