@@ -16,6 +16,7 @@ mod session;
 mod state;
 mod target;
 mod work;
+mod workloads;
 
 use anyhow::{anyhow, bail, Context, Result};
 use client::link::Identity;
@@ -122,6 +123,7 @@ fn configure(args: &Args) -> Result<session::Config> {
                 memory_mb: None,
                 gpu: false,
                 agent: AgentClass::Native,
+                workloads: true,
             },
             credential,
             invite,

@@ -25,6 +25,7 @@ use tungstenite::{Connector, HandshakeError, Message, WebSocket};
 use crate::retry::{ws_verdict, Restarting, Verdict};
 use crate::state;
 use crate::work::{Cancelled, Done, Pool};
+use crate::workloads::{Pass, Workloads};
 
 /// How long a read waits before the loop looks at heartbeats and results again.
 const POLL: Duration = Duration::from_millis(50);
@@ -115,6 +116,14 @@ pub fn chunk_line(lease_id: u64, work: &Work, result: &WorkResult, compute_ms: u
         WorkResult::PrimeCount { count } => format!(" = {count}"),
         WorkResult::Mandelbrot { .. } => String::new(),
         WorkResult::Sha256Search { nonces } => format!(" found {nonces:?}"),
+        WorkResult::Workload {
+            outputs, failed, ..
+        } => {
+            format!(
+                " → outputs {}… ({failed} failed)",
+                outputs.get(..12).unwrap_or(outputs)
+            )
+        }
     };
     format!(
         "chunk done: lease {lease_id}, {}{answer}, {compute_ms} ms",
@@ -255,8 +264,8 @@ fn send<S: Read + Write>(ws: &mut WebSocket<S>, message: &ToCoordinator) -> Resu
 /// the coordinator refused the identity for good.
 pub fn run(config: Config) -> Result<Refusal> {
     let mut link = Link::new(config.identity.clone());
-    let mut agent = Agent::new(config);
-    let tls = tls_config(agent.config.ca_file.as_deref())?;
+    let tls = tls_config(config.ca_file.as_deref())?;
+    let mut agent = Agent::new(config, Arc::clone(&tls));
     loop {
         match connect(&agent.config.ws_url, &tls) {
             Ok(mut ws) => {
@@ -317,13 +326,17 @@ struct Agent {
     totals_at: Instant,
     /// The known-answer benchmark lease of this connection, until it is answered.
     bench_lease: Option<u64>,
+    /// This device's id, once welcomed (workload leases present it with their tickets).
+    device_id: String,
+    workloads: Arc<Workloads>,
 }
 
 impl Agent {
     /// Starts the worker threads.
-    fn new(config: Config) -> Self {
+    fn new(config: Config, tls: Arc<rustls::ClientConfig>) -> Self {
         let (done_tx, done_rx) = mpsc::channel();
-        let pool = Pool::start(config.workers, done_tx);
+        let workloads = Arc::new(Workloads::new(crate::target::api_of(&config.ws_url), tls));
+        let pool = Pool::start(config.workers, done_tx, Arc::clone(&workloads));
         Self {
             config,
             pool,
@@ -332,6 +345,8 @@ impl Agent {
             started: Instant::now(),
             totals_at: Instant::now() + TOTALS_EVERY,
             bench_lease: None,
+            device_id: String::new(),
+            workloads,
         }
     }
 
@@ -416,6 +431,7 @@ impl Agent {
                 ..
             } => {
                 let id = device_id.unwrap_or_default();
+                self.device_id.clone_from(&id);
                 match new_credential {
                     Some(credential) => {
                         state::save(&self.config.state_path, &self.config.swarm_id, &credential)?;
@@ -444,6 +460,13 @@ impl Agent {
                     println!("lease {lease_id} received: {what}");
                 }
                 let bench = job_id == client::work::BENCH_JOB_ID;
+                if let (Work::Workload { .. }, Some(ticket)) = (&work, link.ticket(lease_id)) {
+                    let pass = Pass {
+                        device_id: self.device_id.clone(),
+                        ticket: ticket.to_owned(),
+                    };
+                    self.workloads.admit(lease_id, pass);
+                }
                 self.pool.push(lease_id, work, bench);
             }
             LinkEvent::CancelLease { lease_id } => match self.pool.cancel(lease_id) {
@@ -704,18 +727,22 @@ mod tests {
                 memory_mb: None,
                 gpu: false,
                 agent: shared_protocol::AgentClass::Native,
+                workloads: false,
             },
             credential: None,
             invite: None,
         };
-        let agent = Agent::new(Config {
-            ws_url: "ws://127.0.0.1:8787/s/test/ws".into(),
-            swarm_id: "test".into(),
-            state_path: std::env::temp_dir().join("ostrich-agent-never-written.json"),
-            workers: 1,
-            identity: identity.clone(),
-            ca_file: None,
-        });
+        let agent = Agent::new(
+            Config {
+                ws_url: "ws://127.0.0.1:8787/s/test/ws".into(),
+                swarm_id: "test".into(),
+                state_path: std::env::temp_dir().join("ostrich-agent-never-written.json"),
+                workers: 1,
+                identity: identity.clone(),
+                ca_file: None,
+            },
+            tls_config(None).unwrap(),
+        );
         (agent, Link::new(identity))
     }
 

@@ -76,6 +76,16 @@ pub fn parse_link(link: &str, coordinator: Option<&str>) -> Result<Target, Strin
     })
 }
 
+/// The swarm's HTTP API (`http(s)://host/api/swarms/<id>`) from its socket's URL.
+pub fn api_of(ws_url: &str) -> String {
+    let url = ws_url.strip_suffix("/ws").unwrap_or(ws_url);
+    match url.split_once("://") {
+        Some(("wss", rest)) => format!("https://{rest}"),
+        Some((_, rest)) => format!("http://{rest}"),
+        None => url.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,6 +104,18 @@ mod tests {
             Some(JoinProof::Token {
                 token: token.into()
             })
+        );
+    }
+
+    #[test]
+    fn the_api_is_beside_the_socket() {
+        assert_eq!(
+            api_of(&format!("ws://127.0.0.1:8787/api/swarms/{ID}/ws")),
+            format!("http://127.0.0.1:8787/api/swarms/{ID}")
+        );
+        assert_eq!(
+            api_of(&format!("wss://swarm.example/api/swarms/{ID}/ws")),
+            format!("https://swarm.example/api/swarms/{ID}")
         );
     }
 

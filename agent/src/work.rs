@@ -16,6 +16,8 @@ use std::time::Instant;
 use client::pace::Pacer;
 use shared_protocol::{Work, WorkResult};
 
+use crate::workloads::Workloads;
+
 /// A lease handed to a worker.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Task {
@@ -156,8 +158,9 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// Starts `workers` threads; each computed lease is sent on `done`.
-    pub fn start(workers: usize, done: mpsc::Sender<Done>) -> Self {
+    /// Starts `workers` threads; each computed lease is sent on `done`. Workload leases run
+    /// on `workloads`.
+    pub fn start(workers: usize, done: mpsc::Sender<Done>, workloads: Arc<Workloads>) -> Self {
         let workers = workers.max(1);
         let shared = Arc::new((
             Mutex::new(Shared {
@@ -172,9 +175,10 @@ impl Pool {
             .map(|i| {
                 let shared = Arc::clone(&shared);
                 let done = done.clone();
+                let workloads = Arc::clone(&workloads);
                 std::thread::Builder::new()
                     .name(format!("worker-{i}"))
-                    .spawn(move || work_loop(i, &shared, &done))
+                    .spawn(move || work_loop(i, &shared, &done, &workloads))
                     .expect("spawning a worker thread")
             })
             .collect();
@@ -228,7 +232,12 @@ impl Drop for Pool {
     }
 }
 
-fn work_loop(index: usize, shared: &(Mutex<Shared>, Condvar), done: &mpsc::Sender<Done>) {
+fn work_loop(
+    index: usize,
+    shared: &(Mutex<Shared>, Condvar),
+    done: &mpsc::Sender<Done>,
+    workloads: &Workloads,
+) {
     let (lock, wake) = shared;
     loop {
         let task = {
@@ -261,7 +270,13 @@ fn work_loop(index: usize, shared: &(Mutex<Shared>, Condvar), done: &mpsc::Sende
             }
         };
         let started = Instant::now();
-        let result = compute(&task.work);
+        let result = match &task.work {
+            Work::Workload { .. } => workloads
+                .run(task.lease_id, &task.work)
+                .map_err(|why| println!("lease {}: {why}", task.lease_id))
+                .ok(),
+            _ => compute(&task.work),
+        };
         let compute_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         {
             let mut state = lock.lock().unwrap_or_else(PoisonError::into_inner);
@@ -286,6 +301,14 @@ fn work_loop(index: usize, shared: &(Mutex<Shared>, Condvar), done: &mpsc::Sende
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    fn test_workloads() -> Arc<Workloads> {
+        let tls = crate::session::tls_config(None).unwrap();
+        Arc::new(Workloads::new(
+            "http://127.0.0.1:9/api/swarms/none".into(),
+            tls,
+        ))
+    }
 
     fn primes(lo: u64, hi: u64) -> Work {
         Work::PrimeCount { lo, hi }
@@ -354,7 +377,7 @@ mod tests {
     #[test]
     fn the_pool_computes_on_worker_threads() {
         let (tx, rx) = mpsc::channel();
-        let pool = Pool::start(2, tx);
+        let pool = Pool::start(2, tx, test_workloads());
         for (id, (lo, hi)) in [(1, (0, 1000)), (2, (1000, 2000)), (3, (2000, 3000))] {
             assert!(pool.push(id, primes(lo, hi), false));
         }
@@ -375,7 +398,7 @@ mod tests {
     #[test]
     fn the_pool_computes_only_what_its_share_allows_but_always_the_benchmark() {
         let (tx, rx) = mpsc::channel();
-        let pool = Pool::start(2, tx);
+        let pool = Pool::start(2, tx, test_workloads());
         pool.set_share(0, 100);
         assert!(pool.push(1, primes(0, 100), true));
         let bench = rx.recv_timeout(Duration::from_secs(30)).unwrap();

@@ -54,6 +54,7 @@ pub fn kind_of(spec: &JobSpec) -> Kind {
         JobSpec::PrimeCount { .. } => "Count primes",
         JobSpec::Mandelbrot { .. } => "Mandelbrot",
         JobSpec::Sha256Search { .. } => "SHA-256 search",
+        JobSpec::Workload { .. } => "Workload",
     };
     (name, crate::jobs::unit(spec))
 }
@@ -284,6 +285,7 @@ mod tests {
                 memory_mb: None,
                 gpu: false,
                 agent: AgentClass::Native,
+                workloads: false,
             },
             last_seen_ms: 0,
             registered_ms: 0,

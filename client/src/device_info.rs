@@ -39,6 +39,7 @@ pub fn capabilities(nav: &Navigator) -> Capabilities {
             .map(|gb| (gb * 1024.0).round().clamp(1.0, 16_777_216.0) as u32),
         gpu: nav.has_webgpu,
         agent: agent_class(&nav.user_agent),
+        workloads: false,
     }
 }
 

@@ -362,6 +362,7 @@ mod tests {
             memory_mb: Some(16_384),
             gpu: true,
             agent: AgentClass::BrowserDesktop,
+            workloads: false,
         };
         assert_eq!(super::hardware(&caps), "2 cores · 16 GiB · GPU");
         caps.cores = 1;

@@ -143,6 +143,17 @@ pub fn title(spec: &JobSpec) -> String {
         } => format!(
             "SHA-256(“{prefix}” ‖ nonce) with {difficulty_bits} zero bits, nonces [{lo}, {hi})"
         ),
+        JobSpec::Workload {
+            module,
+            start,
+            step,
+            items,
+            ..
+        } => format!(
+            "module {}… on {} items from {start} by {step}",
+            module.get(..12).unwrap_or(module),
+            format::thousands(*items)
+        ),
     }
 }
 
@@ -166,6 +177,8 @@ pub fn summary(job: &JobView) -> String {
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
+        JobResult::Workload { failed: 0 } => "no item failed".to_owned(),
+        JobResult::Workload { failed } => format!("{} items failed", format::thousands(*failed)),
     };
     if job.state == JobState::Done {
         result
@@ -224,6 +237,7 @@ pub fn unit(spec: &JobSpec) -> &'static str {
         JobSpec::PrimeCount { .. } => "numbers",
         JobSpec::Mandelbrot { .. } => "rows",
         JobSpec::Sha256Search { .. } => "hashes",
+        JobSpec::Workload { .. } => "items",
     }
 }
 

@@ -391,6 +391,15 @@ impl Link {
         ToCoordinator::SetLend { cores }
     }
 
+    /// The ticket of a lease being computed, as the coordinator gave it (protocol 4): a
+    /// workload lease's key to its module and to the upload of its outputs.
+    pub fn ticket(&self, lease_id: u64) -> Option<&str> {
+        self.tickets
+            .iter()
+            .find(|(id, _)| *id == lease_id)
+            .map(|(_, ticket)| ticket.as_str())
+    }
+
     /// The message that reports a computed lease. A result of a lease that came with a
     /// ticket carries it, so that the coordinator can still take it if it arrives after the
     /// lease's deadline while its work waits in the queue, and is kept until the coordinator
@@ -535,6 +544,7 @@ mod tests {
                 memory_mb: None,
                 gpu: false,
                 agent: AgentClass::BrowserMobile,
+                workloads: false,
             },
             credential,
             invite: Some(JoinProof::Token {

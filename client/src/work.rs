@@ -12,6 +12,7 @@ pub fn units(work: &Work) -> u64 {
     match work {
         Work::PrimeCount { lo, hi } | Work::Sha256Search { lo, hi, .. } => hi.saturating_sub(*lo),
         Work::Mandelbrot { width, rows, .. } => u64::from(*width) * u64::from(*rows),
+        Work::Workload { items, .. } => *items,
     }
 }
 
@@ -21,6 +22,7 @@ pub fn unit(work: &Work) -> &'static str {
         Work::PrimeCount { .. } => "numbers",
         Work::Mandelbrot { .. } => "pixels",
         Work::Sha256Search { .. } => "hashes",
+        Work::Workload { .. } => "items",
     }
 }
 
@@ -32,6 +34,12 @@ pub fn describe(work: &Work) -> String {
             first_row, rows, ..
         } => format!("Mandelbrot rows {first_row}–{}", first_row + rows),
         Work::Sha256Search { lo, hi, .. } => format!("SHA-256 nonces [{lo}, {hi})"),
+        Work::Workload {
+            first_item, items, ..
+        } => format!(
+            "workload items {first_item}–{}",
+            first_item.saturating_add(*items)
+        ),
     }
 }
 

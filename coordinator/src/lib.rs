@@ -12,8 +12,11 @@
 //! - `GET  /api/swarms/{id}/jobs/{job_id}` — a job's progress and result (JSON)
 //! - `GET  /api/swarms/{id}/jobs/{job_id}/image.png` — a Mandelbrot job's image so far (PNG)
 //! - `GET  /api/swarms/{id}/jobs/{job_id}/bands?after=N` — its bands stored since (JSON)
-//! - `PUT|GET|HEAD /api/swarms/{id}/modules/{sha256}` — a workload module (owner only; see
-//!   `modules`)
+//! - `PUT|GET|HEAD /api/swarms/{id}/modules/{sha256}` — a workload module (the owner's; a
+//!   device reads the running job's with a lease ticket; see `modules`)
+//! - `PUT  /api/swarms/{id}/outputs/{sha256}` — a lease's outputs file (with its ticket)
+//! - `GET  /api/swarms/{id}/jobs/{job_id}/results?from=K` — a workload job's results as NDJSON
+//!   (owner only; see `outputs`)
 //! - `GET  /api/swarms/{id}/ws` — WebSocket upgrade, forwarded to the swarm's object
 //!
 //! Requests from a browser page on a foreign origin are refused; listed origins
@@ -43,6 +46,7 @@ mod directory;
 mod http;
 mod modules;
 mod object;
+mod outputs;
 
 use shared_protocol::{
     is_id, normalize_code, CreateSwarmRequest, CreateSwarmResponse, ErrorCode, HealthResponse,
@@ -117,6 +121,14 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
             } else {
                 modules::get(req, &env, id, sha256).await
             }
+        }
+        (Method::Put, ["api", "swarms", id, "outputs", sha256]) if is_id(id, &()).is_ok() => {
+            outputs::put(req, &env, id, sha256).await
+        }
+        (Method::Get, ["api", "swarms", id, "jobs", job_id, "results"])
+            if is_id(id, &()).is_ok() =>
+        {
+            outputs::results(req, &env, id, job_id).await
         }
         // WebSocket answers carry no CORS headers: browsers check Origin, which is done above.
         (Method::Get, ["api", "swarms", id, "ws"]) => return forward(req, &env, id, "/ws").await,

@@ -34,21 +34,10 @@ pub async fn put(mut req: Request, env: &Env, swarm_id: &str, sha256: &str) -> R
     if let Some(refusal) = refuse(&req, env, swarm_id, sha256).await? {
         return Ok(refusal);
     }
-    let limits = Limits {
-        max_message_bytes: MAX_MODULE_BYTES,
-        ..Limits::default()
-    };
-    let body = match read_body(&mut req, &limits).await {
+    let body = match read_named(&mut req, MAX_MODULE_BYTES, sha256).await {
         Ok(body) => body,
         Err(resp) => return resp,
     };
-    let hashed = hex(&Sha256::digest(&body).into());
-    if hashed != sha256 {
-        return error_response(
-            ErrorCode::Invalid,
-            &format!("the body's SHA-256 is {hashed}, not the {sha256} the URL names"),
-        );
-    }
     let module = match check(&body) {
         Ok(module) => module,
         Err(why) => return error_response(ErrorCode::Invalid, &why.to_string()),
@@ -68,6 +57,28 @@ pub async fn put(mut req: Request, env: &Env, swarm_id: &str, sha256: &str) -> R
         .execute()
         .await?;
     json_response(201, &info)
+}
+
+/// A body of at most `max` bytes whose SHA-256 is `sha256` (its name in the URL), or the
+/// answer that refuses it.
+pub(crate) async fn read_named(
+    req: &mut Request,
+    max: usize,
+    sha256: &str,
+) -> std::result::Result<Vec<u8>, Result<Response>> {
+    let limits = Limits {
+        max_message_bytes: max,
+        ..Limits::default()
+    };
+    let body = read_body(req, &limits).await?;
+    let hashed = hex(&Sha256::digest(&body).into());
+    if hashed != sha256 {
+        return Err(error_response(
+            ErrorCode::Invalid,
+            &format!("the body's SHA-256 is {hashed}, not the {sha256} the URL names"),
+        ));
+    }
+    Ok(body)
 }
 
 /// The stored module's bytes (`GET`), or only whether it is stored (`HEAD`).
@@ -126,6 +137,23 @@ async fn refuse(
             "modules are named by their SHA-256 in 64 lowercase hex digits",
         )
         .map(Some);
+    }
+    // A device reads the running job's module with one of its leases' tickets.
+    let lease = req
+        .headers()
+        .get("authorization")?
+        .is_some_and(|value| value.starts_with("Lease "));
+    if lease && req.method() != Method::Put {
+        return Ok(
+            match crate::outputs::vouched(req, env, swarm_id, None).await? {
+                Ok(vouched) if vouched.module == sha256 => None,
+                Ok(_) => Some(error_response(
+                    ErrorCode::Forbidden,
+                    "the ticket is for a lease of another module",
+                )?),
+                Err(refusal) => Some(refusal),
+            },
+        );
     }
     let headers = worker::Headers::new();
     headers.set("authorization", &format!("Bearer {}", bearer(req)))?;

@@ -14,8 +14,8 @@ use shared_protocol::{
 };
 use swarm_core::directory::CodeEntry;
 use swarm_core::{
-    CommitRecord, ConnId, GuessRecord, Millis, Output, PartRecord, SocketAttachment, StoreOp,
-    Stored, SwarmCore, SwarmMeta,
+    CommitRecord, ConnId, GuessRecord, Millis, Output, OutputsIndex, PartRecord, SocketAttachment,
+    StoreOp, Stored, SwarmCore, SwarmMeta,
 };
 use worker::{
     durable_object, wasm_bindgen, DurableObject, Env, Headers, Request, Response, Result,
@@ -46,6 +46,8 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS parts (job_id TEXT NOT NULL, lo INTEGER NOT NULL, \
      record TEXT NOT NULL, PRIMARY KEY (job_id, lo))",
     "CREATE TABLE IF NOT EXISTS guesses (at_ms INTEGER NOT NULL, source TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS outputs (job_id TEXT NOT NULL, lo INTEGER NOT NULL, \
+     hi INTEGER NOT NULL, outputs TEXT NOT NULL, PRIMARY KEY (job_id, lo))",
     "CREATE TABLE IF NOT EXISTS commits (job_id TEXT NOT NULL, seq INTEGER NOT NULL, \
      record TEXT NOT NULL, PRIMARY KEY (job_id, seq))",
 ];
@@ -127,12 +129,35 @@ impl DurableObject for SwarmObject {
                     )
                 }
             }
+            // What a lease's ticket vouches for, for the Worker's module and outputs routes.
+            "/lease" => {
+                #[derive(Deserialize)]
+                struct Asked {
+                    device_id: String,
+                    ticket: String,
+                    outputs: Option<String>,
+                }
+                let asked: Asked = req.json().await?;
+                let vouched = self.with_core(|core| {
+                    core.vouch(&asked.device_id, &asked.ticket, asked.outputs.as_deref())
+                });
+                match vouched {
+                    Some(vouched) => json_response(200, &vouched),
+                    None => error_response(
+                        ErrorCode::Forbidden,
+                        "the ticket is not one of a lease of this swarm's running workload job for this device",
+                    ),
+                }
+            }
             path => {
                 if let Some(job_id) = path.strip_prefix("/image/") {
                     return self.image(job_id);
                 }
                 if let Some(job_id) = path.strip_prefix("/bands/") {
                     return self.bands(&req, job_id);
+                }
+                if let Some(job_id) = path.strip_prefix("/outputs/") {
+                    return self.outputs(&req, job_id);
                 }
                 if let Some(job_id) = path.strip_prefix("/jobs/") {
                     return match self.with_core(|core| core.job(job_id)) {
@@ -296,6 +321,42 @@ impl SwarmObject {
 
     /// The bands of a Mandelbrot job's image stored after `?after=` (a band's rowid: rows are
     /// never deleted, a band taken back is stored empty, so rowids only grow).
+    /// Where a workload job's settled outputs are from item `from` on: the running job's from
+    /// the core, an ended one's from the rows stored when it ended.
+    fn outputs(&self, req: &Request, job_id: &str) -> Result<Response> {
+        let from = req
+            .url()?
+            .query_pairs()
+            .find(|(name, _)| name == "from")
+            .and_then(|(_, value)| value.parse::<u64>().ok())
+            .unwrap_or(0);
+        let Some(mut index) = self.with_core(|core| core.outputs_index(job_id, from)) else {
+            return error_response(ErrorCode::NotFound, "no workload job with this id");
+        };
+        if index.ended() {
+            let limit = i64::try_from(OutputsIndex::MAX_PARTS).unwrap_or(64);
+            let rows = self.state.storage().sql().exec(
+                "SELECT lo, hi, outputs FROM outputs WHERE job_id = ? AND hi > ? \
+                 ORDER BY lo LIMIT ?",
+                vec![job_id.into(), sql_int(from).into(), limit.into()],
+            )?;
+            let mut stored = Vec::new();
+            for row in rows.raw() {
+                if let [SqlStorageValue::Integer(lo), SqlStorageValue::Integer(hi), SqlStorageValue::String(name)] =
+                    row?.as_slice()
+                {
+                    stored.push((
+                        u64::try_from(*lo).unwrap_or(0),
+                        u64::try_from(*hi).unwrap_or(0),
+                        name.clone(),
+                    ));
+                }
+            }
+            index.parts = OutputsIndex::chain(from, stored);
+        }
+        json_response(200, &index)
+    }
+
     fn bands(&self, req: &Request, job_id: &str) -> Result<Response> {
         let Some(job) = self.with_core(|core| core.job(job_id)) else {
             return error_response(ErrorCode::NotFound, "no such job");
@@ -612,6 +673,22 @@ impl SwarmObject {
                         commit.job_id.clone().into(),
                         sql_int(commit.seq).into(),
                         serde_json::to_string(&commit)?.into(),
+                    ],
+                )
+                .map(drop),
+            StoreOp::PutOutputs {
+                job_id,
+                lo,
+                hi,
+                outputs,
+            } => sql
+                .exec(
+                    "INSERT OR REPLACE INTO outputs (job_id, lo, hi, outputs) VALUES (?, ?, ?, ?)",
+                    vec![
+                        job_id.into(),
+                        sql_int(lo).into(),
+                        sql_int(hi).into(),
+                        outputs.into(),
                     ],
                 )
                 .map(drop),

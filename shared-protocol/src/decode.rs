@@ -225,6 +225,7 @@ mod tests {
                     memory_mb: Some(8192),
                     gpu: false,
                     agent: AgentClass::BrowserDesktop,
+                    workloads: false,
                 },
                 credential: None,
                 invite: None,

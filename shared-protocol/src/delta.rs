@@ -123,6 +123,7 @@ mod tests {
                 memory_mb: None,
                 gpu: false,
                 agent: AgentClass::Native,
+                workloads: false,
             },
             last_seen_ms,
             registered_ms: 0,

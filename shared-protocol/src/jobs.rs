@@ -29,6 +29,20 @@ pub const MAX_PREFIX_BYTES: usize = 64;
 /// The most nonces a SHA-256 search job asks for.
 pub const MAX_WANTED_NONCES: u32 = 100;
 
+/// The most items of a workload job.
+pub const MAX_WORKLOAD_ITEMS: u64 = 1_000_000;
+
+/// The longest per-item time limit of a workload job, in milliseconds.
+pub const MAX_ITEM_TIME_LIMIT_MS: u32 = 60_000;
+
+/// The most items one workload lease covers, so that its outputs (at most 256 KiB each) fit
+/// one upload of [`MAX_OUTPUTS_BYTES`].
+pub const MAX_LEASE_ITEMS: u64 = 128;
+
+/// The largest outputs file of one workload lease (docs/WORKLOADS.md): 128 items of the
+/// largest output and their 5-byte headers.
+pub const MAX_OUTPUTS_BYTES: usize = 128 * (256 * 1024 + 5);
+
 /// A job the owner submits. Checked by [`valid_job`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -55,6 +69,17 @@ pub enum JobSpec {
         lo: u64,
         hi: u64,
         want: u32,
+    },
+    /// Run the workload module named `module` (the SHA-256 of its upload, docs/WORKLOADS.md)
+    /// once per item: item `i` (`0 <= i < items`) has as input the 8 little-endian bytes of
+    /// the unsigned integer `start + i * step`. An item that runs longer than `time_limit_ms`
+    /// fails with `time_limit`.
+    Workload {
+        module: String,
+        start: u64,
+        step: u64,
+        items: u64,
+        time_limit_ms: u32,
     },
 }
 
@@ -116,6 +141,36 @@ pub fn valid_job(spec: &JobSpec, _ctx: &()) -> garde::Result {
                 Ok(())
             }
         }
+        JobSpec::Workload {
+            module,
+            start,
+            step,
+            items,
+            time_limit_ms,
+        } => {
+            let last = items
+                .checked_sub(1)
+                .and_then(|n| n.checked_mul(*step))
+                .and_then(|n| n.checked_add(*start));
+            if crate::is_sha256(module, &()).is_err() {
+                fail(
+                    "module must be the SHA-256 of an uploaded module (64 lowercase hex digits)"
+                        .into(),
+                )
+            } else if !(1..=MAX_WORKLOAD_ITEMS).contains(items) {
+                fail(format!("items must be 1 to {MAX_WORKLOAD_ITEMS}"))
+            } else if *step == 0 {
+                fail("step must be at least 1".into())
+            } else if last.is_none() {
+                fail("the last input, start + (items - 1) * step, must fit in 64 bits".into())
+            } else if !(1..=MAX_ITEM_TIME_LIMIT_MS).contains(time_limit_ms) {
+                fail(format!(
+                    "time_limit_ms must be 1 to {MAX_ITEM_TIME_LIMIT_MS}"
+                ))
+            } else {
+                Ok(())
+            }
+        }
     }
 }
 
@@ -128,6 +183,7 @@ impl JobSpec {
                 hi.saturating_sub(*lo)
             }
             JobSpec::Mandelbrot { height, .. } => u64::from(*height),
+            JobSpec::Workload { items, .. } => *items,
         }
     }
 
@@ -140,6 +196,7 @@ impl JobSpec {
                 .checked_div(u64::from(*width))
                 .unwrap_or(u64::MAX)
                 .max(1),
+            JobSpec::Workload { .. } => MAX_LEASE_ITEMS,
             _ => u64::MAX,
         }
     }
@@ -182,6 +239,20 @@ impl JobSpec {
                 hi: lo.saturating_add(to),
                 max_found: *want,
             },
+            JobSpec::Workload {
+                module,
+                start,
+                step,
+                time_limit_ms,
+                ..
+            } => Work::Workload {
+                module: module.clone(),
+                start: *start,
+                step: *step,
+                first_item: from,
+                items: to.saturating_sub(from),
+                time_limit_ms: *time_limit_ms,
+            },
         }
     }
 }
@@ -212,6 +283,32 @@ pub enum Work {
         hi: u64,
         max_found: u32,
     },
+    /// Run the module on items `[first_item, first_item + items)` of a workload job: item `i`
+    /// has as input the 8 little-endian bytes of `start + i * step`. The module's bytes are
+    /// at `GET /api/swarms/{id}/modules/{module}` with the lease's ticket; the outputs go to
+    /// `PUT /api/swarms/{id}/outputs/{sha256}` (docs/PROTOCOL.md).
+    Workload {
+        module: String,
+        start: u64,
+        step: u64,
+        first_item: u64,
+        items: u64,
+        time_limit_ms: u32,
+    },
+}
+
+impl Work {
+    /// The input of item `index` of a [`Work::Workload`] (`None` for other kinds, or an index
+    /// whose input does not fit in 64 bits).
+    pub fn item_input(&self, index: u64) -> Option<[u8; 8]> {
+        match self {
+            Work::Workload { start, step, .. } => index
+                .checked_mul(*step)
+                .and_then(|n| n.checked_add(*start))
+                .map(u64::to_le_bytes),
+            _ => None,
+        }
+    }
 }
 
 /// A device's answer to a lease.
@@ -229,6 +326,14 @@ pub enum WorkResult {
     /// The matching nonces found, increasing.
     Sha256Search {
         nonces: Vec<u64>,
+    },
+    /// The SHA-256 (64 lowercase hex digits) of the lease's outputs file, uploaded before
+    /// this result is sent, how many of its items failed, and the receipt the upload was
+    /// answered with.
+    Workload {
+        outputs: String,
+        failed: u64,
+        receipt: String,
     },
 }
 
@@ -284,6 +389,11 @@ pub enum JobResult {
     /// The smallest matching nonces found, increasing, at most the job's `want`.
     Sha256Search {
         nonces: Vec<u64>,
+    },
+    /// Items that failed so far (the rest of the done items have outputs); the outputs
+    /// themselves are served by `GET /api/swarms/{id}/jobs/{job_id}/results`.
+    Workload {
+        failed: u64,
     },
 }
 
@@ -364,6 +474,16 @@ mod tests {
         }
     }
 
+    fn workload(start: u64, step: u64, items: u64, time_limit_ms: u32) -> JobSpec {
+        JobSpec::Workload {
+            module: "ab".repeat(32),
+            start,
+            step,
+            items,
+            time_limit_ms,
+        }
+    }
+
     #[test]
     fn job_rules_accept_the_limits_and_refuse_beyond() {
         let good = [
@@ -374,6 +494,14 @@ mod tests {
             mandelbrot(2048, 2048, MAX_ITERATIONS, 3.0),
             mandelbrot(4096, 1024, 1, 1e-12),
             sha("ostrich", 64, 0, MAX_NONCE_END, 100),
+            workload(0, 1, 1, 1),
+            workload(
+                u64::MAX - 999_999,
+                1,
+                MAX_WORKLOAD_ITEMS,
+                MAX_ITEM_TIME_LIMIT_MS,
+            ),
+            workload(u64::MAX, 7, 1, 100),
         ];
         for spec in good {
             assert!(valid_job(&spec, &()).is_ok(), "{spec:?}");
@@ -396,6 +524,19 @@ mod tests {
             sha("a", 8, 0, MAX_NONCE_END + 1, 1),
             sha("a", 8, 0, 10, 0),
             sha("a", 8, 0, 10, 101),
+            workload(0, 1, 0, 100),
+            workload(0, 1, MAX_WORKLOAD_ITEMS + 1, 100),
+            workload(0, 0, 10, 100),
+            workload(u64::MAX - 999_998, 1, MAX_WORKLOAD_ITEMS, 100),
+            workload(0, 1, 10, 0),
+            workload(0, 1, 10, MAX_ITEM_TIME_LIMIT_MS + 1),
+            JobSpec::Workload {
+                module: "AB".repeat(32),
+                start: 0,
+                step: 1,
+                items: 1,
+                time_limit_ms: 100,
+            },
         ];
         for spec in bad {
             assert!(valid_job(&spec, &()).is_err(), "{spec:?}");
@@ -427,6 +568,25 @@ mod tests {
             }
         );
         assert_eq!(mandelbrot(MAX_IMAGE_SIDE, 1, 1, 1.0).max_chunk_units(), 16);
+        let spec = workload(1000, 3, 500, 100);
+        assert_eq!(
+            (spec.units(), spec.max_chunk_units()),
+            (500, MAX_LEASE_ITEMS)
+        );
+        let work = spec.work(10, 20);
+        assert_eq!(
+            work,
+            Work::Workload {
+                module: "ab".repeat(32),
+                start: 1000,
+                step: 3,
+                first_item: 10,
+                items: 10,
+                time_limit_ms: 100
+            }
+        );
+        assert_eq!(work.item_input(10), Some(1030u64.to_le_bytes()));
+        assert_eq!(workload(u64::MAX, 1, 1, 1).work(0, 1).item_input(1), None);
     }
 
     #[test]

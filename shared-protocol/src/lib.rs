@@ -39,8 +39,9 @@ pub use http::{
 };
 pub use jobs::{
     decode_counts, encode_counts, valid_job, ImageBand, ImageBands, JobResult, JobSpec, JobState,
-    JobView, Work, WorkResult, MAX_CHUNK_PIXELS, MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, MAX_ITERATIONS,
-    MAX_NONCE_END, MAX_PREFIX_BYTES, MAX_PRIME_END, MAX_WANTED_NONCES,
+    JobView, Work, WorkResult, MAX_CHUNK_PIXELS, MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE,
+    MAX_ITEM_TIME_LIMIT_MS, MAX_ITERATIONS, MAX_LEASE_ITEMS, MAX_NONCE_END, MAX_OUTPUTS_BYTES,
+    MAX_PREFIX_BYTES, MAX_PRIME_END, MAX_WANTED_NONCES, MAX_WORKLOAD_ITEMS,
 };
 pub use messages::{request_of, HEARTBEAT, HEARTBEAT_ACK};
 pub use messages::{

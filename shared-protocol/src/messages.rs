@@ -247,6 +247,11 @@ pub struct Capabilities {
     /// What kind of client this is.
     #[garde(skip)]
     pub agent: AgentClass,
+    /// It runs own workloads (docs/WORKLOADS.md): only a device that says so is leased items
+    /// of a workload job. Absent means false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[garde(skip)]
+    pub workloads: bool,
 }
 
 /// The class of client, from its user agent.

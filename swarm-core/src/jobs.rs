@@ -92,6 +92,77 @@ struct Active {
     parts: BTreeMap<Range, Part>,
 }
 
+/// Why a workload result is refused for want of its outputs file's receipt (the coordinator
+/// gives one only for a file it stored: a device must not name a file it never uploaded);
+/// `None` for a result with the right receipt, or of another kind.
+fn unreceipted(key: &str, job_id: &str, range: Range, result: &WorkResult) -> Option<String> {
+    let WorkResult::Workload {
+        outputs, receipt, ..
+    } = result
+    else {
+        return None;
+    };
+    (!crate::secrets::check_receipt(key, job_id, range, outputs, receipt))
+        .then(|| "the result names an outputs file without the receipt of its upload".to_owned())
+}
+
+/// What a lease ticket vouches for ([`SwarmCore::vouch`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Vouched {
+    pub job_id: String,
+    /// The module to run (its SHA-256).
+    pub module: String,
+    pub first_item: u64,
+    pub items: u64,
+    /// When asked for an outputs file: the receipt that the result naming it must carry,
+    /// given to the device once the file is stored.
+    pub receipt: Option<String>,
+}
+
+/// Where a workload job's outputs are, from an item on ([`SwarmCore::outputs_index`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OutputsIndex {
+    pub state: JobState,
+    /// The job's inputs: item `i` is `start + i * step`, for `i < items`.
+    pub start: u64,
+    pub step: u64,
+    pub items: u64,
+    /// Settled parts `(lo, hi, outputs file)` in item order, the first holding the item asked
+    /// for, each starting where the one before ends.
+    pub parts: Vec<(u64, u64, String)>,
+}
+
+impl OutputsIndex {
+    /// Parts in one answer, at most: 64 files of at most 128 items.
+    pub const MAX_PARTS: usize = 64;
+
+    /// The parts, given in item order, that chain without a gap from the one holding item
+    /// `from` (at most [`Self::MAX_PARTS`]).
+    pub fn chain(
+        from: u64,
+        parts: impl IntoIterator<Item = (u64, u64, String)>,
+    ) -> Vec<(u64, u64, String)> {
+        let mut chained: Vec<(u64, u64, String)> = Vec::new();
+        let mut next = from;
+        for (lo, hi, outputs) in parts {
+            if hi <= next {
+                continue;
+            }
+            if lo > next || chained.len() >= Self::MAX_PARTS {
+                break;
+            }
+            next = hi;
+            chained.push((lo, hi, outputs));
+        }
+        chained
+    }
+
+    /// Whether the job has ended, so that no more parts will come.
+    pub fn ended(&self) -> bool {
+        matches!(self.state, JobState::Done | JobState::Cancelled)
+    }
+}
+
 /// An accepted part of the running job.
 #[derive(Debug)]
 struct Part {
@@ -136,6 +207,18 @@ fn unhex(text: &str) -> Option<Digest> {
 }
 
 impl Active {
+    /// The outputs files of the parts that wait for no replica, `(lo, hi, name)` in item
+    /// order (none for a job of another kind).
+    fn settled_outputs(&self) -> impl Iterator<Item = (u64, u64, String)> + '_ {
+        self.parts
+            .iter()
+            .filter(|(_, part)| !part.open)
+            .filter_map(|(&(lo, hi), part)| match &part.checked.result {
+                WorkResult::Workload { outputs, .. } => Some((lo, hi, outputs.clone())),
+                _ => None,
+            })
+    }
+
     fn wire_id(&self, id: LeaseId) -> u64 {
         self.wire_of
             .get(&id)
@@ -276,6 +359,7 @@ impl SwarmCore {
         job.finished_ms = Some(now);
         let record = job.clone();
         self.persist(StoreOp::PutJob(record));
+        self.persist_outputs(job_id);
         if had_parts {
             self.persist(StoreOp::DeleteParts {
                 job_id: job_id.to_owned(),
@@ -314,8 +398,14 @@ impl SwarmCore {
             return;
         }
         let enabled = device.record.enabled;
+        let runs_workloads = device.record.capabilities.workloads;
         let trusted = self.jobs.verifier.trusted(device_id);
         if let Some(active) = self.jobs.active.as_mut() {
+            // Only a device that says it runs workloads is leased their items.
+            let workers = match active.spec {
+                JobSpec::Workload { .. } if !runs_workloads => 0,
+                _ => workers,
+            };
             let rate = active.rate_of(speed);
             active.sched.set_device(device_id, workers, rate);
             active.sched.set_enabled(device_id, enabled);
@@ -581,7 +671,12 @@ impl SwarmCore {
             self.reject(now, conn, refusal, None);
             return Taken::Refused;
         }
-        let checked = match kinds::check(&active.spec, lease.lo, lease.hi, result, &mut self.rng) {
+        let receipt_key = self.meta.as_ref().map_or("", |m| m.lease_key.as_str());
+        let checked = match unreceipted(receipt_key, &active.job_id, (lease.lo, lease.hi), &result)
+            .map_or_else(
+                || kinds::check(&active.spec, lease.lo, lease.hi, result, &mut self.rng),
+                Err,
+            ) {
             Ok(checked) => checked,
             Err(why) => {
                 self.refuse_result(now, conn, device_id, &why);
@@ -671,7 +766,10 @@ impl SwarmCore {
         let job_id = active.job_id.clone();
         // Checked before it is taken: a refused result must not stop the leases it would
         // replace.
-        let checked = match kinds::check(&active.spec, lo, hi, result, &mut self.rng) {
+        let checked = match unreceipted(&key, &active.job_id, (lo, hi), &result).map_or_else(
+            || kinds::check(&active.spec, lo, hi, result, &mut self.rng),
+            Err,
+        ) {
             Ok(checked) => checked,
             Err(why) => {
                 self.refuse_result(now, conn, device_id, &why);
@@ -917,6 +1015,7 @@ impl SwarmCore {
         let record = job.clone();
         let job_id = record.job_id.clone();
         self.persist(StoreOp::PutJob(record.clone()));
+        self.persist_outputs(&job_id);
         self.persist(StoreOp::DeleteParts {
             job_id: job_id.clone(),
         });
@@ -1108,6 +1207,75 @@ impl SwarmCore {
                 !active.sched.replica_on_its_way(*range, &answered)
             })
             .collect()
+    }
+
+    /// A workload job that ends keeps where its settled parts' outputs are
+    /// ([`StoreOp::PutOutputs`]): its parts are deleted, and the results endpoint reads these.
+    fn persist_outputs(&mut self, job_id: &str) {
+        let Some(active) = self.jobs.active.as_ref().filter(|a| a.job_id == job_id) else {
+            return;
+        };
+        let rows: Vec<StoreOp> = active
+            .settled_outputs()
+            .map(|(lo, hi, outputs)| StoreOp::PutOutputs {
+                job_id: job_id.to_owned(),
+                lo,
+                hi,
+                outputs,
+            })
+            .collect();
+        for row in rows {
+            self.persist(row);
+        }
+    }
+
+    /// What a lease's ticket, presented by `device_id` over HTTP, lets it do: fetch the
+    /// running workload job's module and upload the outputs of the items the ticket names,
+    /// with the receipt for the outputs file named `outputs` when one is asked for.
+    /// `None` unless the ticket is this object's, for this device and the running job, and
+    /// that job is a workload.
+    pub fn vouch(&self, device_id: &str, ticket: &str, outputs: Option<&str>) -> Option<Vouched> {
+        let key = self.meta.as_ref()?.lease_key.as_str();
+        let active = self.jobs.active.as_ref()?;
+        let JobSpec::Workload { module, .. } = &active.spec else {
+            return None;
+        };
+        let (lo, hi) = crate::secrets::check_ticket(key, &active.job_id, device_id, ticket)?;
+        Some(Vouched {
+            job_id: active.job_id.clone(),
+            module: module.clone(),
+            first_item: lo,
+            items: hi.saturating_sub(lo),
+            receipt: outputs
+                .map(|name| crate::secrets::outputs_receipt(key, &active.job_id, lo, hi, name)),
+        })
+    }
+
+    /// Where the outputs of a workload job's items from `from` on are, as far as they are
+    /// settled without a gap: for the running job from its parts; for an ended one `parts`
+    /// is empty and the glue reads the rows written when it ended ([`StoreOp::PutOutputs`]).
+    /// `None` for an unknown job or one of another kind.
+    pub fn outputs_index(&self, job_id: &str, from: u64) -> Option<OutputsIndex> {
+        let job = self.jobs.jobs.get(job_id)?;
+        let JobSpec::Workload {
+            start, step, items, ..
+        } = &job.spec
+        else {
+            return None;
+        };
+        let parts = match &self.jobs.active {
+            Some(active) if active.job_id == job_id => {
+                OutputsIndex::chain(from, active.settled_outputs())
+            }
+            _ => Vec::new(),
+        };
+        Some(OutputsIndex {
+            state: job.state,
+            start: *start,
+            step: *step,
+            items: *items,
+            parts,
+        })
     }
 
     pub fn job(&self, job_id: &str) -> Option<JobView> {

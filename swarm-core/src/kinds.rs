@@ -49,6 +49,9 @@ pub fn reference_rate(spec: &JobSpec) -> f64 {
         }
         // Hashes per ms (two compressions per nonce for short prefixes).
         JobSpec::Sha256Search { .. } => 1_500.0,
+        // Items per ms: nothing is known of a module before it runs, so the first lease is
+        // small (a few items for a slow phone) and the rate adapts from its result.
+        JobSpec::Workload { .. } => 0.1,
     }
 }
 
@@ -190,6 +193,32 @@ pub fn check(
                 inside: 0,
             })
         }
+        // The outputs themselves were checked against the lease when they were uploaded
+        // (`workload::outputs::decode`); here only their name and count.
+        // The receipt was checked before (it needs the swarm's key); it is not kept.
+        (
+            JobSpec::Workload { .. },
+            WorkResult::Workload {
+                outputs, failed, ..
+            },
+        ) => {
+            let items = to.saturating_sub(from);
+            if shared_protocol::is_sha256(&outputs, &()).is_err() {
+                return Err("outputs must be the SHA-256 of the uploaded outputs file".into());
+            }
+            if failed > items {
+                return Err(format!("{failed} failed items in a lease of {items}"));
+            }
+            Ok(Checked {
+                result: WorkResult::Workload {
+                    outputs,
+                    failed,
+                    receipt: String::new(),
+                },
+                pixels: None,
+                inside: 0,
+            })
+        }
         (_, _) => Err("the result is of another kind than the job".into()),
     }
 }
@@ -214,6 +243,14 @@ pub fn digest(part: &Checked) -> Digest {
                 hash.update(nonce.to_le_bytes());
             }
         }
+        // The file's name is its SHA-256 and it holds every outcome, failures included.
+        WorkResult::Workload {
+            outputs, failed, ..
+        } => {
+            hash.update(b"workload\0");
+            hash.update(outputs.as_bytes());
+            hash.update(failed.to_le_bytes());
+        }
     }
     hash.finalize().into()
 }
@@ -224,6 +261,7 @@ pub fn empty_result(spec: &JobSpec) -> JobResult {
         JobSpec::PrimeCount { .. } => JobResult::PrimeCount { count: 0 },
         JobSpec::Mandelbrot { .. } => JobResult::Mandelbrot { inside_pixels: 0 },
         JobSpec::Sha256Search { .. } => JobResult::Sha256Search { nonces: Vec::new() },
+        JobSpec::Workload { .. } => JobResult::Workload { failed: 0 },
     }
 }
 
@@ -243,6 +281,9 @@ pub fn merge(total: &mut JobResult, part: &Checked) {
             nonces.sort_unstable();
             nonces.dedup();
         }
+        (JobResult::Workload { failed }, WorkResult::Workload { failed: more, .. }) => {
+            *failed = failed.saturating_add(*more);
+        }
         _ => {}
     }
 }
@@ -258,6 +299,9 @@ pub fn unmerge(total: &mut JobResult, part: &Checked) {
         }
         (JobResult::Sha256Search { nonces }, WorkResult::Sha256Search { nonces: less }) => {
             nonces.retain(|n| !less.contains(n));
+        }
+        (JobResult::Workload { failed }, WorkResult::Workload { failed: less, .. }) => {
+            *failed = failed.saturating_sub(*less);
         }
         _ => {}
     }
@@ -306,6 +350,12 @@ pub fn describe(spec: &JobSpec) -> String {
             want,
             ..
         } => format!("find {want} nonce(s) with {difficulty_bits} zero bits in [{lo}, {hi})"),
+        JobSpec::Workload { module, items, .. } => {
+            format!(
+                "run module {} on {items} item(s)",
+                module.get(..12).unwrap_or(module)
+            )
+        }
     }
 }
 
@@ -314,6 +364,7 @@ pub fn describe_result(result: &JobResult) -> String {
         JobResult::PrimeCount { count } => format!("{count} primes"),
         JobResult::Mandelbrot { inside_pixels } => format!("{inside_pixels} pixels inside"),
         JobResult::Sha256Search { nonces } => format!("{} nonce(s) found", nonces.len()),
+        JobResult::Workload { failed } => format!("{failed} item(s) failed"),
     }
 }
 

@@ -55,7 +55,7 @@ pub mod simulator;
 
 pub use crate::bench::BENCH_JOB_ID;
 pub use crate::core::{Config, CreateError, Refusal, SwarmCore};
-pub use crate::jobs::UNMEASURED_SPEED;
+pub use crate::jobs::{OutputsIndex, Vouched, UNMEASURED_SPEED};
 pub use crate::records::{
     CommitEntry, CommitRecord, DeviceLink, DeviceRecord, GuessRecord, HeldLease, InviteRecord,
     JobRecord, MemoryStore, PartRecord, PendingBench, Session, SocketAttachment, StoreOp, Stored,

@@ -322,6 +322,15 @@ pub enum StoreOp {
     },
     /// Delete a Mandelbrot band (it came from a device that was then quarantined).
     DeletePixels { job_id: String, first_row: u32 },
+    /// Where the outputs of items `[lo, hi)` of a workload job are: the outputs file named
+    /// `outputs` (its SHA-256) in the bucket. Written for every settled part when the job
+    /// ends, done or cancelled (its parts are deleted then); read by the results endpoint.
+    PutOutputs {
+        job_id: String,
+        lo: u64,
+        hi: u64,
+        outputs: String,
+    },
 }
 
 /// What a socket is, once it has said hello.
@@ -403,6 +412,8 @@ pub struct MemoryStore {
     pub parts: BTreeMap<(String, u64), PartRecord>,
     pub commits: BTreeMap<(String, u64), CommitRecord>,
     pub pixels: BTreeMap<(String, u32), Vec<u8>>,
+    /// Outputs files of ended workload jobs: (job, first item) to (end item, name).
+    pub outputs: BTreeMap<(String, u64), (u64, String)>,
     pub guesses: Vec<GuessRecord>,
     /// Write operations applied.
     pub writes: u64,
@@ -448,6 +459,14 @@ impl MemoryStore {
             }
             StoreOp::DeletePixels { job_id, first_row } => {
                 self.pixels.remove(&(job_id, first_row));
+            }
+            StoreOp::PutOutputs {
+                job_id,
+                lo,
+                hi,
+                outputs,
+            } => {
+                self.outputs.insert((job_id, lo), (hi, outputs));
             }
             StoreOp::PutGuess(guess) => self.guesses.push(guess),
             StoreOp::PruneGuesses { before_ms } => self.guesses.retain(|g| g.at_ms >= before_ms),

@@ -63,21 +63,28 @@ type HmacSha256 = hmac::Hmac<Sha256>;
 /// Bytes of the HMAC-SHA256 tag a lease ticket keeps.
 const TICKET_TAG: usize = 16;
 
-/// The MAC over what a ticket vouches for: this job's units `[lo, hi)`, leased to this device.
-fn ticket_mac(key: &str, job_id: &str, device_id: &str, lo: u64, hi: u64) -> Option<HmacSha256> {
+/// An HMAC-SHA256 under `key` over length-prefixed `parts` (the first names what it is for)
+/// and a unit range `[lo, hi)`.
+fn mac_over(key: &str, parts: [&[u8]; 3], lo: u64, hi: u64) -> Option<HmacSha256> {
     use hmac::Mac as _;
     let mut mac = HmacSha256::new_from_slice(key.as_bytes()).ok()?;
-    for part in [
-        b"ostrich lease ticket 1".as_slice(),
-        job_id.as_bytes(),
-        device_id.as_bytes(),
-    ] {
+    for part in parts {
         mac.update(&(part.len() as u64).to_le_bytes());
         mac.update(part);
     }
     mac.update(&lo.to_le_bytes());
     mac.update(&hi.to_le_bytes());
     Some(mac)
+}
+
+/// The MAC over what a ticket vouches for: this job's units `[lo, hi)`, leased to this device.
+fn ticket_mac(key: &str, job_id: &str, device_id: &str, lo: u64, hi: u64) -> Option<HmacSha256> {
+    let parts = [
+        b"ostrich lease ticket 1".as_slice(),
+        job_id.as_bytes(),
+        device_id.as_bytes(),
+    ];
+    mac_over(key, parts, lo, hi)
 }
 
 /// A lease's ticket: its units and a MAC of them, the job and the device under the swarm's
@@ -113,6 +120,45 @@ pub(crate) fn check_ticket(
     let mac = ticket_mac(key, job_id, device_id, lo, hi)?;
     mac.verify_truncated_left(bytes.get(16..)?).ok()?;
     Some((lo, hi))
+}
+
+/// The MAC over a stored outputs file's name, its job and the run's items `[lo, hi)`.
+fn receipt_mac(key: &str, job_id: &str, lo: u64, hi: u64, outputs: &str) -> Option<HmacSha256> {
+    let parts = [
+        b"ostrich outputs receipt 1".as_slice(),
+        job_id.as_bytes(),
+        outputs.as_bytes(),
+    ];
+    mac_over(key, parts, lo, hi)
+}
+
+/// The receipt the coordinator gives for a stored outputs file: a MAC under the swarm's lease
+/// key of the job, the run's items `[lo, hi)` and the file's name, as 43 base64url
+/// characters. A workload result must carry it ([`check_receipt`]), so a device cannot name a
+/// file it never uploaded, and no state is needed to tell (a restart forgets nothing).
+pub(crate) fn outputs_receipt(key: &str, job_id: &str, lo: u64, hi: u64, outputs: &str) -> String {
+    use hmac::Mac as _;
+    receipt_mac(key, job_id, lo, hi, outputs)
+        .map(|mac| base64url(&mac.finalize().into_bytes()))
+        .unwrap_or_default()
+}
+
+/// Whether `receipt` is the one [`outputs_receipt`] gives (compared in constant time).
+pub(crate) fn check_receipt(
+    key: &str,
+    job_id: &str,
+    (lo, hi): (u64, u64),
+    outputs: &str,
+    receipt: &str,
+) -> bool {
+    use hmac::Mac as _;
+    let (Ok(tag), Some(mac)) = (
+        URL_SAFE_NO_PAD.decode(receipt),
+        receipt_mac(key, job_id, lo, hi, outputs),
+    ) else {
+        return false;
+    };
+    !key.is_empty() && mac.verify_slice(&tag).is_ok()
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -162,6 +208,26 @@ mod tests {
         assert_eq!(base64url(b"foo"), "Zm9v");
         assert_eq!(base64url(b"foobar"), "Zm9vYmFy");
         assert_eq!(base64url(&[0xfb, 0xff]), "-_8");
+    }
+
+    #[test]
+    fn a_receipt_vouches_only_for_its_own_file_items_job_and_key() {
+        let receipt = outputs_receipt("key", "job", 0, 128, "ab");
+        assert_eq!(receipt.len(), 43);
+        assert!(check_receipt("key", "job", (0, 128), "ab", &receipt));
+        assert!(!check_receipt("other", "job", (0, 128), "ab", &receipt));
+        assert!(!check_receipt("key", "job2", (0, 128), "ab", &receipt));
+        assert!(!check_receipt("key", "job", (0, 127), "ab", &receipt));
+        assert!(!check_receipt("key", "job", (0, 128), "ac", &receipt));
+        assert!(!check_receipt("key", "job", (0, 128), "ab", "not base64!"));
+        assert!(!check_receipt("key", "job", (0, 128), "ab", ""));
+        assert!(!check_receipt(
+            "",
+            "job",
+            (0, 128),
+            "ab",
+            &outputs_receipt("", "job", 0, 128, "ab")
+        ));
     }
 
     #[test]

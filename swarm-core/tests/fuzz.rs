@@ -1038,6 +1038,7 @@ impl<'t> Fuzzer<'t> {
                 Some(u32::MAX),
             ]),
             gpu: self.g.chance(50),
+            workloads: self.g.chance(50),
             agent: self.g.pick(&[
                 AgentClass::BrowserDesktop,
                 AgentClass::BrowserMobile,
@@ -1284,6 +1285,11 @@ impl<'t> Fuzzer<'t> {
                 };
                 WorkResult::Sha256Search { nonces }
             }
+            Work::Workload { items, .. } => WorkResult::Workload {
+                outputs: self.g.pick(&["not hex".to_owned(), "A".repeat(64)]),
+                failed: items + 1,
+                receipt: String::new(),
+            },
         }
     }
 
@@ -1319,6 +1325,11 @@ impl<'t> Fuzzer<'t> {
                 },
             },
             Work::Sha256Search { .. } => WorkResult::Sha256Search { nonces: Vec::new() },
+            Work::Workload { items, .. } => WorkResult::Workload {
+                outputs: "e".repeat(64),
+                failed: self.g.below(items + 1),
+                receipt: String::new(),
+            },
         }
     }
 
@@ -3770,6 +3781,7 @@ fn job_units(work: &Work) -> u64 {
     match work {
         Work::PrimeCount { lo, hi } | Work::Sha256Search { lo, hi, .. } => hi.saturating_sub(*lo),
         Work::Mandelbrot { rows, .. } => u64::from(*rows),
+        Work::Workload { items, .. } => *items,
     }
 }
 
@@ -3784,6 +3796,7 @@ fn right_answer(work: &Work) -> Option<WorkResult> {
             ..
         } => u64::from(*width) * u64::from(*rows) * u64::from(*max_iter) <= 4_000_000,
         Work::Sha256Search { lo, hi, .. } => hi - lo <= 50_000,
+        Work::Workload { .. } => false,
     };
     cheap.then(|| client_compute::compute(work).ok()).flatten()
 }
@@ -3798,6 +3811,9 @@ fn answer_key(result: &WorkResult) -> String {
             Err(_) => format!("undecodable {counts:?}"),
         },
         WorkResult::Sha256Search { nonces } => format!("nonces {nonces:?}"),
+        WorkResult::Workload {
+            outputs, failed, ..
+        } => format!("outputs {outputs} {failed}"),
     }
 }
 
@@ -3931,7 +3947,7 @@ fn check_job_truth(job: &JobView) -> bool {
             }
         }
         (_, WorkResult::Sha256Search { nonces }) => JobResult::Sha256Search { nonces },
-        (_, WorkResult::Mandelbrot { .. }) => return false,
+        (_, WorkResult::Mandelbrot { .. } | WorkResult::Workload { .. }) => return false,
     };
     assert_eq!(
         job.result, expected,

@@ -593,3 +593,77 @@ fn forward(
         }
     }
 }
+
+/// A plain TCP forwarder on a free loopback port to `127.0.0.1:target` that cuts the first
+/// `cuts` connections whose answers run past `after` bytes: it forwards that many bytes from
+/// the server and then closes both sides, as a connection lost in the middle of an answer.
+/// It lives as long as the test process.
+pub struct CuttingProxy {
+    pub port: u16,
+    /// Connections cut so far.
+    cut: std::sync::Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl CuttingProxy {
+    pub fn start(target: u16, after: usize, cuts: u32) -> Result<Self> {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        use std::sync::Arc;
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        let cut = Arc::new(AtomicU32::new(0));
+        let counter = Arc::clone(&cut);
+        std::thread::spawn(move || {
+            for client in listener.incoming().map_while(std::result::Result::ok) {
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                let counter = Arc::clone(&counter);
+                std::thread::spawn(move || {
+                    let (Ok(mut from_client), Ok(mut to_server)) =
+                        (client.try_clone(), server.try_clone())
+                    else {
+                        return;
+                    };
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from_client, &mut to_server);
+                        let _ = to_server.shutdown(std::net::Shutdown::Write);
+                    });
+                    let (mut from_server, mut to_client) = (server, client);
+                    let mut sent = 0usize;
+                    let mut buf = vec![0u8; 16 * 1024];
+                    loop {
+                        let n = match from_server.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        let cut_here = sent + n > after
+                            && counter
+                                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |done| {
+                                    (done < cuts).then_some(done + 1)
+                                })
+                                .is_ok();
+                        if cut_here {
+                            let _ = std::io::Write::write_all(
+                                &mut to_client,
+                                &buf[..after.saturating_sub(sent)],
+                            );
+                            break;
+                        }
+                        if std::io::Write::write_all(&mut to_client, &buf[..n]).is_err() {
+                            break;
+                        }
+                        sent += n;
+                    }
+                    let _ = to_client.shutdown(std::net::Shutdown::Both);
+                    let _ = from_server.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        Ok(Self { port, cut })
+    }
+
+    /// Connections cut so far.
+    pub fn cut(&self) -> u32 {
+        self.cut.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}

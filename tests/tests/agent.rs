@@ -6,7 +6,9 @@
 //! π(10^8); an agent killed while it holds a lease of π(2·10^9) loses nothing; the agents render
 //! a Mandelbrot image and search SHA-256 nonces; the first agent is restarted from its state
 //! file with a useless invite and resumes its device, and once the owner removes that device
-//! the agent stops with exit code 2. A last case joins with the owner key.
+//! the agent stops with exit code 2. The agents then run own workloads (the example modules
+//! `cargo xtask examples` builds): 10,000 items of the Rust example beside a device that names
+//! made-up outputs, and the broken module's 16 items. A last case joins with the owner key.
 
 // ureq's error type is large; in test code that costs nothing worth boxing for.
 #![allow(clippy::result_large_err)]
@@ -201,6 +203,20 @@ fn main() {
         (
             "an agent whose device was removed stops with exit code 2",
             removed_device_stops_the_agent,
+        ),
+        (
+            "agents run a workload over 10,000 items, streamed in order and identical to a \
+             native run, and catch a device naming made-up outputs",
+            workload_on_agents,
+        ),
+        (
+            "the broken workload's items fail with their named kinds and the job completes",
+            broken_workload,
+        ),
+        (
+            "the ostrich CLI submits a job, writes its results in order across lost \
+             connections, and shows and cancels jobs",
+            cli_submits_and_follows,
         ),
         ("an agent joins with the owner key", owner_key_join),
         (
@@ -566,5 +582,338 @@ fn owner_key_join(world: &mut World) -> Result<()> {
         "{:?}",
         device.capabilities
     );
+    Ok(())
+}
+
+/// Uploads an example module (built by `cargo xtask examples`) for the swarm; its SHA-256.
+fn upload_example(world: &World, name: &str) -> Result<(String, Vec<u8>)> {
+    use sha2::{Digest, Sha256};
+    let path = repo_root()
+        .join("target/examples")
+        .join(format!("{name}.wasm"));
+    let bytes = std::fs::read(&path)
+        .with_context(|| format!("{} (built by cargo xtask examples)", path.display()))?;
+    let sha = workload::module::hex(&Sha256::digest(&bytes).into());
+    http_agent()
+        .put(&format!(
+            "{}/api/swarms/{}/modules/{sha}",
+            world.wrangler.base, world.swarm_id
+        ))
+        .set("authorization", &format!("Bearer {}", world.owner_key))
+        .send_bytes(&bytes)
+        .context("uploading the module")?;
+    Ok((sha, bytes))
+}
+
+/// Every item line of a job's results from item `from` on, asking again from the closing
+/// line's `next` until every item is written (each answer ends after its share of
+/// subrequests); the number of answers it took.
+fn all_results(world: &World, job_id: &str, from: u64) -> Result<(Vec<String>, usize)> {
+    let (mut items, mut answers, mut next) = (Vec::new(), 0, from);
+    loop {
+        answers += 1;
+        ensure!(answers < 1_000, "no end after 1,000 answers");
+        let mut closing = None;
+        for line in results(world, job_id, next)? {
+            let value: serde_json::Value = serde_json::from_str(&line)?;
+            if value.get("item").is_some() {
+                ensure!(closing.is_none(), "a line after the closing line: {line}");
+                items.push(line);
+            } else {
+                closing = Some(value);
+            }
+        }
+        let closing = closing.context("an answer without its closing line")?;
+        next = closing["next"].as_u64().context("no next")?;
+        ensure!(
+            next == from + items.len() as u64,
+            "{closing} after {} items",
+            items.len()
+        );
+        if next == closing["items"].as_u64().context("no items")? {
+            return Ok((items, answers));
+        }
+        ensure!(closing["state"] != "cancelled", "{closing}");
+    }
+}
+
+/// The results stream of a job from item `from` on; its lines as they arrive.
+fn results(world: &World, job_id: &str, from: u64) -> Result<impl Iterator<Item = String>> {
+    use std::io::BufRead;
+    let resp = http_agent()
+        .get(&format!(
+            "{}/api/swarms/{}/jobs/{job_id}/results?from={from}",
+            world.wrangler.base, world.swarm_id
+        ))
+        .set("authorization", &format!("Bearer {}", world.owner_key))
+        .call()
+        .context("opening the results")?;
+    ensure!(
+        resp.content_type() == "application/x-ndjson",
+        "{}",
+        resp.content_type()
+    );
+    Ok(std::io::BufReader::new(resp.into_reader())
+        .lines()
+        .map_while(std::result::Result::ok))
+}
+
+/// The line the results stream must have for item `item` with input `input`, computed with
+/// the native runner: the output's base64 (and JSON when it is JSON), or the failure's kind
+/// (and a module error's message).
+fn expected_line(
+    runner: &workload::native::Runner,
+    compiled: &workload::native::Compiled,
+    item: u64,
+    input: u64,
+    limit: Duration,
+) -> serde_json::Value {
+    use base64::Engine as _;
+    match runner.run(compiled, &input.to_le_bytes(), limit) {
+        workload::Outcome::Output(bytes) => {
+            let output = base64::engine::general_purpose::STANDARD.encode(&bytes);
+            match serde_json::from_slice::<serde_json::Value>(&bytes) {
+                Ok(json) => {
+                    serde_json::json!({"item": item, "input": input, "output": output, "json": json})
+                }
+                Err(_) => serde_json::json!({"item": item, "input": input, "output": output}),
+            }
+        }
+        workload::Outcome::Failed(failure) => {
+            let message = match failure.kind {
+                workload::FailureKind::ModuleError => failure.message,
+                _ => String::new(),
+            };
+            serde_json::json!({"item": item, "input": input,
+                "error": {"kind": failure.kind.name(), "message": message}})
+        }
+    }
+}
+
+/// The Rust example over 10,000 seeds on the agents alive, with a device that names made-up
+/// outputs files joined beside them. The results are read while the job runs, the stream is
+/// dropped part way and resumed from the next item, and every line equals the native run.
+fn workload_on_agents(world: &mut World) -> Result<()> {
+    let result = run_workload_on_agents(world);
+    if result.is_err() {
+        // What the agents did with their leases (module fetches and uploads say why they
+        // failed here).
+        for agent in world
+            .survivor
+            .iter()
+            .map(|(a, _, _)| a)
+            .chain(&world.others)
+        {
+            let lines = agent.lines();
+            let tail = lines
+                .get(lines.len().saturating_sub(30)..)
+                .unwrap_or_default();
+            eprintln!(
+                "--- the last lines of agent {} ---\n{}",
+                agent.label,
+                tail.join("\n")
+            );
+        }
+    }
+    result
+}
+
+fn run_workload_on_agents(world: &mut World) -> Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (sha, bytes) = upload_example(world, "pi")?;
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let liar = {
+        let (ws_url, token, stop) = (
+            world.wrangler.ws_url(&world.swarm_id),
+            world.token.clone(),
+            std::sync::Arc::clone(&stop),
+        );
+        std::thread::spawn(move || {
+            runtime_tests::cheat::run(
+                &ws_url,
+                &token,
+                "fast liar",
+                runtime_tests::cheat::Model::FastLiar,
+                7,
+                &stop,
+            )
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    const ITEMS: u64 = 10_000;
+    let job_id = world.submit(serde_json::json!({
+        "kind": "workload", "module": sha, "start": 1_000, "step": 3, "items": ITEMS,
+        "time_limit_ms": 10_000
+    }))?;
+    let runner = workload::native::Runner::new().map_err(anyhow::Error::msg)?;
+    let compiled = runner.compile(&bytes)?;
+    let limit = Duration::from_secs(10);
+    let check = |line: &str, item: u64| -> Result<()> {
+        let got: serde_json::Value = serde_json::from_str(line)?;
+        let want = expected_line(&runner, &compiled, item, 1_000 + 3 * item, limit);
+        ensure!(got == want, "item {item}: got {got}, want {want}");
+        Ok(())
+    };
+    // The first 100 items, and whether the job was still running when they arrived.
+    let mut lines = results(world, &job_id, 0)?;
+    let mut running_at_first = None;
+    for item in 0..100 {
+        let line = lines
+            .next()
+            .with_context(|| format!("the stream ended before item {item}"))?;
+        if running_at_first.is_none() {
+            running_at_first =
+                Some(world.await_job(&job_id, Duration::ZERO)?.state == JobState::Running);
+        }
+        check(&line, item)?;
+    }
+    drop(lines);
+    // Resumed from the next item, to the end.
+    let (rest, answers) = all_results(world, &job_id, 100)?;
+    ensure!(rest.len() as u64 == ITEMS - 100, "{} items", rest.len());
+    for (item, line) in (100..).zip(&rest) {
+        check(line, item)?;
+    }
+    ensure!(
+        running_at_first == Some(true),
+        "the first results arrived only after the job ended"
+    );
+    let job = world.await_job(&job_id, Duration::from_secs(60))?;
+    ensure!(job.state == JobState::Done, "{job:?}");
+    ensure!(job.result == JobResult::Workload { failed: 0 }, "{job:?}");
+    stop.store(true, Ordering::Relaxed);
+    let report = liar
+        .join()
+        .map_err(|_| anyhow::anyhow!("the liar's thread panicked"))??;
+    ensure!(
+        report.lies > 0 && report.closed == Some(shared_protocol::close_code::BAD_RESULT),
+        "the liar was not caught: {report:?}"
+    );
+    println!(
+        "    10,000 items match the native run (read in {} answers); the liar told {} lies and was closed",
+        answers + 1,
+        report.lies
+    );
+    Ok(())
+}
+
+/// Each way of breaking of `examples/broken.wat` (chosen by the input's first byte) fails its
+/// item with the kind the native runner names, and the job completes.
+fn broken_workload(world: &mut World) -> Result<()> {
+    let (sha, bytes) = upload_example(world, "broken")?;
+    let job_id = world.submit(serde_json::json!({
+        "kind": "workload", "module": sha, "start": 0, "step": 1, "items": 16,
+        "time_limit_ms": 300
+    }))?;
+    let job = world.await_job(&job_id, Duration::from_secs(60))?;
+    ensure!(job.state == JobState::Done, "{job:?}");
+    let runner = workload::native::Runner::new().map_err(anyhow::Error::msg)?;
+    let compiled = runner.compile(&bytes)?;
+    let mut failed = 0;
+    let mut kinds = Vec::new();
+    let (lines, _) = all_results(world, &job_id, 0)?;
+    ensure!(lines.len() == 16, "{} items", lines.len());
+    for (item, line) in (0u64..).zip(lines) {
+        let got: serde_json::Value = serde_json::from_str(&line)?;
+        let want = expected_line(&runner, &compiled, item, item, Duration::from_millis(300));
+        ensure!(got == want, "item {item}: got {got}, want {want}");
+        if let Some(kind) = got["error"]["kind"].as_str() {
+            failed += 1;
+            kinds.push(kind.to_owned());
+        }
+    }
+    ensure!(kinds.len() == 14, "{kinds:?}");
+    ensure!(job.result == JobResult::Workload { failed }, "{job:?}");
+    println!("    items failed as {}", kinds.join(", "));
+    Ok(())
+}
+
+/// `ostrich submit` through a proxy that cuts its first two long answers mid-line: the
+/// results file still holds every item once, in order, equal to the native run. `status`
+/// and `cancel` act on a second job, and `results` of the cancelled job says so.
+fn cli_submits_and_follows(world: &mut World) -> Result<()> {
+    let ostrich = runtime_tests::agents::build_binary(&repo_root(), "ostrich-cli", "ostrich")?;
+    let proxy = runtime_tests::CuttingProxy::start(world.wrangler.port, 40_000, 2)?;
+    let swarm_url = format!("http://127.0.0.1:{}/s/{}", proxy.port, world.swarm_id);
+    let modules = repo_root().join("target/examples");
+    let run = |args: &[&str]| -> Result<std::process::Output> {
+        Ok(std::process::Command::new(&ostrich)
+            .arg("--swarm")
+            .arg(&swarm_url)
+            .args(args)
+            .env("OSTRICH_OWNER_KEY", &world.owner_key)
+            .output()?)
+    };
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    let out = world.dir.join("collatz.ndjson");
+    let collatz = modules.join("collatz.wasm");
+    let submitted = run(&[
+        "submit",
+        "--module",
+        &collatz.display().to_string(),
+        "--range",
+        "1..6001",
+        "--time-limit-ms",
+        "5000",
+        "--out",
+        &out.display().to_string(),
+    ])?;
+    let stderr = text(&submitted.stderr);
+    ensure!(submitted.status.success(), "submit failed: {stderr}");
+    ensure!(
+        proxy.cut() == 2,
+        "{} connections cut\n{stderr}",
+        proxy.cut()
+    );
+    ensure!(stderr.contains("resuming from item"), "{stderr}");
+    let runner = workload::native::Runner::new().map_err(anyhow::Error::msg)?;
+    let compiled = runner.compile(&std::fs::read(&collatz)?)?;
+    let written = std::fs::read_to_string(&out)?;
+    let lines: Vec<&str> = written.lines().collect();
+    ensure!(lines.len() == 6_000, "{} lines", lines.len());
+    for (item, line) in (0u64..).zip(&lines) {
+        let got: serde_json::Value = serde_json::from_str(line)?;
+        let want = expected_line(&runner, &compiled, item, item + 1, 5 * SECOND);
+        ensure!(got == want, "item {item}: got {got}, want {want}");
+    }
+    let job_id = stderr
+        .split_whitespace()
+        .skip_while(|w| *w != "job")
+        .nth(1)
+        .context("no job id on stderr")?
+        .to_owned();
+    let status = run(&["status", &job_id])?;
+    ensure!(
+        text(&status.stdout).starts_with("done: 6000 of 6000 items"),
+        "{}",
+        text(&status.stdout)
+    );
+
+    // A long job, submitted without waiting, then cancelled.
+    let pi = modules.join("pi.wasm");
+    let long = run(&[
+        "submit",
+        "--module",
+        &pi.display().to_string(),
+        "--range",
+        "0..1000000",
+        "--no-wait",
+    ])?;
+    ensure!(long.status.success(), "{}", text(&long.stderr));
+    let long_id = text(&long.stdout).trim().to_owned();
+    ensure!(run(&["cancel", &long_id])?.status.success());
+    let status = text(&run(&["status", &long_id])?.stdout);
+    ensure!(status.starts_with("cancelled: "), "{status}");
+    let results = run(&["results", &long_id])?;
+    ensure!(
+        !results.status.success(),
+        "results of a cancelled job end in an error"
+    );
+    ensure!(
+        text(&results.stderr).contains("the job was cancelled"),
+        "{}",
+        text(&results.stderr)
+    );
+    println!("    6,000 items written in order across 2 cut connections; status and cancel work");
     Ok(())
 }

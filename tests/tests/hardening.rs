@@ -163,6 +163,7 @@ fn two_cores() -> Capabilities {
         memory_mb: None,
         gpu: false,
         agent: AgentClass::Native,
+        workloads: false,
     }
 }
 

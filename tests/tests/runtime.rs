@@ -115,6 +115,10 @@ fn main() {
             "the ostrich CLI checks a module, uploads it once, and says why the swarm refuses",
             cli_uploads_a_module,
         ),
+        (
+            "a lease's ticket opens its module and the upload of its outputs, and nothing else",
+            lease_tickets_for_workloads,
+        ),
     ];
     let root = runtime_tests::repo_root();
     let persist = root
@@ -219,6 +223,7 @@ fn caps() -> Capabilities {
         memory_mb: Some(16_384),
         gpu: false,
         agent: AgentClass::Native,
+        workloads: true,
     }
 }
 
@@ -265,6 +270,15 @@ fn join_device(
 /// Joins one of the owner's own devices (with the owner key: its results are not replicated)
 /// and answers its benchmark.
 fn join_owned_device(w: &Wrangler, swarm: &TestSwarm, name: &str) -> Result<WsClient> {
+    join_owned_device_with_id(w, swarm, name).map(|(ws, _)| ws)
+}
+
+/// [`join_owned_device`], with the device's id.
+fn join_owned_device_with_id(
+    w: &Wrangler,
+    swarm: &TestSwarm,
+    name: &str,
+) -> Result<(WsClient, String)> {
     let mut ws = WsClient::connect(&w.ws_url(&swarm.swarm_id))?;
     ws.send(&new_device_hello(
         name,
@@ -272,10 +286,13 @@ fn join_owned_device(w: &Wrangler, swarm: &TestSwarm, name: &str) -> Result<WsCl
             owner_key: swarm.owner_key.clone(),
         },
     ))?;
-    ensure!(
-        matches!(ws.recv_message(5 * SECOND)?, ToClient::Welcome { .. }),
-        "{name} was not welcomed"
-    );
+    let device_id = match ws.recv_message(5 * SECOND)? {
+        ToClient::Welcome {
+            role: WelcomeRole::Device { device_id, .. },
+            ..
+        } => device_id,
+        other => bail!("{name} was not welcomed: {other:?}"),
+    };
     let (lease_id, work) = next_benchmark(&mut ws)?;
     let result = client_compute::compute(&work).map_err(anyhow::Error::msg)?;
     ws.send(&ToCoordinator::ChunkResult {
@@ -284,7 +301,7 @@ fn join_owned_device(w: &Wrangler, swarm: &TestSwarm, name: &str) -> Result<WsCl
         compute_ms: 17,
         ticket: None,
     })?;
-    Ok(ws)
+    Ok((ws, device_id))
 }
 
 /// The benchmark lease a device gets after its welcome.
@@ -1921,5 +1938,172 @@ fn cli_uploads_a_module(w: &Wrangler) -> Result<()> {
     let (ok, _, err) = upload(&swarm.owner_key, &importing)?;
     ensure!(!ok && err.contains("imports `env.now`"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
+    Ok(())
+}
+
+/// A device of a workload job holds a lease with a ticket. That ticket, with its device's id,
+/// reads the job's module and uploads the lease's outputs file; every other use, and every
+/// file that is not the lease's outputs, is refused with its code and stores nothing. The
+/// result naming the file is then served by the results stream.
+fn lease_tickets_for_workloads(w: &Wrangler) -> Result<()> {
+    use base64::Engine as _;
+    use sha2::{Digest, Sha256};
+    use workload::{Failure, FailureKind, Outcome};
+    let swarm = new_swarm(w, "tickets")?;
+    let collatz = wat::parse_file(runtime_tests::repo_root().join("examples/collatz.wat"))?;
+    let name = |bytes: &[u8]| workload::module::hex(&Sha256::digest(bytes).into());
+    let module = name(&collatz);
+    let api = format!("{}/api/swarms/{}", w.base, swarm.swarm_id);
+    http_agent()
+        .put(&format!("{api}/modules/{module}"))
+        .set("authorization", &format!("Bearer {}", swarm.owner_key))
+        .send_bytes(&collatz)?;
+    // The owner's device: its results are taken without a replica.
+    let (mut device, device_id) = join_owned_device_with_id(w, &swarm, "runner")?;
+    let submitted = owner_http(
+        w,
+        &swarm,
+        &swarm.owner_key,
+        &OwnerCommand::SubmitJob {
+            job: JobSpec::Workload {
+                module: module.clone(),
+                start: 5,
+                step: 1,
+                items: 3,
+                time_limit_ms: 1_000,
+            },
+        },
+    )?;
+    let OwnerReply::JobSubmitted { job_id } = submitted else {
+        bail!("{submitted:?}")
+    };
+    let (lease_id, work, ticket) = device.recv_until(10 * SECOND, |m| match m {
+        ToClient::Lease {
+            lease_id,
+            work: work @ Work::Workload { .. },
+            ticket: Some(ticket),
+            ..
+        } => Some((*lease_id, work.clone(), ticket.clone())),
+        _ => None,
+    })?;
+    ensure!(
+        matches!(
+            work,
+            Work::Workload {
+                first_item: 0,
+                items: 3,
+                ..
+            }
+        ),
+        "{work:?}"
+    );
+    let pass = format!("Lease {} {ticket}", device_id);
+    let outcomes = vec![
+        Outcome::Output(b"7".to_vec()),
+        Outcome::Output(b"8".to_vec()),
+        Outcome::Failed(Failure::new(FailureKind::ModuleError, "no")),
+    ];
+    let file = workload::outputs::encode(&outcomes);
+    let sha = name(&file);
+    let put = |auth: &str, sha: &str, body: &[u8]| {
+        http_agent()
+            .put(&format!("{api}/outputs/{sha}"))
+            .set("authorization", auth)
+            .send_bytes(body)
+    };
+    let refused = |result, want: (u16, ErrorCode)| -> Result<()> {
+        let got = http_error(result)?;
+        ensure!(got == want, "expected {want:?}, got {got:?}");
+        Ok(())
+    };
+    let forbidden = (403, ErrorCode::Forbidden);
+    refused(put("", &sha, &file), forbidden)?;
+    refused(
+        put(&format!("Bearer {}", swarm.owner_key), &sha, &file),
+        forbidden,
+    )?;
+    refused(
+        put(&format!("Lease {} {ticket}", "0".repeat(32)), &sha, &file),
+        forbidden,
+    )?;
+    refused(
+        put(
+            &format!("Lease {} {}", device_id, "A".repeat(43)),
+            &sha,
+            &file,
+        ),
+        forbidden,
+    )?;
+    refused(
+        put(&pass, &name(b"other"), &file),
+        (400, ErrorCode::Invalid),
+    )?;
+    let short = workload::outputs::encode(&outcomes[..2]);
+    refused(put(&pass, &name(&short), &short), (400, ErrorCode::Invalid))?;
+    let bad_tag = [&[9u8, 1, 0, 0, 0, 0][..], &file].concat();
+    refused(
+        put(&pass, &name(&bad_tag), &bad_tag),
+        (400, ErrorCode::Invalid),
+    )?;
+    refused(put(&pass, "not-a-sha", &file), (404, ErrorCode::NotFound))?;
+    let stored = put(&pass, &sha, &file)?;
+    ensure!(stored.status() == 201, "stored");
+    let stored: serde_json::Value = stored.into_json()?;
+    let receipt = stored["receipt"].as_str().context("a receipt")?.to_owned();
+    ensure!(receipt.len() == 43, "{stored}");
+    let again: serde_json::Value = put(&pass, &sha, &file)?.into_json()?;
+    ensure!(again == stored, "stored once, the same receipt: {again}");
+
+    // The module with the ticket: the job's, prepared; no other.
+    let served = http_agent()
+        .get(&format!("{api}/modules/{module}"))
+        .set("authorization", &pass)
+        .call()?;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut served.into_reader(), &mut bytes)?;
+    ensure!(
+        bytes == workload::module::check(&collatz)?.bytes,
+        "the prepared module"
+    );
+    let other = name(b"another module");
+    refused(
+        http_agent()
+            .get(&format!("{api}/modules/{other}"))
+            .set("authorization", &pass)
+            .call(),
+        forbidden,
+    )?;
+
+    // The result names the file; the owner reads it in item order.
+    device.send(&ToCoordinator::ChunkResult {
+        lease_id,
+        result: WorkResult::Workload {
+            outputs: sha.clone(),
+            failed: 1,
+            receipt,
+        },
+        compute_ms: 5,
+        ticket: Some(ticket.clone()),
+    })?;
+    let url = format!("{api}/jobs/{job_id}/results?from=1");
+    refused(http_agent().get(&url).call(), (401, ErrorCode::BadOwnerKey))?;
+    let body = http_agent()
+        .get(&url)
+        .set("authorization", &format!("Bearer {}", swarm.owner_key))
+        .call()?
+        .into_string()?;
+    let lines: Vec<serde_json::Value> = body
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<std::result::Result<_, _>>()?;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let want = vec![
+        serde_json::json!({"item": 1, "input": 6, "output": b64(b"8"), "json": 8}),
+        serde_json::json!({"item": 2, "input": 7, "error": {"kind": "module_error", "message": "no"}}),
+        serde_json::json!({"next": 3, "items": 3, "state": "done"}),
+    ];
+    ensure!(lines == want, "{lines:?}");
+    // With the job ended, the ticket opens nothing.
+    refused(put(&pass, &sha, &file), forbidden)?;
     Ok(())
 }

@@ -397,6 +397,7 @@ fn device(i: usize, url: &str, owner_key: &str, seen: &Seen) {
                 memory_mb: None,
                 gpu: false,
                 agent: AgentClass::Native,
+                workloads: false,
             },
             credential: None,
             invite: Some(JoinProof::OwnerKey {

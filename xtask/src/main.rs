@@ -248,7 +248,11 @@ fn test() -> Result<()> {
             fuzz_test,
         ]))
     })?;
-    step("build", || build::all(&tools))?;
+    // The example workloads too: the agent tests run them on the swarm.
+    step("build", || {
+        build::all(&tools)?;
+        examples::build().map(drop)
+    })?;
     step("runtime tests (workerd)", || {
         run(cargo().args(["test", "-p", "runtime-tests"]))
     })?;

@@ -58,6 +58,9 @@ pub fn compute(work: &Work) -> Result<WorkResult, String> {
                 *max_found as usize,
             ),
         }),
+        // Items of a workload run in the module, one instance each ([`run_workload_item`]
+        // in a browser, `workload::native` in the agent), and their outputs are uploaded.
+        Work::Workload { .. } => Err("workload items are run by the workload runner".into()),
     }
 }
 

@@ -409,6 +409,7 @@ pub fn caps() -> Capabilities {
         memory_mb: Some(4096),
         gpu: false,
         agent: AgentClass::Native,
+        workloads: true,
     }
 }
 
