@@ -326,7 +326,7 @@ fn owner(base: &str, key: &str, command: &OwnerCommand) -> Result<OwnerReply> {
 
 /// CPU time (user + system, ms) and peak resident memory (KiB) of the workerd processes in
 /// wrangler's process group.
-fn workerd_usage(group: u32) -> Result<(u64, u64)> {
+pub(crate) fn workerd_usage(group: u32) -> Result<(u64, u64)> {
     let ticks_per_s = 100; // USER_HZ on Linux
     let (mut cpu, mut peak) = (0, 0);
     for entry in std::fs::read_dir("/proc")? {

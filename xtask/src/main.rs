@@ -10,6 +10,8 @@
 //! - `bench`  — benchmark tables (scheduling simulator, scheduler throughput, verification,
 //!   dashboard traffic, kernels native vs WASM in Chromium), measured on a release build;
 //!   `bench sched` — the scheduler throughput table alone;
+//!   `bench workload` — own workloads: the example `pi` on native agents against workerd,
+//!   and on the native runner alone;
 //!   `bench load [N …]` — the load table alone: N simulated devices against workerd
 
 mod bench;
@@ -18,6 +20,7 @@ mod examples;
 mod kernels_bench;
 mod load;
 mod tools;
+mod workload_bench;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -27,7 +30,7 @@ use anyhow::{bail, Context, Result};
 use runtime_tests::{free_port, short_timeouts, Wrangler, WranglerCommand};
 
 const USAGE: &str =
-    "usage: cargo xtask <setup|build|dev [--port N]|test|deploy [--env staging|production]|examples|e2e [FILE …]|bench [load [N …] | sched]>";
+    "usage: cargo xtask <setup|build|dev [--port N]|test|deploy [--env staging|production]|examples|e2e [FILE …]|bench [load [N …] | sched | workload]>";
 
 fn main() -> ExitCode {
     match real_main() {
@@ -75,6 +78,7 @@ fn real_main() -> Result<()> {
                 bench::scheduler_throughput();
                 Ok(())
             }
+            Some("workload") => workload_bench::table(),
             _ => bench::all(),
         },
         Some("deploy") => {
