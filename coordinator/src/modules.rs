@@ -15,11 +15,10 @@ use std::collections::HashMap;
 
 use sha2::{Digest, Sha256};
 use shared_protocol::{is_sha256, ErrorCode, Limits};
-use worker::{Env, Method, Request, RequestInit, Response, Result};
+use worker::{Env, Method, Request, Response, Result};
 use workload::module::{check, hex, MAX_MODULE_BYTES};
 
 use crate::http::{bearer, error_response, json_response, read_body};
-use crate::SWARM_BINDING;
 
 /// The R2 bucket binding in wrangler.toml.
 pub const BUCKET_BINDING: &str = "STORE";
@@ -155,15 +154,26 @@ async fn refuse(
             },
         );
     }
+    not_owner(req, env, swarm_id).await
+}
+
+/// The answer that refuses the request unless its bearer key is the swarm's owner key (asked
+/// of the swarm's object, `/authorize`).
+pub(crate) async fn not_owner(
+    req: &Request,
+    env: &Env,
+    swarm_id: &str,
+) -> Result<Option<Response>> {
     let headers = worker::Headers::new();
     headers.set("authorization", &format!("Bearer {}", bearer(req)))?;
-    let mut init = RequestInit::new();
-    init.with_method(Method::Get).with_headers(headers);
-    let ask = Request::new_with_init("https://swarm/authorize", &init)?;
-    let stub = env
-        .durable_object(SWARM_BINDING)?
-        .id_from_name(swarm_id)?
-        .get_stub()?;
-    let answer = stub.fetch_with_request(ask).await?;
+    let answer = crate::outputs::ask_with(
+        env,
+        swarm_id,
+        Method::Get,
+        "https://swarm/authorize",
+        None,
+        headers,
+    )
+    .await?;
     Ok((answer.status_code() != 204).then_some(answer))
 }

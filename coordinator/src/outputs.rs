@@ -24,7 +24,7 @@ use swarm_core::{OutputsIndex, Vouched};
 use worker::{Env, Method, Request, RequestInit, Response, Result};
 use workload::{outputs, Failure, Outcome};
 
-use crate::http::{bearer, error_response, json_response};
+use crate::http::{error_response, json_response};
 use crate::modules::{read_named, BUCKET_BINDING};
 use crate::SWARM_BINDING;
 
@@ -129,19 +129,8 @@ pub async fn results(req: Request, env: &Env, swarm_id: &str, job_id: &str) -> R
             return error_response(ErrorCode::Invalid, "from: an item index (a whole number)")
         }
     };
-    let headers = worker::Headers::new();
-    headers.set("authorization", &format!("Bearer {}", bearer(&req)))?;
-    let authorized = ask_with(
-        env,
-        swarm_id,
-        Method::Get,
-        "https://swarm/authorize",
-        None,
-        headers,
-    )
-    .await?;
-    if authorized.status_code() != 204 {
-        return Ok(authorized);
+    if let Some(refusal) = crate::modules::not_owner(&req, env, swarm_id).await? {
+        return Ok(refusal);
     }
     // The first answer is read before the stream starts, so that an unknown job or one of
     // another kind is an error status, not an empty stream.
@@ -332,7 +321,8 @@ async fn ask(
     ask_with(env, swarm_id, method, url, body, worker::Headers::new()).await
 }
 
-async fn ask_with(
+/// A request to the swarm's object (its internal routes), answered.
+pub(crate) async fn ask_with(
     env: &Env,
     swarm_id: &str,
     method: Method,

@@ -300,7 +300,7 @@ impl Sample {
     }
 }
 
-fn stats(base: &str, key: &str) -> Result<SwarmStats> {
+pub(crate) fn stats(base: &str, key: &str) -> Result<SwarmStats> {
     Ok(agent()
         .get(&format!("{base}/stats"))
         .set("authorization", &format!("Bearer {key}"))

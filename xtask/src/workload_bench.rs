@@ -136,7 +136,10 @@ fn swarm_row(
         agent.wait_for_line(Duration::from_secs(60), |l| l.starts_with("benchmark done"))?;
         running.push(agent);
     }
-    let before = (stats(&base, &key)?, crate::load::workerd_usage(w.pid())?.0);
+    let before = (
+        crate::load::stats(&base, &key)?,
+        crate::load::workerd_usage(w.pid())?.0,
+    );
     let started = Instant::now();
     let submitted = owner(serde_json::json!({"command": "submit_job", "job": {
         "kind": "workload", "module": sha, "start": 0, "step": 1, "items": ITEMS,
@@ -160,7 +163,10 @@ fn swarm_row(
         std::thread::sleep(Duration::from_millis(100));
     }
     let seconds = started.elapsed().as_secs_f64();
-    let after = (stats(&base, &key)?, crate::load::workerd_usage(w.pid())?.0);
+    let after = (
+        crate::load::stats(&base, &key)?,
+        crate::load::workerd_usage(w.pid())?.0,
+    );
     drop(running);
     let (streamed, lines) = stream(&base, &key, &job_id)?;
     ensure!(lines == ITEMS, "{lines} result lines");
@@ -181,14 +187,6 @@ fn swarm_row(
         writes: per_item(w1.saturating_sub(w0)),
         streamed_bytes: per_item(streamed),
     })
-}
-
-fn stats(base: &str, key: &str) -> Result<SwarmStats> {
-    Ok(http_agent()
-        .get(&format!("{base}/stats"))
-        .set("authorization", &format!("Bearer {key}"))
-        .call()?
-        .into_json()?)
 }
 
 /// Reads the whole results stream: its bytes and item lines.
