@@ -640,7 +640,11 @@ fn all_results(world: &World, job_id: &str, from: u64) -> Result<(Vec<String>, u
 /// The results stream of a job from item `from` on; its lines as they arrive.
 fn results(world: &World, job_id: &str, from: u64) -> Result<impl Iterator<Item = String>> {
     use std::io::BufRead;
-    let resp = http_agent()
+    // An answer waiting for items sends nothing for up to about 40 s (docs/PROTOCOL.md): the
+    // usual 10 s timeout of the test client would cut it.
+    let resp = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(120))
+        .build()
         .get(&format!(
             "{}/api/swarms/{}/jobs/{job_id}/results?from={from}",
             world.wrangler.base, world.swarm_id
