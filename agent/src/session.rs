@@ -489,6 +489,7 @@ impl Agent {
             | LinkEvent::Ack { .. }
             | LinkEvent::Error { .. }
             | LinkEvent::Computed { .. }
+            | LinkEvent::Failed { .. }
             | LinkEvent::Nothing => {}
         }
         Ok(())

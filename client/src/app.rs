@@ -1078,7 +1078,10 @@ fn DevicePage(swarm_id: String, proof: Option<JoinProof>) -> impl IntoView {
                 return missing.set(true);
             }
             let device_path = Route::device_path(&swarm_id);
-            let pool = browser::WorkerPool::new(usize::from(cores));
+            let pool = browser::WorkerPool::new(
+                usize::from(cores),
+                format!("{origin}/api/swarms/{swarm_id}"),
+            );
             // A device skips the dashboard's snapshots unread.
             drive::<serde::de::IgnoredAny>(
                 Link::new(identity),
@@ -1120,6 +1123,9 @@ fn DevicePage(swarm_id: String, proof: Option<JoinProof>) -> impl IntoView {
                             lease_id,
                             compute_ms,
                         }) => tally.update(|t| t.computed(lease_id, compute_ms)),
+                        Some(LinkEvent::Failed { lease_id, error }) => {
+                            tally.update(|t| t.failed(lease_id, error))
+                        }
                         Some(LinkEvent::CancelLease { lease_id }) => {
                             tally.update(|t| t.withdrawn(Some(lease_id)))
                         }
@@ -1209,6 +1215,9 @@ fn DevicePage(swarm_id: String, proof: Option<JoinProof>) -> impl IntoView {
                 <dt>"Current chunk"</dt><dd data-testid="current-chunk">{move || tally.with(|t| t.current().unwrap_or("—").to_owned())}</dd>
                 <dt>"Chunks"</dt><dd data-testid="chunks-done">{move || tally.with(|t| t.chunks_done)}</dd>
                 <dt>"Throughput"</dt><dd>{move || tally.with(|t| t.units_per_second.map_or("—".into(), |r| format!("{} per worker", format::rate(r, t.unit))))}</dd>
+                <Show when=move || tally.with(|t| t.last_error.is_some())>
+                    <dt>"Last failed chunk"</dt><dd data-testid="lease-error">{move || tally.with(|t| t.last_error.clone().unwrap_or_default())}</dd>
+                </Show>
             </dl>
         </section>
     }

@@ -239,24 +239,40 @@ pub async fn draw_png(
     Some(img.natural_height())
 }
 
+/// A lease waiting for a worker.
+#[derive(Clone)]
+struct Queued {
+    lease_id: u64,
+    work: Work,
+    bench: bool,
+    /// For a workload lease, `Lease <device id> <ticket>`: its module's fetch and its
+    /// outputs' upload present it.
+    auth: Option<String>,
+}
+
 /// A pool of module Web Workers (`/worker.js`), one per core, each running one lease at a time
-/// with the shared kernels, so the page stays responsive. Which worker may start a lease when
-/// is the [`Pacer`]'s to say (lent cores, the swarm's share, duty-cycle rests).
+/// with the shared kernels (or, for own workloads, the lease's module in a runner worker of its
+/// own), so the page stays responsive. Which worker may start a lease when is the [`Pacer`]'s
+/// to say (lent cores, the swarm's share, duty-cycle rests).
 pub struct WorkerPool {
     workers: Vec<web_sys::Worker>,
+    /// `…/api/swarms/<id>`: where workload leases fetch modules and upload outputs.
+    api: String,
     pacer: Pacer,
-    /// Leases waiting for a worker, oldest first; `true` marks the benchmark.
-    queue: VecDeque<(u64, Work, bool)>,
+    /// Leases waiting for a worker, oldest first.
+    queue: VecDeque<Queued>,
     running: HashMap<usize, (u64, bool)>,
     /// Leases whose results no longer count (withdrawn while disconnected, or cancelled).
     stale: HashSet<u64>,
-    results: UnboundedReceiver<(usize, u64, String, f64)>,
+    /// `(worker, lease_id, the result's JSON or why there is none, compute ms)`
+    results: UnboundedReceiver<(usize, u64, Result<String, String>, f64)>,
     _handlers: Vec<Closure<dyn FnMut(MessageEvent)>>,
 }
 
 impl WorkerPool {
-    /// Starts `size` workers; `None` if the browser cannot run module workers.
-    pub fn new(size: usize) -> Option<Self> {
+    /// Starts `size` workers for the swarm API at `api`; `None` if the browser cannot run
+    /// module workers.
+    pub fn new(size: usize, api: String) -> Option<Self> {
         let (tx, results) = unbounded();
         let options = WorkerOptions::new();
         options.set_type(WorkerType::Module);
@@ -269,9 +285,15 @@ impl WorkerPool {
                 let data = event.data();
                 let field = |name: &str| Reflect::get(&data, &name.into()).ok();
                 let number = |name: &str| field(name).and_then(|v| v.as_f64()).unwrap_or(-1.0);
-                let result = field("result")
-                    .and_then(|v| v.as_string())
-                    .unwrap_or_default();
+                let text = |name: &str| field(name).and_then(|v| v.as_string()).unwrap_or_default();
+                let (result, error) = (text("result"), text("error"));
+                let result = if !result.is_empty() {
+                    Ok(result)
+                } else if !error.is_empty() {
+                    Err(error)
+                } else {
+                    Err("the worker could not compute it".to_owned())
+                };
                 let _ = tx.unbounded_send((index, number("lease_id") as u64, result, number("ms")));
             });
             worker.set_onmessage(Some(handler.as_ref().unchecked_ref()));
@@ -281,6 +303,7 @@ impl WorkerPool {
         let pacer = Pacer::new(workers.len());
         Some(Self {
             workers,
+            api,
             pacer,
             queue: VecDeque::new(),
             running: HashMap::new(),
@@ -302,15 +325,31 @@ impl WorkerPool {
         self.pump();
     }
 
-    pub fn submit(&mut self, lease_id: u64, work: Work, bench: bool) {
-        self.queue.push_back((lease_id, work, bench));
+    /// A lease to compute; `auth` for a workload lease (see [`Link::lease_authorization`]).
+    pub fn submit(&mut self, lease_id: u64, work: Work, bench: bool, auth: Option<String>) {
+        self.queue.push_back(Queued {
+            lease_id,
+            work,
+            bench,
+            auth,
+        });
         self.pump();
     }
 
     pub fn cancel(&mut self, lease_id: u64) {
-        self.queue.retain(|(id, _, _)| *id != lease_id);
-        if self.running.values().any(|(id, _)| *id == lease_id) {
+        self.queue.retain(|queued| queued.lease_id != lease_id);
+        let running = self.running.iter().find(|(_, (id, _))| *id == lease_id);
+        if let Some((&index, _)) = running {
             self.stale.insert(lease_id);
+            // A workload lease stops at once (its runner is terminated); a kernel's lease
+            // runs out, its result unread.
+            let message = js_sys::Object::new();
+            let _ = Reflect::set(
+                &message,
+                &"cancel".into(),
+                &JsValue::from_f64(lease_id as f64),
+            );
+            let _ = self.workers[index].post_message(&message);
         }
     }
 
@@ -331,11 +370,19 @@ impl WorkerPool {
     /// Starts waiting leases on the workers the pacer allows.
     pub fn pump(&mut self) {
         let now = now_ms();
-        while let Some((lease_id, work, bench)) = self.queue.front().cloned() {
+        while let Some(bench) = self.queue.front().map(|queued| queued.bench) {
             let Some(index) = self.pacer.free_slot(now, bench) else {
                 break;
             };
-            self.queue.pop_front();
+            let Some(Queued {
+                lease_id,
+                work,
+                auth,
+                ..
+            }) = self.queue.pop_front()
+            else {
+                break;
+            };
             let message = js_sys::Object::new();
             let _ = Reflect::set(
                 &message,
@@ -343,14 +390,19 @@ impl WorkerPool {
                 &JsValue::from_f64(lease_id as f64),
             );
             let _ = Reflect::set(&message, &"work".into(), &encode(&work).into());
+            if let Some(auth) = auth {
+                let _ = Reflect::set(&message, &"auth".into(), &auth.into());
+                let _ = Reflect::set(&message, &"api".into(), &self.api.as_str().into());
+            }
             let _ = self.workers[index].post_message(&message);
             self.pacer.start(index);
             self.running.insert(index, (lease_id, bench));
         }
     }
 
-    /// The next finished lease that still counts: `(lease_id, result, compute_ms)`.
-    pub async fn next_result(&mut self) -> (u64, WorkResult, u64) {
+    /// The next finished lease that still counts: `(lease_id, result or why there is none,
+    /// compute_ms)`.
+    pub async fn next_result(&mut self) -> (u64, Result<WorkResult, String>, u64) {
         loop {
             let Some((index, lease_id, result, ms)) = self.results.next().await else {
                 return futures::future::pending().await;
@@ -362,9 +414,9 @@ impl WorkerPool {
             if self.stale.remove(&lease_id) {
                 continue;
             }
-            let Ok(result) = serde_json::from_str::<WorkResult>(&result) else {
-                continue;
-            };
+            let result = result.and_then(|json| {
+                serde_json::from_str::<WorkResult>(&json).map_err(|err| err.to_string())
+            });
             return (lease_id, result, ms);
         }
     }
@@ -385,7 +437,7 @@ impl Drop for WorkerPool {
 enum Wake {
     Incoming(Option<Result<Message, gloo_net::websocket::WebSocketError>>),
     Lend(u16),
-    Computed(u64, WorkResult, u64),
+    Computed(u64, Result<WorkResult, String>, u64),
     Timer,
 }
 
@@ -470,9 +522,12 @@ where
                                         lease_id,
                                         work,
                                         job_id,
-                                    } => {
-                                        pool.submit(*lease_id, work.clone(), job_id == BENCH_JOB_ID)
-                                    }
+                                    } => pool.submit(
+                                        *lease_id,
+                                        work.clone(),
+                                        job_id == BENCH_JOB_ID,
+                                        link.lease_authorization(*lease_id),
+                                    ),
                                     LinkEvent::Share(share) => pool
                                         .set_share(usize::from(share.workers), share.duty_percent),
                                     LinkEvent::CancelLease { lease_id } => pool.cancel(*lease_id),
@@ -496,7 +551,7 @@ where
                         }
                         Wake::Incoming(Some(Ok(Message::Bytes(_)))) => None,
                         Wake::Incoming(Some(Err(_)) | None) => break,
-                        Wake::Computed(lease_id, result, ms) => {
+                        Wake::Computed(lease_id, Ok(result), ms) => {
                             update(
                                 &link,
                                 Some(LinkEvent::Computed {
@@ -505,6 +560,12 @@ where
                                 }),
                             );
                             Some(link.chunk_result(now_ms(), lease_id, result, ms))
+                        }
+                        // Not answered: the coordinator gives the lease to another device
+                        // when its deadline passes.
+                        Wake::Computed(lease_id, Err(error), _) => {
+                            update(&link, Some(LinkEvent::Failed { lease_id, error }));
+                            None
                         }
                         Wake::Timer => {
                             if let Some(pool) = pool.as_mut() {

@@ -39,7 +39,8 @@ pub fn capabilities(nav: &Navigator) -> Capabilities {
             .map(|gb| (gb * 1024.0).round().clamp(1.0, 16_777_216.0) as u32),
         gpu: nav.has_webgpu,
         agent: agent_class(&nav.user_agent),
-        workloads: false,
+        // Every browser that runs module workers runs WebAssembly (pages/worker.js).
+        workloads: true,
     }
 }
 

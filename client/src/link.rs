@@ -185,6 +185,12 @@ pub enum LinkEvent {
         lease_id: u64,
         compute_ms: u64,
     },
+    /// Raised by the glue: a worker could not compute a lease (a workload's module could not
+    /// be fetched, or its outputs not uploaded); it is left unanswered.
+    Failed {
+        lease_id: u64,
+        error: String,
+    },
     Nothing,
 }
 
@@ -398,6 +404,20 @@ impl Link {
             .iter()
             .find(|(id, _)| *id == lease_id)
             .map(|(_, ticket)| ticket.as_str())
+    }
+
+    /// What a workload lease's module fetch and outputs upload present, once welcomed:
+    /// `Lease <device id> <ticket>` (docs/PROTOCOL.md, the module and outputs endpoints).
+    pub fn lease_authorization(&self, lease_id: u64) -> Option<String> {
+        let Identity::Device {
+            credential: Some(credential),
+            ..
+        } = &self.identity
+        else {
+            return None;
+        };
+        let ticket = self.ticket(lease_id)?;
+        Some(format!("Lease {} {ticket}", credential.device_id))
     }
 
     /// The message that reports a computed lease. A result of a lease that came with a

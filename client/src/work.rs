@@ -65,6 +65,8 @@ pub struct Tally {
     pub units_per_second: Option<f64>,
     /// ...and what its units were ("numbers", "pixels", "hashes").
     pub unit: &'static str,
+    /// Why the last lease it could not compute failed (a workload's module or upload).
+    pub last_error: Option<String>,
     leases: Vec<Held>,
 }
 
@@ -100,6 +102,12 @@ impl Tally {
     pub fn withdrawn(&mut self, lease_id: Option<u64>) {
         self.leases
             .retain(|held| lease_id.is_some_and(|id| id != held.lease_id));
+    }
+
+    /// A lease could not be computed (it goes unanswered, to another device).
+    pub fn failed(&mut self, lease_id: u64, error: String) {
+        self.withdrawn(Some(lease_id));
+        self.last_error = Some(error);
     }
 
     /// A lease's result was sent after `compute_ms` of work.
@@ -162,5 +170,10 @@ mod tests {
             None,
             "a dropped connection withdraws everything"
         );
+        tally.leased(11, "job", &Work::PrimeCount { lo: 0, hi: 10 });
+        tally.failed(11, "no module".into());
+        assert_eq!(tally.current(), None);
+        assert_eq!(tally.last_error.as_deref(), Some("no module"));
+        assert_eq!(tally.chunks_done, 1, "a failed lease is not a chunk done");
     }
 }

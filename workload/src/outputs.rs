@@ -23,20 +23,29 @@ const HEADER_BYTES: usize = 5;
 pub fn encode(outcomes: &[Outcome]) -> Vec<u8> {
     let mut file = Vec::new();
     for outcome in outcomes {
-        let (tag, payload) = match outcome {
-            Outcome::Output(bytes) => (OUTPUT, bytes.clone()),
-            Outcome::Failed(failure) => (FAILED, failure_payload(failure)),
-        };
-        file.push(tag);
-        // Outputs are at most 256 KiB and failure payloads about 1 KiB.
-        file.extend_from_slice(
-            &u32::try_from(payload.len())
-                .unwrap_or(u32::MAX)
-                .to_le_bytes(),
-        );
-        file.extend_from_slice(&payload);
+        push(&mut file, outcome);
     }
     file
+}
+
+/// Appends the record of one item's outcome to a file (or to an empty one: the record alone).
+pub fn push(file: &mut Vec<u8>, outcome: &Outcome) {
+    let failure;
+    let (tag, payload) = match outcome {
+        Outcome::Output(bytes) => (OUTPUT, bytes.as_slice()),
+        Outcome::Failed(failed) => {
+            failure = failure_payload(failed);
+            (FAILED, failure.as_slice())
+        }
+    };
+    file.push(tag);
+    // Outputs are at most 256 KiB and failure payloads about 1 KiB.
+    file.extend_from_slice(
+        &u32::try_from(payload.len())
+            .unwrap_or(u32::MAX)
+            .to_le_bytes(),
+    );
+    file.extend_from_slice(payload);
 }
 
 fn failure_payload(failure: &Failure) -> Vec<u8> {

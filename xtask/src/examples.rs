@@ -94,9 +94,36 @@ pub fn browser_reference(dir: &Path) -> Result<PathBuf> {
         modules.insert(name.to_owned(), json!(prepared));
     }
     let path = dir.join("workload-reference.json");
-    std::fs::write(
-        &path,
-        json!({ "modules": modules, "cases": cases }).to_string(),
-    )?;
+    let document = json!({ "modules": modules, "cases": cases, "jobs": swarm_jobs(&runner)? });
+    std::fs::write(&path, document.to_string())?;
     Ok(path)
+}
+
+/// The jobs the browser test runs on a swarm of a browser and a native agent, each with its
+/// module's file (to upload) and every item's outcome on the native runner: `pi` over 10,000
+/// seeds, and `broken` over inputs 0–15 (every way it breaks, the endless loop included, and
+/// two echoes).
+fn swarm_jobs(runner: &workload::native::Runner) -> Result<serde_json::Value> {
+    let mut jobs = serde_json::Map::new();
+    for (name, start, step, items, time_limit_ms) in [
+        ("pi", 1_000u64, 3u64, 10_000u64, 10_000u32),
+        ("broken", 0, 1, 16, 1_000),
+    ] {
+        let file = root().join("target/examples").join(format!("{name}.wasm"));
+        let compiled = runner.compile(&std::fs::read(&file)?)?;
+        let limit = Duration::from_millis(u64::from(time_limit_ms));
+        let outcomes: Vec<_> = (0..items)
+            .map(|i| runner.run(&compiled, &(start + i * step).to_le_bytes(), limit))
+            .collect();
+        jobs.insert(
+            name.to_owned(),
+            json!({
+                "file": file,
+                "spec": { "kind": "workload", "start": start, "step": step, "items": items,
+                          "time_limit_ms": time_limit_ms },
+                "outcomes": outcomes,
+            }),
+        );
+    }
+    Ok(jobs.into())
 }

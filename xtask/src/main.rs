@@ -286,6 +286,9 @@ fn browser_tests(files: &[String]) -> Result<()> {
     ));
     let reference = mandelbrot_reference(&persist)?;
     let workloads = examples::browser_reference(&persist)?;
+    // The native agent joins a browser on a swarm in `workload.test.mjs`.
+    run(cargo().args(["build", "-p", "agent"]))?;
+    let agent = root().join("target/debug/ostrich-agent");
     let mut wrangler = Wrangler::start_anywhere(&persist, vars)?;
     let mut node = Command::new("node");
     node.args(["--test", "--test-concurrency=1"]);
@@ -298,6 +301,7 @@ fn browser_tests(files: &[String]) -> Result<()> {
         .env("OSTRICH_BASE_URL", &wrangler.base)
         .env("OSTRICH_MANDELBROT_REFERENCE", &reference)
         .env("OSTRICH_WORKLOAD_REFERENCE", &workloads)
+        .env("OSTRICH_AGENT", &agent)
         .env("OSTRICH_PAGES_PORT", pages_port.to_string())
         .env("CHROMIUM_PATH", "/usr/bin/chromium")
         .current_dir(root()));

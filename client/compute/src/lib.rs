@@ -3,6 +3,8 @@
 //! page's UI wasm carries no kernel and a worker loads no UI; the native agent computes with
 //! the same [`compute`].
 
+pub mod lease;
+
 use kernels::mandelbrot::{render_tile, Tile, View};
 use shared_protocol::{encode_counts, Work, WorkResult};
 
@@ -79,15 +81,98 @@ pub fn compute_work(work: &str) -> String {
 /// Runs one item of an own workload in a fresh instance of `module` (compiled from the
 /// module's prepared bytes, docs/WORKLOADS.md); returns the JSON of
 /// `{"outcome": <workload::Outcome>, "digest": <hex SHA-256, or null>}`. Never throws:
-/// every trap, bad export or bad range is an outcome. The time limit is not here: a worker
-/// running an item past it is terminated by the page.
+/// every trap, bad export or bad range is an outcome. The time limit is not here: a runner
+/// on an item past it is terminated (see [`lease`]).
 #[cfg(target_arch = "wasm32")]
 #[wasm_bindgen::prelude::wasm_bindgen]
 pub fn run_workload_item(module: &js_sys::WebAssembly::Module, input: &[u8]) -> String {
-    let outcome =
-        browser_workload::run_item(module, input).unwrap_or_else(workload::Outcome::Failed);
+    let outcome = browser_workload::run(module, input);
     let digest = outcome.digest().map(|d| workload::module::hex(&d));
     serde_json::json!({ "outcome": outcome, "digest": digest }).to_string()
+}
+
+/// Runs item `item` of a workload lease (`work`, the JSON of its `Work`) in a fresh instance
+/// of `module`; returns the item's record of the outputs file (what `pages/runner.js` posts
+/// back). Never throws: a lease that is not a workload, or an item outside its inputs, is an
+/// `engine` failure.
+#[cfg(target_arch = "wasm32")]
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub fn run_workload_record(module: &js_sys::WebAssembly::Module, work: &str, item: f64) -> Vec<u8> {
+    let input = serde_json::from_str::<Work>(work)
+        .ok()
+        .and_then(|work| work.item_input(item as u64));
+    let outcome = match input {
+        Some(input) => browser_workload::run(module, &input),
+        None => workload::Outcome::Failed(workload::Failure::new(
+            workload::FailureKind::Engine,
+            "the item is not one of the lease's",
+        )),
+    };
+    lease::record(&outcome)
+}
+
+/// A workload lease on its way through a browser's lease worker: [`lease::ItemRun`] for
+/// `pages/worker.js`, with times in milliseconds and item indexes as JavaScript numbers.
+#[cfg(target_arch = "wasm32")]
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub struct WorkloadLease(lease::ItemRun);
+
+#[cfg(target_arch = "wasm32")]
+#[wasm_bindgen::prelude::wasm_bindgen]
+impl WorkloadLease {
+    /// The run of the lease `work` (the JSON of its `Work`); throws if it is not a workload.
+    #[wasm_bindgen(constructor)]
+    pub fn new(work: &str) -> Result<WorkloadLease, String> {
+        let work = serde_json::from_str::<Work>(work).map_err(|err| err.to_string())?;
+        lease::ItemRun::new(&work).map(Self)
+    }
+
+    /// The module's SHA-256.
+    pub fn module(&self) -> String {
+        self.0.module().to_owned()
+    }
+
+    /// What to do now, as JSON: `{"run": {kill, from, end, wake_at}}`, `{"wait": {wake_at}}`
+    /// or `{"done": {kill}}` ([`lease::Step`]).
+    pub fn poll(&mut self, now: f64) -> String {
+        let json = match self.0.poll(now as u64) {
+            lease::Step::Run {
+                kill,
+                from,
+                end,
+                wake_at,
+            } => {
+                serde_json::json!({"run": {"kill": kill, "from": from, "end": end, "wake_at": wake_at}})
+            }
+            lease::Step::Wait { wake_at } => serde_json::json!({"wait": {"wake_at": wake_at}}),
+            lease::Step::Done { kill } => serde_json::json!({"done": {"kill": kill}}),
+        };
+        json.to_string()
+    }
+
+    pub fn begun(&mut self, now: f64, item: f64) {
+        self.0.begun(now as u64, item as u64);
+    }
+
+    /// Takes an item's record; throws if it is malformed.
+    pub fn finished(&mut self, now: f64, item: f64, record: &[u8]) -> Result<(), String> {
+        self.0.finished(now as u64, item as u64, record)
+    }
+
+    /// The outputs file.
+    pub fn file(&self) -> Vec<u8> {
+        self.0.file().to_vec()
+    }
+
+    /// The outputs file's name (its SHA-256 in hex).
+    pub fn name(&self) -> String {
+        self.0.name()
+    }
+
+    /// The JSON of the lease's result, given the upload's receipt.
+    pub fn result(&self, receipt: String) -> String {
+        shared_protocol::encode(&self.0.result(receipt))
+    }
 }
 
 /// The host side of the workload ABI on the browser's own engine, through `js_sys`.
@@ -99,7 +184,12 @@ mod browser_workload {
     use workload::outcome::{check_input, input_range, js_error_kind, returned_range};
     use workload::{Failure, FailureKind, Outcome};
 
-    pub fn run_item(module: &WebAssembly::Module, input: &[u8]) -> Result<Outcome, Failure> {
+    /// The outcome of one item in a fresh instance.
+    pub fn run(module: &WebAssembly::Module, input: &[u8]) -> Outcome {
+        run_item(module, input).unwrap_or_else(Outcome::Failed)
+    }
+
+    fn run_item(module: &WebAssembly::Module, input: &[u8]) -> Result<Outcome, Failure> {
         check_input(input.len())?;
         let instance = WebAssembly::Instance::new(module, &Object::new()).map_err(thrown)?;
         let exports = instance.exports();
