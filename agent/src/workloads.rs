@@ -101,12 +101,14 @@ impl Workloads {
             .iter()
             .filter(|outcome| matches!(outcome, Outcome::Failed(_)))
             .count() as u64;
+        let unsettled = outputs::unsettled(&outcomes);
         let file = outputs::encode(&outcomes);
         let name = hex(&Sha256::digest(&file).into());
         let receipt = self.upload(&name, &file, &pass)?;
         Ok(WorkResult::Workload {
             outputs: name,
             failed,
+            unsettled,
             receipt,
         })
     }

@@ -136,11 +136,19 @@ impl DurableObject for SwarmObject {
                     device_id: String,
                     ticket: String,
                     outputs: Option<String>,
+                    #[serde(default)]
+                    unsettled: u64,
                 }
                 let asked: Asked = req.json().await?;
-                let vouched = self.with_core(|core| {
-                    core.vouch(&asked.device_id, &asked.ticket, asked.outputs.as_deref())
-                });
+                let file = asked
+                    .outputs
+                    .as_deref()
+                    .map(|name| swarm_core::StoredOutputs {
+                        name,
+                        unsettled: asked.unsettled,
+                    });
+                let vouched =
+                    self.with_core(|core| core.vouch(&asked.device_id, &asked.ticket, file));
                 match vouched {
                     Some(vouched) => json_response(200, &vouched),
                     None => error_response(

@@ -42,13 +42,13 @@ fn key(swarm_id: &str, job_id: &str, sha256: &str) -> String {
 }
 
 /// What the request's `Authorization: Lease <device id> <ticket>` vouches for, asked of the
-/// swarm's object (with the receipt for the outputs file named `outputs`, when given); or
-/// the answer that refuses the request.
+/// swarm's object (with the receipt for the outputs file named `outputs.0` with `outputs.1`
+/// unsettled items, when given); or the answer that refuses the request.
 pub async fn vouched(
     req: &Request,
     env: &Env,
     swarm_id: &str,
-    outputs: Option<&str>,
+    outputs: Option<(&str, u64)>,
 ) -> Result<std::result::Result<Vouched, Response>> {
     let header = req.headers().get("authorization")?.unwrap_or_default();
     let Some((device_id, ticket)) = header
@@ -61,9 +61,12 @@ pub async fn vouched(
         )
         .map(Err);
     };
-    let body = serde_json::to_string(
-        &json!({ "device_id": device_id, "ticket": ticket, "outputs": outputs }),
-    )?;
+    let body = serde_json::to_string(&json!({
+        "device_id": device_id,
+        "ticket": ticket,
+        "outputs": outputs.map(|(name, _)| name),
+        "unsettled": outputs.map_or(0, |(_, unsettled)| unsettled),
+    }))?;
     let answer = ask(
         env,
         swarm_id,
@@ -87,7 +90,8 @@ pub async fn put(mut req: Request, env: &Env, swarm_id: &str, sha256: &str) -> R
             "outputs files are named by their SHA-256 in 64 lowercase hex digits",
         );
     }
-    let lease = match vouched(&req, env, swarm_id, Some(sha256)).await? {
+    // Asked before the body is read, so that nobody without a ticket makes it read 32 MiB.
+    let lease = match vouched(&req, env, swarm_id, None).await? {
         Ok(lease) => lease,
         Err(refusal) => return Ok(refusal),
     };
@@ -95,12 +99,20 @@ pub async fn put(mut req: Request, env: &Env, swarm_id: &str, sha256: &str) -> R
         Ok(body) => body,
         Err(resp) => return resp,
     };
-    if let Err(why) = outputs::decode(&body, lease.items) {
-        return error_response(
-            ErrorCode::Invalid,
-            &format!("not the outputs of this lease: {why}"),
-        );
-    }
+    let unsettled = match outputs::decode(&body, lease.items) {
+        Ok(outcomes) => outputs::unsettled(&outcomes),
+        Err(why) => {
+            return error_response(
+                ErrorCode::Invalid,
+                &format!("not the outputs of this lease: {why}"),
+            )
+        }
+    };
+    // The receipt vouches for what the file shows: its name and its unsettled items.
+    let lease = match vouched(&req, env, swarm_id, Some((sha256, unsettled))).await? {
+        Ok(lease) => lease,
+        Err(refusal) => return Ok(refusal),
+    };
     let bucket = env.bucket(BUCKET_BINDING)?;
     let key = key(swarm_id, &lease.job_id, sha256);
     // Content-addressed: replicas that agree upload the same file, stored once.

@@ -328,11 +328,14 @@ pub enum WorkResult {
         nonces: Vec<u64>,
     },
     /// The SHA-256 (64 lowercase hex digits) of the lease's outputs file, uploaded before
-    /// this result is sent, how many of its items failed, and the receipt the upload was
-    /// answered with.
+    /// this result is sent, how many of its items failed, how many of those failed in a way
+    /// that depends on the device (`time_limit`, `stack_overflow`, `engine`; absent means 0),
+    /// and the receipt the upload was answered with.
     Workload {
         outputs: String,
         failed: u64,
+        #[serde(default)]
+        unsettled: u64,
         receipt: String,
     },
 }

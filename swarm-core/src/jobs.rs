@@ -31,7 +31,7 @@ use crate::core::{short, Refusal, SwarmCore};
 use crate::kinds::{self, reference_rate, Checked};
 use crate::records::{CommitEntry, HeldLease, JobRecord, PartRecord, StoreOp, MAX_ATTACHED_LEASES};
 use crate::sched::{Completion, Lease, LeaseId, SchedConfig, Scheduler};
-use crate::verify::{Digest, Range, Verdict, Verifier};
+use crate::verify::{Answer, Digest, Range, Verdict, Verifier};
 use crate::{ConnId, Millis};
 
 /// A device that is not trusted gets no new lease while this many of its results per worker
@@ -90,6 +90,10 @@ struct Active {
     /// taken out again. (Without pixels: those are in storage, by first row.) The same as the
     /// job's stored parts.
     parts: BTreeMap<Range, Part>,
+    /// The replicas' results of ranges whose part is unsettled ([`Answer::unsettled`]), kept
+    /// until the range is decided: when the part's device does not win, a winner's result
+    /// takes its place. In memory only: after a restart such a range is computed again.
+    replicas: BTreeMap<Range, Vec<(String, Checked, Digest)>>,
 }
 
 /// Why a workload result is refused for want of its outputs file's receipt (the coordinator
@@ -97,12 +101,19 @@ struct Active {
 /// `None` for a result with the right receipt, or of another kind.
 fn unreceipted(key: &str, job_id: &str, range: Range, result: &WorkResult) -> Option<String> {
     let WorkResult::Workload {
-        outputs, receipt, ..
+        outputs,
+        unsettled,
+        receipt,
+        ..
     } = result
     else {
         return None;
     };
-    (!crate::secrets::check_receipt(key, job_id, range, outputs, receipt))
+    let file = crate::secrets::StoredOutputs {
+        name: outputs,
+        unsettled: *unsettled,
+    };
+    (!crate::secrets::check_receipt(key, job_id, range, file, receipt))
         .then(|| "the result names an outputs file without the receipt of its upload".to_owned())
 }
 
@@ -175,6 +186,14 @@ struct Part {
 }
 
 impl Part {
+    /// Its answer, as a replica must match it.
+    fn answer(&self) -> Answer {
+        Answer {
+            digest: self.digest,
+            unsettled: kinds::unsettled(&self.checked.result),
+        }
+    }
+
     fn record(&self, job_id: &str, (lo, hi): Range) -> PartRecord {
         PartRecord {
             job_id: job_id.to_owned(),
@@ -718,7 +737,21 @@ impl SwarmCore {
                 if let Some(job) = self.jobs.jobs.get_mut(&job_id) {
                     job.replica_units = job.replica_units.saturating_add(hi.saturating_sub(lo));
                 }
-                self.replica_answer(now, device_id, (lo, hi), digest);
+                let answer = Answer {
+                    digest,
+                    unsettled: kinds::unsettled(&checked.result),
+                };
+                if let Some(active) = self.jobs.active.as_mut() {
+                    if active
+                        .parts
+                        .get(&(lo, hi))
+                        .is_some_and(|p| p.answer().unsettled)
+                    {
+                        let kept = active.replicas.entry((lo, hi)).or_default();
+                        kept.push((device_id.to_owned(), checked, digest));
+                    }
+                }
+                self.replica_answer(now, device_id, (lo, hi), answer);
             }
             Completion::Duplicate | Completion::NotHolder | Completion::Unknown => {
                 return Taken::Nothing
@@ -842,10 +875,14 @@ impl SwarmCore {
                 .active
                 .as_ref()
                 .is_some_and(|a| a.sched.is_replicated((lo, hi), &[device_id.to_owned()]));
+        let answer = Answer {
+            digest,
+            unsettled: kinds::unsettled(&checked.result),
+        };
         let verdict = self
             .jobs
             .verifier
-            .first(device_id, (lo, hi), digest, audited);
+            .first(device_id, (lo, hi), answer, audited);
         let open = matches!(verdict, Verdict::Replicate { .. });
         let part = Part {
             device: device_id.to_owned(),
@@ -865,7 +902,7 @@ impl SwarmCore {
     /// A replica's answer for a range: compared with the others by the verifier. A decided
     /// range records its confirmers (or, when its first answer lost, is computed again); every
     /// loser is quarantined.
-    fn replica_answer(&mut self, now: Millis, device_id: &str, range: Range, digest: Digest) {
+    fn replica_answer(&mut self, now: Millis, device_id: &str, range: Range, answer: Answer) {
         let mut answered = self.jobs.verifier.answerers(range);
         answered.push(device_id.to_owned());
         let more_devices = self.devices.values().any(|d| {
@@ -874,7 +911,7 @@ impl SwarmCore {
         let verdict = self
             .jobs
             .verifier
-            .replica(device_id, range, digest, more_devices);
+            .replica(device_id, range, answer, more_devices);
         let mut involved = vec![device_id.to_owned()];
         if let Verdict::Decided { winners, losers } = &verdict {
             involved.extend(winners.iter().cloned());
@@ -896,6 +933,7 @@ impl SwarmCore {
     /// A range was decided: its part records who confirmed it (or, when its first answer lost,
     /// is computed again with the rest of that device's parts), and every loser is quarantined.
     fn apply_decision(&mut self, now: Millis, range: Range, winners: &[String], losers: &[String]) {
+        self.replace_unsettled(range, winners);
         if let Some(active) = self.jobs.active.as_mut() {
             if let Some(part) = active.parts.get_mut(&range) {
                 if winners.contains(&part.device) {
@@ -917,6 +955,54 @@ impl SwarmCore {
                 loser,
                 "its result disagreed with the results of other devices for the same work",
             );
+        }
+    }
+
+    /// A decided range whose part is an unsettled answer that did not win (its device ran out
+    /// of time or stack where others did not, and is not a loser): a winner's result takes
+    /// its place, or, when none was kept (the object restarted since), the range is computed
+    /// again.
+    fn replace_unsettled(&mut self, range: Range, winners: &[String]) {
+        let Some(active) = self.jobs.active.as_mut() else {
+            return;
+        };
+        let kept = active.replicas.remove(&range).unwrap_or_default();
+        let Some(part) = active.parts.get_mut(&range) else {
+            return;
+        };
+        if winners.contains(&part.device) || !part.answer().unsettled {
+            return;
+        }
+        let job_id = active.job_id.clone();
+        let winner = kept
+            .into_iter()
+            .find(|(device, _, _)| winners.contains(device));
+        let Some(job) = self.jobs.jobs.get_mut(&job_id) else {
+            return;
+        };
+        match winner {
+            Some((device, checked, digest)) => {
+                kinds::unmerge(&mut job.result, &part.checked);
+                kinds::merge(&mut job.result, &checked);
+                // Open until `apply_decision` records its confirmers and journals it.
+                *part = Part {
+                    confirmed_by: Vec::new(),
+                    device,
+                    checked,
+                    digest,
+                    open: true,
+                };
+            }
+            None => {
+                if !active.sched.redo(range.0, range.1) {
+                    return;
+                }
+                if let Some(part) = active.parts.remove(&range) {
+                    kinds::unmerge(&mut job.result, &part.checked);
+                }
+                job.remove_done(range.0, range.1);
+                self.journal(&job_id, CommitEntry::Drop { lo: range.0 });
+            }
         }
     }
 
@@ -1121,12 +1207,12 @@ impl SwarmCore {
             part.confirmed_by.retain(|d| d != device_id);
             if part.confirmed_by.len() != before && part.confirmed_by.is_empty() && !part.open {
                 part.open = true;
-                reopened.push((*range, part.device.clone(), part.digest));
+                reopened.push((*range, part.device.clone(), part.answer()));
             }
         }
-        for (range, producer, digest) in &reopened {
+        for (range, producer, answer) in &reopened {
             if let Verdict::Replicate { mut exclude } =
-                self.jobs.verifier.reopen(producer, *range, *digest)
+                self.jobs.verifier.reopen(producer, *range, *answer)
             {
                 exclude.push(device_id.to_owned());
                 let pick = self.rng.below(u64::MAX);
@@ -1234,7 +1320,12 @@ impl SwarmCore {
     /// with the receipt for the outputs file named `outputs` when one is asked for.
     /// `None` unless the ticket is this object's, for this device and the running job, and
     /// that job is a workload.
-    pub fn vouch(&self, device_id: &str, ticket: &str, outputs: Option<&str>) -> Option<Vouched> {
+    pub fn vouch(
+        &self,
+        device_id: &str,
+        ticket: &str,
+        outputs: Option<crate::secrets::StoredOutputs>,
+    ) -> Option<Vouched> {
         let key = self.meta.as_ref()?.lease_key.as_str();
         let active = self.jobs.active.as_ref()?;
         let JobSpec::Workload { module, .. } = &active.spec else {
@@ -1247,7 +1338,7 @@ impl SwarmCore {
             first_item: lo,
             items: hi.saturating_sub(lo),
             receipt: outputs
-                .map(|name| crate::secrets::outputs_receipt(key, &active.job_id, lo, hi, name)),
+                .map(|file| crate::secrets::outputs_receipt(key, &active.job_id, lo, hi, file)),
         })
     }
 
@@ -1379,7 +1470,7 @@ impl SwarmCore {
                 if let Verdict::Replicate { exclude } =
                     self.jobs
                         .verifier
-                        .reopen(&part.device, (*lo, *hi), part.digest)
+                        .reopen(&part.device, (*lo, *hi), part.answer())
                 {
                     sched.replicate(*lo, *hi, exclude, self.rng.below(u64::MAX));
                 }
@@ -1393,6 +1484,7 @@ impl SwarmCore {
             wire_of: BTreeMap::new(),
             restored: BTreeMap::new(),
             parts,
+            replicas: BTreeMap::new(),
         });
         if restarted {
             self.restore_held_leases();

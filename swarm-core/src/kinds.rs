@@ -199,7 +199,10 @@ pub fn check(
         (
             JobSpec::Workload { .. },
             WorkResult::Workload {
-                outputs, failed, ..
+                outputs,
+                failed,
+                unsettled,
+                ..
             },
         ) => {
             let items = to.saturating_sub(from);
@@ -209,10 +212,16 @@ pub fn check(
             if failed > items {
                 return Err(format!("{failed} failed items in a lease of {items}"));
             }
+            if unsettled > failed {
+                return Err(format!(
+                    "{unsettled} items failed on this device, but only {failed} failed"
+                ));
+            }
             Ok(Checked {
                 result: WorkResult::Workload {
                     outputs,
                     failed,
+                    unsettled,
                     receipt: String::new(),
                 },
                 pixels: None,
@@ -221,6 +230,12 @@ pub fn check(
         }
         (_, _) => Err("the result is of another kind than the job".into()),
     }
+}
+
+/// Whether a result holds a failure that depends on the device it was computed on (an own
+/// workload's item out of time or stack there): see [`crate::verify::Answer`].
+pub fn unsettled(result: &WorkResult) -> bool {
+    matches!(result, WorkResult::Workload { unsettled, .. } if *unsettled > 0)
 }
 
 /// The canonical digest of a checked result, which replicas of the same range must match: the

@@ -61,7 +61,7 @@ pub use crate::records::{
     JobRecord, MemoryStore, PartRecord, PendingBench, Session, SocketAttachment, StoreOp, Stored,
     SwarmMeta, MAX_ATTACHED_LEASES,
 };
-pub use crate::secrets::{hash_secret, Rng};
+pub use crate::secrets::{hash_secret, Rng, StoredOutputs};
 
 /// Wall-clock milliseconds since the Unix epoch.
 pub type Millis = u64;

@@ -65,7 +65,7 @@ const TICKET_TAG: usize = 16;
 
 /// An HMAC-SHA256 under `key` over length-prefixed `parts` (the first names what it is for)
 /// and a unit range `[lo, hi)`.
-fn mac_over(key: &str, parts: [&[u8]; 3], lo: u64, hi: u64) -> Option<HmacSha256> {
+fn mac_over<const N: usize>(key: &str, parts: [&[u8]; N], lo: u64, hi: u64) -> Option<HmacSha256> {
     use hmac::Mac as _;
     let mut mac = HmacSha256::new_from_slice(key.as_bytes()).ok()?;
     for part in parts {
@@ -122,23 +122,48 @@ pub(crate) fn check_ticket(
     Some((lo, hi))
 }
 
-/// The MAC over a stored outputs file's name, its job and the run's items `[lo, hi)`.
-fn receipt_mac(key: &str, job_id: &str, lo: u64, hi: u64, outputs: &str) -> Option<HmacSha256> {
+/// The MAC over a stored outputs file's name and count of unsettled items, its job and the
+/// run's items `[lo, hi)`.
+fn receipt_mac(
+    key: &str,
+    job_id: &str,
+    lo: u64,
+    hi: u64,
+    file: StoredOutputs,
+) -> Option<HmacSha256> {
+    let unsettled = file.unsettled.to_le_bytes();
     let parts = [
-        b"ostrich outputs receipt 1".as_slice(),
+        b"ostrich outputs receipt 2".as_slice(),
         job_id.as_bytes(),
-        outputs.as_bytes(),
+        file.name.as_bytes(),
+        unsettled.as_slice(),
     ];
     mac_over(key, parts, lo, hi)
 }
 
+/// An outputs file as the coordinator read it when it stored it: its name (SHA-256, hex) and
+/// how many of its items failed in a way that depends on the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredOutputs<'a> {
+    pub name: &'a str,
+    pub unsettled: u64,
+}
+
 /// The receipt the coordinator gives for a stored outputs file: a MAC under the swarm's lease
-/// key of the job, the run's items `[lo, hi)` and the file's name, as 43 base64url
-/// characters. A workload result must carry it ([`check_receipt`]), so a device cannot name a
-/// file it never uploaded, and no state is needed to tell (a restart forgets nothing).
-pub(crate) fn outputs_receipt(key: &str, job_id: &str, lo: u64, hi: u64, outputs: &str) -> String {
+/// key of the job, the run's items `[lo, hi)`, the file's name and its count of unsettled
+/// items, as 43 base64url characters. A workload result must carry it ([`check_receipt`]), so
+/// a device can neither name a file it never uploaded nor say that more or fewer of its items
+/// depend on the device than the file shows, and no state is needed to tell (a restart
+/// forgets nothing).
+pub(crate) fn outputs_receipt(
+    key: &str,
+    job_id: &str,
+    lo: u64,
+    hi: u64,
+    file: StoredOutputs,
+) -> String {
     use hmac::Mac as _;
-    receipt_mac(key, job_id, lo, hi, outputs)
+    receipt_mac(key, job_id, lo, hi, file)
         .map(|mac| base64url(&mac.finalize().into_bytes()))
         .unwrap_or_default()
 }
@@ -148,13 +173,13 @@ pub(crate) fn check_receipt(
     key: &str,
     job_id: &str,
     (lo, hi): (u64, u64),
-    outputs: &str,
+    file: StoredOutputs,
     receipt: &str,
 ) -> bool {
     use hmac::Mac as _;
     let (Ok(tag), Some(mac)) = (
         URL_SAFE_NO_PAD.decode(receipt),
-        receipt_mac(key, job_id, lo, hi, outputs),
+        receipt_mac(key, job_id, lo, hi, file),
     ) else {
         return false;
     };
@@ -212,21 +237,67 @@ mod tests {
 
     #[test]
     fn a_receipt_vouches_only_for_its_own_file_items_job_and_key() {
-        let receipt = outputs_receipt("key", "job", 0, 128, "ab");
+        let file = |name, unsettled| StoredOutputs { name, unsettled };
+        let receipt = outputs_receipt("key", "job", 0, 128, file("ab", 2));
         assert_eq!(receipt.len(), 43);
-        assert!(check_receipt("key", "job", (0, 128), "ab", &receipt));
-        assert!(!check_receipt("other", "job", (0, 128), "ab", &receipt));
-        assert!(!check_receipt("key", "job2", (0, 128), "ab", &receipt));
-        assert!(!check_receipt("key", "job", (0, 127), "ab", &receipt));
-        assert!(!check_receipt("key", "job", (0, 128), "ac", &receipt));
-        assert!(!check_receipt("key", "job", (0, 128), "ab", "not base64!"));
-        assert!(!check_receipt("key", "job", (0, 128), "ab", ""));
+        assert!(check_receipt(
+            "key",
+            "job",
+            (0, 128),
+            file("ab", 2),
+            &receipt
+        ));
+        assert!(!check_receipt(
+            "other",
+            "job",
+            (0, 128),
+            file("ab", 2),
+            &receipt
+        ));
+        assert!(!check_receipt(
+            "key",
+            "job2",
+            (0, 128),
+            file("ab", 2),
+            &receipt
+        ));
+        assert!(!check_receipt(
+            "key",
+            "job",
+            (0, 127),
+            file("ab", 2),
+            &receipt
+        ));
+        assert!(!check_receipt(
+            "key",
+            "job",
+            (0, 128),
+            file("ac", 2),
+            &receipt
+        ));
+        for unsettled in [0, 1, 3] {
+            assert!(!check_receipt(
+                "key",
+                "job",
+                (0, 128),
+                file("ab", unsettled),
+                &receipt
+            ));
+        }
+        assert!(!check_receipt(
+            "key",
+            "job",
+            (0, 128),
+            file("ab", 2),
+            "not base64!"
+        ));
+        assert!(!check_receipt("key", "job", (0, 128), file("ab", 2), ""));
         assert!(!check_receipt(
             "",
             "job",
             (0, 128),
-            "ab",
-            &outputs_receipt("", "job", 0, 128, "ab")
+            file("ab", 0),
+            &outputs_receipt("", "job", 0, 128, file("ab", 0))
         ));
     }
 

@@ -19,6 +19,13 @@
 //! contradicted in an open disagreement gathers no streak meanwhile; an expired lease breaks a
 //! device's streak.
 //!
+//! An *unsettled* answer (an own workload's outputs with a failure that depends on the device:
+//! an item ran out of time or stack there, [`Answer::unsettled`]) is always replicated, and
+//! while any settled answer exists it neither votes, wins nor loses: a slow honest device is
+//! not outvoted into quarantine by a fast one, nor does it dispute it. Answers that are all
+//! unsettled are compared like any (two devices that both ran out of time on the same items
+//! agree), and their devices gather no streak and never lose.
+//!
 //! This is a state machine of its own: the job board ([`crate::jobs`]) tells it what arrived
 //! and does what its [`Verdict`]s say (queue a replica, quarantine a loser); it knows nothing of
 //! sockets, storage or the scheduler. Time plays no part: a replica's deadline is the lease's.
@@ -103,10 +110,29 @@ pub enum Verdict {
     },
 }
 
+/// A device's answer for a range: its digest, and whether it is unsettled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answer {
+    pub digest: Digest,
+    /// It holds a failure that depends on the device (see the module's docs).
+    pub unsettled: bool,
+}
+
+impl From<Digest> for Answer {
+    fn from(digest: Digest) -> Self {
+        Self {
+            digest,
+            unsettled: false,
+        }
+    }
+}
+
 /// The answers given for an open range, first (the one merged into the job) first.
 #[derive(Debug, Clone, Default)]
 struct Open {
     answers: Vec<(String, Digest)>,
+    /// The devices whose answers are unsettled.
+    unsettled: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -225,23 +251,38 @@ impl Verifier {
     /// replica was drawn for it ([`Verifier::replicate_on_issue`]) and is still to answer: a
     /// trusted device's result is replicated only then, an untrusted device's always, a
     /// vouched device's never.
-    pub fn first(&mut self, device: &str, range: Range, digest: Digest, audited: bool) -> Verdict {
-        if self.credibility(device).vouched || (self.trusted(device) && !audited) {
+    pub fn first(
+        &mut self,
+        device: &str,
+        range: Range,
+        answer: impl Into<Answer>,
+        audited: bool,
+    ) -> Verdict {
+        let answer = answer.into();
+        if !answer.unsettled
+            && (self.credibility(device).vouched || (self.trusted(device) && !audited))
+        {
             return Verdict::Settled;
         }
         let cred = self.credibility.entry(device.to_owned()).or_default();
         cred.replicated = cred.replicated.saturating_add(1);
-        self.reopen(device, range, digest)
+        self.reopen(device, range, answer)
     }
 
     /// Opens a range whose merged answer came from `device`, so that a replica must agree
     /// with it: a first result (counted in its `replicated` by [`Verifier::first`]), or one
     /// restored after a restart or whose confirmation was withdrawn (already counted).
-    pub fn reopen(&mut self, device: &str, range: Range, digest: Digest) -> Verdict {
+    pub fn reopen(&mut self, device: &str, range: Range, answer: impl Into<Answer>) -> Verdict {
+        let answer = answer.into();
         self.open.insert(
             range,
             Open {
-                answers: vec![(device.to_owned(), digest)],
+                answers: vec![(device.to_owned(), answer.digest)],
+                unsettled: answer
+                    .unsettled
+                    .then(|| device.to_owned())
+                    .into_iter()
+                    .collect(),
             },
         );
         Verdict::Replicate {
@@ -265,9 +306,10 @@ impl Verifier {
         &mut self,
         device: &str,
         range: Range,
-        digest: Digest,
+        answer: impl Into<Answer>,
         more_devices: bool,
     ) -> Verdict {
+        let Answer { digest, unsettled } = answer.into();
         let Some(open) = self.open.get_mut(&range) else {
             return Verdict::Settled;
         };
@@ -275,25 +317,34 @@ impl Verifier {
             return Verdict::Settled;
         }
         open.answers.push((device.to_owned(), digest));
+        if unsettled && !open.unsettled.iter().any(|d| d == device) {
+            open.unsettled.push(device.to_owned());
+        }
         let dispute_lead = usize::try_from(self.policy.dispute_lead).unwrap_or(usize::MAX);
         let credibility = &self.credibility;
         let policy = &self.policy;
+        // The answers that vote: the settled ones, or all when every answer is unsettled.
+        let is_unsettled = |device: &String| open.unsettled.contains(device);
+        let all_unsettled = open.answers.iter().all(|(d, _)| is_unsettled(d));
+        let voting: Vec<&(String, Digest)> = open
+            .answers
+            .iter()
+            .filter(|(d, _)| all_unsettled || !is_unsettled(d))
+            .collect();
         let vouched = |device: &String| credibility.get(device).is_some_and(|c| c.vouched);
         let trusted = |device: &String| credibility.get(device).is_some_and(|c| c.trusted(policy));
         // Votes of trusted devices for a digest, and against it.
         let trusted_votes = |digest: &Digest| {
-            let (mine, others): (Vec<_>, Vec<_>) = open
-                .answers
+            let (mine, others): (Vec<&&(String, Digest)>, Vec<_>) = voting
                 .iter()
                 .filter(|(device, _)| trusted(device))
                 .partition(|(_, d)| d == digest);
             (mine.len(), others.len())
         };
-        let votes = |digest: &Digest| open.answers.iter().filter(|(_, d)| d == digest).count();
+        let votes = |digest: &Digest| voting.iter().filter(|(_, d)| d == digest).count();
         // How far a digest leads the best other one.
         let lead = |digest: &Digest| {
-            let others = open
-                .answers
+            let others = voting
                 .iter()
                 .filter(|(_, d)| d != digest)
                 .map(|(_, d)| votes(d))
@@ -301,22 +352,20 @@ impl Verifier {
                 .unwrap_or(0);
             votes(digest).saturating_sub(others)
         };
-        let winner = open
-            .answers
+        let winner = voting
             .iter()
             .find(|(device, _)| vouched(device))
             .map(|(_, d)| *d)
             .or_else(|| {
-                let agreed = open
-                    .answers
+                let agreed = voting
                     .iter()
-                    .all(|(_, d)| Some(d) == open.answers.first().map(|(_, f)| f));
+                    .all(|(_, d)| Some(d) == voting.first().map(|(_, f)| f));
                 let needed = match (agreed, more_devices) {
                     (true, _) => 2,
                     (false, true) => dispute_lead,
                     (false, false) => 1,
                 };
-                open.answers.iter().map(|(_, d)| *d).find(|d| {
+                voting.iter().map(|(_, d)| *d).find(|d| {
                     (votes(d) >= 2 && lead(d) >= needed)
                         || trusted_votes(d).0 >= 2 && trusted_votes(d).1 == 0
                 })
@@ -328,8 +377,17 @@ impl Verifier {
         let Some(open) = self.open.remove(&range) else {
             return Verdict::Settled;
         };
-        let (winners, losers): (Vec<_>, Vec<_>) =
-            open.answers.into_iter().partition(|(_, d)| *d == winner);
+        // An unsettled answer neither wins nor loses while settled ones vote; when all are
+        // unsettled, those with the winning digest win, but gather no streak.
+        let (winners, others): (Vec<_>, Vec<_>) = open
+            .answers
+            .into_iter()
+            .filter(|(d, _)| all_unsettled || !open.unsettled.contains(d))
+            .partition(|(_, d)| *d == winner);
+        let losers: Vec<_> = others
+            .into_iter()
+            .filter(|(d, _)| !open.unsettled.contains(d))
+            .collect();
         if !losers.is_empty() {
             for (device, _) in winners.iter().chain(&losers) {
                 let cred = self.credibility.entry(device.clone()).or_default();
@@ -341,7 +399,7 @@ impl Verifier {
         // dispute them.
         let frozen: Vec<bool> = winners
             .iter()
-            .map(|(device, _)| self.disputed_now(device))
+            .map(|(device, _)| self.disputed_now(device) || open.unsettled.contains(device))
             .collect();
         for ((device, _), frozen) in winners.iter().zip(frozen) {
             let cred = self.credibility.entry(device.clone()).or_default();
@@ -370,7 +428,8 @@ impl Verifier {
             open.answers.push((device, digest));
             return Verdict::Settled;
         }
-        match self.replica(&device, range, digest, false) {
+        let unsettled = open.unsettled.contains(&device);
+        match self.replica(&device, range, Answer { digest, unsettled }, false) {
             Verdict::Decided { winners, losers } => Verdict::Decided { winners, losers },
             _ => Verdict::Settled,
         }
@@ -615,6 +674,96 @@ mod tests {
                 losers: vec!["liar".into()]
             }
         );
+    }
+
+    fn unsettled(digest: Digest) -> Answer {
+        Answer {
+            digest,
+            unsettled: true,
+        }
+    }
+
+    #[test]
+    fn an_unsettled_answer_neither_votes_nor_loses_while_a_settled_one_exists() {
+        let mut v = Verifier::new(VerifyPolicy {
+            trust_after: 1,
+            ..VerifyPolicy::default()
+        });
+        v.first("fast", (0, 10), RIGHT, false);
+        // The slow device ran out of time on an item: no dispute, more replicas.
+        assert_eq!(
+            v.replica("slow", (0, 10), unsettled(WRONG), true),
+            Verdict::Replicate {
+                exclude: vec!["fast".into(), "slow".into()]
+            }
+        );
+        // Nobody else to ask: the settled answer alone does not decide, nor does a lead of
+        // one over an answer that does not vote.
+        assert_eq!(v.settle((0, 10)), Verdict::Settled);
+        assert!(v.is_open((0, 10)));
+        // A second settled answer agrees: decided as if the slow device had not answered.
+        assert_eq!(
+            v.replica("other", (0, 10), RIGHT, true),
+            Verdict::Decided {
+                winners: vec!["fast".into(), "other".into()],
+                losers: vec![]
+            }
+        );
+        assert_eq!(v.credibility("slow").disputed, 0);
+        assert_eq!(v.credibility("fast").disputed, 0);
+        assert!(v.trusted("fast"));
+        assert!(!v.trusted("slow"));
+    }
+
+    #[test]
+    fn unsettled_answers_alone_are_compared_and_earn_no_trust() {
+        let mut v = Verifier::new(VerifyPolicy {
+            trust_after: 1,
+            ..VerifyPolicy::default()
+        });
+        v.load(
+            "mine",
+            Credibility {
+                vouched: true,
+                ..Credibility::default()
+            },
+        );
+        trusted(&mut v, "old");
+        // Not even the owner's device or a trusted one settles an item that ran out of time
+        // there: another device may finish it.
+        for device in ["mine", "old"] {
+            assert!(matches!(
+                v.first(device, (0, 10), unsettled(RIGHT), false),
+                Verdict::Replicate { .. }
+            ));
+        }
+        assert!(matches!(
+            v.first("a", (10, 20), unsettled(RIGHT), false),
+            Verdict::Replicate { .. }
+        ));
+        // Two that ran out of time alike agree; one that differs does not lose.
+        assert!(matches!(
+            v.replica("b", (10, 20), unsettled(WRONG), true),
+            Verdict::Replicate { .. }
+        ));
+        assert_eq!(
+            v.replica("c", (10, 20), unsettled(RIGHT), true),
+            Verdict::Replicate {
+                exclude: vec!["a".into(), "b".into(), "c".into()]
+            },
+            "a disagreement among them asks for a lead"
+        );
+        assert_eq!(
+            v.settle((10, 20)),
+            Verdict::Decided {
+                winners: vec!["a".into(), "c".into()],
+                losers: vec![]
+            }
+        );
+        for device in ["a", "b", "c"] {
+            let cred = v.credibility(device);
+            assert_eq!((cred.streak, cred.disputed), (0, 0), "{device}");
+        }
     }
 
     #[test]

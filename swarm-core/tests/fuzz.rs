@@ -1288,6 +1288,7 @@ impl<'t> Fuzzer<'t> {
             Work::Workload { items, .. } => WorkResult::Workload {
                 outputs: self.g.pick(&["not hex".to_owned(), "A".repeat(64)]),
                 failed: items + 1,
+                unsettled: 0,
                 receipt: String::new(),
             },
         }
@@ -1328,6 +1329,7 @@ impl<'t> Fuzzer<'t> {
             Work::Workload { items, .. } => WorkResult::Workload {
                 outputs: "e".repeat(64),
                 failed: self.g.below(items + 1),
+                unsettled: 0,
                 receipt: String::new(),
             },
         }

@@ -10,7 +10,7 @@ use shared_protocol::{
     Hello, HelloRole, JobResult, JobSpec, JobState, JoinProof, OwnerCommand, OwnerReply, ToClient,
     ToCoordinator, Work, WorkResult, MAX_LEASE_ITEMS, PROTOCOL_VERSION,
 };
-use swarm_core::{ConnId, OutputsIndex, Vouched};
+use swarm_core::{ConnId, OutputsIndex, StoredOutputs, Vouched};
 
 use sim::*;
 
@@ -73,10 +73,28 @@ fn uploaded(
     work: &Work,
     outputs: &str,
 ) -> Option<WorkResult> {
-    let vouched = sim.core.vouch(device_id, ticket, Some(outputs))?;
+    uploaded_unsettled(sim, device_id, ticket, work, outputs, 0)
+}
+
+/// As [`uploaded`], for a file where `unsettled` of the failed items ran out of time or stack
+/// on this device.
+fn uploaded_unsettled(
+    sim: &Sim,
+    device_id: &str,
+    ticket: &str,
+    work: &Work,
+    outputs: &str,
+    unsettled: u64,
+) -> Option<WorkResult> {
+    let file = StoredOutputs {
+        name: outputs,
+        unsettled,
+    };
+    let vouched = sim.core.vouch(device_id, ticket, Some(file))?;
     Some(WorkResult::Workload {
         outputs: outputs.to_owned(),
-        failed: failed_in(work),
+        failed: failed_in(work).max(unsettled),
+        unsettled,
         receipt: vouched.receipt?,
     })
 }
@@ -105,6 +123,19 @@ fn answer(sim: &mut Sim, conn: ConnId, lease_id: u64, result: WorkResult) {
             ticket: None,
         },
     );
+}
+
+/// Whether the coordinator told the device on `conn` that its result was bad.
+fn refused_as_bad(sim: &mut Sim, conn: ConnId) -> bool {
+    sim.take(conn).into_iter().any(|m| {
+        matches!(
+            m,
+            ToClient::Error {
+                code: shared_protocol::ErrorCode::BadResult,
+                ..
+            }
+        )
+    })
 }
 
 /// A device that says it does not run workloads (a browser before its workload runner).
@@ -286,28 +317,24 @@ fn while_a_job_runs_its_outputs_are_known_up_to_the_first_unsettled_item() {
     assert_eq!(sim.core.outputs_index("nope", 0), None);
 }
 
-#[test]
-fn a_device_naming_other_outputs_than_its_replicas_is_quarantined_and_its_runs_redone() {
-    let mut sim = Sim::new();
+/// Four invited devices run a job of 600 items to its end; `result` says what the device
+/// (its id) answers for a lease (`None`: nothing); each step advances the clock by 100 ms.
+fn run_four(
+    sim: &mut Sim,
+    mut result: impl FnMut(&Sim, &str, &Held) -> Option<WorkResult>,
+) -> (String, Vec<String>) {
     let devices: Vec<(ConnId, String)> = (0..4)
         .map(|i| {
             let (conn, cred) = sim.join_invited(&format!("d{i}"));
             (conn, cred.device_id)
         })
         .collect();
-    let liar = devices[0].1.clone();
-    let job = submit(&mut sim, 600);
+    let job = submit(sim, 600);
     for _ in 0..600 {
         for (conn, device_id) in &devices {
-            for (lease_id, work, ticket) in leases(&mut sim, *conn) {
-                // The liar uploads a file of made-up outputs (and gets its receipt).
-                let name = if *device_id == liar {
-                    "0".repeat(64)
-                } else {
-                    honest_name(&work)
-                };
-                if let Some(result) = uploaded(&sim, device_id, &ticket, &work, &name) {
-                    answer(&mut sim, *conn, lease_id, result);
+            for held in leases(sim, *conn) {
+                if let Some(answered) = result(sim, device_id, &held) {
+                    answer(sim, *conn, held.0, answered);
                 }
             }
         }
@@ -317,6 +344,42 @@ fn a_device_naming_other_outputs_than_its_replicas_is_quarantined_and_its_runs_r
         sim.advance(100);
     }
     assert_eq!(sim.core.job(&job).unwrap().state, JobState::Done);
+    (job, devices.into_iter().map(|(_, id)| id).collect())
+}
+
+/// The names in the outputs rows written when `job` ended, which cover its 600 items.
+fn stored_rows(sim: &Sim, job: &str) -> Vec<String> {
+    let rows: Vec<_> = sim
+        .store
+        .outputs
+        .iter()
+        .filter(|((j, _), _)| *j == job)
+        .collect();
+    assert_eq!(
+        rows.iter().map(|((_, lo), (hi, _))| hi - lo).sum::<u64>(),
+        600
+    );
+    rows.into_iter()
+        .map(|(_, (_, name))| name.clone())
+        .collect()
+}
+
+#[test]
+fn a_device_naming_other_outputs_than_its_replicas_is_quarantined_and_its_runs_redone() {
+    let mut sim = Sim::new();
+    // The first device to get a lease lies: it uploads files of made-up outputs (and gets
+    // their receipts).
+    let mut liar = None;
+    let (job, _) = run_four(&mut sim, |sim, device_id, (_, work, ticket)| {
+        let liar = liar.get_or_insert_with(|| device_id.to_owned());
+        let name = if device_id == liar {
+            "0".repeat(64)
+        } else {
+            honest_name(work)
+        };
+        uploaded(sim, device_id, ticket, work, &name)
+    });
+    let liar = liar.unwrap();
     let liar_view = sim
         .snapshot()
         .devices
@@ -325,21 +388,73 @@ fn a_device_naming_other_outputs_than_its_replicas_is_quarantined_and_its_runs_r
         .unwrap();
     assert!(liar_view.quarantined, "the liar is quarantined");
     let zero = "0".repeat(64);
-    let rows: Vec<_> = sim
-        .store
-        .outputs
-        .iter()
-        .filter(|((j, _), _)| *j == job)
-        .collect();
-    assert!(!rows.is_empty());
+    let rows = stored_rows(&sim, &job);
     assert!(
-        rows.iter().all(|(_, (_, name))| *name != zero),
+        rows.iter().all(|name| *name != zero),
         "no stored row names the liar's file"
     );
+}
+
+#[test]
+fn a_device_whose_items_run_out_of_time_is_outvoted_by_none_and_quarantined_never() {
+    let mut sim = Sim::new();
+    // The first device to get a lease runs out of time on one item of every run: its files
+    // differ from everyone else's, and their receipts say one item is unsettled.
+    let mut slow = None;
+    let mut slow_names = Vec::new();
+    let (job, _) = run_four(&mut sim, |sim, device_id, (_, work, ticket)| {
+        if slow.get_or_insert_with(|| device_id.to_owned()) == device_id {
+            let name = format!("{:0>64}", slow_names.len() + 1);
+            slow_names.push(name.clone());
+            uploaded_unsettled(sim, device_id, ticket, work, &name, 1)
+        } else {
+            uploaded(sim, device_id, ticket, work, &honest_name(work))
+        }
+    });
+    assert!(!slow_names.is_empty(), "the slow device computed runs");
     assert_eq!(
-        rows.iter().map(|((_, lo), (hi, _))| hi - lo).sum::<u64>(),
-        600
+        sim.core.job(&job).unwrap().result,
+        JobResult::Workload { failed: 60 },
+        "the failures counted are those of the winning files"
     );
+    let snapshot = sim.snapshot();
+    assert!(
+        snapshot.devices.iter().all(|d| !d.quarantined),
+        "nobody was quarantined: {:?}",
+        snapshot.devices
+    );
+    let rows = stored_rows(&sim, &job);
+    assert!(
+        rows.iter().all(|name| !slow_names.contains(name)),
+        "where others finished the items, their outputs stand"
+    );
+}
+
+#[test]
+fn a_result_that_says_fewer_items_ran_out_of_time_than_its_upload_showed_is_refused() {
+    let mut sim = Sim::new();
+    let (a, cred) = sim.join_invited("a");
+    submit(&mut sim, 50);
+    let (lease_id, work, ticket) = leases(&mut sim, a).remove(0);
+    let Some(WorkResult::Workload { receipt, .. }) = uploaded_unsettled(
+        &sim,
+        &cred.device_id,
+        &ticket,
+        &work,
+        &honest_name(&work),
+        2,
+    ) else {
+        panic!("the ticket vouches for the lease")
+    };
+    let result = WorkResult::Workload {
+        outputs: honest_name(&work),
+        failed: 2,
+        unsettled: 0,
+        receipt,
+    };
+    answer(&mut sim, a, lease_id, result);
+    let refused = refused_as_bad(&mut sim, a);
+    assert!(refused, "refused with bad_result");
 }
 
 #[test]
@@ -357,18 +472,11 @@ fn a_result_without_the_receipt_of_its_upload_is_refused_and_its_device_quaranti
     let result = WorkResult::Workload {
         outputs: honest_name(&work),
         failed: failed_in(&work),
+        unsettled: 0,
         receipt,
     };
     answer(&mut sim, a, lease_id, result);
-    let refused = sim.take(a).into_iter().any(|m| {
-        matches!(
-            m,
-            ToClient::Error {
-                code: shared_protocol::ErrorCode::BadResult,
-                ..
-            }
-        )
-    });
+    let refused = refused_as_bad(&mut sim, a);
     assert!(refused, "the result is refused");
     let view = sim
         .snapshot()

@@ -89,6 +89,7 @@ fn made_up(work: &Work) -> WorkResult {
         Work::Workload { .. } => WorkResult::Workload {
             outputs: "0".repeat(64),
             failed: 0,
+            unsettled: 0,
             receipt: String::new(),
         },
     }

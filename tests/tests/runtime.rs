@@ -2080,6 +2080,7 @@ fn lease_tickets_for_workloads(w: &Wrangler) -> Result<()> {
         result: WorkResult::Workload {
             outputs: sha.clone(),
             failed: 1,
+            unsettled: 0,
             receipt,
         },
         compute_ms: 5,

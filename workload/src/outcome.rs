@@ -4,7 +4,8 @@
 //! trap, the module's own error, an output out of bounds): every engine reaches it, so two
 //! devices agree on it and a device that claims a different one is caught. A failure that
 //! depends on the device (out of time, out of stack: engines and machines differ) is not a
-//! result: it has no digest, and the coordinator gives the item to another device.
+//! result: it has no digest, and a run of items that holds one is *unsettled* — computed again
+//! by another device, whose finished outputs take its place (docs/WORKLOADS.md).
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};

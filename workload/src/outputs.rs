@@ -28,6 +28,18 @@ pub fn encode(outcomes: &[Outcome]) -> Vec<u8> {
     file
 }
 
+/// How many of these outcomes are failures that depend on the device (out of time or stack
+/// there, or an engine failure): a result's `unsettled` count, which its upload's receipt
+/// vouches for.
+pub fn unsettled(outcomes: &[Outcome]) -> u64 {
+    outcomes.iter().filter(|o| is_unsettled(o)).count() as u64
+}
+
+/// Whether an outcome is a failure that depends on the device.
+pub fn is_unsettled(outcome: &Outcome) -> bool {
+    matches!(outcome, Outcome::Failed(failure) if failure.kind.depends_on_device())
+}
+
 /// Appends the record of one item's outcome to a file (or to an empty one: the record alone).
 pub fn push(file: &mut Vec<u8>, outcome: &Outcome) {
     let failure;

@@ -1,6 +1,7 @@
 //! The workload table of `cargo xtask bench workload`: the example `pi` (100,000 samples per
 //! item) over a range of items, run directly on the native runner and on the swarm by real
-//! `ostrich-agent` processes (release builds) against the built coordinator in `wrangler dev`.
+//! `ostrich-agent` processes (release builds) or by a browser device (headless Chromium, through
+//! `xtask/browser-device.mjs`) against the built coordinator in `wrangler dev`.
 //!
 //! A swarm row measures, from the submit to the job's end: items per second, workerd's CPU
 //! time per item (from `/proc`, the whole workerd process), the object's messages in and out
@@ -45,11 +46,16 @@ pub fn table() -> Result<()> {
         .join("target/tmp")
         .join(format!("workload-bench-{}", std::process::id()));
     let mut wrangler = Wrangler::start_anywhere(&persist, Vec::new())?;
-    for (agents, cores) in [(1, 1), (2, 1)] {
-        eprintln!("xtask: workload over {agents} agent(s) of {cores} core(s)");
-        match swarm_row(&wrangler, &agent_bin, &pi, agents, cores, &persist) {
+    for devices in [
+        Devices::Agents(1),
+        Devices::Agents(2),
+        Devices::Chromium(1),
+        Devices::Chromium(2),
+    ] {
+        eprintln!("xtask: workload on {}", devices.what());
+        match swarm_row(&wrangler, &agent_bin, &pi, devices, &persist) {
             Ok(row) => rows.push(row),
-            Err(err) => eprintln!("the row of {agents} agents failed: {err:#}"),
+            Err(err) => eprintln!("the row of {} failed: {err:#}", devices.what()),
         }
     }
     wrangler.stop();
@@ -94,12 +100,79 @@ fn direct(pi: &[u8]) -> Result<Row> {
     })
 }
 
+/// Who computes a swarm row: agents of one core each, or one Chromium device of this many
+/// cores (as `navigator.hardwareConcurrency` says).
+#[derive(Clone, Copy)]
+enum Devices {
+    Agents(usize),
+    Chromium(u16),
+}
+
+impl Devices {
+    fn what(self) -> String {
+        match self {
+            Devices::Agents(n) => format!("{n} agent(s) × 1 core"),
+            Devices::Chromium(cores) => format!("1 Chromium device × {cores} core(s)"),
+        }
+    }
+}
+
+/// A browser device held open by `xtask/browser-device.mjs`; closed when dropped.
+struct BrowserDevice {
+    child: std::process::Child,
+}
+
+impl BrowserDevice {
+    fn start(base: &str, swarm_id: &str, owner_key: &str, cores: u16) -> Result<Self> {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new("node")
+            .arg(crate::root().join("xtask/browser-device.mjs"))
+            .args([base, swarm_id, owner_key, &cores.to_string()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .context("starting node xtask/browser-device.mjs")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let device = Self { child };
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        loop {
+            match rx.recv_timeout(Duration::from_secs(120)) {
+                Ok(line) if line == "device ready" => return Ok(device),
+                Ok(_) => {}
+                Err(err) => bail!("the browser device never got ready: {err}"),
+            }
+        }
+    }
+}
+
+impl Drop for BrowserDevice {
+    /// Closing its standard input closes the browser; it is killed if it has not exited
+    /// within 10 s.
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn swarm_row(
     w: &Wrangler,
     agent_bin: &std::path::Path,
     pi: &[u8],
-    agents: usize,
-    cores: u16,
+    devices: Devices,
     dir: &std::path::Path,
 ) -> Result<Row> {
     let created = w.create_swarm("workload bench")?;
@@ -117,10 +190,23 @@ fn swarm_row(
         .put(&format!("{base}/modules/{sha}"))
         .set("authorization", &format!("Bearer {key}"))
         .send_bytes(pi)?;
-    // The owner's own agents: their results are not replicated, so the row measures the
+    // The owner's own devices: their results are not replicated, so the row measures the
     // work once (an untrusted swarm computes some of it twice until devices earn trust).
     let link = format!("{}/s/{}", w.base, created.swarm_id);
     let mut running = Vec::new();
+    let mut browser = None;
+    let agents = match devices {
+        Devices::Agents(n) => n,
+        Devices::Chromium(cores) => {
+            browser = Some(BrowserDevice::start(
+                &w.base,
+                &created.swarm_id,
+                &key,
+                cores,
+            )?);
+            0
+        }
+    };
     for i in 0..agents {
         let state = dir.join(format!("agent-{}-{i}.json", created.swarm_id));
         let args = [
@@ -128,7 +214,7 @@ fn swarm_row(
             "--owner-key".into(),
             key.clone(),
             "--cores".into(),
-            cores.to_string(),
+            "1".into(),
             "--state".into(),
             state.display().to_string(),
         ];
@@ -168,6 +254,7 @@ fn swarm_row(
         crate::load::workerd_usage(w.pid())?.0,
     );
     drop(running);
+    drop(browser);
     let (streamed, lines) = stream(&base, &key, &job_id)?;
     ensure!(lines == ITEMS, "{lines} result lines");
     let per_item = |v: u64| Some(v as f64 / ITEMS as f64);
@@ -180,7 +267,7 @@ fn swarm_row(
     let (m0, w0) = counters(&before.0);
     let (m1, w1) = counters(&after.0);
     Ok(Row {
-        what: format!("{agents} agent(s) × {cores} core(s) on the swarm"),
+        what: format!("{} on the swarm", devices.what()),
         items_per_s: ITEMS as f64 / seconds,
         cpu_ms: per_item(after.1.saturating_sub(before.1)),
         messages: per_item(m1.saturating_sub(m0)),

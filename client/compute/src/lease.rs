@@ -41,6 +41,7 @@ pub struct ItemRun {
     limit_ms: u64,
     file: Vec<u8>,
     failed: u64,
+    unsettled: u64,
     /// When the runner's current item (or its start) is out of time; `None` while no runner
     /// has been told to run.
     deadline: Option<u64>,
@@ -69,6 +70,7 @@ impl ItemRun {
             limit_ms: u64::from(*time_limit_ms),
             file: Vec::new(),
             failed: 0,
+            unsettled: 0,
             deadline: None,
         })
     }
@@ -134,6 +136,9 @@ impl ItemRun {
         if matches!(outcome, Outcome::Failed(_)) {
             self.failed += 1;
         }
+        if outputs::is_unsettled(outcome) {
+            self.unsettled += 1;
+        }
         self.next += 1;
     }
 
@@ -152,6 +157,7 @@ impl ItemRun {
         WorkResult::Workload {
             outputs: self.name(),
             failed: self.failed,
+            unsettled: self.unsettled,
             receipt,
         }
     }
@@ -212,6 +218,7 @@ mod tests {
         let WorkResult::Workload {
             outputs: name,
             failed,
+            unsettled,
             receipt,
         } = run.result("r".into())
         else {
@@ -221,7 +228,7 @@ mod tests {
             name,
             workload::module::hex(&Sha256::digest(outputs::encode(&want)).into())
         );
-        assert_eq!((failed, receipt.as_str()), (1, "r"));
+        assert_eq!((failed, unsettled, receipt.as_str()), (1, 0, "r"));
     }
 
     #[test]
@@ -256,7 +263,11 @@ mod tests {
         }
         assert!(matches!(
             run.result(String::new()),
-            WorkResult::Workload { failed: 2, .. }
+            WorkResult::Workload {
+                failed: 2,
+                unsettled: 2,
+                ..
+            }
         ));
     }
 
