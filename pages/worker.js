@@ -8,7 +8,8 @@
 // own that is terminated and replaced when an item runs past the time limit. What to do when
 // is decided by the compute wasm's `WorkloadLease`; this file only does the fetching, the
 // timers and the messages. Modules are kept in Cache Storage by their SHA-256, so a device
-// fetches each module once.
+// fetches each module once; a lease over an input set fetches its items' inputs with its
+// ticket.
 import init, { compute_work, WorkloadLease } from "/pkg/client_compute.js";
 
 const ready = init({ module_or_path: "/pkg/client_compute_bg.wasm" });
@@ -39,7 +40,8 @@ async function workload(lease_id, work, auth, api) {
   const lease = new WorkloadLease(work);
   try {
     const module = await moduleOf(api, lease.module(), auth);
-    await runItems(lease_id, lease, module, work);
+    const inputs = lease.fetchesInputs() ? lease.splitInputs(await inputsOf(api, auth)) : null;
+    await runItems(lease_id, lease, module, work, inputs);
     const receipt = await upload(`${api}/outputs/${lease.name()}`, lease.file(), auth);
     return lease.result(receipt);
   } finally {
@@ -69,8 +71,16 @@ function moduleOf(api, sha, auth) {
   return compiled.get(sha);
 }
 
+// The records of a lease's inputs, from its job's input set.
+async function inputsOf(api, auth) {
+  const response = await fetch(`${api}/inputs`, { headers: { authorization: auth } });
+  if (!response.ok) throw new Error(`fetching the inputs: ${await refusal(response)}`);
+  return new Uint8Array(await response.arrayBuffer());
+}
+
 // Runs the lease's items on the runner, replacing it when `lease` says an item is out of time.
-function runItems(lease_id, lease, module, work) {
+// `inputs`: the items' inputs when they come from an input set (else the runner derives them).
+function runItems(lease_id, lease, module, work, inputs) {
   return new Promise((resolve, reject) => {
     let timer = null;
     const kill = () => {
@@ -103,7 +113,7 @@ function runItems(lease_id, lease, module, work) {
           }
           step();
         };
-        own.postMessage({ module, work, from: run.from, end: run.end });
+        own.postMessage({ module, work, inputs, from: run.from, end: run.end });
       }
       const at = (run || wait).wake_at;
       timer = setTimeout(step, Math.max(0, at - performance.now()));

@@ -1,7 +1,8 @@
 //! Items of own workloads (docs/WORKLOADS.md) on the native runner (`workload::native`, on
 //! wasmtime): the module is fetched once with a lease's ticket and kept compiled by its
 //! SHA-256; each item runs in a fresh instance; the lease's outputs file is uploaded with the
-//! same ticket before the result, which names the file, is sent.
+//! same ticket before the result, which names the file, is sent. A lease over an input set
+//! fetches its items' inputs with the ticket too.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -78,6 +79,7 @@ impl Workloads {
             first_item,
             items,
             time_limit_ms,
+            inputs,
             ..
         } = work
         else {
@@ -91,11 +93,18 @@ impl Workloads {
         let compiled = self.module(runner, module, &pass)?;
         let limit = Duration::from_millis(u64::from(*time_limit_ms));
         let mut outcomes = Vec::new();
-        for index in *first_item..first_item.saturating_add(*items) {
-            let input = work
-                .item_input(index)
-                .ok_or_else(|| format!("item {index}'s input does not fit in 64 bits"))?;
-            outcomes.push(runner.run(&compiled, &input, limit));
+        if *inputs {
+            let records = self.inputs(&pass)?;
+            for input in workload::inputs::split(&records, *items)? {
+                outcomes.push(runner.run(&compiled, input, limit));
+            }
+        } else {
+            for index in *first_item..first_item.saturating_add(*items) {
+                let input = work
+                    .item_input(index)
+                    .ok_or_else(|| format!("item {index}'s input does not fit in 64 bits"))?;
+                outcomes.push(runner.run(&compiled, &input, limit));
+            }
         }
         let failed = outcomes
             .iter()
@@ -147,6 +156,26 @@ impl Workloads {
         }
         kept.push((sha256.to_owned(), Arc::clone(&compiled)));
         Ok(compiled)
+    }
+
+    /// The records of the lease's inputs, from the job's input set.
+    fn inputs(&self, pass: &Pass) -> Result<Vec<u8>, String> {
+        let response = self
+            .http
+            .get(&format!("{}/inputs", self.api))
+            .set("authorization", &pass.header())
+            .call()
+            .map_err(|err| refused("fetching the inputs", err))?;
+        let mut records = Vec::new();
+        // A lease's inputs are at most 128 records of at most 64 KiB.
+        let most =
+            shared_protocol::MAX_LEASE_ITEMS * (workload::module::MAX_INPUT_BYTES as u64 + 4);
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(response.into_reader(), most + 1),
+            &mut records,
+        )
+        .map_err(|err| format!("fetching the inputs: {err}"))?;
+        Ok(records)
     }
 
     /// Uploads the outputs file; the receipt the result must carry.

@@ -5,6 +5,7 @@
 //! export OSTRICH_SWARM=http://127.0.0.1:8787/s/<swarm id>
 //! ostrich upload f.wasm
 //! ostrich submit --module f.wasm --range 0..1000000 --out results.ndjson
+//! ostrich submit --module f.wasm --inputs items.ndjson --out results.ndjson
 //! ostrich status <job id>
 //! ostrich results <job id> --from 5000 >> results.ndjson
 //! ostrich cancel <job id>
@@ -26,6 +27,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
 use follow::{AfterAnswer, Follower};
+use sha2::{Digest, Sha256};
 use shared_protocol::{
     is_id, HttpError, JobResult, JobSpec, JobView, ModuleInfo, OwnerCommand, OwnerReply,
 };
@@ -68,10 +70,15 @@ enum Command {
         module: PathBuf,
         /// The inputs A..B: the integers A, A + step, … below B, each given to the module as
         /// its 8 little-endian bytes
-        #[arg(long, value_parser = parse_range)]
-        range: (u64, u64),
+        #[arg(long, value_parser = parse_range, required_unless_present = "inputs", conflicts_with = "inputs")]
+        range: Option<(u64, u64)>,
         #[arg(long, default_value_t = 1)]
         step: u64,
+        /// The inputs from a file: one JSON value per line (.ndjson or .jsonl: each line's
+        /// text is an item), or any other file as length-prefixed items (each item's length
+        /// as 4 little-endian bytes, then its bytes); at most 100,000 items and 256 MiB
+        #[arg(long)]
+        inputs: Option<PathBuf>,
         /// How long one item may run on a device, in milliseconds
         #[arg(long, default_value_t = 10_000)]
         time_limit_ms: u32,
@@ -142,8 +149,9 @@ fn run(cli: &Cli) -> Result<()> {
         }
         Command::Submit {
             module,
-            range: (start, end),
+            range,
             step,
+            inputs,
             time_limit_ms,
             out,
             no_wait,
@@ -151,16 +159,36 @@ fn run(cli: &Cli) -> Result<()> {
             if *step == 0 {
                 bail!("--step must be at least 1");
             }
+            // The input file is read and checked before anything is sent.
+            let pages = match inputs {
+                Some(path) => Some(input_pages(path)?),
+                None => None,
+            };
             let (info, stored) = swarm.upload(module)?;
             if stored {
                 eprintln!("module {} stored", info.sha256);
             }
-            let job = JobSpec::Workload {
-                module: info.sha256,
-                start: *start,
-                step: *step,
-                items: (end - start).div_ceil(*step),
-                time_limit_ms: *time_limit_ms,
+            let job = match (range, pages) {
+                (_, Some(pages)) => {
+                    let inputs = swarm.upload_inputs(&pages)?;
+                    JobSpec::Workload {
+                        module: info.sha256,
+                        start: 0,
+                        step: 0,
+                        items: inputs.iter().map(|p| p.items).sum(),
+                        time_limit_ms: *time_limit_ms,
+                        inputs: Some(inputs),
+                    }
+                }
+                (Some((start, end)), None) => JobSpec::Workload {
+                    module: info.sha256,
+                    start: *start,
+                    step: *step,
+                    items: (end - start).div_ceil(*step),
+                    time_limit_ms: *time_limit_ms,
+                    inputs: None,
+                },
+                (None, None) => bail!("give --range or --inputs"),
             };
             let job_id = swarm.submit(job)?;
             if *no_wait {
@@ -190,6 +218,64 @@ fn run(cli: &Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The items of an input file, in pages to upload: the lines of an `.ndjson` or `.jsonl` file
+/// (each must be one JSON value; an empty line is skipped), or the length-prefixed items of
+/// any other file.
+fn input_pages(path: &Path) -> Result<Vec<Vec<u8>>> {
+    const MAX_BYTES: u64 = 256 * 1024 * 1024;
+    let size = std::fs::metadata(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .len();
+    if size > MAX_BYTES {
+        bail!("{}: an input file is at most 256 MiB", path.display());
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let ndjson = matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("ndjson" | "jsonl")
+    );
+    let items: Vec<&[u8]> = if ndjson {
+        let mut items = Vec::new();
+        for (number, line) in bytes.split(|&b| b == b'\n').enumerate() {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            serde_json::from_slice::<serde::de::IgnoredAny>(line).with_context(|| {
+                format!("{} line {}: not one JSON value", path.display(), number + 1)
+            })?;
+            if line.len() > workload::module::MAX_INPUT_BYTES {
+                bail!(
+                    "{} line {}: an item is at most {} bytes",
+                    path.display(),
+                    number + 1,
+                    workload::module::MAX_INPUT_BYTES
+                );
+            }
+            items.push(line);
+        }
+        items
+    } else {
+        workload::inputs::ranges(&bytes)
+            .map_err(|why| anyhow!("{}: {why}", path.display()))?
+            .into_iter()
+            .filter_map(|range| bytes.get(range))
+            .collect()
+    };
+    if items.is_empty() || items.len() as u64 > shared_protocol::MAX_INPUT_SET_ITEMS {
+        bail!(
+            "{}: {} items; an input set has 1 to {}",
+            path.display(),
+            items.len(),
+            shared_protocol::MAX_INPUT_SET_ITEMS
+        );
+    }
+    Ok(workload::inputs::pages(
+        items,
+        shared_protocol::MAX_INPUT_PAGE_BYTES,
+    ))
 }
 
 /// The results file: created (or truncated), or appended to.
@@ -364,6 +450,30 @@ impl Swarm {
                 }
             }
         }
+    }
+
+    /// Stores the pages of an input set that the swarm does not have yet; the job's list of
+    /// them.
+    fn upload_inputs(&self, pages: &[Vec<u8>]) -> Result<Vec<shared_protocol::InputPage>> {
+        let mut uploaded = Vec::new();
+        for page in pages {
+            let sha256 = hex(&Sha256::digest(page).into());
+            let resp = self
+                .http
+                .put(&format!("{}/inputs/{sha256}", self.api))
+                .set("authorization", &self.bearer())
+                .set("content-type", "application/octet-stream")
+                .send_bytes(page)
+                .map_err(refused)?;
+            let stored: shared_protocol::InputPage = resp.into_json()?;
+            uploaded.push(stored);
+        }
+        eprintln!(
+            "{} input pages stored ({} items)",
+            uploaded.len(),
+            uploaded.iter().map(|p| p.items).sum::<u64>()
+        );
+        Ok(uploaded)
     }
 
     /// Checks the module at `path`, then stores it unless the swarm has it already. Returns

@@ -145,6 +145,17 @@ pub fn title(spec: &JobSpec) -> String {
         ),
         JobSpec::Workload {
             module,
+            items,
+            inputs: Some(pages),
+            ..
+        } => format!(
+            "module {}… on {} items of an input set ({} pages)",
+            module.get(..12).unwrap_or(module),
+            format::thousands(*items),
+            pages.len()
+        ),
+        JobSpec::Workload {
+            module,
             start,
             step,
             items,
@@ -677,5 +688,35 @@ mod tests {
         );
         assert!(title(&job.spec).contains("9 zero bits"));
         assert_eq!(unit(&job.spec), "hashes");
+        let range = JobSpec::Workload {
+            module: "ab".repeat(32),
+            start: 7,
+            step: 2,
+            items: 12_000,
+            time_limit_ms: 10,
+            inputs: None,
+        };
+        assert_eq!(
+            title(&range),
+            "module abababababab… on 12,000 items from 7 by 2"
+        );
+        let set = JobSpec::Workload {
+            module: "ab".repeat(32),
+            start: 0,
+            step: 0,
+            items: 12_000,
+            time_limit_ms: 10,
+            inputs: Some(vec![
+                shared_protocol::InputPage {
+                    sha256: "cd".repeat(32),
+                    items: 6_000
+                };
+                2
+            ]),
+        };
+        assert_eq!(
+            title(&set),
+            "module abababababab… on 12,000 items of an input set (2 pages)"
+        );
     }
 }

@@ -14,6 +14,9 @@
 //! - `GET  /api/swarms/{id}/jobs/{job_id}/bands?after=N` — its bands stored since (JSON)
 //! - `PUT|GET|HEAD /api/swarms/{id}/modules/{sha256}` — a workload module (the owner's; a
 //!   device reads the running job's with a lease ticket; see `modules`)
+//! - `PUT  /api/swarms/{id}/inputs/{sha256}` — a page of a workload job's input set (owner
+//!   only), and `GET /api/swarms/{id}/inputs` — a lease's inputs (with its ticket; see
+//!   `inputs`)
 //! - `PUT  /api/swarms/{id}/outputs/{sha256}` — a lease's outputs file (with its ticket)
 //! - `GET  /api/swarms/{id}/jobs/{job_id}/results?from=K` — a workload job's results as NDJSON
 //!   (owner only; see `outputs`)
@@ -44,6 +47,7 @@
 mod config;
 mod directory;
 mod http;
+mod inputs;
 mod modules;
 mod object;
 mod outputs;
@@ -121,6 +125,12 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
             } else {
                 modules::get(req, &env, id, sha256).await
             }
+        }
+        (Method::Put, ["api", "swarms", id, "inputs", sha256]) if is_id(id, &()).is_ok() => {
+            inputs::put(req, &env, id, sha256).await
+        }
+        (Method::Get, ["api", "swarms", id, "inputs"]) if is_id(id, &()).is_ok() => {
+            inputs::of_lease(req, &env, id).await
         }
         (Method::Put, ["api", "swarms", id, "outputs", sha256]) if is_id(id, &()).is_ok() => {
             outputs::put(req, &env, id, sha256).await

@@ -229,17 +229,21 @@ impl Reader {
                     if item < self.next {
                         continue;
                     }
-                    let input = index
-                        .step
-                        .checked_mul(item)
+                    // A job over an input set (step 0) has no integer input to show.
+                    let input = (index.step != 0)
+                        .then(|| index.step.checked_mul(item))
+                        .flatten()
                         .and_then(|n| n.checked_add(index.start));
                     let line = match &outcomes {
                         Ok(outcomes) => line(item, input, outcomes.get(i)),
-                        Err(why) => json!({
-                            "item": item,
-                            "input": input,
-                            "error": { "kind": "missing", "message": why },
-                        }),
+                        Err(why) => without_absent_input(
+                            json!({
+                                "item": item,
+                                "input": input,
+                                "error": { "kind": "missing", "message": why },
+                            }),
+                            input,
+                        ),
                     };
                     let mut bytes = serde_json::to_vec(&line)?;
                     bytes.push(b'\n');
@@ -283,8 +287,22 @@ impl Reader {
     }
 }
 
-/// One item's line: its output in base64 (and as JSON when it is a JSON text), or its error.
+/// One item's line: its output in base64 (and as JSON when it is a JSON text), or its error;
+/// `input` only for a job over a range.
 fn line(item: u64, input: Option<u64>, outcome: Option<&Outcome>) -> Value {
+    without_absent_input(item_line(item, input, outcome), input)
+}
+
+fn without_absent_input(mut line: Value, input: Option<u64>) -> Value {
+    if input.is_none() {
+        if let Some(fields) = line.as_object_mut() {
+            fields.remove("input");
+        }
+    }
+    line
+}
+
+fn item_line(item: u64, input: Option<u64>, outcome: Option<&Outcome>) -> Value {
     match outcome {
         Some(Outcome::Output(bytes)) => {
             let output = base64::engine::general_purpose::STANDARD.encode(bytes);

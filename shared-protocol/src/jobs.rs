@@ -39,6 +39,16 @@ pub const MAX_ITEM_TIME_LIMIT_MS: u32 = 60_000;
 /// one upload of [`MAX_OUTPUTS_BYTES`].
 pub const MAX_LEASE_ITEMS: u64 = 128;
 
+/// The most items of a workload job over an input set.
+pub const MAX_INPUT_SET_ITEMS: u64 = 100_000;
+
+/// The largest page of an input set, in bytes: an input set of up to 256 MiB is uploaded in
+/// pages of at most 8 MiB (docs/WORKLOADS.md, "Input sets").
+pub const MAX_INPUT_PAGE_BYTES: usize = 8 * 1024 * 1024;
+
+/// The most pages of an input set (32 full pages are 256 MiB).
+pub const MAX_INPUT_PAGES: usize = 32;
+
 /// The largest outputs file of one workload lease (docs/WORKLOADS.md): 128 items of the
 /// largest output and their 5-byte headers.
 pub const MAX_OUTPUTS_BYTES: usize = 128 * (256 * 1024 + 5);
@@ -71,16 +81,30 @@ pub enum JobSpec {
         want: u32,
     },
     /// Run the workload module named `module` (the SHA-256 of its upload, docs/WORKLOADS.md)
-    /// once per item: item `i` (`0 <= i < items`) has as input the 8 little-endian bytes of
-    /// the unsigned integer `start + i * step`. An item that runs longer than `time_limit_ms`
-    /// fails with `time_limit`.
+    /// once per item. Over an integer range, item `i` (`0 <= i < items`) has as input the 8
+    /// little-endian bytes of the unsigned integer `start + i * step`; over an input set
+    /// (`inputs`, without `start` and `step`), the items of its uploaded pages in order. An
+    /// item that runs longer than `time_limit_ms` fails with `time_limit`.
     Workload {
         module: String,
+        #[serde(default)]
         start: u64,
+        #[serde(default)]
         step: u64,
         items: u64,
         time_limit_ms: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        inputs: Option<Vec<InputPage>>,
     },
+}
+
+/// A page of an input set, as uploaded (`PUT /api/swarms/{id}/inputs/{sha256}`): its name and
+/// how many items it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputPage {
+    pub sha256: String,
+    pub items: u64,
 }
 
 /// The rule of a [`JobSpec`] (a garde custom validator).
@@ -142,11 +166,54 @@ pub fn valid_job(spec: &JobSpec, _ctx: &()) -> garde::Result {
             }
         }
         JobSpec::Workload {
+            inputs: Some(pages),
             module,
             start,
             step,
             items,
             time_limit_ms,
+        } => {
+            let sum = pages
+                .iter()
+                .try_fold(0u64, |sum, page| sum.checked_add(page.items));
+            if crate::is_sha256(module, &()).is_err() {
+                fail(
+                    "module must be the SHA-256 of an uploaded module (64 lowercase hex digits)"
+                        .into(),
+                )
+            } else if *start != 0 || *step != 0 {
+                fail("a job over an input set has no start or step".into())
+            } else if !(1..=MAX_INPUT_PAGES).contains(&pages.len()) {
+                fail(format!("an input set has 1 to {MAX_INPUT_PAGES} pages"))
+            } else if let Some(page) = pages
+                .iter()
+                .find(|p| crate::is_sha256(&p.sha256, &()).is_err())
+            {
+                fail(format!(
+                    "the page {:?} is not named by a SHA-256 (64 lowercase hex digits)",
+                    page.sha256
+                ))
+            } else if pages.iter().any(|p| p.items == 0) {
+                fail("every page holds at least one item".into())
+            } else if sum != Some(*items) {
+                fail("items must be the sum of the pages' items".into())
+            } else if !(1..=MAX_INPUT_SET_ITEMS).contains(items) {
+                fail(format!("an input set has 1 to {MAX_INPUT_SET_ITEMS} items"))
+            } else if !(1..=MAX_ITEM_TIME_LIMIT_MS).contains(time_limit_ms) {
+                fail(format!(
+                    "time_limit_ms must be 1 to {MAX_ITEM_TIME_LIMIT_MS}"
+                ))
+            } else {
+                Ok(())
+            }
+        }
+        JobSpec::Workload {
+            module,
+            start,
+            step,
+            items,
+            time_limit_ms,
+            inputs: None,
         } => {
             let last = items
                 .checked_sub(1)
@@ -244,6 +311,7 @@ impl JobSpec {
                 start,
                 step,
                 time_limit_ms,
+                inputs,
                 ..
             } => Work::Workload {
                 module: module.clone(),
@@ -252,6 +320,7 @@ impl JobSpec {
                 first_item: from,
                 items: to.saturating_sub(from),
                 time_limit_ms: *time_limit_ms,
+                inputs: inputs.is_some(),
             },
         }
     }
@@ -284,8 +353,10 @@ pub enum Work {
         max_found: u32,
     },
     /// Run the module on items `[first_item, first_item + items)` of a workload job: item `i`
-    /// has as input the 8 little-endian bytes of `start + i * step`. The module's bytes are
-    /// at `GET /api/swarms/{id}/modules/{module}` with the lease's ticket; the outputs go to
+    /// has as input the 8 little-endian bytes of `start + i * step`, or, when `inputs`, the
+    /// job's input set's item `i`, fetched with the lease's ticket from
+    /// `GET /api/swarms/{id}/inputs`. The module's bytes are at
+    /// `GET /api/swarms/{id}/modules/{module}` with the ticket; the outputs go to
     /// `PUT /api/swarms/{id}/outputs/{sha256}` (docs/PROTOCOL.md).
     Workload {
         module: String,
@@ -294,14 +365,18 @@ pub enum Work {
         first_item: u64,
         items: u64,
         time_limit_ms: u32,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        inputs: bool,
     },
 }
 
 impl Work {
-    /// The input of item `index` of a [`Work::Workload`] (`None` for other kinds, or an index
-    /// whose input does not fit in 64 bits).
+    /// The input of item `index` of a [`Work::Workload`] over an integer range (`None` for
+    /// other kinds, a lease over an input set, or an index whose input does not fit in 64
+    /// bits).
     pub fn item_input(&self, index: u64) -> Option<[u8; 8]> {
         match self {
+            Work::Workload { inputs: true, .. } => None,
             Work::Workload { start, step, .. } => index
                 .checked_mul(*step)
                 .and_then(|n| n.checked_add(*start))
@@ -484,7 +559,77 @@ mod tests {
             step,
             items,
             time_limit_ms,
+            inputs: None,
         }
+    }
+
+    /// A job over an input set of pages holding these numbers of items.
+    fn over_pages(pages: &[u64]) -> JobSpec {
+        JobSpec::Workload {
+            module: "ab".repeat(32),
+            start: 0,
+            step: 0,
+            items: pages.iter().sum(),
+            time_limit_ms: 100,
+            inputs: Some(
+                pages
+                    .iter()
+                    .map(|&items| InputPage {
+                        sha256: "cd".repeat(32),
+                        items,
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    #[test]
+    fn an_input_set_job_names_its_pages_and_counts_their_items() {
+        assert!(valid_job(&over_pages(&[1]), &()).is_ok());
+        assert!(valid_job(&over_pages(&[60_000, 40_000]), &()).is_ok());
+        assert!(valid_job(&over_pages(&[1; MAX_INPUT_PAGES]), &()).is_ok());
+        let refused = |spec: JobSpec, why: &str| {
+            let error = valid_job(&spec, &()).unwrap_err().to_string();
+            assert!(error.contains(why), "{error}");
+        };
+        refused(over_pages(&[]), "1 to 32 pages");
+        refused(over_pages(&[1; MAX_INPUT_PAGES + 1]), "1 to 32 pages");
+        refused(over_pages(&[60_000, 40_001]), "1 to 100000 items");
+        refused(over_pages(&[3, 0]), "at least one item");
+        let mut spec = over_pages(&[5, 5]);
+        if let JobSpec::Workload { items, .. } = &mut spec {
+            *items = 11;
+        }
+        refused(spec, "the sum of the pages");
+        let mut spec = over_pages(&[5]);
+        if let JobSpec::Workload { step, .. } = &mut spec {
+            *step = 1;
+        }
+        refused(spec, "no start or step");
+        let mut spec = over_pages(&[5]);
+        if let JobSpec::Workload {
+            inputs: Some(pages),
+            ..
+        } = &mut spec
+        {
+            pages[0].sha256 = "nope".into();
+        }
+        refused(spec, "\"nope\" is not named by a SHA-256");
+        // Its leases say to fetch their inputs, and have none of their own.
+        let work = over_pages(&[5, 5]).work(3, 8);
+        assert!(matches!(
+            work,
+            Work::Workload {
+                inputs: true,
+                first_item: 3,
+                items: 5,
+                ..
+            }
+        ));
+        assert_eq!(work.item_input(4), None);
+        let text = crate::encode(&work);
+        assert!(text.contains("\"inputs\":true"), "{text}");
+        assert!(!crate::encode(&workload(0, 1, 5, 10).work(0, 5)).contains("inputs"));
     }
 
     #[test]
@@ -539,6 +684,7 @@ mod tests {
                 step: 1,
                 items: 1,
                 time_limit_ms: 100,
+                inputs: None,
             },
         ];
         for spec in bad {
@@ -585,7 +731,8 @@ mod tests {
                 step: 3,
                 first_item: 10,
                 items: 10,
-                time_limit_ms: 100
+                time_limit_ms: 100,
+                inputs: false,
             }
         );
         assert_eq!(work.item_input(10), Some(1030u64.to_le_bytes()));

@@ -38,10 +38,11 @@ pub use http::{
     ResolveCodeRequest, ResolveCodeResponse, SwarmInfo, SwarmStats,
 };
 pub use jobs::{
-    decode_counts, encode_counts, valid_job, ImageBand, ImageBands, JobResult, JobSpec, JobState,
-    JobView, Work, WorkResult, MAX_CHUNK_PIXELS, MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE,
-    MAX_ITEM_TIME_LIMIT_MS, MAX_ITERATIONS, MAX_LEASE_ITEMS, MAX_NONCE_END, MAX_OUTPUTS_BYTES,
-    MAX_PREFIX_BYTES, MAX_PRIME_END, MAX_WANTED_NONCES, MAX_WORKLOAD_ITEMS,
+    decode_counts, encode_counts, valid_job, ImageBand, ImageBands, InputPage, JobResult, JobSpec,
+    JobState, JobView, Work, WorkResult, MAX_CHUNK_PIXELS, MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE,
+    MAX_INPUT_PAGES, MAX_INPUT_PAGE_BYTES, MAX_INPUT_SET_ITEMS, MAX_ITEM_TIME_LIMIT_MS,
+    MAX_ITERATIONS, MAX_LEASE_ITEMS, MAX_NONCE_END, MAX_OUTPUTS_BYTES, MAX_PREFIX_BYTES,
+    MAX_PRIME_END, MAX_WANTED_NONCES, MAX_WORKLOAD_ITEMS,
 };
 pub use messages::{request_of, HEARTBEAT, HEARTBEAT_ACK};
 pub use messages::{

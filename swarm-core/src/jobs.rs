@@ -123,6 +123,9 @@ pub struct Vouched {
     pub job_id: String,
     /// The module to run (its SHA-256).
     pub module: String,
+    /// The pages of the job's input set, in item order (empty for a job over a range).
+    #[serde(default)]
+    pub inputs: Vec<shared_protocol::InputPage>,
     pub first_item: u64,
     pub items: u64,
     /// When asked for an outputs file: the receipt that the result naming it must carry,
@@ -1328,13 +1331,14 @@ impl SwarmCore {
     ) -> Option<Vouched> {
         let key = self.meta.as_ref()?.lease_key.as_str();
         let active = self.jobs.active.as_ref()?;
-        let JobSpec::Workload { module, .. } = &active.spec else {
+        let JobSpec::Workload { module, inputs, .. } = &active.spec else {
             return None;
         };
         let (lo, hi) = crate::secrets::check_ticket(key, &active.job_id, device_id, ticket)?;
         Some(Vouched {
             job_id: active.job_id.clone(),
             module: module.clone(),
+            inputs: inputs.clone().unwrap_or_default(),
             first_item: lo,
             items: hi.saturating_sub(lo),
             receipt: outputs

@@ -106,6 +106,7 @@ fn submit(sim: &mut Sim, items: u64) -> String {
         step: 2,
         items,
         time_limit_ms: 1_000,
+        inputs: None,
     };
     match sim.owner(OwnerCommand::SubmitJob { job }).unwrap() {
         OwnerReply::JobSubmitted { job_id } => job_id,
@@ -182,13 +183,14 @@ fn item_runs_go_to_devices_that_run_workloads_and_their_tickets_vouch_for_them_a
                     start,
                     step,
                     time_limit_ms,
+                    inputs,
                 } = &work
                 else {
                     panic!("{work:?}")
                 };
                 assert_eq!(
-                    (module.as_str(), *start, *step, *time_limit_ms),
-                    (MODULE, 1_000, 2, 1_000)
+                    (module.as_str(), *start, *step, *time_limit_ms, *inputs),
+                    (MODULE, 1_000, 2, 1_000, false)
                 );
                 assert!((1..=MAX_LEASE_ITEMS).contains(items), "{items} items");
                 if sim.core.job(&job).unwrap().state != JobState::Running {
@@ -202,6 +204,7 @@ fn item_runs_go_to_devices_that_run_workloads_and_their_tickets_vouch_for_them_a
                     Some(Vouched {
                         job_id: job.clone(),
                         module: MODULE.into(),
+                        inputs: Vec::new(),
                         first_item: *first_item,
                         items: *items,
                         receipt: None,
@@ -249,6 +252,7 @@ fn item_runs_go_to_devices_that_run_workloads_and_their_tickets_vouch_for_them_a
             first_item: *lo,
             items: hi - lo,
             time_limit_ms: 1_000,
+            inputs: false,
         };
         assert_eq!(honest_name(&work), *name);
         next = *hi;

@@ -154,6 +154,41 @@ test("a browser and a native agent run own workloads on the swarm: results equal
       assert.ok(chunks > chunksBefore, `${name}: the browser computed no lease`);
       assert.equal(await device.page.getByTestId("join-refused").count(), 0);
     }
+    // An input set: 400 JSON texts in two pages, echoed by the broken module (it breaks only
+    // on inputs whose first byte is below 14). Devices fetch each lease's inputs by ticket.
+    const texts = Array.from({ length: 400 }, (_, i) => JSON.stringify({ n: i, word: "é".repeat(i % 7) }));
+    const records = (items) => Buffer.concat(items.flatMap((t) => {
+      const bytes = Buffer.from(t, "utf8");
+      const length = Buffer.alloc(4);
+      length.writeUInt32LE(bytes.length);
+      return [length, bytes];
+    }));
+    const pages = [];
+    for (const part of [texts.slice(0, 250), texts.slice(250)]) {
+      const page = records(part);
+      const sha = createHash("sha256").update(page).digest("hex");
+      const put = await fetch(`${BASE}/api/swarms/${swarmId}/inputs/${sha}`, {
+        method: "PUT", headers: { authorization: `Bearer ${ownerKey}` }, body: page,
+      });
+      assert.equal(put.status, 201);
+      pages.push(await put.json());
+    }
+    assert.deepEqual(pages.map((p) => p.items), [250, 150]);
+    const broken = createHash("sha256").update(readFileSync(jobs.broken.file)).digest("hex");
+    const chunksBefore = Number(await device.page.getByTestId("chunks-done").textContent());
+    const { job_id: setJob } = await ownerCommand(swarmId, ownerKey, {
+      command: "submit_job",
+      job: { kind: "workload", module: broken, items: 400, time_limit_ms: 1000, inputs: pages },
+    });
+    const closing = await readResults(swarmId, ownerKey, setJob, async (line) => {
+      const text = texts[line.item];
+      assert.deepEqual(line, {
+        item: line.item, output: Buffer.from(text, "utf8").toString("base64"), json: JSON.parse(text),
+      });
+    });
+    assert.equal(closing.state, "done");
+    assert.ok(Number(await device.page.getByTestId("chunks-done").textContent()) > chunksBefore,
+      "the browser computed leases of the input set");
     // Each module was fetched once into Cache Storage, by its name.
     const cached = await device.page.evaluate(async () =>
       (await (await caches.open("ostrich-modules")).keys()).map((r) => new URL(r.url).pathname));

@@ -218,6 +218,10 @@ fn main() {
              connections, and shows and cancels jobs",
             cli_submits_and_follows,
         ),
+        (
+            "the ostrich CLI runs a module over input files, JSON lines and length-prefixed",
+            cli_runs_input_files,
+        ),
         ("an agent joins with the owner key", owner_key_join),
         (
             "an agent joins over wss:// and refuses a certificate it cannot verify",
@@ -919,5 +923,71 @@ fn cli_submits_and_follows(world: &mut World) -> Result<()> {
         text(&results.stderr)
     );
     println!("    6,000 items written in order across 2 cut connections; status and cancel work");
+    Ok(())
+}
+
+/// Jobs over input sets from the CLI, computed by the agents: 3,000 JSON lines echoed by the
+/// broken module (any input it does not break on comes back), and 2,000 length-prefixed
+/// integers through collatz, each result equal to the native run of its input.
+fn cli_runs_input_files(world: &mut World) -> Result<()> {
+    use base64::Engine as _;
+    let ostrich = runtime_tests::agents::build_binary(&repo_root(), "ostrich-cli", "ostrich")?;
+    let swarm_url = format!("{}/s/{}", world.wrangler.base, world.swarm_id);
+    let modules = repo_root().join("target/examples");
+    let submit = |module: &str, inputs: &std::path::Path, out: &std::path::Path| {
+        let done = std::process::Command::new(&ostrich)
+            .args(["--swarm", &swarm_url, "submit", "--module"])
+            .arg(modules.join(module))
+            .arg("--inputs")
+            .arg(inputs)
+            .args(["--time-limit-ms", "5000", "--out"])
+            .arg(out)
+            .env("OSTRICH_OWNER_KEY", &world.owner_key)
+            .output()?;
+        let stderr = String::from_utf8_lossy(&done.stderr).into_owned();
+        ensure!(done.status.success(), "submit failed: {stderr}");
+        ensure!(stderr.contains("input pages stored"), "{stderr}");
+        let written = std::fs::read_to_string(out)?;
+        written
+            .lines()
+            .map(|line| Ok(serde_json::from_str::<serde_json::Value>(line)?))
+            .collect::<Result<Vec<_>>>()
+    };
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+
+    let lines: Vec<String> = (0..3_000)
+        .map(|i| format!("{{\"n\": {i}, \"name\": \"item {i}\"}}"))
+        .collect();
+    let ndjson = world.dir.join("items.ndjson");
+    std::fs::write(&ndjson, lines.join("\n") + "\n\n")?;
+    let got = submit("broken.wasm", &ndjson, &world.dir.join("echo.ndjson"))?;
+    ensure!(got.len() == 3_000, "{} lines", got.len());
+    for (item, (got, line)) in got.iter().zip(&lines).enumerate() {
+        let json: serde_json::Value = serde_json::from_str(line)?;
+        let want = serde_json::json!({"item": item, "output": b64(line.as_bytes()), "json": json});
+        ensure!(*got == want, "item {item}: got {got}, want {want}");
+    }
+
+    let numbers: Vec<[u8; 8]> = (1..=2_000u64).map(u64::to_le_bytes).collect();
+    let binary = world.dir.join("numbers.bin");
+    std::fs::write(
+        &binary,
+        workload::inputs::encode(numbers.iter().map(|n| n.as_slice())),
+    )?;
+    let got = submit(
+        "collatz.wasm",
+        &binary,
+        &world.dir.join("collatz-set.ndjson"),
+    )?;
+    ensure!(got.len() == 2_000, "{} lines", got.len());
+    let runner = workload::native::Runner::new().map_err(anyhow::Error::msg)?;
+    let compiled = runner.compile(&std::fs::read(modules.join("collatz.wasm"))?)?;
+    for (item, got) in (0u64..).zip(&got) {
+        let mut want = expected_line(&runner, &compiled, item, item + 1, 5 * SECOND);
+        if let Some(fields) = want.as_object_mut() {
+            fields.remove("input");
+        }
+        ensure!(*got == want, "item {item}: got {got}, want {want}");
+    }
     Ok(())
 }

@@ -119,6 +119,10 @@ fn main() {
             "a lease's ticket opens its module and the upload of its outputs, and nothing else",
             lease_tickets_for_workloads,
         ),
+        (
+            "an input set is stored in pages by the owner, and a lease's ticket reads its items",
+            input_sets_for_workloads,
+        ),
     ];
     let root = runtime_tests::repo_root();
     let persist = root
@@ -1945,39 +1949,51 @@ fn cli_uploads_a_module(w: &Wrangler) -> Result<()> {
 /// reads the job's module and uploads the lease's outputs file; every other use, and every
 /// file that is not the lease's outputs, is refused with its code and stores nothing. The
 /// result naming the file is then served by the results stream.
-fn lease_tickets_for_workloads(w: &Wrangler) -> Result<()> {
-    use base64::Engine as _;
+/// A module's or file's name: its SHA-256 in lowercase hex.
+fn sha_name(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
-    use workload::{Failure, FailureKind, Outcome};
-    let swarm = new_swarm(w, "tickets")?;
+    workload::module::hex(&Sha256::digest(bytes).into())
+}
+
+/// Fails unless the request was refused with this status and code.
+fn refused_with(
+    result: std::result::Result<ureq::Response, ureq::Error>,
+    want: (u16, ErrorCode),
+) -> Result<()> {
+    let got = http_error(result)?;
+    ensure!(got == want, "expected {want:?}, got {got:?}");
+    Ok(())
+}
+
+/// Stores `examples/collatz.wat` as a module of the swarm; its name.
+fn store_collatz(w: &Wrangler, swarm: &TestSwarm) -> Result<String> {
     let collatz = wat::parse_file(runtime_tests::repo_root().join("examples/collatz.wat"))?;
-    let name = |bytes: &[u8]| workload::module::hex(&Sha256::digest(bytes).into());
-    let module = name(&collatz);
-    let api = format!("{}/api/swarms/{}", w.base, swarm.swarm_id);
+    let module = sha_name(&collatz);
     http_agent()
-        .put(&format!("{api}/modules/{module}"))
+        .put(&format!(
+            "{}/api/swarms/{}/modules/{module}",
+            w.base, swarm.swarm_id
+        ))
         .set("authorization", &format!("Bearer {}", swarm.owner_key))
         .send_bytes(&collatz)?;
-    // The owner's device: its results are taken without a replica.
-    let (mut device, device_id) = join_owned_device_with_id(w, &swarm, "runner")?;
-    let submitted = owner_http(
-        w,
-        &swarm,
-        &swarm.owner_key,
-        &OwnerCommand::SubmitJob {
-            job: JobSpec::Workload {
-                module: module.clone(),
-                start: 5,
-                step: 1,
-                items: 3,
-                time_limit_ms: 1_000,
-            },
-        },
-    )?;
+    Ok(module)
+}
+
+/// Submits a workload job and returns the first lease the owner's own device (whose results
+/// are taken without a replica) gets for it: the device, its id, the job's id, and the
+/// lease's id, work and ticket.
+#[allow(clippy::type_complexity)]
+fn workload_lease(
+    w: &Wrangler,
+    swarm: &TestSwarm,
+    job: JobSpec,
+) -> Result<(WsClient, String, String, (u64, Work, String))> {
+    let (mut device, device_id) = join_owned_device_with_id(w, swarm, "runner")?;
+    let submitted = owner_http(w, swarm, &swarm.owner_key, &OwnerCommand::SubmitJob { job })?;
     let OwnerReply::JobSubmitted { job_id } = submitted else {
         bail!("{submitted:?}")
     };
-    let (lease_id, work, ticket) = device.recv_until(10 * SECOND, |m| match m {
+    let lease = device.recv_until(10 * SECOND, |m| match m {
         ToClient::Lease {
             lease_id,
             work: work @ Work::Workload { .. },
@@ -1986,6 +2002,25 @@ fn lease_tickets_for_workloads(w: &Wrangler) -> Result<()> {
         } => Some((*lease_id, work.clone(), ticket.clone())),
         _ => None,
     })?;
+    Ok((device, device_id, job_id, lease))
+}
+
+fn lease_tickets_for_workloads(w: &Wrangler) -> Result<()> {
+    use base64::Engine as _;
+    use workload::{Failure, FailureKind, Outcome};
+    let swarm = new_swarm(w, "tickets")?;
+    let api = format!("{}/api/swarms/{}", w.base, swarm.swarm_id);
+    let module = store_collatz(w, &swarm)?;
+    let job = JobSpec::Workload {
+        module: module.clone(),
+        start: 5,
+        step: 1,
+        items: 3,
+        time_limit_ms: 1_000,
+        inputs: None,
+    };
+    let (mut device, device_id, job_id, (lease_id, work, ticket)) = workload_lease(w, &swarm, job)?;
+    let name = sha_name;
     ensure!(
         matches!(
             work,
@@ -2011,11 +2046,7 @@ fn lease_tickets_for_workloads(w: &Wrangler) -> Result<()> {
             .set("authorization", auth)
             .send_bytes(body)
     };
-    let refused = |result, want: (u16, ErrorCode)| -> Result<()> {
-        let got = http_error(result)?;
-        ensure!(got == want, "expected {want:?}, got {got:?}");
-        Ok(())
-    };
+    let refused = refused_with;
     let forbidden = (403, ErrorCode::Forbidden);
     refused(put("", &sha, &file), forbidden)?;
     refused(
@@ -2062,7 +2093,11 @@ fn lease_tickets_for_workloads(w: &Wrangler) -> Result<()> {
     let mut bytes = Vec::new();
     std::io::Read::read_to_end(&mut served.into_reader(), &mut bytes)?;
     ensure!(
-        bytes == workload::module::check(&collatz)?.bytes,
+        bytes
+            == workload::module::check(&wat::parse_file(
+                runtime_tests::repo_root().join("examples/collatz.wat")
+            )?)?
+            .bytes,
         "the prepared module"
     );
     let other = name(b"another module");
@@ -2106,5 +2141,135 @@ fn lease_tickets_for_workloads(w: &Wrangler) -> Result<()> {
     ensure!(lines == want, "{lines:?}");
     // With the job ended, the ticket opens nothing.
     refused(put(&pass, &sha, &file), forbidden)?;
+    Ok(())
+}
+
+fn input_sets_for_workloads(w: &Wrangler) -> Result<()> {
+    use base64::Engine as _;
+    use workload::Outcome;
+    let swarm = new_swarm(w, "input sets")?;
+    let name = sha_name;
+    let api = format!("{}/api/swarms/{}", w.base, swarm.swarm_id);
+    let owner = format!("Bearer {}", swarm.owner_key);
+    let put = |auth: &str, sha: &str, body: &[u8]| {
+        http_agent()
+            .put(&format!("{api}/inputs/{sha}"))
+            .set("authorization", auth)
+            .send_bytes(body)
+    };
+    let refused = refused_with;
+    let invalid = (400, ErrorCode::Invalid);
+    let items: [&[u8]; 5] = [b"{\"a\": 1}", b"x", b"", b"yz", b"w"];
+    let (first, second) = (
+        workload::inputs::encode(items[..3].iter().copied()),
+        workload::inputs::encode(items[3..].iter().copied()),
+    );
+    // Only the owner stores pages, only whole records within the limits, under their name.
+    refused(
+        put("", &name(&first), &first),
+        (401, ErrorCode::BadOwnerKey),
+    )?;
+    refused(put(&owner, &name(b"other"), &first), invalid)?;
+    let cut = &first[..first.len() - 1];
+    refused(put(&owner, &name(cut), cut), invalid)?;
+    refused(put(&owner, &name(b""), b""), invalid)?;
+    let big = workload::inputs::encode([vec![0u8; 65_537].as_slice()]);
+    refused(put(&owner, &name(&big), &big), invalid)?;
+    refused(put(&owner, "not-a-sha", &first), (404, ErrorCode::NotFound))?;
+    let mut pages = Vec::new();
+    for page in [&first, &second] {
+        let stored = put(&owner, &name(page), page)?;
+        ensure!(stored.status() == 201, "stored: {}", stored.status());
+        let stored: shared_protocol::InputPage = stored.into_json()?;
+        let again = put(&owner, &name(page), page)?;
+        ensure!(again.status() == 200, "stored once");
+        ensure!(again.into_json::<shared_protocol::InputPage>()? == stored);
+        pages.push(stored);
+    }
+    ensure!(pages[0].items == 3 && pages[1].items == 2, "{pages:?}");
+
+    let job = JobSpec::Workload {
+        module: store_collatz(w, &swarm)?,
+        start: 0,
+        step: 0,
+        items: 5,
+        time_limit_ms: 1_000,
+        inputs: Some(pages),
+    };
+    let (mut device, device_id, job_id, (lease_id, work, ticket)) = workload_lease(w, &swarm, job)?;
+    ensure!(
+        matches!(
+            work,
+            Work::Workload {
+                first_item: 0,
+                items: 5,
+                inputs: true,
+                ..
+            }
+        ),
+        "one lease of every item, across both pages: {work:?}"
+    );
+    // The lease's inputs, with its ticket only.
+    let pass = format!("Lease {device_id} {ticket}");
+    let fetch = |auth: &str| {
+        http_agent()
+            .get(&format!("{api}/inputs"))
+            .set("authorization", auth)
+            .call()
+    };
+    refused(fetch(""), (403, ErrorCode::Forbidden))?;
+    refused(fetch(&owner), (403, ErrorCode::Forbidden))?;
+    let mut records = Vec::new();
+    std::io::Read::read_to_end(&mut fetch(&pass)?.into_reader(), &mut records)?;
+    ensure!(
+        workload::inputs::split(&records, 5).map_err(anyhow::Error::msg)? == items,
+        "the records of the lease's items"
+    );
+
+    // Echoed back (as a module would): the results have no integer inputs.
+    let outcomes: Vec<Outcome> = items.iter().map(|i| Outcome::Output(i.to_vec())).collect();
+    let file = workload::outputs::encode(&outcomes);
+    let sha = name(&file);
+    let stored: serde_json::Value = http_agent()
+        .put(&format!("{api}/outputs/{sha}"))
+        .set("authorization", &pass)
+        .send_bytes(&file)?
+        .into_json()?;
+    device.send(&ToCoordinator::ChunkResult {
+        lease_id,
+        result: WorkResult::Workload {
+            outputs: sha,
+            failed: 0,
+            unsettled: 0,
+            receipt: stored["receipt"].as_str().context("a receipt")?.to_owned(),
+        },
+        compute_ms: 5,
+        ticket: Some(ticket),
+    })?;
+    let body = http_agent()
+        .get(&format!("{api}/jobs/{job_id}/results?from=0"))
+        .set("authorization", &owner)
+        .call()?
+        .into_string()?;
+    let lines: Vec<serde_json::Value> = body
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<std::result::Result<_, _>>()?;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    ensure!(
+        lines.first()
+            == Some(&serde_json::json!({"item": 0, "output": b64(items[0]), "json": {"a": 1}})),
+        "{lines:?}"
+    );
+    ensure!(
+        lines.get(4) == Some(&serde_json::json!({"item": 4, "output": b64(b"w")})),
+        "{lines:?}"
+    );
+    ensure!(
+        lines.last() == Some(&serde_json::json!({"next": 5, "items": 5, "state": "done"})),
+        "{lines:?}"
+    );
+    // With the job ended, the ticket reads nothing.
+    refused(fetch(&pass), (403, ErrorCode::Forbidden))?;
     Ok(())
 }

@@ -8,6 +8,7 @@
 //!   ABI's maximum, so that `memory.grow` fails at the same size in every engine).
 //! - [`outcome`]: what running one item gives: an output, or a failure of a named kind; and
 //!   the digest that replicas of an item are compared by.
+//! - [`inputs`]: the records a job's input set is uploaded and served in.
 //! - [`outputs`]: the file a device uploads with the outcomes of a lease's items, whose
 //!   SHA-256 replicas are compared by.
 //! - `native` (feature `native`): the runner of the native agent, on wasmtime.
@@ -31,6 +32,7 @@
     )
 )]
 
+pub mod inputs;
 pub mod module;
 #[cfg(feature = "native")]
 pub mod native;

@@ -36,6 +36,9 @@ pub enum Step {
 #[derive(Debug, Clone)]
 pub struct ItemRun {
     module: String,
+    /// The lease's inputs are its job's input set's, fetched with its ticket.
+    inputs: bool,
+    first: u64,
     next: u64,
     end: u64,
     limit_ms: u64,
@@ -55,6 +58,7 @@ impl ItemRun {
             first_item,
             items,
             time_limit_ms,
+            inputs,
             ..
         } = work
         else {
@@ -65,6 +69,8 @@ impl ItemRun {
         }
         Ok(Self {
             module: module.clone(),
+            inputs: *inputs,
+            first: *first_item,
             next: *first_item,
             end: first_item.saturating_add(*items),
             limit_ms: u64::from(*time_limit_ms),
@@ -78,6 +84,16 @@ impl ItemRun {
     /// The SHA-256 of the lease's module (the name it is fetched and cached by).
     pub fn module(&self) -> &str {
         &self.module
+    }
+
+    /// Whether the lease's inputs must be fetched (`GET …/inputs` with its ticket).
+    pub fn fetches_inputs(&self) -> bool {
+        self.inputs
+    }
+
+    /// The inputs of the lease's items, from the records fetched: exactly one per item.
+    pub fn split_inputs<'a>(&self, records: &'a [u8]) -> Result<Vec<&'a [u8]>, String> {
+        workload::inputs::split(records, self.end.saturating_sub(self.first))
     }
 
     /// What to do at `now`.
@@ -182,6 +198,7 @@ mod tests {
             first_item,
             items,
             time_limit_ms,
+            inputs: false,
         }
     }
 
@@ -289,6 +306,24 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_lease_over_an_input_set_takes_exactly_its_items_inputs() {
+        let mut work = lease(4, 2, 100);
+        assert!(!ItemRun::new(&work).unwrap().fetches_inputs());
+        if let Work::Workload { inputs, .. } = &mut work {
+            *inputs = true;
+        }
+        let run = ItemRun::new(&work).unwrap();
+        assert!(run.fetches_inputs());
+        let records = workload::inputs::encode([b"a".as_slice(), b"bc"]);
+        assert_eq!(
+            run.split_inputs(&records).unwrap(),
+            [b"a".as_slice(), b"bc"]
+        );
+        let three = workload::inputs::encode([b"a".as_slice(), b"b", b"c"]);
+        assert!(run.split_inputs(&three).is_err());
     }
 
     #[test]

@@ -111,6 +111,14 @@ pub fn run_workload_record(module: &js_sys::WebAssembly::Module, work: &str, ite
     lease::record(&outcome)
 }
 
+/// Runs one item of an own workload whose input is `input` (an item of an input set) in a
+/// fresh instance of `module`; returns its record of the outputs file. Never throws.
+#[cfg(target_arch = "wasm32")]
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub fn run_workload_input(module: &js_sys::WebAssembly::Module, input: &[u8]) -> Vec<u8> {
+    lease::record(&browser_workload::run(module, input))
+}
+
 /// A workload lease on its way through a browser's lease worker: [`lease::ItemRun`] for
 /// `pages/worker.js`, with times in milliseconds and item indexes as JavaScript numbers.
 #[cfg(target_arch = "wasm32")]
@@ -130,6 +138,20 @@ impl WorkloadLease {
     /// The module's SHA-256.
     pub fn module(&self) -> String {
         self.0.module().to_owned()
+    }
+
+    /// Whether the lease's inputs are fetched (`GET …/inputs` with its ticket).
+    #[wasm_bindgen(js_name = fetchesInputs)]
+    pub fn fetches_inputs(&self) -> bool {
+        self.0.fetches_inputs()
+    }
+
+    /// The lease's inputs, one array per item, from the records fetched; throws unless there
+    /// is exactly one per item.
+    #[wasm_bindgen(js_name = splitInputs)]
+    pub fn split_inputs(&self, records: &[u8]) -> Result<js_sys::Array, String> {
+        let inputs = self.0.split_inputs(records)?;
+        Ok(inputs.into_iter().map(js_sys::Uint8Array::from).collect())
     }
 
     /// What to do now, as JSON: `{"run": {kill, from, end, wake_at}}`, `{"wait": {wake_at}}`
