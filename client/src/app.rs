@@ -521,6 +521,25 @@ fn JobsPanel(
                             progress.with_value(|p| crate::jobs::status_line(job, run_state, online, p))
                         })
                     };
+                    // A workload job's results, saved as one NDJSON file once it ended (the
+                    // endpoint needs the owner key, so a plain link would not do).
+                    let results = matches!(spec, JobSpec::Workload { .. }).then(|| {
+                        let (owner_key, id) = (owner_key.clone(), id.clone());
+                        let status = RwSignal::new(String::new());
+                        let download = move |_| {
+                            let (owner_key, id, url) = (owner_key.clone(), id.clone(), result_url.get_untracked());
+                            spawn_local(async move {
+                                status.set("Downloading…".to_owned());
+                                status.set(download_results(&url, &owner_key, &id, status).await);
+                            });
+                        };
+                        view! {
+                            <Show when=move || owner.get() && !live()>
+                                <button class="small" data-testid="job-results" on:click=download.clone()>"Results (NDJSON)"</button>
+                                <span class="muted" role="status" data-testid="job-results-status">{move || status.get()}</span>
+                            </Show>
+                        }
+                    });
                     let image = match spec {
                         JobSpec::Mandelbrot { width, height, .. } => {
                             // Bands are stored when accepted, or when verified for a device not
@@ -553,6 +572,7 @@ fn JobsPanel(
                                 <span class="muted" data-testid="job-verification">{move || current.with(crate::jobs::verification)}</span>
                                 <a href=result_url target="_blank">"JSON"</a>
                                 {image}
+                                {results}
                                 {let id = id.clone(); move || (live() && owner.get()).then(|| {
                                     let (cancel, id) = (cancel.clone(), id.clone());
                                     view! {
@@ -569,6 +589,48 @@ fn JobsPanel(
                     {move || if show_all.get() { "Show fewer jobs".to_owned() } else { format!("Show {} older jobs", hidden_jobs()) }}</button>
             })}
         </section>
+    }
+}
+
+/// Reads every answer of a workload job's results endpoint and saves the item lines as
+/// `results-<job>.ndjson`; what to tell the user.
+async fn download_results(
+    job_url: &str,
+    owner_key: &str,
+    job_id: &str,
+    status: RwSignal<String>,
+) -> String {
+    use crate::jobs::{AfterResults, ResultsDownload};
+    let mut download = ResultsDownload::default();
+    let mut fruitless = 0;
+    loop {
+        let url = format!("{job_url}/results?from={}", download.next);
+        let before = download.next;
+        let after = match browser::get_text_as_owner(&url, owner_key).await {
+            Ok(body) => download.answer(&body),
+            Err(why) => return format!("The results could not be read: {why}"),
+        };
+        fruitless = if download.next > before {
+            0
+        } else {
+            fruitless + 1
+        };
+        match after {
+            AfterResults::Done => break,
+            AfterResults::Cancelled => break,
+            AfterResults::More if fruitless >= 5 => {
+                return "The results stream stopped coming; try again.".to_owned()
+            }
+            AfterResults::More => status.set(format!(
+                "Downloading… {} items",
+                format::thousands(download.next)
+            )),
+        }
+    }
+    let name = format!("results-{}.ndjson", job_id.get(..8).unwrap_or(job_id));
+    match browser::save_text(&name, &download.text, "application/x-ndjson") {
+        Some(()) => format!("Saved {} items as {name}", format::thousands(download.next)),
+        None => "This browser could not save the file.".to_owned(),
     }
 }
 

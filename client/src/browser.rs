@@ -209,6 +209,39 @@ pub async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> Option<T> {
     resp.json::<T>().await.ok()
 }
 
+/// A GET with the owner key, answered with its body's text, or why not.
+pub async fn get_text_as_owner(url: &str, owner_key: &str) -> Result<String, String> {
+    let resp = gloo_net::http::Request::get(url)
+        .header("authorization", &format!("Bearer {owner_key}"))
+        .send()
+        .await
+        .map_err(|e| format!("the coordinator is unreachable: {e}"))?;
+    if !resp.ok() {
+        return Err(format!("HTTP {}", resp.status()));
+    }
+    resp.text().await.map_err(|e| e.to_string())
+}
+
+/// Saves `text` as a file named `name` (the browser's download).
+pub fn save_text(name: &str, text: &str, mime: &str) -> Option<()> {
+    let parts = js_sys::Array::of1(&JsValue::from_str(text));
+    let options = web_sys::BlobPropertyBag::new();
+    options.set_type(mime);
+    let blob = web_sys::Blob::new_with_str_sequence_and_options(&parts, &options).ok()?;
+    let url = web_sys::Url::create_object_url_with_blob(&blob).ok()?;
+    let anchor: web_sys::HtmlAnchorElement = web_sys::window()?
+        .document()?
+        .create_element("a")
+        .ok()?
+        .dyn_into()
+        .ok()?;
+    anchor.set_href(&url);
+    anchor.set_download(name);
+    anchor.click();
+    let _ = web_sys::Url::revoke_object_url(&url);
+    Some(())
+}
+
 /// A canvas's 2D context.
 pub fn canvas_2d(canvas: &web_sys::HtmlCanvasElement) -> Option<web_sys::CanvasRenderingContext2d> {
     canvas.get_context("2d").ok()??.dyn_into().ok()

@@ -168,6 +168,74 @@ pub fn title(spec: &JobSpec) -> String {
     }
 }
 
+/// Where a download of a workload job's results stands after one answer of the results
+/// endpoint (docs/PROTOCOL.md): the item lines so far, in order, and where to ask from next.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct ResultsDownload {
+    /// The item lines, each ending in a newline.
+    pub text: String,
+    pub next: u64,
+}
+
+/// What a download does after an answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterResults {
+    /// Every item is written.
+    Done,
+    /// Ask again from `next` (the answer ended within its budget, or was cut off).
+    More,
+    /// The job was cancelled: items from `next` on never come.
+    Cancelled,
+}
+
+impl ResultsDownload {
+    /// Takes one answer's text: item lines in order from `next` (a line of another item, or
+    /// not JSON, ends the answer there), then its closing line.
+    pub fn answer(&mut self, body: &str) -> AfterResults {
+        // Only what decides is read (typed, so that the dashboard carries no JSON tree).
+        #[derive(serde::Deserialize)]
+        struct Line {
+            item: Option<u64>,
+            next: Option<u64>,
+            items: Option<u64>,
+            state: Option<JobState>,
+        }
+        for text in body.lines() {
+            let Ok(line) = serde_json::from_str::<Line>(text) else {
+                return AfterResults::More;
+            };
+            match line {
+                Line {
+                    item: Some(item), ..
+                } => {
+                    if item != self.next {
+                        return AfterResults::More;
+                    }
+                    self.text.push_str(text);
+                    self.text.push('\n');
+                    self.next += 1;
+                }
+                Line {
+                    next: Some(next),
+                    items: Some(items),
+                    state: Some(state),
+                    ..
+                } => {
+                    return if self.next >= items {
+                        AfterResults::Done
+                    } else if state == JobState::Cancelled && next >= self.next {
+                        AfterResults::Cancelled
+                    } else {
+                        AfterResults::More
+                    };
+                }
+                _ => return AfterResults::More,
+            }
+        }
+        AfterResults::More
+    }
+}
+
 /// A job's result line: final when done, partial with progress otherwise.
 pub fn summary(job: &JobView) -> String {
     let percent = format::percent(job.done_units, job.total_units);
@@ -650,6 +718,33 @@ mod tests {
         let err = parse("mandelbrot", form(&[("center_re", "NaN")])).unwrap_err();
         assert!(err.contains("must be a number"), "{err}");
         assert!(parse("launch", form(&[])).is_err());
+    }
+
+    #[test]
+    fn a_results_download_follows_the_answers_to_the_last_item() {
+        let mut download = ResultsDownload::default();
+        let first = "{\"item\":0,\"output\":\"AA==\"}\n{\"item\":1,\"output\":\"AQ==\"}\n{\"next\":2,\"items\":4,\"state\":\"done\"}\n";
+        assert_eq!(download.answer(first), AfterResults::More);
+        assert_eq!(download.next, 2);
+        // Cut off mid-line: the whole lines count, the rest is asked for again.
+        assert_eq!(
+            download.answer("{\"item\":2,\"output\":\"Ag==\"}\n{\"item\":3,"),
+            AfterResults::More
+        );
+        assert_eq!(download.next, 3);
+        // A line of an item already written (a retried answer) is not written twice.
+        assert_eq!(download.answer("{\"item\":2}\n"), AfterResults::More);
+        assert_eq!(
+            download.answer("{\"item\":3,\"error\":{\"kind\":\"unreachable\",\"message\":\"\"}}\n{\"next\":4,\"items\":4,\"state\":\"done\"}\n"),
+            AfterResults::Done
+        );
+        assert_eq!(download.text.lines().count(), 4);
+        assert!(download.text.ends_with("}\n"));
+        let mut cancelled = ResultsDownload::default();
+        assert_eq!(
+            cancelled.answer("{\"next\":0,\"items\":9,\"state\":\"cancelled\"}"),
+            AfterResults::Cancelled
+        );
     }
 
     #[test]

@@ -189,6 +189,18 @@ test("a browser and a native agent run own workloads on the swarm: results equal
     assert.equal(closing.state, "done");
     assert.ok(Number(await device.page.getByTestId("chunks-done").textContent()) > chunksBefore,
       "the browser computed leases of the input set");
+    // The owner saves the whole result set from the dashboard: the same lines, one file.
+    const row = ownerPage.locator(`[data-testid="job-row"][data-job-id="${setJob}"]`);
+    await row.waitFor({ timeout: 10000 });
+    const [download] = await Promise.all([
+      ownerPage.waitForEvent("download"),
+      row.getByTestId("job-results").click(),
+    ]);
+    assert.equal(download.suggestedFilename(), `results-${setJob.slice(0, 8)}.ndjson`);
+    const saved = readFileSync(await download.path(), "utf8").trimEnd().split("\n").map((l) => JSON.parse(l));
+    assert.equal(saved.length, 400);
+    saved.forEach((line, i) => assert.deepEqual(line.json, JSON.parse(texts[i])));
+    await row.getByTestId("job-results-status").filter({ hasText: "Saved 400 items" }).waitFor({ timeout: 5000 });
     // Each module was fetched once into Cache Storage, by its name.
     const cached = await device.page.evaluate(async () =>
       (await (await caches.open("ostrich-modules")).keys()).map((r) => new URL(r.url).pathname));
