@@ -358,8 +358,10 @@ impl WorkerPool {
         self.pump();
     }
 
-    /// A lease to compute; `auth` for a workload lease (see [`Link::lease_authorization`]).
+    /// A lease to compute, with its `auth` (see [`Link::lease_authorization`]), which only a
+    /// workload lease uses: the worker runs a lease that comes with one as a workload.
     pub fn submit(&mut self, lease_id: u64, work: Work, bench: bool, auth: Option<String>) {
+        let auth = auth.filter(|_| matches!(work, Work::Workload { .. }));
         self.queue.push_back(Queued {
             lease_id,
             work,
