@@ -1199,6 +1199,8 @@ impl SwarmCore {
         let mut redone = Vec::new();
         for (lo, hi) in produced {
             if active.sched.redo(lo, hi) {
+                // Replicas kept for a part computed again are of no use to the new one.
+                active.replicas.remove(&(lo, hi));
                 if let Some(part) = active.parts.remove(&(lo, hi)) {
                     redone.push((lo, hi, part));
                 }

@@ -6,6 +6,7 @@
 
 pub mod agents;
 pub mod cheat;
+pub mod results;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{TcpListener, TcpStream};

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use runtime_tests::agents::{build_agent, AgentProcess};
+use runtime_tests::results::{all_results, expected_line, results, ResultsOf};
 use runtime_tests::{
     get_bytes, http_agent, repo_root, run_case, short_timeouts, Wrangler, WsClient,
 };
@@ -61,6 +62,15 @@ struct World {
 }
 
 impl World {
+    /// Where this swarm's results are read.
+    fn results(&self) -> ResultsOf {
+        ResultsOf {
+            base: self.wrangler.base.clone(),
+            swarm_id: self.swarm_id.clone(),
+            owner_key: self.owner_key.clone(),
+        }
+    }
+
     fn invite_link(&self) -> String {
         format!(
             "{}/join/{}#t={}",
@@ -609,95 +619,6 @@ fn upload_example(world: &World, name: &str) -> Result<(String, Vec<u8>)> {
     Ok((sha, bytes))
 }
 
-/// Every item line of a job's results from item `from` on, asking again from the closing
-/// line's `next` until every item is written (each answer ends after its share of
-/// subrequests); the number of answers it took.
-fn all_results(world: &World, job_id: &str, from: u64) -> Result<(Vec<String>, usize)> {
-    let (mut items, mut answers, mut next) = (Vec::new(), 0, from);
-    loop {
-        answers += 1;
-        ensure!(answers < 1_000, "no end after 1,000 answers");
-        let mut closing = None;
-        for line in results(world, job_id, next)? {
-            let value: serde_json::Value = serde_json::from_str(&line)?;
-            if value.get("item").is_some() {
-                ensure!(closing.is_none(), "a line after the closing line: {line}");
-                items.push(line);
-            } else {
-                closing = Some(value);
-            }
-        }
-        let closing = closing.context("an answer without its closing line")?;
-        next = closing["next"].as_u64().context("no next")?;
-        ensure!(
-            next == from + items.len() as u64,
-            "{closing} after {} items",
-            items.len()
-        );
-        if next == closing["items"].as_u64().context("no items")? {
-            return Ok((items, answers));
-        }
-        ensure!(closing["state"] != "cancelled", "{closing}");
-    }
-}
-
-/// The results stream of a job from item `from` on; its lines as they arrive.
-fn results(world: &World, job_id: &str, from: u64) -> Result<impl Iterator<Item = String>> {
-    use std::io::BufRead;
-    // An answer waiting for items sends nothing for up to about 40 s (docs/PROTOCOL.md): the
-    // usual 10 s timeout of the test client would cut it.
-    let resp = ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(120))
-        .build()
-        .get(&format!(
-            "{}/api/swarms/{}/jobs/{job_id}/results?from={from}",
-            world.wrangler.base, world.swarm_id
-        ))
-        .set("authorization", &format!("Bearer {}", world.owner_key))
-        .call()
-        .context("opening the results")?;
-    ensure!(
-        resp.content_type() == "application/x-ndjson",
-        "{}",
-        resp.content_type()
-    );
-    Ok(std::io::BufReader::new(resp.into_reader())
-        .lines()
-        .map_while(std::result::Result::ok))
-}
-
-/// The line the results stream must have for item `item` with input `input`, computed with
-/// the native runner: the output's base64 (and JSON when it is JSON), or the failure's kind
-/// (and a module error's message).
-fn expected_line(
-    runner: &workload::native::Runner,
-    compiled: &workload::native::Compiled,
-    item: u64,
-    input: u64,
-    limit: Duration,
-) -> serde_json::Value {
-    use base64::Engine as _;
-    match runner.run(compiled, &input.to_le_bytes(), limit) {
-        workload::Outcome::Output(bytes) => {
-            let output = base64::engine::general_purpose::STANDARD.encode(&bytes);
-            match serde_json::from_slice::<serde_json::Value>(&bytes) {
-                Ok(json) => {
-                    serde_json::json!({"item": item, "input": input, "output": output, "json": json})
-                }
-                Err(_) => serde_json::json!({"item": item, "input": input, "output": output}),
-            }
-        }
-        workload::Outcome::Failed(failure) => {
-            let message = match failure.kind {
-                workload::FailureKind::ModuleError => failure.message,
-                _ => String::new(),
-            };
-            serde_json::json!({"item": item, "input": input,
-                "error": {"kind": failure.kind.name(), "message": message}})
-        }
-    }
-}
-
 /// The Rust example over 10,000 seeds on the agents alive, with a device that names made-up
 /// outputs files joined beside them. The results are read while the job runs, the stream is
 /// dropped part way and resumed from the next item, and every line equals the native run.
@@ -763,7 +684,7 @@ fn run_workload_on_agents(world: &mut World) -> Result<()> {
         Ok(())
     };
     // The first 100 items, and whether the job was still running when they arrived.
-    let mut lines = results(world, &job_id, 0)?;
+    let mut lines = results(&world.results(), &job_id, 0)?;
     let mut running_at_first = None;
     for item in 0..100 {
         let line = lines
@@ -777,7 +698,7 @@ fn run_workload_on_agents(world: &mut World) -> Result<()> {
     }
     drop(lines);
     // Resumed from the next item, to the end.
-    let (rest, answers) = all_results(world, &job_id, 100)?;
+    let (rest, answers) = all_results(&world.results(), &job_id, 100)?;
     ensure!(rest.len() as u64 == ITEMS - 100, "{} items", rest.len());
     for (item, line) in (100..).zip(&rest) {
         check(line, item)?;
@@ -819,7 +740,7 @@ fn broken_workload(world: &mut World) -> Result<()> {
     let compiled = runner.compile(&bytes)?;
     let mut failed = 0;
     let mut kinds = Vec::new();
-    let (lines, _) = all_results(world, &job_id, 0)?;
+    let (lines, _) = all_results(&world.results(), &job_id, 0)?;
     ensure!(lines.len() == 16, "{} items", lines.len());
     for (item, line) in (0u64..).zip(lines) {
         let got: serde_json::Value = serde_json::from_str(&line)?;

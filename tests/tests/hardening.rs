@@ -2,7 +2,8 @@
 //! sockets): multi-byte payloads before and after authentication on every socket role and HTTP
 //! route, refused without a restart of the object; a flood of bad joins that locks no honest
 //! device out; the hello timeout; and `kill -9` of workerd — between a cheating device's lies
-//! and its detection, and between wrong code guesses — changing no outcome.
+//! and its detection, between wrong code guesses, before a commit, and in the middle of a
+//! workload job on a real agent — changing no outcome.
 
 // ureq's error type is large; in test code that costs nothing worth boxing for.
 #![allow(clippy::result_large_err)]
@@ -90,7 +91,12 @@ fn main() {
          again, and none is lost or counted twice",
         || results_across_kill9(&persist("results")),
     ));
-    for name in ["shared", "guesses", "lies", "results"] {
+    tally(run_case(
+        "kill -9 in the middle of a workload job on an agent: every item's result is the \
+         native run's, once, in order",
+        || workload_across_kill9(&persist("workload")),
+    ));
+    for name in ["shared", "guesses", "lies", "results", "workload"] {
         let _ = std::fs::remove_dir_all(persist(name));
     }
     println!("\n{passed} passed, {failed} failed");
@@ -913,5 +919,114 @@ fn results_across_kill9(persist: &std::path::Path) -> Result<()> {
         "{} results never acknowledged",
         device.link.unacknowledged()
     );
+    Ok(())
+}
+
+/// `examples/pi` over 3,000 seeds on a real agent (the owner's, so nothing waits for a
+/// replica); workerd and the agent are killed with SIGKILL once a fifth of the items are done,
+/// both started again on the same state, and the job runs to its end. Every item's line is
+/// then the native run's: nothing accepted was lost, nothing was written twice.
+fn workload_across_kill9(persist: &std::path::Path) -> Result<()> {
+    use runtime_tests::results::{all_results, expected_line, ResultsOf};
+    const ITEMS: u64 = 3_000;
+    let _ = std::fs::remove_dir_all(persist);
+    let root = runtime_tests::repo_root();
+    let agent_bin = runtime_tests::agents::build_agent(&root)?;
+    let pi_path = root.join("target/examples/pi.wasm");
+    let pi = std::fs::read(&pi_path)
+        .with_context(|| format!("{} (built by cargo xtask examples)", pi_path.display()))?;
+    let vars = short_timeouts();
+    let mut w = start(persist, vars.clone())?;
+    let swarm = create(&w)?;
+    let module = {
+        use sha2::{Digest, Sha256};
+        workload::module::hex(&Sha256::digest(&pi).into())
+    };
+    http_agent()
+        .put(&format!(
+            "{}/api/swarms/{}/modules/{module}",
+            w.base, swarm.id
+        ))
+        .set("authorization", &format!("Bearer {}", swarm.owner_key))
+        .send_bytes(&pi)?;
+    let state = persist.with_extension("agent.json");
+    let _ = std::fs::remove_file(&state);
+    let agent = |w: &Wrangler| {
+        runtime_tests::agents::AgentProcess::spawn(
+            &agent_bin,
+            "keeper",
+            &[
+                format!("{}/s/{}", w.base, swarm.id),
+                "--owner-key".into(),
+                swarm.owner_key.clone(),
+                "--cores".into(),
+                "1".into(),
+                "--state".into(),
+                state.display().to_string(),
+            ],
+        )
+    };
+    let mut keeper = agent(&w)?;
+    let job = JobSpec::Workload {
+        module,
+        start: 0,
+        step: 1,
+        items: ITEMS,
+        time_limit_ms: 10_000,
+        inputs: None,
+    };
+    let job_id = match owner(&w, &swarm, &OwnerCommand::SubmitJob { job })? {
+        OwnerReply::JobSubmitted { job_id } => job_id,
+        other => bail!("expected a job id, got {other:?}"),
+    };
+    let deadline = Instant::now() + 120 * SECOND;
+    let before = loop {
+        let job = await_job(&w.base, &swarm.id, &job_id, Duration::ZERO)?;
+        if job.done_units >= ITEMS / 5 {
+            break job;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "a fifth never got done: {job:?}\n{}",
+            keeper.output()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    ensure!(before.done_units < ITEMS, "the job ended before the crash");
+    keeper.kill();
+    w.kill9();
+
+    let w = start(persist, vars)?;
+    let mut keeper = agent(&w)?;
+    let deadline = Instant::now() + 300 * SECOND;
+    let done = loop {
+        let job = await_job(&w.base, &swarm.id, &job_id, Duration::ZERO)?;
+        if job.state == shared_protocol::JobState::Done {
+            break job;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the job did not finish after the restart: {job:?}\n{}",
+            keeper.output()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    ensure!(done.done_units == ITEMS, "{done:?}");
+    let swarm_results = ResultsOf {
+        base: w.base.clone(),
+        swarm_id: swarm.id.clone(),
+        owner_key: swarm.owner_key.clone(),
+    };
+    let (lines, _) = all_results(&swarm_results, &job_id, 0)?;
+    ensure!(lines.len() as u64 == ITEMS, "{} lines", lines.len());
+    let runner = workload::native::Runner::new().map_err(anyhow::Error::msg)?;
+    let compiled = runner.compile(&pi)?;
+    for (item, line) in (0u64..).zip(&lines) {
+        let got: serde_json::Value = serde_json::from_str(line)?;
+        let want = expected_line(&runner, &compiled, item, item, 10 * SECOND);
+        ensure!(got == want, "item {item}: got {got}, want {want}");
+    }
+    keeper.kill();
+    let _ = std::fs::remove_file(&state);
     Ok(())
 }
