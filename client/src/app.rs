@@ -602,23 +602,15 @@ async fn download_results(
 ) -> String {
     use crate::jobs::{AfterResults, ResultsDownload};
     let mut download = ResultsDownload::default();
-    let mut fruitless = 0;
     loop {
         let url = format!("{job_url}/results?from={}", download.next);
-        let before = download.next;
         let after = match browser::get_text_as_owner(&url, owner_key).await {
             Ok(body) => download.answer(&body),
             Err(why) => return format!("The results could not be read: {why}"),
         };
-        fruitless = if download.next > before {
-            0
-        } else {
-            fruitless + 1
-        };
         match after {
-            AfterResults::Done => break,
-            AfterResults::Cancelled => break,
-            AfterResults::More if fruitless >= 5 => {
+            AfterResults::Done | AfterResults::Cancelled => break,
+            AfterResults::Stalled => {
                 return "The results stream stopped coming; try again.".to_owned()
             }
             AfterResults::More => status.set(format!(

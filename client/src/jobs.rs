@@ -175,6 +175,8 @@ pub struct ResultsDownload {
     /// The item lines, each ending in a newline.
     pub text: String,
     pub next: u64,
+    /// Answers in a row that brought no item.
+    fruitless: u32,
 }
 
 /// What a download does after an answer.
@@ -186,12 +188,31 @@ pub enum AfterResults {
     More,
     /// The job was cancelled: items from `next` on never come.
     Cancelled,
+    /// [`ResultsDownload::MAX_FRUITLESS`] answers in a row brought no item: give up.
+    Stalled,
 }
 
 impl ResultsDownload {
+    /// Answers in a row without a new item before the download gives up.
+    pub const MAX_FRUITLESS: u32 = 5;
+
     /// Takes one answer's text: item lines in order from `next` (a line of another item, or
     /// not JSON, ends the answer there), then its closing line.
     pub fn answer(&mut self, body: &str) -> AfterResults {
+        let before = self.next;
+        let after = self.read(body);
+        self.fruitless = if self.next > before {
+            0
+        } else {
+            self.fruitless + 1
+        };
+        match after {
+            AfterResults::More if self.fruitless >= Self::MAX_FRUITLESS => AfterResults::Stalled,
+            after => after,
+        }
+    }
+
+    fn read(&mut self, body: &str) -> AfterResults {
         // Only what decides is read (typed, so that the dashboard carries no JSON tree).
         #[derive(serde::Deserialize)]
         struct Line {
@@ -740,6 +761,11 @@ mod tests {
         );
         assert_eq!(download.text.lines().count(), 4);
         assert!(download.text.ends_with("}\n"));
+        let mut stuck = ResultsDownload::default();
+        for _ in 1..ResultsDownload::MAX_FRUITLESS {
+            assert_eq!(stuck.answer(""), AfterResults::More);
+        }
+        assert_eq!(stuck.answer(""), AfterResults::Stalled);
         let mut cancelled = ResultsDownload::default();
         assert_eq!(
             cancelled.answer("{\"next\":0,\"items\":9,\"state\":\"cancelled\"}"),
