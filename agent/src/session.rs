@@ -393,14 +393,22 @@ impl Agent {
                     }
                 },
             }
+            // Every result ready now goes at once, in as few frames as hold them.
+            let mut ready = Vec::new();
             while let Ok(done) = self.done.try_recv() {
-                self.on_done(ws, link, done)?;
+                ready.extend(self.on_done(done));
+            }
+            for frame in link.chunk_results(now_ms(), ready) {
+                send(ws, &frame)?;
             }
             // Results the coordinator has not acknowledged: all of them after a welcome, and
             // any left unacknowledged for a minute (it lost them in a restart).
             let resends = link.poll_resends(now_ms());
             if !resends.is_empty() {
-                println!("sending {} unacknowledged result(s) again", resends.len());
+                println!(
+                    "sending unacknowledged results again ({} frame(s))",
+                    resends.len()
+                );
             }
             for message in &resends {
                 send(ws, message)?;
@@ -423,7 +431,14 @@ impl Agent {
         if let ToClient::Error { code, message, .. } = &message {
             println!("coordinator error {code:?}: {message}");
         }
-        match link.on_message(now_ms(), message) {
+        for event in link.on_message(now_ms(), message) {
+            self.on_event(link, event)?;
+        }
+        Ok(())
+    }
+
+    fn on_event(&mut self, link: &mut Link, event: LinkEvent) -> Result<()> {
+        match event {
             LinkEvent::Welcomed {
                 swarm_name,
                 device_id,
@@ -495,26 +510,18 @@ impl Agent {
         Ok(())
     }
 
-    fn on_done<S: Read + Write>(
-        &mut self,
-        ws: &mut WebSocket<S>,
-        link: &mut Link,
-        done: Done,
-    ) -> Result<()> {
+    /// A worker finished a lease: the result to send, if it is still wanted.
+    fn on_done(&mut self, done: Done) -> Option<(u64, WorkResult, u64)> {
         if !self.pool.finish(done.epoch, done.lease_id) {
-            return Ok(());
+            return None;
         }
         let Some(result) = done.result else {
             println!(
                 "lease {} could not be computed ({:?}); leaving it to expire",
                 done.lease_id, done.work
             );
-            return Ok(());
+            return None;
         };
-        send(
-            ws,
-            &link.chunk_result(now_ms(), done.lease_id, result.clone(), done.compute_ms),
-        )?;
         if self.bench_lease == Some(done.lease_id) {
             self.bench_lease = None;
             let score =
@@ -523,14 +530,14 @@ impl Agent {
                 "benchmark done: {score:.2}× a reference core per worker ({} ms)",
                 done.compute_ms
             );
-            return Ok(());
+        } else {
+            self.totals.add(&done.work, done.compute_ms);
+            println!(
+                "{}",
+                chunk_line(done.lease_id, &done.work, &result, done.compute_ms)
+            );
         }
-        self.totals.add(&done.work, done.compute_ms);
-        println!(
-            "{}",
-            chunk_line(done.lease_id, &done.work, &result, done.compute_ms)
-        );
-        Ok(())
+        Some((done.lease_id, result, done.compute_ms))
     }
 }
 

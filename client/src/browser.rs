@@ -547,29 +547,37 @@ where
                             else {
                                 continue;
                             };
-                            let event = link.on_message(now_ms(), message);
-                            let resend_lend = matches!(event, LinkEvent::Welcomed { .. })
+                            let events = link.on_message(now_ms(), message);
+                            let resend_lend = events
+                                .iter()
+                                .any(|event| matches!(event, LinkEvent::Welcomed { .. }))
                                 .then_some(lending)
                                 .flatten();
-                            if let Some(pool) = pool.as_mut() {
-                                match &event {
-                                    LinkEvent::Lease {
-                                        lease_id,
-                                        work,
-                                        job_id,
-                                    } => pool.submit(
-                                        *lease_id,
-                                        work.clone(),
-                                        job_id == BENCH_JOB_ID,
-                                        link.lease_authorization(*lease_id),
-                                    ),
-                                    LinkEvent::Share(share) => pool
-                                        .set_share(usize::from(share.workers), share.duty_percent),
-                                    LinkEvent::CancelLease { lease_id } => pool.cancel(*lease_id),
-                                    _ => {}
+                            for event in events {
+                                if let Some(pool) = pool.as_mut() {
+                                    match &event {
+                                        LinkEvent::Lease {
+                                            lease_id,
+                                            work,
+                                            job_id,
+                                        } => pool.submit(
+                                            *lease_id,
+                                            work.clone(),
+                                            job_id == BENCH_JOB_ID,
+                                            link.lease_authorization(*lease_id),
+                                        ),
+                                        LinkEvent::Share(share) => pool.set_share(
+                                            usize::from(share.workers),
+                                            share.duty_percent,
+                                        ),
+                                        LinkEvent::CancelLease { lease_id } => {
+                                            pool.cancel(*lease_id)
+                                        }
+                                        _ => {}
+                                    }
                                 }
+                                update(&link, Some(event));
                             }
-                            update(&link, Some(event));
                             if link.must_reconnect() {
                                 // Out of step with the deltas: a new connection starts with a
                                 // whole snapshot.

@@ -8,8 +8,8 @@ use serde::de::IgnoredAny;
 use std::collections::VecDeque;
 
 use shared_protocol::{
-    DeviceCredential, ErrorCode, Hello, HelloRole, SnapshotDelta, SwarmSnapshot, ToClient,
-    ToCoordinator, WelcomeRole, PROTOCOL_VERSION, RESEND_AFTER_MS,
+    ChunkAnswer, DeviceCredential, ErrorCode, Hello, HelloRole, SnapshotDelta, SwarmSnapshot,
+    ToClient, ToCoordinator, WelcomeRole, MAX_RESULTS_PER_FRAME, PROTOCOL_VERSION, RESEND_AFTER_MS,
 };
 
 /// Results kept until the coordinator acknowledges them, and tickets of leases being computed:
@@ -21,10 +21,18 @@ pub const MAX_KEPT: usize = 1_024;
 /// lease's ticket, after every welcome and every [`RESEND_AFTER_MS`].
 #[derive(Debug, Clone)]
 struct Kept {
-    lease_id: u64,
-    message: ToCoordinator,
+    answer: ChunkAnswer,
     resend_at: u64,
 }
+
+/// The most results [`Link::poll_resends`] sends again in one second: below the sustained
+/// message limit of any socket (20 a second), whatever else the device sends.
+pub const RESENDS_PER_SECOND: usize = 16;
+
+/// The most bytes of results [`Link::chunk_results`] and [`Link::poll_resends`] put in one
+/// frame: well inside the coordinator's limit for a frame of results (256 KiB,
+/// `shared_protocol::Limits::max_bulk_bytes`).
+pub const MAX_FRAME_BYTES: usize = 192 * 1024;
 
 /// Exponential backoff with "equal jitter": the n-th retry waits between half and all of
 /// `min(max, base · 2ⁿ)`. It never gives up; a successful welcome resets it.
@@ -274,8 +282,23 @@ impl Link {
         })
     }
 
-    /// A message from the coordinator.
+    /// A message from the coordinator: what it means, one event per lease of a frame of
+    /// leases ([`ToClient::Leases`]) and otherwise one event.
     pub fn on_message<S: SnapshotPayload, R>(
+        &mut self,
+        now: u64,
+        message: ToClient<S, R, S::Delta>,
+    ) -> Vec<LinkEvent> {
+        match message {
+            ToClient::Leases { leases } => leases
+                .into_iter()
+                .map(|lease| self.on_one(now, lease.into_lease::<S, R, S::Delta>()))
+                .collect(),
+            message => vec![self.on_one(now, message)],
+        }
+    }
+
+    fn on_one<S: SnapshotPayload, R>(
         &mut self,
         now: u64,
         message: ToClient<S, R, S::Delta>,
@@ -370,12 +393,15 @@ impl Link {
                     work,
                 }
             }
+            // [`Self::on_message`] takes a frame of leases apart before this.
+            ToClient::Leases { .. } => LinkEvent::Nothing,
             ToClient::CancelLease { lease_id } => {
                 self.tickets.retain(|(id, _)| *id != lease_id);
                 LinkEvent::CancelLease { lease_id }
             }
             ToClient::Committed { lease_ids } => {
-                self.kept.retain(|kept| !lease_ids.contains(&kept.lease_id));
+                self.kept
+                    .retain(|kept| !lease_ids.contains(&kept.answer.lease_id));
                 LinkEvent::Nothing
             }
             ToClient::Share(share) => LinkEvent::Share(share),
@@ -431,47 +457,87 @@ impl Link {
         result: shared_protocol::WorkResult,
         compute_ms: u64,
     ) -> ToCoordinator {
-        let compute_ms = compute_ms.min(86_400_000);
+        let ChunkAnswer {
+            lease_id,
+            result,
+            compute_ms,
+            ticket,
+        } = self.answer(now, lease_id, result, compute_ms);
+        ToCoordinator::ChunkResult {
+            lease_id,
+            result,
+            compute_ms,
+            ticket,
+        }
+    }
+
+    /// [`Self::chunk_result`] for several results ready at once: as few frames as hold them
+    /// (protocol 5, [`ToCoordinator::ChunkResults`]), each at most [`MAX_RESULTS_PER_FRAME`]
+    /// results and about [`MAX_FRAME_BYTES`]; a result alone goes as a plain
+    /// [`ToCoordinator::ChunkResult`].
+    pub fn chunk_results(
+        &mut self,
+        now: u64,
+        results: impl IntoIterator<Item = (u64, shared_protocol::WorkResult, u64)>,
+    ) -> Vec<ToCoordinator> {
+        let answers: Vec<ChunkAnswer> = results
+            .into_iter()
+            .map(|(lease_id, result, compute_ms)| self.answer(now, lease_id, result, compute_ms))
+            .collect();
+        frames(answers)
+    }
+
+    /// A result as it goes out, kept until acknowledged when its lease had a ticket.
+    fn answer(
+        &mut self,
+        now: u64,
+        lease_id: u64,
+        result: shared_protocol::WorkResult,
+        compute_ms: u64,
+    ) -> ChunkAnswer {
         let ticket = self
             .tickets
             .iter()
             .position(|(id, _)| *id == lease_id)
             .and_then(|at| self.tickets.remove(at))
             .map(|(_, ticket)| ticket);
-        let keep = ticket.is_some();
-        let message = ToCoordinator::ChunkResult {
+        let answer = ChunkAnswer {
             lease_id,
             result,
-            compute_ms,
+            compute_ms: compute_ms.min(86_400_000),
             ticket,
         };
-        if keep {
+        if answer.ticket.is_some() {
             if self.kept.len() >= MAX_KEPT {
                 self.kept.pop_front();
             }
             self.kept.push_back(Kept {
-                lease_id,
-                message: message.clone(),
+                answer: answer.clone(),
                 resend_at: now.saturating_add(RESEND_AFTER_MS),
             });
         }
-        message
+        answer
     }
 
     /// The results to send again now, while online: all that are not acknowledged after a
-    /// welcome, and then each one [`RESEND_AFTER_MS`] after it was last sent.
+    /// welcome, and then each one [`RESEND_AFTER_MS`] after it was last sent; packed into as
+    /// few frames as [`Self::chunk_results`] would. At most [`RESENDS_PER_SECOND`] go at once
+    /// (the oldest first); the rest are due a second later, so that a device that kept many
+    /// stays within its socket's message limit, where every result counts.
     pub fn poll_resends(&mut self, now: u64) -> Vec<ToCoordinator> {
         if self.state != LinkState::Online {
             return Vec::new();
         }
-        self.kept
-            .iter_mut()
-            .filter(|kept| kept.resend_at <= now)
-            .map(|kept| {
+        let mut due = Vec::new();
+        for kept in self.kept.iter_mut().filter(|kept| kept.resend_at <= now) {
+            if due.len() < RESENDS_PER_SECOND {
                 kept.resend_at = now.saturating_add(RESEND_AFTER_MS);
-                kept.message.clone()
-            })
-            .collect()
+                due.push(kept.answer.clone());
+            } else {
+                kept.resend_at = now.saturating_add(1_000);
+            }
+        }
+        frames(due)
     }
 
     /// Results sent and not yet acknowledged.
@@ -532,6 +598,53 @@ impl Link {
         self.refusal = None;
         self.state = LinkState::Connecting { attempt: 0 };
     }
+}
+
+/// Results packed into frames in order: at most [`MAX_RESULTS_PER_FRAME`] and about
+/// [`MAX_FRAME_BYTES`] each (a result larger than that goes alone); a frame of one is a plain
+/// [`ToCoordinator::ChunkResult`]. For devices that keep no [`Link`] (tests, benchmarks).
+pub fn frames(answers: Vec<ChunkAnswer>) -> Vec<ToCoordinator> {
+    let mut frames: Vec<Vec<ChunkAnswer>> = Vec::new();
+    let mut bytes: usize = 0;
+    for answer in answers {
+        let size = serde_json::to_string(&answer).map_or(0, |text| text.len());
+        match frames.last_mut() {
+            Some(frame)
+                if frame.len() < MAX_RESULTS_PER_FRAME
+                    && bytes.saturating_add(size) <= MAX_FRAME_BYTES =>
+            {
+                bytes = bytes.saturating_add(size);
+                frame.push(answer);
+            }
+            _ => {
+                bytes = size;
+                frames.push(vec![answer]);
+            }
+        }
+    }
+    frames
+        .into_iter()
+        .map(|mut frame| match (frame.pop(), frame.is_empty()) {
+            (
+                Some(ChunkAnswer {
+                    lease_id,
+                    result,
+                    compute_ms,
+                    ticket,
+                }),
+                true,
+            ) => ToCoordinator::ChunkResult {
+                lease_id,
+                result,
+                compute_ms,
+                ticket,
+            },
+            (last, _) => {
+                frame.extend(last);
+                ToCoordinator::ChunkResults { results: frame }
+            }
+        })
+        .collect()
 }
 
 /// Errors after which the same hello would be refused again.
@@ -644,11 +757,11 @@ mod tests {
         link.on_open();
         let event = link.on_message(0, welcome(Some(cred())));
         assert!(matches!(
-            event,
-            LinkEvent::Welcomed {
+            event.as_slice(),
+            [LinkEvent::Welcomed {
                 new_credential: Some(_),
                 ..
-            }
+            }]
         ));
         assert_eq!(link.on_close(10, 0.0), Some(250));
         let ToCoordinator::Hello(hello) = link.on_open() else {
@@ -680,7 +793,7 @@ mod tests {
                     server_time_ms: None
                 }
             ),
-            LinkEvent::Ack { rtt_ms: 42 }
+            [LinkEvent::Ack { rtt_ms: 42 }]
         );
         assert_eq!(link.next_heartbeat_at(), Some(21_000));
         link.on_close(12_000, 0.5);
@@ -736,7 +849,7 @@ mod tests {
         device.on_open();
         device.on_message(0, welcome(None));
         let skipped: shared_protocol::ToDevice = serde_json::from_str(&wire).unwrap();
-        assert_eq!(device.on_message(5_000, skipped), LinkEvent::Nothing);
+        assert_eq!(device.on_message(5_000, skipped), [LinkEvent::Nothing]);
         assert_eq!(
             device.poll_heartbeat(10_000),
             Some(ToCoordinator::Heartbeat { seen: None })
@@ -753,6 +866,9 @@ mod tests {
                 work: shared_protocol::Work::PrimeCount { lo: 0, hi: 100 },
                 deadline_ms: 60_000,
                 ticket: Some("t".into()),
+            },
+            ToClient::Leases {
+                leases: vec![offer(8, Some("t8")), offer(9, None)],
             },
             ToClient::CancelLease { lease_id: 7 },
             ToClient::Committed { lease_ids: vec![7] },
@@ -790,6 +906,119 @@ mod tests {
             deadline_ms: 60_000,
             ticket: ticket.map(str::to_owned),
         }
+    }
+
+    fn offer(lease_id: u64, ticket: Option<&str>) -> shared_protocol::LeaseOffer {
+        shared_protocol::LeaseOffer {
+            lease_id,
+            job_id: "job".into(),
+            work: shared_protocol::Work::PrimeCount {
+                lo: lease_id * 100,
+                hi: lease_id * 100 + 100,
+            },
+            deadline_ms: 60_000,
+            ticket: ticket.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_frame_of_leases_is_each_of_its_leases_in_turn() {
+        let mut link = device(Some(cred()));
+        link.on_open();
+        link.on_message(0, welcome(None));
+        let frame: ToClient = ToClient::Leases {
+            leases: vec![offer(1, Some("t1")), offer(2, None), offer(3, Some("t3"))],
+        };
+        let one_by_one: Vec<LinkEvent> = [offer(1, None), offer(2, None), offer(3, None)]
+            .into_iter()
+            .flat_map(|o| {
+                let alone: ToClient = o.into_lease();
+                device(None).on_message(0, alone)
+            })
+            .collect();
+        let events = link.on_message(0, frame);
+        assert_eq!(events, one_by_one);
+        assert_eq!(events.len(), 3);
+        // Each lease's ticket is kept as if it had come alone.
+        assert_eq!(
+            link.lease_authorization(3).as_deref(),
+            Some(format!("Lease {} t3", cred().device_id).as_str())
+        );
+        assert_eq!(link.ticket(1), Some("t1"));
+        assert_eq!(link.ticket(2), None);
+    }
+
+    /// The lease ids of the results in a frame, and whether each carries a ticket.
+    fn results_in(message: &ToCoordinator) -> Vec<(u64, bool)> {
+        match message {
+            ToCoordinator::ChunkResult {
+                lease_id, ticket, ..
+            } => vec![(*lease_id, ticket.is_some())],
+            ToCoordinator::ChunkResults { results } => results
+                .iter()
+                .map(|r| (r.lease_id, r.ticket.is_some()))
+                .collect(),
+            other => panic!("not a result: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn results_ready_together_go_in_as_few_frames_as_the_limits_allow() {
+        let mut link = device(None);
+        link.on_open();
+        link.on_message(0, welcome(None));
+        let count = shared_protocol::WorkResult::PrimeCount { count: 25 };
+        for id in 1..=70 {
+            link.on_message(0, lease(id, Some(&format!("t{id}"))));
+        }
+        // One result alone is a plain `chunk_result`, as protocol 4 sends it.
+        let alone = link.chunk_results(1_000, [(1, count.clone(), 5)]);
+        assert!(matches!(
+            alone.as_slice(),
+            [ToCoordinator::ChunkResult { lease_id: 1, .. }]
+        ));
+        // 69 at once: 64 in the first frame, the rest in a second; in order, tickets kept.
+        let frames = link.chunk_results(1_000, (2..=70).map(|id| (id, count.clone(), 5)));
+        let sizes: Vec<usize> = frames.iter().map(|f| results_in(f).len()).collect();
+        assert_eq!(sizes, [MAX_RESULTS_PER_FRAME, 5]);
+        let sent: Vec<(u64, bool)> = frames.iter().flat_map(results_in).collect();
+        assert_eq!(sent, (2..=70).map(|id| (id, true)).collect::<Vec<_>>());
+        for frame in &frames {
+            let wire = shared_protocol::encode(frame);
+            let decoded = shared_protocol::decode::<ToCoordinator>(
+                wire.as_bytes(),
+                &shared_protocol::Limits::default(),
+            );
+            assert!(decoded.is_ok(), "the coordinator takes it: {decoded:?}");
+        }
+        // After a reconnect everything kept goes again, packed the same way, but no more
+        // than 16 a second: 70 take five seconds, oldest first.
+        assert_eq!(link.unacknowledged(), 70);
+        link.on_close(2_000, 0.5);
+        link.on_open();
+        link.on_message(3_000, welcome(None));
+        let mut again = Vec::new();
+        for second in 0..6 {
+            let now = 3_000 + second * 1_000;
+            let frames = link.poll_resends(now);
+            assert!(
+                link.poll_resends(now + 999).is_empty(),
+                "not within the second"
+            );
+            let sizes: Vec<usize> = frames.iter().map(|f| results_in(f).len()).collect();
+            assert!(sizes.len() <= 1 && sizes.iter().all(|n| *n <= RESENDS_PER_SECOND));
+            again.extend(frames.iter().flat_map(results_in));
+        }
+        assert_eq!(again, (1..=70).map(|id| (id, true)).collect::<Vec<_>>());
+        // Large results fill a frame by bytes: about 100 KiB each, one per frame.
+        let band = shared_protocol::WorkResult::Mandelbrot {
+            counts: "A".repeat(100 * 1024),
+        };
+        let frames = link.chunk_results(4_000, [(71, band.clone(), 5), (72, band, 5)]);
+        assert_eq!(frames.len(), 2);
+        assert!(frames
+            .iter()
+            .all(|f| shared_protocol::encode(f).len() <= MAX_FRAME_BYTES));
     }
 
     fn result_of(message: &ToCoordinator) -> (u64, Option<&str>) {
@@ -896,20 +1125,20 @@ mod tests {
             }))
         };
         // A delta before any snapshot, and one that skips a snapshot, are not applied.
-        assert_eq!(link.on_message(1, delta(5)), LinkEvent::Nothing);
+        assert_eq!(link.on_message(1, delta(5)), [LinkEvent::Nothing]);
         assert!(link.must_reconnect());
         link.on_open();
         assert!(!link.must_reconnect(), "a new connection starts in step");
         link.on_message(2, welcome);
         link.on_message(3, ToClient::<SwarmSnapshot>::Snapshot(snapshot(7)));
         assert!(matches!(
-            link.on_message(4, delta(8)),
-            LinkEvent::SnapshotDelta(_)
+            link.on_message(4, delta(8)).as_slice(),
+            [LinkEvent::SnapshotDelta(_)]
         ));
         assert!(!link.must_reconnect());
         assert_eq!(
             link.on_message(5, delta(10)),
-            LinkEvent::Nothing,
+            [LinkEvent::Nothing],
             "9 is missing"
         );
         assert!(link.must_reconnect());
@@ -967,7 +1196,7 @@ mod tests {
                 retry_after_ms: None,
             },
         );
-        assert_eq!(event, LinkEvent::Refused);
+        assert_eq!(event, [LinkEvent::Refused]);
         assert_eq!(link.on_close(5, 0.3), None);
         assert!(matches!(
             link.state(),
@@ -1007,7 +1236,7 @@ mod tests {
                 request: None,
                 retry_after_ms: None,
             };
-            assert_eq!(link.on_message(0, error), LinkEvent::Refused);
+            assert_eq!(link.on_message(0, error), [LinkEvent::Refused]);
             assert_eq!(link.on_close(1, 0.5), None, "{code:?} is not retried");
         }
         let mut link = device(None);
@@ -1037,11 +1266,11 @@ mod tests {
             },
         );
         assert!(matches!(
-            event,
-            LinkEvent::Error {
+            event.as_slice(),
+            [LinkEvent::Error {
                 code: ErrorCode::Malformed,
                 ..
-            }
+            }]
         ));
         assert_eq!(link.state(), &LinkState::Online);
         assert!(link.on_close(2, 0.0).is_some());

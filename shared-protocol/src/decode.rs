@@ -45,9 +45,15 @@ pub trait WireMessage: DeserializeOwned + Validate<Context = ()> {
 }
 
 impl WireMessage for ToCoordinator {
-    const TYPES: &'static [&'static str] =
-        &["hello", "heartbeat", "chunk_result", "set_lend", "owner"];
-    const BULK_TYPES: &'static [&'static str] = &["chunk_result"];
+    const TYPES: &'static [&'static str] = &[
+        "hello",
+        "heartbeat",
+        "chunk_result",
+        "chunk_results",
+        "set_lend",
+        "owner",
+    ];
+    const BULK_TYPES: &'static [&'static str] = &["chunk_result", "chunk_results"];
 }
 
 impl WireMessage for OwnerCommand {
@@ -263,7 +269,7 @@ mod tests {
         let text = encode(&device_hello("a", 2));
         assert_eq!(
             text,
-            r#"{"type":"hello","protocol":4,"role":{"kind":"device","name":"a","capabilities":{"cores":2,"memory_mb":8192,"gpu":false,"agent":"browser_desktop"},"credential":null,"invite":null}}"#
+            r#"{"type":"hello","protocol":5,"role":{"kind":"device","name":"a","capabilities":{"cores":2,"memory_mb":8192,"gpu":false,"agent":"browser_desktop"},"credential":null,"invite":null}}"#
         );
         let ack = encode::<ToClient>(&ToClient::HeartbeatAck {
             server_time_ms: Some(5),
@@ -293,6 +299,78 @@ mod tests {
             result(Some("T")),
             r#"{"type":"chunk_result","lease_id":9,"result":{"kind":"prime_count","count":4},"compute_ms":10,"ticket":"T"}"#
         );
+        // Protocol 5: results and leases in frames, each entry with a lone message's fields.
+        let answer = |lease_id| ChunkAnswer {
+            lease_id,
+            result: crate::WorkResult::PrimeCount { count: 4 },
+            compute_ms: 10,
+            ticket: Some("T".into()),
+        };
+        assert_eq!(
+            encode(&ToCoordinator::ChunkResults {
+                results: vec![answer(9), answer(10)]
+            }),
+            r#"{"type":"chunk_results","results":[{"lease_id":9,"result":{"kind":"prime_count","count":4},"compute_ms":10,"ticket":"T"},{"lease_id":10,"result":{"kind":"prime_count","count":4},"compute_ms":10,"ticket":"T"}]}"#
+        );
+        let leases = encode::<ToClient>(&ToClient::Leases {
+            leases: vec![LeaseOffer {
+                lease_id: 9,
+                job_id: "j".into(),
+                work: crate::Work::PrimeCount { lo: 2, hi: 5 },
+                deadline_ms: 70,
+                ticket: Some("T".into()),
+            }],
+        });
+        assert_eq!(
+            leases,
+            r#"{"type":"leases","leases":[{"lease_id":9,"job_id":"j","work":{"kind":"prime_count","lo":2,"hi":5},"deadline_ms":70,"ticket":"T"}]}"#
+        );
+    }
+
+    #[test]
+    fn a_frame_of_results_holds_one_to_the_limit_each_checked_as_alone() {
+        let answer = |ticket: &str| {
+            format!(
+                r#"{{"lease_id":9,"result":{{"kind":"prime_count","count":4}},"compute_ms":10,"ticket":"{ticket}"}}"#
+            )
+        };
+        let frame = |entries: Vec<String>| {
+            format!(
+                r#"{{"type":"chunk_results","results":[{}]}}"#,
+                entries.join(",")
+            )
+        };
+        let limits = Limits {
+            max_message_bytes: 1024,
+            max_bulk_bytes: 64 * 1024,
+        };
+        let decode_frame =
+            |text: &str| decode::<ToCoordinator>(text.as_bytes(), &limits).map(|v| v.into_inner());
+        let full = frame(vec![answer("T"); crate::MAX_RESULTS_PER_FRAME]);
+        assert!(
+            full.len() > limits.max_message_bytes,
+            "a frame may use the bulk limit"
+        );
+        assert!(matches!(
+            decode_frame(&full),
+            Ok(ToCoordinator::ChunkResults { results }) if results.len() == crate::MAX_RESULTS_PER_FRAME
+        ));
+        for bad in [
+            frame(vec![]),
+            frame(vec![answer("T"); crate::MAX_RESULTS_PER_FRAME + 1]),
+            // One entry breaking a rule a lone result has (a ticket of 65 characters).
+            frame(vec![answer("T"), answer(&"T".repeat(65))]),
+        ] {
+            assert!(
+                matches!(decode_frame(&bad), Err(DecodeError::Invalid(_))),
+                "{}",
+                &bad[..bad.len().min(120)]
+            );
+        }
+        assert!(matches!(
+            decode_frame(r#"{"type":"chunk_results","results":[{"lease_id":9}]}"#),
+            Err(DecodeError::Malformed(_))
+        ));
     }
 
     #[test]

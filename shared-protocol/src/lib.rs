@@ -46,9 +46,10 @@ pub use jobs::{
 };
 pub use messages::{request_of, HEARTBEAT, HEARTBEAT_ACK};
 pub use messages::{
-    AgentClass, Capabilities, Counters, DeviceCredential, DeviceShare, DeviceStatus, DeviceView,
-    ErrorCode, Hello, HelloRole, InviteView, JoinProof, LogEntry, LogLevel, OwnerCommand,
-    OwnerReply, RunState, SwarmSnapshot, ToClient, ToCoordinator, ToDevice, WelcomeRole,
+    AgentClass, Capabilities, ChunkAnswer, Counters, DeviceCredential, DeviceShare, DeviceStatus,
+    DeviceView, ErrorCode, Hello, HelloRole, InviteView, JoinProof, LeaseOffer, LogEntry, LogLevel,
+    OwnerCommand, OwnerReply, RunState, SwarmSnapshot, ToClient, ToCoordinator, ToDevice,
+    WelcomeRole,
 };
 pub use text::{
     display_code, is_code, is_id, is_label, is_secret, is_sha256, normalize_code, CODE_ALPHABET,
@@ -60,8 +61,13 @@ pub use text::{
 /// [`ErrorCode::ProtocolMismatch`]. Version 3 sends a dashboard [`SnapshotDelta`]s after its
 /// first snapshot. Version 4 tells a device when its results are stored
 /// ([`ToClient::Committed`]) and gives each lease a `ticket` that a device sends back with a
-/// result it sends again ([`RESEND_AFTER_MS`]); everything else is as in version 2.
-pub const PROTOCOL_VERSION: u16 = 4;
+/// result it sends again ([`RESEND_AFTER_MS`]). Version 5 lets a device send several results
+/// in one frame ([`ToCoordinator::ChunkResults`]) and sends it the leases of one pass in one
+/// frame ([`ToClient::Leases`]); everything else is as in version 2.
+pub const PROTOCOL_VERSION: u16 = 5;
+
+/// The most results in one [`ToCoordinator::ChunkResults`] frame.
+pub const MAX_RESULTS_PER_FRAME: usize = 64;
 
 /// The oldest protocol version a coordinator still speaks: a version 2 dashboard gets a full
 /// snapshot every time, a version 2 or 3 device no acknowledgements and no tickets.

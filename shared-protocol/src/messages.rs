@@ -45,6 +45,14 @@ pub enum ToCoordinator {
         #[garde(inner(length(max = 64)))]
         ticket: Option<String>,
     },
+    /// Protocol 5: several results in one frame, each handled exactly as a
+    /// [`ToCoordinator::ChunkResult`] of the same fields, in order. A frame holds 1 to
+    /// [`crate::MAX_RESULTS_PER_FRAME`] results and counts as that many messages against the
+    /// socket's limit: batching saves frames, not limits.
+    ChunkResults {
+        #[garde(length(min = 1, max = crate::MAX_RESULTS_PER_FRAME), dive)]
+        results: Vec<ChunkAnswer>,
+    },
     /// From a device: how many of its cores it lends from now on (0 pauses it). Without it a
     /// device lends all its cores. The swarm's throttle applies on top.
     SetLend {
@@ -59,6 +67,22 @@ pub enum ToCoordinator {
         #[garde(dive)]
         command: OwnerCommand,
     },
+}
+
+/// One result of a [`ToCoordinator::ChunkResults`] frame: the fields of a
+/// [`ToCoordinator::ChunkResult`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct ChunkAnswer {
+    #[garde(skip)]
+    pub lease_id: u64,
+    #[garde(skip)]
+    pub result: WorkResult,
+    #[garde(range(max = 86_400_000))]
+    pub compute_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[garde(inner(length(max = 64)))]
+    pub ticket: Option<String>,
 }
 
 /// What only the owner may do. The same commands are accepted over HTTP
@@ -320,6 +344,9 @@ pub enum ToClient<Snapshot = SwarmSnapshot, Reply = OwnerReply, Delta = Box<Snap
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ticket: Option<String>,
     },
+    /// To a device speaking protocol 5: several leases at once (those given to it in one
+    /// pass, in order), each to be taken exactly as a [`ToClient::Lease`] of the same fields.
+    Leases { leases: Vec<LeaseOffer> },
     /// Stop working on a lease: another device finished it, or the job was cancelled or stopped.
     CancelLease { lease_id: u64 },
     /// To a device speaking protocol 4: the results it sent for these leases are stored, or
@@ -339,6 +366,31 @@ pub enum ToClient<Snapshot = SwarmSnapshot, Reply = OwnerReply, Delta = Box<Snap
         #[serde(default, skip_serializing_if = "Option::is_none")]
         retry_after_ms: Option<u64>,
     },
+}
+
+/// One lease of a [`ToClient::Leases`] frame: the fields of a [`ToClient::Lease`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseOffer {
+    pub lease_id: u64,
+    pub job_id: String,
+    pub work: Work,
+    pub deadline_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<String>,
+}
+
+impl LeaseOffer {
+    /// The same lease as a [`ToClient::Lease`] of its own.
+    pub fn into_lease<S, R, D>(self) -> ToClient<S, R, D> {
+        ToClient::Lease {
+            lease_id: self.lease_id,
+            job_id: self.job_id,
+            work: self.work,
+            deadline_ms: self.deadline_ms,
+            ticket: self.ticket,
+        }
+    }
 }
 
 /// [`ToClient`] as a device reads it: the same wire form, with a dashboard's snapshots and an

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::Rc;
 
 use shared_protocol::{
-    close_code, decode, encode, Counters, DecodeError, DeviceStatus, DeviceView, ErrorCode, Limits,
-    LogEntry, LogLevel, SwarmSnapshot, ToClient, ToCoordinator,
+    close_code, decode, encode, ChunkAnswer, Counters, DecodeError, DeviceStatus, DeviceView,
+    ErrorCode, Limits, LogEntry, LogLevel, SwarmSnapshot, ToClient, ToCoordinator,
 };
 
 use crate::audit::Audit;
@@ -50,7 +50,11 @@ pub struct Config {
     /// Security events of each kind kept for the owner's audit log (older ones of a kind are
     /// summarised in a count).
     pub audit_per_kind: usize,
-    /// Per socket: messages that may arrive at once, and the sustained rate per second.
+    /// Per socket: messages that may arrive at once, and the sustained rate per second. A
+    /// result counts as a message whether or not it shares its frame with others
+    /// ([`shared_protocol::ToCoordinator::ChunkResults`]). A device's socket may send one more
+    /// a second, and hold two more at once, for each core it lends, up to
+    /// [`MAX_ALLOWANCE_CORES`] cores.
     pub message_burst: u32,
     pub messages_per_second: u32,
     /// The object's budget of results per second from all devices together. Each result
@@ -76,6 +80,11 @@ pub struct Config {
     /// result is replicated ([`crate::verify`]).
     pub verify: VerifyPolicy,
 }
+
+/// The most lent cores that widen a device socket's message limit ([`Config::messages_per_second`]):
+/// a device that claims more cores gets no more room, so one socket cannot take a large part of
+/// the object's capacity by claiming cores it does not have.
+pub const MAX_ALLOWANCE_CORES: u16 = 64;
 
 impl Default for Config {
     fn default() -> Self {
@@ -204,6 +213,9 @@ pub struct SwarmCore {
     pub(crate) invite_window: SlidingWindow,
     pub(crate) code_guesses: GuessLimiter,
     alarm_at: Option<Millis>,
+    /// While a frame of results is handled, leases are handed out once at its end rather than
+    /// after each result (so that they go out in one frame too): `Some(pending)`.
+    pub(crate) dispatch_held: Option<bool>,
     /// When the next snapshot broadcast is due, while a dashboard watches; `None` otherwise.
     next_tick_ms: Option<Millis>,
     /// When the next commit and job wake-up are due, while a job runs or changes wait to be
@@ -271,6 +283,7 @@ impl SwarmCore {
             hello_waits: crate::limits::HelloWaits::default(),
             queue_grace_ms: 0,
             recent_events: SlidingWindow::new(busy_events, 1_000),
+            dispatch_held: None,
             outputs: VecDeque::new(),
         }
     }
@@ -494,23 +507,30 @@ impl SwarmCore {
             // A message racing the socket's own close; nothing to answer to.
             return;
         };
-        if !entry.bucket.take(now) {
-            let limit = self.config.messages_per_second;
-            // A limit of 0 counts as 1 (a retry after a second).
-            let retry = 1_000u64.checked_div(Millis::from(limit)).unwrap_or(1_000);
-            self.reject(
-                now,
-                conn,
-                Refusal::rate_limited(&format!("more than {limit} messages per second"), retry),
-                None,
-            );
-            return self.close(now, conn, close_code::RATE_LIMITED, "message rate limit");
-        }
         let session = entry.session.clone();
+        let (burst, per_second) = self.allowance(&session);
+        let fits = self.conns.get_mut(&conn).is_some_and(|entry| {
+            entry.bucket.set_limit(now, burst, per_second);
+            entry.bucket.take(now)
+        });
+        if !fits {
+            return self.rate_limited(now, conn, per_second);
+        }
         let message = match decode::<ToCoordinator>(bytes, &self.config.limits) {
             Ok(message) => message.into_inner(),
             Err(err) => return self.reject_decode(now, conn, &session, &err, bytes),
         };
+        // A frame of results counts as that many messages (its first was taken above).
+        if let ToCoordinator::ChunkResults { results } = &message {
+            let more = results.len().saturating_sub(1);
+            let fits = self
+                .conns
+                .get_mut(&conn)
+                .is_some_and(|entry| entry.bucket.take_n(now, more));
+            if !fits {
+                return self.rate_limited(now, conn, per_second);
+            }
+        }
         match (session, message) {
             (Session::AwaitingHello { since_ms, .. }, ToCoordinator::Hello(hello)) => {
                 self.hello_waits.record(now, now.saturating_sub(since_ms));
@@ -565,6 +585,26 @@ impl SwarmCore {
                     ticket,
                 },
             ) => self.handle_chunk_result(now, conn, &device_id, lease_id, result, ticket),
+            (Session::Device { device_id, .. }, ToCoordinator::ChunkResults { results }) => {
+                self.dispatch_held = Some(false);
+                for answer in results {
+                    // A result that got the socket closed (a bad one) ends the frame.
+                    if !self.conns.contains_key(&conn) {
+                        break;
+                    }
+                    // `compute_ms` is not believed, as above.
+                    let ChunkAnswer {
+                        lease_id,
+                        result,
+                        ticket,
+                        ..
+                    } = answer;
+                    self.handle_chunk_result(now, conn, &device_id, lease_id, result, ticket);
+                }
+                if self.dispatch_held.take() == Some(true) {
+                    self.dispatch(now);
+                }
+            }
             (Session::Device { device_id, .. }, ToCoordinator::SetLend { cores }) => {
                 let has = self
                     .devices
@@ -586,7 +626,7 @@ impl SwarmCore {
                 let refusal = Refusal::new(ErrorCode::Forbidden, "only devices lend cores");
                 self.reject(now, conn, refusal, None);
             }
-            (_, ToCoordinator::ChunkResult { .. }) => {
+            (_, ToCoordinator::ChunkResult { .. } | ToCoordinator::ChunkResults { .. }) => {
                 let refusal = Refusal::new(ErrorCode::Forbidden, "only devices return results");
                 self.reject(now, conn, refusal, None);
             }
@@ -604,6 +644,41 @@ impl SwarmCore {
                 self.reject(now, conn, refusal, Some(request));
             }
         }
+    }
+
+    /// A socket's message limit now: burst and sustained rate ([`Config::message_burst`]),
+    /// wider for a device by the cores it lends.
+    fn allowance(&self, session: &Session) -> (u32, u32) {
+        let cores = match session {
+            Session::Device { device_id, .. } => {
+                u32::from(self.lent_of(device_id).min(MAX_ALLOWANCE_CORES))
+            }
+            _ => 0,
+        };
+        (
+            self.config
+                .message_burst
+                .saturating_add(cores.saturating_mul(2)),
+            self.config.messages_per_second.saturating_add(cores),
+        )
+    }
+
+    /// The socket sent more than its limit: refused, and closed.
+    fn rate_limited(&mut self, now: Millis, conn: ConnId, per_second: u32) {
+        // A limit of 0 counts as 1 (a retry after a second).
+        let retry = 1_000u64
+            .checked_div(Millis::from(per_second))
+            .unwrap_or(1_000);
+        self.reject(
+            now,
+            conn,
+            Refusal::rate_limited(
+                &format!("more than {per_second} messages per second"),
+                retry,
+            ),
+            None,
+        );
+        self.close(now, conn, close_code::RATE_LIMITED, "message rate limit");
     }
 
     /// An owner command over HTTP, authorised by the owner key. It takes the command only as

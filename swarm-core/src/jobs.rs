@@ -23,8 +23,8 @@
 use std::collections::BTreeMap;
 
 use shared_protocol::{
-    close_code, DeviceShare, ErrorCode, JobSpec, JobState, JobView, LogLevel, OwnerReply, RunState,
-    ToClient, WorkResult,
+    close_code, DeviceShare, ErrorCode, JobSpec, JobState, JobView, LeaseOffer, LogLevel,
+    OwnerReply, RunState, ToClient, WorkResult,
 };
 
 use crate::core::{short, Refusal, SwarmCore};
@@ -485,8 +485,13 @@ impl SwarmCore {
         self.dispatch(now);
     }
 
-    /// Hands out leases while the swarm runs.
+    /// Hands out leases while the swarm runs (once a frame of results is through, while one is
+    /// being handled).
     pub(crate) fn dispatch(&mut self, now: Millis) {
+        if let Some(pending) = self.dispatch_held.as_mut() {
+            *pending = true;
+            return;
+        }
         let running = self
             .meta
             .as_ref()
@@ -548,35 +553,41 @@ impl SwarmCore {
             return;
         };
         let key = self.meta.as_ref().map_or("", |m| m.lease_key.as_str());
-        let messages: Vec<(String, ToClient)> = leases
-            .into_iter()
-            .map(|lease| {
-                // A device speaking protocol 4 gets the lease's ticket.
-                let ticket = self
-                    .link_of(&lease.device)
-                    .is_some_and(|link| link.acks)
-                    .then(|| {
-                        crate::secrets::lease_ticket(
-                            key,
-                            &active.job_id,
-                            &lease.device,
-                            lease.lo,
-                            lease.hi,
-                        )
-                    });
-                let message: ToClient = ToClient::Lease {
-                    lease_id: active.wire_id(lease.id),
-                    job_id: active.job_id.clone(),
-                    work: active.spec.work(lease.lo, lease.hi),
-                    deadline_ms: lease.deadline_ms,
-                    ticket,
-                };
-                (lease.device, message)
-            })
-            .collect();
-        for (device, message) in messages {
+        // Each device's leases of this pass, in the order issued.
+        let mut offers: BTreeMap<String, Vec<LeaseOffer>> = BTreeMap::new();
+        for lease in leases {
+            // A device speaking protocol 4 gets the lease's ticket.
+            let ticket = self
+                .link_of(&lease.device)
+                .is_some_and(|link| link.acks)
+                .then(|| {
+                    crate::secrets::lease_ticket(
+                        key,
+                        &active.job_id,
+                        &lease.device,
+                        lease.lo,
+                        lease.hi,
+                    )
+                });
+            let offer = LeaseOffer {
+                lease_id: active.wire_id(lease.id),
+                job_id: active.job_id.clone(),
+                work: active.spec.work(lease.lo, lease.hi),
+                deadline_ms: lease.deadline_ms,
+                ticket,
+            };
+            offers.entry(lease.device).or_default().push(offer);
+        }
+        for (device, theirs) in offers {
             if let Some(conn) = self.conn_of(&device) {
-                self.send(conn, &message);
+                // Protocol 5 takes them in one frame; older devices one frame each.
+                if theirs.len() > 1 && self.link(conn).is_some_and(|link| link.batches) {
+                    self.send(conn, &ToClient::Leases { leases: theirs });
+                } else {
+                    for offer in theirs {
+                        self.send(conn, &offer.into_lease());
+                    }
+                }
             }
             self.touch_leases(&device);
         }
@@ -1458,6 +1469,8 @@ impl SwarmCore {
             max_chunk_units: spec.max_chunk_units(),
             // Four fifths of the socket's limit: heartbeats and the rest need room too.
             results_per_second: f64::from(self.config.messages_per_second) * 0.8,
+            results_per_second_per_worker: 0.8,
+            allowance_workers: u32::from(crate::core::MAX_ALLOWANCE_CORES),
             swarm_results_per_second: f64::from(self.config.results_per_second_budget),
             ..SchedConfig::default()
         });
@@ -1654,7 +1667,7 @@ impl SwarmCore {
     }
 
     /// The cores a device lends: all of them unless it said otherwise (`set_lend`).
-    fn lent_of(&self, device_id: &str) -> u16 {
+    pub(crate) fn lent_of(&self, device_id: &str) -> u16 {
         let lend = self.link_of(device_id).and_then(|link| link.lend);
         self.devices.get(device_id).map_or(0, |d| {
             let cores = d.record.capabilities.cores;

@@ -101,6 +101,7 @@ impl SwarmCore {
                         device_id: device_id.clone(),
                         link: DeviceLink {
                             acks: hello_protocol >= 4,
+                            batches: hello_protocol >= 5,
                             ..DeviceLink::default()
                         },
                     },
@@ -124,6 +125,7 @@ impl SwarmCore {
                         device_id: device_id.clone(),
                         link: DeviceLink {
                             acks: hello_protocol >= 4,
+                            batches: hello_protocol >= 5,
                             ..DeviceLink::default()
                         },
                     },

@@ -261,13 +261,28 @@ impl TokenBucket {
 
     /// Takes one token if there is one.
     pub fn take(&mut self, now: Millis) -> bool {
+        self.take_n(now, 1)
+    }
+
+    /// Takes `n` tokens if there are that many; otherwise takes none.
+    pub fn take_n(&mut self, now: Millis, n: usize) -> bool {
         self.refill(now);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        let n = n as f64;
+        if self.tokens >= n {
+            self.tokens -= n;
             true
         } else {
             false
         }
+    }
+
+    /// Changes the capacity and the rate from now on; the tokens held so far stay (up to the
+    /// new capacity).
+    pub fn set_limit(&mut self, now: Millis, capacity: u32, per_second: u32) {
+        self.refill(now);
+        self.capacity = f64::from(capacity);
+        self.per_second = f64::from(per_second);
+        self.tokens = self.tokens.min(self.capacity);
     }
 
     /// `Ok` if a token is there now (without taking it); otherwise how long until one is.

@@ -381,6 +381,10 @@ pub struct DeviceLink {
     /// committed ([`shared_protocol::ToClient::Committed`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub acks: bool,
+    /// It speaks protocol 5: the leases of one pass go to it in one
+    /// [`shared_protocol::ToClient::Leases`] frame.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub batches: bool,
 }
 
 /// Leases kept in a socket's attachment: the platform caps an attachment at 2,048 bytes, and

@@ -19,8 +19,10 @@
 //! and the other answer is the replica's ([`Completion::Replica`]), which does not count as
 //! progress. The job is finished only when no replica of a completed range is queued or out.
 //!
-//! A device's chunks take at least its workers ÷ [`SchedConfig::results_per_second`] seconds,
-//! so that its results stay within its socket's message limit however many cores it lends; and
+//! A device's chunks take at least its workers ÷ its allowance of results per second
+//! ([`SchedConfig::results_per_second`], plus [`SchedConfig::results_per_second_per_worker`]
+//! for each of its workers), so that its results stay within its socket's message limit however
+//! many cores it lends; and
 //! every chunk takes at least all devices' workers ÷ [`SchedConfig::swarm_results_per_second`]
 //! seconds, so that the swarm's results stay within what the object can handle however many
 //! devices join: past that point chunks grow instead of messages.
@@ -57,6 +59,10 @@ pub struct SchedConfig {
     /// Results a device may send per second (each worker's chunks take at least workers ÷
     /// this many seconds): below its socket's message limit.
     pub results_per_second: f64,
+    /// How many more a device may send per second for each of its workers, up to
+    /// `allowance_workers` workers: its socket's limit grows with the cores it lends.
+    pub results_per_second_per_worker: f64,
+    pub allowance_workers: u32,
     /// Results all devices together may send per second (each chunk takes at least the
     /// workers of all devices ÷ this many seconds): the object's own message budget.
     pub swarm_results_per_second: f64,
@@ -74,6 +80,8 @@ impl Default for SchedConfig {
             ewma_alpha: 0.3,
             speculate: true,
             results_per_second: 16.0,
+            results_per_second_per_worker: 0.0,
+            allowance_workers: 0,
             swarm_results_per_second: f64::INFINITY,
         }
     }
@@ -1211,10 +1219,12 @@ impl Scheduler {
         // A device of many workers gets longer chunks, so that its results stay within its
         // socket's message budget; and everyone's chunks grow with the swarm's workers, so that
         // all results together stay within the object's.
-        let least_ms = (workers * 1_000.0 / self.config.results_per_second.max(f64::MIN_POSITIVE))
-            .max(
-                self.total_workers as f64 * 1_000.0 / self.config.swarm_results_per_second.max(1.0),
-            );
+        let allowed = self.config.results_per_second
+            + self.config.results_per_second_per_worker
+                * f64::from(state.workers.min(self.config.allowance_workers));
+        let least_ms = (workers * 1_000.0 / allowed.max(f64::MIN_POSITIVE)).max(
+            self.total_workers as f64 * 1_000.0 / self.config.swarm_results_per_second.max(1.0),
+        );
         // About target_chunk_ms of this device's work. In the tail (less than two chunk-times
         // of the whole swarm left) no more than its share of what is left, spread over the
         // leases it holds at once (a new one waits behind the others), so the last chunks end

@@ -61,9 +61,10 @@ impl Device {
             if let ToClient::Committed { lease_ids } = &message {
                 self.acked.extend(lease_ids);
             }
-            if let LinkEvent::Lease { lease_id, work, .. } = self.link.on_message(sim.now, message)
-            {
-                self.leases.push((lease_id, work));
+            for event in self.link.on_message(sim.now, message) {
+                if let LinkEvent::Lease { lease_id, work, .. } = event {
+                    self.leases.push((lease_id, work));
+                }
             }
         }
         for message in self.link.poll_resends(sim.now) {

@@ -36,10 +36,10 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 use shared_protocol::{
     close_code, decode, decode_counts, encode, encode_counts, normalize_code, request_of,
-    AgentClass, Capabilities, DeviceCredential, DeviceShare, DeviceStatus, DeviceView, ErrorCode,
-    Hello, HelloRole, JobResult, JobSpec, JobState, JobView, JoinProof, OwnerCommand, OwnerReply,
-    RunState, SwarmSnapshot, ToClient, ToCoordinator, WelcomeRole, Work, WorkResult, MAX_NONCE_END,
-    MAX_PRIME_END, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION,
+    AgentClass, Capabilities, ChunkAnswer, DeviceCredential, DeviceShare, DeviceStatus, DeviceView,
+    ErrorCode, Hello, HelloRole, JobResult, JobSpec, JobState, JobView, JoinProof, OwnerCommand,
+    OwnerReply, RunState, SwarmSnapshot, ToClient, ToCoordinator, WelcomeRole, Work, WorkResult,
+    MAX_NONCE_END, MAX_PRIME_END, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 use swarm_core::delta::SEEN_LAG_MS;
 use swarm_core::{hash_secret, Config, ConnId, DeviceRecord, InviteRecord, Session, BENCH_JOB_ID};
@@ -606,6 +606,8 @@ struct Sock {
     deltas: bool,
     /// A device speaking protocol 4: its leases carry tickets, its results are acknowledged.
     acks: bool,
+    /// A device speaking protocol 5: the leases of one pass come in one frame.
+    batches: bool,
     held: Option<SwarmSnapshot>,
 }
 
@@ -859,6 +861,7 @@ impl<'t> Fuzzer<'t> {
             leases: BTreeMap::new(),
             deltas: false,
             acks: false,
+            batches: false,
             held: None,
         });
         self.m.by_conn.insert(conn, idx);
@@ -1337,6 +1340,28 @@ impl<'t> Fuzzer<'t> {
 
     /// A result message for a lease this socket holds, its benchmark, someone else's lease,
     /// an answered one or an invented one.
+    /// Several results in one frame (protocol 5), each generated as [`Self::gen_chunk`] does.
+    fn gen_chunk_frame(&mut self, idx: usize) -> ToCoordinator {
+        let n = 2 + self.g.index(3);
+        let results = (0..n)
+            .filter_map(|_| match self.gen_chunk(idx) {
+                ToCoordinator::ChunkResult {
+                    lease_id,
+                    result,
+                    compute_ms,
+                    ticket,
+                } => Some(ChunkAnswer {
+                    lease_id,
+                    result,
+                    compute_ms,
+                    ticket,
+                }),
+                _ => None,
+            })
+            .collect();
+        ToCoordinator::ChunkResults { results }
+    }
+
     fn gen_chunk(&mut self, idx: usize) -> ToCoordinator {
         let sock = &self.m.socks[idx];
         let bench = sock.bench.filter(|_| !sock.benchmarked);
@@ -1972,7 +1997,11 @@ impl<'t> Fuzzer<'t> {
                     _ => &devices,
                 };
                 let idx = self.g.pick(pool);
-                let message = self.gen_chunk(idx);
+                let message = if self.g.chance(25) {
+                    self.gen_chunk_frame(idx)
+                } else {
+                    self.gen_chunk(idx)
+                };
                 self.send_message(idx, &message, 4);
             }
             8 => {
@@ -2152,24 +2181,43 @@ impl<'t> Fuzzer<'t> {
                     ticket,
                     ..
                 },
-            ) => {
-                let sent = self.judge_chunk(idx, *lease_id, result, ticket.as_deref());
-                if self.m.results_sent.len() >= 4_096 {
-                    self.m.results_sent.pop_first();
+            ) => self.expect_chunk(idx, *lease_id, result, ticket.as_deref()),
+            (Role::Device, ToCoordinator::ChunkResults { results }) => {
+                for answer in results {
+                    self.expect_chunk(
+                        idx,
+                        answer.lease_id,
+                        &answer.result,
+                        answer.ticket.as_deref(),
+                    );
                 }
-                self.m
-                    .results_sent
-                    .insert((sent.device_id.clone(), *lease_id));
-                let what = format!("{:?}/{:?}", sent.kind, sent.quality).to_lowercase();
-                *self.tally.answers.entry(what).or_default() += 1;
-                self.info.chunks.push(sent);
-                if self.m.answered.len() == 64 {
-                    self.m.answered.pop_front();
-                }
-                self.m.answered.push_back((*lease_id, result.clone()));
             }
             _ => {}
         }
+    }
+
+    /// What a result, alone or in a frame, must or may do.
+    fn expect_chunk(
+        &mut self,
+        idx: usize,
+        lease_id: u64,
+        result: &WorkResult,
+        ticket: Option<&str>,
+    ) {
+        let sent = self.judge_chunk(idx, lease_id, result, ticket);
+        if self.m.results_sent.len() >= 4_096 {
+            self.m.results_sent.pop_first();
+        }
+        self.m
+            .results_sent
+            .insert((sent.device_id.clone(), lease_id));
+        let what = format!("{:?}/{:?}", sent.kind, sent.quality).to_lowercase();
+        *self.tally.answers.entry(what).or_default() += 1;
+        self.info.chunks.push(sent);
+        if self.m.answered.len() == 64 {
+            self.m.answered.pop_front();
+        }
+        self.m.answered.push_back((lease_id, result.clone()));
     }
 
     fn judge_hello(&self, idx: usize, hello: &Hello) -> HelloSent {
@@ -2461,7 +2509,19 @@ impl<'t> Fuzzer<'t> {
                 assert_eq!(protocol, hello.hello.protocol, "the welcome's version");
                 self.m.socks[idx].deltas = hello.hello.protocol >= 3;
                 self.m.socks[idx].acks = hello.hello.protocol >= 4;
+                self.m.socks[idx].batches = hello.hello.protocol >= 5;
                 self.welcome(idx, &hello, granted);
+            }
+            ToClient::Leases { leases } => {
+                assert_eq!(role, Role::Device, "leases for a {role:?} socket");
+                assert!(
+                    self.m.socks[idx].batches,
+                    "a frame of leases for a device below protocol 5"
+                );
+                assert!(leases.len() >= 2, "a frame of {} lease(s)", leases.len());
+                for lease in leases {
+                    self.absorb_one(idx, lease.into_lease());
+                }
             }
             ToClient::Lease {
                 lease_id,
@@ -3254,8 +3314,28 @@ impl<'t> Fuzzer<'t> {
     /// An honest answer is never refused; a provably wrong one for a lease held is always
     /// refused (and quarantines); a result for another device's lease is refused and changes
     /// nothing.
+    ///
+    /// Results in one frame ([`ToCoordinator::ChunkResults`]) are handled in turn, and a
+    /// provably wrong one closes the socket: what a result may not do alone (quarantine, close,
+    /// write), another of its frame may have done.
     fn check_results(&self, before: &Obs, after: &Obs) {
-        for chunk in &self.info.chunks {
+        for (at, chunk) in self.info.chunks.iter().enumerate() {
+            let others = || {
+                self.info
+                    .chunks
+                    .iter()
+                    .enumerate()
+                    .filter(move |(i, c)| *i != at && c.sock == chunk.sock)
+                    .map(|(_, c)| c)
+            };
+            // Another answer of the frame for work the device holds may be wrong, and refused
+            // or outvoted at once.
+            let others_may_refuse = others().any(|c| c.kind != ChunkKind::Stray);
+            let only_foreign = self
+                .info
+                .chunks
+                .iter()
+                .all(|c| c.kind == ChunkKind::Stray && c.foreign);
             let sock = &self.m.socks[chunk.sock];
             let closed = self.sim.closed.get(&sock.conn).copied();
             let quarantined_after = after
@@ -3274,7 +3354,8 @@ impl<'t> Fuzzer<'t> {
                     // looks into.
                     assert!(
                         (!quarantined && closed != Some(close_code::BAD_RESULT))
-                            || self.lost_a_vote(&chunk.device_id).is_some(),
+                            || self.lost_a_vote(&chunk.device_id).is_some()
+                            || others_may_refuse,
                         "an honest answer was refused: {chunk:?}"
                     );
                 }
@@ -3296,7 +3377,8 @@ impl<'t> Fuzzer<'t> {
                 }
                 (ChunkKind::Stray, _) => {
                     assert!(
-                        !quarantined && closed != Some(close_code::BAD_RESULT),
+                        (!quarantined && closed != Some(close_code::BAD_RESULT))
+                            || others_may_refuse,
                         "a result for a lease the device does not hold quarantined it: {chunk:?}"
                     );
                     if chunk.foreign && closed.is_none() {
@@ -3306,15 +3388,32 @@ impl<'t> Fuzzer<'t> {
                                 .contains(&(chunk.sock, ErrorCode::Forbidden)),
                             "a result for another device's lease was not refused: {chunk:?}"
                         );
-                        assert_eq!(
-                            self.sim.writes, before.writes,
-                            "a result for another device's lease wrote"
-                        );
+                        if only_foreign {
+                            assert_eq!(
+                                self.sim.writes, before.writes,
+                                "a result for another device's lease wrote"
+                            );
+                        }
                     }
                 }
                 _ => {}
             }
         }
+    }
+
+    /// The units of this step's answers for leases of `job` held by their senders, not
+    /// provably wrong: as much as the job may have progressed by.
+    fn units_answered(&self, job: &str) -> u64 {
+        self.info
+            .chunks
+            .iter()
+            .filter(|c| {
+                c.kind == ChunkKind::Job
+                    && c.job_id.as_deref() == Some(job)
+                    && c.quality != Quality::Refutable
+            })
+            .map(|c| c.units)
+            .sum()
     }
 
     /// A device's verification counts (as stored, with the commits applied) only grow and the
@@ -3482,14 +3581,10 @@ impl<'t> Fuzzer<'t> {
             }
             if a.verify_units > b.verify_units {
                 let delta = a.verify_units - b.verify_units;
-                let by = self.info.chunks.iter().find(|c| {
-                    c.kind == ChunkKind::Job
-                        && c.job_id.as_ref() == Some(id)
-                        && c.quality != Quality::Refutable
-                        && delta <= c.units
-                });
+                // Several answers of one frame may each add theirs.
+                let answered = self.units_answered(id);
                 assert!(
-                    by.is_some(),
+                    delta <= answered,
                     "job {id}'s replica units grew by {delta} without an answer for a lease held \
                      (results this step: {:?})",
                     self.info.chunks
@@ -3508,14 +3603,15 @@ impl<'t> Fuzzer<'t> {
             }
             if a.done_units > b.done_units {
                 let delta = a.done_units - b.done_units;
+                let answered = self.units_answered(id);
+                // The step's results all come from one socket, so one device.
                 let by = self.info.chunks.iter().find(|c| {
                     c.kind == ChunkKind::Job
                         && c.job_id.as_ref() == Some(id)
                         && c.quality != Quality::Refutable
-                        && delta <= c.units
                 });
                 assert!(
-                    by.is_some(),
+                    delta <= answered,
                     "job {id} progressed by {delta} without an accepted result for a lease held \
                      (results this step: {:?})",
                     self.info.chunks

@@ -122,6 +122,79 @@ fn leases_respect_the_quota_of_lent_cores() {
 }
 
 #[test]
+fn a_protocol_5_device_gets_a_passs_leases_in_one_frame_and_may_answer_them_in_one() {
+    let mut sim = Sim::new();
+    // Slow devices (a 20 s benchmark), so that their chunks are small to compute here.
+    let new = join_unbenchmarked(&mut sim, "protocol 5");
+    sim.answer_benchmark(new, 20_000);
+    // The same device as protocol 4 speaks it.
+    let old = sim.connect();
+    let mut hello = new_device_hello(
+        "protocol 4",
+        Some(shared_protocol::JoinProof::OwnerKey {
+            owner_key: sim::OWNER_KEY.to_owned(),
+        }),
+    );
+    if let ToCoordinator::Hello(hello) = &mut hello {
+        hello.protocol = 4;
+    }
+    sim.send(old, &hello);
+    sim.answer_benchmark(old, 20_000);
+    sim.take_frames(new);
+    sim.take_frames(old);
+    let job = submit(&mut sim, 0, 1_000_000_000_000);
+    // 4 workers and a prefetched lease each: one frame for the first, five for the second.
+    let frames = sim.take_frames(new);
+    let [ToClient::Leases { leases }] = frames.as_slice() else {
+        panic!("one frame of leases: {frames:?}");
+    };
+    assert_eq!(leases.len(), 5);
+    assert!(leases.iter().all(|l| l.ticket.is_some() && l.job_id == job));
+    let frames = sim.take_frames(old);
+    assert_eq!(frames.len(), 5);
+    assert!(frames.iter().all(|m| matches!(
+        m,
+        ToClient::Lease {
+            ticket: Some(_),
+            ..
+        }
+    )));
+    // All five answered in one frame count as five results.
+    let before = sim.core.job(&job).unwrap().done_units;
+    let units: u64 = leases.iter().map(|l| job_units(&l.work)).sum();
+    sim.advance(2_000);
+    let results = leases
+        .iter()
+        .map(|l| shared_protocol::ChunkAnswer {
+            lease_id: l.lease_id,
+            result: compute(&l.work),
+            compute_ms: 2_000,
+            ticket: l.ticket.clone(),
+        })
+        .collect();
+    sim.send(new, &ToCoordinator::ChunkResults { results });
+    assert_eq!(sim.core.job(&job).unwrap().done_units, before + units);
+    // The next leases come as one frame again.
+    let frames = sim.take_frames(new);
+    let next: Vec<usize> = frames
+        .iter()
+        .filter_map(|m| match m {
+            ToClient::Leases { leases } => Some(leases.len()),
+            ToClient::Lease { .. } => Some(1),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(next, [5], "{frames:?}");
+}
+
+fn job_units(work: &Work) -> u64 {
+    match work {
+        Work::PrimeCount { lo, hi } => hi - lo,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn a_silent_lease_expires_and_is_reissued_and_its_late_result_is_ignored() {
     let mut sim = Sim::new();
     let (slow, _) = sim.join_device("slow");

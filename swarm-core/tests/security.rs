@@ -5,10 +5,10 @@
 mod sim;
 
 use shared_protocol::{
-    close_code, normalize_code, DeviceStatus, ErrorCode, JoinProof, OwnerCommand, OwnerReply,
-    RunState, ToClient, ToCoordinator,
+    close_code, normalize_code, ChunkAnswer, DeviceStatus, ErrorCode, Hello, HelloRole, JoinProof,
+    OwnerCommand, OwnerReply, RunState, ToClient, ToCoordinator, WorkResult,
 };
-use swarm_core::hash_secret;
+use swarm_core::{hash_secret, Config, MAX_ALLOWANCE_CORES};
 
 use sim::*;
 
@@ -452,6 +452,91 @@ fn a_steady_device_is_never_rate_limited() {
         sim.send(conn, &ToCoordinator::Heartbeat { seen: None });
     }
     assert!(!sim.closed.contains_key(&conn));
+}
+
+/// `n` results in one frame, for leases nobody holds (they change nothing when taken).
+fn frame_of(n: u64) -> ToCoordinator {
+    ToCoordinator::ChunkResults {
+        results: (0..n)
+            .map(|i| ChunkAnswer {
+                lease_id: (1 << 40) + i,
+                result: WorkResult::PrimeCount { count: 1 },
+                compute_ms: 1,
+                ticket: None,
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn a_frame_of_results_counts_as_that_many_messages_against_a_limit_that_grows_with_lent_cores() {
+    // A burst of 10 and 5 a second; a device lending 4 cores may hold 8 more and send 4 more.
+    let mut sim = Sim::with_config(Config {
+        message_burst: 10,
+        messages_per_second: 5,
+        ..Config::default()
+    });
+    let (a, _) = sim.join_device("a");
+    let (b, _) = sim.join_device("b");
+    sim.advance(10_000); // both buckets full again: 18 each
+    let unused = sim.snapshot().counters.results_unused;
+    sim.send(a, &frame_of(18));
+    assert!(
+        !sim.closed.contains_key(&a),
+        "18 results in one frame fit the widened burst"
+    );
+    assert_eq!(
+        sim.snapshot().counters.results_unused,
+        unused + 18,
+        "each was handled"
+    );
+    sim.send(a, &ToCoordinator::Heartbeat { seen: None });
+    assert_eq!(
+        sim.last_error(a),
+        ErrorCode::RateLimited,
+        "the frame took 18 messages' worth"
+    );
+    assert_eq!(sim.closed.get(&a), Some(&close_code::RATE_LIMITED));
+    // A frame larger than what is left is refused whole: none of it is handled.
+    let unused = sim.snapshot().counters.results_unused;
+    sim.send(b, &frame_of(19));
+    assert_eq!(sim.last_error(b), ErrorCode::RateLimited);
+    assert_eq!(sim.closed.get(&b), Some(&close_code::RATE_LIMITED));
+    assert_eq!(sim.snapshot().counters.results_unused, unused);
+}
+
+#[test]
+fn a_device_claiming_many_cores_gets_no_more_room_than_the_cap() {
+    let mut sim = Sim::with_config(Config {
+        message_burst: 10,
+        messages_per_second: 5,
+        ..Config::default()
+    });
+    let conn = sim.connect();
+    let mut hello = new_device_hello(
+        "claims 1024 cores",
+        Some(JoinProof::OwnerKey {
+            owner_key: OWNER_KEY.into(),
+        }),
+    );
+    if let ToCoordinator::Hello(Hello {
+        role: HelloRole::Device { capabilities, .. },
+        ..
+    }) = &mut hello
+    {
+        capabilities.cores = 1024;
+    }
+    sim.send(conn, &hello);
+    sim.answer_benchmark(conn, 2);
+    sim.advance(60_000);
+    // Room for 10 + 2 × 64 = 138 at once, not 10 + 2 × 1024.
+    let room = 10 + 2 * u64::from(MAX_ALLOWANCE_CORES);
+    let full = shared_protocol::MAX_RESULTS_PER_FRAME as u64;
+    sim.send(conn, &frame_of(full));
+    sim.send(conn, &frame_of(full));
+    assert!(!sim.closed.contains_key(&conn));
+    sim.send(conn, &frame_of(room - 2 * full + 1));
+    assert_eq!(sim.last_error(conn), ErrorCode::RateLimited);
 }
 
 /// The shared corpus of bad messages (also replayed against the real runtime).

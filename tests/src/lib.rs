@@ -321,6 +321,11 @@ pub struct WsClient {
     /// Deltas received, and their bytes.
     pub deltas: u64,
     pub delta_bytes: u64,
+    /// Frames of several leases received (protocol 5), and the leases they held. Reads show
+    /// such a frame as its leases one by one; those not read yet wait in `unread`.
+    pub lease_frames: u64,
+    pub framed_leases: u64,
+    unread: std::collections::VecDeque<ToClient>,
 }
 
 /// What a read produced. Short-lived, one at a time: the size of a message inline does not
@@ -369,6 +374,9 @@ impl WsClient {
             held: None,
             deltas: 0,
             delta_bytes: 0,
+            lease_frames: 0,
+            framed_leases: 0,
+            unread: std::collections::VecDeque::new(),
         })
     }
 
@@ -388,6 +396,9 @@ impl WsClient {
 
     /// The next message or close within `timeout`, or an error if none came.
     pub fn recv(&mut self, timeout: Duration) -> Result<Received> {
+        if let Some(lease) = self.unread.pop_front() {
+            return Ok(Received::Message(lease));
+        }
         let deadline = Instant::now() + timeout;
         loop {
             match self.ws.read() {
@@ -409,6 +420,16 @@ impl WsClient {
                             held.apply(*delta)
                                 .map_err(|gap| anyhow!("a delta out of order: {gap:?}"))?;
                             ToClient::Snapshot(held.clone())
+                        }
+                        ToClient::Leases { leases } => {
+                            self.lease_frames += 1;
+                            self.framed_leases += leases.len() as u64;
+                            self.unread
+                                .extend(leases.into_iter().map(|lease| lease.into_lease()));
+                            match self.unread.pop_front() {
+                                Some(first) => first,
+                                None => continue,
+                            }
                         }
                         msg => msg,
                     };

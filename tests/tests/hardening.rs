@@ -782,10 +782,10 @@ impl LinkedDevice {
                     if let ToClient::Committed { lease_ids } = &message {
                         self.acked += lease_ids.len();
                     }
-                    if let LinkEvent::Lease { lease_id, work, .. } =
-                        self.link.on_message(now_ms(), message)
-                    {
-                        self.leases.push((lease_id, work));
+                    for event in self.link.on_message(now_ms(), message) {
+                        if let LinkEvent::Lease { lease_id, work, .. } = event {
+                            self.leases.push((lease_id, work));
+                        }
                     }
                 }
                 Ok(runtime_tests::Received::Closed(code)) => bail!("closed: {code:?}"),
@@ -808,10 +808,14 @@ impl LinkedDevice {
     fn compute(&mut self, n: usize) -> Result<usize> {
         let take = n.min(self.leases.len());
         let leases: Vec<(u64, Work)> = self.leases.drain(..take).collect();
+        let mut results = Vec::new();
         for (lease_id, work) in &leases {
             let result = client_compute::compute(work).map_err(anyhow::Error::msg)?;
-            let message = self.link.chunk_result(now_ms(), *lease_id, result, 1_000);
-            self.ws.send(&message)?;
+            results.push((*lease_id, result, 1_000));
+        }
+        // Computed together, they go together: in one frame (protocol 5).
+        for frame in self.link.chunk_results(now_ms(), results) {
+            self.ws.send(&frame)?;
         }
         Ok(take)
     }

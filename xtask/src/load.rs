@@ -28,8 +28,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use runtime_tests::Wrangler;
 use shared_protocol::{
-    encode, AgentClass, Capabilities, Hello, HelloRole, JobSpec, JobView, JoinProof, OwnerCommand,
-    OwnerReply, SwarmStats, ToClient, ToCoordinator, Work, HEARTBEAT, PROTOCOL_VERSION,
+    encode, AgentClass, Capabilities, ChunkAnswer, Hello, HelloRole, JobSpec, JobView, JoinProof,
+    OwnerCommand, OwnerReply, SwarmStats, ToClient, ToCoordinator, Work, HEARTBEAT,
+    PROTOCOL_VERSION,
 };
 use swarm_core::BENCH_JOB_ID;
 use tungstenite::stream::MaybeTlsStream;
@@ -419,36 +420,44 @@ fn device(i: usize, url: &str, owner_key: &str, seen: &Seen) {
                 seen.bytes_in
                     .fetch_add(text.len() as u64, Ordering::Relaxed);
                 seen.messages_in.fetch_add(1, Ordering::Relaxed);
-                match serde_json::from_str::<shared_protocol::ToDevice>(&text) {
-                    Ok(ToClient::Welcome { .. }) => {
-                        seen.welcomed.fetch_add(1, Ordering::Relaxed);
-                        if let Ok(mut times) = seen.welcome_ms.lock() {
-                            times.push(started.elapsed().as_millis() as u64);
-                        }
+                let messages = match serde_json::from_str::<shared_protocol::ToDevice>(&text) {
+                    Ok(ToClient::Leases { leases }) => {
+                        leases.into_iter().map(|l| Ok(l.into_lease())).collect()
                     }
-                    Ok(ToClient::Share(share)) => workers = usize::from(share.workers).max(1),
-                    Ok(ToClient::Lease {
-                        lease_id,
-                        job_id,
-                        work,
-                        ticket,
-                        ..
-                    }) => {
-                        if job_id == BENCH_JOB_ID {
-                            queue.push_front((lease_id, work, ticket));
-                        } else {
-                            if !worked {
-                                worked = true;
-                                seen.worked.fetch_add(1, Ordering::Relaxed);
+                    other => vec![other],
+                };
+                for message in messages {
+                    match message {
+                        Ok(ToClient::Welcome { .. }) => {
+                            seen.welcomed.fetch_add(1, Ordering::Relaxed);
+                            if let Ok(mut times) = seen.welcome_ms.lock() {
+                                times.push(started.elapsed().as_millis() as u64);
                             }
-                            queue.push_back((lease_id, work, ticket));
                         }
+                        Ok(ToClient::Share(share)) => workers = usize::from(share.workers).max(1),
+                        Ok(ToClient::Lease {
+                            lease_id,
+                            job_id,
+                            work,
+                            ticket,
+                            ..
+                        }) => {
+                            if job_id == BENCH_JOB_ID {
+                                queue.push_front((lease_id, work, ticket));
+                            } else {
+                                if !worked {
+                                    worked = true;
+                                    seen.worked.fetch_add(1, Ordering::Relaxed);
+                                }
+                                queue.push_back((lease_id, work, ticket));
+                            }
+                        }
+                        Ok(ToClient::CancelLease { lease_id }) => {
+                            queue.retain(|(id, ..)| *id != lease_id);
+                            running.retain(|r| r.lease_id != lease_id);
+                        }
+                        _ => {}
                     }
-                    Ok(ToClient::CancelLease { lease_id }) => {
-                        queue.retain(|(id, ..)| *id != lease_id);
-                        running.retain(|r| r.lease_id != lease_id);
-                    }
-                    _ => {}
                 }
             }
             Ok(Message::Close(frame)) => {
@@ -483,14 +492,28 @@ fn device(i: usize, url: &str, owner_key: &str, seen: &Seen) {
         let (ready, busy): (Vec<Running>, Vec<Running>) =
             running.drain(..).partition(|r| r.ready_at <= now);
         running = busy;
-        for r in ready {
-            let message = ToCoordinator::ChunkResult {
+        // Results ready together go in one frame, as the product's devices send them.
+        let mut answers: Vec<ChunkAnswer> = ready
+            .into_iter()
+            .map(|r| ChunkAnswer {
                 lease_id: r.lease_id,
                 result: r.result,
                 compute_ms: r.compute_ms,
                 ticket: r.ticket,
-            };
-            if ws.send(Message::text(encode(&message))).is_err() {
+            })
+            .collect();
+        let frame = match answers.len() {
+            0 => None,
+            1 => answers.pop().map(|a| ToCoordinator::ChunkResult {
+                lease_id: a.lease_id,
+                result: a.result,
+                compute_ms: a.compute_ms,
+                ticket: a.ticket,
+            }),
+            _ => Some(ToCoordinator::ChunkResults { results: answers }),
+        };
+        if let Some(frame) = frame {
+            if ws.send(Message::text(encode(&frame))).is_err() {
                 return close("send failed".into());
             }
         }

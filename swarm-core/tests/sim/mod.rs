@@ -259,7 +259,20 @@ impl Sim {
         self.now = end;
     }
 
+    /// What a socket received, as a device reads it: a frame of leases (protocol 5) as its
+    /// leases one by one.
     pub fn take(&mut self, conn: ConnId) -> Vec<ToClient> {
+        self.take_frames(conn)
+            .into_iter()
+            .flat_map(|message| match message {
+                ToClient::Leases { leases } => leases.into_iter().map(|l| l.into_lease()).collect(),
+                message => vec![message],
+            })
+            .collect()
+    }
+
+    /// What a socket received, frame by frame.
+    pub fn take_frames(&mut self, conn: ConnId) -> Vec<ToClient> {
         self.inbox.remove(&conn).unwrap_or_default()
     }
 
