@@ -523,6 +523,21 @@ fn device(i: usize, url: &str, owner_key: &str, seen: &Seen) {
                 return close("send failed".into());
             }
         }
+        // Sleep in the read until a message comes or the next result or heartbeat is due
+        // (at most 200 ms, to notice the stop): a thousand devices waking every few
+        // milliseconds would take the cores the coordinator is measured on.
+        let due = running
+            .iter()
+            .map(|r| r.ready_at)
+            .chain([next_heartbeat, now + Duration::from_millis(200)])
+            .min()
+            .unwrap_or(now);
+        let wait = due
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
+        if let MaybeTlsStream::Plain(stream) = ws.get_ref() {
+            let _ = stream.set_read_timeout(Some(wait));
+        }
     }
     let _ = ws.close(None);
     let _ = ws.flush();
