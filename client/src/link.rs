@@ -457,18 +457,7 @@ impl Link {
         result: shared_protocol::WorkResult,
         compute_ms: u64,
     ) -> ToCoordinator {
-        let ChunkAnswer {
-            lease_id,
-            result,
-            compute_ms,
-            ticket,
-        } = self.answer(now, lease_id, result, compute_ms);
-        ToCoordinator::ChunkResult {
-            lease_id,
-            result,
-            compute_ms,
-            ticket,
-        }
+        self.answer(now, lease_id, result, compute_ms).into()
     }
 
     /// [`Self::chunk_result`] for several results ready at once: as few frames as hold them
@@ -625,20 +614,7 @@ pub fn frames(answers: Vec<ChunkAnswer>) -> Vec<ToCoordinator> {
     frames
         .into_iter()
         .map(|mut frame| match (frame.pop(), frame.is_empty()) {
-            (
-                Some(ChunkAnswer {
-                    lease_id,
-                    result,
-                    compute_ms,
-                    ticket,
-                }),
-                true,
-            ) => ToCoordinator::ChunkResult {
-                lease_id,
-                result,
-                compute_ms,
-                ticket,
-            },
+            (Some(answer), true) => answer.into(),
             (last, _) => {
                 frame.extend(last);
                 ToCoordinator::ChunkResults { results: frame }

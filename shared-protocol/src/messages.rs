@@ -85,6 +85,24 @@ pub struct ChunkAnswer {
     pub ticket: Option<String>,
 }
 
+impl From<ChunkAnswer> for ToCoordinator {
+    /// The result alone, as a [`ToCoordinator::ChunkResult`].
+    fn from(answer: ChunkAnswer) -> Self {
+        let ChunkAnswer {
+            lease_id,
+            result,
+            compute_ms,
+            ticket,
+        } = answer;
+        Self::ChunkResult {
+            lease_id,
+            result,
+            compute_ms,
+            ticket,
+        }
+    }
+}
+
 /// What only the owner may do. The same commands are accepted over HTTP
 /// (`POST /api/swarms/{id}/owner` with the owner key as bearer token).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Validate)]

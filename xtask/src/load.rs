@@ -9,6 +9,19 @@
 //! known-answer benchmark the same way, and heartbeats as a browser does. Nothing is taken on
 //! trust: the coordinator checks every answer as it checks a browser's.
 //!
+//! The answers are computed by a pool of [`KERNEL_THREADS`] threads ([`Kernel`]) when their
+//! simulated time is up, in that order, and a result goes back as soon as it is computed. A
+//! thousand devices each computing on its own thread would crowd workerd out (the kernel's
+//! scheduler shares the CPU between runnable threads, and the object's is one of them): the row
+//! would measure the devices, not the coordinator. With the pool, the devices together compute
+//! at most two runnable threads' worth, and when they ask for more their answers come late, as
+//! a slower swarm's would; the coordinator measures speeds from what arrives, so it sizes their
+//! chunks accordingly. Computing an answer only when it is due also means that a lease taken
+//! back before then costs nothing.
+//!
+//! Devices start [`STARTS_PER_SECOND`] a second, and a row ends at once, saying why, when every
+//! device has gone before the warm-up.
+//!
 //! What a row measures, over a window after every device is connected and warmed up:
 //! completions/s (the job's accepted chunks), workerd's CPU time per completion (from
 //! `/proc`, the whole workerd process), bytes and messages pushed per completion, storage
@@ -22,6 +35,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -47,8 +61,24 @@ const NUMBERS_PER_MS: u64 = 200;
 /// After every device is welcomed: time for the benchmark (21 s) and for the first chunks,
 /// which the benchmark (on numbers near 2^30) sizes at about 40 s for these devices, so that
 /// they miss their deadlines; with no message arriving meanwhile, the job's next wake-up (every
-/// 30 s) re-issues them at the measured rate. After 100 s the swarm is in its steady state.
+/// 30 s) re-issues them at the measured rate. After 100 s a swarm of up to a thousand devices
+/// is in its steady state; a larger one gets [`WARM_UP_PER_THOUSAND`] more per thousand
+/// devices past the first, as its chunks are longer (the object keeps to its results budget)
+/// and its rates take as many more deadlines to settle.
 const WARM_UP: Duration = Duration::from_secs(100);
+const WARM_UP_PER_THOUSAND: Duration = Duration::from_secs(50);
+
+/// Devices start at this rate rather than all in the same instant (a swarm's devices join
+/// over time; thousands of handshakes at once would only measure the listening socket).
+const STARTS_PER_SECOND: u64 = 500;
+
+fn warm_up(n: usize) -> Duration {
+    WARM_UP + WARM_UP_PER_THOUSAND * (n.saturating_sub(1) / 1_000) as u32
+}
+
+/// Threads that compute the devices' answers: two runnable threads of the benchmark beside
+/// workerd's leave the object a fair share of this machine's two cores.
+const KERNEL_THREADS: usize = 2;
 
 /// The measured window.
 const WINDOW: Duration = Duration::from_secs(30);
@@ -106,18 +136,24 @@ pub fn table(counts: &[usize]) -> Result<()> {
     print_header();
     for &n in counts {
         eprintln!("xtask: load with {n} devices");
-        match row(&wrangler, n) {
-            Ok(row) => print_row(&row),
+        let trouble = match row(&wrangler, n) {
+            Ok(row) => {
+                print_row(&row);
+                row.restarted
+            }
             Err(err) => {
                 println!("| {n} | the row failed: {err:#} |");
-                // What workerd printed last (object errors, resets, limits), so that a failed
-                // row says why, not only that.
-                let log = wrangler.log();
-                let tail: Vec<&str> = log.lines().rev().take(80).collect();
-                eprintln!("--- the last {} lines workerd printed ---", tail.len());
-                for line in tail.iter().rev() {
-                    eprintln!("{line}");
-                }
+                true
+            }
+        };
+        if trouble {
+            // What workerd printed last (object errors, resets, limits), so that a failed
+            // row, or one whose object restarted, says why, not only that.
+            let log = wrangler.log();
+            let tail: Vec<&str> = log.lines().rev().take(80).collect();
+            eprintln!("--- the last {} lines workerd printed ---", tail.len());
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
             }
         }
     }
@@ -129,9 +165,11 @@ pub fn table(counts: &[usize]) -> Result<()> {
 fn print_header() {
     println!(
         "\nLoad over workerd: devices lending {CORES} cores of {NUMBERS_PER_MS} numbers/ms each, \
-         one prime-count job, {} s measured after {} s of warm-up:\n",
+         started {STARTS_PER_SECOND} a second, one prime-count job, {} s measured after {} s of \
+         warm-up (and {} s more per thousand devices past the first):\n",
         WINDOW.as_secs(),
-        WARM_UP.as_secs()
+        WARM_UP.as_secs(),
+        WARM_UP_PER_THOUSAND.as_secs()
     );
     println!(
         "| devices | all connected (s) | welcomed | time to welcome, median / largest (s) | completions/s | workerd CPU ms / completion | bytes pushed / completion | messages pushed / completion | writes / completion | writes / device-hour | alarms / min | workerd peak RSS (MB) | devices without work | results not accepted, window / whole row | leases expired, window / whole row | closes seen |"
@@ -182,13 +220,18 @@ fn row(wrangler: &Wrangler, n: usize) -> Result<Row> {
     };
     let seen = Arc::new(Seen::default());
     let url = wrangler.ws_url(&swarm.swarm_id);
+    let kernel = Kernel::start(&seen)?;
     let started = Instant::now();
     let threads: Vec<_> = (0..n)
         .map(|i| {
             let (url, key, seen) = (url.clone(), swarm.owner_key.clone(), Arc::clone(&seen));
+            let asks = kernel.asks.clone();
+            if i > 0 && (i as u64).is_multiple_of(STARTS_PER_SECOND / 10) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
             std::thread::Builder::new()
-                .stack_size(512 * 1024)
-                .spawn(move || device(i, &url, &key, &seen))
+                .stack_size(256 * 1024)
+                .spawn(move || device(i, &url, &key, &seen, asks))
         })
         .collect::<std::io::Result<_>>()?;
     let connect_deadline = started + Duration::from_secs(120);
@@ -197,6 +240,16 @@ fn row(wrangler: &Wrangler, n: usize) -> Result<Row> {
     }
     let connect_s = (seen.welcomed.load(Ordering::Relaxed) == n as u64)
         .then(|| started.elapsed().as_secs_f64());
+    let closes_so_far = || seen.closes.lock().map(|c| c.clone()).unwrap_or_default();
+    eprintln!(
+        "xtask: {} of {n} devices welcomed after {:.1} s; closes so far: {:?}",
+        seen.welcomed.load(Ordering::Relaxed),
+        started.elapsed().as_secs_f64(),
+        closes_so_far()
+    );
+    if threads.iter().all(|t| t.is_finished()) {
+        bail!("every device has gone; closes seen: {:?}", closes_so_far());
+    }
     let mut times = seen
         .welcome_ms
         .lock()
@@ -206,7 +259,7 @@ fn row(wrangler: &Wrangler, n: usize) -> Result<Row> {
     let welcome_p50_s = times.get(times.len() / 2).copied().unwrap_or(0) as f64 / 1000.0;
     let welcome_max_s = times.last().copied().unwrap_or(0) as f64 / 1000.0;
     let measured = (|| -> Result<(Sample, Sample)> {
-        std::thread::sleep(WARM_UP);
+        std::thread::sleep(warm_up(n));
         let before = Sample::take(&base, &swarm.owner_key, &job_id, wrangler, &seen)?;
         std::thread::sleep(WINDOW);
         let after = Sample::take(&base, &swarm.owner_key, &job_id, wrangler, &seen)?;
@@ -218,6 +271,7 @@ fn row(wrangler: &Wrangler, n: usize) -> Result<Row> {
     for thread in threads {
         let _ = thread.join();
     }
+    kernel.stop();
     let (before, after) = measured.with_context(|| {
         format!(
             "{} of {n} devices welcomed; closes seen: {:?}",
@@ -367,18 +421,76 @@ pub(crate) fn workerd_usage(group: u32) -> Result<(u64, u64)> {
     Ok((cpu, peak))
 }
 
-/// A lease being "computed": its real answer, held until the simulated time is up.
+/// A lease whose answer a device asks of the kernel thread; the answer (none if the work
+/// cannot be computed) goes back on `reply`.
+struct Ask {
+    lease_id: u64,
+    work: Work,
+    reply: Sender<(u64, Option<shared_protocol::WorkResult>)>,
+}
+
+/// The [`KERNEL_THREADS`] threads that compute every simulated device's answers, in the order
+/// asked.
+struct Kernel {
+    asks: Sender<Ask>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Kernel {
+    fn start(seen: &Arc<Seen>) -> Result<Self> {
+        let (asks, queue) = mpsc::channel::<Ask>();
+        let queue = Arc::new(Mutex::new(queue));
+        let threads = (0..KERNEL_THREADS)
+            .map(|i| {
+                let (queue, seen) = (Arc::clone(&queue), Arc::clone(seen));
+                std::thread::Builder::new()
+                    .name(format!("load kernel {i}"))
+                    .spawn(move || loop {
+                        let Ok(ask) = queue
+                            .lock()
+                            .map_err(drop)
+                            .and_then(|q| q.recv().map_err(drop))
+                        else {
+                            return;
+                        };
+                        // What is still asked once the row ends is not wanted.
+                        if seen.stop.load(Ordering::Relaxed) {
+                            continue;
+                        }
+                        let result = client_compute::compute(&ask.work).ok();
+                        // A device that has gone no longer listens.
+                        let _ = ask.reply.send((ask.lease_id, result));
+                    })
+            })
+            .collect::<std::io::Result<_>>()?;
+        Ok(Self { asks, threads })
+    }
+
+    fn stop(self) {
+        drop(self.asks);
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A lease being "computed": its real answer (from the kernel threads), held until the
+/// simulated time is up.
 struct Running {
     lease_id: u64,
     /// The lease's ticket, sent back with the result as the product's devices do.
     ticket: Option<String>,
-    result: shared_protocol::WorkResult,
+    /// The work, until it is handed to the kernel threads at `ready_at`.
+    work: Option<Work>,
+    /// The answer, once the kernel threads have computed it.
+    result: Option<shared_protocol::WorkResult>,
     compute_ms: u64,
+    /// When the simulated cores would have finished.
     ready_at: Instant,
 }
 
 /// One simulated device, until `seen.stop`.
-fn device(i: usize, url: &str, owner_key: &str, seen: &Seen) {
+fn device(i: usize, url: &str, owner_key: &str, seen: &Seen, kernel: Sender<Ask>) {
     let started = Instant::now();
     let close = |why: String| {
         if let Ok(mut closes) = seen.closes.lock() {
@@ -412,6 +524,7 @@ fn device(i: usize, url: &str, owner_key: &str, seen: &Seen) {
     let mut workers = usize::from(CORES);
     let mut queue: VecDeque<(u64, Work, Option<String>)> = VecDeque::new();
     let mut running: Vec<Running> = Vec::new();
+    let (reply, answers): (Sender<_>, Receiver<_>) = mpsc::channel();
     let mut worked = false;
     let mut next_heartbeat = Instant::now() + Duration::from_secs(10);
     while !seen.stop.load(Ordering::Relaxed) {
@@ -472,45 +585,63 @@ fn device(i: usize, url: &str, owner_key: &str, seen: &Seen) {
                 ) => {}
             Err(err) => return close(format!("socket error ({err})")),
         }
+        while let Ok((lease_id, result)) = answers.try_recv() {
+            match result {
+                Some(result) => {
+                    if let Some(r) = running.iter_mut().find(|r| r.lease_id == lease_id) {
+                        r.result = Some(result);
+                    }
+                }
+                // Work the kernels cannot compute is dropped, as a device that fails it would.
+                None => running.retain(|r| r.lease_id != lease_id),
+            }
+        }
         let now = Instant::now();
         while running.len() < workers {
             let Some((lease_id, work, ticket)) = queue.pop_front() else {
                 break;
             };
-            let Ok(result) = client_compute::compute(&work) else {
-                continue;
-            };
             let compute_ms = (units(&work) / NUMBERS_PER_MS).max(1);
             running.push(Running {
                 lease_id,
                 ticket,
-                result,
+                work: Some(work),
+                result: None,
                 compute_ms,
                 ready_at: now + Duration::from_millis(compute_ms),
             });
         }
+        for r in running.iter_mut().filter(|r| r.ready_at <= now) {
+            if let Some(work) = r.work.take() {
+                let ask = Ask {
+                    lease_id: r.lease_id,
+                    work,
+                    reply: reply.clone(),
+                };
+                if kernel.send(ask).is_err() {
+                    return close("kernel thread gone".into());
+                }
+            }
+        }
         let (ready, busy): (Vec<Running>, Vec<Running>) =
-            running.drain(..).partition(|r| r.ready_at <= now);
+            running.drain(..).partition(|r| r.result.is_some());
         running = busy;
         // Results ready together go in one frame, as the product's devices send them.
-        let mut answers: Vec<ChunkAnswer> = ready
+        let mut ready: Vec<ChunkAnswer> = ready
             .into_iter()
-            .map(|r| ChunkAnswer {
-                lease_id: r.lease_id,
-                result: r.result,
-                compute_ms: r.compute_ms,
-                ticket: r.ticket,
+            .filter_map(|r| {
+                Some(ChunkAnswer {
+                    lease_id: r.lease_id,
+                    result: r.result?,
+                    compute_ms: r.compute_ms,
+                    ticket: r.ticket,
+                })
             })
             .collect();
-        let frame = match answers.len() {
+        let frame = match ready.len() {
             0 => None,
-            1 => answers.pop().map(|a| ToCoordinator::ChunkResult {
-                lease_id: a.lease_id,
-                result: a.result,
-                compute_ms: a.compute_ms,
-                ticket: a.ticket,
-            }),
-            _ => Some(ToCoordinator::ChunkResults { results: answers }),
+            1 => ready.pop().map(ToCoordinator::from),
+            _ => Some(ToCoordinator::ChunkResults { results: ready }),
         };
         if let Some(frame) = frame {
             if ws.send(Message::text(encode(&frame))).is_err() {
@@ -523,13 +654,17 @@ fn device(i: usize, url: &str, owner_key: &str, seen: &Seen) {
                 return close("send failed".into());
             }
         }
-        // Sleep in the read until a message comes or the next result or heartbeat is due
-        // (at most 200 ms, to notice the stop): a thousand devices waking every few
-        // milliseconds would take the cores the coordinator is measured on.
+        // Sleep in the read until a message comes or the next result or heartbeat is due (at
+        // most a second, to notice the stop): thousands of devices waking every few
+        // milliseconds would take the cores the coordinator is measured on. While the kernel
+        // threads compute an answer, the device looks for it every 50 ms.
         let due = running
             .iter()
-            .map(|r| r.ready_at)
-            .chain([next_heartbeat, now + Duration::from_millis(200)])
+            .map(|r| match r.work {
+                Some(_) => r.ready_at,
+                None => now + Duration::from_millis(50),
+            })
+            .chain([next_heartbeat, now + Duration::from_secs(1)])
             .min()
             .unwrap_or(now);
         let wait = due
