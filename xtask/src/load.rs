@@ -90,6 +90,8 @@ pub const DEFAULT_COUNTS: &[usize] = &[10, 100, 1_000];
 #[derive(Default)]
 struct Seen {
     welcomed: AtomicU64,
+    /// Results the devices sent.
+    results_sent: AtomicU64,
     /// Milliseconds from each device's start to its welcome.
     welcome_ms: Mutex<Vec<u64>>,
     bytes_in: AtomicU64,
@@ -205,7 +207,21 @@ fn print_row(r: &Row) {
 
 fn row(wrangler: &Wrangler, n: usize) -> Result<Row> {
     let swarm = wrangler.create_swarm(&format!("load {n}"))?;
-    let base = format!("{}/api/swarms/{}", wrangler.base, swarm.swarm_id);
+    // Devices and samples talk to the worker's own workerd, as devices would to the platform's
+    // edge: through wrangler's dev proxy (a second workerd that relays every frame, and a node
+    // process that logs every request) 5,000 handshakes mostly went unanswered for 30 s while
+    // the object's workerd used a fifth of a core.
+    let origin = match worker_port(wrangler.pid()) {
+        Some(port) => {
+            eprintln!("xtask: devices connect to the worker's own workerd (port {port})");
+            format!("http://127.0.0.1:{port}")
+        }
+        None => {
+            eprintln!("xtask: the worker's own workerd not found: devices go through the proxy");
+            wrangler.base.clone()
+        }
+    };
+    let base = format!("{origin}/api/swarms/{}", swarm.swarm_id);
     // Far more work than the run can do; cancelled at the end.
     let hi = 2 + n as u64 * u64::from(CORES) * NUMBERS_PER_MS * 1_000 * 600;
     let job_id = match owner(
@@ -219,7 +235,7 @@ fn row(wrangler: &Wrangler, n: usize) -> Result<Row> {
         other => bail!("expected a job id, got {other:?}"),
     };
     let seen = Arc::new(Seen::default());
-    let url = wrangler.ws_url(&swarm.swarm_id);
+    let url = format!("{}/ws", base.replacen("http://", "ws://", 1));
     let kernel = Kernel::start(&seen)?;
     let started = Instant::now();
     let threads: Vec<_> = (0..n)
@@ -259,7 +275,24 @@ fn row(wrangler: &Wrangler, n: usize) -> Result<Row> {
     let welcome_p50_s = times.get(times.len() / 2).copied().unwrap_or(0) as f64 / 1000.0;
     let welcome_max_s = times.last().copied().unwrap_or(0) as f64 / 1000.0;
     let measured = (|| -> Result<(Sample, Sample)> {
-        std::thread::sleep(warm_up(n));
+        // What the warm-up looks like, every 30 s: whether the object answers, and whether
+        // results flow.
+        let warm_end = Instant::now() + warm_up(n);
+        while Instant::now() < warm_end {
+            std::thread::sleep(Duration::from_secs(30).min(warm_end - Instant::now()));
+            let asked = Instant::now();
+            let stats = stats(&base, &swarm.owner_key);
+            eprintln!(
+                "xtask: warm-up, {:.0} s after start: results sent {}, stats {} in {:.1} s",
+                started.elapsed().as_secs_f64(),
+                seen.results_sent.load(Ordering::Relaxed),
+                match &stats {
+                    Ok(s) => format!("ok ({} messages in)", s.counters.messages_in),
+                    Err(err) => format!("failed ({err})"),
+                },
+                asked.elapsed().as_secs_f64()
+            );
+        }
         let before = Sample::take(&base, &swarm.owner_key, &job_id, wrangler, &seen)?;
         std::thread::sleep(WINDOW);
         let after = Sample::take(&base, &swarm.owner_key, &job_id, wrangler, &seen)?;
@@ -419,6 +452,53 @@ pub(crate) fn workerd_usage(group: u32) -> Result<(u64, u64)> {
         bail!("no workerd process found in process group {group}");
     }
     Ok((cpu, peak))
+}
+
+/// The port on which the workerd that runs the worker itself (not wrangler's dev proxy in
+/// front of it) takes requests, if it can be found: the listening sockets of the workerd of
+/// process group `group` that has an inspector, probed for the worker's `/api/health`.
+fn worker_port(group: u32) -> Option<u16> {
+    let worker = std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let path = entry.path();
+            let cmdline = std::fs::read_to_string(path.join("cmdline")).ok()?;
+            let stat = std::fs::read_to_string(path.join("stat")).ok()?;
+            let (_, rest) = stat.split_once(") ")?;
+            let pgrp = rest.split_whitespace().nth(2)?.parse::<u32>().ok()?;
+            (pgrp == group && cmdline.contains("workerd") && cmdline.contains("--inspector-addr"))
+                .then_some(path)
+        })?;
+    let sockets: Vec<String> = std::fs::read_dir(worker.join("fd"))
+        .ok()?
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter_map(|link| {
+            let link = link.to_string_lossy().into_owned();
+            Some(link.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+        })
+        .collect();
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(2))
+        .build();
+    table.lines().skip(1).find_map(|line| {
+        // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (local, state, inode) = (fields.get(1)?, fields.get(3)?, fields.get(9)?);
+        if *state != "0A" || !sockets.iter().any(|s| s == inode) {
+            return None;
+        }
+        let port = u16::from_str_radix(local.split_once(':')?.1, 16).ok()?;
+        let health = agent
+            .get(&format!("http://127.0.0.1:{port}/api/health"))
+            .call()
+            .ok()?
+            .into_string()
+            .ok()?;
+        health.contains("\"protocol\"").then_some(port)
+    })
 }
 
 /// A lease whose answer a device asks of the kernel thread; the answer (none if the work
@@ -644,6 +724,11 @@ fn device(i: usize, url: &str, owner_key: &str, seen: &Seen, kernel: Sender<Ask>
             _ => Some(ToCoordinator::ChunkResults { results: ready }),
         };
         if let Some(frame) = frame {
+            let count = match &frame {
+                ToCoordinator::ChunkResults { results } => results.len() as u64,
+                _ => 1,
+            };
+            seen.results_sent.fetch_add(count, Ordering::Relaxed);
             if ws.send(Message::text(encode(&frame))).is_err() {
                 return close("send failed".into());
             }
@@ -657,12 +742,17 @@ fn device(i: usize, url: &str, owner_key: &str, seen: &Seen, kernel: Sender<Ask>
         // Sleep in the read until a message comes or the next result or heartbeat is due (at
         // most a second, to notice the stop): thousands of devices waking every few
         // milliseconds would take the cores the coordinator is measured on. While the kernel
-        // threads compute an answer, the device looks for it every 50 ms.
+        // threads compute an answer, the device looks for it after half the time it has waited
+        // so far (50 ms to 1 s): when thousands of answers queue, thousands of devices polling
+        // every few milliseconds would crowd workerd out as computing on their own threads did.
         let due = running
             .iter()
             .map(|r| match r.work {
                 Some(_) => r.ready_at,
-                None => now + Duration::from_millis(50),
+                None => {
+                    now + (now.saturating_duration_since(r.ready_at) / 2)
+                        .clamp(Duration::from_millis(50), Duration::from_secs(1))
+                }
             })
             .chain([next_heartbeat, now + Duration::from_secs(1)])
             .min()
