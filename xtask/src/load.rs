@@ -501,7 +501,7 @@ fn worker_port(group: u32) -> Option<u16> {
     })
 }
 
-/// A lease whose answer a device asks of the kernel thread; the answer (none if the work
+/// A lease whose answer a device asks of the kernel threads; the answer (none if the work
 /// cannot be computed) goes back on `reply`.
 struct Ask {
     lease_id: u64,
@@ -554,8 +554,8 @@ impl Kernel {
     }
 }
 
-/// A lease being "computed": its real answer (from the kernel threads), held until the
-/// simulated time is up.
+/// A lease being "computed": once its simulated time is up, the kernel threads compute its
+/// real answer, which goes back as soon as it comes.
 struct Running {
     lease_id: u64,
     /// The lease's ticket, sent back with the result as the product's devices do.
