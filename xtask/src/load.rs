@@ -417,31 +417,17 @@ fn owner(base: &str, key: &str, command: &OwnerCommand) -> Result<OwnerReply> {
 pub(crate) fn workerd_usage(group: u32) -> Result<(u64, u64)> {
     let ticks_per_s = 100; // USER_HZ on Linux
     let (mut cpu, mut peak) = (0, 0);
-    for entry in std::fs::read_dir("/proc")? {
-        let path = entry?.path();
-        let Ok(stat) = std::fs::read_to_string(path.join("stat")) else {
-            continue;
-        };
-        // The command name is in parentheses and may hold spaces; fields follow it.
-        let Some((name, rest)) = stat.split_once(") ") else {
-            continue;
-        };
-        if !name.ends_with("(workerd") {
-            continue;
-        }
-        let fields: Vec<&str> = rest.split_whitespace().collect();
+    for process in workerds(group) {
         // After the name: state(0) ppid(1) pgrp(2) … utime(11) stime(12).
         let field = |i: usize| {
-            fields
+            process
+                .stat
                 .get(i)
                 .and_then(|f| f.parse::<u64>().ok())
                 .unwrap_or(0)
         };
-        if field(2) != u64::from(group) {
-            continue;
-        }
         cpu += (field(11) + field(12)) * 1_000 / ticks_per_s;
-        let status = std::fs::read_to_string(path.join("status")).unwrap_or_default();
+        let status = std::fs::read_to_string(process.path.join("status")).unwrap_or_default();
         peak += status
             .lines()
             .find_map(|l| l.strip_prefix("VmHWM:"))
@@ -454,22 +440,40 @@ pub(crate) fn workerd_usage(group: u32) -> Result<(u64, u64)> {
     Ok((cpu, peak))
 }
 
+/// A workerd process: its `/proc` folder and the fields of its `stat` after the name.
+struct Workerd {
+    path: std::path::PathBuf,
+    stat: Vec<String>,
+}
+
+/// The workerd processes of process group `group` (wrangler's: the worker's own workerd and
+/// the dev proxy's).
+fn workerds(group: u32) -> Vec<Workerd> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let path = entry.path();
+            let stat = std::fs::read_to_string(path.join("stat")).ok()?;
+            // The command name is in parentheses and may hold spaces; fields follow it.
+            let (name, rest) = stat.split_once(") ")?;
+            let stat: Vec<String> = rest.split_whitespace().map(str::to_owned).collect();
+            let in_group = stat.get(2).and_then(|g| g.parse::<u32>().ok()) == Some(group);
+            (name.ends_with("(workerd") && in_group).then_some(Workerd { path, stat })
+        })
+        .collect()
+}
+
 /// The port on which the workerd that runs the worker itself (not wrangler's dev proxy in
 /// front of it) takes requests, if it can be found: the listening sockets of the workerd of
 /// process group `group` that has an inspector, probed for the worker's `/api/health`.
 fn worker_port(group: u32) -> Option<u16> {
-    let worker = std::fs::read_dir("/proc")
-        .ok()?
-        .flatten()
-        .find_map(|entry| {
-            let path = entry.path();
-            let cmdline = std::fs::read_to_string(path.join("cmdline")).ok()?;
-            let stat = std::fs::read_to_string(path.join("stat")).ok()?;
-            let (_, rest) = stat.split_once(") ")?;
-            let pgrp = rest.split_whitespace().nth(2)?.parse::<u32>().ok()?;
-            (pgrp == group && cmdline.contains("workerd") && cmdline.contains("--inspector-addr"))
-                .then_some(path)
-        })?;
+    let worker = workerds(group).into_iter().find_map(|process| {
+        let cmdline = std::fs::read_to_string(process.path.join("cmdline")).ok()?;
+        cmdline.contains("--inspector-addr").then_some(process.path)
+    })?;
     let sockets: Vec<String> = std::fs::read_dir(worker.join("fd"))
         .ok()?
         .flatten()
