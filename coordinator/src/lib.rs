@@ -46,6 +46,7 @@
 
 mod config;
 mod directory;
+mod gateway;
 mod http;
 mod inputs;
 mod modules;
@@ -64,10 +65,12 @@ use crate::http::{
     decode_body, error_response, json_response, origin_of, read_body, with_cors, Origin,
 };
 pub use directory::CodeDirectoryObject;
+pub use gateway::GatewayObject;
 pub use object::SwarmObject;
 
 /// The Durable Object bindings in wrangler.toml.
 pub(crate) const SWARM_BINDING: &str = "SWARM";
+pub(crate) const GATEWAY_BINDING: &str = "GATEWAY";
 const CODES_BINDING: &str = "CODES";
 
 #[event(fetch)]

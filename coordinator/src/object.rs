@@ -6,20 +6,22 @@
 //! rebuilt from SQLite, the sockets' attachments and the armed alarm whenever the object starts.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 use shared_protocol::{
-    ErrorCode, JobSpec, OwnerCommand, RunState, SwarmInfo, SwarmStats, HEARTBEAT, HEARTBEAT_ACK,
+    close_code, ErrorCode, JobSpec, OwnerCommand, RunState, SwarmInfo, SwarmStats, HEARTBEAT,
+    HEARTBEAT_ACK,
 };
 use swarm_core::directory::CodeEntry;
+use swarm_core::gateway::{GatewayBatch, GatewayOutput, Placement};
 use swarm_core::{
     CommitRecord, ConnId, GuessRecord, Millis, Output, OutputsIndex, PartRecord, SocketAttachment,
     StoreOp, Stored, SwarmCore, SwarmMeta,
 };
 use worker::{
-    durable_object, wasm_bindgen, DurableObject, Env, Headers, Request, Response, Result,
-    SqlStorageValue, State, WebSocket, WebSocketIncomingMessage, WebSocketPair,
+    durable_object, wasm_bindgen, DurableObject, Env, Headers, Method, Request, RequestInit,
+    Response, Result, SqlStorageValue, State, WebSocket, WebSocketIncomingMessage, WebSocketPair,
 };
 
 use crate::config::Config;
@@ -68,7 +70,21 @@ pub struct SwarmObject {
     /// The last image served: `(job id, done units, PNG)`, so that dashboards asking for the
     /// same progress do not encode it again.
     last_image: RefCell<Option<(String, u64, Vec<u8>)>>,
+    /// What the core said to gateways' sockets and is not yet delivered, by gateway.
+    outbox: RefCell<Outbox>,
 }
+
+/// Outputs for gateways' sockets, waiting to be delivered. One delivery at a time goes to a
+/// gateway, so that they arrive in the order the core made them.
+#[derive(Default)]
+struct Outbox {
+    waiting: HashMap<u32, Vec<GatewayOutput>>,
+    delivering: HashSet<u32>,
+}
+
+/// How many deliveries one event handler makes to a gateway before leaving the rest to the
+/// next event's handler (so that none runs on without end under load).
+const MAX_DELIVERIES_PER_EVENT: usize = 64;
 
 impl DurableObject for SwarmObject {
     fn new(state: State, env: Env) -> Self {
@@ -78,6 +94,7 @@ impl DurableObject for SwarmObject {
             core: RefCell::new(None),
             sockets: RefCell::new(HashMap::new()),
             last_image: RefCell::new(None),
+            outbox: RefCell::new(Outbox::default()),
         }
     }
 
@@ -94,6 +111,7 @@ impl DurableObject for SwarmObject {
                     run_state: RunState::Running,
                     throttle_percent: 100,
                     lease_key: String::new(),
+                    gateways: 0,
                 };
                 let created = self.with_core(|core| core.create(now(), meta).is_ok());
                 self.drain().await?;
@@ -176,6 +194,12 @@ impl DurableObject for SwarmObject {
                 match path {
                     "/owner" => self.owner(&mut req).await,
                     "/ws" => self.accept(&req).await,
+                    "/gateway" => {
+                        let batch: GatewayBatch = req.json().await?;
+                        self.with_core(|core| core.handle_gateway_batch(now(), batch));
+                        self.drain().await?;
+                        Response::empty().map(|r| r.with_status(204))
+                    }
                     _ => error_response(ErrorCode::NotFound, "no such endpoint"),
                 }
             }
@@ -215,13 +239,21 @@ impl DurableObject for SwarmObject {
 
     async fn alarm(&self) -> Result<Response> {
         self.ensure_loaded().await?;
-        // Heartbeats the platform answered by itself count as the devices being seen.
-        let pongs: Vec<(ConnId, Millis)> = self
+        // Heartbeats the platform answered by itself count as the devices being seen: those of
+        // the object's own sockets, and those of every gateway that holds sockets.
+        let mut pongs: Vec<(ConnId, Millis)> = self
             .sockets
             .borrow()
             .iter()
-            .filter_map(|(conn, ws)| self.pong_of(ws).map(|at| (*conn, at)))
+            .filter_map(|(conn, ws)| pong_of(&self.state, ws).map(|at| (*conn, at)))
             .collect();
+        let busy = self.with_core(|core| core.gateways_in_use());
+        pongs.extend(
+            self.ask_gateways::<Vec<(ConnId, Millis)>>(&busy, "pongs")
+                .await
+                .into_iter()
+                .flatten(),
+        );
         self.with_core(|core| {
             core.handle_pongs(&pongs);
             core.handle_alarm(now());
@@ -243,33 +275,132 @@ impl SwarmObject {
                     .with_status(426),
             );
         }
+        if let Placement::Gateway(k) = self.with_core(SwarmCore::place_socket) {
+            return self.hand_to_gateway(req, k).await;
+        }
         // The client's address, for the code-guessing limit (set by the platform in production).
         let source = req.headers().get("cf-connecting-ip")?.unwrap_or_default();
         let pair = WebSocketPair::new()?;
         self.state.accept_web_socket(&pair.server);
-        // Attachments cross into JavaScript, whose numbers hold 53 bits exactly.
-        let conn = ConnId(u64::from_le_bytes(random_bytes::<8>()?) & ((1 << 53) - 1));
+        let conn = ConnId::direct(u64::from_le_bytes(random_bytes::<8>()?));
         self.sockets.borrow_mut().insert(conn, pair.server);
         self.with_core(|core| core.handle_connect(now(), conn, &source));
         self.drain().await?;
         Response::from_websocket(pair.client)
     }
 
-    /// When the platform last answered this socket's heartbeat by itself (the hibernation
-    /// API's `getWebSocketAutoResponseTimestamp`, which workers-rs does not wrap), if it has.
-    fn pong_of(&self, ws: &WebSocket) -> Option<Millis> {
-        let state: &JsValue = self.state.as_raw();
-        let getter = Reflect::get(
-            state,
-            &JsValue::from_str("getWebSocketAutoResponseTimestamp"),
-        )
-        .ok()?
-        .dyn_into::<Function>()
-        .ok()?;
-        let socket: &worker::web_sys::WebSocket = ws.as_ref();
-        let date = getter.call1(state, socket).ok()?.dyn_into::<Date>().ok()?;
-        let ms = date.get_time();
-        (ms.is_finite() && ms >= 0.0).then_some(ms as Millis)
+    /// Gives the socket being opened to gateway `k`, opening it if needed (the platform
+    /// creates an object on first use): the gateway accepts the upgrade and its answer goes
+    /// back to the client as this object's.
+    async fn hand_to_gateway(&self, req: &Request, k: u32) -> Result<Response> {
+        // A gateway opened for the first time is stored before it holds any socket.
+        self.drain().await?;
+        let Some(swarm_id) = self.with_core(|core| core.meta().map(|m| m.swarm_id.clone())) else {
+            return error_response(ErrorCode::SwarmNotFound, "no such swarm");
+        };
+        let mut url = worker::Url::parse("https://gateway/ws")?;
+        url.query_pairs_mut()
+            .append_pair("swarm", &swarm_id)
+            .append_pair("gateway", &k.to_string());
+        let mut init = RequestInit::new();
+        init.with_method(Method::Get)
+            .with_headers(req.headers().clone());
+        let inner = Request::new_with_init(url.as_str(), &init)?;
+        gateway_stub(&self.env, &swarm_id, k)?
+            .fetch_with_request(inner)
+            .await
+    }
+
+    /// Asks each of these gateways a question (`GET /{what}`) at once, and gives the answers
+    /// of those that answered. One that does not answer is logged and left out.
+    async fn ask_gateways<T: serde::de::DeserializeOwned>(
+        &self,
+        gateways: &[u32],
+        what: &str,
+    ) -> Vec<T> {
+        let Some(swarm_id) = self.with_core(|core| core.meta().map(|m| m.swarm_id.clone())) else {
+            return Vec::new();
+        };
+        self.ask_gateways_of(&swarm_id, gateways, what).await
+    }
+
+    async fn ask_gateways_of<T: serde::de::DeserializeOwned>(
+        &self,
+        swarm_id: &str,
+        gateways: &[u32],
+        what: &str,
+    ) -> Vec<T> {
+        let asks = gateways.iter().map(|k| async move {
+            let stub = gateway_stub(&self.env, swarm_id, *k)?;
+            let mut resp = stub
+                .fetch_with_str(&format!("https://gateway/{what}"))
+                .await?;
+            resp.json::<T>().await
+        });
+        futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .zip(gateways)
+            .filter_map(|(answer, k)| match answer {
+                Ok(answer) => Some(answer),
+                Err(err) => {
+                    worker::console_error!("gateway {k} did not answer /{what}: {err}");
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// Delivers what waits for each gateway, one delivery at a time per gateway (a gateway
+    /// that another handler is delivering to is left to it).
+    async fn deliver(&self) {
+        let gateways: Vec<u32> = {
+            let outbox = self.outbox.borrow();
+            outbox
+                .waiting
+                .keys()
+                .filter(|k| !outbox.delivering.contains(k))
+                .copied()
+                .collect()
+        };
+        if gateways.is_empty() {
+            return;
+        }
+        let Some(swarm_id) = self.with_core(|core| core.meta().map(|m| m.swarm_id.clone())) else {
+            return;
+        };
+        futures::future::join_all(gateways.into_iter().map(|k| self.deliver_to(&swarm_id, k)))
+            .await;
+    }
+
+    async fn deliver_to(&self, swarm_id: &str, k: u32) {
+        if !self.outbox.borrow_mut().delivering.insert(k) {
+            return;
+        }
+        for _ in 0..MAX_DELIVERIES_PER_EVENT {
+            let Some(outputs) = self.outbox.borrow_mut().waiting.remove(&k) else {
+                break;
+            };
+            let sent = async {
+                let body = serde_json::to_string(&outputs)?;
+                let resp = gateway_stub(&self.env, swarm_id, k)?
+                    .fetch_with_request(crate::post_json("https://gateway/deliver", &body)?)
+                    .await?;
+                match resp.status_code() {
+                    200..=299 => Ok(()),
+                    status => Err(worker::Error::RustError(format!("status {status}"))),
+                }
+            }
+            .await;
+            // Its sockets' clients find out by their own timeouts, and reconnect.
+            if let Err(err) = sent {
+                worker::console_error!(
+                    "could not deliver {} outputs to gateway {k}: {err}",
+                    outputs.len()
+                );
+            }
+        }
+        self.outbox.borrow_mut().delivering.remove(&k);
     }
 
     /// An owner command over HTTP; the core checks the owner key.
@@ -430,8 +561,14 @@ impl SwarmObject {
             .get_alarm()
             .await?
             .map(|at| at.max(0) as u64);
-        let (connections, counters, started_ms) =
-            self.with_core(|core| (core.connection_count(), core.counters(), core.started_ms()));
+        let (connections, counters, started_ms, gateways) = self.with_core(|core| {
+            (
+                core.connection_count(),
+                core.counters(),
+                core.started_ms(),
+                core.sockets_per_place().gateways,
+            )
+        });
         json_response(
             200,
             &SwarmStats {
@@ -439,6 +576,10 @@ impl SwarmObject {
                 alarm_at_ms,
                 counters,
                 started_ms,
+                gateways: gateways
+                    .into_iter()
+                    .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+                    .collect(),
             },
         )
     }
@@ -470,8 +611,10 @@ impl SwarmObject {
         }
     }
 
-    /// Rebuilds the core after the object (re)started. Nothing else runs while the storage
-    /// calls are pending: the platform's input gate holds other events back.
+    /// Rebuilds the core after the object (re)started. The platform's input gate holds other
+    /// events back while storage calls are pending, but not while the gateways are asked for
+    /// their sessions: an event arriving then loads too, and whichever load ends first builds
+    /// the core (each checks again after its last await).
     async fn ensure_loaded(&self) -> Result<()> {
         if self.core.borrow().is_some() {
             return Ok(());
@@ -480,19 +623,23 @@ impl SwarmObject {
         for statement in SCHEMA {
             sql.exec(statement, None)?;
         }
-        // A device's plain heartbeat is answered by the platform without waking the object.
-        // (Called through JavaScript: the workers-rs wrapper would panic on an exception.)
-        let pair = WebSocketRequestResponsePair::new(HEARTBEAT, HEARTBEAT_ACK)
-            .map_err(|err| worker::Error::RustError(format!("{err:?}")))?;
-        let state: &JsValue = self.state.as_raw();
-        let armed = Reflect::get(state, &JsValue::from_str("setWebSocketAutoResponse"))
-            .and_then(|f| f.dyn_into::<Function>())
-            .and_then(|f| f.call1(state, &pair));
-        if let Err(err) = armed {
-            worker::console_warn!("heartbeats will wake the object: {err:?}");
-        }
+        arm_heartbeat_response(&self.state)?;
+        let meta: Option<SwarmMeta> = load_records(&sql, "swarm")?.into_iter().next();
+        // The sessions of the sockets gateways hold. A gateway that does not answer leaves its
+        // sockets unknown: their next frame closes them and their clients reconnect.
+        let gateway_sessions: Vec<SocketAttachment> = match &meta {
+            Some(meta) if meta.gateways > 0 => {
+                let gateways: Vec<u32> = (0..meta.gateways).collect();
+                self.ask_gateways_of::<Vec<SocketAttachment>>(&meta.swarm_id, &gateways, "sessions")
+                    .await
+                    .into_iter()
+                    .flatten()
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
         let stored = Stored {
-            meta: load_records(&sql, "swarm")?.into_iter().next(),
+            meta,
             devices: load_records(&sql, "devices")?,
             invites: load_records(&sql, "invites")?,
             jobs: load_records(&sql, "jobs")?,
@@ -510,7 +657,7 @@ impl SwarmObject {
             return Ok(());
         }
         let mut sockets = HashMap::new();
-        let mut attachments = Vec::new();
+        let mut attachments = gateway_sessions;
         for ws in self.state.get_websockets() {
             match ws.deserialize_attachment::<SocketAttachment>() {
                 Ok(Some(attachment)) => {
@@ -519,7 +666,7 @@ impl SwarmObject {
                 }
                 // A socket whose session cannot be read is closed: the client reconnects.
                 _ => {
-                    let _ = ws.close(Some(1011), Some("session lost"));
+                    let _ = ws.close(Some(close_code::SESSION_LOST), Some("session lost"));
                 }
             }
         }
@@ -540,6 +687,11 @@ impl SwarmObject {
         let mut codes = Vec::new();
         let mut failed: Option<worker::Error> = None;
         while let Some(output) = self.with_core(SwarmCore::poll_output) {
+            if let Some((k, output)) = GatewayOutput::of(&output) {
+                let mut outbox = self.outbox.borrow_mut();
+                outbox.waiting.entry(k).or_default().push(output);
+                continue;
+            }
             match output {
                 Output::Send { conn, text } => {
                     if let Some(ws) = self.sockets.borrow().get(&conn) {
@@ -584,6 +736,7 @@ impl SwarmObject {
         for entry in codes {
             self.register_code(entry).await;
         }
+        self.deliver().await;
         let armed = match alarm {
             Some(Some(at)) => {
                 let offset = i64::try_from(at.saturating_sub(now())).unwrap_or(i64::MAX);
@@ -798,7 +951,7 @@ fn now() -> Millis {
     worker::Date::now().as_millis()
 }
 
-fn random_bytes<const N: usize>() -> Result<[u8; N]> {
+pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N]> {
     let mut bytes = [0u8; N];
     getrandom::getrandom(&mut bytes)
         .map_err(|err| worker::Error::RustError(format!("no randomness: {err}")))?;
@@ -808,4 +961,43 @@ fn random_bytes<const N: usize>() -> Result<[u8; N]> {
 /// A fresh 32-byte seed from the platform CSPRNG.
 pub fn random_seed() -> Result<[u8; 32]> {
     random_bytes::<32>()
+}
+
+/// Gateway `k` of a swarm: the object named `{swarm_id}:{k}`.
+fn gateway_stub(env: &Env, swarm_id: &str, k: u32) -> Result<worker::Stub> {
+    env.durable_object(crate::GATEWAY_BINDING)?
+        .id_from_name(&format!("{swarm_id}:{k}"))?
+        .get_stub()
+}
+
+/// Has the platform answer a device's plain heartbeat without waking the object. (Called
+/// through JavaScript: the workers-rs wrapper would panic on an exception.)
+pub(crate) fn arm_heartbeat_response(state: &State) -> Result<()> {
+    let pair = WebSocketRequestResponsePair::new(HEARTBEAT, HEARTBEAT_ACK)
+        .map_err(|err| worker::Error::RustError(format!("{err:?}")))?;
+    let state: &JsValue = state.as_raw();
+    let armed = Reflect::get(state, &JsValue::from_str("setWebSocketAutoResponse"))
+        .and_then(|f| f.dyn_into::<Function>())
+        .and_then(|f| f.call1(state, &pair));
+    if let Err(err) = armed {
+        worker::console_warn!("heartbeats will wake the object: {err:?}");
+    }
+    Ok(())
+}
+
+/// When the platform last answered this socket's heartbeat by itself (the hibernation
+/// API's `getWebSocketAutoResponseTimestamp`, which workers-rs does not wrap), if it has.
+pub(crate) fn pong_of(state: &State, ws: &WebSocket) -> Option<Millis> {
+    let state: &JsValue = state.as_raw();
+    let getter = Reflect::get(
+        state,
+        &JsValue::from_str("getWebSocketAutoResponseTimestamp"),
+    )
+    .ok()?
+    .dyn_into::<Function>()
+    .ok()?;
+    let socket: &worker::web_sys::WebSocket = ws.as_ref();
+    let date = getter.call1(state, socket).ok()?.dyn_into::<Date>().ok()?;
+    let ms = date.get_time();
+    (ms.is_finite() && ms >= 0.0).then_some(ms as Millis)
 }

@@ -228,7 +228,7 @@ mod tests {
         let text = encode::<ToClient>(&ToClient::SnapshotDelta(Box::new(empty)));
         assert_eq!(
             text,
-            r#"{"type":"snapshot_delta","seq":8,"now_ms":102000,"device_total":3,"online":2,"run_state":"paused","throttle_percent":50,"jobs":null,"devices":[],"seen_since_ms":92000,"seen":{},"removed":[],"log":[],"log_kept":3,"counters":{"messages_in":0,"messages_out":9,"storage_writes":0,"alarm_writes":0,"alarms":0,"rejected":0,"results_unused":0,"leases_expired":0}}"#
+            r#"{"type":"snapshot_delta","seq":8,"now_ms":102000,"device_total":3,"online":2,"run_state":"paused","throttle_percent":50,"jobs":null,"devices":[],"seen_since_ms":92000,"seen":{},"removed":[],"log":[],"log_kept":3,"counters":{"messages_in":0,"messages_out":9,"storage_writes":0,"alarm_writes":0,"alarms":0,"rejected":0,"results_unused":0,"leases_expired":0,"gateway_calls":0,"gateway_messages":0}}"#
         );
     }
 }

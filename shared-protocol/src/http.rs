@@ -62,6 +62,9 @@ pub struct SwarmStats {
     /// When the object last started (wall-clock ms): it changes exactly when the object
     /// restarts (eviction, deploy, crash), so two equal readings prove none happened between.
     pub started_ms: u64,
+    /// Of `connections`, those each gateway object holds (`[]` while the swarm has none).
+    #[serde(default)]
+    pub gateways: Vec<u32>,
 }
 
 /// `GET /api/health`.

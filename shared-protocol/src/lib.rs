@@ -101,4 +101,7 @@ pub mod close_code {
     /// A dashboard fell too far behind the snapshots it was sent (its heartbeats' `seen`): it
     /// is not reading, and what it does not read would pile up.
     pub const NOT_READING: u16 = 4006;
+    /// The coordinator no longer holds this socket's session (it restarted and could not
+    /// restore it): reconnect.
+    pub const SESSION_LOST: u16 = 1011;
 }

@@ -624,6 +624,13 @@ pub struct Counters {
     /// Leases taken back at their deadline (and the queueing grace) because no result came.
     #[serde(default)]
     pub leases_expired: u64,
+    /// Calls from gateway objects, each carrying the events of many of their sockets...
+    #[serde(default)]
+    pub gateway_calls: u64,
+    /// ...and the messages they carried (also counted in `messages_in`). So the object itself
+    /// was called `messages_in - gateway_messages + gateway_calls` times for messages.
+    #[serde(default)]
+    pub gateway_messages: u64,
 }
 
 /// A device's heartbeat, exactly as it must be sent for the platform to answer it without

@@ -79,6 +79,9 @@ pub struct Config {
     /// How results are verified: when a device becomes trusted, how often a trusted device's
     /// result is replicated ([`crate::verify`]).
     pub verify: VerifyPolicy,
+    /// Sockets the swarm's object holds itself, and then each gateway object holds, before
+    /// the next gateway is opened ([`crate::gateway`]); 0 keeps every socket on the object.
+    pub sockets_per_gateway: usize,
 }
 
 /// The most lent cores that widen a device socket's message limit ([`Config::messages_per_second`]):
@@ -108,6 +111,7 @@ impl Default for Config {
             default_invite_ttl_ms: 24 * 60 * 60 * 1000,
             rate_window_ms: 60_000,
             verify: VerifyPolicy::default(),
+            sockets_per_gateway: 1_000,
         }
     }
 }
@@ -897,6 +901,7 @@ impl SwarmCore {
             run_state: shared_protocol::RunState::Running,
             throttle_percent: 100,
             lease_key: String::new(),
+            gateways: 0,
         });
         let mut rows: Vec<&Device> = self.devices.values().collect();
         rows.sort_by(|a, b| {

@@ -32,6 +32,7 @@ pub mod commit;
 mod core;
 pub mod delta;
 pub mod directory;
+pub mod gateway;
 mod invites;
 mod jobs;
 mod join;
@@ -73,6 +74,34 @@ pub type Millis = u64;
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
 pub struct ConnId(pub u64);
+
+impl ConnId {
+    /// Set on the ids of sockets held by gateway objects ([`crate::gateway`]).
+    const ON_GATEWAY: u64 = 1 << 52;
+    /// Gateways a swarm can have: their index fills bits 32 to 51 of their sockets' ids.
+    pub const MAX_GATEWAYS: u32 = 1 << 20;
+    const GATEWAY_MASK: u32 = 0xf_ffff;
+
+    /// The id of a socket the swarm's object holds itself, from 64 random bits: below 2^52,
+    /// so never the id of a gateway's socket.
+    pub fn direct(random: u64) -> Self {
+        Self(random & (Self::ON_GATEWAY - 1))
+    }
+
+    /// The id of socket number `local` of gateway `gateway` (taken modulo
+    /// [`Self::MAX_GATEWAYS`]). Distinct from every direct id and every other gateway's.
+    pub fn on_gateway(gateway: u32, local: u32) -> Self {
+        let gateway = u64::from(gateway & Self::GATEWAY_MASK);
+        Self(Self::ON_GATEWAY | (gateway << 32) | u64::from(local))
+    }
+
+    /// Which gateway holds this socket, or `None` when the swarm's object holds it.
+    pub fn gateway(self) -> Option<u32> {
+        (self.0 & Self::ON_GATEWAY != 0)
+            .then(|| u32::try_from((self.0 >> 32) & u64::from(Self::GATEWAY_MASK)).ok())
+            .flatten()
+    }
+}
 
 /// An effect the glue must carry out, in order.
 #[derive(Debug, Clone, PartialEq)]

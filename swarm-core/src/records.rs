@@ -28,6 +28,10 @@ pub struct SwarmMeta {
     /// stored before tickets existed gets one when its object next starts). Never sent.
     #[serde(default)]
     pub lease_key: String,
+    /// Gateway objects this swarm has opened: `{swarm_id}:0` up to this many
+    /// ([`crate::gateway`]). A restarted object asks each for its sockets' sessions.
+    #[serde(default)]
+    pub gateways: u32,
 }
 
 fn running() -> RunState {

@@ -23,11 +23,14 @@ use runtime_tests::{
     get_bytes, http_agent, repo_root, run_case, short_timeouts, Wrangler, WsClient,
 };
 use shared_protocol::{
-    Hello, HelloRole, JobResult, JobState, JobView, SwarmSnapshot, ToClient, ToCoordinator,
-    PROTOCOL_VERSION,
+    Hello, HelloRole, JobResult, JobState, JobView, SwarmSnapshot, SwarmStats, ToClient,
+    ToCoordinator, PROTOCOL_VERSION,
 };
 
 const SECOND: Duration = Duration::from_secs(1);
+
+/// `SOCKETS_PER_GATEWAY` of this world.
+const GATEWAY_SOCKETS: usize = 2;
 
 /// The device id in a "welcomed … device <id> …" line.
 fn device_id_of(line: &str) -> Result<String> {
@@ -103,6 +106,29 @@ impl World {
         Ok(resp.into_json()?)
     }
 
+    /// The token of a new invite to the world's swarm, valid for an hour and any number of uses.
+    fn unlimited_invite(&self) -> Result<String> {
+        let invite = self.owner(serde_json::json!({
+            "command": "create_invite", "ttl_ms": 3_600_000, "max_uses": null
+        }))?;
+        Ok(invite["token"]
+            .as_str()
+            .context("no token in the invite")?
+            .to_owned())
+    }
+
+    /// The object's counters and where its sockets are.
+    fn stats(&self) -> Result<SwarmStats> {
+        Ok(http_agent()
+            .get(&format!(
+                "{}/api/swarms/{}/stats",
+                self.wrangler.base, self.swarm_id
+            ))
+            .set("authorization", &format!("Bearer {}", self.owner_key))
+            .call()?
+            .into_json()?)
+    }
+
     /// Leases answered so far by the agents not killed on purpose (labelled "doomed…").
     fn answered_by_living(&self) -> usize {
         self.survivor
@@ -162,30 +188,27 @@ fn main() {
         .join("target/tmp")
         .join(format!("agent-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let world =
-        Wrangler::start_anywhere(&dir.join("persist"), short_timeouts()).and_then(|wrangler| {
-            std::fs::create_dir_all(&dir)?;
-            let created = wrangler.create_swarm("agents")?;
-            let mut world = World {
-                wrangler,
-                bin,
-                dir: dir.clone(),
-                swarm_id: created.swarm_id,
-                owner_key: created.owner_key,
-                token: String::new(),
-                survivor: None,
-                resumed: None,
-                others: Vec::new(),
-            };
-            let invite = world.owner(serde_json::json!({
-                "command": "create_invite", "ttl_ms": 3_600_000, "max_uses": null
-            }))?;
-            world.token = invite["token"]
-                .as_str()
-                .context("no token in the invite")?
-                .to_owned();
-            Ok(world)
-        });
+    // Two sockets on the swarm's object and two on each gateway: from the third socket on,
+    // every case runs through gateway objects.
+    let mut vars = short_timeouts();
+    vars.push(("SOCKETS_PER_GATEWAY".into(), GATEWAY_SOCKETS.to_string()));
+    let world = Wrangler::start_anywhere(&dir.join("persist"), vars).and_then(|wrangler| {
+        std::fs::create_dir_all(&dir)?;
+        let created = wrangler.create_swarm("agents")?;
+        let mut world = World {
+            wrangler,
+            bin,
+            dir: dir.clone(),
+            swarm_id: created.swarm_id,
+            owner_key: created.owner_key,
+            token: String::new(),
+            survivor: None,
+            resumed: None,
+            others: Vec::new(),
+        };
+        world.token = world.unlimited_invite()?;
+        Ok(world)
+    });
     let mut world = match world {
         Ok(world) => world,
         Err(err) => {
@@ -231,6 +254,11 @@ fn main() {
         (
             "the ostrich CLI runs a module over input files, JSON lines and length-prefixed",
             cli_runs_input_files,
+        ),
+        (
+            "a swarm spread over gateway objects computes π(10^9) exactly, with devices on \
+             every gateway",
+            pi_over_gateways,
         ),
         ("an agent joins with the owner key", owner_key_join),
         (
@@ -561,6 +589,107 @@ fn tls_join(world: &mut World) -> Result<()> {
     ensure!(
         !doubting_out.contains("welcomed"),
         "joined despite an unverifiable certificate\n{doubting_out}"
+    );
+    Ok(())
+}
+
+/// In this world the swarm's object holds two sockets and each gateway two more. On a swarm
+/// of its own, six agents join one after another: the first two are placed on the swarm's
+/// object, the next two on gateway 0 and the last two on gateway 1. Left idle, the swarm's
+/// object is evicted; woken, it must know all six sockets again (four of them only from the
+/// gateways). Then π(10^9) must come out exact with every agent answering leases and none
+/// disconnected, so the results of four of them went through the gateways' batched calls.
+fn pi_over_gateways(world: &mut World) -> Result<()> {
+    let created = world.wrangler.create_swarm("gateways")?;
+    let swarm_id = std::mem::replace(&mut world.swarm_id, created.swarm_id);
+    let owner_key = std::mem::replace(&mut world.owner_key, created.owner_key);
+    let token = std::mem::take(&mut world.token);
+    let outcome = pi_on_six_agents(world);
+    world.swarm_id = swarm_id;
+    world.owner_key = owner_key;
+    world.token = token;
+    outcome
+}
+
+fn pi_on_six_agents(world: &mut World) -> Result<()> {
+    world.token = world.unlimited_invite()?;
+    let link = world.invite_link();
+    let mut joined: Vec<AgentProcess> = Vec::new();
+    for n in 0..6 {
+        let state = world.dir.join(format!("gateway-{n}.json"));
+        let mut agent = world.spawn_agent(&format!("gateway-{n}"), &link, &state)?;
+        agent.wait_for_line(20 * SECOND, is_welcome)?;
+        joined.push(agent);
+    }
+    let joined_stats = world.stats()?;
+    ensure!(
+        joined_stats.connections == 6 && joined_stats.gateways == [2, 2],
+        "six sockets, two on the object and two on each gateway: {joined_stats:?}"
+    );
+    // The hello deadlines armed the alarm; once it has fired, nothing keeps the object awake.
+    let deadline = Instant::now() + 15 * SECOND;
+    while world.stats()?.alarm_at_ms.is_some() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    std::thread::sleep(20 * SECOND);
+    let before = world.stats()?;
+    ensure!(
+        before.started_ms > joined_stats.started_ms,
+        "the swarm's object never slept: {before:?}"
+    );
+    ensure!(
+        before.connections == 6 && before.gateways == [2, 2],
+        "the woken object lost sockets: {before:?}"
+    );
+    let job_id = world.submit(serde_json::json!({
+        "kind": "prime_count", "lo": 0, "hi": 1_000_000_000u64
+    }))?;
+    let job = world.await_job(&job_id, Duration::from_secs(300));
+    let answered: Vec<usize> = joined
+        .iter()
+        .map(|agent| agent.lines().iter().filter(|l| is_chunk(l)).count())
+        .collect();
+    let after = world.stats()?;
+    world.others.extend(joined);
+    let job = job?;
+    ensure!(
+        job.result == JobResult::PrimeCount { count: 50_847_534 },
+        "π(10^9): {job:?}"
+    );
+    ensure!(
+        after.started_ms == before.started_ms && after.gateways == [2, 2],
+        "the object restarted or a socket moved during the job: {after:?}"
+    );
+    ensure!(
+        answered.iter().all(|n| *n > 0),
+        "leases answered by the six agents: {answered:?}"
+    );
+    let dropped: Vec<usize> = world.others[world.others.len() - 6..]
+        .iter()
+        .map(|agent| {
+            agent
+                .lines()
+                .iter()
+                .filter(|l| l.starts_with("disconnected"))
+                .count()
+        })
+        .collect();
+    ensure!(
+        dropped.iter().all(|n| *n == 0),
+        "disconnections of the six agents: {dropped:?}"
+    );
+    let calls = after
+        .counters
+        .gateway_calls
+        .saturating_sub(before.counters.gateway_calls);
+    let messages = after
+        .counters
+        .messages_in
+        .saturating_sub(before.counters.messages_in);
+    println!(
+        "    leases answered by the agents on the object, gateway 0 and gateway 1: \
+         {answered:?}; the object took {messages} device messages, those of gateway sockets in \
+         {calls} batched calls"
     );
     Ok(())
 }

@@ -435,6 +435,7 @@ pub fn meta(now: Millis) -> SwarmMeta {
         run_state: RunState::Running,
         throttle_percent: 100,
         lease_key: String::new(),
+        gateways: 0,
     }
 }
 
