@@ -26,7 +26,8 @@
 //! completions/s (the job's accepted chunks), workerd's CPU time per completion (from
 //! `/proc`, the whole workerd process), bytes and messages pushed per completion, storage
 //! writes per completion and per device-hour and alarms per minute (from the object's own
-//! counters), workerd's peak resident memory (the process, an upper bound for the object),
+//! counters), the calls the object took for messages per completion (its own sockets' messages
+//! and the gateways' batched calls) and the gateways holding sockets, workerd's peak resident memory (the process, an upper bound for the object),
 //! the time until all N were welcomed, devices that never got a job lease, results the object
 //! took no use of and leases it took back at their deadline (its `results_unused` and
 //! `leases_expired` counters, in the window and over the whole row), and the close codes
@@ -114,6 +115,11 @@ struct Row {
     cpu_ms: f64,
     bytes: f64,
     messages: f64,
+    /// Calls the object took for messages, per completion: the messages of its own sockets
+    /// and the gateways' batched calls.
+    calls: f64,
+    /// Gateways holding sockets at the end of the window, and the sockets they held.
+    gateways: (usize, u32),
     writes: f64,
     writes_per_device_hour: f64,
     alarms_per_min: f64,
@@ -134,7 +140,14 @@ pub fn table(counts: &[usize]) -> Result<()> {
     let persist = root
         .join("target/tmp")
         .join(format!("load-{}", std::process::id()));
-    let mut wrangler = Wrangler::start_anywhere(&persist, Vec::new())?;
+    // `SOCKETS_PER_GATEWAY=0 cargo xtask bench load …` compares a swarm without gateways.
+    let vars = std::env::var("SOCKETS_PER_GATEWAY")
+        .map(|n| vec![("SOCKETS_PER_GATEWAY".to_owned(), n)])
+        .unwrap_or_default();
+    if !vars.is_empty() {
+        eprintln!("xtask: load with {vars:?}");
+    }
+    let mut wrangler = Wrangler::start_anywhere(&persist, vars)?;
     print_header();
     for &n in counts {
         eprintln!("xtask: load with {n} devices");
@@ -174,14 +187,14 @@ fn print_header() {
         WARM_UP_PER_THOUSAND.as_secs()
     );
     println!(
-        "| devices | all connected (s) | welcomed | time to welcome, median / largest (s) | completions/s | workerd CPU ms / completion | bytes pushed / completion | messages pushed / completion | writes / completion | writes / device-hour | alarms / min | workerd peak RSS (MB) | devices without work | results not accepted, window / whole row | leases expired, window / whole row | closes seen |"
+        "| devices | all connected (s) | welcomed | time to welcome, median / largest (s) | completions/s | workerd CPU ms / completion | bytes pushed / completion | messages pushed / completion | calls taken / completion | gateways, their sockets | writes / completion | writes / device-hour | alarms / min | workerd peak RSS (MB) | devices without work | results not accepted, window / whole row | leases expired, window / whole row | closes seen |"
     );
-    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
 }
 
 fn print_row(r: &Row) {
     println!(
-        "| {} | {} | {} | {:.1} / {:.1} | {:.0} | {:.2} | {:.0} | {:.2} | {:.3} | {:.0} | {:.1} | {:.0} | {} | {} / {} | {} / {} | {}{} |",
+        "| {} | {} | {} | {:.1} / {:.1} | {:.0} | {:.2} | {:.0} | {:.2} | {:.2} | {} / {} | {:.3} | {:.0} | {:.1} | {:.0} | {} | {} / {} | {} / {} | {}{} |",
         r.devices,
         r.connect_s.map_or("not all".into(), |s| format!("{s:.1}")),
         r.welcomed,
@@ -191,6 +204,9 @@ fn print_row(r: &Row) {
         r.cpu_ms,
         r.bytes,
         r.messages,
+        r.calls,
+        r.gateways.0,
+        r.gateways.1,
         r.writes,
         r.writes_per_device_hour,
         r.alarms_per_min,
@@ -339,6 +355,13 @@ fn row(wrangler: &Wrangler, n: usize) -> Result<Row> {
         cpu_ms: after.cpu_ms.saturating_sub(before.cpu_ms) as f64 / completions,
         bytes: after.bytes_in.saturating_sub(before.bytes_in) as f64 / completions,
         messages: counter(|s| s.counters.messages_out) / completions,
+        calls: (counter(|s| s.counters.messages_in) - counter(|s| s.counters.gateway_messages)
+            + counter(|s| s.counters.gateway_calls))
+            / completions,
+        gateways: (
+            after.stats.gateways.iter().filter(|n| **n > 0).count(),
+            after.stats.gateways.iter().sum(),
+        ),
         writes: counter(|s| s.counters.storage_writes) / completions,
         writes_per_device_hour: counter(|s| s.counters.storage_writes) * 3_600.0
             / (secs * n as f64),

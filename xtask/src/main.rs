@@ -13,6 +13,7 @@
 //!   `bench workload` — own workloads: the example `pi` on native agents against workerd,
 //!   and on the native runner alone;
 //!   `bench load [N …]` — the load table alone: N simulated devices against workerd
+//!   (`SOCKETS_PER_GATEWAY=0` in the environment: a swarm without gateway objects)
 
 mod bench;
 mod build;
