@@ -12,6 +12,7 @@ use shared_protocol::{
     HelloRole, JoinProof, OwnerCommand, OwnerReply, RunState, SwarmSnapshot, ToClient,
     ToCoordinator, WelcomeRole, Work, WorkResult, PROTOCOL_VERSION,
 };
+use swarm_core::gateway::{GatewayBatch, GatewayEvent, Placement};
 use swarm_core::{
     hash_secret, Config, ConnId, MemoryStore, Millis, Output, SocketAttachment, SwarmCore,
     SwarmMeta, BENCH_JOB_ID,
@@ -28,6 +29,8 @@ pub struct Sim {
     /// unless `shares_in_inbox`.
     pub shares: BTreeMap<ConnId, ToClient>,
     pub shares_in_inbox: bool,
+    /// Socket events handed to the core in gateway batches (sockets placed on a gateway).
+    pub gateway_events: u64,
     /// What each dashboard holds: its first snapshot with every delta since applied. Unless
     /// `deltas_in_inbox`, a delta shows in the inbox as the snapshot it makes.
     pub held: BTreeMap<ConnId, SwarmSnapshot>,
@@ -63,6 +66,7 @@ impl Sim {
             inbox: BTreeMap::new(),
             shares: BTreeMap::new(),
             shares_in_inbox: false,
+            gateway_events: 0,
             held: BTreeMap::new(),
             deltas_in_inbox: false,
             delta_bytes: Vec::new(),
@@ -186,8 +190,10 @@ impl Sim {
                         msg => self.inbox.entry(conn).or_default().push(msg),
                     }
                 }
+                // A socket closes once: a later close of it (a gateway's socket the core
+                // no longer knows, closed again on its next frame) changes nothing.
                 Output::Close { conn, code, .. } => {
-                    self.closed.insert(conn, code);
+                    self.closed.entry(conn).or_insert(code);
                 }
                 Output::Attach { conn, attachment } => {
                     self.attachments.insert(conn, attachment);
@@ -225,15 +231,66 @@ impl Sim {
 
     /// Connects a socket from this client address.
     pub fn connect_from(&mut self, source: &str) -> ConnId {
-        self.next_conn += 1;
-        let conn = ConnId(self.next_conn);
-        self.core.handle_connect(self.now, conn, source);
-        self.drain();
+        let conn = self.place();
+        self.open(conn, source);
         conn
     }
 
+    /// The id of the next socket, where the core places it (as the glue asks before it
+    /// accepts the socket itself or hands it to a gateway): open it with [`Sim::open`].
+    pub fn place(&mut self) -> ConnId {
+        self.next_conn += 1;
+        match self.core.place_socket() {
+            Placement::Here => ConnId::direct(self.next_conn),
+            Placement::Gateway(k) => ConnId::on_gateway(k, u32::try_from(self.next_conn).unwrap()),
+        }
+    }
+
+    /// Opens a socket [`Sim::place`] gave: on the object itself, or on its gateway, which
+    /// hands the core a batch of one event (as a gateway object does when events are sparse).
+    pub fn open(&mut self, conn: ConnId, source: &str) {
+        match conn.gateway() {
+            None => self.core.handle_connect(self.now, conn, source),
+            Some(gateway) => self.gateway_batch(
+                gateway,
+                GatewayEvent::Open {
+                    conn,
+                    source: source.to_owned(),
+                },
+            ),
+        }
+        self.drain();
+    }
+
+    /// Hands the core one event of a gateway's socket, in a batch of its own.
+    fn gateway_batch(&mut self, gateway: u32, event: GatewayEvent) {
+        self.gateway_events += 1;
+        self.core.handle_gateway_batch(
+            self.now,
+            GatewayBatch {
+                gateway,
+                events: vec![event],
+            },
+        );
+    }
+
     pub fn send_raw(&mut self, conn: ConnId, bytes: &[u8]) {
-        self.core.handle_message(self.now, conn, bytes);
+        match conn.gateway() {
+            None => self.core.handle_message(self.now, conn, bytes),
+            Some(gateway) => {
+                let event = match std::str::from_utf8(bytes) {
+                    Ok(text) => GatewayEvent::Text {
+                        conn,
+                        text: text.to_owned(),
+                    },
+                    Err(_) => GatewayEvent::Binary {
+                        conn,
+                        bytes: bytes.to_vec(),
+                    },
+                };
+                self.gateway_batch(gateway, event);
+            }
+        }
         self.drain();
     }
 
@@ -243,7 +300,10 @@ impl Sim {
 
     pub fn disconnect(&mut self, conn: ConnId) {
         self.attachments.remove(&conn);
-        self.core.handle_disconnect(self.now, conn);
+        match conn.gateway() {
+            None => self.core.handle_disconnect(self.now, conn),
+            Some(gateway) => self.gateway_batch(gateway, GatewayEvent::Close { conn }),
+        }
         self.drain();
     }
 
