@@ -18,9 +18,8 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use shared_protocol::{close_code, ErrorCode};
-use swarm_core::gateway::{GatewayBatch, GatewayEvent, GatewayOutput};
+use swarm_core::gateway::{GatewayBatch, GatewayEvent, GatewayOutput, GatewaySocket};
 use swarm_core::{ConnId, Millis, SocketAttachment};
 use worker::{
     durable_object, wasm_bindgen, Delay, DurableObject, Env, Request, Response, Result, State,
@@ -31,16 +30,6 @@ use crate::config::Config;
 
 use crate::http::{error_response, json_response};
 use crate::object::{arm_heartbeat_response, pong_of, random_bytes};
-
-/// A gateway socket's attachment.
-#[derive(Serialize, Deserialize)]
-struct GatewaySocket {
-    swarm_id: String,
-    gateway: u32,
-    conn: ConnId,
-    /// The core's session for this socket, once the swarm's object has sent one.
-    session: Option<SocketAttachment>,
-}
 
 /// How many calls one event handler makes to the swarm's object before it leaves the rest of
 /// the queue to the next event (so that no handler runs on without end under load).

@@ -20,6 +20,17 @@ use shared_protocol::close_code;
 use crate::records::{SocketAttachment, StoreOp};
 use crate::{ConnId, Millis, Output, SwarmCore};
 
+/// A gateway socket's hibernation attachment: its swarm, gateway and id, beside the core's
+/// session for it once the swarm's object has sent one. The platform caps an attachment at
+/// 2,048 bytes; the largest fits (`the_largest_gateway_attachment_fits_the_platforms_cap`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewaySocket {
+    pub swarm_id: String,
+    pub gateway: u32,
+    pub conn: ConnId,
+    pub session: Option<SocketAttachment>,
+}
+
 /// Where the glue is to put a socket that is being opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Placement {
@@ -288,6 +299,44 @@ mod tests {
             }
         }
         last
+    }
+
+    /// The largest session a device's socket can have — a pending benchmark, a lend, the most
+    /// leases kept, every number at the largest a JavaScript number holds exactly (2^53 − 1;
+    /// attachments are JavaScript values) — in a gateway's attachment, measured as JSON: the
+    /// platform's structured clone of the same value is no larger (the same keys and strings,
+    /// and a number takes at most 9 bytes there against 16 digits here).
+    #[test]
+    fn the_largest_gateway_attachment_fits_the_platforms_cap() {
+        use crate::records::{DeviceLink, HeldLease, PendingBench, Session};
+        const MAX: u64 = (1 << 53) - 1;
+        let link = DeviceLink {
+            bench: Some(PendingBench {
+                lease_id: MAX,
+                units: MAX,
+                expected: MAX,
+                sent_ms: MAX,
+            }),
+            lend: Some(u16::MAX),
+            leases: vec![HeldLease(MAX, MAX, MAX, MAX, MAX); crate::MAX_ATTACHED_LEASES],
+            lease_job: "f".repeat(8),
+            acks: true,
+            batches: true,
+        };
+        let largest = GatewaySocket {
+            swarm_id: "f".repeat(32),
+            gateway: ConnId::MAX_GATEWAYS - 1,
+            conn: ConnId::on_gateway(ConnId::MAX_GATEWAYS - 1, u32::MAX),
+            session: Some(SocketAttachment {
+                conn: ConnId::on_gateway(ConnId::MAX_GATEWAYS - 1, u32::MAX),
+                session: Session::Device {
+                    device_id: "f".repeat(32),
+                    link,
+                },
+            }),
+        };
+        let bytes = serde_json::to_string(&largest).unwrap().len();
+        assert!(bytes <= 2_048, "{bytes} bytes");
     }
 
     #[test]
