@@ -275,7 +275,7 @@ impl SwarmObject {
                     .with_status(426),
             );
         }
-        if let Placement::Gateway(k) = self.with_core(SwarmCore::place_socket) {
+        if let Placement::Gateway(k) = self.with_core(|core| core.place_socket(now())) {
             return self.hand_to_gateway(req, k).await;
         }
         // The client's address, for the code-guessing limit (set by the platform in production).

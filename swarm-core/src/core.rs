@@ -220,6 +220,9 @@ pub struct SwarmCore {
     /// While a frame of results is handled, leases are handed out once at its end rather than
     /// after each result (so that they go out in one frame too): `Some(pending)`.
     pub(crate) dispatch_held: Option<bool>,
+    /// Sockets placed on each gateway that it has not yet said are open, by when they were
+    /// placed ([`crate::gateway`]).
+    pub(crate) placing: BTreeMap<u32, VecDeque<Millis>>,
     /// When the next snapshot broadcast is due, while a dashboard watches; `None` otherwise.
     next_tick_ms: Option<Millis>,
     /// When the next commit and job wake-up are due, while a job runs or changes wait to be
@@ -288,6 +291,7 @@ impl SwarmCore {
             queue_grace_ms: 0,
             recent_events: SlidingWindow::new(busy_events, 1_000),
             dispatch_held: None,
+            placing: BTreeMap::new(),
             outputs: VecDeque::new(),
         }
     }

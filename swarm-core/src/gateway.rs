@@ -129,11 +129,29 @@ impl SwarmCore {
     /// for the first time is recorded in the swarm's record, so that a restarted object knows
     /// which gateways to ask for their sessions ([`crate::SwarmMeta::gateways`]).
     ///
-    /// Counts are of sockets open now: sockets being opened at the same moment may take a
-    /// place or gateway past its number by as many, which is harmless.
-    pub fn place_socket(&mut self) -> Placement {
+    /// A gateway's count includes the sockets placed on it that it has not said are open yet
+    /// (during a join storm, thousands are placed before the first opens), for at most the
+    /// hello timeout in force (longer while the object is busy): one whose upgrade failed
+    /// stops counting then.
+    pub fn place_socket(&mut self, now: Millis) -> Placement {
         let per = self.config.sockets_per_gateway;
-        let counts = self.sockets_per_place();
+        let horizon = now.saturating_sub(self.hello_timeout());
+        for placed in self.placing.values_mut() {
+            while placed.front().is_some_and(|at| *at < horizon) {
+                placed.pop_front();
+            }
+        }
+        self.placing.retain(|_, placed| !placed.is_empty());
+        let mut counts = self.sockets_per_place();
+        for (k, placed) in &self.placing {
+            let Ok(k) = usize::try_from(*k) else { continue };
+            if counts.gateways.len() <= k {
+                counts.gateways.resize(k.saturating_add(1), 0);
+            }
+            if let Some(n) = counts.gateways.get_mut(k) {
+                *n = n.saturating_add(placed.len());
+            }
+        }
         if per == 0 || counts.here < per {
             return Placement::Here;
         }
@@ -147,6 +165,7 @@ impl SwarmCore {
             let meta = meta.clone();
             self.persist(StoreOp::PutSwarm(meta));
         }
+        self.placing.entry(k).or_default().push_back(now);
         Placement::Gateway(k)
     }
 
@@ -193,7 +212,12 @@ impl SwarmCore {
                 continue;
             }
             match event {
-                GatewayEvent::Open { conn, source } => self.handle_connect(now, conn, &source),
+                GatewayEvent::Open { conn, source } => {
+                    if let Some(placed) = self.placing.get_mut(&batch.gateway) {
+                        placed.pop_front();
+                    }
+                    self.handle_connect(now, conn, &source);
+                }
                 GatewayEvent::Text { conn, .. } | GatewayEvent::Binary { conn, .. }
                     if !self.conns.contains_key(&conn) =>
                 {
@@ -269,7 +293,7 @@ mod tests {
 
     /// Opens a socket wherever the core places it, as the glue would.
     fn open(core: &mut SwarmCore, local: &mut u32) -> (Placement, ConnId) {
-        let placement = core.place_socket();
+        let placement = core.place_socket(0);
         *local += 1;
         let conn = match placement {
             Placement::Here => ConnId::direct(u64::from(*local)),
@@ -400,6 +424,43 @@ mod tests {
         let (placement, _) = open(&mut core, &mut local);
         assert_eq!(placement, Placement::Gateway(0), "the gap is filled first");
         assert_eq!(stored_gateways(&mut core), None, "no gateway was opened");
+    }
+
+    #[test]
+    fn sockets_placed_but_not_yet_open_count_until_the_hello_timeout() {
+        let mut core = core(2);
+        let mut local = 0;
+        open(&mut core, &mut local);
+        open(&mut core, &mut local);
+        // A storm: five upgrades placed before any gateway says a socket opened.
+        let placed: Vec<Placement> = (0..5).map(|_| core.place_socket(1_000)).collect();
+        assert_eq!(
+            placed,
+            [
+                Placement::Gateway(0),
+                Placement::Gateway(0),
+                Placement::Gateway(1),
+                Placement::Gateway(1),
+                Placement::Gateway(2),
+            ]
+        );
+        // Gateway 0 opens one of its two; the other still holds its place.
+        local += 1;
+        core.handle_gateway_batch(
+            1_000,
+            GatewayBatch {
+                gateway: 0,
+                events: vec![GatewayEvent::Open {
+                    conn: ConnId::on_gateway(0, local),
+                    source: String::new(),
+                }],
+            },
+        );
+        assert_eq!(core.place_socket(1_000), Placement::Gateway(2));
+        // Past the hello timeout the places of upgrades that never opened are free again.
+        let later = 1_001 + core.hello_timeout();
+        assert_eq!(core.place_socket(later), Placement::Gateway(0));
+        assert_eq!(core.place_socket(later), Placement::Gateway(1));
     }
 
     #[test]

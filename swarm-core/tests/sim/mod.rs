@@ -240,7 +240,7 @@ impl Sim {
     /// accepts the socket itself or hands it to a gateway): open it with [`Sim::open`].
     pub fn place(&mut self) -> ConnId {
         self.next_conn += 1;
-        match self.core.place_socket() {
+        match self.core.place_socket(self.now) {
             Placement::Here => ConnId::direct(self.next_conn),
             Placement::Gateway(k) => ConnId::on_gateway(k, u32::try_from(self.next_conn).unwrap()),
         }
