@@ -16,6 +16,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::time::Duration;
 
 use shared_protocol::{close_code, ErrorCode};
@@ -38,6 +39,13 @@ const MAX_CALLS_PER_EVENT: usize = 64;
 #[durable_object]
 pub struct GatewayObject {
     state: State,
+    relay: Rc<Relay>,
+}
+
+/// What the gateway's handlers share with the calls to the swarm's object, which may run on
+/// after the handler that started them has answered (an accepted socket's `101` does not
+/// wait for its swarm to hear of it).
+struct Relay {
     env: Env,
     /// Open sockets by id and the swarm and index of this gateway, rebuilt from the
     /// attachments when the object starts.
@@ -52,11 +60,13 @@ impl DurableObject for GatewayObject {
     fn new(state: State, env: Env) -> Self {
         Self {
             state,
-            env,
-            sockets: RefCell::new(None),
-            home: RefCell::new(None),
-            queue: RefCell::new(Vec::new()),
-            calling: Cell::new(false),
+            relay: Rc::new(Relay {
+                env,
+                sockets: RefCell::new(None),
+                home: RefCell::new(None),
+                queue: RefCell::new(Vec::new()),
+                calling: Cell::new(false),
+            }),
         }
     }
 
@@ -67,7 +77,7 @@ impl DurableObject for GatewayObject {
             "/deliver" => {
                 let mut req = req;
                 let outputs: Vec<GatewayOutput> = req.json().await?;
-                self.deliver(outputs);
+                self.relay.deliver(outputs);
                 Response::empty().map(|r| r.with_status(204))
             }
             "/sessions" => {
@@ -81,6 +91,7 @@ impl DurableObject for GatewayObject {
             }
             "/pongs" => {
                 let pongs: Vec<(ConnId, Millis)> = self
+                    .relay
                     .with_sockets(|sockets| {
                         sockets
                             .iter()
@@ -103,11 +114,11 @@ impl DurableObject for GatewayObject {
         let Some(conn) = attachment_of(&ws).map(|a| a.conn) else {
             return Ok(());
         };
-        self.queue.borrow_mut().push(match message {
+        self.relay.queue.borrow_mut().push(match message {
             WebSocketIncomingMessage::String(text) => GatewayEvent::Text { conn, text },
             WebSocketIncomingMessage::Binary(bytes) => GatewayEvent::Binary { conn, bytes },
         });
-        self.call_swarm().await;
+        Relay::call_swarm(self.relay.clone()).await;
         Ok(())
     }
 
@@ -130,7 +141,7 @@ impl GatewayObject {
     /// Rebuilds the socket table after the object (re)started, and has the platform answer
     /// heartbeats without waking it.
     fn ensure_loaded(&self) -> Result<()> {
-        if self.sockets.borrow().is_some() {
+        if self.relay.sockets.borrow().is_some() {
             return Ok(());
         }
         arm_heartbeat_response(&self.state)?;
@@ -138,7 +149,8 @@ impl GatewayObject {
         for ws in self.state.get_websockets() {
             match attachment_of(&ws) {
                 Some(attachment) => {
-                    self.home
+                    self.relay
+                        .home
                         .borrow_mut()
                         .get_or_insert((attachment.swarm_id, attachment.gateway));
                     sockets.insert(attachment.conn, ws);
@@ -148,12 +160,8 @@ impl GatewayObject {
                 }
             }
         }
-        *self.sockets.borrow_mut() = Some(sockets);
+        *self.relay.sockets.borrow_mut() = Some(sockets);
         Ok(())
-    }
-
-    fn with_sockets<T>(&self, f: impl FnOnce(&mut HashMap<ConnId, WebSocket>) -> T) -> Option<T> {
-        self.sockets.borrow_mut().as_mut().map(f)
     }
 
     async fn accept(&self, req: &Request) -> Result<Response> {
@@ -174,6 +182,7 @@ impl GatewayObject {
         let conn = loop {
             let conn = ConnId::on_gateway(gateway, u32::from_le_bytes(random_bytes::<4>()?));
             if self
+                .relay
                 .with_sockets(|sockets| !sockets.contains_key(&conn))
                 .unwrap_or(true)
             {
@@ -186,13 +195,17 @@ impl GatewayObject {
             conn,
             session: None,
         })?;
-        self.with_sockets(|sockets| sockets.insert(conn, pair.server));
-        *self.home.borrow_mut() = Some((swarm_id, gateway));
+        self.relay
+            .with_sockets(|sockets| sockets.insert(conn, pair.server));
+        *self.relay.home.borrow_mut() = Some((swarm_id, gateway));
         let source = req.headers().get("cf-connecting-ip")?.unwrap_or_default();
-        self.queue
+        self.relay
+            .queue
             .borrow_mut()
             .push(GatewayEvent::Open { conn, source });
-        self.call_swarm().await;
+        // The client has its socket at once; the swarm's object hears of it with the next
+        // call. (Waiting for that call here doubled a join's time through a busy object.)
+        wasm_bindgen_futures::spawn_local(Relay::call_swarm(self.relay.clone()));
         Response::from_websocket(pair.client)
     }
 
@@ -202,17 +215,26 @@ impl GatewayObject {
         let Some(conn) = attachment_of(&ws).map(|a| a.conn) else {
             return Ok(());
         };
-        self.with_sockets(|sockets| sockets.remove(&conn));
-        self.queue.borrow_mut().push(GatewayEvent::Close { conn });
-        self.call_swarm().await;
+        self.relay.with_sockets(|sockets| sockets.remove(&conn));
+        self.relay
+            .queue
+            .borrow_mut()
+            .push(GatewayEvent::Close { conn });
+        Relay::call_swarm(self.relay.clone()).await;
         Ok(())
+    }
+}
+
+impl Relay {
+    fn with_sockets<T>(&self, f: impl FnOnce(&mut HashMap<ConnId, WebSocket>) -> T) -> Option<T> {
+        self.sockets.borrow_mut().as_mut().map(f)
     }
 
     /// Hands the queued events to the swarm's object, unless a call is under way (it will
     /// take them next). Each call waits `GATEWAY_BATCH_MS` first, gathering the events that
     /// arrive meanwhile. A call that fails closes the sockets its events came from, so that
     /// their clients reconnect and resend what was not acknowledged.
-    async fn call_swarm(&self) {
+    async fn call_swarm(self: Rc<Self>) {
         if self.calling.replace(true) {
             return;
         }
