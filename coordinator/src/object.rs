@@ -289,13 +289,18 @@ impl SwarmObject {
         Response::from_websocket(pair.client)
     }
 
+    /// This object's swarm id, once it holds a swarm.
+    fn swarm_id(&self) -> Option<String> {
+        self.with_core(|core| core.meta().map(|m| m.swarm_id.clone()))
+    }
+
     /// Gives the socket being opened to gateway `k`, opening it if needed (the platform
     /// creates an object on first use): the gateway accepts the upgrade and its answer goes
     /// back to the client as this object's.
     async fn hand_to_gateway(&self, req: &Request, k: u32) -> Result<Response> {
         // A gateway opened for the first time is stored before it holds any socket.
         self.drain().await?;
-        let Some(swarm_id) = self.with_core(|core| core.meta().map(|m| m.swarm_id.clone())) else {
+        let Some(swarm_id) = self.swarm_id() else {
             return error_response(ErrorCode::SwarmNotFound, "no such swarm");
         };
         let mut url = worker::Url::parse("https://gateway/ws")?;
@@ -318,7 +323,7 @@ impl SwarmObject {
         gateways: &[u32],
         what: &str,
     ) -> Vec<T> {
-        let Some(swarm_id) = self.with_core(|core| core.meta().map(|m| m.swarm_id.clone())) else {
+        let Some(swarm_id) = self.swarm_id() else {
             return Vec::new();
         };
         self.ask_gateways_of(&swarm_id, gateways, what).await
@@ -366,7 +371,7 @@ impl SwarmObject {
         if gateways.is_empty() {
             return;
         }
-        let Some(swarm_id) = self.with_core(|core| core.meta().map(|m| m.swarm_id.clone())) else {
+        let Some(swarm_id) = self.swarm_id() else {
             return;
         };
         futures::future::join_all(gateways.into_iter().map(|k| self.deliver_to(&swarm_id, k)))
