@@ -697,8 +697,8 @@ struct ChunkSent {
     range: Option<String>,
     /// The answer as the core's digest covers it, for job leases.
     key: Option<String>,
-    /// The lease is held by another open device socket.
-    foreign: bool,
+    /// The lease is held by another open device socket: the job it is of.
+    foreign: Option<String>,
     /// Sent again with the ticket of a lease this device no longer holds.
     resent: bool,
 }
@@ -2319,7 +2319,7 @@ impl<'t> Fuzzer<'t> {
             units: 0,
             range: None,
             key: None,
-            foreign: false,
+            foreign: None,
             resent: false,
         };
         let sock = &mut self.m.socks[idx];
@@ -2384,12 +2384,13 @@ impl<'t> Fuzzer<'t> {
             sent.key = Some(key);
             return sent;
         }
-        sent.foreign = self.m.socks.iter().enumerate().any(|(i, s)| {
-            i != idx
-                && s.open
-                && s.device_id.as_ref() != Some(&device_id)
-                && s.leases.contains_key(&lease_id)
-        });
+        sent.foreign = self
+            .m
+            .socks
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| *i != idx && s.open && s.device_id.as_ref() != Some(&device_id))
+            .find_map(|(_, s)| s.leases.get(&lease_id).map(|h| h.job_id.clone()));
         sent
     }
 
@@ -3353,7 +3354,7 @@ impl<'t> Fuzzer<'t> {
                 .info
                 .chunks
                 .iter()
-                .all(|c| c.kind == ChunkKind::Stray && c.foreign);
+                .all(|c| c.kind == ChunkKind::Stray && c.foreign.is_some());
             let sock = &self.m.socks[chunk.sock];
             let closed = self.sim.closed.get(&sock.conn).copied();
             let quarantined_after = after
@@ -3399,7 +3400,20 @@ impl<'t> Fuzzer<'t> {
                             || others_may_refuse,
                         "a result for a lease the device does not hold quarantined it: {chunk:?}"
                     );
-                    if chunk.foreign && closed.is_none() {
+                    // Unless an answer before it in the frame ended the lease's job: the lease
+                    // ended with it, and a result for a lease that no longer exists is ignored.
+                    let ended_before_it = chunk.foreign.as_ref().is_some_and(|job| {
+                        let running = |o: &Obs| {
+                            o.jobs.get(job).is_some_and(|j| {
+                                matches!(j.state, JobState::Running | JobState::Queued)
+                            })
+                        };
+                        let answered_before = self.info.chunks[..at]
+                            .iter()
+                            .any(|c| c.kind == ChunkKind::Job && c.job_id.as_ref() == Some(job));
+                        answered_before && running(before) && !running(after)
+                    });
+                    if chunk.foreign.is_some() && closed.is_none() && !ended_before_it {
                         assert!(
                             self.info
                                 .errors
@@ -3867,6 +3881,10 @@ fn gen_config(g: &mut Gen) -> Config {
         c.invites_per_minute = 1;
         c.code_guesses_per_source = g.pick(&[0, 1]);
         c.code_guesses_per_minute = g.pick(&[0, 1]);
+    }
+    if g.chance(50) {
+        // Past the budget chunks grow instead of messages.
+        c.results_per_second_budget = g.pick(&[1, 20, 200]);
     }
     c
 }
