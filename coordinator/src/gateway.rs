@@ -32,8 +32,8 @@ use crate::config::Config;
 use crate::http::{error_response, json_response};
 use crate::object::{arm_heartbeat_response, pong_of, random_bytes};
 
-/// How many calls one event handler makes to the swarm's object before it leaves the rest of
-/// the queue to the next event (so that no handler runs on without end under load).
+/// How many calls one event handler makes to the swarm's object before the rest go on
+/// without it (so that no handler runs on without end under load).
 const MAX_CALLS_PER_EVENT: usize = 64;
 
 #[durable_object]
@@ -233,23 +233,26 @@ impl Relay {
     /// Hands the queued events to the swarm's object, unless a call is under way (it will
     /// take them next). Each call waits `GATEWAY_BATCH_MS` first, gathering the events that
     /// arrive meanwhile. A call that fails closes the sockets its events came from, so that
-    /// their clients reconnect and resend what was not acknowledged.
+    /// their clients reconnect and resend what was not acknowledged. After
+    /// [`MAX_CALLS_PER_EVENT`] calls the handler that made them ends, and the calls go on
+    /// detached: events queued meanwhile may be the last for a long time (a hello, whose
+    /// socket then says nothing until it is welcomed), and must not wait for another.
     async fn call_swarm(self: Rc<Self>) {
         if self.calling.replace(true) {
             return;
         }
         let pause = Duration::from_millis(Config::from_env(&self.env).gateway_batch_ms);
-        for _ in 0..MAX_CALLS_PER_EVENT {
-            if self.queue.borrow().is_empty() {
+        let mut calls = 0;
+        while calls < MAX_CALLS_PER_EVENT && !self.queue.borrow().is_empty() {
+            // Set by the first socket accepted, before any event of it is queued.
+            let Some((swarm_id, gateway)) = self.home.borrow().clone() else {
                 break;
-            }
+            };
+            calls = calls.saturating_add(1);
             if !pause.is_zero() {
                 Delay::from(pause).await;
             }
             let events = std::mem::take(&mut *self.queue.borrow_mut());
-            let Some((swarm_id, gateway)) = self.home.borrow().clone() else {
-                break;
-            };
             let conns: Vec<ConnId> = events
                 .iter()
                 .filter_map(|event| match event {
@@ -275,6 +278,9 @@ impl Relay {
             }
         }
         self.calling.set(false);
+        if calls == MAX_CALLS_PER_EVENT && !self.queue.borrow().is_empty() {
+            wasm_bindgen_futures::spawn_local(Box::pin(Self::call_swarm(self)));
+        }
     }
 
     async fn post_batch(&self, swarm_id: &str, batch: &GatewayBatch) -> Result<()> {
