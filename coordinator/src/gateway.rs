@@ -8,7 +8,9 @@
 //! swarm, gateway and id, and the core's session for it, so that both this object and the
 //! swarm's object can be evicted or restarted and find their sockets' state again.
 //!
-//! Internal routes (reached only from the swarm's object, never from the Worker's router):
+//! Internal routes, reached only from the swarm's object, except `/ws`: the Worker's router
+//! takes an upgrade there when the swarm's object names this gateway for it (never on the
+//! client's word):
 //! - `GET /ws?swarm={id}&gateway={k}` — accept a WebSocket;
 //! - `POST /deliver` — carry out a list of `GatewayOutput`s, in order;
 //! - `GET /sessions` — every socket's `SocketAttachment` (for a restarted swarm object);

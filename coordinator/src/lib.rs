@@ -20,7 +20,8 @@
 //! - `PUT  /api/swarms/{id}/outputs/{sha256}` — a lease's outputs file (with its ticket)
 //! - `GET  /api/swarms/{id}/jobs/{job_id}/results?from=K` — a workload job's results as NDJSON
 //!   (owner only; see `outputs`)
-//! - `GET  /api/swarms/{id}/ws` — WebSocket upgrade, forwarded to the swarm's object
+//! - `GET  /api/swarms/{id}/ws` — WebSocket upgrade, forwarded to the swarm's object, which
+//!   accepts it or names the gateway object to take it to
 //!
 //! Requests from a browser page on a foreign origin are refused; listed origins
 //! (`ALLOWED_ORIGINS`) get CORS headers. This file is glue: validation lives in
@@ -144,7 +145,7 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
             outputs::results(req, &env, id, job_id).await
         }
         // WebSocket answers carry no CORS headers: browsers check Origin, which is done above.
-        (Method::Get, ["api", "swarms", id, "ws"]) => return forward(req, &env, id, "/ws").await,
+        (Method::Get, ["api", "swarms", id, "ws"]) => return upgrade(req, &env, id).await,
         _ => error_response(ErrorCode::NotFound, "no such endpoint"),
     }?;
     with_cors(resp, &origin)
@@ -229,6 +230,29 @@ async fn forward(mut req: Request, env: &Env, id: &str, route: &str) -> Result<R
         .id_from_name(id)?
         .get_stub()?;
     stub.fetch_with_request(inner).await
+}
+
+/// A WebSocket upgrade: the swarm's object accepts it, or names the gateway object that is to
+/// (`object::GATEWAY_HEADER`), and the upgrade goes there from here.
+async fn upgrade(req: Request, env: &Env, id: &str) -> Result<Response> {
+    let headers = req.headers().clone();
+    let resp = forward(req, env, id, "/ws").await?;
+    let gateway = match resp.headers().get(object::GATEWAY_HEADER)? {
+        Some(k) if resp.status_code() == 307 => k.parse::<u32>().ok(),
+        _ => return Ok(resp),
+    };
+    let Some(k) = gateway else {
+        return error_response(ErrorCode::Internal, "the swarm named no gateway");
+    };
+    let mut url = worker::Url::parse("https://gateway/ws")?;
+    url.query_pairs_mut()
+        .append_pair("swarm", id)
+        .append_pair("gateway", &k.to_string());
+    let mut init = RequestInit::new();
+    init.with_method(Method::Get).with_headers(headers);
+    object::gateway_stub(env, id, k)?
+        .fetch_with_request(Request::new_with_init(url.as_str(), &init)?)
+        .await
 }
 
 /// An internal POST with a JSON body, for object-to-object calls.

@@ -20,8 +20,8 @@ use swarm_core::{
     StoreOp, Stored, SwarmCore, SwarmMeta,
 };
 use worker::{
-    durable_object, wasm_bindgen, DurableObject, Env, Headers, Method, Request, RequestInit,
-    Response, Result, SqlStorageValue, State, WebSocket, WebSocketIncomingMessage, WebSocketPair,
+    durable_object, wasm_bindgen, DurableObject, Env, Headers, Request, Response, Result,
+    SqlStorageValue, State, WebSocket, WebSocketIncomingMessage, WebSocketPair,
 };
 
 use crate::config::Config;
@@ -276,7 +276,7 @@ impl SwarmObject {
             );
         }
         if let Placement::Gateway(k) = self.with_core(|core| core.place_socket(now())) {
-            return self.hand_to_gateway(req, k).await;
+            return self.send_to_gateway(k).await;
         }
         // The client's address, for the code-guessing limit (set by the platform in production).
         let source = req.headers().get("cf-connecting-ip")?.unwrap_or_default();
@@ -294,26 +294,15 @@ impl SwarmObject {
         self.with_core(|core| core.meta().map(|m| m.swarm_id.clone()))
     }
 
-    /// Gives the socket being opened to gateway `k`, opening it if needed (the platform
-    /// creates an object on first use): the gateway accepts the upgrade and its answer goes
-    /// back to the client as this object's.
-    async fn hand_to_gateway(&self, req: &Request, k: u32) -> Result<Response> {
+    /// Tells the Worker to take the socket being opened to gateway `k` itself (the platform
+    /// creates an object on first use), so that this object neither waits for the gateway's
+    /// answer nor stands between the client and its socket.
+    async fn send_to_gateway(&self, k: u32) -> Result<Response> {
         // A gateway opened for the first time is stored before it holds any socket.
         self.drain().await?;
-        let Some(swarm_id) = self.swarm_id() else {
-            return error_response(ErrorCode::SwarmNotFound, "no such swarm");
-        };
-        let mut url = worker::Url::parse("https://gateway/ws")?;
-        url.query_pairs_mut()
-            .append_pair("swarm", &swarm_id)
-            .append_pair("gateway", &k.to_string());
-        let mut init = RequestInit::new();
-        init.with_method(Method::Get)
-            .with_headers(req.headers().clone());
-        let inner = Request::new_with_init(url.as_str(), &init)?;
-        gateway_stub(&self.env, &swarm_id, k)?
-            .fetch_with_request(inner)
-            .await
+        let mut resp = Response::empty()?.with_status(307);
+        resp.headers_mut().set(GATEWAY_HEADER, &k.to_string())?;
+        Ok(resp)
     }
 
     /// Asks each of these gateways a question (`GET /{what}`) at once, and gives the answers
@@ -968,8 +957,12 @@ pub fn random_seed() -> Result<[u8; 32]> {
     random_bytes::<32>()
 }
 
+/// The header of the swarm object's answer to an upgrade that names the gateway to take it
+/// to (with status 307). Only the Worker reads it, and never passes the answer on.
+pub(crate) const GATEWAY_HEADER: &str = "x-ostrich-gateway";
+
 /// Gateway `k` of a swarm: the object named `{swarm_id}:{k}`.
-fn gateway_stub(env: &Env, swarm_id: &str, k: u32) -> Result<worker::Stub> {
+pub(crate) fn gateway_stub(env: &Env, swarm_id: &str, k: u32) -> Result<worker::Stub> {
     env.durable_object(crate::GATEWAY_BINDING)?
         .id_from_name(&format!("{swarm_id}:{k}"))?
         .get_stub()
