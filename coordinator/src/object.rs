@@ -7,6 +7,7 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
 use shared_protocol::{
@@ -71,7 +72,7 @@ pub struct SwarmObject {
     /// same progress do not encode it again.
     last_image: RefCell<Option<(String, u64, Vec<u8>)>>,
     /// What the core said to gateways' sockets and is not yet delivered, by gateway.
-    outbox: RefCell<Outbox>,
+    outbox: Rc<RefCell<Outbox>>,
 }
 
 /// Outputs for gateways' sockets, waiting to be delivered. One delivery at a time goes to a
@@ -82,8 +83,8 @@ struct Outbox {
     delivering: HashSet<u32>,
 }
 
-/// How many deliveries one event handler makes to a gateway before leaving the rest to the
-/// next event's handler (so that none runs on without end under load).
+/// How many deliveries one event handler makes to a gateway before the rest go on without it
+/// (so that none runs on without end under load).
 const MAX_DELIVERIES_PER_EVENT: usize = 64;
 
 impl DurableObject for SwarmObject {
@@ -94,7 +95,7 @@ impl DurableObject for SwarmObject {
             core: RefCell::new(None),
             sockets: RefCell::new(HashMap::new()),
             last_image: RefCell::new(None),
-            outbox: RefCell::new(Outbox::default()),
+            outbox: Rc::new(RefCell::new(Outbox::default())),
         }
     }
 
@@ -363,21 +364,31 @@ impl SwarmObject {
         let Some(swarm_id) = self.swarm_id() else {
             return;
         };
-        futures::future::join_all(gateways.into_iter().map(|k| self.deliver_to(&swarm_id, k)))
-            .await;
+        futures::future::join_all(
+            gateways.into_iter().map(|k| {
+                Self::deliver_to(self.env.clone(), self.outbox.clone(), swarm_id.clone(), k)
+            }),
+        )
+        .await;
     }
 
-    async fn deliver_to(&self, swarm_id: &str, k: u32) {
-        if !self.outbox.borrow_mut().delivering.insert(k) {
+    /// Delivers to gateway `k` until nothing waits for it. After
+    /// [`MAX_DELIVERIES_PER_EVENT`] deliveries the handler that made them ends and they go on
+    /// detached: what waits may be a welcome, and its socket then says nothing that would
+    /// bring another event.
+    async fn deliver_to(env: Env, outbox: Rc<RefCell<Outbox>>, swarm_id: String, k: u32) {
+        if !outbox.borrow_mut().delivering.insert(k) {
             return;
         }
-        for _ in 0..MAX_DELIVERIES_PER_EVENT {
-            let Some(outputs) = self.outbox.borrow_mut().waiting.remove(&k) else {
+        let mut deliveries = 0;
+        while deliveries < MAX_DELIVERIES_PER_EVENT {
+            let Some(outputs) = outbox.borrow_mut().waiting.remove(&k) else {
                 break;
             };
+            deliveries = deliveries.saturating_add(1);
             let sent = async {
                 let body = serde_json::to_string(&outputs)?;
-                let resp = gateway_stub(&self.env, swarm_id, k)?
+                let resp = gateway_stub(&env, &swarm_id, k)?
                     .fetch_with_request(crate::post_json("https://gateway/deliver", &body)?)
                     .await?;
                 match resp.status_code() {
@@ -394,7 +405,10 @@ impl SwarmObject {
                 );
             }
         }
-        self.outbox.borrow_mut().delivering.remove(&k);
+        outbox.borrow_mut().delivering.remove(&k);
+        if deliveries == MAX_DELIVERIES_PER_EVENT && outbox.borrow().waiting.contains_key(&k) {
+            wasm_bindgen_futures::spawn_local(Box::pin(Self::deliver_to(env, outbox, swarm_id, k)));
+        }
     }
 
     /// An owner command over HTTP; the core checks the owner key.
