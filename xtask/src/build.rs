@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::SystemTime;
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 
 use crate::tools::Tools;
 use crate::{cargo, root, run, sizes};
@@ -213,7 +213,9 @@ fn report() -> Result<()> {
         "coordinator/build/index_bg.wasm".into(),
     ));
     for (name, path) in &artefacts {
-        let (raw, gz) = sizes(&root().join(path))?;
+        let path = root().join(path);
+        names_no_builder_folder(&path)?;
+        let (raw, gz) = sizes(&path)?;
         println!("  {name:<17} {:>8.1} KiB / {:>7.1} KiB", kib(raw), kib(gz));
     }
     println!("\nxtask: first load, gzip -9 (HTML, CSS, the bundle's JS and wasm)");
@@ -228,6 +230,22 @@ fn report() -> Result<()> {
         ("landing page and dashboard", dashboard, "200 KB"),
     ] {
         println!("  {page:<32} {bytes:>9} {goal:>6}");
+    }
+    Ok(())
+}
+
+/// Fails if a built artefact holds the path of a folder of this machine (see
+/// [`crate::wasm_rustflags`]).
+fn names_no_builder_folder(path: &Path) -> Result<()> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    for (folder, _) in crate::builder_folders() {
+        let folder = folder.as_bytes();
+        if bytes.windows(folder.len()).any(|window| window == folder) {
+            bail!(
+                "{} holds the path of a folder of the machine that built it",
+                path.display()
+            );
+        }
     }
     Ok(())
 }

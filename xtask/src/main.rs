@@ -126,10 +126,44 @@ pub fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Every cargo command of the xtask, run from the repository root, with [`wasm_rustflags`].
 pub fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(root());
+    wasm_rustflags(&mut cmd);
     cmd
+}
+
+/// Makes a command's wasm32 builds name source files by `/cargo-home/…` and `/ostrich-legs/…`
+/// instead of by the builder's folders ([`builder_folders`]). Panic locations are kept in a
+/// wasm's data, so without this every bundle shipped to browsers, and every workload module,
+/// carries the path of the builder's home, and a module's SHA-256 (its name) differs from one
+/// machine to another. Native builds are left alone.
+pub fn wasm_rustflags(cmd: &mut Command) {
+    let flags: Vec<String> = builder_folders()
+        .into_iter()
+        .map(|(from, to)| format!("--remap-path-prefix={from}={to}"))
+        .collect();
+    cmd.env(
+        "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS",
+        flags.join(" "),
+    );
+}
+
+/// The folders of this machine that sources are compiled from (the cargo home, the repository)
+/// with the name a wasm32 build gives each instead. A folder whose path has a space is left
+/// out: cargo splits that variable at spaces (and so is the root folder, which names nothing).
+pub fn builder_folders() -> Vec<(String, &'static str)> {
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")));
+    [(cargo_home, "/cargo-home"), (Some(root()), "/ostrich-legs")]
+        .into_iter()
+        .filter_map(|(from, to)| {
+            let from = from?.to_str()?.to_owned();
+            (from.len() > 1 && !from.contains(' ')).then_some((from, to))
+        })
+        .collect()
 }
 
 fn dev(args: &[String]) -> Result<()> {

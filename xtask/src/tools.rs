@@ -191,5 +191,6 @@ impl Tools {
         cmd.env("WASM_BINDGEN_BIN", &self.wasm_bindgen)
             .env("WASM_OPT_BIN", &self.wasm_opt)
             .env("ESBUILD_BIN", &self.esbuild);
+        crate::wasm_rustflags(cmd);
     }
 }
