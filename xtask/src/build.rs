@@ -238,12 +238,17 @@ fn report() -> Result<()> {
 /// [`crate::wasm_rustflags`]).
 fn names_no_builder_folder(path: &Path) -> Result<()> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    holds_no_builder_folder(&bytes).with_context(|| path.display().to_string())
+}
+
+/// Fails if these bytes of a wasm32 build hold the path of a folder of this machine.
+pub fn holds_no_builder_folder(bytes: &[u8]) -> Result<()> {
     for (folder, _) in crate::builder_folders() {
         let folder = folder.as_bytes();
         if bytes.windows(folder.len()).any(|window| window == folder) {
             bail!(
-                "{} holds the path of a folder of the machine that built it",
-                path.display()
+                "the build holds the path of a folder of the machine that built it (RUSTFLAGS \
+                 and CARGO_ENCODED_RUSTFLAGS, when set, replace the flags that rename them)"
             );
         }
     }

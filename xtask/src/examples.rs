@@ -26,7 +26,9 @@ pub fn build() -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(&out)?;
     let mut built = Vec::new();
     let pi = root().join("target/wasm32-unknown-unknown/release/example_pi.wasm");
-    let mut modules = vec![("pi", std::fs::read(&pi).with_context(|| format!("{pi:?}"))?)];
+    let pi_bytes = std::fs::read(&pi).with_context(|| format!("{pi:?}"))?;
+    crate::build::holds_no_builder_folder(&pi_bytes).context("examples/pi")?;
+    let mut modules = vec![("pi", pi_bytes)];
     for name in ["collatz", "broken"] {
         let source = root().join("examples").join(format!("{name}.wat"));
         let bytes = wat::parse_file(&source).with_context(|| format!("assembling {source:?}"))?;
