@@ -149,6 +149,8 @@ pub fn table(counts: &[usize]) -> Result<()> {
     }
     let mut wrangler = Wrangler::start_anywhere(&persist, vars)?;
     print_header();
+    // Lines of wrangler's log that earlier rows saved.
+    let mut saved_lines = 0;
     for &n in counts {
         eprintln!("xtask: load with {n} devices");
         let trouble = match row(&wrangler, n) {
@@ -161,9 +163,15 @@ pub fn table(counts: &[usize]) -> Result<()> {
                 true
             }
         };
-        // Everything wrangler and workerd printed so far, for whoever wants to know why a
+        // What wrangler and workerd printed during this row, for whoever wants to know why a
         // device was closed (the objects log what failed between them).
-        let log = wrangler.log();
+        let whole = wrangler.log();
+        let log: String = whole
+            .lines()
+            .skip(saved_lines)
+            .flat_map(|line| [line, "\n"])
+            .collect();
+        saved_lines = whole.lines().count();
         let saved = root
             .join("target/bench-load")
             .join(format!("{n}-devices.log"));
