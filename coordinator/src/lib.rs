@@ -237,11 +237,12 @@ async fn forward(mut req: Request, env: &Env, id: &str, route: &str) -> Result<R
 async fn upgrade(req: Request, env: &Env, id: &str) -> Result<Response> {
     let headers = req.headers().clone();
     let resp = forward(req, env, id, "/ws").await?;
-    let gateway = match resp.headers().get(object::GATEWAY_HEADER)? {
-        Some(k) if resp.status_code() == 307 => k.parse::<u32>().ok(),
-        _ => return Ok(resp),
-    };
-    let Some(k) = gateway else {
+    // A 307 is the object's own answer, never passed on: it must name the gateway.
+    if resp.status_code() != 307 {
+        return Ok(resp);
+    }
+    let gateway = resp.headers().get(object::GATEWAY_HEADER)?;
+    let Some(k) = gateway.and_then(|k| k.parse::<u32>().ok()) else {
         return error_response(ErrorCode::Internal, "the swarm named no gateway");
     };
     let mut url = worker::Url::parse("https://gateway/ws")?;

@@ -3402,6 +3402,9 @@ impl<'t> Fuzzer<'t> {
                     );
                     // Unless an answer before it in the frame ended the lease's job: the lease
                     // ended with it, and a result for a lease that no longer exists is ignored.
+                    // The oracle sees the state before and after a step, not between answers, so
+                    // this also excuses a foreign result whose job only a later answer of the
+                    // frame ended: such a result goes unchecked.
                     let ended_before_it = chunk.foreign.as_ref().is_some_and(|job| {
                         let running = |o: &Obs| {
                             o.jobs.get(job).is_some_and(|j| {
