@@ -136,9 +136,10 @@ pub fn cargo() -> Command {
 
 /// Makes a command's wasm32 builds name source files by `/cargo-home/…` and `/ostrich-legs/…`
 /// instead of by the builder's folders ([`builder_folders`]). Panic locations are kept in a
-/// wasm's data, so without this every bundle shipped to browsers, and every workload module,
-/// carries the path of the builder's home, and a module's SHA-256 (its name) differs from one
-/// machine to another. Native builds are left alone.
+/// wasm's data, so without this every bundle shipped to browsers and the coordinator carry the
+/// path of the builder's home, and so would a workload module that keeps a panic location (its
+/// SHA-256, its name, would then differ from one machine to another; the pi example keeps
+/// none). Native builds are left alone.
 pub fn wasm_rustflags(cmd: &mut Command) {
     let flags: Vec<String> = builder_folders()
         .into_iter()
