@@ -237,7 +237,8 @@ fn Dashboard(swarm_id: String) -> impl IntoView {
         if !swarm_exists(&origin, &id).await {
             return missing.set(true);
         }
-        drive::<SwarmSnapshot>(
+        // A dashboard skips a lease's work unread, and computes nothing.
+        drive::<SwarmSnapshot, serde::de::IgnoredAny, browser::NoCompute>(
             link,
             ws_url(&origin, &id),
             None,
@@ -1137,7 +1138,7 @@ fn DevicePage(swarm_id: String, proof: Option<JoinProof>) -> impl IntoView {
                 format!("{origin}/api/swarms/{swarm_id}"),
             );
             // A device skips the dashboard's snapshots unread.
-            drive::<serde::de::IgnoredAny>(
+            drive::<serde::de::IgnoredAny, shared_protocol::Work, _>(
                 Link::new(identity),
                 ws_url(&origin, &swarm_id),
                 pool,

@@ -3,6 +3,7 @@
 //! the link's and the [`Pacer`]'s.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
 
 use futures::channel::mpsc::{unbounded, UnboundedReceiver};
 use futures::{select, FutureExt, SinkExt, StreamExt};
@@ -16,7 +17,7 @@ use wasm_bindgen::{JsCast, JsValue};
 use web_sys::{MessageEvent, WorkerOptions, WorkerType};
 
 use crate::device_info::Navigator;
-use crate::link::{Link, LinkEvent, SnapshotPayload};
+use crate::link::{LeasePayload, Link, LinkEvent, SnapshotPayload};
 use crate::pace::Pacer;
 use crate::work::BENCH_JOB_ID;
 
@@ -345,22 +346,76 @@ impl WorkerPool {
             _handlers: handlers,
         })
     }
+}
 
+/// What computes a link's leases: a device's [`WorkerPool`], or nothing on a dashboard
+/// ([`NoCompute`]).
+pub trait Compute {
     /// The user lends this many cores.
-    pub fn set_limit(&mut self, limit: usize) {
+    fn set_limit(&mut self, limit: usize);
+    /// The coordinator's share changed.
+    fn set_share(&mut self, workers: usize, duty_percent: u8);
+    /// A lease to compute, with its `auth` (see [`Link::lease_authorization`]), which only a
+    /// workload lease uses.
+    fn submit(&mut self, lease_id: u64, work: Work, bench: bool, auth: Option<String>);
+    fn cancel(&mut self, lease_id: u64);
+    /// Forgets all work (the connection dropped: the coordinator has withdrawn the leases).
+    fn clear(&mut self);
+    /// When [`Self::pump`] should next run.
+    fn wake_at(&self) -> Option<u64>;
+    /// Starts what may start now.
+    fn pump(&mut self);
+    /// The next finished lease that still counts: `(lease_id, result or why there is none,
+    /// compute_ms)`.
+    fn next_result(&mut self) -> impl Future<Output = (u64, Result<WorkResult, String>, u64)>;
+}
+
+/// A dashboard's computing: no value of this type exists, so a `drive` given
+/// `Option<NoCompute>` has none, and the compiler leaves out every computing path with what
+/// only they use (the decoder of workers' results among them).
+pub enum NoCompute {}
+
+impl Compute for NoCompute {
+    fn set_limit(&mut self, _: usize) {
+        match *self {}
+    }
+    fn set_share(&mut self, _: usize, _: u8) {
+        match *self {}
+    }
+    fn submit(&mut self, _: u64, _: Work, _: bool, _: Option<String>) {
+        match *self {}
+    }
+    fn cancel(&mut self, _: u64) {
+        match *self {}
+    }
+    fn clear(&mut self) {
+        match *self {}
+    }
+    fn wake_at(&self) -> Option<u64> {
+        match *self {}
+    }
+    fn pump(&mut self) {
+        match *self {}
+    }
+    async fn next_result(&mut self) -> (u64, Result<WorkResult, String>, u64) {
+        match *self {}
+    }
+}
+
+impl Compute for WorkerPool {
+    fn set_limit(&mut self, limit: usize) {
         self.pacer.set_lend(limit);
         self.pump();
     }
 
-    /// The coordinator's share changed.
-    pub fn set_share(&mut self, workers: usize, duty_percent: u8) {
+    fn set_share(&mut self, workers: usize, duty_percent: u8) {
         self.pacer.set_share(workers, duty_percent);
         self.pump();
     }
 
     /// A lease to compute, with its `auth` (see [`Link::lease_authorization`]), which only a
     /// workload lease uses: the worker runs a lease that comes with one as a workload.
-    pub fn submit(&mut self, lease_id: u64, work: Work, bench: bool, auth: Option<String>) {
+    fn submit(&mut self, lease_id: u64, work: Work, bench: bool, auth: Option<String>) {
         let auth = auth.filter(|_| matches!(work, Work::Workload { .. }));
         self.queue.push_back(Queued {
             lease_id,
@@ -371,7 +426,7 @@ impl WorkerPool {
         self.pump();
     }
 
-    pub fn cancel(&mut self, lease_id: u64) {
+    fn cancel(&mut self, lease_id: u64) {
         self.queue.retain(|queued| queued.lease_id != lease_id);
         let running = self.running.iter().find(|(_, (id, _))| *id == lease_id);
         if let Some((&index, _)) = running {
@@ -388,14 +443,13 @@ impl WorkerPool {
         }
     }
 
-    /// Forgets all work (the connection dropped: the coordinator has withdrawn the leases).
-    pub fn clear(&mut self) {
+    fn clear(&mut self) {
         self.queue.clear();
         self.stale.extend(self.running.values().map(|(id, _)| *id));
     }
 
     /// When a resting worker may take the next waiting lease ([`Self::pump`] then).
-    pub fn wake_at(&self) -> Option<u64> {
+    fn wake_at(&self) -> Option<u64> {
         if self.queue.is_empty() {
             return None;
         }
@@ -403,7 +457,7 @@ impl WorkerPool {
     }
 
     /// Starts waiting leases on the workers the pacer allows.
-    pub fn pump(&mut self) {
+    fn pump(&mut self) {
         let now = now_ms();
         while let Some(bench) = self.queue.front().map(|queued| queued.bench) {
             let Some(index) = self.pacer.free_slot(now, bench) else {
@@ -435,9 +489,7 @@ impl WorkerPool {
         }
     }
 
-    /// The next finished lease that still counts: `(lease_id, result or why there is none,
-    /// compute_ms)`.
-    pub async fn next_result(&mut self) -> (u64, Result<WorkResult, String>, u64) {
+    async fn next_result(&mut self) -> (u64, Result<WorkResult, String>, u64) {
         loop {
             let Some((index, lease_id, result, ms)) = self.results.next().await else {
                 return futures::future::pending().await;
@@ -478,20 +530,23 @@ enum Wake {
 
 /// Drives `link` over real sockets until the coordinator refuses its identity, computing
 /// leases on `pool` (devices). Calls `update` after every change with the link and the event
-/// (if any) that caused it. `S` is how snapshots are decoded: [`SwarmSnapshot`] on a dashboard,
-/// skipped unread on a device; owners' replies come over HTTP, so they are skipped here.
+/// (if any) that caused it. `S` is how snapshots are decoded and `W` a lease's work: a
+/// dashboard reads [`SwarmSnapshot`] and skips work unread, a device the other way round, and
+/// a dashboard's `P` is [`NoCompute`]; owners' replies come over HTTP, so they are skipped here.
 ///
 /// [`SwarmSnapshot`]: shared_protocol::SwarmSnapshot
-pub async fn drive<S>(
+pub async fn drive<S, W, P>(
     mut link: Link,
     url: String,
-    mut pool: Option<WorkerPool>,
+    mut pool: Option<P>,
     mut lend: Option<UnboundedReceiver<u16>>,
     mut update: impl FnMut(&Link, Option<LinkEvent>),
 ) -> Link
 where
     S: SnapshotPayload + serde::de::DeserializeOwned,
     S::Delta: serde::de::DeserializeOwned,
+    W: LeasePayload + serde::de::DeserializeOwned,
+    P: Compute,
 {
     // The cores the user chose to lend, re-sent after every welcome.
     let mut lending: Option<u16> = None;
@@ -504,13 +559,10 @@ where
             update(&link, None);
             if tx.send(Message::Text(encode(&hello))).await.is_ok() {
                 loop {
-                    let wake_at = [
-                        link.next_heartbeat_at(),
-                        pool.as_ref().and_then(WorkerPool::wake_at),
-                    ]
-                    .into_iter()
-                    .flatten()
-                    .min();
+                    let wake_at = [link.next_heartbeat_at(), pool.as_ref().and_then(P::wake_at)]
+                        .into_iter()
+                        .flatten()
+                        .min();
                     let wait = wake_at.map_or(60_000, |at| at.saturating_sub(now_ms()));
                     // Decide what woke us inside the select; act after it, when no future
                     // borrows the pool any more.
@@ -543,7 +595,7 @@ where
                     let outgoing = match wake {
                         Wake::Incoming(Some(Ok(Message::Text(text)))) => {
                             let Ok(message) =
-                                serde_json::from_str::<ToClient<S, IgnoredAny, S::Delta>>(&text)
+                                serde_json::from_str::<ToClient<S, IgnoredAny, S::Delta, W>>(&text)
                             else {
                                 continue;
                             };

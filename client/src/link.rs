@@ -9,7 +9,8 @@ use std::collections::VecDeque;
 
 use shared_protocol::{
     ChunkAnswer, DeviceCredential, ErrorCode, Hello, HelloRole, SnapshotDelta, SwarmSnapshot,
-    ToClient, ToCoordinator, WelcomeRole, MAX_RESULTS_PER_FRAME, PROTOCOL_VERSION, RESEND_AFTER_MS,
+    ToClient, ToCoordinator, WelcomeRole, Work, MAX_RESULTS_PER_FRAME, PROTOCOL_VERSION,
+    RESEND_AFTER_MS,
 };
 
 /// Results kept until the coordinator acknowledges them, and tickets of leases being computed:
@@ -149,6 +150,30 @@ impl SnapshotPayload for IgnoredAny {
     }
 }
 
+/// A lease's work as a link decodes it: a device reads [`Work`]; a dashboard, which is never
+/// leased work, skips it unread ([`IgnoredAny`], as in [`shared_protocol::ToDashboard`]), so its
+/// wasm carries no decoder for it.
+pub trait LeasePayload {
+    /// What receiving a lease of this work means to the glue.
+    fn event(self, lease_id: u64, job_id: String) -> LinkEvent;
+}
+
+impl LeasePayload for Work {
+    fn event(self, lease_id: u64, job_id: String) -> LinkEvent {
+        LinkEvent::Lease {
+            lease_id,
+            job_id,
+            work: self,
+        }
+    }
+}
+
+impl LeasePayload for IgnoredAny {
+    fn event(self, _: u64, _: String) -> LinkEvent {
+        LinkEvent::Nothing
+    }
+}
+
 /// What a coordinator message means to the glue.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LinkEvent {
@@ -179,7 +204,7 @@ pub enum LinkEvent {
     Lease {
         lease_id: u64,
         job_id: String,
-        work: shared_protocol::Work,
+        work: Work,
     },
     /// How much to compute from now on.
     Share(shared_protocol::DeviceShare),
@@ -284,10 +309,10 @@ impl Link {
 
     /// A message from the coordinator: what it means, one event per lease of a frame of
     /// leases ([`ToClient::Leases`]) and otherwise one event.
-    pub fn on_message<S: SnapshotPayload, R>(
+    pub fn on_message<S: SnapshotPayload, R, W: LeasePayload>(
         &mut self,
         now: u64,
-        message: ToClient<S, R, S::Delta>,
+        message: ToClient<S, R, S::Delta, W>,
     ) -> Vec<LinkEvent> {
         match message {
             ToClient::Leases { leases } => leases
@@ -298,10 +323,10 @@ impl Link {
         }
     }
 
-    fn on_one<S: SnapshotPayload, R>(
+    fn on_one<S: SnapshotPayload, R, W: LeasePayload>(
         &mut self,
         now: u64,
-        message: ToClient<S, R, S::Delta>,
+        message: ToClient<S, R, S::Delta, W>,
     ) -> LinkEvent {
         match message {
             ToClient::Welcome {
@@ -387,11 +412,7 @@ impl Link {
                     }
                     self.tickets.push_back((lease_id, ticket));
                 }
-                LinkEvent::Lease {
-                    lease_id,
-                    job_id,
-                    work,
-                }
+                work.event(lease_id, job_id)
             }
             // [`Self::on_message`] takes a frame of leases apart before this.
             ToClient::Leases { .. } => LinkEvent::Nothing,
@@ -834,7 +855,7 @@ mod tests {
 
     #[test]
     fn a_device_reads_its_messages_as_a_dashboard_would() {
-        let messages: Vec<ToClient> = vec![
+        let messages: Vec<ToClient> = [
             welcome(None),
             ToClient::Lease {
                 lease_id: 7,
@@ -848,6 +869,61 @@ mod tests {
             },
             ToClient::CancelLease { lease_id: 7 },
             ToClient::Committed { lease_ids: vec![7] },
+        ]
+        .into_iter()
+        .chain(to_any_client())
+        .collect();
+        let (mut full, mut skipping) = (device(None), device(None));
+        full.on_open();
+        skipping.on_open();
+        reads_alike::<IgnoredAny, IgnoredAny, Work>(messages, &mut full, &mut skipping);
+    }
+
+    /// Feeds each message to `full` as it is and to `skipping` decoded from its wire form as
+    /// `ToClient<S, R, S::Delta, W>`, and checks that both make the same events and end in the
+    /// same state.
+    fn reads_alike<S, R, W>(messages: Vec<ToClient>, full: &mut Link, skipping: &mut Link)
+    where
+        S: SnapshotPayload + serde::de::DeserializeOwned,
+        S::Delta: serde::de::DeserializeOwned,
+        R: serde::de::DeserializeOwned,
+        W: LeasePayload + serde::de::DeserializeOwned,
+    {
+        for message in messages {
+            let wire = shared_protocol::encode(&message);
+            let skipped: ToClient<S, R, S::Delta, W> = serde_json::from_str(&wire).unwrap();
+            assert_eq!(
+                skipping.on_message(1, skipped),
+                full.on_message(1, message),
+                "{wire}"
+            );
+        }
+        assert_eq!(full.state(), skipping.state());
+    }
+
+    /// A delta that changes nothing but its `seq`.
+    fn empty_delta(seq: u64) -> ToClient {
+        ToClient::SnapshotDelta(Box::new(SnapshotDelta {
+            seq,
+            now_ms: seq,
+            device_total: 0,
+            online: 0,
+            run_state: shared_protocol::RunState::Running,
+            throttle_percent: 100,
+            jobs: None,
+            devices: vec![],
+            seen_since_ms: 0,
+            seen: Default::default(),
+            removed: vec![],
+            log: vec![],
+            log_kept: 40,
+            counters: shared_protocol::Counters::default(),
+        }))
+    }
+
+    /// Messages that may come to a device or a dashboard alike.
+    fn to_any_client() -> [ToClient; 2] {
+        [
             ToClient::OwnerResult {
                 request: 3,
                 result: shared_protocol::OwnerReply::Done {},
@@ -858,20 +934,48 @@ mod tests {
                 request: None,
                 retry_after_ms: Some(500),
             },
-        ];
-        let (mut full, mut skipping) = (device(None), device(None));
-        full.on_open();
-        skipping.on_open();
-        for message in messages {
+        ]
+    }
+
+    #[test]
+    fn a_dashboard_reads_every_message_but_a_leases_work_as_in_full() {
+        let first = snapshot(41);
+        let messages: Vec<ToClient> = [
+            ToClient::Welcome {
+                protocol: PROTOCOL_VERSION,
+                swarm_id: "s".into(),
+                swarm_name: "n".into(),
+                role: WelcomeRole::Dashboard { owner: true },
+                heartbeat_interval_ms: 10_000,
+                offline_after_ms: 60_000,
+            },
+            ToClient::Snapshot(first),
+            empty_delta(42),
+            ToClient::HeartbeatAck {
+                server_time_ms: Some(5),
+            },
+        ]
+        .into_iter()
+        .chain(to_any_client())
+        .collect();
+        let dashboard = || {
+            let mut link = Link::new(Identity::Dashboard { owner_key: None });
+            link.on_open();
+            link
+        };
+        let (mut full, mut skipping) = (dashboard(), dashboard());
+        reads_alike::<SwarmSnapshot, IgnoredAny, IgnoredAny>(messages, &mut full, &mut skipping);
+        // A lease, which never comes to a dashboard, is read and means nothing to it.
+        for message in [
+            lease(7, Some("t")),
+            ToClient::Leases {
+                leases: vec![offer(8, None)],
+            },
+        ] {
             let wire = shared_protocol::encode(&message);
-            let as_device: shared_protocol::ToDevice = serde_json::from_str(&wire).unwrap();
-            assert_eq!(
-                skipping.on_message(1, as_device),
-                full.on_message(1, message),
-                "{wire}"
-            );
+            let as_dashboard: shared_protocol::ToDashboard = serde_json::from_str(&wire).unwrap();
+            assert_eq!(skipping.on_message(1, as_dashboard), [LinkEvent::Nothing]);
         }
-        assert_eq!(full.state(), skipping.state());
     }
 
     fn lease(lease_id: u64, ticket: Option<&str>) -> ToClient {
@@ -1082,24 +1186,7 @@ mod tests {
             offline_after_ms: 60_000,
         };
         link.on_message(0, welcome.clone());
-        let delta = |seq: u64| {
-            ToClient::<SwarmSnapshot>::SnapshotDelta(Box::new(SnapshotDelta {
-                seq,
-                now_ms: seq,
-                device_total: 0,
-                online: 0,
-                run_state: shared_protocol::RunState::Running,
-                throttle_percent: 100,
-                jobs: None,
-                devices: vec![],
-                seen_since_ms: 0,
-                seen: Default::default(),
-                removed: vec![],
-                log: vec![],
-                log_kept: 40,
-                counters: shared_protocol::Counters::default(),
-            }))
-        };
+        let delta = empty_delta;
         // A delta before any snapshot, and one that skips a snapshot, are not applied.
         assert_eq!(link.on_message(1, delta(5)), [LinkEvent::Nothing]);
         assert!(link.must_reconnect());

@@ -48,8 +48,8 @@ pub use messages::{request_of, HEARTBEAT, HEARTBEAT_ACK};
 pub use messages::{
     AgentClass, Capabilities, ChunkAnswer, Counters, DeviceCredential, DeviceShare, DeviceStatus,
     DeviceView, ErrorCode, Hello, HelloRole, InviteView, JoinProof, LeaseOffer, LogEntry, LogLevel,
-    OwnerCommand, OwnerReply, RunState, SwarmSnapshot, ToClient, ToCoordinator, ToDevice,
-    WelcomeRole,
+    OwnerCommand, OwnerReply, RunState, SwarmSnapshot, ToClient, ToCoordinator, ToDashboard,
+    ToDevice, WelcomeRole,
 };
 pub use text::{
     display_code, is_code, is_id, is_label, is_secret, is_sha256, normalize_code, CODE_ALPHABET,

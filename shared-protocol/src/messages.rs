@@ -316,12 +316,18 @@ pub struct DeviceCredential {
     pub secret: String,
 }
 
-/// A message from the coordinator to a client. The three dashboard payloads are type parameters
-/// only so that a device can decode the same messages as [`ToDevice`], skipping them unread;
-/// everything else names the plain `ToClient`.
+/// A message from the coordinator to a client. The three dashboard payloads and a lease's work
+/// are type parameters only so that a device can decode the same messages as [`ToDevice`],
+/// skipping a dashboard's payloads unread, and a dashboard as [`ToDashboard`], skipping a
+/// device's work; everything else names the plain `ToClient`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum ToClient<Snapshot = SwarmSnapshot, Reply = OwnerReply, Delta = Box<SnapshotDelta>> {
+pub enum ToClient<
+    Snapshot = SwarmSnapshot,
+    Reply = OwnerReply,
+    Delta = Box<SnapshotDelta>,
+    LeaseWork = Work,
+> {
     /// The answer to a good hello; always the first message a client receives.
     Welcome {
         protocol: u16,
@@ -357,14 +363,14 @@ pub enum ToClient<Snapshot = SwarmSnapshot, Reply = OwnerReply, Delta = Box<Snap
     Lease {
         lease_id: u64,
         job_id: String,
-        work: Work,
+        work: LeaseWork,
         deadline_ms: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ticket: Option<String>,
     },
     /// To a device speaking protocol 5: several leases at once (those given to it in one
     /// pass, in order), each to be taken exactly as a [`ToClient::Lease`] of the same fields.
-    Leases { leases: Vec<LeaseOffer> },
+    Leases { leases: Vec<LeaseOffer<LeaseWork>> },
     /// Stop working on a lease: another device finished it, or the job was cancelled or stopped.
     CancelLease { lease_id: u64 },
     /// To a device speaking protocol 4: the results it sent for these leases are stored, or
@@ -389,18 +395,18 @@ pub enum ToClient<Snapshot = SwarmSnapshot, Reply = OwnerReply, Delta = Box<Snap
 /// One lease of a [`ToClient::Leases`] frame: the fields of a [`ToClient::Lease`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LeaseOffer {
+pub struct LeaseOffer<LeaseWork = Work> {
     pub lease_id: u64,
     pub job_id: String,
-    pub work: Work,
+    pub work: LeaseWork,
     pub deadline_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ticket: Option<String>,
 }
 
-impl LeaseOffer {
+impl<W> LeaseOffer<W> {
     /// The same lease as a [`ToClient::Lease`] of its own.
-    pub fn into_lease<S, R, D>(self) -> ToClient<S, R, D> {
+    pub fn into_lease<S, R, D>(self) -> ToClient<S, R, D, W> {
         ToClient::Lease {
             lease_id: self.lease_id,
             job_id: self.job_id,
@@ -415,6 +421,12 @@ impl LeaseOffer {
 /// owner's reply skipped unread. A device's wasm then carries no decoder for the dashboard's
 /// types.
 pub type ToDevice = ToClient<serde::de::IgnoredAny, serde::de::IgnoredAny, serde::de::IgnoredAny>;
+
+/// [`ToClient`] as a dashboard reads it: the same wire form, with an owner's reply (owners'
+/// commands go over HTTP from a dashboard) and a lease's work skipped unread (a dashboard is
+/// never leased work). A dashboard's wasm then carries no decoder for [`Work`].
+pub type ToDashboard =
+    ToClient<SwarmSnapshot, serde::de::IgnoredAny, Box<SnapshotDelta>, serde::de::IgnoredAny>;
 
 /// How much of a device the swarm uses ([`ToClient::Share`]): `lent_cores × throttle_percent ÷
 /// 100` cores' worth. The device runs at most `workers` leases at once, and a worker that took
