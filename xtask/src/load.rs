@@ -3,7 +3,7 @@
 //!
 //! A simulated device is the owner's own (it joins with the owner key, so its results are not
 //! replicated) and lends [`CORES`] cores that each count [`NUMBERS_PER_MS`] numbers per
-//! millisecond: it computes every lease's answer for real with the kernels (`client_compute`),
+//! millisecond (`--rate R` sets another count): it computes every lease's answer for real with the kernels (`client_compute`),
 //! then holds it until that rate says it would have finished, and reports that time as its
 //! `compute_ms`. It runs at most as many leases at once as its `share` says, answers the
 //! known-answer benchmark the same way, and heartbeats as a browser does. Nothing is taken on
@@ -54,10 +54,13 @@ use tungstenite::{Message, WebSocket};
 /// Cores each simulated device lends.
 const CORES: u16 = 4;
 
-/// What one simulated core counts per millisecond: a ten-thousandth of the reference core
-/// (2 × 10^6), so that computing every answer for real stays a small part of this machine's
-/// two cores at a thousand devices. The benchmark lease (2^22 numbers) then takes 21 s.
-const NUMBERS_PER_MS: u64 = 200;
+/// What one simulated core counts per millisecond unless `--rate` says otherwise: a
+/// ten-thousandth of the reference core (2 × 10^6), so that computing every answer for real
+/// stays a small part of this machine's two cores at a thousand devices. The benchmark lease
+/// (2^22 numbers) then takes 21 s. Past a thousand devices the devices together ask for more
+/// than the two cores compute (10,000 ask for 8 × 10^9 numbers a second): a lower rate keeps
+/// what they ask within the machine, and the benchmark then takes longer.
+pub const NUMBERS_PER_MS: u64 = 200;
 
 /// After every device is welcomed: time for the benchmark (21 s) and for the first chunks,
 /// which the benchmark (on numbers near 2^30) sizes at about 40 s for these devices, so that
@@ -73,8 +76,13 @@ const WARM_UP_PER_THOUSAND: Duration = Duration::from_secs(50);
 /// over time; thousands of handshakes at once would only measure the listening socket).
 const STARTS_PER_SECOND: u64 = 500;
 
-fn warm_up(n: usize) -> Duration {
-    WARM_UP + WARM_UP_PER_THOUSAND * (n.saturating_sub(1) / 1_000) as u32
+/// The warm-up of a row of `n` devices counting `rate` numbers per millisecond: a slower
+/// device's benchmark takes longer by as much.
+fn warm_up(n: usize, rate: u64) -> Duration {
+    let bench = |rate: u64| Duration::from_millis(swarm_core::BENCH_UNITS / rate.max(1));
+    WARM_UP
+        + bench(rate).saturating_sub(bench(NUMBERS_PER_MS))
+        + WARM_UP_PER_THOUSAND * (n.saturating_sub(1) / 1_000) as u32
 }
 
 /// Threads that compute the devices' answers, at the lowest priority ([`lowest_priority`]):
@@ -133,7 +141,8 @@ struct Row {
     restarted: bool,
 }
 
-pub fn table(counts: &[usize]) -> Result<()> {
+/// The load table for `counts` devices, each core counting `rate` numbers per millisecond.
+pub fn table(counts: &[usize], rate: u64) -> Result<()> {
     // What ships: a build left by `cargo xtask dev` (no LTO, no wasm-opt) is rebuilt first.
     crate::build::all(&crate::tools::setup(false)?)?;
     let root = runtime_tests::repo_root();
@@ -148,12 +157,12 @@ pub fn table(counts: &[usize]) -> Result<()> {
         eprintln!("xtask: load with {vars:?}");
     }
     let mut wrangler = Wrangler::start_anywhere(&persist, vars)?;
-    print_header();
+    print_header(rate);
     // Lines of wrangler's log that earlier rows saved.
     let mut saved_lines = 0;
     for &n in counts {
         eprintln!("xtask: load with {n} devices");
-        let trouble = match row(&wrangler, n) {
+        let trouble = match row(&wrangler, n, rate) {
             Ok(row) => {
                 print_row(&row);
                 row.restarted
@@ -204,14 +213,16 @@ pub fn table(counts: &[usize]) -> Result<()> {
     Ok(())
 }
 
-fn print_header() {
+fn print_header(rate: u64) {
     println!(
-        "\nLoad over workerd: devices lending {CORES} cores of {NUMBERS_PER_MS} numbers/ms each, \
+        "\nLoad over workerd: devices lending {CORES} cores of {rate} numbers/ms each, \
          started {STARTS_PER_SECOND} a second, one prime-count job, {} s measured after {} s of \
-         warm-up (and {} s more per thousand devices past the first):\n",
+         warm-up (and {} s more per thousand devices past the first, and what a benchmark takes \
+         past {} s):\n",
         WINDOW.as_secs(),
         WARM_UP.as_secs(),
-        WARM_UP_PER_THOUSAND.as_secs()
+        WARM_UP_PER_THOUSAND.as_secs(),
+        swarm_core::BENCH_UNITS / NUMBERS_PER_MS / 1_000,
     );
     println!(
         "| devices | all connected (s) | welcomed | time to welcome, median / largest (s) | completions/s | workerd CPU ms / completion | bytes pushed / completion | messages pushed / completion | calls taken / completion | gateways, their sockets | writes / completion | writes / device-hour | alarms / min | workerd peak RSS (MB) | devices without work | results not accepted, window / whole row | leases expired, window / whole row | closes seen |"
@@ -248,7 +259,7 @@ fn print_row(r: &Row) {
     );
 }
 
-fn row(wrangler: &Wrangler, n: usize) -> Result<Row> {
+fn row(wrangler: &Wrangler, n: usize, rate: u64) -> Result<Row> {
     let swarm = wrangler.create_swarm(&format!("load {n}"))?;
     // Devices and samples talk to the worker's own workerd, as devices would to the platform's
     // edge: through wrangler's dev proxy (a second workerd that relays every frame, and a node
@@ -266,7 +277,7 @@ fn row(wrangler: &Wrangler, n: usize) -> Result<Row> {
     };
     let base = format!("{origin}/api/swarms/{}", swarm.swarm_id);
     // Far more work than the run can do; cancelled at the end.
-    let hi = 2 + n as u64 * u64::from(CORES) * NUMBERS_PER_MS * 1_000 * 600;
+    let hi = 2 + n as u64 * u64::from(CORES) * rate * 1_000 * 600;
     let job_id = match owner(
         &base,
         &swarm.owner_key,
@@ -290,7 +301,7 @@ fn row(wrangler: &Wrangler, n: usize) -> Result<Row> {
             }
             std::thread::Builder::new()
                 .stack_size(256 * 1024)
-                .spawn(move || device(i, &url, &key, &seen, asks))
+                .spawn(move || device(i, &url, &key, rate, &seen, asks))
         })
         .collect::<std::io::Result<_>>()?;
     let connect_deadline = started + Duration::from_secs(120);
@@ -320,7 +331,7 @@ fn row(wrangler: &Wrangler, n: usize) -> Result<Row> {
     let measured = (|| -> Result<(Sample, Sample)> {
         // What the warm-up looks like, every 30 s: whether the object answers, and whether
         // results flow.
-        let warm_end = Instant::now() + warm_up(n);
+        let warm_end = Instant::now() + warm_up(n, rate);
         while Instant::now() < warm_end {
             std::thread::sleep(Duration::from_secs(30).min(warm_end - Instant::now()));
             let asked = Instant::now();
@@ -662,7 +673,7 @@ struct Running {
 }
 
 /// One simulated device, until `seen.stop`.
-fn device(i: usize, url: &str, owner_key: &str, seen: &Seen, kernel: Sender<Ask>) {
+fn device(i: usize, url: &str, owner_key: &str, rate: u64, seen: &Seen, kernel: Sender<Ask>) {
     let started = Instant::now();
     let close = |why: String| {
         if let Ok(mut closes) = seen.closes.lock() {
@@ -773,7 +784,7 @@ fn device(i: usize, url: &str, owner_key: &str, seen: &Seen, kernel: Sender<Ask>
             let Some((lease_id, work, ticket)) = queue.pop_front() else {
                 break;
             };
-            let compute_ms = (units(&work) / NUMBERS_PER_MS).max(1);
+            let compute_ms = (units(&work) / rate).max(1);
             running.push(Running {
                 lease_id,
                 ticket,
