@@ -2,8 +2,8 @@
 //! built coordinator in `wrangler dev` (workerd), one swarm per row, one prime-count job.
 //!
 //! A simulated device is the owner's own (it joins with the owner key, so its results are not
-//! replicated) and lends [`CORES`] cores that each count [`NUMBERS_PER_MS`] numbers per
-//! millisecond (`--rate R` sets another count): it computes every lease's answer for real with the kernels (`client_compute`),
+//! replicated) and lends [`Model::cores`] cores that each count [`Model::numbers_per_ms`]
+//! numbers per millisecond (4 and 200 unless `--cores` and `--rate` say otherwise): it computes every lease's answer for real with the kernels (`client_compute`),
 //! then holds it until that rate says it would have finished, and reports that time as its
 //! `compute_ms`. It runs at most as many leases at once as its `share` says, answers the
 //! known-answer benchmark the same way, and heartbeats as a browser does. Nothing is taken on
@@ -51,16 +51,73 @@ use swarm_core::BENCH_JOB_ID;
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
 
-/// Cores each simulated device lends.
-const CORES: u16 = 4;
+/// The simulated device, and how long a row warms up.
+#[derive(Debug, Clone, Copy)]
+pub struct Model {
+    /// Cores each device lends (`--cores`, else 4).
+    pub cores: u16,
+    /// What one simulated core counts per millisecond (`--rate`, else 200): a ten-thousandth
+    /// of the reference core (2 × 10^6), so that computing every answer for real stays a small
+    /// part of this machine's two cores at a thousand devices. The benchmark lease (2^22
+    /// numbers) then takes 21 s. Past a thousand devices, devices of 4 such cores together ask
+    /// for more than the two cores compute (10,000 ask for 8 × 10^9 numbers a second): fewer
+    /// cores and a lower rate keep what they ask within the machine.
+    pub numbers_per_ms: u64,
+    /// The warm-up of a row of a thousand devices or fewer (`--warm-up S`, else
+    /// [`WARM_UP`]); a larger row gets [`WARM_UP_PER_THOUSAND`] more per thousand past the
+    /// first. The coordinator sizes a device's first chunks from its benchmark, and a speed
+    /// below [`swarm_core::kinds::MIN_SPEED`] (7,812 numbers/ms) counts as that: a slower
+    /// device misses its first deadlines and settles after log2(7,812 ÷ rate) of them, each
+    /// as long as a chunk takes under the object's results budget. A slow model needs a longer
+    /// warm-up.
+    pub warm_up: Duration,
+}
 
-/// What one simulated core counts per millisecond unless `--rate` says otherwise: a
-/// ten-thousandth of the reference core (2 × 10^6), so that computing every answer for real
-/// stays a small part of this machine's two cores at a thousand devices. The benchmark lease
-/// (2^22 numbers) then takes 21 s. Past a thousand devices the devices together ask for more
-/// than the two cores compute (10,000 ask for 8 × 10^9 numbers a second): a lower rate keeps
-/// what they ask within the machine, and the benchmark then takes longer.
-pub const NUMBERS_PER_MS: u64 = 200;
+impl Default for Model {
+    fn default() -> Self {
+        Self {
+            cores: 4,
+            numbers_per_ms: 200,
+            warm_up: WARM_UP,
+        }
+    }
+}
+
+impl Model {
+    /// `[--cores C] [--rate R] [--warm-up S] [N …]`: the model and the device counts.
+    pub fn parse(args: &[String]) -> Result<(Model, Vec<usize>)> {
+        let mut model = Model::default();
+        let mut rest = args;
+        while let [flag, value, tail @ ..] = rest {
+            let whole = || {
+                value
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|v| *v > 0)
+                    .with_context(|| format!("{flag} takes a whole number above 0"))
+            };
+            match flag.as_str() {
+                "--cores" => {
+                    model.cores = u16::try_from(whole()?).context("--cores is too large")?
+                }
+                "--rate" => model.numbers_per_ms = whole()?,
+                "--warm-up" => model.warm_up = Duration::from_secs(whole()?),
+                _ => break,
+            }
+            rest = tail;
+        }
+        let counts = rest
+            .iter()
+            .map(|n| n.parse::<usize>())
+            .collect::<Result<Vec<_>, _>>()
+            .context("device counts are whole numbers")?;
+        Ok((model, counts))
+    }
+
+    fn warm_up(&self, n: usize) -> Duration {
+        self.warm_up + WARM_UP_PER_THOUSAND * (n.saturating_sub(1) / 1_000) as u32
+    }
+}
 
 /// After every device is welcomed: time for the benchmark (21 s) and for the first chunks,
 /// which the benchmark (on numbers near 2^30) sizes at about 40 s for these devices, so that
@@ -75,15 +132,6 @@ const WARM_UP_PER_THOUSAND: Duration = Duration::from_secs(50);
 /// Devices start at this rate rather than all in the same instant (a swarm's devices join
 /// over time; thousands of handshakes at once would only measure the listening socket).
 const STARTS_PER_SECOND: u64 = 500;
-
-/// The warm-up of a row of `n` devices counting `rate` numbers per millisecond: a slower
-/// device's benchmark takes longer by as much.
-fn warm_up(n: usize, rate: u64) -> Duration {
-    let bench = |rate: u64| Duration::from_millis(swarm_core::BENCH_UNITS / rate.max(1));
-    WARM_UP
-        + bench(rate).saturating_sub(bench(NUMBERS_PER_MS))
-        + WARM_UP_PER_THOUSAND * (n.saturating_sub(1) / 1_000) as u32
-}
 
 /// Threads that compute the devices' answers, at the lowest priority ([`lowest_priority`]):
 /// they take what workerd leaves of this machine's two cores.
@@ -141,8 +189,8 @@ struct Row {
     restarted: bool,
 }
 
-/// The load table for `counts` devices, each core counting `rate` numbers per millisecond.
-pub fn table(counts: &[usize], rate: u64) -> Result<()> {
+/// The load table for `counts` devices of `model`.
+pub fn table(counts: &[usize], model: Model) -> Result<()> {
     // What ships: a build left by `cargo xtask dev` (no LTO, no wasm-opt) is rebuilt first.
     crate::build::all(&crate::tools::setup(false)?)?;
     let root = runtime_tests::repo_root();
@@ -157,12 +205,12 @@ pub fn table(counts: &[usize], rate: u64) -> Result<()> {
         eprintln!("xtask: load with {vars:?}");
     }
     let mut wrangler = Wrangler::start_anywhere(&persist, vars)?;
-    print_header(rate);
+    print_header(&model);
     // Lines of wrangler's log that earlier rows saved.
     let mut saved_lines = 0;
     for &n in counts {
         eprintln!("xtask: load with {n} devices");
-        let trouble = match row(&wrangler, n, rate) {
+        let trouble = match row(&wrangler, n, model) {
             Ok(row) => {
                 print_row(&row);
                 row.restarted
@@ -213,16 +261,16 @@ pub fn table(counts: &[usize], rate: u64) -> Result<()> {
     Ok(())
 }
 
-fn print_header(rate: u64) {
+fn print_header(model: &Model) {
     println!(
-        "\nLoad over workerd: devices lending {CORES} cores of {rate} numbers/ms each, \
-         started {STARTS_PER_SECOND} a second, one prime-count job, {} s measured after {} s of \
-         warm-up (and {} s more per thousand devices past the first, and what a benchmark takes \
-         past {} s):\n",
+        "\nLoad over workerd: devices lending {} cores of {} numbers/ms each, started \
+         {STARTS_PER_SECOND} a second, one prime-count job, {} s measured after {} s of warm-up \
+         (and {} s more per thousand devices past the first):\n",
+        model.cores,
+        model.numbers_per_ms,
         WINDOW.as_secs(),
-        WARM_UP.as_secs(),
-        WARM_UP_PER_THOUSAND.as_secs(),
-        swarm_core::BENCH_UNITS / NUMBERS_PER_MS / 1_000,
+        model.warm_up.as_secs(),
+        WARM_UP_PER_THOUSAND.as_secs()
     );
     println!(
         "| devices | all connected (s) | welcomed | time to welcome, median / largest (s) | completions/s | workerd CPU ms / completion | bytes pushed / completion | messages pushed / completion | calls taken / completion | gateways, their sockets | writes / completion | writes / device-hour | alarms / min | workerd peak RSS (MB) | devices without work | results not accepted, window / whole row | leases expired, window / whole row | closes seen |"
@@ -259,7 +307,7 @@ fn print_row(r: &Row) {
     );
 }
 
-fn row(wrangler: &Wrangler, n: usize, rate: u64) -> Result<Row> {
+fn row(wrangler: &Wrangler, n: usize, model: Model) -> Result<Row> {
     let swarm = wrangler.create_swarm(&format!("load {n}"))?;
     // Devices and samples talk to the worker's own workerd, as devices would to the platform's
     // edge: through wrangler's dev proxy (a second workerd that relays every frame, and a node
@@ -277,7 +325,7 @@ fn row(wrangler: &Wrangler, n: usize, rate: u64) -> Result<Row> {
     };
     let base = format!("{origin}/api/swarms/{}", swarm.swarm_id);
     // Far more work than the run can do; cancelled at the end.
-    let hi = 2 + n as u64 * u64::from(CORES) * rate * 1_000 * 600;
+    let hi = 2 + n as u64 * u64::from(model.cores) * model.numbers_per_ms * 1_000 * 600;
     let job_id = match owner(
         &base,
         &swarm.owner_key,
@@ -301,7 +349,7 @@ fn row(wrangler: &Wrangler, n: usize, rate: u64) -> Result<Row> {
             }
             std::thread::Builder::new()
                 .stack_size(256 * 1024)
-                .spawn(move || device(i, &url, &key, rate, &seen, asks))
+                .spawn(move || device(i, &url, &key, model, &seen, asks))
         })
         .collect::<std::io::Result<_>>()?;
     let connect_deadline = started + Duration::from_secs(120);
@@ -331,7 +379,7 @@ fn row(wrangler: &Wrangler, n: usize, rate: u64) -> Result<Row> {
     let measured = (|| -> Result<(Sample, Sample)> {
         // What the warm-up looks like, every 30 s: whether the object answers, and whether
         // results flow.
-        let warm_end = Instant::now() + warm_up(n, rate);
+        let warm_end = Instant::now() + model.warm_up(n);
         while Instant::now() < warm_end {
             std::thread::sleep(Duration::from_secs(30).min(warm_end - Instant::now()));
             let asked = Instant::now();
@@ -673,7 +721,7 @@ struct Running {
 }
 
 /// One simulated device, until `seen.stop`.
-fn device(i: usize, url: &str, owner_key: &str, rate: u64, seen: &Seen, kernel: Sender<Ask>) {
+fn device(i: usize, url: &str, owner_key: &str, model: Model, seen: &Seen, kernel: Sender<Ask>) {
     let started = Instant::now();
     let close = |why: String| {
         if let Ok(mut closes) = seen.closes.lock() {
@@ -689,7 +737,7 @@ fn device(i: usize, url: &str, owner_key: &str, rate: u64, seen: &Seen, kernel: 
         role: HelloRole::Device {
             name: format!("load {i}"),
             capabilities: Capabilities {
-                cores: CORES,
+                cores: model.cores,
                 memory_mb: None,
                 gpu: false,
                 agent: AgentClass::Native,
@@ -704,7 +752,7 @@ fn device(i: usize, url: &str, owner_key: &str, rate: u64, seen: &Seen, kernel: 
     if ws.send(Message::text(encode(&hello))).is_err() {
         return close("send failed".into());
     }
-    let mut workers = usize::from(CORES);
+    let mut workers = usize::from(model.cores);
     let mut queue: VecDeque<(u64, Work, Option<String>)> = VecDeque::new();
     let mut running: Vec<Running> = Vec::new();
     let (reply, answers): (Sender<_>, Receiver<_>) = mpsc::channel();
@@ -784,7 +832,7 @@ fn device(i: usize, url: &str, owner_key: &str, rate: u64, seen: &Seen, kernel: 
             let Some((lease_id, work, ticket)) = queue.pop_front() else {
                 break;
             };
-            let compute_ms = (units(&work) / rate).max(1);
+            let compute_ms = (units(&work) / model.numbers_per_ms).max(1);
             running.push(Running {
                 lease_id,
                 ticket,

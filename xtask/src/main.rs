@@ -12,7 +12,8 @@
 //!   `bench sched` — the scheduler throughput table alone;
 //!   `bench workload` — own workloads: the example `pi` on native agents against workerd,
 //!   and on the native runner alone;
-//!   `bench load [--rate R] [N …]` — the load table alone: N simulated devices against workerd
+//!   `bench load [--cores C] [--rate R] [--warm-up S] [N …]` — the load table alone: N
+//!   simulated devices against workerd
 //!   (`SOCKETS_PER_GATEWAY=0` in the environment: a swarm without gateway objects)
 
 mod bench;
@@ -31,7 +32,7 @@ use anyhow::{bail, Context, Result};
 use runtime_tests::{free_port, short_timeouts, Wrangler, WranglerCommand};
 
 const USAGE: &str =
-    "usage: cargo xtask <setup|build|dev [--port N]|test|deploy [--env staging|production]|examples|e2e [FILE …]|bench [load [--rate R] [N …] | sched | workload]>";
+    "usage: cargo xtask <setup|build|dev [--port N]|test|deploy [--env staging|production]|examples|e2e [FILE …]|bench [load [--cores C] [--rate R] [--warm-up S] [N …] | sched | workload]>";
 
 fn main() -> ExitCode {
     match real_main() {
@@ -60,32 +61,17 @@ fn real_main() -> Result<()> {
         Some("bench") if cfg!(debug_assertions) => run(cargo()
             .args(["run", "--release", "--quiet", "--package", "xtask", "--"])
             .args(&args)),
-        // `bench load [--rate R] [N …]` runs only the load table, for those device counts, their
-        // cores counting R numbers a millisecond.
+        // `bench load [--cores C] [--rate R] [--warm-up S] [N …]` runs only the load table, for
+        // those device counts (see `load::Model`).
         Some("bench") => match args.get(1).map(String::as_str) {
             Some("load") => {
-                let mut rest = &args[2..];
-                let mut rate = load::NUMBERS_PER_MS;
-                if let [flag, value, tail @ ..] = rest {
-                    if flag == "--rate" {
-                        rate =
-                            value.parse::<u64>().ok().filter(|r| *r > 0).context(
-                                "--rate is numbers per millisecond, a whole number above 0",
-                            )?;
-                        rest = tail;
-                    }
-                }
-                let counts = rest
-                    .iter()
-                    .map(|n| n.parse::<usize>())
-                    .collect::<Result<Vec<_>, _>>()
-                    .context("device counts are whole numbers")?;
+                let (model, counts) = load::Model::parse(&args[2..])?;
                 let counts = if counts.is_empty() {
                     load::DEFAULT_COUNTS.to_vec()
                 } else {
                     counts
                 };
-                load::table(&counts, rate)
+                load::table(&counts, model)
             }
             Some("sched") => {
                 bench::scheduler_throughput();
