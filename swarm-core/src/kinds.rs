@@ -16,8 +16,14 @@ use crate::verify::Digest;
 use sha2::{Digest as _, Sha256};
 
 /// Speed factors (per worker) are kept within these bounds, so a wild benchmark cannot size a
-/// chunk absurdly: no core today is several times a desktop core.
-pub const MIN_SPEED: f64 = 1.0 / 256.0;
+/// chunk absurdly: no core today is several times a desktop core. The floor only keeps the
+/// arithmetic sane (a chunk's duration has its own floor in the device's results rate): a
+/// benchmark slower than it sizes the device's first chunks as if it were that fast, too large
+/// by the ratio, and they are lost to missed deadlines until the rate has halved down to the
+/// truth. At 1/256 of a reference core that cost devices of 200 numbers/ms per core (the load
+/// benchmark's) 39 times a chunk's time; this floor, 30.5 numbers/ms, is below any device the
+/// load benchmark simulates.
+pub const MIN_SPEED: f64 = 1.0 / 65_536.0;
 pub const MAX_SPEED: f64 = 8.0;
 
 /// Pixels of a Mandelbrot band the coordinator recomputes to check it.
@@ -476,4 +482,20 @@ fn render_rows(spec: &JobSpec, top: u32, rows: u32, bands: &[(u32, Vec<u8>)]) ->
     // The spec's sides are validated (at most 4096), so the encoder accepts them; should it
     // not, there is no image rather than a panic.
     try_encode_png(width as u32, rows, &rgb).ok()
+}
+
+#[cfg(test)]
+mod speed_tests {
+    use super::*;
+
+    #[test]
+    fn a_slow_benchmark_counts_at_its_measured_speed_and_only_a_wild_one_is_bounded() {
+        // 2^22 numbers in 104,858 ms: 40 numbers/ms per core, the load benchmark's slowest
+        // device. Counted at the old floor (1/256) its first chunks were 195 times too large.
+        let slow = bench_speed(1 << 22, 104_858);
+        assert_eq!(slow, kernels::bench::speed_factor(1 << 22, 104_858));
+        assert!((slow * kernels::bench::BENCH_REFERENCE_RATE - 40.0).abs() < 0.01);
+        assert_eq!(bench_speed(1, 1_000_000_000), MIN_SPEED);
+        assert_eq!(bench_speed(u64::MAX, 1), MAX_SPEED);
+    }
 }
