@@ -324,8 +324,11 @@ fn row(wrangler: &Wrangler, n: usize, model: Model) -> Result<Row> {
         }
     };
     let base = format!("{origin}/api/swarms/{}", swarm.swarm_id);
-    // Far more work than the run can do; cancelled at the end.
-    let hi = 2 + n as u64 * u64::from(model.cores) * model.numbers_per_ms * 1_000 * 600;
+    // More work than the devices do in twice the row's time (its warm-up, 10 minutes for the
+    // joins, the benchmark and the window); cancelled at the end. A job that ran out during a
+    // row would measure its end, not the load.
+    let row_s = model.warm_up(n).as_secs() + 600;
+    let hi = 2 + n as u64 * u64::from(model.cores) * model.numbers_per_ms * 1_000 * 2 * row_s;
     let job_id = match owner(
         &base,
         &swarm.owner_key,
