@@ -757,6 +757,22 @@ fn the_benchmark_seeds_the_first_chunk_and_observed_rates_take_over() {
 }
 
 #[test]
+fn a_benchmark_answered_past_its_deadline_counts_at_its_measured_speed() {
+    let mut sim = Sim::new();
+    let slow = join_unbenchmarked(&mut sim, "slow");
+    // 2^22 numbers in 104,858 ms, past the 60 s the lease said: 40 numbers/ms per worker,
+    // 50,000 times slower than a reference core.
+    sim.answer_benchmark(slow, 104_858);
+    submit(&mut sim, 0, 1 << 40);
+    let leased = leases(&mut sim, slow);
+    assert!(!leased.is_empty(), "the late answer opened the gate");
+    let units = client::work::units(&leased[0].1);
+    // Seconds of its work (tens of thousands of numbers), not the millions the old floor
+    // (1/256 of a reference core, 195 times this device) sized for it.
+    assert!((20_000..=160_000).contains(&units), "{units}");
+}
+
+#[test]
 fn a_mandelbrot_job_renders_the_same_png_as_a_native_render() {
     let mut sim = Sim::new();
     let devices: Vec<ConnId> = (0..3)
