@@ -65,11 +65,11 @@ pub struct Model {
     pub numbers_per_ms: u64,
     /// The warm-up of a row of a thousand devices or fewer (`--warm-up S`, else
     /// [`WARM_UP`]); a larger row gets [`WARM_UP_PER_THOUSAND`] more per thousand past the
-    /// first. The coordinator sizes a device's first chunks from its benchmark, and a speed
-    /// below [`swarm_core::kinds::MIN_SPEED`] (7,812 numbers/ms) counts as that: a slower
-    /// device misses its first deadlines and settles after log2(7,812 ÷ rate) of them, each
-    /// as long as a chunk takes under the object's results budget. A slow model needs a longer
-    /// warm-up.
+    /// first. It must cover the benchmark lease (2^22 numbers on one core: 105 s at 40
+    /// numbers/ms) and the first chunks. A device slower than the coordinator's floor
+    /// ([`swarm_core::kinds::MIN_SPEED`], 30.5 numbers/ms) has its first chunks sized as if it
+    /// were that fast and settles only after several missed deadlines, each as long as a chunk
+    /// takes under the object's results budget.
     pub warm_up: Duration,
 }
 
@@ -119,13 +119,12 @@ impl Model {
     }
 }
 
-/// After every device is welcomed: time for the benchmark (21 s) and for the first chunks,
-/// which the benchmark (on numbers near 2^30) sizes at about 40 s for these devices, so that
-/// they miss their deadlines; with no message arriving meanwhile, the job's next wake-up (every
-/// 30 s) re-issues them at the measured rate. After 100 s a swarm of up to a thousand devices
-/// is in its steady state; a larger one gets [`WARM_UP_PER_THOUSAND`] more per thousand
-/// devices past the first, as its chunks are longer (the object keeps to its results budget)
-/// and its rates take as many more deadlines to settle.
+/// After every device is welcomed, for the default model: time for the benchmark (21 s) and
+/// for the rates to settle from it. (Before 9654fb2 the coordinator counted these devices at
+/// its floor speed, 39 times their own, so their first chunks missed their deadlines and this
+/// was mostly time for those to pass.) A larger swarm gets [`WARM_UP_PER_THOUSAND`] more per
+/// thousand devices past the first, as its chunks are longer (the object keeps to its results
+/// budget).
 const WARM_UP: Duration = Duration::from_secs(100);
 const WARM_UP_PER_THOUSAND: Duration = Duration::from_secs(50);
 
