@@ -54,7 +54,7 @@ pub mod verify;
 )]
 pub mod simulator;
 
-pub use crate::bench::{BENCH_JOB_ID, BENCH_UNITS};
+pub use crate::bench::BENCH_JOB_ID;
 pub use crate::core::{Config, CreateError, Refusal, SwarmCore, MAX_ALLOWANCE_CORES};
 pub use crate::jobs::{OutputsIndex, Vouched, UNMEASURED_SPEED};
 pub use crate::records::{

@@ -3,8 +3,9 @@
 //!
 //! A simulated device is the owner's own (it joins with the owner key, so its results are not
 //! replicated) and lends [`Model::cores`] cores that each count [`Model::numbers_per_ms`]
-//! numbers per millisecond (4 and 200 unless `--cores` and `--rate` say otherwise): it computes every lease's answer for real with the kernels (`client_compute`),
-//! then holds it until that rate says it would have finished, and reports that time as its
+//! numbers per millisecond (4 and 200 unless `--cores` and `--rate` say otherwise): it
+//! computes every lease's answer for real with the kernels (`client_compute`), then holds it
+//! until that rate says it would have finished, and reports that time as its
 //! `compute_ms`. It runs at most as many leases at once as its `share` says, answers the
 //! known-answer benchmark the same way, and heartbeats as a browser does. Nothing is taken on
 //! trust: the coordinator checks every answer as it checks a browser's.
