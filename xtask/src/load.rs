@@ -115,7 +115,8 @@ impl Model {
         Ok((model, counts))
     }
 
-    fn warm_up(&self, n: usize) -> Duration {
+    /// The warm-up of a row of `n` devices.
+    fn warm_up_for(&self, n: usize) -> Duration {
         self.warm_up + WARM_UP_PER_THOUSAND * (n.saturating_sub(1) / 1_000) as u32
     }
 }
@@ -327,8 +328,19 @@ fn row(wrangler: &Wrangler, n: usize, model: Model) -> Result<Row> {
     // More work than the devices do in twice the row's time (its warm-up, 10 minutes for the
     // joins, the benchmark and the window); cancelled at the end. A job that ran out during a
     // row would measure its end, not the load.
-    let row_s = model.warm_up(n).as_secs() + 600;
-    let hi = 2 + n as u64 * u64::from(model.cores) * model.numbers_per_ms * 1_000 * 2 * row_s;
+    // At most the protocol's largest end: a model too large for it gets the largest job.
+    let row_s = model.warm_up_for(n).as_secs() + 600;
+    let hi = [
+        u64::from(model.cores),
+        model.numbers_per_ms,
+        1_000,
+        2,
+        row_s,
+    ]
+    .into_iter()
+    .fold(n as u64, u64::saturating_mul)
+    .saturating_add(2)
+    .min(shared_protocol::MAX_PRIME_END);
     let job_id = match owner(
         &base,
         &swarm.owner_key,
@@ -382,7 +394,7 @@ fn row(wrangler: &Wrangler, n: usize, model: Model) -> Result<Row> {
     let measured = (|| -> Result<(Sample, Sample)> {
         // What the warm-up looks like, every 30 s: whether the object answers, and whether
         // results flow.
-        let warm_end = Instant::now() + model.warm_up(n);
+        let warm_end = Instant::now() + model.warm_up_for(n);
         while Instant::now() < warm_end {
             std::thread::sleep(Duration::from_secs(30).min(warm_end - Instant::now()));
             let asked = Instant::now();
