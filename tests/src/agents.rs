@@ -104,6 +104,17 @@ impl AgentProcess {
         }
     }
 
+    /// Stops the process where it stands (SIGSTOP): it reads, computes and sends nothing more,
+    /// but its socket stays open, so the coordinator still counts it as connected.
+    pub fn pause(&self) -> Result<()> {
+        let status = Command::new("kill")
+            .args(["-s", "STOP", &self.child.id().to_string()])
+            .status()
+            .context("running kill -s STOP")?;
+        ensure!(status.success(), "kill -s STOP {}: {status}", self.label);
+        Ok(())
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
