@@ -12,7 +12,7 @@ use std::time::SystemTime;
 
 use anyhow::{bail, Context, Result};
 
-use crate::tools::Tools;
+use crate::tools::{Tools, SIZE_TOOLCHAIN};
 use crate::{cargo, root, run, sizes};
 
 /// Features the Rust wasm32 target emits by default, which wasm-opt must accept.
@@ -123,7 +123,11 @@ fn crate_name(package: &str) -> String {
 /// `<crate>_bg.wasm`), `wasm-opt -Oz` (release only) and the JS glue minified by esbuild (a
 /// quarter smaller gzipped).
 pub fn web_wasm(tools: &Tools, packages: &[&str], out: &Path, profile: Profile) -> Result<()> {
-    let mut build = cargo();
+    let mut build = if profile == Profile::Release && tools.size_toolchain {
+        size_cargo()
+    } else {
+        cargo()
+    };
     build.args([
         "build",
         "--lib",
@@ -175,6 +179,30 @@ pub fn web_wasm(tools: &Tools, packages: &[&str], out: &Path, profile: Profile) 
             .arg(format!("--outfile={}", glue.display())))?;
     }
     Ok(())
+}
+
+/// Cargo of [`SIZE_TOOLCHAIN`], for a release build of browser bundles: it builds the standard
+/// library for size along with them, and a panic aborts on the spot (`panic=immediate-abort`)
+/// instead of formatting a message that the wasm32 target cannot print, and names no source
+/// location (`-Z location-detail=none`).
+fn size_cargo() -> Command {
+    let mut cmd = Command::new("rustup");
+    cmd.args(["run", SIZE_TOOLCHAIN, "cargo"])
+        .args(["-Z", "build-std=std,panic_abort"])
+        .args(["-Z", "build-std-features=optimize_for_size"])
+        .current_dir(root());
+    let mut flags = crate::wasm_rustflag_list();
+    flags.extend(
+        ["-Z", "unstable-options", "-C", "panic=immediate-abort"]
+            .into_iter()
+            .chain(["-Z", "location-detail=none"])
+            .map(String::from),
+    );
+    cmd.env(
+        "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS",
+        flags.join(" "),
+    );
+    cmd
 }
 
 pub fn coordinator(tools: &Tools, profile: Profile) -> Result<()> {

@@ -139,30 +139,44 @@ pub fn cargo() -> Command {
 /// SHA-256, its name, would then differ from one machine to another; the pi example keeps
 /// none). Native builds are left alone.
 pub fn wasm_rustflags(cmd: &mut Command) {
-    let flags: Vec<String> = builder_folders()
-        .into_iter()
-        .map(|(from, to)| format!("--remap-path-prefix={from}={to}"))
-        .collect();
     cmd.env(
         "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS",
-        flags.join(" "),
+        wasm_rustflag_list().join(" "),
     );
 }
 
-/// The folders of this machine that sources are compiled from (the cargo home, the repository)
-/// with the name a wasm32 build gives each instead. A folder whose path has a space is left
-/// out: cargo splits that variable at spaces (and so is the root folder, which names nothing).
+/// The flags of [`wasm_rustflags`], one per item.
+pub fn wasm_rustflag_list() -> Vec<String> {
+    builder_folders()
+        .into_iter()
+        .map(|(from, to)| format!("--remap-path-prefix={from}={to}"))
+        .collect()
+}
+
+/// The folders of this machine that sources are compiled from (the cargo home, the rustup
+/// home, the repository) with the name a wasm32 build gives each instead. A folder whose path
+/// has a space is left out: cargo splits that variable at spaces (and so is the root folder,
+/// which names nothing).
 pub fn builder_folders() -> Vec<(String, &'static str)> {
     let cargo_home = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")));
-    [(cargo_home, "/cargo-home"), (Some(root()), "/ostrich-legs")]
-        .into_iter()
-        .filter_map(|(from, to)| {
-            let from = from?.to_str()?.to_owned();
-            (from.len() > 1 && !from.contains(' ')).then_some((from, to))
-        })
-        .collect()
+    // The rustup home holds the standard library's sources that the release browser bundles
+    // are built from (`-Z build-std`).
+    let rustup_home = std::env::var_os("RUSTUP_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".rustup")));
+    [
+        (cargo_home, "/cargo-home"),
+        (rustup_home, "/rustup-home"),
+        (Some(root()), "/ostrich-legs"),
+    ]
+    .into_iter()
+    .filter_map(|(from, to)| {
+        let from = from?.to_str()?.to_owned();
+        (from.len() > 1 && !from.contains(' ')).then_some((from, to))
+    })
+    .collect()
 }
 
 fn dev(args: &[String]) -> Result<()> {

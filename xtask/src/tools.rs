@@ -12,6 +12,12 @@ use crate::{root, run};
 /// The wasm-bindgen CLI must equal the workspace's pinned `wasm-bindgen` crate.
 pub const WASM_BINDGEN_VERSION: &str = "0.2.130";
 pub const WORKER_BUILD_VERSION: &str = "0.8.7";
+/// The toolchain that builds the browser bundles for release: a pinned nightly, for
+/// `-Z build-std` with `panic=immediate-abort`. Linked against a standard library built for
+/// size, with no panic machinery (a panic in a browser bundle prints nothing either way: the
+/// wasm32 target has no stderr), the bundles are 7–12 % smaller gzipped (measured in
+/// docs/BENCHMARKS.md). Everything else builds with the stable toolchain.
+pub const SIZE_TOOLCHAIN: &str = "nightly-2026-05-20";
 /// Oldest Node that the pinned wrangler (package.json) accepts.
 const NODE_MIN: (u32, u32) = (20, 3);
 
@@ -22,6 +28,9 @@ pub struct Tools {
     /// npm binaryen's wasm-opt; Debian's older one produces broken modules.
     pub wasm_opt: PathBuf,
     pub esbuild: PathBuf,
+    /// Whether [`SIZE_TOOLCHAIN`] is installed; without it the bundles build with the stable
+    /// toolchain, larger.
+    pub size_toolchain: bool,
 }
 
 /// Installs what is missing. `browser` also installs Chromium for the browser tests.
@@ -29,6 +38,7 @@ pub fn setup(browser: bool) -> Result<Tools> {
     let root = root();
     check_node()?;
     rust_target()?;
+    let size_toolchain = size_toolchain();
     let wasm_bindgen = cargo_tool("wasm-bindgen-cli", "wasm-bindgen", WASM_BINDGEN_VERSION)?;
     let worker_build = cargo_tool("worker-build", "worker-build", WORKER_BUILD_VERSION)?;
     npm_packages(&root)?;
@@ -41,6 +51,7 @@ pub fn setup(browser: bool) -> Result<Tools> {
         worker_build,
         wasm_opt: bin.join("wasm-opt"),
         esbuild: bin.join("esbuild"),
+        size_toolchain,
     })
 }
 
@@ -84,6 +95,61 @@ fn rust_target() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// [`SIZE_TOOLCHAIN`] with the standard library's sources and the wasm32 target, installed
+/// through rustup (its minimal profile) when anything is missing. Whether it is there: a
+/// machine that cannot install it builds the same bundles with the stable toolchain, and says
+/// so, rather than not at all.
+fn size_toolchain() -> bool {
+    let installed = || -> Result<bool> {
+        let out = Command::new("rustup")
+            .args([
+                "component",
+                "list",
+                "--installed",
+                "--toolchain",
+                SIZE_TOOLCHAIN,
+            ])
+            .output()
+            .context("running rustup")?;
+        let out = String::from_utf8_lossy(&out.stdout);
+        let has = |component: &str| out.lines().any(|l| l.trim() == component);
+        Ok(has("rust-src") && has("rust-std-wasm32-unknown-unknown"))
+    };
+    let install = || -> Result<()> {
+        eprintln!("xtask: installing the Rust toolchain {SIZE_TOOLCHAIN} (once)");
+        run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            SIZE_TOOLCHAIN,
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src",
+            "--target",
+            "wasm32-unknown-unknown",
+        ]))
+    };
+    match installed() {
+        Ok(true) => return true,
+        Ok(false) => {}
+        Err(err) => eprintln!("xtask: {err:#}"),
+    }
+    match install().and_then(|()| installed()) {
+        Ok(true) => true,
+        outcome => {
+            let why = match outcome {
+                Err(err) => format!("{err:#}"),
+                _ => "its rust-src or wasm32 target is still missing".into(),
+            };
+            eprintln!(
+                "xtask: WARNING: {SIZE_TOOLCHAIN} could not be installed ({why}); the browser \
+                 bundles build with the stable toolchain, 7–12 % larger"
+            );
+            false
+        }
+    }
 }
 
 /// A cargo-installed binary at an exact version: the project's `.tools/cargo/bin`, else one on
