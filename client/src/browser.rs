@@ -11,7 +11,7 @@ use gloo_net::websocket::{futures::WebSocket, Message};
 use js_sys::Reflect;
 use serde::de::IgnoredAny;
 use serde::Deserialize;
-use shared_protocol::{encode, ToClient, Work, WorkResult};
+use shared_protocol::{encode, TagFirstOf, ToClient, Work, WorkResult};
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use web_sys::{MessageEvent, WorkerOptions, WorkerType};
@@ -501,8 +501,11 @@ impl Compute for WorkerPool {
             if self.stale.remove(&lease_id) {
                 continue;
             }
+            // Our own worker wrote it with serde, tag first.
             let result = result.and_then(|json| {
-                serde_json::from_str::<WorkResult>(&json).map_err(|err| err.to_string())
+                serde_json::from_str::<TagFirstOf<WorkResult>>(&json)
+                    .map(|TagFirstOf(result)| result)
+                    .map_err(|err| err.to_string())
             });
             return (lease_id, result, ms);
         }

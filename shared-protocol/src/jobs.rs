@@ -5,6 +5,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
+use crate::tagged::tag_first;
+
 /// The largest end of a prime-count range (the kernels' sieve limit).
 pub const MAX_PRIME_END: u64 = 1 << 48;
 
@@ -97,6 +99,38 @@ pub enum JobSpec {
         inputs: Option<Vec<InputPage>>,
     },
 }
+
+// The coordinator reads a job from owners in any key order; in a [`JobView`], which only the
+// coordinator writes, it is read tag first.
+tag_first!(JobSpec, tag "kind" {
+    "prime_count" => PrimeCount { lo: u64, hi: u64 },
+    "mandelbrot" => Mandelbrot {
+        center_re: f64,
+        center_im: f64,
+        scale: f64,
+        width: u32,
+        height: u32,
+        max_iter: u32,
+    },
+    "sha256_search" => Sha256Search {
+        prefix: String,
+        difficulty_bits: u32,
+        lo: u64,
+        hi: u64,
+        want: u32,
+    },
+    "workload" => Workload {
+        module: String,
+        #[serde(default)]
+        start: u64,
+        #[serde(default)]
+        step: u64,
+        items: u64,
+        time_limit_ms: u32,
+        #[serde(default)]
+        inputs: Option<Vec<InputPage>>,
+    },
+});
 
 /// A page of an input set, as uploaded (`PUT /api/swarms/{id}/inputs/{sha256}`): its name and
 /// how many items it holds.
@@ -326,9 +360,10 @@ impl JobSpec {
     }
 }
 
-/// A leased piece of a job, to compute.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+/// A leased piece of a job, to compute. Only the coordinator writes it: it is read tag first
+/// (see [`crate::tagged`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Work {
     /// Count the primes in `[lo, hi)`.
     PrimeCount { lo: u64, hi: u64 },
@@ -370,6 +405,37 @@ pub enum Work {
     },
 }
 
+tag_first!(deserialize Work, tag "kind" {
+    "prime_count" => PrimeCount { lo: u64, hi: u64 },
+    "mandelbrot" => Mandelbrot {
+        center_re: f64,
+        center_im: f64,
+        scale: f64,
+        width: u32,
+        height: u32,
+        max_iter: u32,
+        first_row: u32,
+        rows: u32,
+    },
+    "sha256_search" => Sha256Search {
+        prefix: String,
+        difficulty_bits: u32,
+        lo: u64,
+        hi: u64,
+        max_found: u32,
+    },
+    "workload" => Workload {
+        module: String,
+        start: u64,
+        step: u64,
+        first_item: u64,
+        items: u64,
+        time_limit_ms: u32,
+        #[serde(default)]
+        inputs: bool,
+    },
+});
+
 impl Work {
     /// The input of item `index` of a [`Work::Workload`] over an integer range (`None` for
     /// other kinds, a lease over an input set, or an index whose input does not fit in 64
@@ -386,7 +452,8 @@ impl Work {
     }
 }
 
-/// A device's answer to a lease.
+/// A device's answer to a lease. The coordinator reads it from devices in any key order; a
+/// browser reads its own Web Worker's tag first ([`crate::TagFirstOf`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum WorkResult {
@@ -414,6 +481,19 @@ pub enum WorkResult {
         receipt: String,
     },
 }
+
+tag_first!(WorkResult, tag "kind" {
+    "prime_count" => PrimeCount { count: u64 },
+    "mandelbrot" => Mandelbrot { counts: String },
+    "sha256_search" => Sha256Search { nonces: Vec<u64> },
+    "workload" => Workload {
+        outputs: String,
+        failed: u64,
+        #[serde(default)]
+        unsettled: u64,
+        receipt: String,
+    },
+});
 
 /// Escape counts as they travel in [`WorkResult::Mandelbrot`] (counts are at most
 /// [`MAX_ITERATIONS`]; larger values are clamped).
@@ -452,9 +532,10 @@ pub enum JobState {
     Cancelled,
 }
 
-/// A job's merged result.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+/// A job's merged result. Only the coordinator writes it (also into its own storage): it is
+/// read tag first (see [`crate::tagged`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum JobResult {
     PrimeCount {
         count: u64,
@@ -474,6 +555,13 @@ pub enum JobResult {
         failed: u64,
     },
 }
+
+tag_first!(deserialize JobResult, tag "kind" {
+    "prime_count" => PrimeCount { count: u64 },
+    "mandelbrot" => Mandelbrot { inside_pixels: u64 },
+    "sha256_search" => Sha256Search { nonces: Vec<u64> },
+    "workload" => Workload { failed: u64 },
+});
 
 /// The bands of a Mandelbrot job's image stored after a point
 /// (`GET /api/swarms/{id}/jobs/{job_id}/bands?after=N`), oldest first, so that a viewer can
@@ -504,6 +592,7 @@ pub struct ImageBand {
 #[serde(deny_unknown_fields)]
 pub struct JobView {
     pub job_id: String,
+    #[serde(deserialize_with = "crate::tagged::deserialize")]
     pub spec: JobSpec,
     pub state: JobState,
     pub done_units: u64,

@@ -29,6 +29,7 @@ mod delta;
 mod http;
 mod jobs;
 mod messages;
+pub mod tagged;
 mod text;
 
 pub use decode::{decode, encode, DecodeError, Limits, Validated, WireMessage};
@@ -51,6 +52,7 @@ pub use messages::{
     OwnerCommand, OwnerReply, RunState, SwarmSnapshot, ToClient, ToCoordinator, ToDashboard,
     ToDevice, WelcomeRole,
 };
+pub use tagged::{TagFirst, TagFirstOf};
 pub use text::{
     display_code, is_code, is_id, is_label, is_secret, is_sha256, normalize_code, CODE_ALPHABET,
     CODE_DIGITS, ID_LEN,

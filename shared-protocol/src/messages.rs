@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::delta::SnapshotDelta;
 use crate::jobs::{valid_job, JobSpec, JobView, Work, WorkResult};
+use crate::tagged::{self, tag_first, TagFirst};
 use crate::text::{is_code, is_id, is_label, is_secret};
 
 /// A message from a client (device, dashboard, agent) to the coordinator.
@@ -178,9 +179,10 @@ pub enum RunState {
     Stopped,
 }
 
-/// The answer to an [`OwnerCommand`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "reply", rename_all = "snake_case", deny_unknown_fields)]
+/// The answer to an [`OwnerCommand`]. Only the coordinator writes it: it is read tag first
+/// (see [`crate::tagged`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
 pub enum OwnerReply {
     /// The token and code are shown only here; the coordinator keeps their hashes.
     InviteCreated {
@@ -199,6 +201,14 @@ pub enum OwnerReply {
     },
     Done {},
 }
+
+tag_first!(deserialize OwnerReply, tag "reply" {
+    "invite_created" => InviteCreated { invite: InviteView, token: String, code: String },
+    "invites" => Invites { invites: Vec<InviteView> },
+    "audit" => Audit { entries: Vec<LogEntry> },
+    "job_submitted" => JobSubmitted { job_id: String },
+    "done" => Done {},
+});
 
 /// An invite as the owner sees it (without its secrets).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -319,9 +329,10 @@ pub struct DeviceCredential {
 /// A message from the coordinator to a client. The three dashboard payloads and a lease's work
 /// are type parameters only so that a device can decode the same messages as [`ToDevice`],
 /// skipping a dashboard's payloads unread, and a dashboard as [`ToDashboard`], skipping a
-/// device's work; everything else names the plain `ToClient`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+/// device's work; everything else names the plain `ToClient`. Only the coordinator writes it:
+/// it is read tag first (see [`crate::tagged`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum ToClient<
     Snapshot = SwarmSnapshot,
     Reply = OwnerReply,
@@ -392,6 +403,152 @@ pub enum ToClient<
     },
 }
 
+impl<'de, S, R, D, W> Deserialize<'de> for ToClient<S, R, D, W>
+where
+    S: Deserialize<'de>,
+    R: Deserialize<'de>,
+    D: Deserialize<'de>,
+    W: Deserialize<'de>,
+{
+    fn deserialize<De: serde::Deserializer<'de>>(input: De) -> Result<Self, De::Error> {
+        tagged::deserialize(input)
+    }
+}
+
+impl<'de, S, R, D, W> TagFirst<'de> for ToClient<S, R, D, W>
+where
+    S: Deserialize<'de>,
+    R: Deserialize<'de>,
+    D: Deserialize<'de>,
+    W: Deserialize<'de>,
+{
+    const TAG: &'static str = "type";
+    const VARIANTS: &'static [&'static str] = &[
+        "welcome",
+        "heartbeat_ack",
+        "snapshot",
+        "snapshot_delta",
+        "share",
+        "lease",
+        "leases",
+        "cancel_lease",
+        "committed",
+        "owner_result",
+        "error",
+    ];
+
+    fn variant<A: serde::de::MapAccess<'de>>(tag: &str, rest: A) -> Result<Self, A::Error> {
+        // The fields of each struct variant, in the variant's order and with its attributes.
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Welcome {
+            protocol: u16,
+            swarm_id: String,
+            swarm_name: String,
+            role: WelcomeRole,
+            heartbeat_interval_ms: u64,
+            offline_after_ms: u64,
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct HeartbeatAck {
+            #[serde(default)]
+            server_time_ms: Option<u64>,
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Leases<W> {
+            leases: Vec<LeaseOffer<W>>,
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct CancelLease {
+            lease_id: u64,
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Committed {
+            lease_ids: Vec<u64>,
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct OwnerResult<R> {
+            request: u32,
+            result: R,
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Error {
+            code: ErrorCode,
+            message: String,
+            #[serde(default)]
+            request: Option<u32>,
+            #[serde(default)]
+            retry_after_ms: Option<u64>,
+        }
+        Ok(match tag {
+            "welcome" => {
+                let Welcome {
+                    protocol,
+                    swarm_id,
+                    swarm_name,
+                    role,
+                    heartbeat_interval_ms,
+                    offline_after_ms,
+                } = tagged::rest(rest)?;
+                ToClient::Welcome {
+                    protocol,
+                    swarm_id,
+                    swarm_name,
+                    role,
+                    heartbeat_interval_ms,
+                    offline_after_ms,
+                }
+            }
+            "heartbeat_ack" => {
+                let HeartbeatAck { server_time_ms } = tagged::rest(rest)?;
+                ToClient::HeartbeatAck { server_time_ms }
+            }
+            // A newtype variant's fields are its payload's.
+            "snapshot" => ToClient::Snapshot(tagged::rest(rest)?),
+            "snapshot_delta" => ToClient::SnapshotDelta(tagged::rest(rest)?),
+            "share" => ToClient::Share(tagged::rest(rest)?),
+            "lease" => tagged::rest::<LeaseOffer<W>, A>(rest)?.into_lease(),
+            "leases" => {
+                let Leases { leases } = tagged::rest(rest)?;
+                ToClient::Leases { leases }
+            }
+            "cancel_lease" => {
+                let CancelLease { lease_id } = tagged::rest(rest)?;
+                ToClient::CancelLease { lease_id }
+            }
+            "committed" => {
+                let Committed { lease_ids } = tagged::rest(rest)?;
+                ToClient::Committed { lease_ids }
+            }
+            "owner_result" => {
+                let OwnerResult { request, result } = tagged::rest(rest)?;
+                ToClient::OwnerResult { request, result }
+            }
+            "error" => {
+                let Error {
+                    code,
+                    message,
+                    request,
+                    retry_after_ms,
+                } = tagged::rest(rest)?;
+                ToClient::Error {
+                    code,
+                    message,
+                    request,
+                    retry_after_ms,
+                }
+            }
+            _ => return Err(serde::de::Error::unknown_variant(tag, Self::VARIANTS)),
+        })
+    }
+}
+
 /// One lease of a [`ToClient::Leases`] frame: the fields of a [`ToClient::Lease`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -455,9 +612,9 @@ impl DeviceShare {
     }
 }
 
-/// The role the coordinator granted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+/// The role the coordinator granted. Read tag first (see [`crate::tagged`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum WelcomeRole {
     /// `credential` is present only when this hello registered a new device: store it. (On a
     /// reconnect the field is absent.)
@@ -469,6 +626,15 @@ pub enum WelcomeRole {
     /// `owner` tells whether the owner key was accepted.
     Dashboard { owner: bool },
 }
+
+tag_first!(deserialize WelcomeRole, tag "kind" {
+    "device" => Device {
+        device_id: String,
+        #[serde(default)]
+        credential: Option<DeviceCredential>,
+    },
+    "dashboard" => Dashboard { owner: bool },
+});
 
 /// Machine-readable error codes. The text beside them is for people and may change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
