@@ -15,7 +15,7 @@ pub const WORKER_BUILD_VERSION: &str = "0.8.7";
 /// The toolchain that builds the browser bundles for release: a pinned nightly, for
 /// `-Z build-std` with `panic=immediate-abort`. Linked against a standard library built for
 /// size, with no panic machinery (a panic in a browser bundle prints nothing either way: the
-/// wasm32 target has no stderr), the bundles are 7–12 % smaller gzipped (measured in
+/// wasm32 target has no stderr), the bundles are 8–17 % smaller gzipped (measured in
 /// docs/BENCHMARKS.md). Everything else builds with the stable toolchain.
 pub const SIZE_TOOLCHAIN: &str = "nightly-2026-05-20";
 /// Oldest Node that the pinned wrangler (package.json) accepts.
@@ -145,7 +145,7 @@ fn size_toolchain() -> bool {
             };
             eprintln!(
                 "xtask: WARNING: {SIZE_TOOLCHAIN} could not be installed ({why}); the browser \
-                 bundles build with the stable toolchain, 7–12 % larger"
+                 bundles build with the stable toolchain, 8–17 % larger"
             );
             false
         }
