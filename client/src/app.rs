@@ -211,6 +211,49 @@ fn Landing() -> impl IntoView {
     }
 }
 
+// ---------- parts loaded after first paint ----------
+
+/// The dashboard bundle's parts that are not needed for its first paint. With the `split`
+/// feature (a release build of the dashboard bundle, see `xtask/src/build.rs`) each is a wasm
+/// module of its own that the page fetches when the part is first shown; otherwise they are
+/// plain async functions. Each is shown through `Suspend`, so the page around it renders at
+/// once.
+#[allow(unsafe_code)] // only in what `#[lazy]` generates
+mod parts {
+    use leptos::prelude::*;
+    use shared_protocol::SwarmSnapshot;
+
+    use super::{JobsPanel, OwnerPanel, VelocityPanel};
+
+    #[cfg_attr(feature = "split", leptos::lazy)]
+    pub async fn velocity(
+        velocity: RwSignal<crate::chart::Velocity>,
+        hidden: RwSignal<bool>,
+    ) -> AnyView {
+        view! { <VelocityPanel velocity hidden/> }.into_any()
+    }
+
+    #[cfg_attr(feature = "split", leptos::lazy)]
+    pub async fn jobs(
+        swarm_id: String,
+        owner_key: String,
+        owner: RwSignal<bool>,
+        snapshot: RwSignal<Option<SwarmSnapshot>>,
+        hidden: RwSignal<bool>,
+    ) -> AnyView {
+        view! { <JobsPanel swarm_id owner_key owner snapshot hidden/> }.into_any()
+    }
+
+    #[cfg_attr(feature = "split", leptos::lazy)]
+    pub async fn owner_panel(
+        swarm_id: String,
+        owner_key: String,
+        snapshot: RwSignal<Option<SwarmSnapshot>>,
+    ) -> AnyView {
+        view! { <OwnerPanel swarm_id owner_key snapshot/> }.into_any()
+    }
+}
+
 // ---------- dashboard ----------
 
 /// Live view of a swarm from the 2 s snapshots; with the owner key, also the owner's controls.
@@ -285,7 +328,7 @@ fn Dashboard(swarm_id: String) -> impl IntoView {
     let id_for_rows = swarm_id.clone();
     let owner_panel = owner_key.map(|key| {
         let swarm_id = swarm_id.clone();
-        view! { <Show when=move || owner.get()><OwnerPanel swarm_id=swarm_id.clone() owner_key=key.clone() snapshot/></Show> }
+        view! { <Show when=move || owner.get()>{Suspend::new(parts::owner_panel(swarm_id.clone(), key.clone(), snapshot))}</Show> }
     });
     view! {
         <Show when=move || missing.get()><SwarmMissing/></Show>
@@ -301,8 +344,8 @@ fn Dashboard(swarm_id: String) -> impl IntoView {
                 <div><b data-testid="run-state">{move || snapshot.get().map_or(String::new(), |s| run_state_text(s.run_state).into())}</b></div>
             </div>
         </section>
-        <VelocityPanel velocity hidden=missing/>
-        <JobsPanel swarm_id=swarm_id.clone() owner_key=owner_key_for_jobs owner snapshot hidden=missing/>
+        {Suspend::new(parts::velocity(velocity, missing))}
+        {Suspend::new(parts::jobs(swarm_id.clone(), owner_key_for_jobs, owner, snapshot, missing))}
         {owner_panel}
         <section class="card" class:hidden=move || missing.get()>
             <h2>"Devices"</h2>

@@ -201,11 +201,15 @@ test("an owner link opens the owner's dashboard on another device", async () => 
 
 test("each page loads only its own bundle; a device page logs no errors through joining, pausing, resuming, going offline, reloading and removal", async () => {
   // Which wasm each profile fetched: a page loads only its own bundle, its workers only the kernels.
+  // The dashboard's parts loaded after first paint (`split_<part>_<hash>.wasm`) count apart.
   const fetched = (profile) => {
     const names = new Set();
     profile.context.on("request", (request) => {
-      const name = new URL(request.url()).pathname.match(/^\/pkg\/(\w+)_bg\.wasm$/)?.[1];
+      const path = new URL(request.url()).pathname;
+      const name = path.match(/^\/pkg\/(\w+)_bg\.wasm$/)?.[1];
+      const part = path.match(/^\/pkg\/split_([a-z_]+)_\d+\.wasm$/)?.[1];
       if (name) names.add(name);
+      if (part) names.add(`part ${part}`);
     });
     return names;
   };
@@ -222,7 +226,11 @@ test("each page loads only its own bundle; a device page logs no errors through 
   const deviceId = await device.deviceId();
   await device.page.getByTestId("bench-score").filter({ hasText: "reference core" }).waitFor({ timeout: 15000 });
   assert.deepEqual([...phoneWasm].sort(), ["client_compute", "client_device"], "the device page and its workers");
-  assert.deepEqual([...ownerWasm], ["client_dashboard"], "the landing page and the dashboard");
+  assert.deepEqual(
+    [...ownerWasm].sort(),
+    ["client_dashboard", "part jobs", "part owner_panel", "part velocity"],
+    "the landing page and the dashboard, whose parts load after it",
+  );
   const pause = device.page.getByTestId("pause-device");
   await pause.click();
   await pause.filter({ hasText: "Resume" }).waitFor();

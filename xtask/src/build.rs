@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::SystemTime;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 
 use crate::tools::{Tools, SIZE_TOOLCHAIN};
 use crate::{cargo, root, run, sizes};
@@ -119,66 +119,155 @@ fn crate_name(package: &str) -> String {
 }
 
 /// Builds workspace cdylibs for the browser as the product ships them: one cargo build for
-/// wasm32, then for each wasm-bindgen `--target web` into `out` (as `<crate>.js` and
+/// wasm32 (and one more for each bundle to split), then for each wasm-bindgen `--target web` into `out` (as `<crate>.js` and
 /// `<crate>_bg.wasm`), `wasm-opt -Oz` (release only) and the JS glue minified by esbuild (a
-/// quarter smaller gzipped).
+/// quarter smaller gzipped). In a release build the bundles of [`SPLIT_BUNDLES`] are first
+/// split ([`split`]).
 pub fn web_wasm(tools: &Tools, packages: &[&str], out: &Path, profile: Profile) -> Result<()> {
-    let mut build = if profile == Profile::Release && tools.size_toolchain {
-        size_cargo()
-    } else {
-        cargo()
+    let release = profile == Profile::Release;
+    let splits = |package: &str| release && SPLIT_BUNDLES.contains(&package);
+    let cargo = || {
+        if release && tools.size_toolchain {
+            size_cargo()
+        } else {
+            cargo()
+        }
     };
-    build.args([
-        "build",
+    let target = [
         "--lib",
         "--profile",
         profile.cargo_name(),
         "--target",
         "wasm32-unknown-unknown",
-    ]);
-    for package in packages {
-        build.args(["-p", package]);
+    ];
+    let whole: Vec<&str> = packages.iter().copied().filter(|p| !splits(p)).collect();
+    if !whole.is_empty() {
+        let mut build = cargo();
+        build.arg("build").args(target);
+        for package in whole {
+            build.args(["-p", package]);
+        }
+        run(&mut build)?;
     }
-    run(&mut build)?;
+    // A bundle to split is built on its own: with its parts compiled as `#[lazy]` (the
+    // client's `split` feature, whose exports would pull every part into any bundle linking
+    // the client), and linked with its relocations, by which the splitter moves code out.
+    for package in packages.iter().copied().filter(|p| splits(p)) {
+        run(cargo()
+            .arg("rustc")
+            .args(target)
+            .args(["-p", package, "--features", "client/split", "--"])
+            .args(["-C", "link-arg=--emit-relocs"]))?;
+    }
     for package in packages {
         let name = crate_name(package);
-        run(Command::new(&tools.wasm_bindgen)
-            .args([
-                "--target",
-                "web",
-                "--no-typescript",
-                "--out-name",
-                &name,
-                "--out-dir",
-            ])
+        let built = root()
+            .join("target/wasm32-unknown-unknown")
+            .join(profile.cargo_name())
+            .join(format!("{name}.wasm"));
+        let split_parts = splits(package);
+        let (input, parts) = if split_parts {
+            split(tools, &name, &built, out)?
+        } else {
+            (built, Vec::new())
+        };
+        let mut bindgen = Command::new(&tools.wasm_bindgen);
+        bindgen.args(["--target", "web", "--no-typescript"]);
+        if split_parts {
+            // The splitter's loader takes the function table from the main module's exports.
+            bindgen.arg("--keep-lld-exports");
+        }
+        run(bindgen
+            .args(["--out-name", &name, "--out-dir"])
             .arg(out)
-            .arg(
-                root()
-                    .join("target/wasm32-unknown-unknown")
-                    .join(profile.cargo_name())
-                    .join(format!("{name}.wasm")),
-            ))?;
-        let wasm = out.join(format!("{name}_bg.wasm"));
-        if profile == Profile::Release {
-            run(Command::new(&tools.wasm_opt)
-                .arg("-Oz")
-                .args(WASM_FEATURES)
-                .arg(&wasm)
-                .arg("-o")
-                .arg(&wasm))?;
+            .arg(&input))?;
+        if release {
+            let main = out.join(format!("{name}_bg.wasm"));
+            for wasm in std::iter::once(&main).chain(parts.iter().filter(|p| is_wasm(p))) {
+                run(Command::new(&tools.wasm_opt)
+                    .arg("-Oz")
+                    .args(WASM_FEATURES)
+                    .arg(wasm)
+                    .arg("-o")
+                    .arg(wasm))?;
+            }
         }
         let glue = out.join(format!("{name}.js"));
-        run(Command::new(&tools.esbuild)
-            .arg(&glue)
-            .args([
-                "--minify",
-                "--format=esm",
-                "--log-level=warning",
-                "--allow-overwrite",
-            ])
-            .arg(format!("--outfile={}", glue.display())))?;
+        for js in std::iter::once(&glue).chain(parts.iter().filter(|p| !is_wasm(p))) {
+            run(Command::new(&tools.esbuild)
+                .arg(js)
+                .args([
+                    "--minify",
+                    "--format=esm",
+                    "--log-level=warning",
+                    "--allow-overwrite",
+                    // A split bundle's glue names the loader once per imported item, each
+                    // time the same module.
+                    "--log-override:duplicate-object-key=silent",
+                ])
+                .arg(format!("--outfile={}", js.display())))?;
+        }
     }
     Ok(())
+}
+
+/// The bundles whose `#[lazy]` parts a release build splits off: the dashboard's (the client's
+/// `app::parts`).
+const SPLIT_BUNDLES: &[&str] = &["client-dashboard"];
+
+/// The name of the splitter's loader, which the main module's JS glue imports.
+const SPLIT_LOADER: &str = "__wasm_split.js";
+
+/// Splits the cargo output `built` of bundle `name` with the splitter: its `#[lazy]` parts, the
+/// code only they reach, and the code several of them share go to wasm modules of their own in
+/// `out` (`split_*.wasm`, `chunk_*.wasm`) with the loader that fetches them
+/// ([`SPLIT_LOADER`]). Returns the main module, for wasm-bindgen, and the files written to
+/// `out`.
+fn split(
+    tools: &Tools,
+    name: &str,
+    built: &Path,
+    out: &Path,
+) -> Result<(std::path::PathBuf, Vec<std::path::PathBuf>)> {
+    let work = root()
+        .join("target/wasm32-unknown-unknown/split")
+        .join(name);
+    if work.exists() {
+        std::fs::remove_dir_all(&work)?;
+    }
+    run(Command::new(&tools.wasm_split)
+        .args(["--target", "web", "--out-name", name])
+        .arg(built)
+        .arg(&work))?;
+    let main = work.join(format!("{name}.wasm"));
+    std::fs::create_dir_all(out)?;
+    let mut parts = Vec::new();
+    for entry in std::fs::read_dir(&work)? {
+        let path = entry?.path();
+        if path == main {
+            continue;
+        }
+        let file = path.file_name().context("a file of the splitter")?;
+        let is_part = file.to_string_lossy() == SPLIT_LOADER || is_wasm(&path);
+        ensure!(
+            is_part,
+            "the splitter wrote an unexpected file: {}",
+            path.display()
+        );
+        let to = out.join(file);
+        std::fs::copy(&path, &to)?;
+        parts.push(to);
+    }
+    ensure!(
+        parts.iter().any(|p| p.ends_with(SPLIT_LOADER)),
+        "the splitter wrote no {SPLIT_LOADER} for {name}"
+    );
+    parts.sort();
+    Ok((main, parts))
+}
+
+fn is_wasm(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "wasm")
 }
 
 /// Cargo of [`SIZE_TOOLCHAIN`], for a release build of browser bundles: it builds the standard
@@ -240,22 +329,52 @@ fn report() -> Result<()> {
         "coordinator".into(),
         "coordinator/build/index_bg.wasm".into(),
     ));
+    // The parts split off a bundle (`split_*.wasm`, `chunk_*.wasm`), fetched after first paint.
+    let mut parts = Vec::new();
+    for entry in std::fs::read_dir(root().join("pages/pkg"))? {
+        let path = entry?.path();
+        let file = path.file_name().unwrap_or_default().to_string_lossy();
+        if is_wasm(&path) && (file.starts_with("split_") || file.starts_with("chunk_")) {
+            parts.push(path);
+        }
+    }
+    parts.sort();
     for (name, path) in &artefacts {
         let path = root().join(path);
         names_no_builder_folder(&path)?;
         let (raw, gz) = sizes(&path)?;
         println!("  {name:<17} {:>8.1} KiB / {:>7.1} KiB", kib(raw), kib(gz));
     }
+    let mut parts_gz = 0;
+    for path in &parts {
+        names_no_builder_folder(path)?;
+        let (raw, gz) = sizes(path)?;
+        parts_gz += gz;
+        let name = path.file_stem().unwrap_or_default().to_string_lossy();
+        println!(
+            "  part {name:<40} {:>8.1} KiB / {:>7.1} KiB",
+            kib(raw),
+            kib(gz)
+        );
+    }
     println!("\nxtask: first load, gzip -9 (HTML, CSS, the bundle's JS and wasm)");
     println!("  {:<32} {:>9} {:>6}", "page", "bytes", "goal");
     let device = first_load(&["client_device"])?;
     let workers = first_load(&["client_device", "client_compute"])?
         + sizes(&root().join("pages/worker.js"))?.1;
-    let dashboard = first_load(&["client_dashboard"])?;
+    // The dashboard's JS glue imports the splitter's loader when its bundle was split.
+    let loader = root().join("pages/pkg").join(SPLIT_LOADER);
+    let dashboard = first_load(&["client_dashboard"])?
+        + if loader.exists() {
+            sizes(&loader)?.1
+        } else {
+            0
+        };
     for (page, bytes, goal) in [
         ("device page", device, "120 KB"),
         ("device page + its compute worker", workers, ""),
         ("landing page and dashboard", dashboard, "200 KB"),
+        ("  + all its parts, after paint", dashboard + parts_gz, ""),
     ] {
         println!("  {page:<32} {bytes:>9} {goal:>6}");
     }

@@ -265,6 +265,9 @@ fn test() -> Result<()> {
             "kernels-bench",
             "-p",
             "example-pi",
+            // The dashboard's parts as a release build compiles them (`#[lazy]`).
+            "--features",
+            "client/split",
             "--target",
             "wasm32-unknown-unknown",
             "--",

@@ -12,6 +12,10 @@ use crate::{root, run};
 /// The wasm-bindgen CLI must equal the workspace's pinned `wasm-bindgen` crate.
 pub const WASM_BINDGEN_VERSION: &str = "0.2.130";
 pub const WORKER_BUILD_VERSION: &str = "0.8.7";
+/// The splitter that makes the dashboard's `#[lazy]` parts wasm modules of their own (see
+/// `build::split`). It must know this wasm-bindgen's internals: 0.2.4 is the first release that
+/// reads 0.2.128 and later.
+pub const WASM_SPLIT_VERSION: &str = "0.2.4";
 /// The toolchain that builds the browser bundles for release: a pinned nightly, for
 /// `-Z build-std` with `panic=immediate-abort`. Linked against a standard library built for
 /// size, with no panic machinery (a panic in a browser bundle prints nothing either way: the
@@ -28,6 +32,8 @@ pub struct Tools {
     /// npm binaryen's wasm-opt; Debian's older one produces broken modules.
     pub wasm_opt: PathBuf,
     pub esbuild: PathBuf,
+    /// `wasm-split-cli`, of `wasm_split_cli_support`.
+    pub wasm_split: PathBuf,
     /// Whether [`SIZE_TOOLCHAIN`] is installed; without it the bundles build with the stable
     /// toolchain, larger.
     pub size_toolchain: bool,
@@ -41,6 +47,7 @@ pub fn setup(browser: bool) -> Result<Tools> {
     let size_toolchain = size_toolchain();
     let wasm_bindgen = cargo_tool("wasm-bindgen-cli", "wasm-bindgen", WASM_BINDGEN_VERSION)?;
     let worker_build = cargo_tool("worker-build", "worker-build", WORKER_BUILD_VERSION)?;
+    let wasm_split = wasm_split()?;
     npm_packages(&root)?;
     if browser {
         chromium()?;
@@ -51,6 +58,7 @@ pub fn setup(browser: bool) -> Result<Tools> {
         worker_build,
         wasm_opt: bin.join("wasm-opt"),
         esbuild: bin.join("esbuild"),
+        wasm_split,
         size_toolchain,
     })
 }
@@ -173,6 +181,32 @@ fn cargo_tool(krate: &str, binary: &str, version: &str) -> Result<PathBuf> {
         );
     }
     Ok(local)
+}
+
+/// `wasm-split-cli` at [`WASM_SPLIT_VERSION`] in `.tools/cargo`. It prints no version, so the
+/// record cargo keeps of what it installed there tells which one it is.
+fn wasm_split() -> Result<PathBuf> {
+    let tools = root().join(".tools/cargo");
+    let binary = tools.join("bin/wasm-split-cli");
+    let installed = || {
+        let record = std::fs::read_to_string(tools.join(".crates.toml")).unwrap_or_default();
+        binary.exists() && record.contains(&format!("wasm_split_cli_support {WASM_SPLIT_VERSION} "))
+    };
+    if !installed() {
+        eprintln!(
+            "xtask: installing wasm_split_cli_support {WASM_SPLIT_VERSION} (a few minutes, once)"
+        );
+        run(Command::new("cargo")
+            .args(["install", "--locked", "wasm_split_cli_support", "--version"])
+            .arg(WASM_SPLIT_VERSION)
+            .args(["--features", "build-binary", "--root"])
+            .arg(&tools)
+            .env_remove("CARGO_TARGET_DIR"))?;
+        if !installed() {
+            bail!("{} is not there after installing", binary.display());
+        }
+    }
+    Ok(binary)
 }
 
 fn reports_version(binary: &Path, version: &str) -> bool {
