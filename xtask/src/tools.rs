@@ -13,8 +13,8 @@ use crate::{root, run};
 pub const WASM_BINDGEN_VERSION: &str = "0.2.130";
 pub const WORKER_BUILD_VERSION: &str = "0.8.7";
 /// The splitter that makes the dashboard's `#[lazy]` parts wasm modules of their own (see
-/// `build::split`). It must know this wasm-bindgen's internals: 0.2.4 is the first release that
-/// reads 0.2.128 and later.
+/// `build::split`). It must know this wasm-bindgen's internals: releases from 0.2.3 on read
+/// those of wasm-bindgen 0.2.128 and later.
 pub const WASM_SPLIT_VERSION: &str = "0.2.4";
 /// The toolchain that builds the browser bundles for release: a pinned nightly, for
 /// `-Z build-std` with `panic=immediate-abort`. Linked against a standard library built for
